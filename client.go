@@ -1,0 +1,329 @@
+package tern
+
+import (
+	"errors"
+	"net"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+)
+
+// Client is one network connection of an MQTT client. Hooks receive it;
+// its accessors are safe to call from any goroutine.
+type Client struct {
+	srv      *Server
+	conn     net.Conn
+	listener string
+	remote   string
+
+	// Set by the CONNECT handshake, read-only afterwards.
+	id          string
+	username    string
+	version     byte
+	cleanStart  bool
+	keepAlive   uint16
+	sess        *session
+	connectedAt time.Time
+	sendQuota   int    // most QoS 1/2 messages unacknowledged towards the client
+	maxPacket   int    // the client's Maximum Packet Size; 0 = no limit
+	aliasMaxOut uint16 // the client's Topic Alias Maximum
+	problemInfo bool   // the client's Request Problem Information
+	authMethod  string
+	will        atomic.Pointer[packets.Will]
+	willDelay   uint32
+
+	// Owned by the reading goroutine.
+	rd        packetReader
+	aliasesIn map[uint16]string
+
+	// Guarded by sess.mu (before the session is attached, by the handshake).
+	out        []byte
+	spare      *[]byte
+	flushing   bool
+	closing    bool // write what is in out, then close
+	aliasesOut map[string]uint16
+	subIDBuf   [1]uint32
+
+	closed     atomic.Bool
+	disconnErr atomic.Pointer[error]
+	done       chan struct{}
+}
+
+// ID returns the client identifier.
+func (c *Client) ID() string { return c.id }
+
+// Username returns the user name the client connected with.
+func (c *Client) Username() string { return c.username }
+
+// RemoteAddr returns the client's network address.
+func (c *Client) RemoteAddr() string { return c.remote }
+
+// Listener returns the ID of the listener the client connected through.
+func (c *Client) Listener() string { return c.listener }
+
+// ProtocolVersion returns 3 (MQTT 3.1), 4 (3.1.1) or 5.
+func (c *Client) ProtocolVersion() byte { return c.version }
+
+// Conn returns the client's network connection, for hooks that need TLS
+// state; do not read from or write to it.
+func (c *Client) Conn() net.Conn { return c.conn }
+
+// ConnectedAt returns when the client's session was established.
+func (c *Client) ConnectedAt() time.Time { return c.connectedAt }
+
+// Errors that end connections.
+var (
+	errTakenOver      = &packets.Error{Code: packets.SessionTakenOver, Msg: "session taken over"}
+	serverShutting    = &packets.Error{Code: packets.ServerShuttingDown, Msg: "server shutting down"}
+	errKeepAlive      = &packets.Error{Code: packets.KeepAliveTimeout, Msg: "keep alive timeout"}
+	errClientDisconn  = errors.New("tern: client disconnected")
+	errUnexpectedPack = &packets.Error{Code: packets.ProtocolError, Msg: "unexpected packet type"}
+)
+
+var serverShuttingDown = packets.ServerShuttingDown
+
+// kickLocked starts the writer if it is not running.
+func (c *Client) kickLocked() {
+	if !c.flushing && !c.closed.Load() {
+		c.flushing = true
+		c.srv.goTracked(c.flush)
+	}
+}
+
+// lock locks the client's session (or nothing before it has one).
+func (c *Client) lock() {
+	if c.sess != nil {
+		c.sess.mu.Lock()
+	}
+}
+
+func (c *Client) unlock() {
+	if c.sess != nil {
+		c.sess.mu.Unlock()
+	}
+}
+
+// flush is the writer: it moves queued messages into the output buffer as
+// the inflight window allows and writes the buffer, many packets per write,
+// until there is nothing left; then it ends. An idle client has no writer.
+func (c *Client) flush() {
+	s := c.srv
+	for {
+		c.lock()
+		if c.sess != nil && c.sess.client == c {
+			c.fillLocked(time.Now().UnixNano())
+		}
+		if len(c.out) == 0 {
+			c.flushing = false
+			closing := c.closing
+			c.releaseBuffersLocked()
+			c.unlock()
+			if closing {
+				c.shutdownWrite()
+			}
+			return
+		}
+		buf := c.out
+		if c.spare == nil {
+			c.spare = writeBufs.Get().(*[]byte)
+		}
+		c.out = (*c.spare)[:0]
+		c.spare = nil
+		c.unlock()
+
+		c.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
+		n, err := c.conn.Write(buf)
+		s.stats.BytesSent.Add(int64(n))
+		if cap(buf) <= maxPooledCap {
+			b := buf[:0]
+			c.lock()
+			if c.spare == nil {
+				c.spare = &b
+			} else {
+				writeBufs.Put(&b)
+			}
+			c.unlock()
+		}
+		if err != nil {
+			c.lock()
+			c.flushing = false
+			c.out = c.out[:0]
+			c.unlock()
+			c.closeWith(err)
+			return
+		}
+	}
+}
+
+func (c *Client) releaseBuffersLocked() {
+	if c.spare != nil {
+		writeBufs.Put(c.spare)
+		c.spare = nil
+	}
+	if cap(c.out) > 0 && cap(c.out) <= maxPooledCap {
+		b := c.out[:0]
+		writeBufs.Put(&b)
+	}
+	c.out = nil
+}
+
+// shutdownWrite ends a connection the server is closing: the write side is
+// shut so the client reads everything sent, including a DISCONNECT, and the
+// reader drains for a moment before the connection closes.
+func (c *Client) shutdownWrite() {
+	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+		cw.CloseWrite()
+		c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+		return
+	}
+	c.conn.Close()
+}
+
+// closeWith closes the connection at once, recording why.
+func (c *Client) closeWith(err error) {
+	if err != nil {
+		c.disconnErr.CompareAndSwap(nil, &err)
+	}
+	if c.closed.CompareAndSwap(false, true) {
+		c.conn.Close()
+	}
+}
+
+// disconnect ends the connection with a reason: v5 clients get a
+// DISCONNECT with the code first. What is already queued to be written is
+// written first.
+func (c *Client) disconnect(code packets.ReasonCode) {
+	err := error(code)
+	c.disconnErr.CompareAndSwap(nil, &err)
+	c.lock()
+	defer c.unlock()
+	if c.closing || c.closed.Load() {
+		return
+	}
+	c.closing = true
+	if c.version == packets.V5 && c.sess != nil {
+		pk := packets.Disconnect{ReasonCode: code}
+		c.out, _ = pk.Encode(c.out, packets.V5)
+	}
+	if c.sess == nil {
+		c.closeWith(err)
+		return
+	}
+	c.kickLocked()
+}
+
+// writeLocked encodes a packet into the output buffer and wakes the writer.
+func (c *Client) writeLocked(pk packets.Packet) {
+	if c.closing {
+		return
+	}
+	out, err := pk.Encode(c.out, c.version)
+	if err != nil {
+		c.srv.log.Error("encoding packet", "client", c.id, "type", pk.Type().String(), "err", err)
+		return
+	}
+	if c.maxPacket > 0 && len(out)-len(c.out) > c.maxPacket {
+		return // [MQTT-3.1.2-24]: never send a packet larger than the client allows
+	}
+	c.out = out
+	c.kickLocked()
+}
+
+// send writes a packet to the client.
+func (c *Client) send(pk packets.Packet) {
+	c.lock()
+	c.writeLocked(pk)
+	c.unlock()
+}
+
+// fillLocked moves queued deliveries onto the wire while the inflight window
+// has room, up to flushChunk bytes.
+func (c *Client) fillLocked(now int64) {
+	ss := c.sess
+	for ss.q.len() > 0 && len(c.out) < flushChunk && !c.closing {
+		d := ss.q.peek()
+		if d.msg.expired(now) {
+			d := ss.q.pop()
+			ss.unaccountLocked(&d)
+			c.srv.dropped(ss.id, d.msg, DropExpired)
+			continue
+		}
+		if d.qos > 0 && len(ss.inflight) >= c.sendQuota {
+			return
+		}
+		dv := ss.q.pop()
+		ss.unaccountLocked(&dv)
+		var id uint16
+		if dv.qos > 0 {
+			id = ss.nextPacketIDLocked()
+		}
+		if !c.writePublishLocked(&dv, id, false, now) {
+			continue
+		}
+		if dv.qos > 0 {
+			ss.seq++
+			ss.inflight[id] = &inflightMsg{delivery: dv, id: id, seq: ss.seq}
+			c.srv.stats.InflightOut.Add(1)
+		}
+	}
+}
+
+// writePublishLocked encodes one delivery as a PUBLISH. It reports false
+// when the packet would be larger than the client accepts, in which case
+// the message is dropped as if delivered [MQTT-3.1.2-25].
+func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64) bool {
+	m := d.msg
+	pk := packets.Publish{
+		Dup:      dup,
+		QoS:      d.qos,
+		Retain:   d.retain,
+		Topic:    m.Topic,
+		PacketID: id,
+		Payload:  m.Payload,
+	}
+	var newAlias uint16
+	if c.version == packets.V5 {
+		if m.Properties != nil {
+			pk.Properties = *m.Properties
+			pk.Properties.MessageExpiry = m.remainingExpiry(now)
+		}
+		switch {
+		case d.subIDs != nil:
+			pk.Properties.SubscriptionIDs = d.subIDs
+		case d.subID != 0:
+			c.subIDBuf[0] = d.subID
+			pk.Properties.SubscriptionIDs = c.subIDBuf[:]
+		}
+		if c.aliasMaxOut > 0 {
+			if a, ok := c.aliasesOut[m.Topic]; ok {
+				pk.Topic, pk.Properties.TopicAlias = "", a
+			} else if len(c.aliasesOut) < int(c.aliasMaxOut) {
+				newAlias = uint16(len(c.aliasesOut) + 1)
+				pk.Properties.TopicAlias = newAlias
+			}
+		}
+	}
+	if c.maxPacket > 0 && pk.Size(c.version) > c.maxPacket {
+		c.srv.dropped(c.id, m, DropTooLarge)
+		return false
+	}
+	out, err := pk.Encode(c.out, c.version)
+	if err != nil {
+		c.srv.log.Error("encoding PUBLISH", "client", c.id, "err", err)
+		return false
+	}
+	c.out = out
+	if newAlias != 0 {
+		if c.aliasesOut == nil {
+			c.aliasesOut = make(map[string]uint16)
+		}
+		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
+	}
+	c.srv.stats.MessagesSent.Add(1)
+	for _, h := range c.srv.hooks.publishes {
+		h.OnDelivered(c.id, m)
+	}
+	return true
+}

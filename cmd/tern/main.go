@@ -1,0 +1,39 @@
+// Command tern is the Tern MQTT broker and its tools.
+//
+//	tern serve            run the broker (127.0.0.1:1883 by default)
+//	tern version          print the version
+package main
+
+import (
+	"fmt"
+	"os"
+
+	"github.com/spf13/cobra"
+)
+
+func main() {
+	if err := rootCmd().Execute(); err != nil {
+		os.Exit(1)
+	}
+}
+
+func rootCmd() *cobra.Command {
+	root := &cobra.Command{
+		Use:           "tern",
+		Short:         "Tern is a fast, embeddable MQTT 3.1, 3.1.1 and 5.0 broker",
+		SilenceUsage:  true,
+		SilenceErrors: false,
+	}
+	root.AddCommand(serveCmd(), versionCmd())
+	return root
+}
+
+func versionCmd() *cobra.Command {
+	return &cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Run: func(cmd *cobra.Command, _ []string) {
+			fmt.Fprintln(cmd.OutOrStdout(), "tern", version())
+		},
+	}
+}

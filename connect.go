@@ -1,0 +1,365 @@
+package tern
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"net"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// serveConn runs one network connection from accept to close.
+func (s *Server) serveConn(nc net.Conn, listener string) {
+	s.stats.ConnectionsAccepted.Add(1)
+	c := &Client{srv: s, conn: nc, listener: listener, remote: nc.RemoteAddr().String(), done: make(chan struct{})}
+	c.rd.conn = nc
+	defer close(c.done)
+	defer c.rd.release()
+
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.clients[c] = struct{}{}
+	s.wg.Add(1) // under mu, so Shutdown's Wait sees it
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		delete(s.clients, c)
+		s.mu.Unlock()
+		s.wg.Done()
+	}()
+
+	nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
+	pk, err := c.readPacket()
+	if err != nil {
+		c.refuseDecode(err)
+		return
+	}
+	connect, ok := pk.(*packets.Connect)
+	if !ok {
+		s.log.Debug("first packet is not CONNECT", "remote", c.remote, "type", pk.Type().String())
+		s.stats.ProtocolErrors.Add(1)
+		nc.Close() // [MQTT-3.1.0-1]
+		return
+	}
+	if !c.handshake(connect) {
+		s.stats.ConnectsRefused.Add(1)
+		c.closeWith(nil)
+		return
+	}
+	err = c.readLoop()
+	c.closeWith(err)
+	s.connectionEnded(c)
+}
+
+// readPacket reads and decodes the next packet.
+func (c *Client) readPacket() (packets.Packet, error) {
+	h, body, err := c.rd.next(c.srv.cfg.MaxPacketSize)
+	if err != nil {
+		return nil, err
+	}
+	c.srv.stats.BytesReceived.Add(int64(h.PacketSize()))
+	return packets.Decode(h, body, c.version)
+}
+
+// refuseDecode answers a CONNECT that did not decode: a CONNACK with the
+// reason where the client can read one, then close.
+func (c *Client) refuseDecode(err error) {
+	var pe *packets.Error
+	if errors.As(err, &pe) {
+		c.srv.stats.ProtocolErrors.Add(1)
+		c.srv.log.Info("bad CONNECT", "remote", c.remote, "err", err)
+		switch {
+		case pe.Code == packets.UnsupportedProtocolVersion:
+			// [MQTT-3.1.2-2]: 3.1.1 return code 0x01, which v5 clients read too.
+			c.conn.Write([]byte{0x20, 0x02, 0x00, packets.ConnRefusedVersion})
+		case c.version == packets.V5:
+			c.writeConnack(&packets.Connack{ReasonCode: pe.Code})
+		}
+	}
+	c.conn.Close()
+}
+
+// writeConnack writes a CONNACK straight to the connection, for refusals.
+func (c *Client) writeConnack(ack *packets.Connack) {
+	if c.version != packets.V5 && ack.ReasonCode.IsError() && !validV3Refusal(ack.ReasonCode) {
+		return // no 3.1.1 form for this refusal: just close
+	}
+	b, err := ack.Encode(nil, c.version)
+	if err == nil {
+		c.conn.SetWriteDeadline(time.Now().Add(c.srv.cfg.WriteTimeout))
+		c.conn.Write(b)
+	}
+}
+
+func validV3Refusal(code packets.ReasonCode) bool {
+	return packets.ConnackCodeV3(code) != packets.ConnRefusedServer || code == packets.ServerUnavailable ||
+		code == packets.ServerBusy
+}
+
+// refuse answers CONNECT with an error code and reports false.
+func (c *Client) refuse(code packets.ReasonCode, why string) bool {
+	c.srv.log.Info("connection refused", "client", c.id, "remote", c.remote, "reason", code.String(), "why", why)
+	c.writeConnack(&packets.Connack{ReasonCode: code})
+	return false
+}
+
+func assignClientID() string {
+	var b [12]byte
+	rand.Read(b[:])
+	return "tern-" + hex.EncodeToString(b[:])
+}
+
+// handshake checks the CONNECT, authenticates, sets up the session and
+// sends CONNACK. It reports whether the connection goes on.
+func (c *Client) handshake(pk *packets.Connect) bool {
+	s := c.srv
+	cfg := s.cfg
+	c.version = pk.ProtocolVersion
+	c.id = pk.ClientID
+	c.username = pk.Username
+	c.cleanStart = pk.CleanStart
+	c.keepAlive = pk.KeepAlive
+	v5 := c.version == packets.V5
+	p := &pk.Properties
+
+	var assigned string
+	if c.id == "" {
+		if !v5 && !pk.CleanStart {
+			return c.refuse(packets.ClientIdentifierNotValid, "empty client id without clean session") // [MQTT-3.1.3-8]
+		}
+		c.id = assignClientID() // [MQTT-3.1.3-6]
+		if v5 {
+			assigned = c.id
+		}
+	}
+	if len(c.id) > cfg.MaxClientIDLength || c.id[0] == 0 {
+		return c.refuse(packets.ClientIdentifierNotValid, "client id too long") // [MQTT-3.1.3-5]
+	}
+	if w := pk.Will; w != nil {
+		if err := topics.ValidateName(w.Topic); err != nil || c.tooManyLevels(w.Topic) {
+			return c.refuse(packets.TopicNameInvalid, "invalid will topic")
+		}
+		if w.QoS > cfg.maxQoS {
+			return c.refuse(packets.QoSNotSupported, "will QoS above maximum") // [MQTT-3.2.2-12]
+		}
+		if w.Retain && !cfg.retainAvailable {
+			return c.refuse(packets.RetainNotSupported, "will retain not available") // [MQTT-3.2.2-13]
+		}
+		c.willDelay = w.Properties.WillDelay
+		c.will.Store(w)
+	}
+	c.sendQuota = int(cfg.MaxInflight)
+	if v5 {
+		if p.ReceiveMaximum != 0 && int(p.ReceiveMaximum) < c.sendQuota {
+			c.sendQuota = int(p.ReceiveMaximum) // [MQTT-3.3.4-7]
+		}
+		c.maxPacket = int(p.MaximumPacketSize)
+		c.aliasMaxOut = p.TopicAliasMaximum
+		c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
+	}
+
+	// Authentication.
+	ack := &packets.Connack{}
+	if v5 && p.AuthMethod != "" {
+		h := s.hooks.enhancedFor(p.AuthMethod)
+		if h == nil {
+			return c.refuse(packets.BadAuthenticationMethod, "unsupported authentication method")
+		}
+		c.authMethod = p.AuthMethod
+		data, code := c.enhancedAuth(h, p.AuthData, false)
+		if code != packets.Success {
+			s.stats.AuthFailures.Add(1)
+			return c.refuse(code, "enhanced authentication failed")
+		}
+		ack.Properties.AuthMethod = c.authMethod
+		ack.Properties.AuthData = data
+	} else if !s.hooks.authenticate(c, pk) {
+		s.stats.AuthFailures.Add(1)
+		return c.refuse(packets.BadUserNameOrPassword, "authentication failed")
+	}
+	c.conn.SetReadDeadline(time.Time{})
+
+	// The session.
+	expiry := s.sessionExpiry(pk)
+	ss, present, ok := s.attachSession(c, expiry)
+	if !ok {
+		return c.refuse(packets.ServerUnavailable, "server closing")
+	}
+
+	if v5 {
+		ap := &ack.Properties
+		ap.AssignedClientID = assigned
+		if cfg.ReceiveMaximum != 65535 {
+			ap.ReceiveMaximum = cfg.ReceiveMaximum
+		}
+		ap.MaximumPacketSize = uint32(cfg.MaxPacketSize)
+		ap.TopicAliasMaximum = cfg.topicAliasMaximum
+		if cfg.maxQoS < 2 {
+			ap.MaximumQoS = packets.Byte(cfg.maxQoS)
+		}
+		if !cfg.retainAvailable {
+			ap.RetainAvailable = packets.Byte(0)
+		}
+		if !cfg.wildcardSubAvailable {
+			ap.WildcardSubAvailable = packets.Byte(0)
+		}
+		if !cfg.subIDAvailable {
+			ap.SubIDAvailable = packets.Byte(0)
+		}
+		if !cfg.sharedSubAvailable {
+			ap.SharedSubAvailable = packets.Byte(0)
+		}
+		asked := uint32(0)
+		if p.SessionExpiry != nil {
+			asked = *p.SessionExpiry
+		}
+		if expiry != asked {
+			ap.SessionExpiry = packets.Uint32(expiry) // [MQTT-3.2.2-?]: tell the client the interval in force
+		}
+		if m := cfg.MaxKeepAlive; m > 0 && (c.keepAlive == 0 || c.keepAlive > m) {
+			c.keepAlive = m
+			ap.ServerKeepAlive = packets.Uint16(m) // [MQTT-3.2.2-21]
+		}
+	}
+	ack.SessionPresent = present // [MQTT-3.2.2-2], [MQTT-3.2.2-3]
+	c.connectedAt = time.Now()
+
+	// CONNACK goes first, then what the session has waiting.
+	ss.mu.Lock()
+	c.writeLocked(ack)
+	if present {
+		c.resendLocked()
+	}
+	ss.mu.Unlock()
+
+	s.stats.connected()
+	s.log.Debug("client connected", "client", c.id, "remote", c.remote, "version", c.version,
+		"clean", c.cleanStart, "keepalive", c.keepAlive, "present", present)
+	for _, h := range s.hooks.connects {
+		h.OnSessionEstablished(c, present)
+	}
+	return true
+}
+
+func (c *Client) tooManyLevels(topic string) bool {
+	return c.srv.cfg.MaxTopicLevels > 0 && topics.Levels(topic) > c.srv.cfg.MaxTopicLevels
+}
+
+// resendLocked sends again what was inflight when the client was last
+// connected: PUBLISH with DUP set, or PUBREL [MQTT-4.4.0-1].
+func (c *Client) resendLocked() {
+	ss := c.sess
+	now := time.Now().UnixNano()
+	for _, m := range ss.sortedInflightLocked() {
+		if m.released {
+			c.writeLocked(&packets.Pubrel{PacketID: m.id})
+			continue
+		}
+		if !c.writePublishLocked(&m.delivery, m.id, true, now) {
+			delete(ss.inflight, m.id)
+			c.srv.stats.InflightOut.Add(-1)
+		}
+	}
+	c.kickLocked()
+}
+
+// attachSession finds or creates the client's session, taking it over from
+// a connection that holds it, and attaches c. It reports whether a previous
+// session was resumed.
+func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		return nil, false, false
+	}
+	old := s.session(c.id)
+	if old != nil {
+		old.mu.Lock()
+		prev := old.client
+		old.client = nil
+		if old.expiryTimer != nil {
+			old.expiryTimer.Stop()
+		}
+		if !c.cleanStart {
+			// A new connection before the will delay passed: no will [MQTT-3.1.3-9].
+			old.pendingWill = nil
+			if old.willTimer != nil {
+				old.willTimer.Stop()
+			}
+		}
+		old.mu.Unlock()
+		if prev != nil {
+			// [MQTT-3.1.4-3]: the existing connection is closed; its will is
+			// published unless the session goes on and the will has a delay.
+			if w := prev.will.Swap(nil); w != nil && (c.cleanStart || prev.willDelay == 0) {
+				s.publishWill(prev.id, willMessage(prev.id, w))
+			}
+			prev.disconnect(packets.SessionTakenOver)
+			s.log.Info("session taken over", "client", c.id, "old_remote", prev.remote, "new_remote", c.remote)
+		}
+		if c.cleanStart {
+			s.endSessionLocked(old, false) // publishes a pending will [MQTT-3.1.2-8]
+			old = nil
+		}
+	}
+	if old == nil {
+		ss = newSession(s, c.id)
+		s.sessions.Store(c.id, ss)
+		s.stats.ClientsTotal.Add(1)
+	} else {
+		ss, present = old, true
+	}
+	ss.mu.Lock()
+	ss.client = c
+	ss.expiry = expiry
+	ss.dropLog = false
+	c.sess = ss
+	ss.mu.Unlock()
+	return ss, present, true
+}
+
+// enhancedAuth runs an enhanced authentication exchange (section 4.12) to
+// its end, reading AUTH packets from the client. It returns the data for the
+// final packet and the outcome.
+func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool) ([]byte, packets.ReasonCode) {
+	for i := 0; i < 16; i++ {
+		res := h.EnhancedAuth(c, c.authMethod, data, reauth)
+		if res.Code.IsError() {
+			return nil, res.Code
+		}
+		if !res.Continue {
+			return res.Data, packets.Success
+		}
+		if reauth {
+			// During re-authentication the read loop delivers the next AUTH.
+			return res.Data, packets.ContinueAuthentication
+		}
+		auth := &packets.Auth{ReasonCode: packets.ContinueAuthentication}
+		auth.Properties.AuthMethod = c.authMethod
+		auth.Properties.AuthData = res.Data
+		b, err := auth.Encode(nil, packets.V5)
+		if err != nil {
+			return nil, packets.ImplementationSpecificError
+		}
+		if _, err := c.conn.Write(b); err != nil {
+			return nil, packets.UnspecifiedError
+		}
+		pk, err := c.readPacket()
+		if err != nil {
+			return nil, packets.CodeOf(err)
+		}
+		next, ok := pk.(*packets.Auth)
+		if !ok || next.ReasonCode != packets.ContinueAuthentication || next.Properties.AuthMethod != c.authMethod {
+			return nil, packets.ProtocolError // [MQTT-4.12.0-?]
+		}
+		data = next.Properties.AuthData
+	}
+	return nil, packets.NotAuthorized
+}

@@ -1,0 +1,234 @@
+package tern
+
+import (
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// Hook extends the server. A hook implements Hook and any of the event
+// interfaces below (Authenticator, Authorizer, PublishInterceptor, ...);
+// [Server.AddHook] finds them once by type assertion, so an event no hook
+// wants costs nothing.
+type Hook interface {
+	// ID names the hook in logs.
+	ID() string
+}
+
+// Decision is an authenticator's or authorizer's answer.
+type Decision int8
+
+// Decisions. The first hook that does not abstain decides.
+const (
+	Abstain Decision = iota
+	Allow
+	Deny
+)
+
+// Access is the kind of access an Authorizer is asked about.
+type Access byte
+
+// Access kinds.
+const (
+	Write Access = 1 // publish to a topic name
+	Read  Access = 2 // subscribe to a topic filter
+)
+
+// Authenticator decides whether a client may connect. With no
+// authenticator added every client may connect; with some, a client that
+// every authenticator abstains on is refused.
+type Authenticator interface {
+	Hook
+	Authenticate(c *Client, pk *packets.Connect) Decision
+}
+
+// AuthResult is one step of enhanced authentication.
+type AuthResult struct {
+	// Data is sent to the client as Authentication Data.
+	Data []byte
+	// Continue asks the client for another step (AUTH 0x18).
+	Continue bool
+	// Code, when it is an error code, ends the exchange with that reason
+	// (0x87 Not authorized, 0x86 Bad user name or password, ...).
+	Code packets.ReasonCode
+}
+
+// EnhancedAuthenticator runs MQTT 5 enhanced authentication (section 4.12)
+// for the methods it supports, at CONNECT and on re-authentication.
+type EnhancedAuthenticator interface {
+	Hook
+	// SupportsAuthMethod reports whether the hook handles the method.
+	SupportsAuthMethod(method string) bool
+	// Authenticate handles one step; data is the client's Authentication
+	// Data. reauth is true for re-authentication of a connected client.
+	EnhancedAuth(c *Client, method string, data []byte, reauth bool) AuthResult
+}
+
+// Authorizer decides whether a client may publish to a topic (Write) or
+// subscribe to a filter (Read). With no authorizer, or when all abstain,
+// access is allowed.
+type Authorizer interface {
+	Hook
+	Authorize(c *Client, topic string, access Access) Decision
+}
+
+// PublishInterceptor sees every PUBLISH a client sends after authorization
+// and before routing. It may modify pk; returning an error rejects the
+// message: a packets.ReasonCode error is sent to v5 clients in the
+// acknowledgement, anything else as 0x80 Unspecified error.
+type PublishInterceptor interface {
+	Hook
+	OnPublish(c *Client, pk *packets.Publish) error
+}
+
+// ConnectObserver is told of each session established on a connection.
+type ConnectObserver interface {
+	Hook
+	OnSessionEstablished(c *Client, resumed bool)
+}
+
+// DisconnectObserver is told of each connection that ends, with the reason.
+type DisconnectObserver interface {
+	Hook
+	OnDisconnect(c *Client, err error)
+}
+
+// SessionObserver is told when a session ends (expired, cleaned or taken
+// over with clean start).
+type SessionObserver interface {
+	Hook
+	OnSessionEnded(clientID string)
+}
+
+// SubscribeObserver is told of subscriptions made and removed. c is nil for
+// the in-process client.
+type SubscribeObserver interface {
+	Hook
+	OnSubscribed(c *Client, sub topics.Subscription)
+	OnUnsubscribed(c *Client, group, filter string)
+}
+
+// PublishObserver is told of each message the server routed (Published)
+// and of each message it handed to a subscriber's connection (Delivered).
+type PublishObserver interface {
+	Hook
+	OnPublished(c *Client, m *Message)
+	OnDelivered(clientID string, m *Message)
+}
+
+// DropObserver is told of every message the server drops instead of
+// delivering, and why.
+type DropObserver interface {
+	Hook
+	OnMessageDropped(clientID string, m *Message, reason DropReason)
+}
+
+// WillObserver is told of every will message the server publishes.
+type WillObserver interface {
+	Hook
+	OnWillSent(clientID string, m *Message)
+}
+
+// DropReason says why a message was not delivered.
+type DropReason string
+
+// Drop reasons.
+const (
+	DropQueueFull     DropReason = "queue_full"       // MaxQueuedMessages or MaxQueuedBytes reached
+	DropExpired       DropReason = "expired"          // message expiry interval passed
+	DropTooLarge      DropReason = "packet_too_large" // larger than the client's Maximum Packet Size
+	DropNotAuthorized DropReason = "not_authorized"   // a QoS 0 publish the ACL refused
+	DropOfflineQoS0   DropReason = "offline_qos0"     // QoS 0 for an offline session with QueueQoS0Offline off
+	DropSessionEnded  DropReason = "session_ended"    // queued when the session ended
+)
+
+// hookSet holds the hooks by event, built once by AddHook.
+type hookSet struct {
+	all            []Hook
+	authenticators []Authenticator
+	enhancedAuth   []EnhancedAuthenticator
+	authorizers    []Authorizer
+	interceptors   []PublishInterceptor
+	connects       []ConnectObserver
+	disconnects    []DisconnectObserver
+	sessions       []SessionObserver
+	subscribes     []SubscribeObserver
+	publishes      []PublishObserver
+	drops          []DropObserver
+	wills          []WillObserver
+}
+
+func (hs *hookSet) add(h Hook) {
+	hs.all = append(hs.all, h)
+	if v, ok := h.(Authenticator); ok {
+		hs.authenticators = append(hs.authenticators, v)
+	}
+	if v, ok := h.(EnhancedAuthenticator); ok {
+		hs.enhancedAuth = append(hs.enhancedAuth, v)
+	}
+	if v, ok := h.(Authorizer); ok {
+		hs.authorizers = append(hs.authorizers, v)
+	}
+	if v, ok := h.(PublishInterceptor); ok {
+		hs.interceptors = append(hs.interceptors, v)
+	}
+	if v, ok := h.(ConnectObserver); ok {
+		hs.connects = append(hs.connects, v)
+	}
+	if v, ok := h.(DisconnectObserver); ok {
+		hs.disconnects = append(hs.disconnects, v)
+	}
+	if v, ok := h.(SessionObserver); ok {
+		hs.sessions = append(hs.sessions, v)
+	}
+	if v, ok := h.(SubscribeObserver); ok {
+		hs.subscribes = append(hs.subscribes, v)
+	}
+	if v, ok := h.(PublishObserver); ok {
+		hs.publishes = append(hs.publishes, v)
+	}
+	if v, ok := h.(DropObserver); ok {
+		hs.drops = append(hs.drops, v)
+	}
+	if v, ok := h.(WillObserver); ok {
+		hs.wills = append(hs.wills, v)
+	}
+}
+
+// authenticate runs the authenticators; with none, everyone may connect.
+func (hs *hookSet) authenticate(c *Client, pk *packets.Connect) bool {
+	if len(hs.authenticators) == 0 {
+		return true
+	}
+	for _, h := range hs.authenticators {
+		switch h.Authenticate(c, pk) {
+		case Allow:
+			return true
+		case Deny:
+			return false
+		}
+	}
+	return false
+}
+
+// authorize runs the authorizers; access is allowed unless one denies
+// before any allows.
+func (hs *hookSet) authorize(c *Client, topic string, a Access) bool {
+	for _, h := range hs.authorizers {
+		switch h.Authorize(c, topic, a) {
+		case Allow:
+			return true
+		case Deny:
+			return false
+		}
+	}
+	return true
+}
+
+func (hs *hookSet) enhancedFor(method string) EnhancedAuthenticator {
+	for _, h := range hs.enhancedAuth {
+		if h.SupportsAuthMethod(method) {
+			return h
+		}
+	}
+	return nil
+}

@@ -1,0 +1,74 @@
+package tern
+
+import "time"
+
+// connectionEnded runs once after an established connection's read loop
+// ends: it detaches the session, hands shared-subscription messages to
+// other members, publishes or schedules the will, and ends or schedules the
+// end of the session.
+func (s *Server) connectionEnded(c *Client) {
+	s.stats.ClientsConnected.Add(-1)
+	var err error
+	if p := c.disconnErr.Load(); p != nil {
+		err = *p
+	}
+	for _, h := range s.hooks.disconnects {
+		h.OnDisconnect(c, err)
+	}
+	s.log.Debug("client disconnected", "client", c.id, "remote", c.remote, "err", err)
+
+	ss := c.sess
+	ss.mu.Lock()
+	if ss.client != c { // taken over: the new connection owns the session
+		ss.mu.Unlock()
+		return
+	}
+	ss.client = nil
+	shared := ss.takeSharedLocked()
+	expiry := ss.expiry
+	ss.mu.Unlock()
+
+	s.redeliverShared(c.id, shared)
+
+	if w := c.will.Swap(nil); w != nil {
+		m := willMessage(c.id, w)
+		delay := min(c.willDelay, expiry) // [MQTT-3.1.3-9]
+		if delay == 0 {
+			s.publishWill(c.id, m)
+		} else {
+			ss.mu.Lock()
+			if !ss.ended {
+				ss.pendingWill = m
+				ss.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { s.willDelayPassed(ss, m) })
+			}
+			ss.mu.Unlock()
+		}
+	}
+
+	switch expiry {
+	case 0: // the session ends with the connection [MQTT-3.1.2-23]
+		s.mu.Lock()
+		s.endSessionLocked(ss, false)
+		s.mu.Unlock()
+	case NeverExpire:
+	default:
+		ss.mu.Lock()
+		if !ss.ended && ss.client == nil {
+			ss.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expire(ss) })
+		}
+		ss.mu.Unlock()
+	}
+}
+
+// willDelayPassed publishes a delayed will unless a new connection took it
+// away.
+func (s *Server) willDelayPassed(ss *session, m *Message) {
+	ss.mu.Lock()
+	if ss.pendingWill != m {
+		ss.mu.Unlock()
+		return
+	}
+	ss.pendingWill = nil
+	ss.mu.Unlock()
+	s.publishWill(ss.id, m)
+}

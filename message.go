@@ -1,0 +1,159 @@
+package tern
+
+import (
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// Message is an application message as the server routes it. One Message is
+// shared by every subscriber it goes to: hooks and handlers must not modify
+// it or its payload.
+type Message struct {
+	Topic   string
+	Payload []byte
+	QoS     byte
+	Retain  bool
+	// Properties holds the v5 properties forwarded to subscribers (payload
+	// format, content type, response topic, correlation data, user
+	// properties, message expiry as received); nil when there are none.
+	Properties *packets.Properties
+	// Origin is the client identifier of the publisher.
+	Origin string
+	// Created is when the server received the message.
+	Created time.Time
+
+	expireAt int64 // unix nanoseconds; 0 = never
+}
+
+// expired reports whether the message's expiry interval has passed.
+func (m *Message) expired(now int64) bool { return m.expireAt != 0 && now >= m.expireAt }
+
+// remainingExpiry returns the message expiry interval to send on: the
+// received interval less the time the message waited, at least 1 second
+// [MQTT-3.3.2-6].
+func (m *Message) remainingExpiry(now int64) uint32 {
+	if m.expireAt == 0 {
+		return 0
+	}
+	left := (m.expireAt - now + int64(time.Second) - 1) / int64(time.Second)
+	if left < 1 {
+		left = 1
+	}
+	return uint32(left)
+}
+
+// size is what the message counts towards MaxQueuedBytes.
+func (m *Message) size() int { return len(m.Topic) + len(m.Payload) }
+
+// newMessage builds a routed message from a decoded PUBLISH. The packet's
+// buffer becomes the message's storage.
+func newMessage(pk *packets.Publish, origin string, now time.Time) *Message {
+	m := &Message{
+		Topic:   pk.Topic,
+		Payload: pk.Payload,
+		QoS:     pk.QoS,
+		Retain:  pk.Retain,
+		Origin:  origin,
+		Created: now,
+	}
+	p := &pk.Properties
+	if p.PayloadFormat != 0 || p.MessageExpiry != 0 || p.ContentType != "" || p.ResponseTopic != "" ||
+		p.CorrelationData != nil || len(p.User) > 0 {
+		m.Properties = &packets.Properties{
+			PayloadFormat:   p.PayloadFormat,
+			MessageExpiry:   p.MessageExpiry,
+			ContentType:     p.ContentType,
+			ResponseTopic:   p.ResponseTopic,
+			CorrelationData: p.CorrelationData,
+			User:            p.User,
+		}
+		if p.MessageExpiry != 0 {
+			m.expireAt = now.UnixNano() + int64(p.MessageExpiry)*int64(time.Second)
+		}
+	}
+	return m
+}
+
+// delivery is one message on its way to one session.
+type delivery struct {
+	msg    *Message
+	qos    byte   // the QoS it is delivered at
+	retain bool   // the RETAIN flag it is sent with
+	subID  uint32 // the subscription identifier, when one
+	subIDs []uint32
+	share  *topics.SharedGroup // the shared group it came through, for redelivery
+}
+
+// queue is a FIFO ring of deliveries.
+type queue struct {
+	buf  []delivery
+	head int
+	n    int
+}
+
+func (q *queue) len() int { return q.n }
+
+func (q *queue) push(d delivery) {
+	if q.n == len(q.buf) {
+		nb := make([]delivery, max(16, 2*len(q.buf)))
+		for i := 0; i < q.n; i++ {
+			nb[i] = q.buf[(q.head+i)%len(q.buf)]
+		}
+		q.buf, q.head = nb, 0
+	}
+	q.buf[(q.head+q.n)%len(q.buf)] = d
+	q.n++
+}
+
+// pushFront puts d back at the head of the queue.
+func (q *queue) pushFront(d delivery) {
+	q.push(d) // grow if needed
+	q.n--
+	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
+	q.buf[q.head] = d
+	q.n++
+}
+
+func (q *queue) peek() *delivery { return &q.buf[q.head] }
+
+func (q *queue) pop() delivery {
+	d := q.buf[q.head]
+	q.buf[q.head] = delivery{}
+	q.head = (q.head + 1) % len(q.buf)
+	q.n--
+	if q.n == 0 {
+		q.head = 0
+		if len(q.buf) > 1024 { // give back memory after a burst
+			q.buf = nil
+		}
+	}
+	return d
+}
+
+// removeFirst removes the first delivery for which fn is true and reports
+// whether there was one.
+func (q *queue) removeFirst(fn func(*delivery) bool) (delivery, bool) {
+	for i := 0; i < q.n; i++ {
+		j := (q.head + i) % len(q.buf)
+		if fn(&q.buf[j]) {
+			d := q.buf[j]
+			for k := i; k > 0; k-- { // shift the ones before it back by one
+				q.buf[(q.head+k)%len(q.buf)] = q.buf[(q.head+k-1)%len(q.buf)]
+			}
+			q.pop()
+			return d, true
+		}
+	}
+	return delivery{}, false
+}
+
+// drain removes and returns every delivery, oldest first.
+func (q *queue) drain() []delivery {
+	out := make([]delivery, 0, q.n)
+	for q.n > 0 {
+		out = append(out, q.pop())
+	}
+	return out
+}

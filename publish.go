@@ -1,0 +1,358 @@
+package tern
+
+import (
+	"sync"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// handlePublish handles a PUBLISH from a client: topic alias, limits,
+// authorization, interceptors, routing and the acknowledgement.
+func (c *Client) handlePublish(pk *packets.Publish) error {
+	s := c.srv
+	cfg := s.cfg
+	s.stats.MessagesReceived.Add(1)
+	if c.version == packets.V5 {
+		if len(pk.Properties.SubscriptionIDs) > 0 {
+			return &packets.Error{Code: packets.ProtocolError, Msg: "subscription identifier from a client"} // [MQTT-3.3.4-6]
+		}
+		if a := pk.Properties.TopicAlias; a != 0 {
+			if a > cfg.topicAliasMaximum {
+				return &packets.Error{Code: packets.TopicAliasInvalid, Msg: "topic alias above maximum"} // [MQTT-3.3.2-9]
+			}
+			if pk.Topic == "" {
+				t, ok := c.aliasesIn[a]
+				if !ok {
+					return &packets.Error{Code: packets.ProtocolError, Msg: "unknown topic alias"} // [MQTT-3.3.2-?]
+				}
+				pk.Topic = t
+			} else {
+				if c.aliasesIn == nil {
+					c.aliasesIn = make(map[uint16]string)
+				}
+				c.aliasesIn[a] = pk.Topic // the packet's buffer is not reused, so the string stays valid
+			}
+			pk.Properties.TopicAlias = 0
+		}
+	}
+	if err := topics.ValidateName(pk.Topic); err != nil || c.tooManyLevels(pk.Topic) {
+		return &packets.Error{Code: packets.TopicNameInvalid, Msg: "invalid topic name"}
+	}
+	if pk.QoS > cfg.maxQoS {
+		return &packets.Error{Code: packets.QoSNotSupported, Msg: "QoS above maximum"} // [MQTT-3.2.2-11]
+	}
+	if pk.Retain && !cfg.retainAvailable {
+		return &packets.Error{Code: packets.RetainNotSupported, Msg: "retain not available"} // [MQTT-3.2.2-14]
+	}
+	ss := c.sess
+	if pk.QoS == 2 {
+		ss.mu.Lock()
+		_, dup := ss.inQoS2[pk.PacketID]
+		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
+			ss.mu.Unlock()
+			return &packets.Error{Code: packets.ReceiveMaximumExceeded, Msg: "receive maximum exceeded"} // [MQTT-3.3.4-9]
+		}
+		ss.mu.Unlock()
+		if dup {
+			// Already received and routed: acknowledge again, deliver once [MQTT-4.3.3-?].
+			c.send(&packets.Pubrec{PacketID: pk.PacketID})
+			return nil
+		}
+	}
+
+	code := packets.Success
+	if !s.hooks.authorize(c, pk.Topic, Write) {
+		code = packets.NotAuthorized
+	} else {
+		for _, h := range s.hooks.interceptors {
+			if err := h.OnPublish(c, pk); err != nil {
+				code = packets.CodeOf(err)
+				if !code.IsError() || !code.ValidFor(packets.PUBACK) {
+					code = packets.UnspecifiedError
+				}
+				break
+			}
+		}
+	}
+	if code.IsError() {
+		s.stats.PublishDenied.Add(1)
+		s.log.Debug("publish refused", "client", c.id, "topic", pk.Topic, "reason", code.String())
+		if len(s.hooks.drops) > 0 {
+			s.dropped(c.id, newMessage(pk, c.id, time.Now()), DropNotAuthorized)
+		} else {
+			s.stats.MessagesDropped.Add(1)
+		}
+	} else {
+		m := newMessage(pk, c.id, time.Now())
+		if s.route(m) == 0 {
+			code = packets.NoMatchingSubscribers
+		}
+		for _, h := range s.hooks.publishes {
+			h.OnPublished(c, m)
+		}
+	}
+	if c.version != packets.V5 {
+		// 3.1.1 has no negative acknowledgement: a refused message is
+		// acknowledged and dropped, as Mosquitto does.
+		code = packets.Success
+	}
+
+	switch pk.QoS {
+	case 1:
+		c.send(&packets.Puback{PacketID: pk.PacketID, ReasonCode: code})
+	case 2:
+		if !code.IsError() { // an error PUBREC ends the exchange [MQTT-4.3.3-?]
+			ss.mu.Lock()
+			if ss.inQoS2 == nil {
+				ss.inQoS2 = make(map[uint16]struct{})
+			}
+			ss.inQoS2[pk.PacketID] = struct{}{}
+			ss.mu.Unlock()
+		}
+		c.send(&packets.Pubrec{PacketID: pk.PacketID, ReasonCode: code})
+	}
+	return nil
+}
+
+// route delivers a message to the retained store and every matching
+// subscription and returns how many sessions it went to.
+func (s *Server) route(m *Message) int {
+	if m.Retain {
+		s.storeRetained(m)
+	}
+	res := s.index.Match(m.Topic)
+	n := s.routeSubscriptions(m, res.Subscriptions)
+	for _, g := range res.Shared {
+		if s.routeShared(m, g, "") {
+			n++
+		}
+	}
+	return n
+}
+
+// storeRetained keeps, replaces or deletes (empty payload) the retained
+// message of the topic [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7].
+func (s *Server) storeRetained(m *Message) {
+	if len(m.Payload) == 0 {
+		if s.retained.Delete(m.Topic) {
+			s.stats.Retained.Add(-1)
+		}
+		return
+	}
+	if _, had := s.retained.Get(m.Topic); !had {
+		s.stats.Retained.Add(1)
+	}
+	s.retained.Set(m.Topic, m)
+}
+
+// routeSubscriptions delivers m to the sessions of the matching non-shared
+// subscriptions. A client with several matching subscriptions gets one
+// copy at the highest QoS, carrying every subscription identifier
+// [MQTT-3.3.4-2], [MQTT-3.3.4-3].
+func (s *Server) routeSubscriptions(m *Message, subs []*topics.Subscription) int {
+	if len(subs) == 0 {
+		return 0
+	}
+	rs := routeScratchPool.Get().(*routeScratch)
+	for _, sub := range subs {
+		if sub.NoLocal && sub.ClientID == m.Origin { // [MQTT-3.8.3-3]
+			continue
+		}
+		d := s.deliveryFor(m, sub)
+		if i := rs.find(sub.ClientID, len(subs)); i >= 0 {
+			rs.ds[i].merge(d)
+			continue
+		}
+		rs.add(sub.ClientID, d, len(subs))
+	}
+	n := 0
+	for i, d := range rs.ds {
+		if s.deliver(rs.ids[i], d, false) {
+			n++
+		}
+	}
+	rs.reset()
+	routeScratchPool.Put(rs)
+	return n
+}
+
+// routeScratch collects one delivery per client while routing a message.
+type routeScratch struct {
+	ids []string
+	ds  []delivery
+	idx map[string]int // used when there are many subscriptions
+}
+
+var routeScratchPool = sync.Pool{New: func() any { return new(routeScratch) }}
+
+const linearRouteLimit = 16
+
+func (rs *routeScratch) find(id string, n int) int {
+	if n > linearRouteLimit {
+		if i, ok := rs.idx[id]; ok {
+			return i
+		}
+		return -1
+	}
+	for i, x := range rs.ids {
+		if x == id {
+			return i
+		}
+	}
+	return -1
+}
+
+func (rs *routeScratch) add(id string, d delivery, n int) {
+	if n > linearRouteLimit {
+		if rs.idx == nil {
+			rs.idx = make(map[string]int)
+		}
+		rs.idx[id] = len(rs.ids)
+	}
+	rs.ids = append(rs.ids, id)
+	rs.ds = append(rs.ds, d)
+}
+
+func (rs *routeScratch) reset() {
+	clear(rs.ids)
+	clear(rs.ds)
+	rs.ids, rs.ds = rs.ids[:0], rs.ds[:0]
+	if len(rs.idx) > 0 {
+		clear(rs.idx)
+	}
+}
+
+// merge folds another matching subscription of the same client into d.
+func (d *delivery) merge(o delivery) {
+	d.qos = max(d.qos, o.qos)
+	d.retain = d.retain || o.retain
+	if o.subID != 0 {
+		if d.subID != 0 && d.subIDs == nil {
+			d.subIDs = []uint32{d.subID}
+		}
+		if d.subIDs != nil {
+			d.subIDs = append(d.subIDs, o.subID)
+		} else {
+			d.subID = o.subID
+		}
+	}
+}
+
+// deliveryFor returns the delivery of m to one subscription: QoS downgraded
+// to the granted maximum [MQTT-3.8.4-8] and the retain flag cleared unless
+// Retain As Published is set [MQTT-3.3.1-12], [MQTT-3.3.1-13].
+func (s *Server) deliveryFor(m *Message, sub *topics.Subscription) delivery {
+	return delivery{
+		msg:    m,
+		qos:    min(m.QoS, sub.QoS),
+		retain: m.Retain && sub.RetainAsPublished,
+		subID:  sub.Identifier,
+	}
+}
+
+// deliver hands a delivery to the session of clientID.
+func (s *Server) deliver(clientID string, d delivery, force bool) bool {
+	if s.inline.handles(clientID) {
+		s.inline.deliver(clientID, d)
+		return true
+	}
+	ss := s.session(clientID)
+	if ss == nil {
+		return false
+	}
+	ss.enqueue(d, force)
+	return true
+}
+
+// routeShared delivers m to one member of a shared group, round-robin among
+// the members that are online, skipping the client exclude. It falls back
+// to an offline member when none is online.
+func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string) bool {
+	n := uint32(len(g.Members))
+	start := g.Next()
+	var fallback *topics.Subscription
+	for i := uint32(0); i < n; i++ {
+		sub := g.Members[(start+i)%n]
+		if sub.ClientID == exclude {
+			continue
+		}
+		if sub.NoLocal && sub.ClientID == m.Origin {
+			continue
+		}
+		if s.inline.handles(sub.ClientID) || s.online(sub.ClientID) {
+			d := s.deliveryFor(m, sub)
+			d.share = g
+			return s.deliver(sub.ClientID, d, false)
+		}
+		if fallback == nil {
+			fallback = sub
+		}
+	}
+	if fallback != nil {
+		d := s.deliveryFor(m, fallback)
+		d.share = g
+		return s.deliver(fallback.ClientID, d, false)
+	}
+	return false
+}
+
+func (s *Server) online(clientID string) bool {
+	ss := s.session(clientID)
+	if ss == nil {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.client != nil && !ss.client.closing
+}
+
+// redeliverShared sends messages a departed member of a shared group did
+// not acknowledge to another member of the group.
+func (s *Server) redeliverShared(from string, ds []delivery) {
+	for _, d := range ds {
+		var group *topics.SharedGroup
+		for _, g := range s.index.Match(d.msg.Topic).Shared {
+			if g.Name == d.share.Name && g.Filter == d.share.Filter {
+				group = g
+				break
+			}
+		}
+		if group == nil || !s.routeShared(d.msg, group, from) {
+			if d.qos > 0 {
+				s.dropped(from, d.msg, DropSessionEnded)
+			}
+		}
+	}
+}
+
+// willMessage turns a will into the message published for it.
+func willMessage(clientID string, w *packets.Will) *Message {
+	pk := packets.Publish{Topic: w.Topic, Payload: w.Payload, QoS: w.QoS, Retain: w.Retain, Properties: w.Properties}
+	pk.Properties.WillDelay = 0
+	return newMessage(&pk, clientID, time.Now())
+}
+
+// publishWill publishes a will message, subject to the ACL.
+func (s *Server) publishWill(clientID string, m *Message) {
+	if !s.authorizeWill(clientID, m.Topic) {
+		s.log.Info("will refused by ACL", "client", clientID, "topic", m.Topic)
+		return
+	}
+	s.stats.WillsSent.Add(1)
+	s.route(m)
+	for _, h := range s.hooks.wills {
+		h.OnWillSent(clientID, m)
+	}
+}
+
+// authorizeWill checks the will against authorizers as the client that set
+// it. Authorizers get a Client with just the identifier when the connection
+// is gone.
+func (s *Server) authorizeWill(clientID string, topic string) bool {
+	if len(s.hooks.authorizers) == 0 {
+		return true
+	}
+	return s.hooks.authorize(&Client{srv: s, id: clientID}, topic, Write)
+}

@@ -1,0 +1,214 @@
+package tern
+
+import (
+	"errors"
+	"io"
+	"net"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+)
+
+// readLoop reads and handles packets until the connection ends, and returns
+// why it ended.
+func (c *Client) readLoop() error {
+	var keepAlive time.Duration
+	if c.keepAlive > 0 {
+		keepAlive = time.Duration(c.keepAlive) * time.Second * 3 / 2 // [MQTT-3.1.2-22]
+	}
+	for {
+		if keepAlive > 0 && c.rd.r == c.rd.w {
+			c.conn.SetReadDeadline(time.Now().Add(keepAlive))
+		}
+		pk, err := c.readPacket()
+		if err != nil {
+			return c.readFailed(err)
+		}
+		if err := c.handle(pk); err != nil {
+			if err == errClientDisconn {
+				return err
+			}
+			return c.protocolFailure(err)
+		}
+		if c.closed.Load() {
+			return nil
+		}
+	}
+}
+
+// readFailed turns a read or decode error into the connection's end.
+func (c *Client) readFailed(err error) error {
+	var ne net.Error
+	switch {
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return err
+	case errors.As(err, &ne) && ne.Timeout():
+		c.lock()
+		closing := c.closing
+		c.unlock()
+		if closing {
+			return err
+		}
+		c.srv.log.Info("keep alive timeout", "client", c.id, "remote", c.remote)
+		c.disconnect(packets.KeepAliveTimeout)
+		return errKeepAlive
+	}
+	var pe *packets.Error
+	if errors.As(err, &pe) {
+		return c.protocolFailure(err)
+	}
+	return err
+}
+
+// protocolFailure ends the connection for a bad packet: v5 clients get a
+// DISCONNECT with the reason code [MQTT-4.13.1-1]; v3 connections are
+// closed.
+func (c *Client) protocolFailure(err error) error {
+	c.srv.stats.ProtocolErrors.Add(1)
+	code := packets.CodeOf(err)
+	if !code.IsError() {
+		code = packets.ProtocolError
+	}
+	c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.remote, "err", err)
+	if c.version == packets.V5 && packets.DisconnectWithWill != code && code.ValidFor(packets.DISCONNECT) {
+		c.disconnect(code)
+		c.drain()
+	}
+	return err
+}
+
+// drain reads and discards until the client closes or the drain deadline
+// passes, so the client reads our DISCONNECT rather than a reset.
+func (c *Client) drain() {
+	c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	io.Copy(io.Discard, c.conn)
+}
+
+// handle handles one packet from a connected client.
+func (c *Client) handle(pk packets.Packet) error {
+	switch p := pk.(type) {
+	case *packets.Publish:
+		return c.handlePublish(p)
+	case *packets.Puback:
+		return c.handleAck(p.PacketID, false, packets.PUBACK)
+	case *packets.Pubrec:
+		if p.ReasonCode.IsError() { // [MQTT-4.3.3-?]: an error PUBREC ends the exchange
+			return c.handleAck(p.PacketID, false, packets.PUBREC)
+		}
+		return c.handlePubrec(p.PacketID)
+	case *packets.Pubcomp:
+		return c.handleAck(p.PacketID, true, packets.PUBCOMP)
+	case *packets.Pubrel:
+		return c.handlePubrel(p.PacketID)
+	case *packets.Subscribe:
+		return c.handleSubscribe(p)
+	case *packets.Unsubscribe:
+		return c.handleUnsubscribe(p)
+	case *packets.Pingreq:
+		c.send(&packets.Pingresp{}) // [MQTT-3.12.4-1]
+		return nil
+	case *packets.Disconnect:
+		return c.handleDisconnect(p)
+	case *packets.Auth:
+		return c.handleAuth(p)
+	case *packets.Connect:
+		return &packets.Error{Code: packets.ProtocolError, Msg: "second CONNECT"} // [MQTT-3.1.0-2]
+	}
+	return errUnexpectedPack
+}
+
+// handleAck completes an outbound QoS 1 (PUBACK) or QoS 2 (PUBCOMP) message,
+// or one the client refused with an error PUBREC.
+func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
+	ss := c.sess
+	ss.mu.Lock()
+	m, ok := ss.inflight[id]
+	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
+		delete(ss.inflight, id)
+		c.srv.stats.InflightOut.Add(-1)
+		c.kickLocked() // the window has room again
+	}
+	ss.mu.Unlock()
+	return nil // an unknown packet id is ignored, as most brokers do
+}
+
+// handlePubrec answers PUBREC with PUBREL [MQTT-4.3.3-?].
+func (c *Client) handlePubrec(id uint16) error {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	m, ok := ss.inflight[id]
+	rel := packets.Pubrel{PacketID: id}
+	if !ok || m.qos != 2 {
+		rel.ReasonCode = packets.PacketIdentifierNotFound
+	} else {
+		m.released = true
+	}
+	c.writeLocked(&rel)
+	return nil
+}
+
+// handlePubrel completes an inbound QoS 2 message with PUBCOMP.
+func (c *Client) handlePubrel(id uint16) error {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	comp := packets.Pubcomp{PacketID: id}
+	if _, ok := ss.inQoS2[id]; ok {
+		delete(ss.inQoS2, id)
+	} else {
+		comp.ReasonCode = packets.PacketIdentifierNotFound
+	}
+	c.writeLocked(&comp)
+	return nil
+}
+
+// handleDisconnect handles the client's DISCONNECT: the will is discarded
+// unless the reason is 0x04 [MQTT-3.14.4-3], and a v5 client may change its
+// session expiry interval, but not from 0 [MQTT-3.14.2-2].
+func (c *Client) handleDisconnect(p *packets.Disconnect) error {
+	if p.ReasonCode != packets.DisconnectWithWill {
+		c.will.Store(nil)
+	}
+	if e := p.Properties.SessionExpiry; e != nil {
+		ss := c.sess
+		ss.mu.Lock()
+		was := ss.expiry
+		if was != 0 {
+			ss.expiry = *e
+			if m := c.srv.cfg.MaxSessionExpiry; m != 0 && ss.expiry > m {
+				ss.expiry = m
+			}
+		}
+		ss.mu.Unlock()
+		if was == 0 && *e != 0 {
+			c.will.Store(nil)
+			return &packets.Error{Code: packets.ProtocolError, Msg: "session expiry set on DISCONNECT after 0 at CONNECT"}
+		}
+	}
+	return errClientDisconn
+}
+
+// handleAuth handles re-authentication (section 4.12.1).
+func (c *Client) handleAuth(p *packets.Auth) error {
+	if c.authMethod == "" || p.Properties.AuthMethod != c.authMethod {
+		return &packets.Error{Code: packets.ProtocolError, Msg: "AUTH with another method"} // [MQTT-4.12.1-1]
+	}
+	if p.ReasonCode != packets.ReAuthenticate && p.ReasonCode != packets.ContinueAuthentication {
+		return &packets.Error{Code: packets.ProtocolError, Msg: "unexpected AUTH reason"}
+	}
+	h := c.srv.hooks.enhancedFor(c.authMethod)
+	if h == nil {
+		return &packets.Error{Code: packets.BadAuthenticationMethod, Msg: "method no longer supported"}
+	}
+	data, code := c.enhancedAuth(h, p.Properties.AuthData, true)
+	if code.IsError() {
+		c.srv.stats.AuthFailures.Add(1)
+		return &packets.Error{Code: code, Msg: "re-authentication failed"} // [MQTT-4.12.1-2]
+	}
+	out := &packets.Auth{ReasonCode: code}
+	out.Properties.AuthMethod = c.authMethod
+	out.Properties.AuthData = data
+	c.send(out)
+	return nil
+}

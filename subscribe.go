@@ -1,0 +1,140 @@
+package tern
+
+import (
+	"strings"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// handleSubscribe handles SUBSCRIBE: one reason code per filter in the
+// SUBACK [MQTT-3.8.4-6], then the retained messages that match.
+func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
+	s := c.srv
+	cfg := s.cfg
+	var subID uint32
+	if ids := pk.Properties.SubscriptionIDs; len(ids) > 0 {
+		if !cfg.subIDAvailable {
+			return &packets.Error{Code: packets.SubIDsNotSupported, Msg: "subscription identifiers not available"} // [MQTT-3.2.2-?]
+		}
+		subID = ids[0]
+	}
+	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
+	var sendRetained []topics.Subscription
+	for i, req := range pk.Subscriptions {
+		code, sub, existed, err := s.subscribe(c, req, subID)
+		if err != nil {
+			return err
+		}
+		ack.ReasonCodes[i] = code
+		if code.IsError() {
+			continue
+		}
+		// Retained messages: never for shared subscriptions [MQTT-3.8.4-?];
+		// Retain Handling 0 always, 1 only for a new subscription, 2 never
+		// [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+		if sub.Group == "" && (sub.RetainHandling == 0 || sub.RetainHandling == 1 && !existed) {
+			sendRetained = append(sendRetained, sub)
+		}
+	}
+	c.send(ack)
+	for i := range sendRetained {
+		s.sendRetained(c.sess, &sendRetained[i])
+	}
+	return nil
+}
+
+// subscribe checks and stores one subscription of a client and returns the
+// reason code for it, the subscription stored and whether it replaced one.
+// An error means the connection must end.
+func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (packets.ReasonCode, topics.Subscription, bool, error) {
+	cfg := s.cfg
+	var sub topics.Subscription
+	if err := topics.ValidateFilter(req.Filter); err != nil || c.tooManyLevels(req.Filter) {
+		return packets.TopicFilterInvalid, sub, false, nil // [MQTT-4.7.3-?]
+	}
+	group, filter, shared := topics.ParseShared(req.Filter)
+	if shared {
+		if !cfg.sharedSubAvailable {
+			return packets.SharedSubsNotSupported, sub, false, nil
+		}
+		if req.NoLocal {
+			return 0, sub, false, &packets.Error{Code: packets.ProtocolError, Msg: "no local on a shared subscription"} // [MQTT-3.8.3-4]
+		}
+	}
+	if !cfg.wildcardSubAvailable && strings.ContainsAny(filter, "+#") {
+		return packets.WildcardSubsNotSupported, sub, false, nil
+	}
+	if !s.hooks.authorize(c, req.Filter, Read) {
+		return packets.NotAuthorized, sub, false, nil
+	}
+	sub = topics.Subscription{
+		ClientID:          c.id,
+		Filter:            filter,
+		Group:             group,
+		QoS:               min(req.QoS, cfg.maxQoS), // [MQTT-3.2.2-?]: granted QoS never above the maximum
+		NoLocal:           req.NoLocal,
+		RetainAsPublished: req.RetainAsPublished,
+		RetainHandling:    req.RetainHandling,
+		Identifier:        subID,
+	}
+	existed := s.index.Subscribe(sub) // replaces an identical filter [MQTT-3.8.4-3]
+	if !existed {
+		s.stats.Subscriptions.Add(1)
+	}
+	for _, h := range s.hooks.subscribes {
+		h.OnSubscribed(c, sub)
+	}
+	return packets.ReasonCode(sub.QoS), sub, existed, nil
+}
+
+// sendRetained queues the retained messages matching a new subscription.
+// They bypass the queue limits: all of them are delivered, paced by the
+// client's inflight window.
+func (s *Server) sendRetained(ss *session, sub *topics.Subscription) {
+	now := time.Now().UnixNano()
+	var expired []string
+	s.retained.Match(sub.Filter, func(topic string, m *Message) bool {
+		if m.expired(now) {
+			expired = append(expired, topic)
+			return true
+		}
+		ss.enqueue(delivery{msg: m, qos: min(m.QoS, sub.QoS), retain: true, subID: sub.Identifier}, true)
+		return true
+	})
+	for _, t := range expired {
+		if m, ok := s.retained.Get(t); ok && m.expired(now) && s.retained.Delete(t) {
+			s.stats.Retained.Add(-1)
+		}
+	}
+}
+
+// handleUnsubscribe handles UNSUBSCRIBE [MQTT-3.10.4-1].
+func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
+	s := c.srv
+	ack := &packets.Unsuback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Filters))}
+	for i, f := range pk.Filters {
+		group, filter, _ := topics.ParseShared(f)
+		if s.unsubscribe(c.id, c, group, filter) {
+			ack.ReasonCodes[i] = packets.Success
+		} else {
+			ack.ReasonCodes[i] = packets.NoSubscriptionExisted
+		}
+	}
+	c.send(ack) // [MQTT-3.10.4-4]
+	return nil
+}
+
+// unsubscribe removes a subscription of the client id; c is nil for the
+// in-process client.
+func (s *Server) unsubscribe(id string, c *Client, group, filter string) bool {
+	if !s.index.Unsubscribe(id, group, filter) {
+		return false
+	}
+	s.stats.Subscriptions.Add(-1)
+	for _, h := range s.hooks.subscribes {
+		h.OnUnsubscribed(c, group, filter)
+	}
+	return true
+}

@@ -1,0 +1,48 @@
+package tern
+
+import (
+	"strconv"
+	"time"
+)
+
+// sysLoop publishes the $SYS/broker topics every SysInterval, retained, as
+// Mosquitto names them. Wildcard subscriptions starting with + or # do not
+// match them [MQTT-4.7.2-1].
+func (s *Server) sysLoop() {
+	t := time.NewTicker(s.cfg.SysInterval)
+	defer t.Stop()
+	s.publishSys("$SYS/broker/version", "tern "+Version)
+	for {
+		s.publishSysStats()
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+		}
+	}
+}
+
+func (s *Server) publishSysStats() {
+	st := &s.stats
+	i := func(v int64) string { return strconv.FormatInt(v, 10) }
+	connected := st.ClientsConnected.Load()
+	total := st.ClientsTotal.Load()
+	for _, kv := range [...]struct{ k, v string }{
+		{"uptime", i(int64(time.Since(s.started).Seconds())) + " seconds"},
+		{"clients/connected", i(connected)},
+		{"clients/disconnected", i(max(total-connected, 0))},
+		{"clients/total", i(total)},
+		{"clients/maximum", i(st.ClientsMaximum.Load())},
+		{"clients/expired", i(st.ClientsExpired.Load())},
+		{"messages/received", i(st.MessagesReceived.Load())},
+		{"messages/sent", i(st.MessagesSent.Load())},
+		{"messages/stored", i(st.Queued.Load() + st.Retained.Load())},
+		{"publish/messages/dropped", i(st.MessagesDropped.Load())},
+		{"bytes/received", i(st.BytesReceived.Load())},
+		{"bytes/sent", i(st.BytesSent.Load())},
+		{"subscriptions/count", i(st.Subscriptions.Load())},
+		{"retained messages/count", i(st.Retained.Load())},
+	} {
+		s.publishSys("$SYS/broker/"+kv.k, kv.v)
+	}
+}
