@@ -36,3 +36,6 @@ func (st *Stats) connected() {
 		}
 	}
 }
+
+// Stats returns the server's live counters.
+func (s *Server) Stats() *Stats { return &s.stats }
