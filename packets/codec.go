@@ -205,11 +205,43 @@ func checkString(s string) error {
 	if len(s) > 65535 {
 		return malformed("string longer than 65535 bytes")
 	}
-	if strings.IndexByte(s, 0) >= 0 {
-		return errNullChar
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c == 0 {
+			return errNullChar
+		}
+		if c >= utf8.RuneSelf { // leave the ASCII fast path
+			if strings.IndexByte(s[i:], 0) >= 0 {
+				return errNullChar
+			}
+			if !utf8.ValidString(s[i:]) {
+				return errUTF8
+			}
+			return nil
+		}
 	}
-	if !utf8.ValidString(s) {
-		return errUTF8
+	return nil
+}
+
+// checkTopicName is checkString for a topic name, which must also be free
+// of wildcards, in one pass over the usual ASCII topic.
+func checkTopicName(s string) error {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+' || c == '#':
+			return &Error{Code: TopicNameInvalid, Msg: "wildcard in topic name"} // [MQTT-3.3.2-2]
+		case c == 0 || c >= utf8.RuneSelf:
+			if err := checkString(s[i:]); err != nil {
+				return err
+			}
+			if hasWildcard(s[i:]) {
+				return &Error{Code: TopicNameInvalid, Msg: "wildcard in topic name"}
+			}
+			return nil
+		}
+	}
+	if len(s) > 65535 {
+		return malformed("string longer than 65535 bytes")
 	}
 	return nil
 }

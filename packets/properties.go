@@ -159,7 +159,7 @@ func (p *Properties) recycle() Properties {
 	return Properties{User: p.User[:0], SubscriptionIDs: p.SubscriptionIDs[:0]}
 }
 
-// decodeProperties reads a property length and the properties that follow
+// decode reads a property length and the properties that follow
 // into p, checking each one against the packet type t.
 func (p *Properties) decode(r *reader, t Type) {
 	n := r.vbi()
@@ -198,8 +198,8 @@ func propCtxName(t Type) string {
 	return t.String()
 }
 
-// flag reads a byte property that may only be 0 or 1.
-func flag(r *reader) byte {
+// readFlag reads a byte property that may only be 0 or 1.
+func readFlag(r *reader) byte {
 	b := r.byte()
 	if b > 1 {
 		r.fail(protocolError("property value must be 0 or 1"))
@@ -210,7 +210,7 @@ func flag(r *reader) byte {
 func (p *Properties) decodeOne(r *reader, id byte, t Type) {
 	switch id {
 	case PropPayloadFormat:
-		p.PayloadFormat = flag(r)
+		p.PayloadFormat = readFlag(r)
 	case PropMessageExpiry:
 		p.MessageExpiry = r.uint32()
 	case PropContentType:
@@ -239,11 +239,11 @@ func (p *Properties) decodeOne(r *reader, id byte, t Type) {
 	case PropAuthData:
 		p.AuthData = r.binary()
 	case PropRequestProblemInfo:
-		p.RequestProblemInfo = Byte(flag(r))
+		p.RequestProblemInfo = Byte(readFlag(r))
 	case PropWillDelay:
 		p.WillDelay = r.uint32()
 	case PropRequestResponseInfo:
-		p.RequestResponseInfo = flag(r)
+		p.RequestResponseInfo = readFlag(r)
 	case PropResponseInfo:
 		p.ResponseInfo = r.string()
 	case PropServerReference:
@@ -263,9 +263,9 @@ func (p *Properties) decodeOne(r *reader, id byte, t Type) {
 			r.fail(&Error{Code: TopicAliasInvalid, Msg: "topic alias 0"})
 		}
 	case PropMaximumQoS:
-		p.MaximumQoS = Byte(flag(r))
+		p.MaximumQoS = Byte(readFlag(r))
 	case PropRetainAvailable:
-		p.RetainAvailable = Byte(flag(r))
+		p.RetainAvailable = Byte(readFlag(r))
 	case PropUser:
 		k := r.string()
 		v := r.string()
@@ -276,11 +276,11 @@ func (p *Properties) decodeOne(r *reader, id byte, t Type) {
 			r.fail(protocolError("maximum packet size 0"))
 		}
 	case PropWildcardSubAvailable:
-		p.WildcardSubAvailable = Byte(flag(r))
+		p.WildcardSubAvailable = Byte(readFlag(r))
 	case PropSubIDAvailable:
-		p.SubIDAvailable = Byte(flag(r))
+		p.SubIDAvailable = Byte(readFlag(r))
 	case PropSharedSubAvailable:
-		p.SharedSubAvailable = Byte(flag(r))
+		p.SharedSubAvailable = Byte(readFlag(r))
 	}
 }
 
@@ -464,7 +464,15 @@ func (p *Properties) appendTo(dst []byte) []byte {
 	if p == nil {
 		return append(dst, 0)
 	}
-	dst = appendVBI(dst, p.size())
+	return p.appendSized(dst, p.size())
+}
+
+// appendSized is appendTo for a caller that knows p.size() already.
+func (p *Properties) appendSized(dst []byte, size int) []byte {
+	dst = appendVBI(dst, size)
+	if size == 0 {
+		return dst
+	}
 	if p.PayloadFormat != 0 {
 		dst = append(dst, PropPayloadFormat, p.PayloadFormat)
 	}

@@ -62,17 +62,26 @@ func (p *Publish) checkTopic(version byte) error {
 
 // Size returns the size of the whole encoded packet for the version.
 func (p *Publish) Size(version byte) int {
-	n := p.remaining(version)
+	n := p.remaining(version, p.propsSize(version))
 	return 1 + vbiSize(n) + n
 }
 
-func (p *Publish) remaining(version byte) int {
+// propsSize returns the size of the properties without their length field,
+// or -1 when the version has none.
+func (p *Publish) propsSize(version byte) int {
+	if version != V5 {
+		return -1
+	}
+	return p.Properties.size()
+}
+
+func (p *Publish) remaining(version byte, props int) int {
 	n := 2 + len(p.Topic) + len(p.Payload)
 	if p.QoS > 0 {
 		n += 2
 	}
-	if version == V5 {
-		n += p.Properties.encodedSize()
+	if props >= 0 {
+		n += vbiSize(props) + props
 	}
 	return n
 }
@@ -100,18 +109,19 @@ func (p *Publish) Encode(dst []byte, version byte) ([]byte, error) {
 	if p.Dup && p.QoS == 0 {
 		return dst, malformed("DUP set on a QoS 0 PUBLISH") // [MQTT-3.3.1-2]
 	}
-	if err := checkString(p.Topic); err != nil {
+	if err := checkTopicName(p.Topic); err != nil {
 		return dst, err
 	}
-	if err := p.checkTopic(version); err != nil {
-		return dst, err
+	if p.Topic == "" && (version != V5 || p.Properties.TopicAlias == 0) {
+		return dst, protocolError("empty topic name without a topic alias") // [MQTT-4.7.3-1]
 	}
-	if version == V5 && !p.Properties.Empty() {
+	props := p.propsSize(version)
+	if props > 0 {
 		if err := p.Properties.validate(PUBLISH); err != nil {
 			return dst, err
 		}
 	}
-	dst, err := appendHeader(dst, PUBLISH, p.flags(), p.remaining(version))
+	dst, err := appendHeader(dst, PUBLISH, p.flags(), p.remaining(version, props))
 	if err != nil {
 		return dst, err
 	}
@@ -119,8 +129,8 @@ func (p *Publish) Encode(dst []byte, version byte) ([]byte, error) {
 	if p.QoS > 0 {
 		dst = appendUint16(dst, p.PacketID)
 	}
-	if version == V5 {
-		dst = p.Properties.appendTo(dst)
+	if props >= 0 {
+		dst = p.Properties.appendSized(dst, props)
 	}
 	return append(dst, p.Payload...), nil
 }
