@@ -3,6 +3,7 @@ package tern
 import (
 	"errors"
 	"net"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -37,6 +38,7 @@ type Client struct {
 	// Owned by the reading goroutine.
 	rd        packetReader
 	aliasesIn map[uint16]string
+	reauthing bool // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
 	out        []byte
@@ -44,7 +46,11 @@ type Client struct {
 	flushing   bool
 	closing    bool // write what is in out, then close
 	aliasesOut map[string]uint16
+	resend     []uint16 // inflight ids of a resumed session still to be sent again, oldest first
 	subIDBuf   [1]uint32
+	events     []hookEvent // hook calls to make once the lock is released
+
+	stopping atomic.Bool // the server is ending the connection: ignore further packets
 
 	closed     atomic.Bool
 	disconnErr atomic.Pointer[error]
@@ -65,6 +71,9 @@ func (c *Client) Listener() string { return c.listener }
 
 // ProtocolVersion returns 3 (MQTT 3.1), 4 (3.1.1) or 5.
 func (c *Client) ProtocolVersion() byte { return c.version }
+
+// IsInline reports whether c is the server's in-process client.
+func (c *Client) IsInline() bool { return c.conn == nil && c.listener == inlineListener }
 
 // Conn returns the client's network connection, for hooks that need TLS
 // state; do not read from or write to it.
@@ -119,12 +128,15 @@ func (c *Client) flush() {
 			c.flushing = false
 			closing := c.closing
 			c.releaseBuffersLocked()
+			events := c.takeEventsLocked()
 			c.unlock()
+			c.fire(events)
 			if closing {
 				c.shutdownWrite()
 			}
 			return
 		}
+		events := c.takeEventsLocked()
 		buf := c.out
 		if c.spare == nil {
 			c.spare = writeBufs.Get().(*[]byte)
@@ -132,6 +144,7 @@ func (c *Client) flush() {
 		c.out = (*c.spare)[:0]
 		c.spare = nil
 		c.unlock()
+		c.fire(events)
 
 		c.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
 		n, err := c.conn.Write(buf)
@@ -197,6 +210,7 @@ func (c *Client) closeWith(err error) {
 func (c *Client) disconnect(code packets.ReasonCode) {
 	err := error(code)
 	c.disconnErr.CompareAndSwap(nil, &err)
+	c.stopping.Store(true)
 	c.lock()
 	defer c.unlock()
 	if c.closing || c.closed.Load() {
@@ -242,12 +256,15 @@ func (c *Client) send(pk packets.Packet) {
 // has room, up to flushChunk bytes.
 func (c *Client) fillLocked(now int64) {
 	ss := c.sess
+	if !c.resendPendingLocked(now) {
+		return // what was inflight goes before anything new
+	}
 	for ss.q.len() > 0 && len(c.out) < flushChunk && !c.closing {
 		d := ss.q.peek()
 		if d.msg.expired(now) {
 			d := ss.q.pop()
 			ss.unaccountLocked(&d)
-			c.srv.dropped(ss.id, d.msg, DropExpired)
+			c.droppedLocked(d.msg, DropExpired)
 			continue
 		}
 		if d.qos > 0 && len(ss.inflight) >= c.sendQuota {
@@ -267,6 +284,30 @@ func (c *Client) fillLocked(now int64) {
 			ss.inflight[id] = &inflightMsg{delivery: dv, id: id, seq: ss.seq}
 			c.srv.stats.InflightOut.Add(1)
 		}
+	}
+}
+
+// resendPendingLocked sends again, oldest first and as the send quota
+// allows, the messages resendLocked held back. It reports whether none is
+// left. Every id in c.resend is in ss.inflight.
+func (c *Client) resendPendingLocked(now int64) bool {
+	ss := c.sess
+	for len(c.resend) > 0 && len(ss.inflight)-len(c.resend) < c.sendQuota && len(c.out) < flushChunk && !c.closing {
+		id := c.resend[0]
+		c.resend = c.resend[1:]
+		if m := ss.inflight[id]; m != nil && !c.writePublishLocked(&m.delivery, id, true, now) {
+			delete(ss.inflight, id)
+			c.srv.stats.InflightOut.Add(-1)
+		}
+	}
+	return len(c.resend) == 0
+}
+
+// unpendLocked forgets a held-back message the client acknowledged before
+// it was sent again (it had received it on the previous connection).
+func (c *Client) unpendLocked(id uint16) {
+	if i := slices.Index(c.resend, id); i >= 0 {
+		c.resend = slices.Delete(c.resend, i, i+1)
 	}
 }
 
@@ -306,7 +347,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		}
 	}
 	if c.maxPacket > 0 && pk.Size(c.version) > c.maxPacket {
-		c.srv.dropped(c.id, m, DropTooLarge)
+		c.droppedLocked(m, DropTooLarge)
 		return false
 	}
 	out, err := pk.Encode(c.out, c.version)
@@ -322,8 +363,48 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
 	c.srv.stats.MessagesSent.Add(1)
-	for _, h := range c.srv.hooks.publishes {
-		h.OnDelivered(c.id, m)
+	if len(c.srv.hooks.publishes) > 0 {
+		c.events = append(c.events, hookEvent{msg: m})
 	}
 	return true
+}
+
+// hookEvent is a delivery or a drop to report to hooks after the session
+// lock is released, so that hooks may call back into the server.
+type hookEvent struct {
+	msg  *Message
+	drop DropReason // "" for a delivery
+}
+
+// droppedLocked counts a drop now and reports it to hooks later.
+func (c *Client) droppedLocked(m *Message, why DropReason) {
+	c.srv.countDrop(why)
+	if len(c.srv.hooks.drops) > 0 {
+		c.events = append(c.events, hookEvent{msg: m, drop: why})
+	}
+}
+
+func (c *Client) takeEventsLocked() []hookEvent {
+	if len(c.events) == 0 {
+		return nil
+	}
+	ev := c.events
+	c.events = nil
+	return ev
+}
+
+// fire reports deliveries and drops to hooks.
+func (c *Client) fire(events []hookEvent) {
+	s := c.srv
+	for _, e := range events {
+		if e.drop != "" {
+			for _, h := range s.hooks.drops {
+				h.OnMessageDropped(c.id, e.msg, e.drop)
+			}
+			continue
+		}
+		for _, h := range s.hooks.publishes {
+			h.OnDelivered(c.id, e.msg)
+		}
+	}
 }

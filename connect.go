@@ -158,7 +158,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.sendQuota = int(cfg.MaxInflight)
 	if v5 {
 		if p.ReceiveMaximum != 0 && int(p.ReceiveMaximum) < c.sendQuota {
-			c.sendQuota = int(p.ReceiveMaximum) // [MQTT-3.3.4-7]
+			c.sendQuota = int(p.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
 		c.maxPacket = int(p.MaximumPacketSize)
 		c.aliasMaxOut = p.TopicAliasMaximum
@@ -184,6 +184,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		s.stats.AuthFailures.Add(1)
 		return c.refuse(packets.BadUserNameOrPassword, "authentication failed")
 	}
+	c.username = pk.Username // an authenticator may have set it, e.g. from a certificate
 	c.conn.SetReadDeadline(time.Time{})
 
 	// The session.
@@ -253,19 +254,28 @@ func (c *Client) tooManyLevels(topic string) bool {
 }
 
 // resendLocked sends again what was inflight when the client was last
-// connected: PUBLISH with DUP set, or PUBREL [MQTT-4.4.0-1].
+// connected: PUBLISH with DUP set, or PUBREL [MQTT-4.4.0-1]. PUBLISH packets
+// beyond the new connection's send quota wait in c.resend (section 4.9).
 func (c *Client) resendLocked() {
 	ss := c.sess
 	now := time.Now().UnixNano()
+	sent := 0
 	for _, m := range ss.sortedInflightLocked() {
 		if m.released {
 			c.writeLocked(&packets.Pubrel{PacketID: m.id})
+			sent++
+			continue
+		}
+		if sent >= c.sendQuota { // [MQTT-3.3.4-9]
+			c.resend = append(c.resend, m.id)
 			continue
 		}
 		if !c.writePublishLocked(&m.delivery, m.id, true, now) {
 			delete(ss.inflight, m.id)
 			c.srv.stats.InflightOut.Add(-1)
+			continue
 		}
+		sent++
 	}
 	c.kickLocked()
 }
@@ -289,7 +299,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, 
 		}
 		if !c.cleanStart {
 			// A new connection before the will delay passed: no will [MQTT-3.1.3-9].
-			old.pendingWill = nil
+			old.pendingWill, old.pendingWillFrom = nil, nil
 			if old.willTimer != nil {
 				old.willTimer.Stop()
 			}
@@ -299,7 +309,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, 
 			// [MQTT-3.1.4-3]: the existing connection is closed; its will is
 			// published unless the session goes on and the will has a delay.
 			if w := prev.will.Swap(nil); w != nil && (c.cleanStart || prev.willDelay == 0) {
-				s.publishWill(prev.id, willMessage(prev.id, w))
+				s.publishWill(prev, willMessage(prev.id, w))
 			}
 			prev.disconnect(packets.SessionTakenOver)
 			s.log.Info("session taken over", "client", c.id, "old_remote", prev.remote, "new_remote", c.remote)

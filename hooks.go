@@ -35,7 +35,9 @@ const (
 
 // Authenticator decides whether a client may connect. With no
 // authenticator added every client may connect; with some, a client that
-// every authenticator abstains on is refused.
+// every authenticator abstains on is refused. An authenticator may set
+// pk.Username (from a certificate, say); the client keeps the name as the
+// authenticators leave it.
 type Authenticator interface {
 	Hook
 	Authenticate(c *Client, pk *packets.Connect) Decision

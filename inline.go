@@ -28,9 +28,12 @@ type inlineClient struct {
 
 const inlinePrefix = "\x00inline/"
 
+// inlineListener is the listener ID of the in-process client.
+const inlineListener = "inline"
+
 func (ic *inlineClient) init(s *Server) {
 	ic.srv = s
-	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: "inline", version: packets.V5, done: make(chan struct{})}
+	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: inlineListener, version: packets.V5, done: make(chan struct{})}
 	ic.handlers = make(map[string]MessageHandler)
 }
 

@@ -34,21 +34,32 @@ func (s *Server) connectionEnded(c *Client) {
 		m := willMessage(c.id, w)
 		delay := min(c.willDelay, expiry) // [MQTT-3.1.3-9]
 		if delay == 0 {
-			s.publishWill(c.id, m)
+			s.publishWill(c, m)
 		} else {
 			ss.mu.Lock()
-			if !ss.ended {
-				ss.pendingWill = m
+			switch {
+			case ss.ended: // a clean start ended the session meanwhile [MQTT-3.1.2-8]
+				ss.mu.Unlock()
+				s.publishWill(c, m)
+			case ss.client != nil: // a new connection came first [MQTT-3.1.3-9]
+				ss.mu.Unlock()
+			default:
+				ss.pendingWill, ss.pendingWillFrom = m, c
 				ss.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { s.willDelayPassed(ss, m) })
+				ss.mu.Unlock()
 			}
-			ss.mu.Unlock()
 		}
 	}
 
 	switch expiry {
 	case 0: // the session ends with the connection [MQTT-3.1.2-23]
 		s.mu.Lock()
-		s.endSessionLocked(ss, false)
+		ss.mu.Lock()
+		resumed := ss.client != nil // a new connection took the session meanwhile
+		ss.mu.Unlock()
+		if !resumed {
+			s.endSessionLocked(ss, false)
+		}
 		s.mu.Unlock()
 	case NeverExpire:
 	default:
@@ -68,7 +79,8 @@ func (s *Server) willDelayPassed(ss *session, m *Message) {
 		ss.mu.Unlock()
 		return
 	}
-	ss.pendingWill = nil
+	from := ss.pendingWillFrom
+	ss.pendingWill, ss.pendingWillFrom = nil, nil
 	ss.mu.Unlock()
-	s.publishWill(ss.id, m)
+	s.publishWill(from, m)
 }

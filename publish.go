@@ -52,7 +52,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		_, dup := ss.inQoS2[pk.PacketID]
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
 			ss.mu.Unlock()
-			return &packets.Error{Code: packets.ReceiveMaximumExceeded, Msg: "receive maximum exceeded"} // [MQTT-3.3.4-9]
+			return &packets.Error{Code: packets.ReceiveMaximumExceeded, Msg: "receive maximum exceeded"} // [MQTT-3.3.4-7]
 		}
 		ss.mu.Unlock()
 		if dup {
@@ -334,9 +334,11 @@ func willMessage(clientID string, w *packets.Will) *Message {
 	return newMessage(&pk, clientID, time.Now())
 }
 
-// publishWill publishes a will message, subject to the ACL.
-func (s *Server) publishWill(clientID string, m *Message) {
-	if !s.authorizeWill(clientID, m.Topic) {
+// publishWill publishes the will message of client c (whose connection may
+// be gone), subject to the authorizers as that client.
+func (s *Server) publishWill(c *Client, m *Message) {
+	clientID := c.id
+	if !s.hooks.authorize(c, m.Topic, Write) {
 		s.log.Info("will refused by ACL", "client", clientID, "topic", m.Topic)
 		return
 	}
@@ -347,12 +349,3 @@ func (s *Server) publishWill(clientID string, m *Message) {
 	}
 }
 
-// authorizeWill checks the will against authorizers as the client that set
-// it. Authorizers get a Client with just the identifier when the connection
-// is gone.
-func (s *Server) authorizeWill(clientID string, topic string) bool {
-	if len(s.hooks.authorizers) == 0 {
-		return true
-	}
-	return s.hooks.authorize(&Client{srv: s, id: clientID}, topic, Write)
-}

@@ -17,12 +17,18 @@ func (c *Client) readLoop() error {
 		keepAlive = time.Duration(c.keepAlive) * time.Second * 3 / 2 // [MQTT-3.1.2-22]
 	}
 	for {
-		if keepAlive > 0 && c.rd.r == c.rd.w {
+		if keepAlive > 0 && c.rd.r == c.rd.w && !c.stopping.Load() { // stopping: keep the drain deadline
 			c.conn.SetReadDeadline(time.Now().Add(keepAlive))
+			if c.stopping.Load() { // raced with shutdownWrite: keep the drain brief
+				c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+			}
 		}
 		pk, err := c.readPacket()
 		if err != nil {
 			return c.readFailed(err)
+		}
+		if c.stopping.Load() {
+			continue // the server is closing this connection: drain, do not act
 		}
 		if err := c.handle(pk); err != nil {
 			if err == errClientDisconn {
@@ -51,6 +57,9 @@ func (c *Client) readFailed(err error) error {
 		}
 		c.srv.log.Info("keep alive timeout", "client", c.id, "remote", c.remote)
 		c.disconnect(packets.KeepAliveTimeout)
+		if c.version == packets.V5 {
+			c.drain() // the DISCONNECT must be written before the close
+		}
 		return errKeepAlive
 	}
 	var pe *packets.Error
@@ -124,6 +133,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	ss.mu.Lock()
 	m, ok := ss.inflight[id]
 	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
+		c.unpendLocked(id)
 		delete(ss.inflight, id)
 		c.srv.stats.InflightOut.Add(-1)
 		c.kickLocked() // the window has room again
@@ -143,6 +153,7 @@ func (c *Client) handlePubrec(id uint16) error {
 		rel.ReasonCode = packets.PacketIdentifierNotFound
 	} else {
 		m.released = true
+		c.unpendLocked(id)
 	}
 	c.writeLocked(&rel)
 	return nil
@@ -197,6 +208,10 @@ func (c *Client) handleAuth(p *packets.Auth) error {
 	if p.ReasonCode != packets.ReAuthenticate && p.ReasonCode != packets.ContinueAuthentication {
 		return &packets.Error{Code: packets.ProtocolError, Msg: "unexpected AUTH reason"}
 	}
+	if (p.ReasonCode == packets.ContinueAuthentication) != c.reauthing {
+		// 0x18 answers the server's AUTH 0x18, and only it does [MQTT-4.12.0-3].
+		return &packets.Error{Code: packets.ProtocolError, Msg: "AUTH out of sequence"}
+	}
 	h := c.srv.hooks.enhancedFor(c.authMethod)
 	if h == nil {
 		return &packets.Error{Code: packets.BadAuthenticationMethod, Msg: "method no longer supported"}
@@ -204,8 +219,12 @@ func (c *Client) handleAuth(p *packets.Auth) error {
 	data, code := c.enhancedAuth(h, p.Properties.AuthData, true)
 	if code.IsError() {
 		c.srv.stats.AuthFailures.Add(1)
+		if !code.ValidFor(packets.DISCONNECT) { // 0x86, 0x8C: CONNACK-only codes
+			code = packets.NotAuthorized
+		}
 		return &packets.Error{Code: code, Msg: "re-authentication failed"} // [MQTT-4.12.1-2]
 	}
+	c.reauthing = code == packets.ContinueAuthentication
 	out := &packets.Auth{ReasonCode: code}
 	out.Properties.AuthMethod = c.authMethod
 	out.Properties.AuthData = data

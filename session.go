@@ -32,9 +32,10 @@ type session struct {
 	ended    bool
 	dropLog  bool // a drop has been logged for this session
 
-	expiryTimer *time.Timer
-	pendingWill *Message // will waiting for its delay to pass
-	willTimer   *time.Timer
+	expiryTimer     *time.Timer
+	pendingWill     *Message // will waiting for its delay to pass
+	pendingWillFrom *Client  // the connection that set it
+	willTimer       *time.Timer
 }
 
 // inflightMsg is a QoS 1 or 2 message sent and not yet fully acknowledged.
@@ -131,11 +132,13 @@ func (ss *session) sortedInflightLocked() []*inflightMsg {
 
 // takeSharedLocked removes the deliveries that came through a shared
 // subscription and are not yet acknowledged, for redelivery to another
-// member of their group.
+// member of their group. A QoS 2 message already sent stays: it is
+// completed with this member when it reconnects [MQTT-4.8.2-4] and goes to
+// no other member if the session ends [MQTT-4.8.2-5].
 func (ss *session) takeSharedLocked() []delivery {
 	var out []delivery
 	for _, m := range ss.sortedInflightLocked() {
-		if m.share != nil && !m.released {
+		if m.share != nil && !m.released && m.qos < 2 {
 			delete(ss.inflight, m.id)
 			ss.srv.stats.InflightOut.Add(-1)
 			out = append(out, m.delivery)
@@ -177,8 +180,8 @@ func (s *Server) endSessionLocked(ss *session, expired bool) {
 	if ss.expiryTimer != nil {
 		ss.expiryTimer.Stop()
 	}
-	will := ss.pendingWill
-	ss.pendingWill = nil
+	will, from := ss.pendingWill, ss.pendingWillFrom
+	ss.pendingWill, ss.pendingWillFrom = nil, nil
 	if ss.willTimer != nil {
 		ss.willTimer.Stop()
 	}
@@ -199,7 +202,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) {
 	n := s.index.UnsubscribeAll(ss.id)
 	s.stats.Subscriptions.Add(-int64(n))
 	if will != nil {
-		s.publishWill(ss.id, will)
+		s.publishWill(from, will)
 	}
 	s.redeliverShared(ss.id, shared)
 	for _, d := range rest {
@@ -226,12 +229,16 @@ func (s *Server) expire(ss *session) {
 
 // dropped counts and reports a message that will not be delivered.
 func (s *Server) dropped(clientID string, m *Message, why DropReason) {
+	s.countDrop(why)
+	for _, h := range s.hooks.drops {
+		h.OnMessageDropped(clientID, m, why)
+	}
+}
+
+func (s *Server) countDrop(why DropReason) {
 	s.stats.MessagesDropped.Add(1)
 	if why == DropExpired {
 		s.stats.MessagesExpired.Add(1)
-	}
-	for _, h := range s.hooks.drops {
-		h.OnMessageDropped(clientID, m, why)
 	}
 }
 

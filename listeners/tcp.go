@@ -1,111 +1,55 @@
 package listeners
 
 import (
-	"errors"
 	"net"
-	"sync"
 	"time"
 )
 
-// TCP is a plain TCP listener.
+// TCP is a plain TCP listener, with the PROXY protocol optionally.
 type TCP struct {
-	id      string
-	address string
+	base
 
-	mu sync.Mutex
-	ln net.Listener
+	// Proxy, when set before Serve, requires a PROXY protocol header on
+	// every connection and takes the client's address from it.
+	Proxy *ProxyProtocol
+
+	// HandshakeTimeout bounds the reading of the PROXY header; default
+	// DefaultHandshakeTimeout. Without Proxy there is no handshake.
+	HandshakeTimeout time.Duration
 }
 
 // NewTCP returns a TCP listener named id on address ("127.0.0.1:1883").
-func NewTCP(id, address string) *TCP { return &TCP{id: id, address: address} }
+func NewTCP(id, address string) *TCP {
+	return &TCP{base: base{id: id, network: "tcp", address: address}}
+}
 
 // NewTCPFromListener wraps an existing net.Listener, such as one on port 0
 // in tests.
 func NewTCPFromListener(id string, ln net.Listener) *TCP {
-	return &TCP{id: id, address: ln.Addr().String(), ln: ln}
+	return &TCP{base: base{id: id, network: "tcp", address: ln.Addr().String(), ln: ln}}
 }
-
-// ID implements tern.Listener.
-func (l *TCP) ID() string { return l.id }
 
 // Listen opens the socket now, so that Addr reports the bound address
 // (useful with port 0). Serve calls it when needed.
 func (l *TCP) Listen() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln != nil {
-		return nil
-	}
-	ln, err := net.Listen("tcp", l.address)
-	if err != nil {
-		return err
-	}
-	l.ln = ln
-	return nil
+	return l.open(func() (net.Listener, error) { return net.Listen("tcp", l.address) })
 }
 
 // Addr implements tern.Listener.
-func (l *TCP) Addr() net.Addr {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln != nil {
-		return l.ln.Addr()
-	}
-	a, err := net.ResolveTCPAddr("tcp", l.address)
-	if err != nil {
-		return &net.TCPAddr{}
-	}
-	return a
-}
+func (l *TCP) Addr() net.Addr { return l.addr() }
 
 // Serve implements tern.Listener.
 func (l *TCP) Serve(handle func(net.Conn)) error {
+	proxy, err := proxyStep(l.Proxy)
+	if err != nil {
+		return err
+	}
 	if err := l.Listen(); err != nil {
 		return err
 	}
-	l.mu.Lock()
-	ln := l.ln
-	l.mu.Unlock()
-	return serve(ln, handle)
+	return l.serve(l.listener(), handle, l.HandshakeTimeout, chain(proxy))
 }
 
-// Close implements tern.Listener.
-func (l *TCP) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.ln == nil {
-		return nil
-	}
-	return l.ln.Close()
-}
-
-// serve accepts connections until the listener closes, backing off on
-// temporary errors such as running out of file descriptors.
-func serve(ln net.Listener, handle func(net.Conn)) error {
-	var delay time.Duration
-	for {
-		conn, err := ln.Accept()
-		if err != nil {
-			if errors.Is(err, net.ErrClosed) {
-				return nil
-			}
-			var ne net.Error
-			if errors.As(err, &ne) && ne.Timeout() || isTemporary(err) {
-				delay = min(max(2*delay, 5*time.Millisecond), time.Second)
-				time.Sleep(delay)
-				continue
-			}
-			return err
-		}
-		delay = 0
-		if tc, ok := conn.(*net.TCPConn); ok {
-			tc.SetNoDelay(true)
-		}
-		go handle(conn)
-	}
-}
-
-func isTemporary(err error) bool {
-	t, ok := err.(interface{ Temporary() bool })
-	return ok && t.Temporary()
-}
+// Close implements tern.Listener: it stops accepting and closes the
+// connections still in their handshake.
+func (l *TCP) Close() error { return l.close() }

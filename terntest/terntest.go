@@ -174,3 +174,44 @@ func isReset(err error) bool {
 
 // Close closes the connection.
 func (c *Conn) Close() { c.nc.Close() }
+
+// RecvRaw reads the next packet as bytes, fixed header included, failing
+// the test after Timeout. Use it to check a packet's exact wire form.
+func (c *Conn) RecvRaw() []byte {
+	c.t.Helper()
+	c.nc.SetReadDeadline(time.Now().Add(Timeout))
+	b0, err := c.r.ReadByte()
+	if err != nil {
+		c.t.Fatalf("receive: %v", err)
+	}
+	out := []byte{b0}
+	rem, mul := 0, 1
+	for i := 0; ; i++ {
+		b, err := c.r.ReadByte()
+		if err != nil {
+			c.t.Fatalf("receive: %v", err)
+		}
+		out = append(out, b)
+		rem += int(b&0x7F) * mul
+		if b&0x80 == 0 {
+			break
+		}
+		if i == 3 {
+			c.t.Fatalf("receive: remaining length longer than 4 bytes")
+		}
+		mul <<= 7
+	}
+	body := make([]byte, rem)
+	if _, err := io.ReadFull(c.r, body); err != nil {
+		c.t.Fatalf("receive: %v", err)
+	}
+	return append(out, body...)
+}
+
+// WithT returns a view of the connection that reports failures to t, for
+// a connection opened by a parent test and used in a subtest.
+func (c *Conn) WithT(t testing.TB) *Conn {
+	cc := *c
+	cc.t = t
+	return &cc
+}

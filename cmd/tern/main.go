@@ -2,6 +2,7 @@
 //
 //	tern serve            run the broker (127.0.0.1:1883 by default)
 //	tern version          print the version
+//	tern passwd           manage a password file (as mosquitto_passwd)
 package main
 
 import (
@@ -24,7 +25,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd())
+	root.AddCommand(serveCmd(), versionCmd(), passwdCmd())
 	return root
 }
 
