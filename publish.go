@@ -348,4 +348,3 @@ func (s *Server) publishWill(c *Client, m *Message) {
 		h.OnWillSent(clientID, m)
 	}
 }
-
