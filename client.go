@@ -121,7 +121,7 @@ func (c *Client) flush() {
 	s := c.srv
 	for {
 		c.lock()
-		if c.sess != nil && c.sess.client == c {
+		if c.sess != nil && c.sess.client == c && !c.closed.Load() { // a closed connection takes nothing from the queue
 			c.fillLocked(time.Now().UnixNano())
 		}
 		if len(c.out) == 0 {
