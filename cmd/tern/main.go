@@ -25,7 +25,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd(), passwdCmd())
+	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd())
 	return root
 }
 

@@ -1,0 +1,195 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/packets"
+)
+
+// benchFlags are the flags shared by every bench scenario.
+type benchFlags struct {
+	host      string
+	port      int
+	version   protocolFlag
+	keepAlive int
+	json      bool
+	quiet     bool
+	cfg       bench.Config
+	flow      int
+}
+
+var scenarioHelp = map[bench.Scenario][2]string{
+	bench.Conn: {"Open -c connections at a rate and hold them idle",
+		"Open -c connections, one every -i, and hold them idle for -d; report the connect rate, how many succeeded and, with --broker-pid, the broker's memory per connection."},
+	bench.Pub: {"Run -c publishers with no subscribers",
+		"Run -c publishers, publisher i on topic <prefix>/<i>, for -d; report how fast the broker accepts (and, at QoS 1/2, acknowledges) messages."},
+	bench.Sub: {"Run -c subscribers on --filter and count what arrives",
+		"Run -c subscribers on --filter (default <prefix>/#) for -d or until --limit messages; publish with \"tern bench pub\" elsewhere. Messages from tern bench publishers are checked for gaps, duplicates and order, and timed."},
+	bench.FanIn: {"Run -c publishers and one subscriber to them all",
+		"Run -c publishers on <prefix>/<i> and one subscriber on <prefix>/+ for -d."},
+	bench.FanOut: {"Run one publisher and -c subscribers to its topic",
+		"Run one publisher on <prefix>/0 and -c subscribers to it for -d."},
+	bench.Pairs: {"Run -c publisher/subscriber pairs, each pair on its own topic",
+		"Run -c publishers on <prefix>/<i>, each with its own subscriber, for -d."},
+	bench.Latency: {"Run pairs at a fixed total --rate and report latency percentiles",
+		"Run -c pairs at a total of --rate messages per second (default 1000) for -d and report end-to-end latency percentiles, measured with a timestamp in each payload."},
+	bench.Retained: {"Store -c retained messages and time their delivery to a new subscriber",
+		"Publish -c retained messages (QoS 1, default 100,000), each on its own topic, then time their delivery to a new subscriber to \"#\"; -d bounds that wait. The messages are cleared afterwards unless --keep-retained is set."},
+}
+
+func benchCmd() *cobra.Command {
+	f := &benchFlags{version: protocolFlag(packets.V311)}
+	cmd := &cobra.Command{
+		Use:   "bench SCENARIO",
+		Short: "Load-test an MQTT broker (conn, pub, sub, fanin, fanout, pairs, latency, retained)",
+		Long: `Load-test an MQTT broker, in the manner of emqtt-bench.
+
+Each scenario is a subcommand. Every message carries its publisher's
+number, a sequence number and a timestamp, so subscribers report exactly
+how many messages were lost, duplicated or reordered, and the end-to-end
+latency. A progress line is printed to stderr every second; the summary
+goes to stdout (--json for a machine-readable one). Runs always end by
+themselves: after -d, a drain of at most --drain, then the connections
+close. Ctrl-C ends a run early and still prints the summary.
+
+Durations given as bare numbers are milliseconds for -i and -I and seconds
+for -d, as in emqtt-bench; "500us" or "2m" also work.
+
+Examples:
+  tern bench pairs -c 100 -d 10s
+  tern bench fanin -c 50 -q 1 --window 100
+  tern bench latency -c 100 --rate 10000
+  tern bench conn -c 10000 -i 0 -d 30s --broker-pid $(pidof tern)`,
+		Args: cobra.NoArgs,
+	}
+	fl := cmd.PersistentFlags()
+	fl.Bool("help", false, "help for bench") // no -h shorthand: -h is the host
+	fl.StringVarP(&f.host, "host", "h", "127.0.0.1", "broker host")
+	fl.IntVarP(&f.port, "port", "p", 1883, "broker port")
+	fl.VarP(&f.version, "protocol-version", "V", "MQTT version: 3 (3.1), 4 (3.1.1) or 5; mqttv31, mqttv311, mqttv5 also work")
+	fl.IntVarP(&f.cfg.Count, "count", "c", 0, "connections of the scenario's main role (default 10; retained: messages, default 100000)")
+	fl.VarP(durationFlag{&f.cfg.ConnectInterval, time.Millisecond}, "interval", "i", "pause between two connects (bare number: ms; 0: as fast as --parallel allows)")
+	fl.VarP(durationFlag{&f.cfg.PublishInterval, time.Millisecond}, "pub-interval", "I", "pause between two messages of one publisher (bare number: ms; 0: no limit)")
+	fl.Float64Var(&f.cfg.Rate, "rate", 0, "total messages per second over all publishers (overrides -I; latency: default 1000)")
+	fl.IntVarP(&f.cfg.PayloadSize, "size", "s", 64, fmt.Sprintf("payload size in bytes (at least %d)", bench.HeaderSize))
+	fl.Uint8VarP(&f.cfg.QoS, "qos", "q", 0, "QoS of publications and subscriptions: 0, 1 or 2")
+	fl.IntVar(&f.cfg.Window, "window", 100, "most unacknowledged QoS 1/2 messages per publisher")
+	fl.IntVar(&f.flow, "flow", 1000, "keep each publisher at most this many messages ahead of its slowest subscriber (0: open loop)")
+	f.cfg.Duration = 10 * time.Second
+	fl.VarP(durationFlag{&f.cfg.Duration, time.Second}, "duration", "d", "how long to publish (conn: hold; sub: listen; retained: most to wait) (bare number: s)")
+	fl.DurationVar(&f.cfg.Drain, "drain", 5*time.Second, "most to wait after publishing for outstanding messages before counting them lost")
+	fl.StringVarP(&f.cfg.TopicPrefix, "topic", "t", "tern-bench", "topic prefix: publisher i publishes on <prefix>/<i>")
+	fl.StringVar(&f.cfg.Filter, "filter", "", "sub: topic filter (default <prefix>/#)")
+	fl.Int64Var(&f.cfg.Limit, "limit", 0, "sub: stop after this many messages")
+	fl.StringVarP(&f.cfg.Username, "username", "u", "", "user name")
+	fl.StringVarP(&f.cfg.Password, "password", "P", "", "password")
+	fl.IntVarP(&f.keepAlive, "keepalive", "k", 60, "keep alive in seconds")
+	fl.StringVar(&f.cfg.ClientPrefix, "client-prefix", "tb", "client identifier prefix")
+	fl.IntVar(&f.cfg.Parallel, "parallel", 100, "most connection handshakes in progress at once")
+	fl.DurationVar(&f.cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "bound on each connect (and subscribe) handshake")
+	fl.IntVar(&f.cfg.BrokerPID, "broker-pid", 0, "process id of a local broker: report its resident memory (Linux)")
+	fl.BoolVar(&f.cfg.KeepRetained, "keep-retained", false, "retained: leave the messages on the broker")
+	fl.BoolVar(&f.json, "json", false, "print the summary as JSON")
+	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines")
+	for _, sc := range bench.Scenarios {
+		help := scenarioHelp[sc]
+		cmd.AddCommand(&cobra.Command{
+			Use:   string(sc),
+			Short: help[0],
+			Long:  help[1],
+			Args:  cobra.NoArgs,
+			RunE: func(cmd *cobra.Command, _ []string) error {
+				return runBench(cmd, sc, f)
+			},
+		})
+	}
+	return cmd
+}
+
+func runBench(cmd *cobra.Command, sc bench.Scenario, f *benchFlags) error {
+	cfg := f.cfg
+	cfg.Scenario = sc
+	cfg.Addr = net.JoinHostPort(f.host, strconv.Itoa(f.port))
+	cfg.Version = byte(f.version)
+	cfg.KeepAlive = time.Duration(f.keepAlive) * time.Second
+	cfg.Flow = f.flow
+	if f.flow <= 0 {
+		cfg.Flow = -1
+	}
+	if !f.quiet {
+		cfg.Progress = cmd.ErrOrStderr()
+	}
+	ctx := cmd.Context()
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	res, err := bench.Run(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if f.json {
+		enc := json.NewEncoder(cmd.OutOrStdout())
+		enc.SetIndent("", "  ")
+		return enc.Encode(res)
+	}
+	res.WriteText(cmd.OutOrStdout())
+	return nil
+}
+
+// protocolFlag parses -V in the forms mosquitto_pub and emqtt-bench accept.
+type protocolFlag byte
+
+func (p *protocolFlag) String() string { return strconv.Itoa(int(*p)) }
+func (p *protocolFlag) Type() string   { return "version" }
+func (p *protocolFlag) Set(s string) error {
+	switch strings.ToLower(s) {
+	case "3", "31", "mqttv31":
+		*p = protocolFlag(packets.V31)
+	case "4", "311", "mqttv311":
+		*p = protocolFlag(packets.V311)
+	case "5", "mqttv5":
+		*p = protocolFlag(packets.V5)
+	default:
+		return fmt.Errorf("%q is not 3, 4 or 5", s)
+	}
+	return nil
+}
+
+// durationFlag is a duration flag that also takes a bare number in unit.
+type durationFlag struct {
+	d    *time.Duration
+	unit time.Duration
+}
+
+func (f durationFlag) String() string {
+	if f.d == nil {
+		return "0"
+	}
+	return f.d.String()
+}
+func (f durationFlag) Type() string { return "duration" }
+func (f durationFlag) Set(s string) error {
+	if n, err := strconv.ParseFloat(s, 64); err == nil {
+		*f.d = time.Duration(n * float64(f.unit))
+		return nil
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil {
+		return err
+	}
+	*f.d = d
+	return nil
+}
