@@ -35,10 +35,17 @@ type Client struct {
 	will        atomic.Pointer[packets.Will]
 	willDelay   uint32
 
-	// Owned by the reading goroutine.
+	// Owned by the reading goroutine (which may change while the
+	// connection is parked, see park_linux.go).
 	rd        packetReader
 	aliasesIn map[uint16]string
-	reauthing bool // a re-authentication awaits the client's AUTH 0x18
+	lastRead time.Time // when the last packet arrived, for keep alive
+	fd       int       // descriptor for the idle poller, or -1
+
+	// Guarded by the poller's lock.
+	pollRegistered bool
+	parkDeadline   int64 // unix nanoseconds when a parked connection's keep alive runs out; 0 = none
+	reauthing      bool // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
 	out        []byte
@@ -52,9 +59,13 @@ type Client struct {
 
 	stopping atomic.Bool // the server is ending the connection: ignore further packets
 
+	// established is set once the handshake is complete; from then on the
+	// fields it set may be read from any goroutine that has seen it set
+	// (see inspect.go).
+	established atomic.Bool
+
 	closed     atomic.Bool
 	disconnErr atomic.Pointer[error]
-	done       chan struct{}
 }
 
 // ID returns the client identifier.
@@ -200,7 +211,11 @@ func (c *Client) closeWith(err error) {
 		c.disconnErr.CompareAndSwap(nil, &err)
 	}
 	if c.closed.CompareAndSwap(false, true) {
+		taken := poller.take(c)
 		c.conn.Close()
+		if taken {
+			go c.resume() // the reader ends the connection
+		}
 	}
 }
 
@@ -226,6 +241,15 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 		return
 	}
 	c.kickLocked()
+	c.wakeReader()
+}
+
+// wakeReader resumes reading on a parked connection, so that it sees the
+// end the server is giving it.
+func (c *Client) wakeReader() {
+	if poller.take(c) {
+		go c.resume()
+	}
 }
 
 // writeLocked encodes a packet into the output buffer and wakes the writer.

@@ -18,16 +18,17 @@ const (
 )
 
 var (
+	smallReads = sync.Pool{New: func() any { b := make([]byte, smallReadSize); return &b }}
 	largeReads = sync.Pool{New: func() any { b := make([]byte, largeReadSize); return &b }}
 	writeBufs  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 )
 
-// packetReader reads packets from a connection through a buffer that grows
-// to a pooled large one while data streams in and falls back to a small one
-// when the connection goes quiet.
+// packetReader reads packets from a connection through a pooled buffer
+// that grows to a large one while data streams in and falls back to a small
+// one when the connection goes quiet. A parked connection holds neither.
 type packetReader struct {
 	conn  net.Conn
-	small [smallReadSize]byte
+	small *[]byte
 	large *[]byte
 	buf   []byte
 	r, w  int
@@ -37,14 +38,17 @@ type packetReader struct {
 
 // fill reads more bytes from the connection into the buffer.
 func (pr *packetReader) fill() error {
+	if pr.small == nil {
+		pr.small = smallReads.Get().(*[]byte)
+	}
 	if pr.buf == nil {
-		pr.buf = pr.small[:]
+		pr.buf = *pr.small
 	}
 	if pr.r == pr.w {
 		pr.r, pr.w = 0, 0
 		if pr.large != nil && pr.quiet() {
 			largeReads.Put(pr.large)
-			pr.large, pr.buf = nil, pr.small[:]
+			pr.large, pr.buf = nil, *pr.small
 		}
 	}
 	if pr.w == len(pr.buf) { // full: move up, or grow to the large buffer
@@ -82,13 +86,21 @@ func (pr *packetReader) fill() error {
 // buffer, so the large buffer may go back to the pool.
 func (pr *packetReader) quiet() bool { return pr.lastN < smallReadSize }
 
-// release returns the pooled buffer.
+// empty reports whether no unread bytes are buffered.
+func (pr *packetReader) empty() bool { return pr.r == pr.w }
+
+// release returns the pooled buffers; the reader must be empty or done.
 func (pr *packetReader) release() {
 	if pr.large != nil {
 		largeReads.Put(pr.large)
 		pr.large = nil
 	}
+	if pr.small != nil {
+		smallReads.Put(pr.small)
+		pr.small = nil
+	}
 	pr.buf = nil
+	pr.r, pr.w = 0, 0
 }
 
 // next reads the next packet's fixed header and body. The body aliases the

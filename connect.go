@@ -14,10 +14,8 @@ import (
 // serveConn runs one network connection from accept to close.
 func (s *Server) serveConn(nc net.Conn, listener string) {
 	s.stats.ConnectionsAccepted.Add(1)
-	c := &Client{srv: s, conn: nc, listener: listener, remote: nc.RemoteAddr().String(), done: make(chan struct{})}
+	c := &Client{srv: s, conn: nc, listener: listener, remote: nc.RemoteAddr().String(), fd: parkFD(nc)}
 	c.rd.conn = nc
-	defer close(c.done)
-	defer c.rd.release()
 
 	s.mu.Lock()
 	if s.closing {
@@ -26,36 +24,59 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 		return
 	}
 	s.clients[c] = struct{}{}
-	s.wg.Add(1) // under mu, so Shutdown's Wait sees it
+	s.wg.Add(1) // under mu, so Shutdown's Wait sees it; Done in c.finish
 	s.mu.Unlock()
-	defer func() {
-		s.mu.Lock()
-		delete(s.clients, c)
-		s.mu.Unlock()
-		s.wg.Done()
-	}()
 
 	nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
 	pk, err := c.readPacket()
 	if err != nil {
 		c.refuseDecode(err)
+		c.finish(nil, false)
 		return
 	}
 	connect, ok := pk.(*packets.Connect)
 	if !ok {
 		s.log.Debug("first packet is not CONNECT", "remote", c.remote, "type", pk.Type().String())
 		s.stats.ProtocolErrors.Add(1)
-		nc.Close() // [MQTT-3.1.0-1]
+		c.closeWith(nil) // [MQTT-3.1.0-1]
+		c.finish(nil, false)
 		return
 	}
 	if !c.handshake(connect) {
 		s.stats.ConnectsRefused.Add(1)
 		c.closeWith(nil)
+		c.finish(nil, false)
 		return
 	}
-	err = c.readLoop()
+	c.runReader()
+}
+
+// runReader runs the read loop until the connection ends, then finishes
+// it, or until the connection is parked, when it returns at once.
+func (c *Client) runReader() {
+	err, parked := c.readLoop()
+	if parked {
+		return
+	}
 	c.closeWith(err)
-	s.connectionEnded(c)
+	c.finish(err, true)
+}
+
+// resume continues reading on a connection the idle poller woke.
+func (c *Client) resume() { c.runReader() }
+
+// finish releases what the connection holds once it has ended; established
+// tells whether it had a session to detach.
+func (c *Client) finish(err error, established bool) {
+	s := c.srv
+	if established {
+		s.connectionEnded(c)
+	}
+	c.rd.release()
+	s.mu.Lock()
+	delete(s.clients, c)
+	s.mu.Unlock()
+	s.wg.Done()
 }
 
 // readPacket reads and decodes the next packet.
@@ -235,6 +256,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	// CONNACK goes first, then what the session has waiting.
 	ss.mu.Lock()
 	c.writeLocked(ack)
+	c.established.Store(true) // before the CONNACK can reach the client
 	if present {
 		c.resendLocked()
 	}

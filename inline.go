@@ -33,7 +33,7 @@ const inlineListener = "inline"
 
 func (ic *inlineClient) init(s *Server) {
 	ic.srv = s
-	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: inlineListener, version: packets.V5, done: make(chan struct{})}
+	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: inlineListener, version: packets.V5}
 	ic.handlers = make(map[string]MessageHandler)
 }
 

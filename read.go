@@ -9,37 +9,78 @@ import (
 	"github.com/ternmq/tern/packets"
 )
 
-// readLoop reads and handles packets until the connection ends, and returns
-// why it ended.
-func (c *Client) readLoop() error {
+// parkAfter is how long a connection stays quiet before it gives up its
+// reading goroutine and buffers to the idle poller. Short, so that a burst
+// of new connections that then sit idle never holds many goroutines; a
+// client that publishes less often than this pays a few microseconds per
+// packet to be resumed.
+const parkAfter = 200 * time.Millisecond
+
+// readLoop reads and handles packets until the connection ends, and
+// returns why it ended; or until the connection goes idle and is parked,
+// when it returns parked = true and the caller must not touch c again.
+func (c *Client) readLoop() (err error, parked bool) {
 	var keepAlive time.Duration
 	if c.keepAlive > 0 {
 		keepAlive = time.Duration(c.keepAlive) * time.Second * 3 / 2 // [MQTT-3.1.2-22]
 	}
+	if c.lastRead.IsZero() {
+		c.lastRead = time.Now()
+	}
 	for {
-		if keepAlive > 0 && c.rd.r == c.rd.w && !c.stopping.Load() { // stopping: keep the drain deadline
-			c.conn.SetReadDeadline(time.Now().Add(keepAlive))
+		parkable := false
+		if c.rd.empty() && !c.stopping.Load() { // stopping: keep the drain deadline
+			now := time.Now()
+			var deadline time.Time
+			if keepAlive > 0 {
+				deadline = c.lastRead.Add(keepAlive)
+			}
+			if c.fd >= 0 && (deadline.IsZero() || deadline.Sub(now) > parkAfter) {
+				deadline, parkable = now.Add(parkAfter), true
+			}
+			c.conn.SetReadDeadline(deadline)
 			if c.stopping.Load() { // raced with shutdownWrite: keep the drain brief
-				c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				c.conn.SetReadDeadline(now.Add(2 * time.Second))
 			}
 		}
 		pk, err := c.readPacket()
 		if err != nil {
-			return c.readFailed(err)
+			var ne net.Error
+			if parkable && errors.As(err, &ne) && ne.Timeout() && c.rd.empty() && !c.stopping.Load() {
+				if c.park(keepAlive) {
+					return nil, true
+				}
+				continue
+			}
+			return c.readFailed(err), false
 		}
+		c.lastRead = time.Now()
 		if c.stopping.Load() {
 			continue // the server is closing this connection: drain, do not act
 		}
 		if err := c.handle(pk); err != nil {
 			if err == errClientDisconn {
-				return err
+				return err, false
 			}
-			return c.protocolFailure(err)
+			return c.protocolFailure(err), false
 		}
 		if c.closed.Load() {
-			return nil
+			return nil, false
 		}
 	}
+}
+
+// park gives the idle connection to the poller: its buffers go back to the
+// pools and its goroutine ends. The poller wakes it when bytes arrive or
+// when its keep alive runs out, so the timeout is still enforced.
+func (c *Client) park(keepAlive time.Duration) bool {
+	c.conn.SetReadDeadline(time.Time{})
+	c.rd.release()
+	var deadline int64
+	if keepAlive > 0 {
+		deadline = c.lastRead.Add(keepAlive).UnixNano()
+	}
+	return poller.park(c, deadline)
 }
 
 // readFailed turns a read or decode error into the connection's end.

@@ -1,0 +1,155 @@
+package tern
+
+import (
+	"net"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/listeners"
+	"github.com/ternmq/tern/packets"
+)
+
+// parkedCount returns how many connections the idle poller holds.
+func parkedCount() int {
+	poller.mu.Lock()
+	defer poller.mu.Unlock()
+	return len(poller.parked)
+}
+
+// waitParked waits until n connections are parked.
+func waitParked(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for parkedCount() != n {
+		if time.Now().After(deadline) {
+			t.Fatalf("parked connections: %d, want %d", parkedCount(), n)
+		}
+		time.Sleep(10 * time.Millisecond) // polling a count: there is no event to wait on
+	}
+}
+
+type rawClient struct {
+	t  *testing.T
+	nc net.Conn
+	v  byte
+}
+
+func (r *rawClient) send(pk packets.Packet) {
+	b, err := pk.Encode(nil, r.v)
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	if _, err := r.nc.Write(b); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+func (r *rawClient) recv() (packets.Packet, error) {
+	r.nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	return packets.ReadPacket(r.nc, r.v, 0)
+}
+
+// An idle connection gives its goroutine to the idle poller and comes back
+// for traffic in either direction, for the keep alive and for shutdown.
+func TestIdleConnectionParks(t *testing.T) {
+	if parkedCount() != 0 {
+		t.Skip("another test left parked connections")
+	}
+	srv, err := New(&Options{SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AddListener(listeners.NewTCPFromListener("tcp", ln))
+	srv.Serve()
+	defer srv.Close()
+
+	dial := func(id string) *rawClient {
+		nc, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		r := &rawClient{t: t, nc: nc, v: packets.V5}
+		r.send(&packets.Connect{ProtocolVersion: packets.V5, ClientID: id, CleanStart: true, KeepAlive: 60})
+		if pk, err := r.recv(); err != nil || pk.(*packets.Connack).ReasonCode != 0 {
+			t.Fatalf("connect: %v %v", pk, err)
+		}
+		return r
+	}
+	sub := dial("sub")
+	sub.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 1}}})
+	if _, err := sub.recv(); err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t, 1)
+
+	// A write to a parked connection needs no reader.
+	if err := srv.Publish("t", []byte("x"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := sub.recv()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pub := pk.(*packets.Publish)
+	// Reading resumes when the client sends.
+	sub.send(&packets.Puback{PacketID: pub.PacketID})
+	sub.send(&packets.Pingreq{})
+	if pk, err := sub.recv(); err != nil || pk.Type() != packets.PINGRESP {
+		t.Fatalf("after resume: %v %v", pk, err)
+	}
+	if n := srv.Stats().InflightOut.Load(); n != 0 {
+		t.Fatalf("inflight after PUBACK = %d", n)
+	}
+	waitParked(t, 1)
+
+	// Shutdown reaches a parked connection: DISCONNECT 0x8B, then EOF.
+	srv.Close()
+	pk, err = sub.recv()
+	if err != nil {
+		t.Fatalf("expected DISCONNECT: %v", err)
+	}
+	if d, ok := pk.(*packets.Disconnect); !ok || d.ReasonCode != packets.ServerShuttingDown {
+		t.Fatalf("got %v", pk)
+	}
+	if parkedCount() != 0 {
+		t.Fatalf("%d connections still parked after Close", parkedCount())
+	}
+}
+
+// A parked connection whose keep alive runs out is closed [MQTT-3.1.2-22].
+func TestParkedKeepAliveExpires(t *testing.T) {
+	srv, err := New(&Options{SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, _ := net.Listen("tcp", "127.0.0.1:0")
+	srv.AddListener(listeners.NewTCPFromListener("tcp", ln))
+	srv.Serve()
+	defer srv.Close()
+	nc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r := &rawClient{t: t, nc: nc, v: packets.V5}
+	start := time.Now()
+	r.send(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "ka", CleanStart: true, KeepAlive: 1})
+	if _, err := r.recv(); err != nil {
+		t.Fatal(err)
+	}
+	pk, err := r.recv()
+	if err != nil {
+		t.Fatalf("expected DISCONNECT 0x8D: %v", err)
+	}
+	if d, ok := pk.(*packets.Disconnect); !ok || d.ReasonCode != packets.KeepAliveTimeout {
+		t.Fatalf("got %v", pk)
+	}
+	if el := time.Since(start); el < 1400*time.Millisecond {
+		t.Fatalf("closed after %v, before 1.5 x keep alive", el)
+	}
+}
