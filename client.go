@@ -39,13 +39,13 @@ type Client struct {
 	// connection is parked, see park_linux.go).
 	rd        packetReader
 	aliasesIn map[uint16]string
-	lastRead time.Time // when the last packet arrived, for keep alive
-	fd       int       // descriptor for the idle poller, or -1
+	lastRead  time.Time // when the last packet arrived, for keep alive
+	fd        int       // descriptor for the idle poller, or -1
 
 	// Guarded by the poller's lock.
 	pollRegistered bool
 	parkDeadline   int64 // unix nanoseconds when a parked connection's keep alive runs out; 0 = none
-	reauthing      bool // a re-authentication awaits the client's AUTH 0x18
+	reauthing      bool  // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
 	out        []byte
