@@ -39,8 +39,7 @@ type Client struct {
 	// connection is parked, see park_linux.go).
 	rd        packetReader
 	aliasesIn map[uint16]string
-	lastRead  time.Time // when the last packet arrived, for keep alive
-	fd        int       // descriptor for the idle poller, or -1
+	fd        int // descriptor for the idle poller, or -1
 
 	// Guarded by the poller's lock.
 	pollRegistered bool
@@ -48,8 +47,8 @@ type Client struct {
 	reauthing      bool  // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
-	out        []byte
-	spare      *[]byte
+	out        []byte  // bytes waiting to be written
+	outBuf     *[]byte // the pooled buffer behind out, nil when there is none
 	flushing   bool
 	closing    bool // write what is in out, then close
 	aliasesOut map[string]uint16
@@ -127,13 +126,23 @@ func (c *Client) unlock() {
 
 // flush is the writer: it moves queued messages into the output buffer as
 // the inflight window allows and writes the buffer, many packets per write,
-// until there is nothing left; then it ends. An idle client has no writer.
+// until there is nothing left; then it ends. An idle client has no writer
+// and holds no write buffer.
+//
+// Two pooled buffers take turns: while the writer writes one without the
+// lock, others append to the other.
 func (c *Client) flush() {
 	s := c.srv
+	var mine *[]byte       // the buffer this goroutine owns between writes
+	var deadline time.Time // the write deadline in force
 	for {
+		if mine == nil {
+			mine = writeBufs.Get().(*[]byte)
+		}
+		now := time.Now()
 		c.lock()
 		if c.sess != nil && c.sess.client == c && !c.closed.Load() { // a closed connection takes nothing from the queue
-			c.fillLocked(time.Now().UnixNano())
+			c.fillLocked(now.UnixNano())
 		}
 		if len(c.out) == 0 {
 			c.flushing = false
@@ -141,6 +150,7 @@ func (c *Client) flush() {
 			c.releaseBuffersLocked()
 			events := c.takeEventsLocked()
 			c.unlock()
+			writeBufs.Put(mine)
 			c.fire(events)
 			if closing {
 				c.shutdownWrite()
@@ -148,47 +158,55 @@ func (c *Client) flush() {
 			return
 		}
 		events := c.takeEventsLocked()
-		buf := c.out
-		if c.spare == nil {
-			c.spare = writeBufs.Get().(*[]byte)
-		}
-		c.out = (*c.spare)[:0]
-		c.spare = nil
+		full := c.outBuf
+		*full = c.out // keep the array if appends grew it
+		*mine = (*mine)[:0]
+		c.outBuf, c.out = mine, *mine
 		c.unlock()
 		c.fire(events)
 
-		c.conn.SetWriteDeadline(time.Now().Add(s.cfg.WriteTimeout))
-		n, err := c.conn.Write(buf)
+		// Moving the deadline reads the clock and updates a timer: do it
+		// only when a quarter of the timeout has gone by.
+		if now.Add(s.cfg.WriteTimeout - s.cfg.WriteTimeout/4).After(deadline) {
+			deadline = now.Add(s.cfg.WriteTimeout)
+			c.conn.SetWriteDeadline(deadline)
+		}
+		n, err := c.conn.Write(*full)
 		s.stats.BytesSent.Add(int64(n))
-		if cap(buf) <= maxPooledCap {
-			b := buf[:0]
-			c.lock()
-			if c.spare == nil {
-				c.spare = &b
-			} else {
-				writeBufs.Put(&b)
-			}
-			c.unlock()
+		mine = nil
+		if cap(*full) <= maxPooledCap {
+			mine = full
 		}
 		if err != nil {
 			c.lock()
 			c.flushing = false
 			c.out = c.out[:0]
+			c.releaseBuffersLocked()
 			c.unlock()
+			if mine != nil {
+				writeBufs.Put(mine)
+			}
 			c.closeWith(err)
 			return
 		}
 	}
 }
 
-func (c *Client) releaseBuffersLocked() {
-	if c.spare != nil {
-		writeBufs.Put(c.spare)
-		c.spare = nil
+// ensureOutLocked gives the client an output buffer from the pool.
+func (c *Client) ensureOutLocked() {
+	if c.outBuf == nil {
+		c.outBuf = writeBufs.Get().(*[]byte)
+		c.out = (*c.outBuf)[:0]
 	}
-	if cap(c.out) > 0 && cap(c.out) <= maxPooledCap {
-		b := c.out[:0]
-		writeBufs.Put(&b)
+}
+
+func (c *Client) releaseBuffersLocked() {
+	if c.outBuf != nil {
+		if cap(c.out) <= maxPooledCap {
+			*c.outBuf = c.out[:0]
+			writeBufs.Put(c.outBuf)
+		}
+		c.outBuf = nil
 	}
 	c.out = nil
 }
@@ -234,6 +252,7 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 	c.closing = true
 	if c.version == packets.V5 && c.sess != nil {
 		pk := packets.Disconnect{ReasonCode: code}
+		c.ensureOutLocked()
 		c.out, _ = pk.Encode(c.out, packets.V5)
 	}
 	if c.sess == nil {
@@ -257,6 +276,7 @@ func (c *Client) writeLocked(pk packets.Packet) {
 	if c.closing {
 		return
 	}
+	c.ensureOutLocked()
 	out, err := pk.Encode(c.out, c.version)
 	if err != nil {
 		c.srv.log.Error("encoding packet", "client", c.id, "type", pk.Type().String(), "err", err)
@@ -374,6 +394,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		c.droppedLocked(m, DropTooLarge)
 		return false
 	}
+	c.ensureOutLocked()
 	out, err := pk.Encode(c.out, c.version)
 	if err != nil {
 		c.srv.log.Error("encoding PUBLISH", "client", c.id, "err", err)

@@ -4,6 +4,7 @@ import (
 	"io"
 	"net"
 	"sync"
+	"time"
 
 	"github.com/ternmq/tern/packets"
 )
@@ -13,14 +14,14 @@ import (
 const (
 	smallReadSize = 512
 	largeReadSize = 32 << 10
-	flushChunk    = 64 << 10 // encode at most this much before writing
+	flushChunk    = 32 << 10 // encode at most this much before writing
 	maxPooledCap  = 256 << 10
 )
 
 var (
 	smallReads = sync.Pool{New: func() any { b := make([]byte, smallReadSize); return &b }}
 	largeReads = sync.Pool{New: func() any { b := make([]byte, largeReadSize); return &b }}
-	writeBufs  = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+	writeBufs  = sync.Pool{New: func() any { b := make([]byte, 0, flushChunk+4<<10); return &b }}
 )
 
 // packetReader reads packets from a connection through a pooled buffer
@@ -32,8 +33,9 @@ type packetReader struct {
 	large *[]byte
 	buf   []byte
 	r, w  int
-	n     int64 // bytes read
-	lastN int   // bytes the last read returned
+	n     int64     // bytes read
+	lastN int       // bytes the last read returned
+	at    time.Time // when bytes last arrived
 }
 
 // fill reads more bytes from the connection into the buffer.
@@ -63,6 +65,9 @@ func (pr *packetReader) fill() error {
 		}
 	}
 	n, err := pr.conn.Read(pr.buf[pr.w:])
+	if n > 0 {
+		pr.at = time.Now()
+	}
 	pr.lastN = n
 	pr.w += n
 	pr.n += int64(n)

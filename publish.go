@@ -85,7 +85,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			s.stats.MessagesDropped.Add(1)
 		}
 	} else {
-		m := newMessage(pk, c.id, time.Now())
+		m := newMessage(pk, c.id, c.rd.at) // the time of the read: no clock read per message
 		if s.route(m) == 0 {
 			code = packets.NoMatchingSubscribers
 		}

@@ -24,37 +24,49 @@ func (c *Client) readLoop() (err error, parked bool) {
 	if c.keepAlive > 0 {
 		keepAlive = time.Duration(c.keepAlive) * time.Second * 3 / 2 // [MQTT-3.1.2-22]
 	}
-	if c.lastRead.IsZero() {
-		c.lastRead = time.Now()
+	start := time.Now() // parking is measured from here at the earliest
+	if c.rd.at.IsZero() {
+		c.rd.at = start
 	}
+	// The read deadline is the keep alive, or sooner the moment to park. It
+	// is measured from when bytes last arrived (c.rd.at, read once per
+	// read call, not per packet) and moved only when it must come earlier
+	// or has fallen deadlineSlack behind: each move reads the clock and
+	// updates a timer.
+	var deadlineSet time.Time
 	for {
-		parkable := false
 		if c.rd.empty() && !c.stopping.Load() { // stopping: keep the drain deadline
-			now := time.Now()
-			var deadline time.Time
-			if keepAlive > 0 {
-				deadline = c.lastRead.Add(keepAlive)
-			}
-			if c.fd >= 0 && (deadline.IsZero() || deadline.Sub(now) > parkAfter) {
-				deadline, parkable = now.Add(parkAfter), true
-			}
-			c.conn.SetReadDeadline(deadline)
-			if c.stopping.Load() { // raced with shutdownWrite: keep the drain brief
-				c.conn.SetReadDeadline(now.Add(2 * time.Second))
+			want := c.readDeadline(keepAlive, true, start)
+			if !want.Equal(deadlineSet) && (want.IsZero() || deadlineSet.IsZero() ||
+				want.Before(deadlineSet) || want.Sub(deadlineSet) > deadlineSlack) {
+				c.conn.SetReadDeadline(want)
+				deadlineSet = want
+				if c.stopping.Load() { // raced with shutdownWrite: keep the drain brief
+					c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+				}
 			}
 		}
 		pk, err := c.readPacket()
 		if err != nil {
 			var ne net.Error
-			if parkable && errors.As(err, &ne) && ne.Timeout() && c.rd.empty() && !c.stopping.Load() {
-				if c.park(keepAlive) {
-					return nil, true
+			if errors.As(err, &ne) && ne.Timeout() && !c.stopping.Load() {
+				idle := time.Since(c.rd.at)
+				switch {
+				case keepAlive > 0 && idle >= keepAlive:
+					return c.readFailed(err), false
+				case c.rd.empty() && c.fd >= 0 && idle >= parkAfter && time.Since(start) >= parkAfter:
+					if c.park(keepAlive) {
+						return nil, true
+					}
 				}
+				// The deadline fell behind the traffic (or parking failed): set
+				// a fresh one and go on reading.
+				deadlineSet = c.readDeadline(keepAlive, c.rd.empty(), time.Now())
+				c.conn.SetReadDeadline(deadlineSet)
 				continue
 			}
 			return c.readFailed(err), false
 		}
-		c.lastRead = time.Now()
 		if c.stopping.Load() {
 			continue // the server is closing this connection: drain, do not act
 		}
@@ -70,6 +82,31 @@ func (c *Client) readLoop() (err error, parked bool) {
 	}
 }
 
+// deadlineSlack is how far the read deadline may lag behind the traffic
+// before it is moved.
+const deadlineSlack = 50 * time.Millisecond
+
+// readDeadline returns the read deadline: the keep alive, or sooner, when
+// parking is possible, the moment to park: parkAfter past the later of the
+// last bytes and since (so that a connection just resumed does not park
+// again at once).
+func (c *Client) readDeadline(keepAlive time.Duration, mayPark bool, since time.Time) time.Time {
+	var d time.Time
+	if keepAlive > 0 {
+		d = c.rd.at.Add(keepAlive)
+	}
+	if mayPark && c.fd >= 0 {
+		base := c.rd.at
+		if since.After(base) {
+			base = since
+		}
+		if p := base.Add(parkAfter); d.IsZero() || p.Before(d) {
+			d = p
+		}
+	}
+	return d
+}
+
 // park gives the idle connection to the poller: its buffers go back to the
 // pools and its goroutine ends. The poller wakes it when bytes arrive or
 // when its keep alive runs out, so the timeout is still enforced.
@@ -78,7 +115,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	c.rd.release()
 	var deadline int64
 	if keepAlive > 0 {
-		deadline = c.lastRead.Add(keepAlive).UnixNano()
+		deadline = c.rd.at.Add(keepAlive).UnixNano()
 	}
 	return poller.park(c, deadline)
 }
