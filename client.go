@@ -54,6 +54,9 @@ type Client struct {
 	aliasesOut map[string]uint16
 	resend     []uint16 // inflight ids of a resumed session still to be sent again, oldest first
 	subIDBuf   [1]uint32
+	needSync   bool // out holds packets that may go only once the store has committed
+
+	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
 	events     []hookEvent // hook calls to make once the lock is released
 
 	stopping atomic.Bool // the server is ending the connection: ignore further packets
@@ -162,8 +165,17 @@ func (c *Client) flush() {
 		*full = c.out // keep the array if appends grew it
 		*mine = (*mine)[:0]
 		c.outBuf, c.out = mine, *mine
+		needSync := c.needSync
+		c.needSync = false
 		c.unlock()
 		c.fire(events)
+		if needSync {
+			// QoS 2 handovers in this buffer must be durable before they are
+			// on the wire, so a restart cannot deliver a message twice.
+			if err := s.persist.wait(); err != nil {
+				c.closeWith(err)
+			}
+		}
 
 		// Moving the deadline reads the clock and updates a timer: do it
 		// only when a quarter of the timeout has gone by.
@@ -308,6 +320,7 @@ func (c *Client) fillLocked(now int64) {
 		if d.msg.expired(now) {
 			d := ss.q.pop()
 			ss.unaccountLocked(&d)
+			ss.forgetLocked(&d)
 			c.droppedLocked(d.msg, DropExpired)
 			continue
 		}
@@ -321,7 +334,11 @@ func (c *Client) fillLocked(now int64) {
 			id = ss.nextPacketIDLocked()
 		}
 		if !c.writePublishLocked(&dv, id, false, now) {
+			ss.forgetLocked(&dv)
 			continue
+		}
+		if ss.storeInflightLocked(&dv, id, false) {
+			c.needSync = true
 		}
 		if dv.qos > 0 {
 			ss.seq++
@@ -341,6 +358,7 @@ func (c *Client) resendPendingLocked(now int64) bool {
 		c.resend = c.resend[1:]
 		if m := ss.inflight[id]; m != nil && !c.writePublishLocked(&m.delivery, id, true, now) {
 			delete(ss.inflight, id)
+			ss.forgetLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
 		}
 	}

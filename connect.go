@@ -321,6 +321,9 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, 
 		}
 		if !c.cleanStart {
 			// A new connection before the will delay passed: no will [MQTT-3.1.3-9].
+			if old.pendingWill != nil {
+				old.storeWillLocked(nil, time.Time{})
+			}
 			old.pendingWill, old.pendingWillFrom = nil, nil
 			if old.willTimer != nil {
 				old.willTimer.Stop()
@@ -351,6 +354,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, 
 	ss.mu.Lock()
 	ss.client = c
 	ss.expiry = expiry
+	ss.storeSessionLocked(c.version, time.Time{})
 	ss.dropLog = false
 	c.sess = ss
 	ss.mu.Unlock()

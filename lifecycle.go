@@ -26,6 +26,7 @@ func (s *Server) connectionEnded(c *Client) {
 	ss.client = nil
 	shared := ss.takeSharedLocked()
 	expiry := ss.expiry
+	ss.storeSessionLocked(c.version, time.Now())
 	ss.mu.Unlock()
 
 	s.redeliverShared(c.id, shared)
@@ -45,6 +46,7 @@ func (s *Server) connectionEnded(c *Client) {
 				ss.mu.Unlock()
 			default:
 				ss.pendingWill, ss.pendingWillFrom = m, c
+				ss.storeWillLocked(m, time.Now().Add(time.Duration(delay)*time.Second))
 				ss.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { s.willDelayPassed(ss, m) })
 				ss.mu.Unlock()
 			}
@@ -81,6 +83,7 @@ func (s *Server) willDelayPassed(ss *session, m *Message) {
 	}
 	from := ss.pendingWillFrom
 	ss.pendingWill, ss.pendingWillFrom = nil, nil
+	ss.storeWillLocked(nil, time.Time{})
 	ss.mu.Unlock()
 	s.publishWill(from, m)
 }

@@ -25,6 +25,10 @@ type Message struct {
 	Created time.Time
 
 	expireAt int64 // unix nanoseconds; 0 = never
+
+	// Guarded by the persister's lock.
+	id   uint64 // storage id, 0 until first stored
+	refs int32  // stored references: deliveries to persistent sessions, retained
 }
 
 // expired reports whether the message's expiry interval has passed.
@@ -84,6 +88,7 @@ type delivery struct {
 	subID  uint32 // the subscription identifier, when one
 	subIDs []uint32
 	share  *topics.SharedGroup // the shared group it came through, for redelivery
+	pseq   uint64              // key of its storage record in the session; 0 = not stored
 }
 
 // queue is a FIFO ring of deliveries.

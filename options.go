@@ -4,6 +4,8 @@ import (
 	"errors"
 	"log/slog"
 	"time"
+
+	"github.com/ternmq/tern/storage"
 )
 
 // Options configures a Server. The zero value is a working configuration;
@@ -89,6 +91,22 @@ type Options struct {
 	// them off. Default 10 s.
 	SysInterval time.Duration
 
+	// Store persists persistent sessions (session expiry above 0, or 3.1.1
+	// clean session 0) with their subscriptions, queued and inflight QoS 1
+	// and 2 messages and inbound QoS 2 state, retained messages and
+	// pending wills, and New restores them from it. Nil keeps everything in
+	// memory. The caller opens and closes the store; close it after
+	// Shutdown returns. QoS 0 messages are never stored.
+	Store storage.Store
+
+	// Durability is when the store's changes count as done: DurabilitySync
+	// (the default: acknowledgements wait for fsync, grouped) or
+	// DurabilityPeriodic (fsync every SyncInterval).
+	Durability Durability
+
+	// SyncInterval is the fsync period of DurabilityPeriodic. Default 1 s.
+	SyncInterval time.Duration
+
 	// InlineClientID is the client identifier of the in-process client,
 	// used as the origin of its messages for no-local. Default "$inline".
 	InlineClientID string
@@ -147,6 +165,9 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.SysInterval == 0 {
 		c.SysInterval = 10 * time.Second
+	}
+	if c.SyncInterval == 0 {
+		c.SyncInterval = time.Second
 	}
 	if c.InlineClientID == "" {
 		c.InlineClientID = "$inline"

@@ -4,6 +4,8 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ternmq/tern/storage"
+
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
 )
@@ -63,6 +65,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	}
 
 	code := packets.Success
+	durable := false
 	if !s.hooks.authorize(c, pk.Topic, Write) {
 		code = packets.NotAuthorized
 	} else {
@@ -89,6 +92,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		if s.route(m) == 0 {
 			code = packets.NoMatchingSubscribers
 		}
+		durable = s.persist.touched(m)
 		for _, h := range s.hooks.publishes {
 			h.OnPublished(c, m)
 		}
@@ -101,7 +105,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 
 	switch pk.QoS {
 	case 1:
-		c.send(&packets.Puback{PacketID: pk.PacketID, ReasonCode: code})
+		c.sendAck(&packets.Puback{PacketID: pk.PacketID, ReasonCode: code}, durable)
 	case 2:
 		if !code.IsError() { // an error PUBREC ends the exchange [MQTT-4.3.3-?]
 			ss.mu.Lock()
@@ -109,11 +113,38 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 				ss.inQoS2 = make(map[uint16]struct{})
 			}
 			ss.inQoS2[pk.PacketID] = struct{}{}
+			if ss.persistentLocked() {
+				id := pk.PacketID
+				s.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id) })
+				durable = true
+			}
 			ss.mu.Unlock()
 		}
-		c.send(&packets.Pubrec{PacketID: pk.PacketID, ReasonCode: code})
+		c.sendAck(&packets.Pubrec{PacketID: pk.PacketID, ReasonCode: code}, durable)
 	}
 	return nil
+}
+
+// sendAck sends a publisher's acknowledgement: at once, or, when the
+// message went to the store or an earlier acknowledgement is still
+// waiting, once the store has committed, in the order the PUBLISH packets
+// came [MQTT-4.6.0-2]. If the commit fails the connection is closed
+// instead: nothing is acknowledged that was not stored.
+func (c *Client) sendAck(pk packets.Packet, durable bool) {
+	p := c.srv.persist
+	if p == nil || !durable && c.acksWaiting.Load() == 0 {
+		c.send(pk)
+		return
+	}
+	c.acksWaiting.Add(1)
+	p.after(func(err error) {
+		c.acksWaiting.Add(-1)
+		if err != nil {
+			c.disconnect(packets.ImplementationSpecificError)
+			return
+		}
+		c.send(pk)
+	})
 }
 
 // route delivers a message to the retained store and every matching
@@ -135,16 +166,21 @@ func (s *Server) route(m *Message) int {
 // storeRetained keeps, replaces or deletes (empty payload) the retained
 // message of the topic [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7].
 func (s *Server) storeRetained(m *Message) {
+	s.retainMu.Lock() // so the replaced message is known, for the store
+	defer s.retainMu.Unlock()
+	old, had := s.retained.Get(m.Topic)
 	if len(m.Payload) == 0 {
-		if s.retained.Delete(m.Topic) {
+		if had && s.retained.Delete(m.Topic) {
 			s.stats.Retained.Add(-1)
+			s.persist.retain(m.Topic, nil, old)
 		}
 		return
 	}
-	if _, had := s.retained.Get(m.Topic); !had {
+	if !had {
 		s.stats.Retained.Add(1)
 	}
 	s.retained.Set(m.Topic, m)
+	s.persist.retain(m.Topic, m, old)
 }
 
 // routeSubscriptions delivers m to the sessions of the matching non-shared
@@ -337,6 +373,9 @@ func willMessage(clientID string, w *packets.Will) *Message {
 // publishWill publishes the will message of client c (whose connection may
 // be gone), subject to the authorizers as that client.
 func (s *Server) publishWill(c *Client, m *Message) {
+	if c == nil { // a will restored from the store
+		c = &Client{srv: s, id: m.Origin, fd: -1}
+	}
 	clientID := c.id
 	if !s.hooks.authorize(c, m.Topic, Write) {
 		s.log.Info("will refused by ACL", "client", clientID, "topic", m.Topic)

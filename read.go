@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
 )
 
 // parkAfter is how long a connection stays quiet before it gives up its
@@ -212,6 +213,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	m, ok := ss.inflight[id]
 	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
 		c.unpendLocked(id)
+		ss.forgetLocked(&m.delivery)
 		delete(ss.inflight, id)
 		c.srv.stats.InflightOut.Add(-1)
 		c.kickLocked() // the window has room again
@@ -232,6 +234,9 @@ func (c *Client) handlePubrec(id uint16) error {
 	} else {
 		m.released = true
 		c.unpendLocked(id)
+		if ss.storeInflightLocked(&m.delivery, id, true) {
+			c.needSync = true // PUBREL only once the release is durable
+		}
 	}
 	c.writeLocked(&rel)
 	return nil
@@ -245,6 +250,9 @@ func (c *Client) handlePubrel(id uint16) error {
 	comp := packets.Pubcomp{PacketID: id}
 	if _, ok := ss.inQoS2[id]; ok {
 		delete(ss.inQoS2, id)
+		if ss.persistentLocked() {
+			ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })
+		}
 	} else {
 		comp.ReasonCode = packets.PacketIdentifierNotFound
 	}

@@ -51,8 +51,10 @@ type Server struct {
 	clients   map[*Client]struct{}
 	closing   bool
 
-	inline inlineClient
-	stats  Stats
+	inline   inlineClient
+	stats    Stats
+	persist  *persister // nil without a Store
+	retainMu sync.Mutex // serialises retained changes
 
 	wg      sync.WaitGroup // every goroutine the server starts
 	serving atomic.Bool
@@ -78,6 +80,12 @@ func New(opts *Options) (*Server, error) {
 		started:   time.Now(),
 	}
 	s.inline.init(s)
+	if cfg.Store != nil {
+		s.persist = newPersister(s, cfg.Store, cfg.Durability)
+		if err := s.restore(); err != nil {
+			return nil, err
+		}
+	}
 	return s, nil
 }
 
@@ -143,7 +151,26 @@ func (s *Server) Serve() error {
 	if s.cfg.SysInterval > 0 {
 		s.goTracked(s.sysLoop)
 	}
+	if s.persist != nil && s.cfg.Durability == DurabilityPeriodic {
+		s.goTracked(s.syncLoop)
+	}
 	return nil
+}
+
+// syncLoop fsyncs the store every SyncInterval (DurabilityPeriodic).
+func (s *Server) syncLoop() {
+	t := time.NewTicker(s.cfg.SyncInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case <-t.C:
+			if err := s.cfg.Store.Sync(); err != nil {
+				s.log.Error("storage sync failed", "err", err)
+			}
+		}
+	}
 }
 
 func (s *Server) isClosing() bool {
@@ -191,7 +218,16 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		return true
 	})
 	waited := make(chan struct{})
-	go func() { s.wg.Wait(); close(waited) }()
+	go func() {
+		s.wg.Wait()
+		if s.persist != nil { // everything the connections changed reaches the disk
+			s.persist.drain()
+			if err := s.cfg.Store.Sync(); err != nil {
+				s.log.Error("storage sync at shutdown failed", "err", err)
+			}
+		}
+		close(waited)
+	}()
 	select {
 	case <-waited:
 		return nil

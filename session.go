@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
 )
 
 // NeverExpire is the session expiry interval meaning the session never
@@ -29,6 +30,8 @@ type session struct {
 	nextID   uint16
 	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
 	expiry   uint32              // session expiry interval, seconds
+	pseq     uint64              // last storage key given to a delivery
+	stored   bool                // a session record is in the store
 	ended    bool
 	dropLog  bool // a drop has been logged for this session
 
@@ -83,6 +86,7 @@ func (ss *session) enqueue(d delivery, force bool) {
 		if d.qos > 0 && ss.qQoS0 > 0 { // make room by dropping the oldest QoS 0
 			victim, _ = ss.q.removeFirst(func(x *delivery) bool { return x.qos == 0 })
 			ss.unaccountLocked(&victim)
+			ss.forgetLocked(&victim)
 			ss.pushLocked(d)
 		}
 		first := !ss.dropLog
@@ -100,6 +104,7 @@ func (ss *session) enqueue(d delivery, force bool) {
 }
 
 func (ss *session) pushLocked(d delivery) {
+	ss.storeQueuedLocked(&d)
 	ss.q.push(d)
 	ss.qBytes += d.msg.size()
 	if d.qos == 0 {
@@ -141,6 +146,7 @@ func (ss *session) takeSharedLocked() []delivery {
 		if m.share != nil && !m.released && m.qos < 2 {
 			delete(ss.inflight, m.id)
 			ss.srv.stats.InflightOut.Add(-1)
+			ss.forgetLocked(&m.delivery)
 			out = append(out, m.delivery)
 		}
 	}
@@ -148,6 +154,7 @@ func (ss *session) takeSharedLocked() []delivery {
 		d := ss.q.pop()
 		if d.share != nil {
 			ss.unaccountLocked(&d)
+			ss.forgetLocked(&d)
 			out = append(out, d)
 		} else {
 			ss.q.push(d)
@@ -189,9 +196,17 @@ func (s *Server) endSessionLocked(ss *session, expired bool) {
 	rest := ss.q.drain()
 	for i := range rest {
 		ss.unaccountLocked(&rest[i])
+		ss.forgetLocked(&rest[i])
+	}
+	for _, m := range ss.inflight {
+		ss.forgetLocked(&m.delivery)
 	}
 	s.stats.InflightOut.Add(-int64(len(ss.inflight)))
 	ss.inflight = nil
+	if ss.stored && s.persist != nil {
+		ss.stored = false
+		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
+	}
 	ss.mu.Unlock()
 
 	s.sessions.CompareAndDelete(ss.id, ss)

@@ -31,11 +31,18 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		if code.IsError() {
 			continue
 		}
+		c.sess.storeSubscription(&sub, false)
 		// Retained messages: never for shared subscriptions [MQTT-3.8.4-?];
 		// Retain Handling 0 always, 1 only for a new subscription, 2 never
 		// [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
 		if sub.Group == "" && (sub.RetainHandling == 0 || sub.RetainHandling == 1 && !existed) {
 			sendRetained = append(sendRetained, sub)
+		}
+	}
+	if s.persist != nil {
+		// The SUBACK promises the subscription: it must survive a crash.
+		if err := s.persist.wait(); err != nil {
+			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the subscription failed"}
 		}
 	}
 	c.send(ack)
@@ -116,6 +123,7 @@ func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 	ack := &packets.Unsuback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Filters))}
 	for i, f := range pk.Filters {
 		group, filter, _ := topics.ParseShared(f)
+		c.sess.storeSubscription(&topics.Subscription{ClientID: c.id, Group: group, Filter: filter}, true)
 		if s.unsubscribe(c.id, c, group, filter) {
 			ack.ReasonCodes[i] = packets.Success
 		} else {

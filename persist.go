@@ -1,0 +1,307 @@
+package tern
+
+import (
+	"sync"
+	"time"
+
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/topics"
+)
+
+// Durability says when the server considers a change durable.
+type Durability int
+
+const (
+	// DurabilitySync acknowledges a QoS 1/2 PUBLISH, a SUBSCRIBE and a
+	// QoS 2 handover only once what they changed is fsync'd. Commits are
+	// grouped, so many acknowledgements share one fsync.
+	DurabilitySync Durability = iota
+	// DurabilityPeriodic writes changes at once but fsyncs every
+	// SyncInterval: a crash of the machine (not of the process) may lose
+	// what was acknowledged in the last interval.
+	DurabilityPeriodic
+)
+
+// persister mirrors the state of persistent sessions (session expiry
+// interval above 0), retained messages and pending wills into the Store.
+//
+// Every change goes through one FIFO committer, so changes reach the store
+// in the order they were made; callers that must not answer before their
+// change is durable register a waiter, called after the commit that holds
+// it. Reference counts of stored messages live under the committer's lock
+// so that a message's Put and Delete can never be reordered.
+type persister struct {
+	srv   *Server
+	store storage.Store
+	sync  bool
+
+	mu      sync.Mutex
+	batch   storage.Batch
+	waiters []func(error)
+	running bool
+	nextID  uint64 // next message id
+	idle    *sync.Cond
+	failed  bool // a commit failed: logged once
+}
+
+func newPersister(s *Server, st storage.Store, d Durability) *persister {
+	p := &persister{srv: s, store: st, sync: d == DurabilitySync, nextID: 1}
+	p.idle = sync.NewCond(&p.mu)
+	return p
+}
+
+// addLocked runs fn on the pending batch; p.mu is held.
+func (p *persister) batchLocked() storage.Batch {
+	if p.batch == nil {
+		p.batch = p.store.NewBatch()
+	}
+	if !p.running {
+		p.running = true
+		go p.commitLoop()
+	}
+	return p.batch
+}
+
+// change applies fn to the pending batch.
+func (p *persister) change(fn func(b storage.Batch)) {
+	p.mu.Lock()
+	fn(p.batchLocked())
+	p.mu.Unlock()
+}
+
+// after calls done once every change made so far is committed (durable in
+// sync mode), on the committer's goroutine.
+func (p *persister) after(done func(error)) {
+	p.mu.Lock()
+	p.batchLocked()
+	p.waiters = append(p.waiters, done)
+	p.mu.Unlock()
+}
+
+// wait blocks until every change made so far is committed.
+func (p *persister) wait() error {
+	ch := make(chan error, 1)
+	p.after(func(err error) { ch <- err })
+	return <-ch
+}
+
+func (p *persister) commitLoop() {
+	for {
+		p.mu.Lock()
+		b, w := p.batch, p.waiters
+		p.batch, p.waiters = nil, nil
+		if b == nil {
+			p.running = false
+			p.idle.Broadcast()
+			p.mu.Unlock()
+			return
+		}
+		p.mu.Unlock()
+		var err error
+		if b.Len() > 0 || (p.sync && len(w) > 0) {
+			// Only a batch someone waits on needs the fsync.
+			err = p.store.Commit(b, p.sync && len(w) > 0)
+		}
+		if err != nil {
+			p.mu.Lock()
+			first := !p.failed
+			p.failed = true
+			p.mu.Unlock()
+			if first {
+				p.srv.log.Error("storage commit failed: acknowledgements withheld", "err", err)
+			}
+		}
+		for _, fn := range w {
+			fn(err)
+		}
+	}
+}
+
+// drain waits for the committer to finish everything pending.
+func (p *persister) drain() {
+	p.mu.Lock()
+	for p.running {
+		p.idle.Wait()
+	}
+	p.mu.Unlock()
+}
+
+// refLocked records one more stored reference to m, storing the message on
+// the first.
+func (p *persister) refLocked(b storage.Batch, m *Message) {
+	if m.refs == 0 {
+		if m.id == 0 {
+			m.id = p.nextID
+			p.nextID++
+		}
+		b.PutMessage(m.record())
+	}
+	m.refs++
+}
+
+// unrefLocked drops a stored reference to m, deleting the message with the
+// last.
+func (p *persister) unrefLocked(b storage.Batch, m *Message) {
+	m.refs--
+	if m.refs == 0 {
+		b.DeleteMessage(m.id)
+	}
+}
+
+// touched reports whether m went to the store. A nil persister stores
+// nothing.
+func (p *persister) touched(m *Message) bool {
+	if p == nil {
+		return false
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return m.id != 0
+}
+
+// retain records that topic's retained message is now m (nil: none),
+// replacing old (nil: none). The caller serialises retained changes.
+func (p *persister) retain(topic string, m, old *Message) {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	b := p.batchLocked()
+	if m != nil {
+		p.refLocked(b, m)
+		b.PutRetained(topic, m.id)
+	} else {
+		b.DeleteRetained(topic)
+	}
+	if old != nil {
+		p.unrefLocked(b, old)
+	}
+}
+
+// record returns the storage form of m.
+func (m *Message) record() *storage.Message {
+	return &storage.Message{
+		ID: m.id, Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain,
+		Properties: m.Properties, Origin: m.Origin, Created: m.Created.UnixNano(), ExpireAt: m.expireAt,
+	}
+}
+
+// deliveryRecord returns the storage form of a delivery.
+func (ss *session) deliveryRecord(d *delivery, packetID uint16, released bool) *storage.Delivery {
+	r := &storage.Delivery{
+		ClientID: ss.id, Seq: d.pseq, MessageID: d.msg.id, QoS: d.qos, Retain: d.retain,
+		PacketID: packetID, Released: released,
+	}
+	switch {
+	case d.subIDs != nil:
+		r.SubIDs = d.subIDs
+	case d.subID != 0:
+		r.SubIDs = []uint32{d.subID}
+	}
+	if d.share != nil {
+		r.ShareGroup, r.ShareFilter = d.share.Name, d.share.Filter
+	}
+	return r
+}
+
+// persistentLocked reports whether the session's state goes to the store.
+func (ss *session) persistentLocked() bool { return ss.srv.persist != nil && ss.expiry > 0 }
+
+// storeQueuedLocked stores a QoS 1/2 delivery just queued on a persistent
+// session.
+func (ss *session) storeQueuedLocked(d *delivery) {
+	if d.qos == 0 || !ss.persistentLocked() {
+		return
+	}
+	ss.pseq++
+	d.pseq = ss.pseq
+	p := ss.srv.persist
+	p.mu.Lock()
+	b := p.batchLocked()
+	p.refLocked(b, d.msg)
+	b.PutDelivery(ss.deliveryRecord(d, 0, false))
+	p.mu.Unlock()
+}
+
+// storeInflightLocked records the packet id a stored QoS 2 delivery went
+// out with (or its release); the writer waits for it before writing, so a
+// restart resends with the same id instead of delivering twice.
+func (ss *session) storeInflightLocked(d *delivery, packetID uint16, released bool) bool {
+	if d.pseq == 0 || d.qos < 2 || ss.srv.persist == nil {
+		return false
+	}
+	ss.srv.persist.change(func(b storage.Batch) { b.PutDelivery(ss.deliveryRecord(d, packetID, released)) })
+	return true
+}
+
+// forgetLocked deletes a stored delivery that was acknowledged, dropped or
+// moved.
+func (ss *session) forgetLocked(d *delivery) {
+	if d.pseq == 0 || ss.srv.persist == nil {
+		return
+	}
+	p := ss.srv.persist
+	p.mu.Lock()
+	b := p.batchLocked()
+	b.DeleteDelivery(ss.id, d.pseq)
+	p.unrefLocked(b, d.msg)
+	p.mu.Unlock()
+	d.pseq = 0
+}
+
+// storeSubscription stores (or deletes) a subscription of a persistent
+// session.
+func (ss *session) storeSubscription(sub *topics.Subscription, remove bool) {
+	ss.mu.Lock()
+	persistent := ss.persistentLocked()
+	ss.mu.Unlock()
+	if !persistent {
+		return
+	}
+	if remove {
+		ss.srv.persist.change(func(b storage.Batch) { b.DeleteSubscription(ss.id, sub.Group, sub.Filter) })
+		return
+	}
+	rec := &storage.Subscription{
+		ClientID: ss.id, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS, NoLocal: sub.NoLocal,
+		RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier,
+	}
+	ss.srv.persist.change(func(b storage.Batch) { b.PutSubscription(rec) })
+}
+
+// storeWillLocked records a will waiting for its delay (m nil: none).
+func (ss *session) storeWillLocked(m *Message, fireAt time.Time) {
+	p := ss.srv.persist
+	if p == nil || !ss.stored {
+		return
+	}
+	if m == nil {
+		p.change(func(b storage.Batch) { b.DeleteWill(ss.id) })
+		return
+	}
+	w := &storage.Will{ClientID: ss.id, Message: *m.record(), FireAt: fireAt.UnixNano()}
+	w.Message.ID = 0
+	p.change(func(b storage.Batch) { b.PutWill(w) })
+}
+
+// storeSession writes the session record (connected when at is zero).
+func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
+	p := ss.srv.persist
+	if p == nil {
+		return
+	}
+	if ss.expiry == 0 {
+		if ss.stored {
+			ss.stored = false
+			p.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
+		}
+		return
+	}
+	ss.stored = true
+	rec := &storage.Session{ClientID: ss.id, Version: version, Expiry: ss.expiry}
+	if !disconnectedAt.IsZero() {
+		rec.DisconnectedAt = disconnectedAt.UnixNano()
+	}
+	p.change(func(b storage.Batch) { b.PutSession(rec) })
+}

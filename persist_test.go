@@ -1,0 +1,293 @@
+package tern_test
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/storage/memory"
+	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/terntest"
+)
+
+// stores returns the stores restart tests run against: the in-memory one
+// (shared by both server instances, as a disk would be) and Pebble.
+func stores(t *testing.T) map[string]func() storage.Store {
+	dir := t.TempDir()
+	var mem storage.Store
+	return map[string]func() storage.Store{
+		"memory": func() storage.Store {
+			if mem == nil {
+				mem = memory.New()
+			}
+			return mem
+		},
+		"pebble": func() storage.Store {
+			st, err := pebble.Open(dir, pebble.Options{})
+			if err != nil {
+				t.Fatalf("open pebble: %v", err)
+			}
+			return st
+		},
+	}
+}
+
+// restartable runs a broker on a store and restarts it on the same store.
+type restartable struct {
+	t    *testing.T
+	open func() storage.Store
+	st   storage.Store
+	srv  *terntest.Server
+	opts tern.Options
+}
+
+func (r *restartable) start() *terntest.Server {
+	r.st = r.open()
+	o := r.opts
+	o.Store = r.st
+	r.srv = terntest.NewServer(r.t, &o)
+	return r.srv
+}
+
+func (r *restartable) restart() *terntest.Server {
+	r.srv.Close()
+	if _, ok := r.st.(*memory.Store); !ok {
+		r.st.Close()
+	}
+	return r.start()
+}
+
+func connectStored(t *testing.T, srv *terntest.Server, id string) (*terntest.Conn, *packets.Connack) {
+	c := srv.Dial(t, packets.V5)
+	ack := c.Connect(&packets.Connect{ClientID: id, KeepAlive: 60,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	if ack.ReasonCode != 0 {
+		t.Fatalf("connect %s: %v", id, ack.ReasonCode)
+	}
+	return c, ack
+}
+
+// Queued QoS 1 messages, subscriptions and the session itself survive a
+// restart of the broker [MQTT-4.1.0-1], [MQTT-3.1.2-4].
+func TestPersistQueuedMessagesSurviveRestart(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := &restartable{t: t, open: open}
+			srv := r.start()
+			sub, _ := connectStored(t, srv, "sub")
+			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "q/#", QoS: 1}}})
+			sub.Recv()
+			sub.Send(&packets.Disconnect{})
+			sub.Close()
+
+			pub := srv.Dial(t, packets.V5)
+			pub.MustConnect("pub")
+			const n = 100
+			for i := 1; i <= n; i++ {
+				pub.Send(&packets.Publish{Topic: fmt.Sprintf("q/%d", i), QoS: 1, PacketID: uint16(i), Payload: []byte{byte(i)}})
+				if ack := pub.Recv().(*packets.Puback); ack.ReasonCode.IsError() {
+					t.Fatalf("puback %v", ack.ReasonCode)
+				}
+			}
+			pub.Close()
+
+			srv = r.restart()
+			sub, ack := connectStored(t, srv, "sub")
+			if !ack.SessionPresent {
+				t.Fatal("session not present after restart")
+			}
+			for i := 1; i <= n; i++ {
+				p := sub.Recv().(*packets.Publish)
+				if p.Topic != fmt.Sprintf("q/%d", i) {
+					t.Fatalf("message %d: topic %q", i, p.Topic)
+				}
+				sub.Send(&packets.Puback{PacketID: p.PacketID})
+			}
+			// The subscription came back too: a new message arrives.
+			pub = srv.Dial(t, packets.V5)
+			pub.MustConnect("pub")
+			pub.Send(&packets.Publish{Topic: "q/new", QoS: 1, PacketID: 1, Payload: []byte("x")})
+			pub.Recv()
+			if p := sub.Recv().(*packets.Publish); p.Topic != "q/new" {
+				t.Fatalf("got %q", p.Topic)
+			}
+		})
+	}
+}
+
+// A QoS 2 message in flight keeps its packet identifier across a restart
+// and is sent again with DUP, so it is not delivered twice [MQTT-4.3.3-7],
+// [MQTT-4.4.0-1]; a released one gets its PUBREL again.
+func TestPersistInflightQoS2SurvivesRestart(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := &restartable{t: t, open: open}
+			srv := r.start()
+			sub, _ := connectStored(t, srv, "sub")
+			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 2}}})
+			sub.Recv()
+			pub := srv.Dial(t, packets.V5)
+			pub.MustConnect("pub")
+			for i := 1; i <= 2; i++ {
+				pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: uint16(i), Payload: []byte{byte(i)}})
+				pub.Recv() // PUBREC
+				pub.Send(&packets.Pubrel{PacketID: uint16(i)})
+				pub.Recv() // PUBCOMP
+			}
+			first := sub.Recv().(*packets.Publish)
+			second := sub.Recv().(*packets.Publish)
+			sub.Send(&packets.Pubrec{PacketID: second.PacketID}) // the second is released
+			if rel := sub.Recv().(*packets.Pubrel); rel.PacketID != second.PacketID {
+				t.Fatalf("pubrel for %d", rel.PacketID)
+			}
+			sub.Close()
+
+			srv = r.restart()
+			sub, _ = connectStored(t, srv, "sub")
+			again := sub.Recv().(*packets.Publish)
+			if !again.Dup || again.PacketID != first.PacketID || again.Payload[0] != 1 {
+				t.Fatalf("resent %+v, want DUP id %d", again, first.PacketID)
+			}
+			if rel := sub.Recv().(*packets.Pubrel); rel.PacketID != second.PacketID {
+				t.Fatalf("pubrel for %d, want %d", rel.PacketID, second.PacketID)
+			}
+		})
+	}
+}
+
+// An inbound QoS 2 message acknowledged with PUBREC before a restart is not
+// routed again when the publisher sends it again [MQTT-4.3.3-10].
+func TestPersistInboundQoS2SurvivesRestart(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := &restartable{t: t, open: open}
+			srv := r.start()
+			sub, _ := connectStored(t, srv, "sub")
+			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 1}}})
+			sub.Recv()
+			sub.Close()
+			pub, _ := connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("once")})
+			pub.Recv() // PUBREC: from here the broker owns the message
+			pub.Close()
+
+			srv = r.restart()
+			pub, _ = connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
+			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 {
+				t.Fatalf("pubrec %d", rec.PacketID)
+			}
+			pub.Send(&packets.Pubrel{PacketID: 7})
+			if comp := pub.Recv().(*packets.Pubcomp); comp.ReasonCode != 0 {
+				t.Fatalf("pubcomp %v", comp.ReasonCode)
+			}
+			sub, _ = connectStored(t, srv, "sub")
+			p := sub.Recv().(*packets.Publish)
+			sub.Send(&packets.Puback{PacketID: p.PacketID})
+			if _, err := sub.TryRecv(300 * time.Millisecond); err == nil { // bounded wait for a duplicate that must not come
+				t.Fatal("message delivered twice")
+			}
+		})
+	}
+}
+
+// Retained messages survive a restart; a deleted one stays deleted
+// [MQTT-3.3.1-5].
+func TestPersistRetainedSurvivesRestart(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := &restartable{t: t, open: open}
+			srv := r.start()
+			pub := srv.Dial(t, packets.V311)
+			pub.MustConnect("pub")
+			for _, tp := range []string{"r/a", "r/b", "r/c"} {
+				pub.Send(&packets.Publish{Topic: tp, QoS: 1, PacketID: 1, Retain: true, Payload: []byte(tp)})
+				pub.Recv()
+			}
+			pub.Send(&packets.Publish{Topic: "r/b", QoS: 1, PacketID: 1, Retain: true}) // delete
+			pub.Recv()
+			pub.Close()
+
+			srv = r.restart()
+			sub := srv.Dial(t, packets.V311)
+			sub.MustConnect("s")
+			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "r/#", QoS: 0}}})
+			sub.Recv()
+			got := map[string]bool{}
+			for i := 0; i < 2; i++ {
+				p := sub.Recv().(*packets.Publish)
+				if !p.Retain || string(p.Payload) != p.Topic {
+					t.Fatalf("got %+v", p)
+				}
+				got[p.Topic] = true
+			}
+			if !got["r/a"] || !got["r/c"] {
+				t.Fatalf("got %v", got)
+			}
+			if p, err := sub.TryRecv(300 * time.Millisecond); err == nil { // bounded wait: r/b must not come
+				t.Fatalf("deleted retained message came back: %+v", p)
+			}
+		})
+	}
+}
+
+// Sessions with expiry 0 leave nothing in the store.
+func TestPersistCleanSessionsNotStored(t *testing.T) {
+	st := memory.New()
+	srv := terntest.NewServer(t, &tern.Options{Store: st})
+	c := srv.Dial(t, packets.V5)
+	c.MustConnect("clean")
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "x", QoS: 1}}})
+	c.Recv()
+	srv.Close()
+	var l countLoader
+	if err := st.Load(&l); err != nil {
+		t.Fatal(err)
+	}
+	if l.sessions+l.subs != 0 {
+		t.Fatalf("stored %d sessions, %d subscriptions for a clean session", l.sessions, l.subs)
+	}
+}
+
+type countLoader struct{ sessions, subs, deliveries, messages int }
+
+func (l *countLoader) Message(*storage.Message) error           { l.messages++; return nil }
+func (l *countLoader) Session(*storage.Session) error           { l.sessions++; return nil }
+func (l *countLoader) Subscription(*storage.Subscription) error { l.subs++; return nil }
+func (l *countLoader) Delivery(*storage.Delivery) error         { l.deliveries++; return nil }
+func (l *countLoader) Inbound(string, uint16) error             { return nil }
+func (l *countLoader) Retained(string, uint64) error            { return nil }
+func (l *countLoader) Will(*storage.Will) error                 { return nil }
+
+// Delivered and acknowledged messages leave the store: nothing grows.
+func TestPersistAcknowledgedMessagesLeaveStore(t *testing.T) {
+	st := memory.New()
+	srv := terntest.NewServer(t, &tern.Options{Store: st})
+	sub, _ := connectStored(t, srv, "sub")
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 1}}})
+	sub.Recv()
+	pub := srv.Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	for i := 1; i <= 50; i++ {
+		pub.Send(&packets.Publish{Topic: "t", QoS: 1, PacketID: uint16(i), Payload: []byte("x")})
+		pub.Recv()
+		p := sub.Recv().(*packets.Publish)
+		sub.Send(&packets.Puback{PacketID: p.PacketID})
+	}
+	sub.Send(&packets.Pingreq{}) // the PUBACKs before it are handled once PINGRESP comes
+	sub.Recv()
+	srv.Close()
+	var l countLoader
+	if err := st.Load(&l); err != nil {
+		t.Fatal(err)
+	}
+	if l.deliveries != 0 || l.messages != 0 {
+		t.Fatalf("store keeps %d deliveries and %d messages after all were acknowledged", l.deliveries, l.messages)
+	}
+	if l.sessions != 1 || l.subs != 1 {
+		t.Fatalf("store has %d sessions, %d subscriptions; want 1, 1", l.sessions, l.subs)
+	}
+}

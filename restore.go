@@ -1,0 +1,195 @@
+package tern
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/topics"
+)
+
+// restorer rebuilds the server's state from the store on start.
+type restorer struct {
+	s        *Server
+	now      time.Time
+	messages map[uint64]*Message
+	sessions map[string]*session
+	version  map[string]byte
+	offline  map[string]int64 // when each session went offline, unix ns; 0 = cut off by a crash
+	maxID    uint64
+	skipped  int // records that refer to something missing
+	counts   struct{ sessions, subscriptions, deliveries, retained, wills int }
+}
+
+func (r *restorer) Message(m *storage.Message) error {
+	msg := &Message{
+		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties,
+		Origin: m.Origin, Created: time.Unix(0, m.Created), expireAt: m.ExpireAt, id: m.ID,
+	}
+	r.messages[m.ID] = msg
+	r.maxID = max(r.maxID, m.ID)
+	return nil
+}
+
+func (r *restorer) Session(rec *storage.Session) error {
+	ss := newSession(r.s, rec.ClientID)
+	ss.expiry = rec.Expiry
+	ss.stored = true
+	r.sessions[rec.ClientID] = ss
+	r.version[rec.ClientID] = rec.Version
+	r.offline[rec.ClientID] = rec.DisconnectedAt
+	r.counts.sessions++
+	return nil
+}
+
+func (r *restorer) Subscription(rec *storage.Subscription) error {
+	if r.sessions[rec.ClientID] == nil {
+		r.skipped++
+		return nil
+	}
+	r.s.index.Subscribe(topics.Subscription{
+		ClientID: rec.ClientID, Group: rec.Group, Filter: rec.Filter, QoS: rec.QoS, NoLocal: rec.NoLocal,
+		RetainAsPublished: rec.RetainAsPublished, RetainHandling: rec.RetainHandling, Identifier: rec.Identifier,
+	})
+	r.s.stats.Subscriptions.Add(1)
+	r.counts.subscriptions++
+	return nil
+}
+
+func (r *restorer) Delivery(rec *storage.Delivery) error {
+	ss := r.sessions[rec.ClientID]
+	m := r.messages[rec.MessageID]
+	if ss == nil || m == nil {
+		r.skipped++
+		return nil
+	}
+	d := delivery{msg: m, qos: rec.QoS, retain: rec.Retain, pseq: rec.Seq}
+	switch len(rec.SubIDs) {
+	case 0:
+	case 1:
+		d.subID = rec.SubIDs[0]
+	default:
+		d.subIDs = rec.SubIDs
+	}
+	if rec.ShareGroup != "" {
+		d.share = &topics.SharedGroup{Name: rec.ShareGroup, Filter: rec.ShareFilter}
+	}
+	m.refs++
+	ss.pseq = max(ss.pseq, rec.Seq)
+	if rec.PacketID != 0 {
+		ss.seq++
+		ss.inflight[rec.PacketID] = &inflightMsg{delivery: d, id: rec.PacketID, seq: ss.seq, released: rec.Released}
+		ss.nextID = rec.PacketID
+		r.s.stats.InflightOut.Add(1)
+	} else {
+		ss.q.push(d)
+		ss.qBytes += m.size()
+		r.s.stats.Queued.Add(1)
+	}
+	r.counts.deliveries++
+	return nil
+}
+
+func (r *restorer) Inbound(clientID string, packetID uint16) error {
+	ss := r.sessions[clientID]
+	if ss == nil {
+		r.skipped++
+		return nil
+	}
+	if ss.inQoS2 == nil {
+		ss.inQoS2 = make(map[uint16]struct{})
+	}
+	ss.inQoS2[packetID] = struct{}{}
+	return nil
+}
+
+func (r *restorer) Retained(topic string, id uint64) error {
+	m := r.messages[id]
+	if m == nil {
+		r.skipped++
+		return nil
+	}
+	m.refs++
+	r.s.retained.Set(topic, m)
+	r.s.stats.Retained.Add(1)
+	r.counts.retained++
+	return nil
+}
+
+func (r *restorer) Will(w *storage.Will) error {
+	ss := r.sessions[w.ClientID]
+	if ss == nil {
+		r.skipped++
+		return nil
+	}
+	var m storage.Message = w.Message
+	pk := packets.Publish{Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain}
+	if m.Properties != nil {
+		pk.Properties = *m.Properties
+	}
+	msg := newMessage(&pk, w.ClientID, time.Unix(0, m.Created))
+	msg.expireAt = m.ExpireAt
+	ss.pendingWill = msg
+	fire := time.Until(time.Unix(0, w.FireAt))
+	ss.willTimer = time.AfterFunc(max(fire, 0), func() { r.s.willDelayPassed(ss, msg) })
+	r.counts.wills++
+	return nil
+}
+
+// restore loads the store into the server: run once by New.
+func (s *Server) restore() error {
+	start := time.Now()
+	r := &restorer{s: s, now: start, messages: make(map[uint64]*Message),
+		sessions: make(map[string]*session), version: make(map[string]byte), offline: make(map[string]int64)}
+	if err := s.cfg.Store.Load(r); err != nil {
+		return fmt.Errorf("tern: restoring from the store: %w", err)
+	}
+	p := s.persist
+	p.nextID = r.maxID + 1
+	b := s.cfg.Store.NewBatch()
+	// Sessions: offline now; they expire counting from when they went
+	// offline (or from now, for those the crash cut off).
+	for id, ss := range r.sessions {
+		s.sessions.Store(id, ss)
+		s.stats.ClientsTotal.Add(1)
+		// Expired messages are dropped now.
+		for i, n := 0, ss.q.len(); i < n; i++ {
+			d := ss.q.pop()
+			if d.msg.expired(start.UnixNano()) {
+				ss.qBytes -= d.msg.size()
+				s.stats.Queued.Add(-1)
+				b.DeleteDelivery(id, d.pseq)
+				d.msg.refs--
+				continue
+			}
+			ss.q.push(d)
+		}
+		since := start
+		if at := r.offline[id]; at != 0 {
+			since = time.Unix(0, at)
+		}
+		ss.storeSessionLocked(r.version[id], since) // offline, since then
+		if ss.expiry != NeverExpire {
+			left := time.Duration(ss.expiry)*time.Second - start.Sub(since)
+			ss.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expire(ss) })
+		}
+	}
+	// Messages nothing refers to any more are garbage.
+	orphans := 0
+	for id, m := range r.messages {
+		if m.refs <= 0 {
+			b.DeleteMessage(id)
+			orphans++
+		}
+	}
+	if err := s.cfg.Store.Commit(b, true); err != nil {
+		return fmt.Errorf("tern: cleaning the store after restore: %w", err)
+	}
+	s.log.Info("restored state from the store",
+		"sessions", r.counts.sessions, "subscriptions", r.counts.subscriptions,
+		"queued_or_inflight", r.counts.deliveries, "retained", r.counts.retained,
+		"wills", r.counts.wills, "messages", len(r.messages)-orphans, "orphans_removed", orphans,
+		"skipped", r.skipped, "took", time.Since(start).Round(time.Millisecond).String())
+	return nil
+}

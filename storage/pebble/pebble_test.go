@@ -1,0 +1,32 @@
+package pebble_test
+
+import (
+	"testing"
+
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/storetest"
+)
+
+// openAt opens the store in dir and closes it when the test ends.
+func openAt(t testing.TB, dir string) *pebble.Store {
+	t.Helper()
+	s, err := pebble.Open(dir, pebble.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+func TestConformance(t *testing.T) {
+	storetest.Run(t,
+		func(t *testing.T) storage.Store { return openAt(t, t.TempDir()) },
+		func(t *testing.T, s storage.Store) storage.Store {
+			dir := s.(*pebble.Store).Dir()
+			if err := s.Close(); err != nil {
+				t.Fatal(err)
+			}
+			return openAt(t, dir)
+		})
+}

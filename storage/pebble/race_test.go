@@ -1,0 +1,7 @@
+//go:build race
+
+package pebble_test
+
+// raceEnabled makes the big tests smaller under the race detector, which
+// slows Pebble down tenfold.
+const raceEnabled = true
