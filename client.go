@@ -57,7 +57,7 @@ type Client struct {
 	needSync   bool // out holds packets that may go only once the store has committed
 
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
-	events     []hookEvent // hook calls to make once the lock is released
+	events      []hookEvent  // hook calls to make once the lock is released
 
 	stopping atomic.Bool // the server is ending the connection: ignore further packets
 
