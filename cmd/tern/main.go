@@ -3,6 +3,8 @@
 //	tern serve            run the broker (127.0.0.1:1883 by default)
 //	tern version          print the version
 //	tern passwd           manage a password file (as mosquitto_passwd)
+//	tern pub              publish a message (as mosquitto_pub)
+//	tern sub              subscribe and print messages (as mosquitto_sub)
 package main
 
 import (
@@ -25,7 +27,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd())
+	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd())
 	return root
 }
 

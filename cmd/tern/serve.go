@@ -4,303 +4,323 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
-	"net/netip"
 	"os"
 	"os/signal"
+	"runtime"
+	"runtime/debug"
 	"syscall"
 	"time"
 
+	"github.com/coreos/go-systemd/v22/daemon"
 	"github.com/spf13/cobra"
-	"github.com/spf13/pflag"
 	"github.com/ternmq/tern"
-	"github.com/ternmq/tern/hooks/auth"
-	"github.com/ternmq/tern/listeners"
+	"github.com/ternmq/tern/admin"
+	"github.com/ternmq/tern/config"
 )
 
-func version() string { return tern.Version }
-
-type serveFlags struct {
-	listen        string
-	logLevel      string
-	logFormat     string
-	maxPacketSize int
-	sysInterval   time.Duration
-	sec           securityFlags
-}
-
-func serveCmd() *cobra.Command {
-	var f serveFlags
-	cmd := &cobra.Command{
-		Use:   "serve",
-		Short: "Run the broker",
-		Long: `Run the MQTT broker.
-
-With no flags it listens on 127.0.0.1:1883 (loopback only) and allows
-anonymous clients there. SIGINT or SIGTERM shut it down gracefully: v5
-clients receive DISCONNECT 0x8B (Server shutting down); a second signal
-exits at once.
-
-A listener on any other address needs --password-file (or an explicit
---allow-anonymous). SIGHUP reloads the password file, the ACL file and the
-TLS certificates.`,
-		RunE: func(cmd *cobra.Command, _ []string) error { return runServe(cmd.Context(), f) },
-	}
-	fl := cmd.Flags()
-	fl.StringVarP(&f.listen, "listen", "l", "127.0.0.1:1883", "TCP address for MQTT (\"\" for none)")
-	fl.StringVar(&f.logLevel, "log-level", "info", "log level: debug, info, warn, error")
-	fl.StringVar(&f.logFormat, "log-format", "text", "log format: text or json")
-	fl.IntVar(&f.maxPacketSize, "max-packet-size", 1<<20, "largest packet accepted, in bytes")
-	fl.DurationVar(&f.sysInterval, "sys-interval", 10*time.Second, "period of the $SYS topics (negative: off)")
-	f.sec.register(fl)
-	return cmd
-}
-
-func newLogger(level, format string) (*slog.Logger, error) {
-	var lv slog.Level
-	if err := lv.UnmarshalText([]byte(level)); err != nil {
-		return nil, fmt.Errorf("--log-level: %w", err)
-	}
-	opts := &slog.HandlerOptions{Level: lv}
-	switch format {
-	case "text":
-		return slog.New(slog.NewTextHandler(os.Stderr, opts)), nil
-	case "json":
-		return slog.New(slog.NewJSONHandler(os.Stderr, opts)), nil
-	}
-	return nil, fmt.Errorf("--log-format: %q is not text or json", format)
-}
-
-func runServe(ctx context.Context, f serveFlags) error {
-	log, err := newLogger(f.logLevel, f.logFormat)
-	if err != nil {
-		return err
-	}
-	srv, err := tern.New(&tern.Options{
-		Logger:        log,
-		MaxPacketSize: f.maxPacketSize,
-		SysInterval:   f.sysInterval,
-	})
-	if err != nil {
-		return err
-	}
-	_, reload, err := f.sec.setup(srv, f.listen, log)
-	if err != nil {
-		srv.Close()
-		return err
-	}
-	if f.listen != "" { // --listen "" turns plain TCP off
-		tcp := listeners.NewTCP("tcp", f.listen)
-		if err := tcp.Listen(); err != nil {
-			srv.Close()
-			return err
-		}
-		if err := srv.AddListener(tcp); err != nil {
-			return err
-		}
-	}
-	log.Info("tern starting", "version", tern.Version)
-	if err := srv.Serve(); err != nil {
-		return err
-	}
-	defer reloadOnSIGHUP(reload)()
-	sig := make(chan os.Signal, 2)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	select {
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String())
-	case <-ctx.Done():
-	}
-	sctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	go func() {
-		select {
-		case <-sig:
-			log.Warn("second signal: exiting now")
-			os.Exit(1)
-		case <-sctx.Done():
-		}
-	}()
-	if err := srv.Shutdown(sctx); err != nil {
-		log.Warn("shutdown did not finish cleanly", "err", err)
-	}
-	log.Info("stopped")
-	return nil
-}
-
-// securityFlags are the serve flags for TLS, WebSocket, Unix sockets,
-// password and ACL files.
-type securityFlags struct {
-	tlsListen, tlsCert, tlsKey, tlsClientCA, tlsMinVersion string
-	tlsIdentity                                            bool
-	wsListen, wsPath, wssListen                            string
-	unixPath                                               string
-	passwordFile, aclFile                                  string
-	allowAnonymous                                         bool
-}
-
-func (s *securityFlags) register(fl *pflag.FlagSet) {
-	fl.StringVar(&s.tlsListen, "tls-listen", "", "address for MQTT over TLS (e.g. 0.0.0.0:8883)")
-	fl.StringVar(&s.tlsCert, "tls-cert", "", "PEM certificate chain for TLS and secure WebSocket")
-	fl.StringVar(&s.tlsKey, "tls-key", "", "PEM private key for TLS and secure WebSocket")
-	fl.StringVar(&s.tlsClientCA, "tls-client-ca", "", "PEM CA file: require client certificates signed by it")
-	fl.StringVar(&s.tlsMinVersion, "tls-min-version", "1.2", "lowest TLS version accepted: 1.2 or 1.3")
-	fl.BoolVar(&s.tlsIdentity, "tls-use-identity-as-username", false, "use the client certificate's CN (or first SAN) as the user name (needs --tls-client-ca)")
-	fl.StringVar(&s.wsListen, "ws-listen", "", "address for MQTT over WebSocket (e.g. 0.0.0.0:8083)")
-	fl.StringVar(&s.wsPath, "ws-path", listeners.DefaultWebSocketPath, "HTTP path of the WebSocket endpoints")
-	fl.StringVar(&s.wssListen, "wss-listen", "", "address for MQTT over secure WebSocket (e.g. 0.0.0.0:8084; uses --tls-cert/--tls-key)")
-	fl.StringVar(&s.unixPath, "unix", "", "path of a Unix socket to listen on")
-	fl.StringVar(&s.passwordFile, "password-file", "", "Mosquitto-format password file (see tern passwd); clients must log in")
-	fl.StringVar(&s.aclFile, "acl-file", "", "Mosquitto-format ACL file; what it does not allow is denied")
-	fl.BoolVar(&s.allowAnonymous, "allow-anonymous", false, "with --password-file, also let clients without a user name in; allows non-loopback listeners without one")
-}
-
-// isLoopback reports whether a listen address is on a loopback interface
-// only. A host name other than localhost, or no host (all interfaces), is
-// not.
-func isLoopback(addr string) bool {
-	host, _, err := net.SplitHostPort(addr)
-	if err != nil {
-		return false
-	}
-	if host == "localhost" {
-		return true
-	}
-	ip, err := netip.ParseAddr(host)
-	return err == nil && ip.IsLoopback()
-}
-
-// checkExposure refuses listeners anyone on the network could use without
-// logging in: a non-loopback listener needs --password-file or
-// --allow-anonymous (or, for TLS ones, --tls-client-ca).
-func (s *securityFlags) checkExposure(tcpListen string) error {
-	if s.passwordFile != "" || s.allowAnonymous {
-		return nil
-	}
-	for _, l := range []struct {
-		flag, addr string
-		tls        bool
-	}{{"--listen", tcpListen, false}, {"--tls-listen", s.tlsListen, true}, {"--ws-listen", s.wsListen, false}, {"--wss-listen", s.wssListen, true}} {
-		if l.addr == "" || isLoopback(l.addr) || l.tls && s.tlsClientCA != "" {
-			continue
-		}
-		return fmt.Errorf("refusing to start: %s %s is reachable from the network, and with neither --password-file nor --allow-anonymous anyone could connect", l.flag, l.addr)
-	}
-	return nil
-}
-
-// setup adds the auth hooks and the TLS, WebSocket and Unix listeners to
-// srv (before the TCP listener is added). It returns the listeners it
-// opened and a function that reloads the password file, the ACL file and
-// the certificates, for SIGHUP.
-func (s *securityFlags) setup(srv *tern.Server, tcpListen string, log *slog.Logger) ([]tern.Listener, func(), error) {
-	if err := s.checkExposure(tcpListen); err != nil {
-		return nil, nil, err
-	}
-	if tcpListen == "" && s.tlsListen == "" && s.wsListen == "" && s.wssListen == "" && s.unixPath == "" {
-		return nil, nil, errors.New("no listener: give --listen, --tls-listen, --ws-listen, --wss-listen or --unix")
-	}
-	type reloader struct {
-		what   string
-		reload func() error
-	}
-	var reloads []reloader
-	if s.passwordFile != "" {
-		h, err := auth.NewPasswordFile(s.passwordFile, auth.PasswordOptions{AllowAnonymous: s.allowAnonymous})
-		if err != nil {
-			return nil, nil, err
-		}
-		srv.AddHook(h)
-		reloads = append(reloads, reloader{"password file", h.Reload})
-		log.Info("password file loaded", "file", s.passwordFile, "users", h.Len(), "allow_anonymous", s.allowAnonymous)
-	}
-	if s.aclFile != "" {
-		h, err := auth.NewACL(s.aclFile)
-		if err != nil {
-			return nil, nil, err
-		}
-		srv.AddHook(h)
-		reloads = append(reloads, reloader{"ACL file", h.Reload})
-		log.Info("ACL file loaded", "file", s.aclFile)
-	}
-	var st *listeners.ServerTLS
-	if s.tlsListen != "" || s.wssListen != "" {
-		minVersion, err := listeners.ParseTLSVersion(s.tlsMinVersion)
-		if err != nil {
-			return nil, nil, fmt.Errorf("--tls-min-version: %w", err)
-		}
-		st, err = listeners.NewServerTLS(listeners.TLSOptions{CertFile: s.tlsCert, KeyFile: s.tlsKey,
-			ClientCAFile: s.tlsClientCA, MinVersion: minVersion, IdentityAsUsername: s.tlsIdentity})
-		if err != nil {
-			return nil, nil, fmt.Errorf("TLS (--tls-cert, --tls-key, --tls-client-ca): %w", err)
-		}
-		reloads = append(reloads, reloader{"TLS certificates", st.Reload})
-	}
-	var ls []tern.Listener
-	add := func(l interface {
-		tern.Listener
-		Listen() error
-	}) error {
-		if err := l.Listen(); err != nil {
-			return err
-		}
-		ls = append(ls, l)
-		return srv.AddListener(l)
-	}
-	if s.tlsListen != "" {
-		if err := add(listeners.NewTLS("tls", s.tlsListen, st)); err != nil {
-			return nil, nil, err
-		}
-	}
-	for _, w := range []struct{ id, addr string }{{"ws", s.wsListen}, {"wss", s.wssListen}} {
-		if w.addr == "" {
-			continue
-		}
-		l := listeners.NewWebSocket(w.id, w.addr)
-		l.Path = s.wsPath
-		if w.id == "wss" {
-			l.TLSConfig, l.IdentityAsUsername = st.Config(), st.IdentityAsUsername()
-		}
-		if err := add(l); err != nil {
-			return nil, nil, err
-		}
-	}
-	if s.unixPath != "" {
-		if err := add(listeners.NewUnix("unix", s.unixPath)); err != nil {
-			return nil, nil, err
-		}
-	}
-	reload := func() {
-		for _, r := range reloads {
-			if err := r.reload(); err != nil {
-				log.Error("reload failed; keeping the previous "+r.what, "err", err)
-			} else {
-				log.Info("reloaded " + r.what)
+// version describes the build: "0.1.0 (1a2b3c4d5e6f) go1.26.8 linux/amd64".
+func version() string {
+	v := tern.Version
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" && len(s.Value) >= 12 {
+				v += " (" + s.Value[:12] + ")"
 			}
 		}
 	}
-	return ls, reload, nil
+	return v + " " + runtime.Version() + " " + runtime.GOOS + "/" + runtime.GOARCH
 }
 
-// reloadOnSIGHUP calls reload on each SIGHUP until the returned function
-// is called.
-func reloadOnSIGHUP(reload func()) (stop func()) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
+func serveCmd() *cobra.Command {
+	var configFile string
+	var printConfig bool
+	cmd := &cobra.Command{
+		Use:   "serve [-c tern.yaml] [flags]",
+		Short: "Run the broker",
+		Long: `Run the MQTT broker.
+
+With no configuration it listens on 127.0.0.1:1883 (loopback only) and
+allows anonymous clients there, with the admin API and /metrics on
+127.0.0.1:18083. A listener on any other address needs a password file
+(or allow_anonymous on purpose).
+
+Every setting is a key of the YAML file given with -c (see
+tern.example.yaml), an environment variable (TERN_ and the key in capitals:
+limits.max_qos is TERN_LIMITS_MAX_QOS) and a flag below; flags win over
+the environment, which wins over the file. --print-config shows the result.
+A list flag (--listen, ...) may be repeated; a switch that is on by default
+is turned off with =false (--retain-available=false).
+
+Signals: SIGTERM or SIGINT drain gracefully (/readyz turns 503, the
+listeners close, v5 clients receive DISCONNECT 0x8B Server shutting down);
+a second one exits at once. SIGHUP reloads the password file, the ACL
+file, the TLS certificates and the log level.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			if configFile == "" {
+				configFile = os.Getenv(config.EnvConfigFile)
+			}
+			load := func() (*config.Config, error) { return config.Load(configFile, os.Environ(), cmd.Flags()) }
+			cfg, err := load()
+			if err != nil {
+				return err
+			}
+			if printConfig {
+				out, err := cfg.YAML()
+				if err != nil {
+					return err
+				}
+				_, err = cmd.OutOrStdout().Write(out)
+				return err
+			}
+			sig := make(chan os.Signal, 2)
+			signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+			defer signal.Stop(sig)
+			b, err := startBroker(cfg, load, os.Stderr)
+			if err != nil {
+				return err
+			}
+			return b.run(cmd.Context(), sig, os.Exit)
+		},
+	}
+	fl := cmd.Flags()
+	fl.SortFlags = false
+	fl.StringVarP(&configFile, "config", "c", "", "YAML configuration file (default $TERN_CONFIG)")
+	fl.BoolVar(&printConfig, "print-config", false, "print the effective configuration as YAML and exit")
+	config.RegisterFlags(fl)
+	return cmd
+}
+
+// broker is a running tern serve: the server, its listeners, its admin
+// interface, and what SIGHUP reloads.
+type broker struct {
+	cfg     *config.Config
+	load    func() (*config.Config, error) // reads the configuration again, for SIGHUP
+	log     *slog.Logger
+	level   *slog.LevelVar
+	srv     *tern.Server
+	mqtt    []tern.Listener
+	reloads []reloader
+
+	adm      *admin.Server // nil when admin.listen is ""
+	admLn    net.Listener
+	admDone  chan error
+	watchdog chan struct{} // closed to stop the systemd watchdog pings
+}
+
+// reloader re-reads one file on SIGHUP.
+type reloader struct {
+	what   string
+	reload func() error
+}
+
+// newLogger returns a text or JSON logger writing to w at level.
+func newLogger(format string, level slog.Leveler, w io.Writer) *slog.Logger {
+	opts := &slog.HandlerOptions{Level: level}
+	if format == "json" {
+		return slog.New(slog.NewJSONHandler(w, opts))
+	}
+	return slog.New(slog.NewTextHandler(w, opts))
+}
+
+// startBroker starts the broker cfg describes, logging to logOut: the
+// admin interface first (so /readyz answers 503 while the broker starts),
+// then the MQTT listeners. It tells systemd READY=1 when NOTIFY_SOCKET is
+// set. load, when not nil, reads the configuration again on reload.
+func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut io.Writer) (_ *broker, err error) {
+	level := new(slog.LevelVar)
+	level.Set(cfg.Log.SlogLevel())
+	log := newLogger(cfg.Log.Format, level, logOut)
+	srv, err := tern.New(cfg.ServerOptions(log))
+	if err != nil {
+		return nil, err
+	}
+	b := &broker{cfg: cfg, load: load, log: log, level: level, srv: srv}
+	defer func() {
+		if err != nil {
+			srv.Close()
+			if b.admLn != nil {
+				b.admLn.Close()
+			}
+		}
+	}()
+	if b.mqtt, b.reloads, err = setupMQTT(srv, cfg, log); err != nil {
+		return nil, err
+	}
+	if cfg.Admin.Listen != "" {
+		obs := admin.NewObserver()
+		srv.AddHook(obs) // before Serve
+		keys := make(map[string]string)
+		for _, k := range cfg.Admin.APIKeys {
+			keys[k.Key] = k.Secret
+		}
+		var tokens []string
+		if cfg.Admin.Token != "" {
+			tokens = append(tokens, cfg.Admin.Token)
+		}
+		b.adm = admin.New(srv, admin.Options{APIKeys: keys, Tokens: tokens, Observer: obs, Logger: log})
+		if b.admLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return nil, fmt.Errorf("admin.listen: %w", err)
+		}
+		b.admDone = make(chan error, 1)
+		go func() { b.admDone <- b.adm.Serve(b.admLn) }()
+		log.Info("admin API listening", "addr", b.admLn.Addr().String(), "auth", len(keys)+len(tokens) > 0)
+	}
+	log.Info("tern starting", "version", tern.Version)
+	if err = srv.Serve(); err != nil {
+		return nil, err
+	}
+	notify(log, daemon.SdNotifyReady)
+	b.startWatchdog()
+	return b, nil
+}
+
+// run serves until ctx ends or SIGINT or SIGTERM arrives on sig, reloading
+// on each SIGHUP, then shuts down gracefully. A second SIGINT or SIGTERM
+// during the shutdown calls exit(1).
+func (b *broker) run(ctx context.Context, sig <-chan os.Signal, exit func(int)) error {
+	for {
+		select {
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				b.reload()
+				continue
+			}
+			b.log.Info("shutting down", "signal", s.String())
+		case <-ctx.Done():
+			b.log.Info("shutting down", "reason", context.Cause(ctx).Error())
+		}
+		return b.shutdown(sig, exit)
+	}
+}
+
+// shutdown drains: /readyz turns 503, the listeners keep accepting for
+// drain_delay, then Shutdown closes them and disconnects every client
+// (v5 clients with 0x8B) within shutdown_timeout.
+func (b *broker) shutdown(sig <-chan os.Signal, exit func(int)) error {
+	notify(b.log, daemon.SdNotifyStopping)
+	if b.watchdog != nil {
+		close(b.watchdog)
+	}
+	if b.adm != nil {
+		b.adm.SetReady(false)
+	}
 	done := make(chan struct{})
+	defer close(done)
+	hurry := make(chan struct{}) // closed on a second signal, if exit returns
 	go func() {
 		for {
 			select {
-			case <-hup:
-				reload()
+			case s := <-sig:
+				if s == syscall.SIGHUP {
+					continue
+				}
+				b.log.Warn("second signal: exiting now", "signal", s.String())
+				exit(1)
+				close(hurry)
+				return
 			case <-done:
 				return
 			}
 		}
 	}()
-	return func() { signal.Stop(hup); close(done) }
+	if d := time.Duration(b.cfg.DrainDelay); d > 0 {
+		b.log.Info("draining: not ready, still serving", "for", d.String())
+		t := time.NewTimer(d)
+		select {
+		case <-t.C:
+		case <-hurry:
+			t.Stop()
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), time.Duration(b.cfg.ShutdownTimeout))
+	defer cancel()
+	if err := b.srv.Shutdown(ctx); err != nil && !errors.Is(err, tern.ErrServerClosed) {
+		b.log.Warn("shutdown did not finish in time; connections closed", "err", err)
+	}
+	if b.adm != nil {
+		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
+		defer acancel()
+		b.adm.Shutdown(actx)
+		if err := <-b.admDone; err != nil {
+			b.log.Warn("admin API", "err", err)
+		}
+	}
+	b.log.Info("stopped")
+	return nil
+}
+
+// reload is SIGHUP: it reads the configuration again and applies the log
+// level, and re-reads the password file, the ACL file and the TLS
+// certificates. A file that does not load leaves the old one in force.
+// Other changed settings are reported as needing a restart.
+func (b *broker) reload() {
+	notify(b.log, daemon.SdNotifyReloading+"\n"+daemon.SdNotifyMonotonicUsec())
+	defer notify(b.log, daemon.SdNotifyReady)
+	b.log.Info("reloading")
+	if b.load != nil {
+		cfg, err := b.load()
+		switch {
+		case err != nil:
+			b.log.Error("configuration not reloaded; the one in force stays", "err", err)
+		default:
+			var restart []string
+			for _, k := range config.Changed(b.cfg, cfg) {
+				if k != "log.level" {
+					restart = append(restart, k)
+				}
+			}
+			if cfg.Log.Level != b.cfg.Log.Level {
+				b.level.Set(cfg.Log.SlogLevel())
+				b.cfg.Log.Level = cfg.Log.Level
+				b.log.Info("log level changed", "level", cfg.Log.Level)
+			}
+			if len(restart) > 0 {
+				b.log.Warn("changed settings take effect at the next restart", "keys", restart)
+			}
+		}
+	}
+	runReloads(b.reloads, b.log)
+}
+
+func runReloads(rs []reloader, log *slog.Logger) {
+	for _, r := range rs {
+		if err := r.reload(); err != nil {
+			log.Error("reload failed; keeping the previous "+r.what, "err", err)
+		} else {
+			log.Info("reloaded " + r.what)
+		}
+	}
+}
+
+// notify sends a state to systemd when NOTIFY_SOCKET is set (Type=notify).
+func notify(log *slog.Logger, state string) {
+	if _, err := daemon.SdNotify(false, state); err != nil {
+		log.Warn("sd_notify", "state", state, "err", err)
+	}
+}
+
+// startWatchdog pings systemd's watchdog, when the unit sets WatchdogSec,
+// until shutdown begins.
+func (b *broker) startWatchdog() {
+	every, err := daemon.SdWatchdogEnabled(false)
+	if err != nil || every <= 0 {
+		return
+	}
+	b.watchdog = make(chan struct{})
+	go func() {
+		t := time.NewTicker(every / 3)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				notify(b.log, daemon.SdNotifyWatchdog)
+			case <-b.watchdog:
+				return
+			}
+		}
+	}()
 }

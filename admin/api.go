@@ -1,0 +1,379 @@
+package admin
+
+import (
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strconv"
+	"time"
+	"unicode/utf8"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/topics"
+)
+
+func (a *Server) routes() {
+	m := a.mux
+	m.HandleFunc("GET /healthz", a.healthz)
+	m.HandleFunc("GET /readyz", a.readyz)
+	m.Handle("GET /metrics", metricsHandler(a.registry, a.opts.Logger))
+	m.HandleFunc("GET /api/v1/stats", a.stats)
+	m.HandleFunc("GET /api/v1/clients", a.listClients)
+	m.HandleFunc("GET /api/v1/clients/{id}", a.getClient)
+	m.HandleFunc("DELETE /api/v1/clients/{id}", a.kickClient)
+	m.HandleFunc("GET /api/v1/sessions", a.listSessions)
+	m.HandleFunc("GET /api/v1/sessions/{id}", a.getSession)
+	m.HandleFunc("GET /api/v1/subscriptions", a.listSubscriptions)
+	m.HandleFunc("GET /api/v1/retained", a.listRetained)
+	m.HandleFunc("GET /api/v1/retained/{topic...}", a.getRetained)
+	m.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
+	m.HandleFunc("POST /api/v1/publish", a.publish)
+}
+
+// Paging.
+const (
+	defaultLimit = 100
+	maxLimit     = 1000
+)
+
+// Meta describes one page of a list.
+type Meta struct {
+	Page    int  `json:"page"`    // from 1
+	Limit   int  `json:"limit"`   // most items a page holds
+	Count   int  `json:"count"`   // items in the whole list
+	HasNext bool `json:"hasnext"` // a later page has items
+}
+
+// Page is the answer to a list request.
+type Page[T any] struct {
+	Data []T  `json:"data"`
+	Meta Meta `json:"meta"`
+}
+
+// paginate writes the page of items the request asks for.
+func paginate[T any](w http.ResponseWriter, r *http.Request, items []T) {
+	q := r.URL.Query()
+	page, limit := 1, defaultLimit
+	for _, p := range []struct {
+		name string
+		dst  *int
+		max  int
+	}{{"page", &page, 1 << 30}, {"limit", &limit, maxLimit}} {
+		s := q.Get(p.name)
+		if s == "" {
+			continue
+		}
+		n, err := strconv.Atoi(s)
+		if err != nil || n < 1 || n > p.max {
+			writeError(w, http.StatusBadRequest, fmt.Sprintf("%s: %q is not a whole number from 1 to %d", p.name, s, p.max))
+			return
+		}
+		*p.dst = n
+	}
+	start := min((page-1)*limit, len(items))
+	end := min(start+limit, len(items))
+	data := items[start:end]
+	if data == nil {
+		data = []T{}
+	}
+	writeJSON(w, http.StatusOK, Page[T]{Data: data, Meta: Meta{Page: page, Limit: limit, Count: len(items), HasNext: end < len(items)}})
+}
+
+// Client is a connected client as the API shows it.
+type Client struct {
+	ClientID        string    `json:"client_id"`
+	Username        string    `json:"username"`
+	RemoteAddr      string    `json:"remote_addr"`
+	Listener        string    `json:"listener"`
+	ProtocolVersion byte      `json:"protocol_version"` // 3 (MQTT 3.1), 4 (3.1.1) or 5
+	CleanStart      bool      `json:"clean_start"`
+	KeepAlive       uint16    `json:"keep_alive"`
+	ConnectedAt     time.Time `json:"connected_at"`
+	SessionExpiry   uint32    `json:"session_expiry_interval"`
+	Inflight        int       `json:"inflight"`
+	Queued          int       `json:"queued"`
+	QueuedBytes     int       `json:"queued_bytes"`
+	// Subscriptions is given for one client, not in lists.
+	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+}
+
+func clientJSON(ci tern.ClientInfo) Client {
+	return Client{
+		ClientID: ci.ID, Username: ci.Username, RemoteAddr: ci.RemoteAddr, Listener: ci.Listener,
+		ProtocolVersion: ci.ProtocolVersion, CleanStart: ci.CleanStart, KeepAlive: ci.KeepAlive,
+		ConnectedAt: ci.ConnectedAt.UTC(), SessionExpiry: ci.SessionExpiry, Inflight: ci.Inflight,
+		Queued: ci.Queued, QueuedBytes: ci.QueuedBytes,
+	}
+}
+
+// Subscription is one subscription as the API shows it.
+type Subscription struct {
+	ClientID          string `json:"client_id"`
+	Topic             string `json:"topic"` // as subscribed, with $share/{group}/ for a shared one
+	Group             string `json:"group,omitempty"`
+	QoS               byte   `json:"qos"`
+	NoLocal           bool   `json:"no_local"`
+	RetainAsPublished bool   `json:"retain_as_published"`
+	RetainHandling    byte   `json:"retain_handling"`
+	Identifier        uint32 `json:"subscription_identifier,omitempty"`
+}
+
+func subscriptionsJSON(subs []topics.Subscription) []Subscription {
+	out := make([]Subscription, len(subs))
+	for i, s := range subs {
+		topic := s.Filter
+		if s.Group != "" {
+			topic = "$share/" + s.Group + "/" + s.Filter
+		}
+		out[i] = Subscription{ClientID: s.ClientID, Topic: topic, Group: s.Group, QoS: s.QoS, NoLocal: s.NoLocal,
+			RetainAsPublished: s.RetainAsPublished, RetainHandling: s.RetainHandling, Identifier: s.Identifier}
+	}
+	return out
+}
+
+func (a *Server) listClients(w http.ResponseWriter, r *http.Request) {
+	cs := a.srv.Clients()
+	out := make([]Client, len(cs))
+	for i, c := range cs {
+		out[i] = clientJSON(c)
+	}
+	paginate(w, r, out)
+}
+
+func (a *Server) getClient(w http.ResponseWriter, r *http.Request) {
+	ci, ok := a.srv.ClientInfo(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "no connected client with that id")
+		return
+	}
+	c := clientJSON(ci)
+	c.Subscriptions = subscriptionsJSON(ci.Subscriptions)
+	writeJSON(w, http.StatusOK, c)
+}
+
+func (a *Server) kickClient(w http.ResponseWriter, r *http.Request) {
+	if !a.srv.Kick(r.PathValue("id")) {
+		writeError(w, http.StatusNotFound, "no connected client with that id")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// Session is a session as the API shows it.
+type Session struct {
+	ClientID      string `json:"client_id"`
+	Online        bool   `json:"online"`
+	Expiry        uint32 `json:"session_expiry_interval"` // 4294967295: never
+	Inflight      int    `json:"inflight"`
+	Queued        int    `json:"queued"`
+	QueuedBytes   int    `json:"queued_bytes"`
+	Subscriptions int    `json:"subscriptions"`
+}
+
+func sessionJSON(si tern.SessionInfo) Session {
+	return Session{ClientID: si.ClientID, Online: si.Online, Expiry: si.Expiry, Inflight: si.Inflight,
+		Queued: si.Queued, QueuedBytes: si.QueuedBytes, Subscriptions: si.Subscriptions}
+}
+
+func (a *Server) listSessions(w http.ResponseWriter, r *http.Request) {
+	ss := a.srv.Sessions()
+	out := make([]Session, len(ss))
+	for i, s := range ss {
+		out[i] = sessionJSON(s)
+	}
+	paginate(w, r, out)
+}
+
+func (a *Server) getSession(w http.ResponseWriter, r *http.Request) {
+	si, ok := a.srv.SessionInfo(r.PathValue("id"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "no session with that client id")
+		return
+	}
+	writeJSON(w, http.StatusOK, sessionJSON(si))
+}
+
+func (a *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
+	paginate(w, r, subscriptionsJSON(a.srv.Subscriptions(r.URL.Query().Get("client_id"))))
+}
+
+// Retained is a retained message as the API shows it. Lists leave the
+// payload out.
+type Retained struct {
+	Topic           string         `json:"topic"`
+	QoS             byte           `json:"qos"`
+	PayloadSize     int            `json:"payload_size"`
+	Payload         *string        `json:"payload,omitempty"`
+	PayloadEncoding string         `json:"payload_encoding,omitempty"` // plain (UTF-8) or base64
+	Origin          string         `json:"origin"`                     // the publisher's client id
+	ReceivedAt      time.Time      `json:"received_at"`
+	ExpiresAt       *time.Time     `json:"expires_at,omitempty"`
+	ContentType     string         `json:"content_type,omitempty"`
+	ResponseTopic   string         `json:"response_topic,omitempty"`
+	UserProperties  []UserProperty `json:"user_properties,omitempty"`
+}
+
+// UserProperty is an MQTT 5 user property.
+type UserProperty struct {
+	Key   string `json:"key"`
+	Value string `json:"value"`
+}
+
+func retainedJSON(m *tern.Message, withPayload bool) Retained {
+	out := Retained{Topic: m.Topic, QoS: m.QoS, PayloadSize: len(m.Payload), Origin: m.Origin, ReceivedAt: m.Created.UTC()}
+	if t := m.ExpiresAt(); !t.IsZero() {
+		t = t.UTC()
+		out.ExpiresAt = &t
+	}
+	if p := m.Properties; p != nil {
+		out.ContentType, out.ResponseTopic = p.ContentType, p.ResponseTopic
+		for _, u := range p.User {
+			out.UserProperties = append(out.UserProperties, UserProperty{Key: u.Key, Value: u.Value})
+		}
+	}
+	if withPayload {
+		s, enc := string(m.Payload), "plain"
+		if !utf8.Valid(m.Payload) {
+			s, enc = base64.StdEncoding.EncodeToString(m.Payload), "base64"
+		}
+		out.Payload, out.PayloadEncoding = &s, enc
+	}
+	return out
+}
+
+func (a *Server) listRetained(w http.ResponseWriter, r *http.Request) {
+	ms, err := a.srv.RetainedMessages(r.URL.Query().Get("filter"))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "filter: "+err.Error())
+		return
+	}
+	out := make([]Retained, len(ms))
+	for i, m := range ms {
+		out[i] = retainedJSON(m, false)
+	}
+	paginate(w, r, out)
+}
+
+func (a *Server) getRetained(w http.ResponseWriter, r *http.Request) {
+	m, ok := a.srv.RetainedMessage(r.PathValue("topic"))
+	if !ok {
+		writeError(w, http.StatusNotFound, "no retained message on that topic")
+		return
+	}
+	writeJSON(w, http.StatusOK, retainedJSON(m, true))
+}
+
+func (a *Server) deleteRetained(w http.ResponseWriter, r *http.Request) {
+	if !a.srv.DeleteRetained(r.PathValue("topic")) {
+		writeError(w, http.StatusNotFound, "no retained message on that topic")
+		return
+	}
+	w.WriteHeader(http.StatusNoContent)
+}
+
+// PublishRequest is the body of POST /api/v1/publish.
+type PublishRequest struct {
+	Topic           string `json:"topic"`
+	Payload         string `json:"payload"`
+	PayloadEncoding string `json:"payload_encoding"` // "plain" (the default: the payload as UTF-8) or "base64"
+	QoS             int    `json:"qos"`
+	Retain          bool   `json:"retain"`
+}
+
+// maxPublishBody bounds the body of a publish request.
+const maxPublishBody = 64 << 20
+
+func (a *Server) publish(w http.ResponseWriter, r *http.Request) {
+	var req PublishRequest
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxPublishBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&req); err != nil {
+		writeError(w, http.StatusBadRequest, "body: "+err.Error())
+		return
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		writeError(w, http.StatusBadRequest, "body: more than one JSON value")
+		return
+	}
+	payload := []byte(req.Payload)
+	switch req.PayloadEncoding {
+	case "", "plain":
+	case "base64":
+		var err error
+		if payload, err = base64.StdEncoding.DecodeString(req.Payload); err != nil {
+			writeError(w, http.StatusBadRequest, "payload: not base64: "+err.Error())
+			return
+		}
+	default:
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("payload_encoding: %q is not plain or base64", req.PayloadEncoding))
+		return
+	}
+	if req.Topic == "" {
+		writeError(w, http.StatusBadRequest, "topic: required")
+		return
+	}
+	if req.QoS < 0 || req.QoS > 2 {
+		writeError(w, http.StatusBadRequest, fmt.Sprintf("qos: %d is not 0, 1 or 2", req.QoS))
+		return
+	}
+	err := a.srv.Publish(req.Topic, payload, req.Retain, byte(req.QoS))
+	switch {
+	case err == nil:
+		writeJSON(w, http.StatusOK, map[string]any{"topic": req.Topic, "payload_size": len(payload)})
+	case errors.Is(err, tern.ErrInvalidTopic):
+		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+	case errors.Is(err, tern.ErrInvalidQoS):
+		writeError(w, http.StatusBadRequest, "qos: above the broker's maximum QoS")
+	case errors.Is(err, tern.ErrNotAuthorized):
+		writeError(w, http.StatusForbidden, err.Error())
+	default:
+		writeError(w, http.StatusUnprocessableEntity, "refused: "+err.Error())
+	}
+}
+
+// Stats is the answer to GET /api/v1/stats.
+type Stats struct {
+	Version             string    `json:"version"`
+	StartedAt           time.Time `json:"started_at"`
+	UptimeSeconds       int64     `json:"uptime_seconds"`
+	ClientsConnected    int64     `json:"clients_connected"`
+	ClientsMaximum      int64     `json:"clients_maximum"`
+	Sessions            int64     `json:"sessions"`
+	SessionsExpired     int64     `json:"sessions_expired"`
+	ConnectionsAccepted int64     `json:"connections_accepted"`
+	ConnectsRefused     int64     `json:"connects_refused"`
+	AuthFailures        int64     `json:"auth_failures"`
+	ProtocolErrors      int64     `json:"protocol_errors"`
+	MessagesReceived    int64     `json:"messages_received"`
+	MessagesSent        int64     `json:"messages_sent"`
+	MessagesDropped     int64     `json:"messages_dropped"`
+	MessagesExpired     int64     `json:"messages_expired"`
+	PublishDenied       int64     `json:"publish_denied"`
+	BytesReceived       int64     `json:"bytes_received"`
+	BytesSent           int64     `json:"bytes_sent"`
+	Retained            int64     `json:"retained_messages"`
+	Subscriptions       int64     `json:"subscriptions"`
+	Inflight            int64     `json:"inflight_messages"`
+	Queued              int64     `json:"queued_messages"`
+	WillsSent           int64     `json:"wills_sent"`
+}
+
+func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
+	st := a.srv.Stats()
+	started := a.srv.StartedAt()
+	writeJSON(w, http.StatusOK, Stats{
+		Version: tern.Version, StartedAt: started.UTC(), UptimeSeconds: int64(time.Since(started).Seconds()),
+		ClientsConnected: st.ClientsConnected.Load(), ClientsMaximum: st.ClientsMaximum.Load(),
+		Sessions: st.ClientsTotal.Load(), SessionsExpired: st.ClientsExpired.Load(),
+		ConnectionsAccepted: st.ConnectionsAccepted.Load(), ConnectsRefused: st.ConnectsRefused.Load(),
+		AuthFailures: st.AuthFailures.Load(), ProtocolErrors: st.ProtocolErrors.Load(),
+		MessagesReceived: st.MessagesReceived.Load(), MessagesSent: st.MessagesSent.Load(),
+		MessagesDropped: st.MessagesDropped.Load(), MessagesExpired: st.MessagesExpired.Load(),
+		PublishDenied: st.PublishDenied.Load(), BytesReceived: st.BytesReceived.Load(), BytesSent: st.BytesSent.Load(),
+		Retained: st.Retained.Load(), Subscriptions: st.Subscriptions.Load(), Inflight: st.InflightOut.Load(),
+		Queued: st.Queued.Load(), WillsSent: st.WillsSent.Load(),
+	})
+}

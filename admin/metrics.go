@@ -1,0 +1,187 @@
+package admin
+
+import (
+	"log/slog"
+	"net/http"
+	"sort"
+	"sync"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/ternmq/tern"
+)
+
+// Observer is a hook that counts what the server's Stats do not break
+// down: dropped messages by reason and ended connections by reason. Add it
+// to the server (AddHook) before Serve and give it to New in Options.
+type Observer struct {
+	drops       sync.Map // string(tern.DropReason) -> *atomic.Int64
+	disconnects sync.Map // tern.DisconnectReason label -> *atomic.Int64
+}
+
+var (
+	_ tern.DropObserver       = (*Observer)(nil)
+	_ tern.DisconnectObserver = (*Observer)(nil)
+)
+
+// knownDrops are reported at 0 before the first drop, so that rates and
+// alerts work from the start.
+var knownDrops = []tern.DropReason{tern.DropQueueFull, tern.DropExpired, tern.DropTooLarge,
+	tern.DropNotAuthorized, tern.DropOfflineQoS0, tern.DropSessionEnded}
+
+// NewObserver returns an Observer with every counter at 0.
+func NewObserver() *Observer {
+	o := &Observer{}
+	for _, r := range knownDrops {
+		o.drops.Store(string(r), new(atomic.Int64))
+	}
+	return o
+}
+
+// ID implements tern.Hook.
+func (o *Observer) ID() string { return "admin-metrics" }
+
+// OnMessageDropped implements tern.DropObserver.
+func (o *Observer) OnMessageDropped(_ string, _ *tern.Message, reason tern.DropReason) {
+	counter(&o.drops, string(reason)).Add(1)
+}
+
+// OnDisconnect implements tern.DisconnectObserver.
+func (o *Observer) OnDisconnect(_ *tern.Client, err error) {
+	counter(&o.disconnects, tern.DisconnectReason(err)).Add(1)
+}
+
+func counter(m *sync.Map, label string) *atomic.Int64 {
+	if v, ok := m.Load(label); ok {
+		return v.(*atomic.Int64)
+	}
+	v, _ := m.LoadOrStore(label, new(atomic.Int64))
+	return v.(*atomic.Int64)
+}
+
+// labelled is one value of a labelled counter.
+type labelled struct {
+	label string
+	value int64
+}
+
+// snapshot returns the counters of m, sorted by label.
+func snapshot(m *sync.Map) []labelled {
+	var out []labelled
+	m.Range(func(k, v any) bool {
+		out = append(out, labelled{k.(string), v.(*atomic.Int64).Load()})
+		return true
+	})
+	sort.Slice(out, func(i, j int) bool { return out[i].label < out[j].label })
+	return out
+}
+
+// statMetric is one metric read from tern.Stats at each scrape.
+type statMetric struct {
+	desc *prometheus.Desc
+	kind prometheus.ValueType
+	get  func(*tern.Stats) int64
+}
+
+func newStatMetric(name, help string, kind prometheus.ValueType, get func(*tern.Stats) int64) statMetric {
+	return statMetric{prometheus.NewDesc("tern_"+name, help, nil, nil), kind, get}
+}
+
+var (
+	counterT = prometheus.CounterValue
+	gaugeT   = prometheus.GaugeValue
+)
+
+// statMetrics are the server's counters and gauges, in base units.
+var statMetrics = []statMetric{
+	newStatMetric("clients_connected", "Clients connected now.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsConnected.Load() }),
+	newStatMetric("clients_maximum", "Most clients connected at once since the start.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsMaximum.Load() }),
+	newStatMetric("sessions", "Sessions now, online and offline.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsTotal.Load() }),
+	newStatMetric("sessions_expired_total", "Sessions ended by expiry.", counterT, func(s *tern.Stats) int64 { return s.ClientsExpired.Load() }),
+	newStatMetric("connections_accepted_total", "Network connections accepted.", counterT, func(s *tern.Stats) int64 { return s.ConnectionsAccepted.Load() }),
+	newStatMetric("connects_refused_total", "CONNECT packets refused, for any reason.", counterT, func(s *tern.Stats) int64 { return s.ConnectsRefused.Load() }),
+	newStatMetric("auth_failures_total", "CONNECT packets refused by authentication.", counterT, func(s *tern.Stats) int64 { return s.AuthFailures.Load() }),
+	newStatMetric("protocol_errors_total", "Connections closed for a malformed or invalid packet.", counterT, func(s *tern.Stats) int64 { return s.ProtocolErrors.Load() }),
+	newStatMetric("messages_received_total", "PUBLISH packets received, in-process publishes included.", counterT, func(s *tern.Stats) int64 { return s.MessagesReceived.Load() }),
+	newStatMetric("messages_sent_total", "PUBLISH packets sent.", counterT, func(s *tern.Stats) int64 { return s.MessagesSent.Load() }),
+	newStatMetric("publish_denied_total", "PUBLISH packets refused by an authorizer or interceptor.", counterT, func(s *tern.Stats) int64 { return s.PublishDenied.Load() }),
+	newStatMetric("received_bytes_total", "Bytes of MQTT packets received.", counterT, func(s *tern.Stats) int64 { return s.BytesReceived.Load() }),
+	newStatMetric("sent_bytes_total", "Bytes written to clients.", counterT, func(s *tern.Stats) int64 { return s.BytesSent.Load() }),
+	newStatMetric("retained_messages", "Retained messages stored now.", gaugeT, func(s *tern.Stats) int64 { return s.Retained.Load() }),
+	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions.Load() }),
+	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut.Load() }),
+	newStatMetric("queued_messages", "Messages waiting in session queues.", gaugeT, func(s *tern.Stats) int64 { return s.Queued.Load() }),
+	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent.Load() }),
+}
+
+var (
+	droppedDesc = prometheus.NewDesc("tern_messages_dropped_total",
+		"Messages dropped instead of delivered, by reason (without the admin Observer hook: expired and other).", []string{"reason"}, nil)
+	disconnectsDesc = prometheus.NewDesc("tern_disconnects_total",
+		"Established connections ended, by reason (client_disconnect, connection_closed, keep_alive_timeout, ...).", []string{"reason"}, nil)
+	startDesc = prometheus.NewDesc("tern_start_time_seconds", "When the broker started, in seconds since the Unix epoch.", nil, nil)
+	infoDesc  = prometheus.NewDesc("tern_build_info", "Always 1; the version is a label.", []string{"version"}, nil)
+)
+
+// collector reads the server's Stats at each scrape: nothing is copied
+// between scrapes.
+type collector struct {
+	srv *tern.Server
+	obs *Observer
+}
+
+// Describe implements prometheus.Collector.
+func (c *collector) Describe(ch chan<- *prometheus.Desc) {
+	for _, m := range statMetrics {
+		ch <- m.desc
+	}
+	ch <- droppedDesc
+	ch <- startDesc
+	ch <- infoDesc
+	if c.obs != nil {
+		ch <- disconnectsDesc
+	}
+}
+
+// Collect implements prometheus.Collector.
+func (c *collector) Collect(ch chan<- prometheus.Metric) {
+	st := c.srv.Stats()
+	for _, m := range statMetrics {
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.get(st)))
+	}
+	if c.obs != nil {
+		for _, d := range snapshot(&c.obs.drops) {
+			ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(d.value), d.label)
+		}
+		for _, d := range snapshot(&c.obs.disconnects) {
+			ch <- prometheus.MustNewConstMetric(disconnectsDesc, counterT, float64(d.value), d.label)
+		}
+	} else {
+		expired := st.MessagesExpired.Load()
+		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(expired), string(tern.DropExpired))
+		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(max(st.MessagesDropped.Load()-expired, 0)), "other")
+	}
+	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(c.srv.StartedAt().UnixNano())/1e9)
+	ch <- prometheus.MustNewConstMetric(infoDesc, gaugeT, 1, tern.Version)
+}
+
+func newRegistry(srv *tern.Server, obs *Observer) *prometheus.Registry {
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(
+		collectors.NewGoCollector(),
+		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
+		&collector{srv: srv, obs: obs},
+	)
+	return reg
+}
+
+func metricsHandler(reg *prometheus.Registry, log *slog.Logger) http.Handler {
+	return promhttp.HandlerFor(reg, promhttp.HandlerOpts{
+		ErrorLog:          slog.NewLogLogger(log.Handler(), slog.LevelWarn),
+		ErrorHandling:     promhttp.ContinueOnError,
+		Registry:          reg,
+		EnableOpenMetrics: true,
+	})
+}

@@ -1,0 +1,249 @@
+// Package config is the configuration of the tern binary: one YAML file
+// (tern serve -c tern.yaml) whose every setting can also be given as a
+// TERN_… environment variable and as a command-line flag.
+//
+// The layers, lowest first: the defaults ([Default]), the file, the
+// environment, the flags. [Load] merges them, rejects unknown keys and
+// invalid values with a message naming the key and where it came from, and
+// checks the result as a whole ([Config.Validate]).
+//
+// Keys are written with dots here: limits.max_qos is
+//
+//	limits:
+//	  max_qos: 1
+//
+// in the file, TERN_LIMITS_MAX_QOS in the environment and --max-qos on the
+// command line ([Key] lists every key with its variable and flag).
+package config
+
+import (
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/ternmq/tern"
+)
+
+// Config is the whole configuration of tern serve. The yaml tags are the
+// keys of the file; flag tags name flags that differ from the key's last
+// part; usage tags are the flags' help.
+type Config struct {
+	Listeners Listeners `yaml:"listeners"`
+	TLS       TLS       `yaml:"tls"`
+	Auth      Auth      `yaml:"auth"`
+	Limits    Limits    `yaml:"limits"`
+	Log       Log       `yaml:"log"`
+	Admin     Admin     `yaml:"admin"`
+
+	// SysInterval is the period of the $SYS/broker topics; 0 (or a
+	// negative value) turns them off.
+	SysInterval Duration `yaml:"sys_interval" usage:"period of the $SYS topics (0: off)"`
+	// DrainDelay is how long a draining server keeps accepting connections
+	// after /readyz turns 503, for load balancers to notice.
+	DrainDelay Duration `yaml:"drain_delay" usage:"on SIGTERM, time between /readyz turning 503 and the listeners closing"`
+	// ShutdownTimeout bounds a graceful shutdown after the drain delay:
+	// when it passes, the remaining connections are closed and the process
+	// exits.
+	ShutdownTimeout Duration `yaml:"shutdown_timeout" usage:"longest graceful shutdown (after drain_delay) before closing what is left"`
+
+	origins map[string]string // key -> where its value came from, for messages
+}
+
+// Listeners are the MQTT listeners, by transport. Each list may hold any
+// number of listeners; an empty list turns the transport off.
+type Listeners struct {
+	TCP    []NetListener  `yaml:"tcp" flag:"listen" short:"l" usage:"TCP address for MQTT, repeatable (\"\" for none)"`
+	TLS    []NetListener  `yaml:"tls" flag:"tls-listen" usage:"address for MQTT over TLS, repeatable (e.g. 0.0.0.0:8883)"`
+	WS     []WSListener   `yaml:"ws" flag:"ws-listen" usage:"address for MQTT over WebSocket, repeatable (e.g. 0.0.0.0:8083)"`
+	WSS    []WSListener   `yaml:"wss" flag:"wss-listen" usage:"address for MQTT over secure WebSocket, repeatable (e.g. 0.0.0.0:8084)"`
+	Unix   []UnixListener `yaml:"unix" flag:"unix" usage:"path of a Unix socket to listen on, repeatable"`
+	WSPath string         `yaml:"ws_path" flag:"ws-path" usage:"HTTP path of the WebSocket listeners that set none"`
+}
+
+// NetListener is a TCP or TLS listener.
+type NetListener struct {
+	// Address is host:port; a host of 0.0.0.0, [::] or none means every
+	// interface.
+	Address string `yaml:"address"`
+	// ProxyProtocol requires a PROXY protocol (v1 or v2) header on every
+	// connection, from the peers in ProxyTrusted (any peer when empty).
+	ProxyProtocol bool     `yaml:"proxy_protocol,omitempty"`
+	ProxyTrusted  []string `yaml:"proxy_trusted,omitempty"`
+}
+
+// WSListener is a WebSocket or secure WebSocket listener.
+type WSListener struct {
+	Address       string   `yaml:"address"`
+	Path          string   `yaml:"path,omitempty"` // default: listeners.ws_path
+	ProxyProtocol bool     `yaml:"proxy_protocol,omitempty"`
+	ProxyTrusted  []string `yaml:"proxy_trusted,omitempty"`
+}
+
+// UnixListener is a Unix domain socket listener.
+type UnixListener struct {
+	Path string `yaml:"path"`
+	// Mode is the socket file's permissions in octal ("0660" lets the
+	// group connect); empty keeps what the umask gives.
+	Mode string `yaml:"mode,omitempty"`
+}
+
+// FileMode returns Mode parsed, 0 when it is empty.
+func (u UnixListener) FileMode() (fs.FileMode, error) {
+	if u.Mode == "" {
+		return 0, nil
+	}
+	m, err := strconv.ParseUint(u.Mode, 8, 32)
+	if err != nil || m > 0o777 {
+		return 0, fmt.Errorf("%q is not a file mode in octal, like 0660", u.Mode)
+	}
+	return fs.FileMode(m), nil
+}
+
+// TLS is the server certificate and TLS settings, shared by every tls and
+// wss listener.
+type TLS struct {
+	CertFile              string   `yaml:"cert_file" flag:"tls-cert" usage:"PEM certificate chain for TLS and secure WebSocket"`
+	KeyFile               string   `yaml:"key_file" flag:"tls-key" usage:"PEM private key for TLS and secure WebSocket"`
+	ClientCAFile          string   `yaml:"client_ca_file" flag:"tls-client-ca" usage:"PEM CA file: require client certificates signed by it"`
+	MinVersion            string   `yaml:"min_version" flag:"tls-min-version" usage:"lowest TLS version accepted: 1.2 or 1.3"`
+	CipherSuites          []string `yaml:"cipher_suites" flag:"tls-cipher-suites" usage:"TLS 1.2 cipher suites allowed, by Go name (default: Go's secure set)"`
+	UseIdentityAsUsername bool     `yaml:"use_identity_as_username" flag:"tls-use-identity-as-username" usage:"use the client certificate's CN (or first SAN) as the user name (needs tls.client_ca_file)"`
+}
+
+// Auth is who may connect and what they may do.
+type Auth struct {
+	PasswordFile   string `yaml:"password_file" usage:"Mosquitto-format password file (see tern passwd); clients must log in"`
+	ACLFile        string `yaml:"acl_file" usage:"Mosquitto-format ACL file; what it does not allow is denied"`
+	AllowAnonymous bool   `yaml:"allow_anonymous" usage:"admit clients without a user name (with a password file), or allow network listeners without one"`
+}
+
+// Limits are the broker's limits and MQTT features, the fields of
+// tern.Options. Where Mosquitto has the setting, the key is its name.
+type Limits struct {
+	MaxPacketSize                   Size     `yaml:"max_packet_size" usage:"largest packet accepted (advertised to v5 clients)"`
+	ReceiveMaximum                  uint16   `yaml:"receive_maximum" usage:"QoS 1/2 messages a client may have unacknowledged towards the broker"`
+	MaxInflightMessages             uint16   `yaml:"max_inflight_messages" usage:"QoS 1/2 messages unacknowledged towards one client (0: 65535)"`
+	MaxQueuedMessages               int      `yaml:"max_queued_messages" usage:"messages queued per session (0: no limit)"`
+	MaxQueuedBytes                  Size     `yaml:"max_queued_bytes" usage:"payload bytes queued per session (0: no limit)"`
+	QueueQoS0Messages               bool     `yaml:"queue_qos0_messages" usage:"queue QoS 0 messages for offline persistent sessions"`
+	MaxQoS                          uint8    `yaml:"max_qos" usage:"highest QoS accepted and granted: 0, 1 or 2"`
+	RetainAvailable                 bool     `yaml:"retain_available" usage:"allow retained messages"`
+	WildcardSubscriptionAvailable   bool     `yaml:"wildcard_subscription_available" usage:"allow wildcard subscriptions"`
+	SubscriptionIdentifierAvailable bool     `yaml:"subscription_identifier_available" usage:"allow subscription identifiers"`
+	SharedSubscriptionAvailable     bool     `yaml:"shared_subscription_available" usage:"allow shared subscriptions"`
+	MaxTopicAlias                   uint16   `yaml:"max_topic_alias" usage:"topic aliases a v5 client may use towards the broker (0: none)"`
+	MaxKeepalive                    Duration `yaml:"max_keepalive" usage:"longest keep alive a v5 client may use (0: no limit)"`
+	MaxSessionExpiry                Duration `yaml:"max_session_expiry" usage:"cap on session expiry, also for v3 persistent sessions (0: no cap)"`
+	MaxClientIDLength               int      `yaml:"max_client_id_length" usage:"longest client identifier accepted"`
+	MaxTopicLevels                  int      `yaml:"max_topic_levels" usage:"most levels in a topic name or filter (0: no limit)"`
+	ConnectTimeout                  Duration `yaml:"connect_timeout" usage:"time a new connection has to send CONNECT"`
+	WriteTimeout                    Duration `yaml:"write_timeout" usage:"a client that does not read for this long is disconnected"`
+}
+
+// Log is the log's level and format. The level is reloaded on SIGHUP.
+type Log struct {
+	Level  string `yaml:"level" flag:"log-level" usage:"log level: debug, info, warn or error"`
+	Format string `yaml:"format" flag:"log-format" usage:"log format: text or json"`
+}
+
+// Admin is the HTTP admin listener: health, metrics and the REST API.
+type Admin struct {
+	Listen  string   `yaml:"listen" flag:"admin-listen" usage:"address of the HTTP admin API and /metrics (\"\" for none)"`
+	APIKeys []APIKey `yaml:"api_keys" flag:"admin-api-key" usage:"API key for HTTP Basic auth as key:secret, repeatable"`
+	Token   string   `yaml:"token" flag:"admin-token" usage:"bearer token accepted by the admin API"`
+}
+
+// APIKey is a key and secret for the admin API's HTTP Basic auth (the key
+// is the user name, the secret the password).
+type APIKey struct {
+	Key    string `yaml:"key"`
+	Secret string `yaml:"secret"`
+}
+
+// Default returns the defaults: MQTT on 127.0.0.1:1883 only, anonymous
+// access (loopback only), the admin API on 127.0.0.1:18083, and the
+// tern.Options defaults.
+func Default() *Config {
+	return &Config{
+		Listeners: Listeners{
+			TCP:    []NetListener{{Address: "127.0.0.1:1883"}},
+			WSPath: "/mqtt",
+		},
+		TLS: TLS{MinVersion: "1.2"},
+		Limits: Limits{
+			MaxPacketSize:                   1 << 20,
+			ReceiveMaximum:                  1024,
+			MaxInflightMessages:             1024,
+			MaxQueuedMessages:               1_000_000,
+			MaxQueuedBytes:                  1 << 30,
+			QueueQoS0Messages:               true,
+			MaxQoS:                          2,
+			RetainAvailable:                 true,
+			WildcardSubscriptionAvailable:   true,
+			SubscriptionIdentifierAvailable: true,
+			SharedSubscriptionAvailable:     true,
+			MaxTopicAlias:                   65535,
+			MaxClientIDLength:               65535,
+			ConnectTimeout:                  Duration(10 * time.Second),
+			WriteTimeout:                    Duration(30 * time.Second),
+		},
+		Log:             Log{Level: "info", Format: "text"},
+		Admin:           Admin{Listen: "127.0.0.1:18083"},
+		SysInterval:     Duration(10 * time.Second),
+		ShutdownTimeout: Duration(10 * time.Second),
+	}
+}
+
+// ServerOptions returns the tern.Options the configuration describes, with
+// logger as the server's logger.
+func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
+	l := &c.Limits
+	o := &tern.Options{
+		Logger:               logger,
+		MaxPacketSize:        int(l.MaxPacketSize),
+		ReceiveMaximum:       l.ReceiveMaximum,
+		MaxInflight:          l.MaxInflightMessages,
+		MaxQueuedMessages:    l.MaxQueuedMessages,
+		MaxQueuedBytes:       int(l.MaxQueuedBytes),
+		QueueQoS0Offline:     ptr(l.QueueQoS0Messages),
+		MaxQoS:               ptr(l.MaxQoS),
+		RetainAvailable:      ptr(l.RetainAvailable),
+		WildcardSubAvailable: ptr(l.WildcardSubscriptionAvailable),
+		SubIDAvailable:       ptr(l.SubscriptionIdentifierAvailable),
+		SharedSubAvailable:   ptr(l.SharedSubscriptionAvailable),
+		TopicAliasMaximum:    ptr(l.MaxTopicAlias),
+		MaxKeepAlive:         uint16(time.Duration(l.MaxKeepalive) / time.Second),
+		MaxSessionExpiry:     uint32(time.Duration(l.MaxSessionExpiry) / time.Second),
+		MaxClientIDLength:    l.MaxClientIDLength,
+		MaxTopicLevels:       l.MaxTopicLevels,
+		ConnectTimeout:       time.Duration(l.ConnectTimeout),
+		WriteTimeout:         time.Duration(l.WriteTimeout),
+		SysInterval:          time.Duration(c.SysInterval),
+	}
+	// Mosquitto's 0 means "no limit" where tern.Options' 0 means "default".
+	if o.MaxInflight == 0 {
+		o.MaxInflight = math.MaxUint16
+	}
+	if o.MaxQueuedMessages == 0 {
+		o.MaxQueuedMessages = math.MaxInt
+	}
+	if o.MaxQueuedBytes == 0 {
+		o.MaxQueuedBytes = math.MaxInt
+	}
+	if o.SysInterval <= 0 {
+		o.SysInterval = -1
+	}
+	return o
+}
+
+func ptr[T any](v T) *T { return &v }
+
+// SlogLevel returns the configured log level.
+func (l Log) SlogLevel() slog.Level {
+	var lv slog.Level
+	lv.UnmarshalText([]byte(l.Level)) // checked by Validate
+	return lv
+}

@@ -1,0 +1,270 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"strings"
+	"time"
+
+	"github.com/ternmq/tern/listeners"
+)
+
+// Validate checks the configuration as a whole: ranges, the settings that
+// need each other, and that no listener reachable from the network lets
+// anyone in unless that is asked for. Each problem names its key and where
+// the value came from; all problems are reported at once.
+func (c *Config) Validate() error {
+	v := &validator{c: c}
+	c.validateListeners(v)
+	c.validateTLS(v)
+	c.validateLimits(v)
+	var lv slog.Level
+	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
+		v.fail("log.level", "%q is not debug, info, warn or error", c.Log.Level)
+	}
+	if c.Log.Format != "text" && c.Log.Format != "json" {
+		v.fail("log.format", "%q is not text or json", c.Log.Format)
+	}
+	c.validateAdmin(v)
+	v.nonNegative("drain_delay", c.DrainDelay)
+	if c.ShutdownTimeout <= 0 {
+		v.fail("shutdown_timeout", "must be positive")
+	}
+	c.validateExposure(v)
+	return errors.Join(v.errs...)
+}
+
+// CheckExposure reports, as Validate does, MQTT listeners reachable from
+// the network that anyone could use: neither auth.password_file nor
+// auth.allow_anonymous is set and, for TLS ones, no client certificate is
+// required.
+func (c *Config) CheckExposure() error {
+	v := &validator{c: c}
+	c.validateExposure(v)
+	return errors.Join(v.errs...)
+}
+
+type validator struct {
+	c    *Config
+	errs []error
+}
+
+// fail records a problem with key, saying where its value came from.
+func (v *validator) fail(key, format string, args ...any) {
+	where := v.c.Where(key)
+	if where == "default" {
+		where = ""
+	} else {
+		where = " (from " + where + ")"
+	}
+	v.errs = append(v.errs, fmt.Errorf("config: %s%s: %s", key, where, fmt.Sprintf(format, args...)))
+}
+
+func (v *validator) nonNegative(key string, d Duration) {
+	if d < 0 {
+		v.fail(key, "must not be negative")
+	}
+}
+
+func (v *validator) seconds(key string, d Duration, most uint64) {
+	switch {
+	case d < 0:
+		v.fail(key, "must not be negative")
+	case time.Duration(d)%time.Second != 0:
+		v.fail(key, "must be a whole number of seconds")
+	case uint64(time.Duration(d)/time.Second) > most:
+		v.fail(key, "must be at most %d seconds", most)
+	}
+}
+
+func (v *validator) address(key, addr string) {
+	if _, _, err := net.SplitHostPort(addr); err != nil {
+		v.fail(key, "%q is not host:port (e.g. 0.0.0.0:1883)", addr)
+	}
+}
+
+func (v *validator) proxy(key string, on bool, trusted []string) {
+	if !on && len(trusted) > 0 {
+		v.fail(key+".proxy_trusted", "needs proxy_protocol: true")
+	}
+	for i, s := range trusted {
+		if _, err := netip.ParsePrefix(s); err == nil {
+			continue
+		}
+		if _, err := netip.ParseAddr(s); err != nil {
+			v.fail(fmt.Sprintf("%s.proxy_trusted[%d]", key, i), "%q is not an address or CIDR range", s)
+		}
+	}
+}
+
+func (c *Config) validateListeners(v *validator) {
+	l := &c.Listeners
+	if len(l.TCP)+len(l.TLS)+len(l.WS)+len(l.WSS)+len(l.Unix) == 0 {
+		v.fail("listeners", "no MQTT listener: set listeners.tcp, tls, ws, wss or unix (--listen, --tls-listen, --ws-listen, --wss-listen, --unix)")
+	}
+	for _, g := range []struct {
+		name string
+		ls   []NetListener
+	}{{"listeners.tcp", l.TCP}, {"listeners.tls", l.TLS}} {
+		name := g.name
+		for i, n := range g.ls {
+			key := fmt.Sprintf("%s[%d]", name, i)
+			v.address(key+".address", n.Address)
+			v.proxy(key, n.ProxyProtocol, n.ProxyTrusted)
+		}
+	}
+	for _, g := range []struct {
+		name string
+		ls   []WSListener
+	}{{"listeners.ws", l.WS}, {"listeners.wss", l.WSS}} {
+		name := g.name
+		for i, n := range g.ls {
+			key := fmt.Sprintf("%s[%d]", name, i)
+			v.address(key+".address", n.Address)
+			v.proxy(key, n.ProxyProtocol, n.ProxyTrusted)
+			if n.Path != "" && !strings.HasPrefix(n.Path, "/") {
+				v.fail(key+".path", "%q does not start with /", n.Path)
+			}
+		}
+	}
+	for i, u := range l.Unix {
+		if u.Path == "" {
+			v.fail(fmt.Sprintf("listeners.unix[%d].path", i), "no path given")
+		}
+		if _, err := u.FileMode(); err != nil {
+			v.fail(fmt.Sprintf("listeners.unix[%d].mode", i), "%v", err)
+		}
+	}
+	if !strings.HasPrefix(l.WSPath, "/") {
+		v.fail("listeners.ws_path", "%q does not start with /", l.WSPath)
+	}
+}
+
+func (c *Config) validateTLS(v *validator) {
+	t := &c.TLS
+	if _, err := listeners.ParseTLSVersion(t.MinVersion); err != nil {
+		v.fail("tls.min_version", "%q is not 1.2 or 1.3", t.MinVersion)
+	}
+	if _, err := listeners.ParseCipherSuites(t.CipherSuites); err != nil {
+		v.fail("tls.cipher_suites", "%v", err)
+	}
+	if t.UseIdentityAsUsername && t.ClientCAFile == "" {
+		v.fail("tls.use_identity_as_username", "needs tls.client_ca_file (--tls-client-ca)")
+	}
+	if len(c.Listeners.TLS)+len(c.Listeners.WSS) > 0 {
+		if t.CertFile == "" {
+			v.fail("tls.cert_file", "the tls and wss listeners need a certificate (--tls-cert)")
+		}
+		if t.KeyFile == "" {
+			v.fail("tls.key_file", "the tls and wss listeners need a private key (--tls-key)")
+		}
+	}
+}
+
+func (c *Config) validateLimits(v *validator) {
+	l := &c.Limits
+	if l.MaxPacketSize < 64 || l.MaxPacketSize > 268435460 {
+		v.fail("limits.max_packet_size", "%d is not between 64 and 268435460 bytes", l.MaxPacketSize)
+	}
+	if l.ReceiveMaximum == 0 {
+		v.fail("limits.receive_maximum", "must be at least 1")
+	}
+	if l.MaxQueuedMessages < 0 {
+		v.fail("limits.max_queued_messages", "must not be negative (0: no limit)")
+	}
+	if l.MaxQueuedBytes < 0 {
+		v.fail("limits.max_queued_bytes", "must not be negative (0: no limit)")
+	}
+	if l.MaxQoS > 2 {
+		v.fail("limits.max_qos", "%d is not 0, 1 or 2", l.MaxQoS)
+	}
+	v.seconds("limits.max_keepalive", l.MaxKeepalive, 65535)
+	v.seconds("limits.max_session_expiry", l.MaxSessionExpiry, 1<<32-2)
+	if l.MaxClientIDLength < 1 || l.MaxClientIDLength > 65535 {
+		v.fail("limits.max_client_id_length", "%d is not between 1 and 65535", l.MaxClientIDLength)
+	}
+	if l.MaxTopicLevels < 0 {
+		v.fail("limits.max_topic_levels", "must not be negative (0: no limit)")
+	}
+	if l.ConnectTimeout <= 0 {
+		v.fail("limits.connect_timeout", "must be positive")
+	}
+	if l.WriteTimeout <= 0 {
+		v.fail("limits.write_timeout", "must be positive")
+	}
+}
+
+func (c *Config) validateAdmin(v *validator) {
+	a := &c.Admin
+	if a.Listen == "" {
+		return
+	}
+	v.address("admin.listen", a.Listen)
+	for i, k := range a.APIKeys {
+		key := fmt.Sprintf("admin.api_keys[%d]", i)
+		switch {
+		case k.Key == "" || strings.ContainsAny(k.Key, ": "):
+			v.fail(key+".key", "%q: an API key is a non-empty name without spaces or colons", k.Key)
+		case k.Secret == redacted:
+			v.fail(key+".secret", "is %s: --print-config hides secrets; put the secret back", redacted)
+		case len(k.Secret) < 16:
+			v.fail(key+".secret", "too short: use at least 16 characters")
+		}
+	}
+	if a.Token == redacted {
+		v.fail("admin.token", "is %s: --print-config hides secrets; put the secret back", redacted)
+	} else if a.Token != "" && len(a.Token) < 16 {
+		v.fail("admin.token", "too short: use at least 16 characters")
+	}
+	if !IsLoopback(a.Listen) && len(a.APIKeys) == 0 && a.Token == "" {
+		v.fail("admin.listen", "%s is reachable from the network: set admin.api_keys (TERN_ADMIN_API_KEYS, --admin-api-key) or admin.token (TERN_ADMIN_TOKEN, --admin-token), or listen on 127.0.0.1", a.Listen)
+	}
+}
+
+// validateExposure refuses MQTT listeners that anyone on the network could
+// use without logging in, unless auth.allow_anonymous says so. A TLS
+// listener that requires client certificates is not open.
+func (c *Config) validateExposure(v *validator) {
+	if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous {
+		return
+	}
+	l := &c.Listeners
+	check := func(kind string, i int, addr string, tls bool) {
+		if IsLoopback(addr) || tls && c.TLS.ClientCAFile != "" {
+			return
+		}
+		v.fail(fmt.Sprintf("listeners.%s[%d]", kind, i),
+			"%s is reachable from the network, and with neither auth.password_file (--password-file, TERN_AUTH_PASSWORD_FILE) "+
+				"nor auth.allow_anonymous: true (--allow-anonymous, TERN_AUTH_ALLOW_ANONYMOUS=true) anyone could connect", addr)
+	}
+	for i, n := range l.TCP {
+		check("tcp", i, n.Address, false)
+	}
+	for i, n := range l.TLS {
+		check("tls", i, n.Address, true)
+	}
+	for i, n := range l.WS {
+		check("ws", i, n.Address, false)
+	}
+	for i, n := range l.WSS {
+		check("wss", i, n.Address, true)
+	}
+}
+
+// IsLoopback reports whether a listen address (host:port) is on a loopback
+// interface only. No host (every interface) or a host name other than
+// localhost is not.
+func IsLoopback(addr string) bool {
+	host, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if host == "localhost" {
+		return true
+	}
+	ip, err := netip.ParseAddr(host)
+	return err == nil && ip.IsLoopback()
+}

@@ -1,0 +1,295 @@
+package tern
+
+import (
+	"cmp"
+	"errors"
+	"io"
+	"net"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// This file holds the read-only views of the server that operations tools
+// (the admin API, metrics) need, and Kick. Each returns a snapshot: copies
+// taken under the locks of doc.go's lock order, never live state.
+
+// ClientInfo is a snapshot of one connected client.
+type ClientInfo struct {
+	ID              string
+	Username        string
+	RemoteAddr      string
+	Listener        string    // ID of the listener it connected through
+	ProtocolVersion byte      // 3 (MQTT 3.1), 4 (3.1.1) or 5
+	CleanStart      bool      // clean start (v5) or clean session (v3)
+	KeepAlive       uint16    // seconds, as in force (after MaxKeepAlive)
+	ConnectedAt     time.Time // when the session was established
+	SessionExpiry   uint32    // seconds; NeverExpire for never
+	Inflight        int       // QoS 1 and 2 messages sent and not yet acknowledged
+	Queued          int       // messages waiting in the session's queue
+	QueuedBytes     int       // what the queued messages count towards MaxQueuedBytes
+
+	// Subscriptions is filled by [Server.ClientInfo] and left nil by
+	// [Server.Clients].
+	Subscriptions []topics.Subscription
+}
+
+// SessionInfo is a snapshot of one session, online or offline.
+type SessionInfo struct {
+	ClientID      string
+	Online        bool   // a connection is attached
+	Expiry        uint32 // session expiry interval, seconds; NeverExpire for never
+	Inflight      int
+	Queued        int
+	QueuedBytes   int
+	Subscriptions int
+}
+
+// Clients returns the clients connected now (those whose CONNECT
+// handshake is complete), sorted by client identifier. Their Subscriptions
+// are left nil; use [Server.ClientInfo] for one client's.
+func (s *Server) Clients() []ClientInfo {
+	var out []ClientInfo
+	s.sessions.Range(func(_, v any) bool {
+		if ci, ok := v.(*session).clientInfo(); ok {
+			out = append(out, ci)
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b ClientInfo) int { return strings.Compare(a.ID, b.ID) })
+	return out
+}
+
+// ClientInfo returns a snapshot of the connected client with the
+// identifier, with its subscriptions, and whether it is connected.
+func (s *Server) ClientInfo(id string) (ClientInfo, bool) {
+	ss := s.session(id)
+	if ss == nil {
+		return ClientInfo{}, false
+	}
+	ci, ok := ss.clientInfo()
+	if ok {
+		ci.Subscriptions = s.Subscriptions(id)
+	}
+	return ci, ok
+}
+
+// clientInfo snapshots the session's connection, if one is attached and
+// established.
+func (ss *session) clientInfo() (ClientInfo, bool) {
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	c := ss.client
+	if ss.ended || c == nil || !c.established.Load() {
+		return ClientInfo{}, false
+	}
+	return ClientInfo{
+		ID:              c.id,
+		Username:        c.username,
+		RemoteAddr:      c.remote,
+		Listener:        c.listener,
+		ProtocolVersion: c.version,
+		CleanStart:      c.cleanStart,
+		KeepAlive:       c.keepAlive,
+		ConnectedAt:     c.connectedAt,
+		SessionExpiry:   ss.expiry,
+		Inflight:        len(ss.inflight),
+		Queued:          ss.q.len(),
+		QueuedBytes:     ss.qBytes,
+	}, true
+}
+
+// Sessions returns every session, online and offline, sorted by client
+// identifier. The in-process client has no session and is not listed.
+func (s *Server) Sessions() []SessionInfo {
+	var out []SessionInfo
+	s.sessions.Range(func(_, v any) bool {
+		if si, ok := s.sessionInfo(v.(*session)); ok {
+			out = append(out, si)
+		}
+		return true
+	})
+	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ClientID, b.ClientID) })
+	return out
+}
+
+// SessionInfo returns a snapshot of the session of the client identifier
+// and whether there is one.
+func (s *Server) SessionInfo(id string) (SessionInfo, bool) {
+	ss := s.session(id)
+	if ss == nil {
+		return SessionInfo{}, false
+	}
+	return s.sessionInfo(ss)
+}
+
+func (s *Server) sessionInfo(ss *session) (SessionInfo, bool) {
+	ss.mu.Lock()
+	if ss.ended {
+		ss.mu.Unlock()
+		return SessionInfo{}, false
+	}
+	si := SessionInfo{
+		ClientID:    ss.id,
+		Online:      ss.client != nil,
+		Expiry:      ss.expiry,
+		Inflight:    len(ss.inflight),
+		Queued:      ss.q.len(),
+		QueuedBytes: ss.qBytes,
+	}
+	ss.mu.Unlock()
+	s.index.ClientSubscriptions(si.ClientID, func(*topics.Subscription) bool {
+		si.Subscriptions++
+		return true
+	})
+	return si, true
+}
+
+// Subscriptions returns copies of the subscriptions of the client
+// identifier, or of every session when clientID is "", sorted by client
+// identifier, then shared group, then filter. In-process subscriptions are
+// not included.
+func (s *Server) Subscriptions(clientID string) []topics.Subscription {
+	var out []topics.Subscription
+	collect := func(id string) {
+		s.index.ClientSubscriptions(id, func(sub *topics.Subscription) bool {
+			out = append(out, *sub)
+			return true
+		})
+	}
+	if clientID != "" {
+		collect(clientID)
+	} else {
+		s.sessions.Range(func(k, _ any) bool {
+			collect(k.(string))
+			return true
+		})
+	}
+	slices.SortFunc(out, func(a, b topics.Subscription) int {
+		return cmp.Or(strings.Compare(a.ClientID, b.ClientID), strings.Compare(a.Group, b.Group),
+			strings.Compare(a.Filter, b.Filter))
+	})
+	return out
+}
+
+// RetainedMessages returns the retained messages whose topics match the
+// filter, sorted by topic. An empty filter returns all of them, "$SYS"
+// topics included (which "#" does not match). The messages are shared with
+// the server: do not modify them.
+func (s *Server) RetainedMessages(filter string) ([]*Message, error) {
+	var out []*Message
+	now := time.Now().UnixNano()
+	keep := func(_ string, m *Message) bool {
+		if !m.expired(now) {
+			out = append(out, m)
+		}
+		return true
+	}
+	if filter == "" {
+		s.retained.Range(keep)
+	} else {
+		if err := topics.ValidateFilter(filter); err != nil {
+			return nil, errors.Join(ErrInvalidTopic, err)
+		}
+		if _, _, shared := topics.ParseShared(filter); shared {
+			return nil, ErrInvalidTopic
+		}
+		s.retained.Match(filter, keep)
+	}
+	slices.SortFunc(out, func(a, b *Message) int { return strings.Compare(a.Topic, b.Topic) })
+	return out, nil
+}
+
+// RetainedMessage returns the retained message of the topic and whether
+// there is one. The message is shared with the server: do not modify it.
+func (s *Server) RetainedMessage(topic string) (*Message, bool) {
+	m, ok := s.retained.Get(topic)
+	if !ok || m.expired(time.Now().UnixNano()) {
+		return nil, false
+	}
+	return m, true
+}
+
+// DeleteRetained removes the retained message of the topic, as a retained
+// PUBLISH with an empty payload would, and reports whether there was one.
+func (s *Server) DeleteRetained(topic string) bool {
+	if !s.retained.Delete(topic) {
+		return false
+	}
+	s.stats.Retained.Add(-1)
+	return true
+}
+
+// Kick disconnects the connected client with the identifier, sending MQTT
+// 5 clients a DISCONNECT with reason 0x98 (Administrative action), and
+// reports whether it was connected. Its session stays, subject to its
+// expiry interval, as after any other disconnection.
+func (s *Server) Kick(id string) bool {
+	ss := s.session(id)
+	if ss == nil {
+		return false
+	}
+	ss.mu.Lock()
+	c := ss.client
+	ss.mu.Unlock()
+	if c == nil || !c.established.Load() {
+		return false
+	}
+	c.disconnect(packets.AdministrativeAction)
+	return true
+}
+
+// StartedAt returns when the server was created.
+func (s *Server) StartedAt() time.Time { return s.started }
+
+// Serving reports whether the server is accepting connections: Serve has
+// been called and Shutdown (or Close) has not.
+func (s *Server) Serving() bool { return s.serving.Load() && !s.isClosing() }
+
+// ExpiresAt returns when the message expires, or the zero time if it
+// never does.
+func (m *Message) ExpiresAt() time.Time {
+	if m.expireAt == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, m.expireAt)
+}
+
+// DisconnectReason classifies the error a [DisconnectObserver] receives
+// into a short label from a small fixed set, for metrics and logs:
+// "client_disconnect" (the client sent DISCONNECT), "connection_closed"
+// (the connection ended without one), "connection_error", or the snake
+// case name of the MQTT reason code that ended the connection, such as
+// "keep_alive_timeout", "session_taken_over", "server_shutting_down" or
+// "administrative_action".
+func DisconnectReason(err error) string {
+	var rc packets.ReasonCode
+	var pe *packets.Error
+	switch {
+	case err == nil:
+		return "connection_closed"
+	case errors.Is(err, errClientDisconn):
+		return "client_disconnect"
+	case errors.As(err, &pe):
+		return reasonLabel(pe.Code)
+	case errors.As(err, &rc):
+		return reasonLabel(rc)
+	case errors.Is(err, io.EOF), errors.Is(err, net.ErrClosed):
+		return "connection_closed"
+	}
+	return "connection_error"
+}
+
+// reasonLabel turns "Keep Alive timeout" into "keep_alive_timeout".
+func reasonLabel(c packets.ReasonCode) string {
+	s := strings.ToLower(c.String())
+	return strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= '0' && r <= '9' {
+			return r
+		}
+		return '_'
+	}, s)
+}
