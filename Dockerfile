@@ -31,6 +31,9 @@ COPY --from=build --chown=nonroot:nonroot /out/var/lib/tern /var/lib/tern
 USER nonroot:nonroot
 WORKDIR /var/lib/tern
 ENV TERN_CONFIG=/etc/tern/tern.yaml
+# The embedded store (persistence.data_dir): mount a volume to keep
+# sessions and retained messages across containers.
+VOLUME ["/var/lib/tern"]
 # MQTT, MQTT over TLS, WebSocket, secure WebSocket, admin API and /metrics.
 EXPOSE 1883 8883 8083 8084 18083
 STOPSIGNAL SIGTERM

@@ -31,12 +31,13 @@ import (
 // keys of the file; flag tags name flags that differ from the key's last
 // part; usage tags are the flags' help.
 type Config struct {
-	Listeners Listeners `yaml:"listeners"`
-	TLS       TLS       `yaml:"tls"`
-	Auth      Auth      `yaml:"auth"`
-	Limits    Limits    `yaml:"limits"`
-	Log       Log       `yaml:"log"`
-	Admin     Admin     `yaml:"admin"`
+	Listeners   Listeners   `yaml:"listeners"`
+	TLS         TLS         `yaml:"tls"`
+	Auth        Auth        `yaml:"auth"`
+	Limits      Limits      `yaml:"limits"`
+	Persistence Persistence `yaml:"persistence"`
+	Log         Log         `yaml:"log"`
+	Admin       Admin       `yaml:"admin"`
 
 	// SysInterval is the period of the $SYS/broker topics; 0 (or a
 	// negative value) turns them off.
@@ -143,6 +144,15 @@ type Limits struct {
 	WriteTimeout                    Duration `yaml:"write_timeout" usage:"a client that does not read for this long is disconnected"`
 }
 
+// Persistence is where and how durably the broker keeps persistent
+// sessions, queued and inflight QoS 1/2 messages, retained messages and
+// pending wills across restarts.
+type Persistence struct {
+	Durability   string   `yaml:"durability" usage:"sync (acknowledge after fsync), periodic (fsync every sync_interval) or off (memory only)"`
+	DataDir      string   `yaml:"data_dir" flag:"data-dir" usage:"directory of the embedded store"`
+	SyncInterval Duration `yaml:"sync_interval" usage:"fsync period when durability is periodic"`
+}
+
 // Log is the log's level and format. The level is reloaded on SIGHUP.
 type Log struct {
 	Level  string `yaml:"level" flag:"log-level" usage:"log level: debug, info, warn or error"`
@@ -190,6 +200,7 @@ func Default() *Config {
 			ConnectTimeout:                  Duration(10 * time.Second),
 			WriteTimeout:                    Duration(30 * time.Second),
 		},
+		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second)},
 		Log:             Log{Level: "info", Format: "text"},
 		Admin:           Admin{Listen: "127.0.0.1:18083"},
 		SysInterval:     Duration(10 * time.Second),
@@ -222,6 +233,10 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		ConnectTimeout:       time.Duration(l.ConnectTimeout),
 		WriteTimeout:         time.Duration(l.WriteTimeout),
 		SysInterval:          time.Duration(c.SysInterval),
+		SyncInterval:         time.Duration(c.Persistence.SyncInterval),
+	}
+	if c.Persistence.Durability == "periodic" {
+		o.Durability = tern.DurabilityPeriodic
 	}
 	// Mosquitto's 0 means "no limit" where tern.Options' 0 means "default".
 	if o.MaxInflight == 0 {

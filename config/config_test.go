@@ -59,6 +59,10 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 }
 
 const goodFile = `
+persistence:
+  durability: periodic
+  data_dir: /var/lib/tern
+  sync_interval: 250ms
 listeners:
   tcp:
     - address: 0.0.0.0:1883
@@ -139,7 +143,8 @@ func TestGoodFile(t *testing.T) {
 		Limits: Limits{MaxPacketSize: 256 << 10, ReceiveMaximum: 10, MaxInflightMessages: 20, MaxQueuedMessages: 30,
 			MaxQueuedBytes: 1e6, MaxQoS: 1, MaxKeepalive: Duration(300 * time.Second), MaxSessionExpiry: Duration(24 * time.Hour),
 			MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: Duration(5 * time.Second), WriteTimeout: Duration(time.Minute)},
-		Log: Log{Level: "debug", Format: "json"},
+		Persistence: Persistence{Durability: "periodic", DataDir: "/var/lib/tern", SyncInterval: Duration(250 * time.Millisecond)},
+		Log:         Log{Level: "debug", Format: "json"},
 		Admin: Admin{Listen: "0.0.0.0:18083", Token: "a-long-bearer-token",
 			APIKeys: []APIKey{{Key: "ops", Secret: "0123456789abcdef"}, {Key: "ci", Secret: "fedcba9876543210"}}},
 		DrainDelay:      Duration(5 * time.Second),
@@ -149,10 +154,10 @@ func TestGoodFile(t *testing.T) {
 		got, _ := c.YAML()
 		t.Fatalf("got\n%s", got)
 	}
-	if w := c.Where("limits.max_qos"); !strings.HasSuffix(w, "tern.yaml:35") {
+	if w := c.Where("limits.max_qos"); !strings.HasSuffix(w, "tern.yaml:39") {
 		t.Errorf("Where(limits.max_qos) = %q", w)
 	}
-	if w := c.Where("listeners.tcp[0].address"); !strings.HasSuffix(w, "tern.yaml:4") {
+	if w := c.Where("listeners.tcp[0].address"); !strings.HasSuffix(w, "tern.yaml:8") {
 		t.Errorf("Where(listeners.tcp[0].address) = %q", w)
 	}
 
@@ -165,6 +170,7 @@ func TestGoodFile(t *testing.T) {
 		QueueQoS0Offline: &f, MaxQoS: ptr[byte](1), RetainAvailable: &f, WildcardSubAvailable: &f, SubIDAvailable: &f,
 		SharedSubAvailable: &f, TopicAliasMaximum: ptr[uint16](0), MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: 5 * time.Second, WriteTimeout: time.Minute, SysInterval: -1,
+		Durability: tern.DurabilityPeriodic, SyncInterval: 250 * time.Millisecond,
 	}
 	if !reflect.DeepEqual(*o, wantOpts) {
 		t.Errorf("ServerOptions:\n got %+v\nwant %+v", *o, wantOpts)
@@ -185,9 +191,7 @@ func TestEveryOptionIsConfigurable(t *testing.T) {
 		"ConnectTimeout": "limits.connect_timeout", "WriteTimeout": "limits.write_timeout", "SysInterval": "sys_interval",
 		"Logger":         "", // log.level and log.format build it
 		"InlineClientID": "", // only matters to embedders using the in-process client
-		// Persistence settings belong to the persistence work, which will add
-		// a section for them (and take them off this list).
-		"Store": "", "Durability": "", "SyncInterval": "",
+		"Store":          "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
 	}
 	names := make(map[string]bool)
 	for _, k := range Keys() {

@@ -21,6 +21,18 @@ func (c *Config) Validate() error {
 	c.validateListeners(v)
 	c.validateTLS(v)
 	c.validateLimits(v)
+	switch p := c.Persistence; p.Durability {
+	case "off":
+	case "sync", "periodic":
+		if p.DataDir == "" {
+			v.fail("persistence.data_dir", "must be set unless persistence.durability is off")
+		}
+		if p.Durability == "periodic" && p.SyncInterval <= 0 {
+			v.fail("persistence.sync_interval", "must be positive when persistence.durability is periodic")
+		}
+	default:
+		v.fail("persistence.durability", "%q is not sync, periodic or off", p.Durability)
+	}
 	var lv slog.Level
 	if err := lv.UnmarshalText([]byte(c.Log.Level)); err != nil {
 		v.fail("log.level", "%q is not debug, info, warn or error", c.Log.Level)

@@ -19,6 +19,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/storage/pebble"
 )
 
 // version describes the build: "0.1.0 (1a2b3c4d5e6f) go1.26.8 linux/amd64".
@@ -102,6 +103,7 @@ type broker struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	srv     *tern.Server
+	store   *pebble.Store // nil when persistence.durability is off
 	mqtt    []tern.Listener
 	reloads []reloader
 
@@ -134,14 +136,30 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.SlogLevel())
 	log := newLogger(cfg.Log.Format, level, logOut)
-	srv, err := tern.New(cfg.ServerOptions(log))
+	opts := cfg.ServerOptions(log)
+	var store *pebble.Store
+	if cfg.Persistence.Durability != "off" {
+		store, err = pebble.Open(cfg.Persistence.DataDir, pebble.Options{Logger: log.With("component", "store")})
+		if err != nil {
+			return nil, fmt.Errorf("persistence.data_dir: %w", err)
+		}
+		opts.Store = store
+		log.Info("persistence", "data_dir", cfg.Persistence.DataDir, "durability", cfg.Persistence.Durability)
+	}
+	srv, err := tern.New(opts)
 	if err != nil {
+		if store != nil {
+			store.Close()
+		}
 		return nil, err
 	}
-	b := &broker{cfg: cfg, load: load, log: log, level: level, srv: srv}
+	b := &broker{cfg: cfg, load: load, log: log, level: level, srv: srv, store: store}
 	defer func() {
 		if err != nil {
 			srv.Close()
+			if store != nil {
+				store.Close()
+			}
 			if b.admLn != nil {
 				b.admLn.Close()
 			}
@@ -240,6 +258,11 @@ func (b *broker) shutdown(sig <-chan os.Signal, exit func(int)) error {
 	defer cancel()
 	if err := b.srv.Shutdown(ctx); err != nil && !errors.Is(err, tern.ErrServerClosed) {
 		b.log.Warn("shutdown did not finish in time; connections closed", "err", err)
+	}
+	if b.store != nil {
+		if err := b.store.Close(); err != nil {
+			b.log.Error("closing the store", "err", err)
+		}
 	}
 	if b.adm != nil {
 		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)

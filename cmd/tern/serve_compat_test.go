@@ -23,6 +23,7 @@ type securityFlags struct {
 // config returns the configuration the flags and a TCP address mean.
 func (s *securityFlags) config(tcpListen string) *config.Config {
 	c := config.Default()
+	c.Persistence.Durability = "off" // these tests are about listeners and auth
 	c.Listeners.TCP = nil
 	if tcpListen != "" {
 		c.Listeners.TCP = []config.NetListener{{Address: tcpListen}}

@@ -64,7 +64,7 @@ func TestCheckExposure(t *testing.T) {
 }
 
 func TestServeRefusesToStartExposed(t *testing.T) {
-	err := runTern(t, "", "serve", "--listen", "0.0.0.0:0", "--sys-interval", "-1s")
+	err := runTern(t, "", "serve", "--durability", "off", "--listen", "0.0.0.0:0", "--sys-interval", "-1s")
 	if err == nil || !strings.Contains(err.Error(), "--password-file") {
 		t.Fatalf("serve on 0.0.0.0 without auth: %v", err)
 	}

@@ -95,6 +95,7 @@ func testConfig(t *testing.T) *config.Config {
 	c.Listeners.TCP = []config.NetListener{{Address: "127.0.0.1:0"}}
 	c.Admin.Listen = "127.0.0.1:0"
 	c.SysInterval = 0
+	c.Persistence.DataDir = t.TempDir()
 	if err := c.Validate(); err != nil {
 		t.Fatal(err)
 	}
@@ -243,7 +244,7 @@ func TestReload(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	base := "listeners:\n  tcp: [127.0.0.1:0]\nadmin:\n  listen: \"\"\nsys_interval: 0\nauth:\n  password_file: " + pwFile + "\n"
+	base := "listeners:\n  tcp: [127.0.0.1:0]\nadmin:\n  listen: \"\"\nsys_interval: 0\npersistence:\n  data_dir: " + filepath.Join(dir, "data") + "\nauth:\n  password_file: " + pwFile + "\n"
 	write(base + "log:\n  level: info\n")
 	load := func() (*config.Config, error) { return config.Load(cfgFile, nil, nil) }
 	cfg, err := load()
@@ -347,7 +348,7 @@ func TestServeConfiguration(t *testing.T) {
 		{"missing file", "", []string{"serve", "-c", "/nonexistent/tern.yaml"}, "/nonexistent/tern.yaml"},
 		{"unknown variable", "TERN_LIMIT_MAX_QOS=1", []string{"serve"}, "TERN_LIMIT_MAX_QOS"},
 		{"bad flag value", "", []string{"serve", "--max-qos", "x"}, "--max-qos"},
-		{"port in use", "", []string{"serve", "--admin-listen", "", "--sys-interval", "0", "--listen", "127.0.0.1:0", "--listen", taken.Addr().String()}, "listener tcp[1]"},
+		{"port in use", "", []string{"serve", "--durability", "off", "--admin-listen", "", "--sys-interval", "0", "--listen", "127.0.0.1:0", "--listen", taken.Addr().String()}, "listener tcp[1]"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

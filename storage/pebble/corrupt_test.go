@@ -193,3 +193,26 @@ func TestSeal(t *testing.T) {
 		t.Fatalf("Load: %v, %d messages", err, len(r.Messages))
 	}
 }
+
+// TestOpenInUse checks that a store open elsewhere is refused without
+// being called corrupt, and stays usable.
+func TestOpenInUse(t *testing.T) {
+	dir := t.TempDir()
+	s := openAt(t, dir)
+	if _, err := pebble.Open(dir, pebble.Options{}); err == nil || errors.Is(err, storage.ErrCorrupt) {
+		t.Fatalf("second Open: %v, want an in-use error", err)
+	}
+	b := s.NewBatch()
+	b.PutRetained("r", 1)
+	if err := s.Commit(b, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	s = openAt(t, dir) // the lock was released
+	var r storetest.Recorder
+	if err := s.Load(&r); err != nil || len(r.RetainedTopics) != 1 {
+		t.Fatalf("Load: %v, %+v", err, r.RetainedTopics)
+	}
+}

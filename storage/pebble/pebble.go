@@ -27,6 +27,7 @@ import (
 	"sync"
 
 	"github.com/cockroachdb/pebble/v2"
+	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/ternmq/tern/storage"
 )
 
@@ -34,11 +35,12 @@ import (
 type Options struct {
 	// CacheSize is the size of the block cache in bytes; 0 means 8 MiB.
 	CacheSize int64
-	// MemTableSize is the size of one memtable in bytes; 0 means 4 MiB.
-	// Up to two are in memory at once (one filling, one being flushed).
-	// Records deleted before their memtable is flushed never reach a
-	// table, so a memtable that holds a few seconds of traffic keeps
-	// acknowledged messages off the disk, except for the log.
+	// MemTableSize is the size of one memtable in bytes; 0 means 4 MiB
+	// (Pebble's default). Up to two are in memory at once (one filling,
+	// one being flushed). A record deleted before its memtable is flushed
+	// never reaches a table (only its tombstone does), so with acks that
+	// come quickly acknowledged messages stay off the disk, but for the
+	// log.
 	MemTableSize uint64
 	// Logger receives Pebble's messages and background errors; nil
 	// discards them.
@@ -48,8 +50,9 @@ type Options struct {
 // Store is a [storage.Store] kept in a Pebble database. It is safe for
 // concurrent use.
 type Store struct {
-	dir string
-	db  *pebble.DB
+	dir  string
+	db   *pebble.DB
+	lock *pebble.Lock
 
 	mu     sync.RWMutex // read-held by every operation, write-held by Close
 	closed bool
@@ -70,10 +73,25 @@ func Open(dir string, opts Options) (*Store, error) {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("storage/pebble: %w", err)
 		}
-	} else {
-		if m, _ := filepath.Glob(filepath.Join(dir, "marker.manifest.*")); len(m) == 0 {
-			return nil, fmt.Errorf("%w: %s holds files but no store (no MANIFEST marker)", storage.ErrCorrupt, dir)
-		}
+	} else if m, _ := filepath.Glob(filepath.Join(dir, "marker.manifest.*")); len(m) == 0 {
+		return nil, fmt.Errorf("%w: %s holds files but no store (no MANIFEST marker)", storage.ErrCorrupt, dir)
+	}
+	// Hold the lock from before the seal is checked until after it is
+	// written again.
+	lock, err := pebble.LockDirectory(dir, vfs.Default)
+	if err != nil {
+		return nil, fmt.Errorf("storage/pebble: %s is in use: %w", dir, err)
+	}
+	s, err := open(dir, fresh, lock, opts)
+	if err != nil {
+		lock.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func open(dir string, fresh bool, lock *pebble.Lock, opts Options) (*Store, error) {
+	if !fresh {
 		if err := checkSeal(dir); err != nil {
 			return nil, err
 		}
@@ -90,12 +108,13 @@ func Open(dir string, opts Options) (*Store, error) {
 	cache := pebble.NewCache(cacheSize)
 	defer cache.Unref() // the database holds its own reference
 	po := &pebble.Options{
-		Cache:                 cache,
-		MemTableSize:          opts.MemTableSize,
-		FormatMajorVersion:    pebble.FormatNewest,
-		ErrorIfNotExists:      !fresh,
-		Logger:                logger{log},
-		EventListener:         eventListener(log),
+		Cache:              cache,
+		MemTableSize:       opts.MemTableSize,
+		FormatMajorVersion: pebble.FormatNewest,
+		ErrorIfNotExists:   !fresh,
+		Lock:               lock,
+		Logger:             logger{log},
+		EventListener:      eventListener(log),
 		// Compact level 0 early (Pebble's default is 4): with a queue's
 		// workload level 0 holds mostly tombstones, and compacting them
 		// soon gives the space of acknowledged messages back even when
@@ -109,7 +128,7 @@ func Open(dir string, opts Options) (*Store, error) {
 	if err != nil {
 		return nil, openError(dir, err)
 	}
-	s := &Store{dir: dir, db: db}
+	s := &Store{dir: dir, db: db, lock: lock}
 	if err := s.checkSchema(); err != nil {
 		db.Close()
 		return nil, err
@@ -284,6 +303,7 @@ func (s *Store) Close() error {
 		return storage.ErrClosed
 	}
 	s.closed = true
+	defer s.lock.Close()
 	if err := s.db.Close(); err != nil {
 		return s.wrap(err)
 	}

@@ -1,6 +1,7 @@
 package pebble_test
 
 import (
+	"path/filepath"
 	"testing"
 
 	"github.com/ternmq/tern/storage"
@@ -29,4 +30,15 @@ func TestConformance(t *testing.T) {
 			}
 			return openAt(t, dir)
 		})
+}
+
+func TestOpenCreatesDir(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "a", "b")
+	s := openAt(t, dir)
+	if size, err := s.Size(); err != nil || size <= 0 {
+		t.Fatalf("Size = %d, %v", size, err)
+	}
+	if s.Dir() != dir {
+		t.Fatalf("Dir = %q", s.Dir())
+	}
 }
