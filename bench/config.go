@@ -122,6 +122,12 @@ type Config struct {
 	// KeepAlive is the keep alive sent in CONNECT; idle connections ping at
 	// half of it. Default 60 s.
 	KeepAlive time.Duration
+	// Persistent gives every connection a persistent session: MQTT 5
+	// connections start clean with a Session Expiry Interval of one hour,
+	// 3.1.1 ones connect with clean session 0 (and so resume what an
+	// earlier run left). Brokers that persist sessions then store what they
+	// queue for subscribers.
+	Persistent bool
 	// KeepRetained leaves the Retained scenario's messages on the broker;
 	// by default they are cleared afterwards.
 	KeepRetained bool

@@ -85,6 +85,13 @@ func (r *runner) dial(ctx context.Context, id string, busy bool) (*client, error
 		KeepAlive:       uint16(cfg.KeepAlive / time.Second),
 		ClientID:        id,
 	}
+	if cfg.Persistent {
+		if cfg.Version == packets.V5 {
+			conn.Properties.SessionExpiry = packets.Uint32(3600)
+		} else {
+			conn.CleanStart = false
+		}
+	}
 	if cfg.Username != "" {
 		conn.UsernameFlag, conn.Username = true, cfg.Username
 		conn.PasswordFlag, conn.Password = cfg.Password != "", []byte(cfg.Password)

@@ -23,6 +23,7 @@ type benchFlags struct {
 	port      int
 	version   protocolFlag
 	keepAlive int
+	persist   bool
 	json      bool
 	quiet     bool
 	cfg       bench.Config
@@ -95,6 +96,7 @@ Examples:
 	fl.StringVarP(&f.cfg.Username, "username", "u", "", "user name")
 	fl.StringVarP(&f.cfg.Password, "password", "P", "", "password")
 	fl.IntVarP(&f.keepAlive, "keepalive", "k", 60, "keep alive in seconds")
+	fl.BoolVar(&f.persist, "persistent", false, "persistent sessions (v5: session expiry 1 h; 3.1.1: clean session 0)")
 	fl.StringVar(&f.cfg.ClientPrefix, "client-prefix", "tb", "client identifier prefix")
 	fl.IntVar(&f.cfg.Parallel, "parallel", 100, "most connection handshakes in progress at once")
 	fl.DurationVar(&f.cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "bound on each connect (and subscribe) handshake")
@@ -123,6 +125,7 @@ func runBench(cmd *cobra.Command, sc bench.Scenario, f *benchFlags) error {
 	cfg.Addr = net.JoinHostPort(f.host, strconv.Itoa(f.port))
 	cfg.Version = byte(f.version)
 	cfg.KeepAlive = time.Duration(f.keepAlive) * time.Second
+	cfg.Persistent = f.persist
 	cfg.Flow = f.flow
 	if f.flow <= 0 {
 		cfg.Flow = -1
