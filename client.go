@@ -39,7 +39,9 @@ type Client struct {
 	// connection is parked, see park_linux.go).
 	rd        packetReader
 	aliasesIn map[uint16]string
-	fd        int // descriptor for the idle poller, or -1
+	rate      tokenBucket // PUBLISH packets, for MaxPublishRate
+	byteRate  tokenBucket // PUBLISH bytes, for MaxPublishBytesRate
+	fd        int         // descriptor for the idle poller, or -1
 
 	// Guarded by the poller's lock.
 	pollRegistered bool

@@ -23,6 +23,12 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 		nc.Close()
 		return
 	}
+	if s.overConnectionLimitLocked(listener) {
+		s.mu.Unlock()
+		nc.Close()
+		return
+	}
+	s.perListen[listener]++
 	s.clients[c] = struct{}{}
 	s.wg.Add(1) // under mu, so Shutdown's Wait sees it; Done in c.finish
 	s.mu.Unlock()
@@ -30,6 +36,9 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 	nc.SetReadDeadline(time.Now().Add(s.cfg.ConnectTimeout))
 	pk, err := c.readPacket()
 	if err != nil {
+		if cp, ok := pk.(*packets.Connect); ok && cp.ProtocolVersion == packets.V5 {
+			c.version = packets.V5 // a v5 client can be told why, with CONNACK 0x81 or 0x82
+		}
 		c.refuseDecode(err)
 		c.finish(nil, false)
 		return
@@ -49,6 +58,26 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 		return
 	}
 	c.runReader()
+}
+
+// overConnectionLimitLocked reports whether a new connection on the
+// listener would pass MaxConnections or the listener's own limit, and
+// counts and (at most once a second) logs the refusal.
+func (s *Server) overConnectionLimitLocked(listener string) bool {
+	limit, max := 0, s.cfg.MaxConnections
+	if l, ok := s.listeners[listener].(ConnectionLimiter); ok {
+		limit = l.ConnectionLimit()
+	}
+	over := max > 0 && len(s.clients) >= max || limit > 0 && s.perListen[listener] >= limit
+	if over {
+		s.stats.ConnectionsRejected.Add(1)
+		if now := time.Now(); now.Sub(s.limitLog) > time.Second {
+			s.limitLog = now
+			s.log.Warn("connection limit reached: refusing connections", "listener", listener,
+				"open", len(s.clients), "max_connections", max, "listener_limit", limit)
+		}
+	}
+	return over
 }
 
 // runReader runs the read loop until the connection ends, then finishes
@@ -74,6 +103,7 @@ func (c *Client) finish(err error, established bool) {
 	}
 	c.rd.release()
 	s.mu.Lock()
+	s.perListen[c.listener]--
 	delete(s.clients, c)
 	s.mu.Unlock()
 	s.wg.Done()

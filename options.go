@@ -79,6 +79,29 @@ type Options struct {
 	// Default 0: no limit beyond the packet size.
 	MaxTopicLevels int
 
+	// MaxConnections caps the network connections open at once, over all
+	// listeners; 0 means no limit. A listener can set its own cap too (see
+	// ConnectionLimiter). A connection over a cap is closed as soon as it is
+	// accepted, and counted in Stats.ConnectionsRejected.
+	MaxConnections int
+
+	// MaxSubscriptionsPerClient caps a client's subscriptions; 0 means no
+	// limit. A filter beyond it gets 0x97 Quota exceeded (3.1.1: 0x80) in
+	// the SUBACK and is counted in Stats.SubscriptionsRefused.
+	MaxSubscriptionsPerClient int
+
+	// MaxPublishRate caps the PUBLISH packets one client may send per
+	// second, with a burst of one second's worth; 0 means no limit. A client
+	// over it is disconnected (v5: 0x96 Message rate too high), logged and
+	// counted in Stats.RateLimited.
+	MaxPublishRate float64
+
+	// MaxPublishBytesRate caps the PUBLISH bytes one client may send per
+	// second, with a burst of one second's worth (at least one packet of
+	// MaxPacketSize); 0 means no limit. A client over it is disconnected
+	// (v5: 0x97 Quota exceeded), logged and counted in Stats.RateLimited.
+	MaxPublishBytesRate float64
+
 	// ConnectTimeout is how long a new connection may take to send its
 	// CONNECT packet. Default 10 s.
 	ConnectTimeout time.Duration
@@ -192,6 +215,8 @@ func newConfig(o *Options) (*config, error) {
 		return nil, errors.New("tern: MaxPacketSize must be between 64 and 268435460 bytes")
 	case c.MaxQueuedMessages < 0 || c.MaxQueuedBytes < 0:
 		return nil, errors.New("tern: MaxQueuedMessages and MaxQueuedBytes must not be negative")
+	case c.MaxConnections < 0 || c.MaxSubscriptionsPerClient < 0 || c.MaxPublishRate < 0 || c.MaxPublishBytesRate < 0:
+		return nil, errors.New("tern: MaxConnections, MaxSubscriptionsPerClient, MaxPublishRate and MaxPublishBytesRate must not be negative")
 	case c.MaxClientIDLength < 1 || c.MaxClientIDLength > 65535:
 		return nil, errors.New("tern: MaxClientIDLength must be between 1 and 65535")
 	}

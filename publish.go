@@ -16,6 +16,9 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	s := c.srv
 	cfg := s.cfg
 	s.stats.MessagesReceived.Add(1)
+	if err := c.checkRates(pk); err != nil {
+		return err
+	}
 	if c.version == packets.V5 {
 		if len(pk.Properties.SubscriptionIDs) > 0 {
 			return &packets.Error{Code: packets.ProtocolError, Msg: "subscription identifier from a client"} // [MQTT-3.3.4-6]
@@ -123,6 +126,49 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		c.sendAck(&packets.Pubrec{PacketID: pk.PacketID, ReasonCode: code}, durable)
 	}
 	return nil
+}
+
+// checkRates charges a PUBLISH to the client's rate limits. A client over a
+// limit is disconnected: 0x96 Message rate too high for the packet rate,
+// 0x97 Quota exceeded for the byte rate.
+func (c *Client) checkRates(pk *packets.Publish) error {
+	cfg := c.srv.cfg
+	if cfg.MaxPublishRate > 0 && !c.rate.take(1, cfg.MaxPublishRate, cfg.MaxPublishRate, c.rd.at) {
+		c.srv.stats.RateLimited.Add(1)
+		c.srv.log.Warn("client over max publish rate: disconnecting", "client", c.id, "remote", c.remote, "max_publish_rate", cfg.MaxPublishRate)
+		return &packets.Error{Code: packets.MessageRateTooHigh, Msg: "publish rate limit"}
+	}
+	if r := cfg.MaxPublishBytesRate; r > 0 {
+		n := float64(len(pk.Topic) + len(pk.Payload))
+		if !c.byteRate.take(n, r, max(r, float64(cfg.MaxPacketSize)), c.rd.at) {
+			c.srv.stats.RateLimited.Add(1)
+			c.srv.log.Warn("client over max publish bytes rate: disconnecting", "client", c.id, "remote", c.remote, "max_publish_bytes_rate", r)
+			return &packets.Error{Code: packets.QuotaExceeded, Msg: "publish bandwidth limit"}
+		}
+	}
+	return nil
+}
+
+// tokenBucket is a rate limit: tokens refill at rate per second up to
+// burst, and each event takes some.
+type tokenBucket struct {
+	tokens float64
+	last   time.Time
+}
+
+// take takes n tokens at time now and reports whether there were enough.
+func (b *tokenBucket) take(n, rate, burst float64, now time.Time) bool {
+	if b.last.IsZero() {
+		b.tokens = burst
+	} else if d := now.Sub(b.last).Seconds(); d > 0 {
+		b.tokens = min(burst, b.tokens+d*rate)
+	}
+	b.last = now
+	if b.tokens < n {
+		return false
+	}
+	b.tokens -= n
+	return true
 }
 
 // sendAck sends a publisher's acknowledgement: at once, or, when the

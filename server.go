@@ -30,6 +30,13 @@ type Listener interface {
 	Close() error
 }
 
+// ConnectionLimiter is implemented by listeners that cap their own number
+// of open connections (the listeners package's do, through their
+// MaxConnections field). The server enforces the cap.
+type ConnectionLimiter interface {
+	ConnectionLimit() int
+}
+
 // Errors returned by the server.
 var (
 	ErrServerClosed   = errors.New("tern: server closed")
@@ -49,6 +56,8 @@ type Server struct {
 	listeners map[string]Listener
 	sessions  sync.Map // client id -> *session; written under mu
 	clients   map[*Client]struct{}
+	perListen map[string]int // open connections per listener
+	limitLog  time.Time      // when a connection limit was last logged
 	closing   bool
 
 	inline   inlineClient
@@ -76,6 +85,7 @@ func New(opts *Options) (*Server, error) {
 		retained:  topics.NewRetained[*Message](),
 		listeners: make(map[string]Listener),
 		clients:   make(map[*Client]struct{}),
+		perListen: make(map[string]int),
 		done:      make(chan struct{}),
 		started:   time.Now(),
 	}

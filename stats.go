@@ -5,26 +5,29 @@ import "sync/atomic"
 // Stats are the server's counters, read with the atomic types' Load. They
 // feed $SYS topics and metrics.
 type Stats struct {
-	ClientsConnected    atomic.Int64 // connections with an established session now
-	ClientsTotal        atomic.Int64 // sessions now, online and offline
-	ClientsMaximum      atomic.Int64 // most ClientsConnected seen
-	ClientsExpired      atomic.Int64 // sessions ended by expiry
-	ConnectionsAccepted atomic.Int64 // network connections accepted
-	ConnectsRefused     atomic.Int64 // CONNECTs refused (auth, protocol, ...)
-	AuthFailures        atomic.Int64 // CONNECTs refused by authentication
-	ProtocolErrors      atomic.Int64 // connections closed for a malformed or invalid packet
-	MessagesReceived    atomic.Int64 // PUBLISH packets received
-	MessagesSent        atomic.Int64 // PUBLISH packets sent
-	MessagesDropped     atomic.Int64 // messages dropped (see DropObserver)
-	MessagesExpired     atomic.Int64 // messages dropped because they expired
-	PublishDenied       atomic.Int64 // PUBLISH refused by an authorizer or interceptor
-	BytesReceived       atomic.Int64
-	BytesSent           atomic.Int64
-	Retained            atomic.Int64 // retained messages stored now
-	Subscriptions       atomic.Int64 // subscriptions now
-	InflightOut         atomic.Int64 // QoS 1/2 messages sent and not yet acknowledged
-	Queued              atomic.Int64 // messages queued for sessions now
-	WillsSent           atomic.Int64
+	ClientsConnected     atomic.Int64 // connections with an established session now
+	ClientsTotal         atomic.Int64 // sessions now, online and offline
+	ClientsMaximum       atomic.Int64 // most ClientsConnected seen
+	ClientsExpired       atomic.Int64 // sessions ended by expiry
+	ConnectionsAccepted  atomic.Int64 // network connections accepted
+	ConnectsRefused      atomic.Int64 // CONNECTs refused (auth, protocol, ...)
+	AuthFailures         atomic.Int64 // CONNECTs refused by authentication
+	ConnectionsRejected  atomic.Int64 // connections closed at accept: MaxConnections or a listener's limit
+	RateLimited          atomic.Int64 // clients disconnected for MaxPublishRate or MaxPublishBytesRate
+	SubscriptionsRefused atomic.Int64 // filters refused for MaxSubscriptionsPerClient
+	ProtocolErrors       atomic.Int64 // connections closed for a malformed or invalid packet
+	MessagesReceived     atomic.Int64 // PUBLISH packets received
+	MessagesSent         atomic.Int64 // PUBLISH packets sent
+	MessagesDropped      atomic.Int64 // messages dropped (see DropObserver)
+	MessagesExpired      atomic.Int64 // messages dropped because they expired
+	PublishDenied        atomic.Int64 // PUBLISH refused by an authorizer or interceptor
+	BytesReceived        atomic.Int64
+	BytesSent            atomic.Int64
+	Retained             atomic.Int64 // retained messages stored now
+	Subscriptions        atomic.Int64 // subscriptions now
+	InflightOut          atomic.Int64 // QoS 1/2 messages sent and not yet acknowledged
+	Queued               atomic.Int64 // messages queued for sessions now
+	WillsSent            atomic.Int64
 }
 
 func (st *Stats) connected() {

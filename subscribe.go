@@ -76,6 +76,20 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 	if !s.hooks.authorize(c, req.Filter, Read) {
 		return packets.NotAuthorized, sub, false, nil
 	}
+	if max := cfg.MaxSubscriptionsPerClient; max > 0 {
+		n := 0
+		replaces := false
+		s.index.ClientSubscriptions(c.id, func(x *topics.Subscription) bool {
+			n++
+			replaces = replaces || x.Group == group && x.Filter == filter
+			return true
+		})
+		if n >= max && !replaces {
+			s.stats.SubscriptionsRefused.Add(1)
+			s.log.Info("subscription refused: too many subscriptions", "client", c.id, "filter", req.Filter, "max", max)
+			return packets.QuotaExceeded, sub, false, nil
+		}
+	}
 	sub = topics.Subscription{
 		ClientID:          c.id,
 		Filter:            filter,

@@ -142,6 +142,10 @@ type Limits struct {
 	MaxTopicLevels                  int      `yaml:"max_topic_levels" usage:"most levels in a topic name or filter (0: no limit)"`
 	ConnectTimeout                  Duration `yaml:"connect_timeout" usage:"time a new connection has to send CONNECT"`
 	WriteTimeout                    Duration `yaml:"write_timeout" usage:"a client that does not read for this long is disconnected"`
+	MaxConnections                  int      `yaml:"max_connections" usage:"connections open at once over all listeners (0: no limit)"`
+	MaxSubscriptionsPerClient       int      `yaml:"max_subscriptions_per_client" usage:"subscriptions per client (0: no limit)"`
+	MaxPublishRate                  float64  `yaml:"max_publish_rate" usage:"PUBLISH packets per second per client (0: no limit)"`
+	MaxPublishBytesRate             float64  `yaml:"max_publish_bytes_rate" usage:"PUBLISH bytes per second per client (0: no limit)"`
 }
 
 // Persistence is where and how durably the broker keeps persistent
@@ -234,6 +238,11 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		WriteTimeout:         time.Duration(l.WriteTimeout),
 		SysInterval:          time.Duration(c.SysInterval),
 		SyncInterval:         time.Duration(c.Persistence.SyncInterval),
+
+		MaxConnections:            l.MaxConnections,
+		MaxSubscriptionsPerClient: l.MaxSubscriptionsPerClient,
+		MaxPublishRate:            l.MaxPublishRate,
+		MaxPublishBytesRate:       l.MaxPublishBytesRate,
 	}
 	if c.Persistence.Durability == "periodic" {
 		o.Durability = tern.DurabilityPeriodic

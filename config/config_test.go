@@ -191,7 +191,9 @@ func TestEveryOptionIsConfigurable(t *testing.T) {
 		"ConnectTimeout": "limits.connect_timeout", "WriteTimeout": "limits.write_timeout", "SysInterval": "sys_interval",
 		"Logger":         "", // log.level and log.format build it
 		"InlineClientID": "", // only matters to embedders using the in-process client
-		"Store":          "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
+		"MaxConnections": "limits.max_connections", "MaxSubscriptionsPerClient": "limits.max_subscriptions_per_client",
+		"MaxPublishRate": "limits.max_publish_rate", "MaxPublishBytesRate": "limits.max_publish_bytes_rate",
+		"Store": "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
 	}
 	names := make(map[string]bool)
 	for _, k := range Keys() {

@@ -368,6 +368,12 @@ func setScalar(v reflect.Value, s string) error {
 			return fmt.Errorf("%q is not a whole number from 0 to %d", s, uint64(1)<<v.Type().Bits()-1)
 		}
 		v.SetUint(n)
+	case reflect.Float64:
+		n, err := strconv.ParseFloat(strings.TrimSpace(s), 64)
+		if err != nil || n < 0 {
+			return fmt.Errorf("%q is not a number of 0 or more", s)
+		}
+		v.SetFloat(n)
 	default:
 		return fmt.Errorf("config: no parser for %s", v.Type())
 	}

@@ -52,6 +52,11 @@ func (p *ProxyProtocol) prefixes() ([]netip.Prefix, error) {
 // base is what every listener shares: the socket, its address, the accept
 // loop, and the connections still in their handshake, which Close ends.
 type base struct {
+	// MaxConnections caps the connections open through this listener at
+	// once; 0 means no limit. The server enforces it when the connection is
+	// accepted (tern.ConnectionLimiter).
+	MaxConnections int
+
 	id      string
 	network string // "tcp" or "unix"
 	address string
@@ -64,6 +69,9 @@ type base struct {
 
 // ID implements tern.Listener.
 func (b *base) ID() string { return b.id }
+
+// ConnectionLimit implements tern.ConnectionLimiter.
+func (b *base) ConnectionLimit() int { return b.MaxConnections }
 
 // open opens the socket unless it is open already.
 func (b *base) open(listen func() (net.Listener, error)) error {
