@@ -303,6 +303,34 @@ func (c *Client) writeLocked(pk packets.Packet) {
 	c.kickLocked()
 }
 
+// writeAckLocked encodes a PUBACK, PUBREC, PUBREL or PUBCOMP without
+// allocating, and wakes the writer.
+func (c *Client) writeAckLocked(t packets.Type, id uint16, code packets.ReasonCode) {
+	if c.closing {
+		return
+	}
+	c.ensureOutLocked()
+	a := packets.Ack{PacketID: id, ReasonCode: code}
+	var out []byte
+	var err error
+	switch t {
+	case packets.PUBACK:
+		out, err = (*packets.Puback)(&a).Encode(c.out, c.version)
+	case packets.PUBREC:
+		out, err = (*packets.Pubrec)(&a).Encode(c.out, c.version)
+	case packets.PUBREL:
+		out, err = (*packets.Pubrel)(&a).Encode(c.out, c.version)
+	default:
+		out, err = (*packets.Pubcomp)(&a).Encode(c.out, c.version)
+	}
+	if err != nil {
+		c.srv.log.Error("encoding acknowledgement", "client", c.id, "type", t.String(), "err", err)
+		return
+	}
+	c.out = out
+	c.kickLocked()
+}
+
 // send writes a packet to the client.
 func (c *Client) send(pk packets.Packet) {
 	c.lock()

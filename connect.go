@@ -5,6 +5,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -116,7 +117,49 @@ func (c *Client) readPacket() (packets.Packet, error) {
 		return nil, err
 	}
 	c.srv.stats.BytesReceived.Add(int64(h.PacketSize()))
+	switch h.Type {
+	case packets.PUBLISH: // the hot packets are decoded into pooled structs
+		p := publishPool.Get().(*packets.Publish)
+		*p = packets.Publish{} // no slice of an earlier packet may be reused: messages keep them
+		return p, p.Decode(h, body, c.version)
+	case packets.PUBACK, packets.PUBREC, packets.PUBREL, packets.PUBCOMP:
+		a := ackPool.Get().(*packets.Ack)
+		var pk packets.Packet
+		switch h.Type {
+		case packets.PUBACK:
+			pk = (*packets.Puback)(a)
+		case packets.PUBREC:
+			pk = (*packets.Pubrec)(a)
+		case packets.PUBREL:
+			pk = (*packets.Pubrel)(a)
+		default:
+			pk = (*packets.Pubcomp)(a)
+		}
+		return pk, pk.Decode(h, body, c.version)
+	}
 	return packets.Decode(h, body, c.version)
+}
+
+var (
+	publishPool = sync.Pool{New: func() any { return new(packets.Publish) }}
+	ackPool     = sync.Pool{New: func() any { return new(packets.Ack) }}
+)
+
+// releasePacket returns a packet readPacket took from a pool, once it has
+// been handled; nothing may keep it.
+func releasePacket(pk packets.Packet) {
+	switch p := pk.(type) {
+	case *packets.Publish:
+		publishPool.Put(p)
+	case *packets.Puback:
+		ackPool.Put((*packets.Ack)(p))
+	case *packets.Pubrec:
+		ackPool.Put((*packets.Ack)(p))
+	case *packets.Pubrel:
+		ackPool.Put((*packets.Ack)(p))
+	case *packets.Pubcomp:
+		ackPool.Put((*packets.Ack)(p))
+	}
 }
 
 // refuseDecode answers a CONNECT that did not decode: a CONNACK with the

@@ -74,7 +74,8 @@ type Authorizer interface {
 }
 
 // PublishInterceptor sees every PUBLISH a client sends after authorization
-// and before routing. It may modify pk; returning an error rejects the
+// and before routing. It may modify pk but must not keep it after the call:
+// the server reuses the struct; returning an error rejects the
 // message: a packets.ReasonCode error is sent to v5 clients in the
 // acknowledgement, anything else as 0x80 Unspecified error.
 type PublishInterceptor interface {

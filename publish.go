@@ -108,7 +108,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 
 	switch pk.QoS {
 	case 1:
-		c.sendAck(&packets.Puback{PacketID: pk.PacketID, ReasonCode: code}, durable)
+		c.sendAck(packets.PUBACK, pk.PacketID, code, durable)
 	case 2:
 		if !code.IsError() { // an error PUBREC ends the exchange [MQTT-4.3.3-?]
 			ss.mu.Lock()
@@ -123,7 +123,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			}
 			ss.mu.Unlock()
 		}
-		c.sendAck(&packets.Pubrec{PacketID: pk.PacketID, ReasonCode: code}, durable)
+		c.sendAck(packets.PUBREC, pk.PacketID, code, durable)
 	}
 	return nil
 }
@@ -176,10 +176,12 @@ func (b *tokenBucket) take(n, rate, burst float64, now time.Time) bool {
 // waiting, once the store has committed, in the order the PUBLISH packets
 // came [MQTT-4.6.0-2]. If the commit fails the connection is closed
 // instead: nothing is acknowledged that was not stored.
-func (c *Client) sendAck(pk packets.Packet, durable bool) {
+func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, durable bool) {
 	p := c.srv.persist
 	if p == nil || !durable && c.acksWaiting.Load() == 0 {
-		c.send(pk)
+		c.lock()
+		c.writeAckLocked(t, id, code)
+		c.unlock()
 		return
 	}
 	c.acksWaiting.Add(1)
@@ -189,7 +191,9 @@ func (c *Client) sendAck(pk packets.Packet, durable bool) {
 			c.disconnect(packets.ImplementationSpecificError)
 			return
 		}
-		c.send(pk)
+		c.lock()
+		c.writeAckLocked(t, id, code)
+		c.unlock()
 	})
 }
 

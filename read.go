@@ -71,7 +71,9 @@ func (c *Client) readLoop() (err error, parked bool) {
 		if c.stopping.Load() {
 			continue // the server is closing this connection: drain, do not act
 		}
-		if err := c.handle(pk); err != nil {
+		err = c.handle(pk)
+		releasePacket(pk)
+		if err != nil {
 			if err == errClientDisconn {
 				return err, false
 			}
@@ -228,9 +230,9 @@ func (c *Client) handlePubrec(id uint16) error {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	m, ok := ss.inflight[id]
-	rel := packets.Pubrel{PacketID: id}
+	code := packets.Success
 	if !ok || m.qos != 2 {
-		rel.ReasonCode = packets.PacketIdentifierNotFound
+		code = packets.PacketIdentifierNotFound
 	} else {
 		m.released = true
 		c.unpendLocked(id)
@@ -238,7 +240,7 @@ func (c *Client) handlePubrec(id uint16) error {
 			c.needSync = true // PUBREL only once the release is durable
 		}
 	}
-	c.writeLocked(&rel)
+	c.writeAckLocked(packets.PUBREL, id, code)
 	return nil
 }
 
@@ -247,16 +249,16 @@ func (c *Client) handlePubrel(id uint16) error {
 	ss := c.sess
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	comp := packets.Pubcomp{PacketID: id}
+	code := packets.Success
 	if _, ok := ss.inQoS2[id]; ok {
 		delete(ss.inQoS2, id)
 		if ss.persistentLocked() {
 			ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })
 		}
 	} else {
-		comp.ReasonCode = packets.PacketIdentifierNotFound
+		code = packets.PacketIdentifierNotFound
 	}
-	c.writeLocked(&comp)
+	c.writeAckLocked(packets.PUBCOMP, id, code)
 	return nil
 }
 
