@@ -32,7 +32,10 @@ func ternBroker(ctx context.Context, bin string) (*broker, error) {
 	return &broker{
 		key: "tern", name: "Tern", version: strings.TrimSpace(strings.TrimPrefix(string(out), "tern ")),
 		argv: func(port int, _ *benchCase) ([]string, error) {
-			return []string{bin, "serve", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn"}, nil
+			// Memory only, like Mosquitto's "persistence false" here, and no
+			// admin listener, so runs neither share state nor ports.
+			return []string{bin, "serve", "--listen", "127.0.0.1:" + strconv.Itoa(port), "--log-level", "warn",
+				"--durability", "off", "--admin-listen", ""}, nil
 		},
 	}, nil
 }
