@@ -146,7 +146,9 @@ func (c *Client) flush() {
 		}
 		now := time.Now()
 		c.lock()
-		if c.sess != nil && c.sess.client == c && !c.closed.Load() { // a closed connection takes nothing from the queue
+		// Nothing from the queue before the CONNACK is in the buffer, and
+		// nothing for a closed connection.
+		if c.established.Load() && c.sess != nil && c.sess.client == c && !c.closed.Load() {
 			c.fillLocked(now.UnixNano())
 		}
 		if len(c.out) == 0 {
@@ -258,6 +260,10 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 	err := error(code)
 	c.disconnErr.CompareAndSwap(nil, &err)
 	c.stopping.Store(true)
+	if !c.established.Load() { // still in its handshake: just close
+		c.closeWith(err)
+		return
+	}
 	c.lock()
 	defer c.unlock()
 	if c.closing || c.closed.Load() {

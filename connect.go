@@ -367,6 +367,7 @@ func (c *Client) resendLocked() {
 		}
 		if !c.writePublishLocked(&m.delivery, m.id, true, now) {
 			delete(ss.inflight, m.id)
+			ss.forgetLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
 			continue
 		}

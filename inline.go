@@ -95,7 +95,9 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 // publishSys publishes a $SYS message, bypassing hooks.
 func (s *Server) publishSys(topic string, payload string) {
 	pk := &packets.Publish{Topic: topic, Payload: []byte(payload), Retain: true}
-	s.route(newMessage(pk, s.cfg.InlineClientID, time.Now()))
+	m := newMessage(pk, s.cfg.InlineClientID, time.Now())
+	m.sys = true // recomputed every interval: no use in storing it
+	s.route(m)
 }
 
 // Subscribe subscribes handler to filter in-process. id distinguishes

@@ -216,11 +216,7 @@ func (s *Server) RetainedMessage(topic string) (*Message, bool) {
 // DeleteRetained removes the retained message of the topic, as a retained
 // PUBLISH with an empty payload would, and reports whether there was one.
 func (s *Server) DeleteRetained(topic string) bool {
-	if !s.retained.Delete(topic) {
-		return false
-	}
-	s.stats.Retained.Add(-1)
-	return true
+	return s.deleteRetained(topic, nil)
 }
 
 // Kick disconnects the connected client with the identifier, sending MQTT

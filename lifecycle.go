@@ -76,6 +76,9 @@ func (s *Server) connectionEnded(c *Client) {
 // willDelayPassed publishes a delayed will unless a new connection took it
 // away.
 func (s *Server) willDelayPassed(ss *session, m *Message) {
+	if s.isClosing() {
+		return // the store keeps the will; the next start publishes it
+	}
 	ss.mu.Lock()
 	if ss.pendingWill != m {
 		ss.mu.Unlock()

@@ -26,6 +26,8 @@ type Message struct {
 
 	expireAt int64 // unix nanoseconds; 0 = never
 
+	sys bool // a $SYS message: never stored
+
 	// Guarded by the persister's lock.
 	id   uint64 // storage id, 0 until first stored
 	refs int32  // stored references: deliveries to persistent sessions, retained

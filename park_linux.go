@@ -121,6 +121,11 @@ func (p *idlePoller) park(c *Client, deadline int64) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if c.closed.Load() || c.stopping.Load() {
+		// The server is ending the connection: its take found nothing
+		// parked, so the reader must stay to finish it.
+		return false
+	}
 	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd)}
 	op := syscall.EPOLL_CTL_MOD
 	if !c.pollRegistered {

@@ -1,12 +1,12 @@
 package tern
 
 import (
+	"strings"
 	"sync"
 	"time"
 
-	"github.com/ternmq/tern/storage"
-
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/topics"
 )
 
@@ -37,7 +37,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 				if c.aliasesIn == nil {
 					c.aliasesIn = make(map[uint16]string)
 				}
-				c.aliasesIn[a] = pk.Topic // the packet's buffer is not reused, so the string stays valid
+				c.aliasesIn[a] = strings.Clone(pk.Topic) // do not pin the message's buffer
 			}
 			pk.Properties.TopicAlias = 0
 		}
@@ -186,13 +186,14 @@ func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, dur
 	}
 	c.acksWaiting.Add(1)
 	p.after(func(err error) {
-		c.acksWaiting.Add(-1)
 		if err != nil {
+			c.acksWaiting.Add(-1)
 			c.disconnect(packets.ImplementationSpecificError)
 			return
 		}
 		c.lock()
 		c.writeAckLocked(t, id, code)
+		c.acksWaiting.Add(-1) // only once written, so no later ack can overtake it
 		c.unlock()
 	})
 }
@@ -222,7 +223,7 @@ func (s *Server) storeRetained(m *Message) {
 	if len(m.Payload) == 0 {
 		if had && s.retained.Delete(m.Topic) {
 			s.stats.Retained.Add(-1)
-			s.persist.retain(m.Topic, nil, old)
+			s.persistRetained(m.Topic, nil, old)
 		}
 		return
 	}
@@ -230,7 +231,23 @@ func (s *Server) storeRetained(m *Message) {
 		s.stats.Retained.Add(1)
 	}
 	s.retained.Set(m.Topic, m)
-	s.persist.retain(m.Topic, m, old)
+	s.persistRetained(m.Topic, m, old)
+}
+
+// persistRetained tells the store that topic's retained message is now m
+// (nil: none) instead of old (nil: none). $SYS messages are never stored,
+// so they count for neither side.
+func (s *Server) persistRetained(topic string, m, old *Message) {
+	if m != nil && m.sys {
+		m = nil
+	}
+	if old != nil && old.sys {
+		old = nil
+	}
+	if m == nil && old == nil {
+		return
+	}
+	s.persist.retain(topic, m, old)
 }
 
 // routeSubscriptions delivers m to the sessions of the matching non-shared

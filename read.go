@@ -218,7 +218,9 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 		ss.forgetLocked(&m.delivery)
 		delete(ss.inflight, id)
 		c.srv.stats.InflightOut.Add(-1)
-		c.kickLocked() // the window has room again
+		if ss.q.len() > 0 || len(c.resend) > 0 {
+			c.kickLocked() // the window has room again
+		}
 	}
 	ss.mu.Unlock()
 	return nil // an unknown packet id is ignored, as most brokers do

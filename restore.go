@@ -18,7 +18,8 @@ type restorer struct {
 	version  map[string]byte
 	offline  map[string]int64 // when each session went offline, unix ns; 0 = cut off by a crash
 	maxID    uint64
-	skipped  int // records that refer to something missing
+	skipped  int      // records that refer to something missing
+	timers   []func() // will and expiry timers, started once everything is restored
 	counts   struct{ sessions, subscriptions, deliveries, retained, wills int }
 }
 
@@ -132,7 +133,11 @@ func (r *restorer) Will(w *storage.Will) error {
 	msg.expireAt = m.ExpireAt
 	ss.pendingWill = msg
 	fire := time.Until(time.Unix(0, w.FireAt))
-	ss.willTimer = time.AfterFunc(max(fire, 0), func() { r.s.willDelayPassed(ss, msg) })
+	r.timers = append(r.timers, func() {
+		ss.mu.Lock()
+		ss.willTimer = time.AfterFunc(max(fire, 0), func() { r.s.willDelayPassed(ss, msg) })
+		ss.mu.Unlock()
+	})
 	r.counts.wills++
 	return nil
 }
@@ -172,7 +177,11 @@ func (s *Server) restore() error {
 		ss.storeSessionLocked(r.version[id], since) // offline, since then
 		if ss.expiry != NeverExpire {
 			left := time.Duration(ss.expiry)*time.Second - start.Sub(since)
-			ss.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expire(ss) })
+			r.timers = append(r.timers, func() {
+				ss.mu.Lock()
+				ss.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expire(ss) })
+				ss.mu.Unlock()
+			})
 		}
 	}
 	// Messages nothing refers to any more are garbage.
@@ -185,6 +194,9 @@ func (s *Server) restore() error {
 	}
 	if err := s.cfg.Store.Commit(b, true); err != nil {
 		return fmt.Errorf("tern: cleaning the store after restore: %w", err)
+	}
+	for _, start := range r.timers { // only now: a timer already due fires at once
+		start()
 	}
 	s.log.Info("restored state from the store",
 		"sessions", r.counts.sessions, "subscriptions", r.counts.subscriptions,

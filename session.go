@@ -232,6 +232,9 @@ func (s *Server) endSessionLocked(ss *session, expired bool) {
 
 // expire is the session expiry timer's function.
 func (s *Server) expire(ss *session) {
+	if s.isClosing() {
+		return // the store keeps the session; the next start expires it
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	ss.mu.Lock()

@@ -39,7 +39,10 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			sendRetained = append(sendRetained, sub)
 		}
 	}
-	if s.persist != nil {
+	c.sess.mu.Lock()
+	persistent := c.sess.persistentLocked()
+	c.sess.mu.Unlock()
+	if persistent {
 		// The SUBACK promises the subscription: it must survive a crash.
 		if err := s.persist.wait(); err != nil {
 			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the subscription failed"}
@@ -125,10 +128,22 @@ func (s *Server) sendRetained(ss *session, sub *topics.Subscription) {
 		return true
 	})
 	for _, t := range expired {
-		if m, ok := s.retained.Get(t); ok && m.expired(now) && s.retained.Delete(t) {
-			s.stats.Retained.Add(-1)
-		}
+		s.deleteRetained(t, func(m *Message) bool { return m.expired(now) })
 	}
+}
+
+// deleteRetained deletes the retained message of topic, in memory and in
+// the store, if there is one and cond (when not nil) holds for it.
+func (s *Server) deleteRetained(topic string, cond func(*Message) bool) bool {
+	s.retainMu.Lock()
+	defer s.retainMu.Unlock()
+	old, ok := s.retained.Get(topic)
+	if !ok || cond != nil && !cond(old) || !s.retained.Delete(topic) {
+		return false
+	}
+	s.stats.Retained.Add(-1)
+	s.persistRetained(topic, nil, old)
+	return true
 }
 
 // handleUnsubscribe handles UNSUBSCRIBE [MQTT-3.10.4-1].
