@@ -283,10 +283,11 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 
 	// The session.
 	expiry := s.sessionExpiry(pk)
-	ss, present, ok := s.attachSession(c, expiry)
+	ss, present, after, ok := s.attachSession(c, expiry)
 	if !ok {
 		return c.refuse(packets.ServerUnavailable, "server closing")
 	}
+	after() // wills and hooks of what the takeover ended, outside the server lock
 
 	if v5 {
 		ap := &ack.Properties
@@ -379,11 +380,19 @@ func (c *Client) resendLocked() {
 // attachSession finds or creates the client's session, taking it over from
 // a connection that holds it, and attaches c. It reports whether a previous
 // session was resumed.
-func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, ok bool) {
+// The returned after must be called once the caller can take no lock: it
+// publishes wills and calls hooks for what the takeover ended.
+func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present bool, after func(), ok bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var afters []func()
+	after = func() {
+		for _, fn := range afters {
+			fn()
+		}
+	}
 	if s.closing {
-		return nil, false, false
+		return nil, false, after, false
 	}
 	old := s.session(c.id)
 	if old != nil {
@@ -408,13 +417,13 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, 
 			// [MQTT-3.1.4-3]: the existing connection is closed; its will is
 			// published unless the session goes on and the will has a delay.
 			if w := prev.will.Swap(nil); w != nil && (c.cleanStart || prev.willDelay == 0) {
-				s.publishWill(prev, willMessage(prev.id, w))
+				afters = append(afters, func() { s.publishWill(prev, willMessage(prev.id, w)) })
 			}
 			prev.disconnect(packets.SessionTakenOver)
 			s.log.Info("session taken over", "client", c.id, "old_remote", prev.remote, "new_remote", c.remote)
 		}
 		if c.cleanStart {
-			s.endSessionLocked(old, false) // publishes a pending will [MQTT-3.1.2-8]
+			afters = append(afters, s.endSessionLocked(old, false)) // publishes a pending will [MQTT-3.1.2-8]
 			old = nil
 		}
 	}
@@ -432,7 +441,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present, 
 	ss.dropLog = false
 	c.sess = ss
 	ss.mu.Unlock()
-	return ss, present, true
+	return ss, present, after, true
 }
 
 // enhancedAuth runs an enhanced authentication exchange (section 4.12) to

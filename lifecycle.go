@@ -59,10 +59,12 @@ func (s *Server) connectionEnded(c *Client) {
 		ss.mu.Lock()
 		resumed := ss.client != nil // a new connection took the session meanwhile
 		ss.mu.Unlock()
+		after := func() {}
 		if !resumed {
-			s.endSessionLocked(ss, false)
+			after = s.endSessionLocked(ss, false)
 		}
 		s.mu.Unlock()
+		after()
 	case NeverExpire:
 	default:
 		ss.mu.Lock()

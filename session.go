@@ -177,11 +177,15 @@ func (ss *session) stopTimers() {
 
 // end removes the session: its subscriptions, queue and timers. A pending
 // will is published first [MQTT-3.1.2-8]. The caller holds s.mu.
-func (s *Server) endSessionLocked(ss *session, expired bool) {
+//
+// It returns what remains to do once s.mu is released: publishing the will,
+// handing shared messages to other members, reporting drops and calling
+// hooks, none of which may run under the server lock.
+func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 	ss.mu.Lock()
 	if ss.ended {
 		ss.mu.Unlock()
-		return
+		return func() {}
 	}
 	ss.ended = true
 	if ss.expiryTimer != nil {
@@ -216,17 +220,19 @@ func (s *Server) endSessionLocked(ss *session, expired bool) {
 	}
 	n := s.index.UnsubscribeAll(ss.id)
 	s.stats.Subscriptions.Add(-int64(n))
-	if will != nil {
-		s.publishWill(from, will)
-	}
-	s.redeliverShared(ss.id, shared)
-	for _, d := range rest {
-		if d.qos > 0 {
-			s.dropped(ss.id, d.msg, DropSessionEnded)
+	return func() {
+		if will != nil {
+			s.publishWill(from, will)
 		}
-	}
-	for _, h := range s.hooks.sessions {
-		h.OnSessionEnded(ss.id)
+		s.redeliverShared(ss.id, shared)
+		for _, d := range rest {
+			if d.qos > 0 {
+				s.dropped(ss.id, d.msg, DropSessionEnded)
+			}
+		}
+		for _, h := range s.hooks.sessions {
+			h.OnSessionEnded(ss.id)
+		}
 	}
 }
 
@@ -236,13 +242,15 @@ func (s *Server) expire(ss *session) {
 		return // the store keeps the session; the next start expires it
 	}
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	ss.mu.Lock()
 	online := ss.client != nil
 	ss.mu.Unlock()
+	after := func() {}
 	if !online {
-		s.endSessionLocked(ss, true)
+		after = s.endSessionLocked(ss, true)
 	}
+	s.mu.Unlock()
+	after()
 }
 
 // dropped counts and reports a message that will not be delivered.
