@@ -93,45 +93,65 @@ type delivery struct {
 	pseq   uint64              // key of its storage record in the session; 0 = not stored
 }
 
-// queue is a FIFO ring of deliveries.
+// queue is a FIFO ring of deliveries. Removing a QoS 0 delivery from the
+// middle (to make room when the session's queue is full) leaves a hole
+// that the head skips later, and a scan position remembers how far the
+// queue is known to hold no QoS 0 delivery, so making room costs amortized
+// O(1) instead of a scan and a shift of up to the whole queue.
 type queue struct {
-	buf  []delivery
+	buf  []delivery // holes have msg == nil
 	head int
-	n    int
+	n    int // slots in use from head, holes included
+	live int // deliveries in the queue
+	scan int // slots from head known to hold no QoS 0 delivery
 }
 
-func (q *queue) len() int { return q.n }
+func (q *queue) len() int { return q.live }
 
 func (q *queue) push(d delivery) {
 	if q.n == len(q.buf) {
-		nb := make([]delivery, max(16, 2*len(q.buf)))
-		for i := 0; i < q.n; i++ {
-			nb[i] = q.buf[(q.head+i)%len(q.buf)]
+		nb := make([]delivery, max(16, 2*q.live))
+		k := 0
+		for i := 0; i < q.n; i++ { // compact: holes go
+			if x := q.buf[(q.head+i)%len(q.buf)]; x.msg != nil {
+				nb[k] = x
+				k++
+			}
 		}
-		q.buf, q.head = nb, 0
+		q.buf, q.head, q.n, q.scan = nb, 0, k, 0
 	}
 	q.buf[(q.head+q.n)%len(q.buf)] = d
 	q.n++
+	q.live++
 }
 
-// pushFront puts d back at the head of the queue.
-func (q *queue) pushFront(d delivery) {
-	q.push(d) // grow if needed
-	q.n--
-	q.head = (q.head - 1 + len(q.buf)) % len(q.buf)
-	q.buf[q.head] = d
-	q.n++
+// skipHoles drops holes at the head.
+func (q *queue) skipHoles() {
+	for q.n > 0 && q.buf[q.head].msg == nil {
+		q.head = (q.head + 1) % len(q.buf)
+		q.n--
+		q.scan = max(q.scan-1, 0)
+	}
 }
 
-func (q *queue) peek() *delivery { return &q.buf[q.head] }
+// peek returns the oldest delivery; the queue must not be empty.
+func (q *queue) peek() *delivery {
+	q.skipHoles()
+	return &q.buf[q.head]
+}
 
+// pop removes and returns the oldest delivery; the queue must not be empty.
 func (q *queue) pop() delivery {
+	q.skipHoles()
 	d := q.buf[q.head]
 	q.buf[q.head] = delivery{}
 	q.head = (q.head + 1) % len(q.buf)
 	q.n--
-	if q.n == 0 {
-		q.head = 0
+	q.live--
+	q.scan = max(q.scan-1, 0)
+	q.skipHoles()
+	if q.live == 0 {
+		q.head, q.n, q.scan = 0, 0, 0
 		if len(q.buf) > 1024 { // give back memory after a burst
 			q.buf = nil
 		}
@@ -139,27 +159,28 @@ func (q *queue) pop() delivery {
 	return d
 }
 
-// removeFirst removes the first delivery for which fn is true and reports
-// whether there was one.
-func (q *queue) removeFirst(fn func(*delivery) bool) (delivery, bool) {
-	for i := 0; i < q.n; i++ {
+// removeOldestQoS0 removes the oldest QoS 0 delivery and reports whether
+// there was one.
+func (q *queue) removeOldestQoS0() (delivery, bool) {
+	for i := q.scan; i < q.n; i++ {
 		j := (q.head + i) % len(q.buf)
-		if fn(&q.buf[j]) {
-			d := q.buf[j]
-			for k := i; k > 0; k-- { // shift the ones before it back by one
-				q.buf[(q.head+k)%len(q.buf)] = q.buf[(q.head+k-1)%len(q.buf)]
-			}
-			q.pop()
+		if x := &q.buf[j]; x.msg != nil && x.qos == 0 {
+			d := *x
+			*x = delivery{}
+			q.live--
+			q.scan = i + 1
+			q.skipHoles()
 			return d, true
 		}
 	}
+	q.scan = q.n
 	return delivery{}, false
 }
 
 // drain removes and returns every delivery, oldest first.
 func (q *queue) drain() []delivery {
-	out := make([]delivery, 0, q.n)
-	for q.n > 0 {
+	out := make([]delivery, 0, q.live)
+	for q.live > 0 {
 		out = append(out, q.pop())
 	}
 	return out

@@ -22,6 +22,7 @@ type session struct {
 
 	mu       sync.Mutex
 	client   *Client // the attached connection; nil while offline
+	identity *Client // the last connection's client: user name and listener for ACL checks while offline
 	q        queue
 	qBytes   int
 	qQoS0    int
@@ -84,7 +85,7 @@ func (ss *session) enqueue(d delivery, force bool) {
 	if !force && (ss.q.len() >= s.cfg.MaxQueuedMessages || ss.qBytes+d.msg.size() > s.cfg.MaxQueuedBytes) {
 		victim := d
 		if d.qos > 0 && ss.qQoS0 > 0 { // make room by dropping the oldest QoS 0
-			victim, _ = ss.q.removeFirst(func(x *delivery) bool { return x.qos == 0 })
+			victim, _ = ss.q.removeOldestQoS0()
 			ss.unaccountLocked(&victim)
 			ss.forgetLocked(&victim)
 			ss.pushLocked(d)
