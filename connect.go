@@ -436,6 +436,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	}
 	ss.mu.Lock()
 	ss.client = c
+	ss.identity = c
 	ss.expiry = expiry
 	ss.storeSessionLocked(c.version, time.Time{})
 	ss.dropLog = false

@@ -42,7 +42,11 @@ func TestE2EV311SessionPresentAndResume(t *testing.T) {
 		}
 		pub.publish(t, "sp/t", 1, false, st.name)
 		if st.wantMsg {
-			if m := c.next(t); string(m.Payload()) != st.name {
+			m := c.next(t)
+			if i == 1 && string(m.Payload()) == "new persistent session" {
+				m = c.next(t) // the previous PUBACK lost the race with DISCONNECT: a QoS 1 resend [MQTT-4.4.0-1]
+			}
+			if string(m.Payload()) != st.name {
 				t.Fatalf("%s: got %q", st.name, m.Payload())
 			}
 		} else {

@@ -49,7 +49,15 @@ func TestE2EV5SessionPresentAndResume(t *testing.T) {
 		}
 		pub.publish(t, &paho.Publish{Topic: "sp/t", QoS: 1, Payload: []byte(st.name)})
 		if st.wantMsg {
-			if m := c.next(t); string(m.Payload) != st.name {
+			// paho acknowledges after the handler returns, so the previous
+			// step's PUBACK can lose the race with its DISCONNECT: a resumed
+			// session then rightly gets that message again first (QoS 1,
+			// [MQTT-4.4.0-1]).
+			m := c.next(t)
+			if i > 0 && string(m.Payload) == steps[i-1].name {
+				m = c.next(t)
+			}
+			if string(m.Payload) != st.name {
 				t.Fatalf("%s: got %q", st.name, m.Payload)
 			}
 		} else {

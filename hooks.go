@@ -31,6 +31,9 @@ type Access byte
 const (
 	Write Access = 1 // publish to a topic name
 	Read  Access = 2 // subscribe to a topic filter
+	// Deliver: a message on this topic name is about to be delivered to
+	// the client (checked per message, only when authorizers are added).
+	Deliver Access = 3
 )
 
 // Authenticator decides whether a client may connect. With no
@@ -65,9 +68,14 @@ type EnhancedAuthenticator interface {
 	EnhancedAuth(c *Client, method string, data []byte, reauth bool) AuthResult
 }
 
-// Authorizer decides whether a client may publish to a topic (Write) or
-// subscribe to a filter (Read). With no authorizer, or when all abstain,
-// access is allowed.
+// Authorizer decides whether a client may publish to a topic (Write),
+// subscribe to a filter (Read) or be sent a message published to a topic
+// (Deliver). With no authorizer, or when all abstain, access is allowed.
+// Deliver is asked for every message routed to a network client's session
+// (online or offline, with the client of its last connection), so it
+// should be cheap, and an authorizer that only cares about Read and Write
+// should abstain on it. A denied delivery is skipped silently and counted
+// in Stats.DeliveriesDenied.
 type Authorizer interface {
 	Hook
 	Authorize(c *Client, topic string, access Access) Decision

@@ -355,7 +355,9 @@ func (s *Server) deliveryFor(m *Message, sub *topics.Subscription) delivery {
 	}
 }
 
-// deliver hands a delivery to the session of clientID.
+// deliver hands a delivery to the session of clientID. With authorizers
+// added, a delivery to a network client they deny (Deliver) is skipped,
+// counted in DeliveriesDenied, and deliver reports false.
 func (s *Server) deliver(clientID string, d delivery, force bool) bool {
 	if s.inline.handles(clientID) {
 		s.inline.deliver(clientID, d)
@@ -365,17 +367,42 @@ func (s *Server) deliver(clientID string, d delivery, force bool) bool {
 	if ss == nil {
 		return false
 	}
+	if len(s.hooks.authorizers) > 0 && !s.deliverable(ss, d.msg) {
+		s.stats.DeliveriesDenied.Add(1)
+		return false
+	}
 	ss.enqueue(d, force)
 	return true
 }
 
+// deliverable asks the authorizers whether m may be delivered to the
+// client of session ss, as the client of its last connection. A session
+// restored from the store and not connected since has no user name known:
+// it is checked as a client with its identifier only. Call it only when
+// there are authorizers, with no session lock held.
+func (s *Server) deliverable(ss *session, m *Message) bool {
+	ss.mu.Lock()
+	c := ss.identity
+	ss.mu.Unlock()
+	if c == nil {
+		// A session restored from the store whose client has not come back:
+		// its user name is not stored, so it cannot be checked per message.
+		// Its subscriptions were authorized when they were made; deliver
+		// rather than drop what the broker already acknowledged.
+		return true
+	}
+	return s.hooks.authorize(c, m.Topic, Deliver)
+}
+
 // routeShared delivers m to one member of a shared group, round-robin among
-// the members that are online, skipping the client exclude. It falls back
-// to an offline member when none is online.
+// the members that are online, skipping the client exclude and members
+// the authorizers deny it to (Deliver). It falls back to an offline member
+// when none is online.
 func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string) bool {
 	n := uint32(len(g.Members))
 	start := g.Next()
 	var fallback *topics.Subscription
+	denied := false
 	for i := uint32(0); i < n; i++ {
 		sub := g.Members[(start+i)%n]
 		if sub.ClientID == exclude {
@@ -383,6 +410,13 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string) 
 		}
 		if sub.NoLocal && sub.ClientID == m.Origin {
 			continue
+		}
+		if len(s.hooks.authorizers) > 0 && !s.inline.handles(sub.ClientID) {
+			// A member the authorizers deny the message to is passed over.
+			if ss := s.session(sub.ClientID); ss != nil && !s.deliverable(ss, m) {
+				denied = true
+				continue
+			}
 		}
 		if s.inline.handles(sub.ClientID) || s.online(sub.ClientID) {
 			d := s.deliveryFor(m, sub)
@@ -397,6 +431,9 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string) 
 		d := s.deliveryFor(m, fallback)
 		d.share = g
 		return s.deliver(fallback.ClientID, d, false)
+	}
+	if denied {
+		s.stats.DeliveriesDenied.Add(1)
 	}
 	return false
 }

@@ -21,6 +21,7 @@ type Stats struct {
 	MessagesDropped      atomic.Int64 // messages dropped (see DropObserver)
 	MessagesExpired      atomic.Int64 // messages dropped because they expired
 	PublishDenied        atomic.Int64 // PUBLISH refused by an authorizer or interceptor
+	DeliveriesDenied     atomic.Int64 // deliveries to a client skipped because an authorizer denied Deliver access
 	BytesReceived        atomic.Int64
 	BytesSent            atomic.Int64
 	Retained             atomic.Int64 // retained messages stored now

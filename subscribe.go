@@ -119,9 +119,14 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 func (s *Server) sendRetained(ss *session, sub *topics.Subscription) {
 	now := time.Now().UnixNano()
 	var expired []string
+	check := len(s.hooks.authorizers) > 0
 	s.retained.Match(sub.Filter, func(topic string, m *Message) bool {
 		if m.expired(now) {
 			expired = append(expired, topic)
+			return true
+		}
+		if check && !s.deliverable(ss, m) {
+			s.stats.DeliveriesDenied.Add(1)
 			return true
 		}
 		ss.enqueue(delivery{msg: m, qos: min(m.QoS, sub.QoS), retain: true, subID: sub.Identifier}, true)

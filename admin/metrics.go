@@ -110,6 +110,7 @@ var statMetrics = []statMetric{
 	newStatMetric("messages_received_total", "PUBLISH packets received, in-process publishes included.", counterT, func(s *tern.Stats) int64 { return s.MessagesReceived.Load() }),
 	newStatMetric("messages_sent_total", "PUBLISH packets sent.", counterT, func(s *tern.Stats) int64 { return s.MessagesSent.Load() }),
 	newStatMetric("publish_denied_total", "PUBLISH packets refused by an authorizer or interceptor.", counterT, func(s *tern.Stats) int64 { return s.PublishDenied.Load() }),
+	newStatMetric("deliveries_denied_total", "Deliveries skipped because an authorizer denied the message to the subscriber.", counterT, func(s *tern.Stats) int64 { return s.DeliveriesDenied.Load() }),
 	newStatMetric("received_bytes_total", "Bytes of MQTT packets received.", counterT, func(s *tern.Stats) int64 { return s.BytesReceived.Load() }),
 	newStatMetric("sent_bytes_total", "Bytes written to clients.", counterT, func(s *tern.Stats) int64 { return s.BytesSent.Load() }),
 	newStatMetric("retained_messages", "Retained messages stored now.", gaugeT, func(s *tern.Stats) int64 { return s.Retained.Load() }),

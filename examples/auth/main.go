@@ -32,9 +32,10 @@ func (h *userHook) Authenticate(c *tern.Client, pk *packets.Connect) tern.Decisi
 	return tern.Allow
 }
 
-// Authorize lets a user write only under users/<name>/ and read anything.
+// Authorize lets a user write only under users/<name>/ and read anything
+// (subscribe: Read, and be sent messages: Deliver).
 func (h *userHook) Authorize(c *tern.Client, topic string, access tern.Access) tern.Decision {
-	if access == tern.Read || strings.HasPrefix(topic, "users/"+c.Username()+"/") {
+	if access != tern.Write || strings.HasPrefix(topic, "users/"+c.Username()+"/") {
 		return tern.Allow
 	}
 	return tern.Deny

@@ -53,12 +53,23 @@ type aclRule struct {
 // '/', '+' or '#' (which would widen the filter).
 //
 // Decisions: deny rules win over the others; otherwise access is allowed
-// when a rule grants it, and denied when none does. Publishing to a topic
-// name needs a write rule whose filter matches the name. Subscribing to a
-// filter needs a read rule whose filter covers it ([Covers]: "a/#" allows
-// subscribing to "a/+/b", "#" does not allow "$SYS/#"); a deny rule whose
-// filter overlaps the subscription ([Overlaps]) refuses it, since the
-// server checks subscriptions, not each message delivered.
+// when a rule grants it, and denied when none does. As in Mosquitto, read
+// access is checked twice: when a client subscribes, and for each message
+// delivered to it.
+//
+//   - Publishing to a topic name (tern.Write) needs a write rule whose
+//     filter matches the name, and no deny rule matching it.
+//   - Being sent a message (tern.Deliver) needs a read rule whose filter
+//     matches its topic name, and no deny rule matching it.
+//   - Subscribing to a filter (tern.Read) needs a read rule whose filter
+//     overlaps it ([Overlaps]: "a/#" allows subscribing to "a/+/b", and
+//     "#"; "#" does not reach "$SYS/#"), and is refused only by a deny rule
+//     whose filter covers it entirely ([Covers]). A deny rule that covers
+//     part of the subscription ("deny a/secret" against "a/#") leaves it
+//     allowed, and is enforced per message by the Deliver check: the
+//     subscriber gets "a/x" but not "a/secret". The same Deliver check
+//     keeps the topics of a wider subscription ("#") that no read rule
+//     matches from the subscriber.
 type ACLRules struct {
 	anonymous []aclRule
 	users     map[string][]aclRule
@@ -130,9 +141,10 @@ func parseRule(s string, pattern bool) (aclRule, error) {
 }
 
 // Allowed reports whether the client with the user name ("" for
-// anonymous) and client identifier may publish to the topic name (Write)
-// or subscribe to the filter (Read; shared subscriptions are checked by
-// their topic filter).
+// anonymous) and client identifier may publish to the topic name (Write),
+// be sent a message published to the topic name (Deliver) or subscribe to
+// the filter (Read; shared subscriptions are checked by their topic
+// filter). Other access values are denied.
 func (a *ACLRules) Allowed(username, clientID, topic string, acc tern.Access) bool {
 	if acc == tern.Read {
 		_, topic, _ = topics.ParseShared(topic)
@@ -147,13 +159,14 @@ func (a *ACLRules) Allowed(username, clientID, topic string, acc tern.Access) bo
 	check := func(r aclRule, filter string) bool { // false: denied
 		switch {
 		case r.access&accessDeny != 0:
-			if acc == tern.Write && topics.Match(filter, topic) || acc == tern.Read && Overlaps(filter, topic) {
+			if acc == tern.Read && Covers(filter, topic) || acc != tern.Read && topics.Match(filter, topic) {
 				return false
 			}
-		case acc == tern.Write && r.access&accessWrite != 0:
+		case acc == tern.Write && r.access&accessWrite != 0,
+			acc == tern.Deliver && r.access&accessRead != 0:
 			allowed = allowed || topics.Match(filter, topic)
 		case acc == tern.Read && r.access&accessRead != 0:
-			allowed = allowed || Covers(filter, topic)
+			allowed = allowed || Overlaps(filter, topic)
 		}
 		return true
 	}
@@ -196,8 +209,11 @@ func substitute(r aclRule, username, clientID string) (string, bool) {
 
 // ACL is an Authorizer enforcing a Mosquitto ACL file (see [ACLRules] for
 // the format and the decisions). Once configured it denies whatever the
-// file does not allow. The server's in-process client (c.IsInline())
-// is not subject to it: ACL abstains for it.
+// file does not allow: publishes (tern.Write), subscriptions (tern.Read)
+// and each message delivered to a client (tern.Deliver), so a subscription
+// a deny rule only partly covers is allowed and its denied topics are
+// filtered out message by message. The server's in-process client
+// (c.IsInline()) is not subject to it: ACL abstains for it.
 //
 // It is safe for concurrent use; Reload swaps the whole rule set at once.
 type ACL struct {

@@ -42,7 +42,7 @@ func TestACLRules(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	const R, W = tern.Read, tern.Write
+	const R, W, D = tern.Read, tern.Write, tern.Deliver
 	tests := []struct {
 		user, client, topic string
 		access              tern.Access
@@ -55,7 +55,10 @@ func TestACLRules(t *testing.T) {
 		{"", "c1", "public/anon/x", W, true},
 		{"", "c1", "public/anon/x/y", W, false},
 		{"", "c1", "alice/inbox", R, false},
-		{"", "c1", "#", R, false},
+		{"", "c1", "#", R, true}, // overlaps public/#: the rest is filtered per message
+		{"", "c1", "public/news", D, true},
+		{"", "c1", "alice/inbox", D, false},
+		{"", "c1", "public/anon/x", D, true},
 		// A user gets the user's own lines, not the anonymous ones.
 		{"alice", "c2", "public/news", R, false},
 		{"alice", "c2", "alice/inbox", W, true},
@@ -63,27 +66,42 @@ func TestACLRules(t *testing.T) {
 		{"alice", "c2", "alice/#", R, true},
 		{"alice", "c2", "alice", R, true},
 		{"alice", "c2", "alice/+/x", R, true},
-		{"alice", "c2", "#", R, false},
-		{"alice", "c2", "+/inbox", R, false},
+		{"alice", "c2", "#", R, true},
+		{"alice", "c2", "+/inbox", R, true},
+		{"alice", "c2", "alice/inbox", D, true},
+		{"alice", "c2", "bob/inbox", D, false},
+		{"alice", "c2", "public/news", D, false},
 		// read vs write.
 		{"alice", "c2", "sensors/k/temp", W, true},
 		{"alice", "c2", "sensors/k/temp", R, false},
 		{"alice", "c2", "shared/x/status", R, true},
 		{"alice", "c2", "shared/x/status", W, false},
-		{"alice", "c2", "shared/x/+", R, false},
-		// deny takes precedence, and refuses overlapping subscriptions.
+		{"alice", "c2", "shared/x/+", R, true},
+		{"alice", "c2", "shared/x/status", D, true},
+		{"alice", "c2", "shared/x/other", D, false},
+		{"alice", "c2", "sensors/k/temp", D, false}, // write only
+		// deny takes precedence: it refuses the subscriptions it covers
+		// entirely, and the messages it matches in the others.
 		{"alice", "c2", "shared/secret/status", R, false},
-		{"alice", "c2", "shared/+/status", R, false}, // overlaps the deny
-		// "+/status"-style filters wider than the grant are refused either way.
-		{"alice", "c2", "shared/#", R, false},
+		{"alice", "c2", "shared/secret/status", D, false},
+		{"alice", "c2", "shared/+/status", R, true}, // only partly denied
+		{"alice", "c2", "shared/#", R, true},
 		{"bob", "c3", "bob/x", R, false},
 		{"bob", "c3", "bob/x", W, false},
+		{"bob", "c3", "bob/x", D, false},
+		{"bob", "c3", "#", R, false},
 		// $ topics: a grant for them is needed explicitly.
 		{"alice", "c2", "$SYS/broker/uptime", R, true},
 		{"alice", "c2", "$SYS/broker/#", R, true},
-		{"alice", "c2", "$SYS/#", R, false},
+		{"alice", "c2", "$SYS/#", R, true}, // overlaps $SYS/broker/#
+		{"alice", "c2", "$SYS/broker/uptime", D, true},
+		{"alice", "c2", "$SYS/load", D, false},
 		{"eve", "c4", "anything/at/all", W, true},
-		{"eve", "c4", "#", R, false}, // overlaps the deny pattern users/eve/private/#
+		{"eve", "c4", "anything/at/all", D, true},
+		{"eve", "c4", "#", R, true}, // the deny pattern users/eve/private/# covers part of it
+		{"eve", "c4", "users/eve/private/x", D, false},
+		{"eve", "c4", "users/eve/private/#", R, false},
+		{"eve", "c4", "$SYS/broker/uptime", D, false}, // "#" does not match $ topics
 		{"eve", "c4", "users/+/public", R, true},
 		{"eve", "c4", "$SYS/broker/uptime", R, false},
 		{"eve", "c4", "$SYS/#", R, false},
@@ -101,11 +119,17 @@ func TestACLRules(t *testing.T) {
 		{"mallory", "dev1", "devices/dev1/cmd", W, false},
 		{"mallory", "dev1", "devices/dev1/state", W, true},
 		{"mallory", "dev1", "devices/dev2/state", W, false},
-		{"mallory", "dev1", "devices/+/cmd", R, false},
+		{"mallory", "dev1", "devices/+/cmd", R, true},
+		{"mallory", "dev1", "devices/dev1/cmd", D, true},
+		{"mallory", "dev1", "devices/dev2/cmd", D, false},
 		{"", "dev1", "devices/dev1/cmd", R, true},
 		// Patterns: %u, with their own deny.
 		{"mallory", "c6", "users/mallory/a", W, true},
-		{"mallory", "c6", "users/mallory/#", R, false}, // overlaps the private deny
+		{"mallory", "c6", "users/mallory/#", R, true}, // the private deny covers part of it
+		{"mallory", "c6", "users/mallory/a", D, true},
+		{"mallory", "c6", "users/mallory/private/x", D, false},
+		{"mallory", "c6", "users/mallory/private/#", R, false},
+		{"mallory", "c6", "users/mallory/private/+", R, false},
 		{"mallory", "c6", "users/mallory/public/#", R, true},
 		{"mallory", "c6", "users/mallory/private/x", W, false},
 		{"mallory", "c6", "users/alice/a", W, false},
@@ -114,16 +138,54 @@ func TestACLRules(t *testing.T) {
 		{"a/b", "c7", "users/a/b/x", W, false},
 		{"+", "c7", "users/+/x", R, false},
 		{"#", "c7", "users/#", R, false},
+		{"#", "c7", "users/#", D, false},
 		{"mallory", "dev/1", "devices/dev/1/cmd", R, false},
 	}
 	for _, tt := range tests {
 		got := rules.Allowed(tt.user, tt.client, tt.topic, tt.access)
 		if got != tt.want {
-			a := "read"
-			if tt.access == tern.Write {
-				a = "write"
-			}
+			a := map[tern.Access]string{R: "read", W: "write", D: "deliver"}[tt.access]
 			t.Errorf("user %q client %q %s %q: allowed %v, want %v", tt.user, tt.client, a, tt.topic, got, tt.want)
+		}
+	}
+}
+
+// TestACLPartialDeny checks Mosquitto's split of read access: a
+// subscription a deny rule covers only in part is allowed, and the deny is
+// enforced per message (Deliver).
+func TestACLPartialDeny(t *testing.T) {
+	rules, err := ParseACL(strings.NewReader("user carol\ntopic read a/#\ntopic deny a/secret\ntopic deny a/private/#\ntopic write b/#\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const R, W, D = tern.Read, tern.Write, tern.Deliver
+	tests := []struct {
+		topic  string
+		access tern.Access
+		want   bool
+	}{
+		{"a/#", R, true},
+		{"a/x", D, true},
+		{"a", D, true},
+		{"a/secret", D, false},
+		{"a/private/x", D, false},
+		{"a/+", R, true},
+		{"$share/g/a/#", R, true},
+		{"+/secret", R, true}, // overlaps a/#; a/secret and b/secret are filtered per message
+		{"b/secret", D, false},
+		{"a/secret", R, false}, // entirely under a deny rule
+		{"a/private/#", R, false},
+		{"a/private/+/x", R, false},
+		{"$share/g/a/secret", R, false},
+		{"a/x", W, false},
+		{"b/x", D, false}, // write is not read
+		{"b/x", W, true},
+		{"c/#", R, false},
+		{"a/x", tern.Access(0), false},
+	}
+	for _, tt := range tests {
+		if got := rules.Allowed("carol", "c", tt.topic, tt.access); got != tt.want {
+			t.Errorf("access %d to %q: allowed %v, want %v", tt.access, tt.topic, got, tt.want)
 		}
 	}
 }

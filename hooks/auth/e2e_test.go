@@ -3,7 +3,9 @@ package auth_test
 import (
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/ternmq/tern/hooks/auth"
 	"github.com/ternmq/tern/packets"
@@ -85,7 +87,7 @@ func TestEndToEndSubscribeACL(t *testing.T) {
 		}
 		alice.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{
 			{Filter: "news/#", QoS: 1},    // allowed
-			{Filter: "#", QoS: 1},         // denied: wider than the grants
+			{Filter: "#", QoS: 1},         // allowed: overlaps the grants, the rest is filtered per message
 			{Filter: "bob/inbox", QoS: 0}, // denied
 			{Filter: "alice/+/x", QoS: 2}, // allowed: covered by alice/#
 		}})
@@ -93,7 +95,7 @@ func TestEndToEndSubscribeACL(t *testing.T) {
 		if !ok {
 			t.Fatal("expected SUBACK")
 		}
-		want := []packets.ReasonCode{1, v.denied, v.denied, 2}
+		want := []packets.ReasonCode{1, 1, v.denied, 2}
 		if len(sa.ReasonCodes) != len(want) {
 			t.Fatalf("v%d SUBACK codes %v, want %v", v.version, sa.ReasonCodes, want)
 		}
@@ -126,5 +128,122 @@ func TestEndToEndSubscribeACL(t *testing.T) {
 		}
 		alice.Close()
 		bob.Close()
+	}
+}
+
+// newPartialDenyServer starts a broker whose ACL lets "sub" and "other"
+// read a/#, denies a/secret to "sub" and lets "pub" write a/#. There is
+// no authenticator: the user name of the CONNECT is taken as it is.
+func newPartialDenyServer(t *testing.T) *terntest.Server {
+	t.Helper()
+	rules, err := auth.ParseACL(strings.NewReader(
+		"user sub\ntopic read a/#\ntopic deny a/secret\n\nuser other\ntopic read a/#\n\nuser pub\ntopic write a/#\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return terntest.NewServer(t, nil, auth.NewACLFromRules(rules))
+}
+
+// connectAs connects a v5 client with the user name and no password.
+func connectAs(t *testing.T, srv *terntest.Server, user string) *terntest.Conn {
+	t.Helper()
+	c := srv.Dial(t, packets.V5)
+	if ack := c.Connect(login(user, "")); ack.ReasonCode != packets.Success {
+		t.Fatalf("%s refused: %v", user, ack.ReasonCode)
+	}
+	return c
+}
+
+func subscribeOK(t *testing.T, c *terntest.Conn, filter string) {
+	t.Helper()
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 1}}})
+	sa, ok := c.Recv().(*packets.Suback)
+	if !ok || len(sa.ReasonCodes) != 1 || sa.ReasonCodes[0] != 1 {
+		t.Fatalf("SUBACK to %q: %#v, want QoS 1 granted", filter, sa)
+	}
+}
+
+func publishOK(t *testing.T, c *terntest.Conn, id uint16, topic string, retain bool) {
+	t.Helper()
+	c.Send(&packets.Publish{Topic: topic, QoS: 1, PacketID: id, Retain: retain, Payload: []byte(topic)})
+	if ack, ok := c.Recv().(*packets.Puback); !ok || ack.ReasonCode.IsError() {
+		t.Fatalf("publish to %q: got %#v", topic, ack)
+	}
+}
+
+// expectOnly reads the next PUBLISH, which must be on topic, and then
+// checks that nothing else arrives for a while.
+func expectOnly(t *testing.T, c *terntest.Conn, topic string) {
+	t.Helper()
+	got, ok := c.Recv().(*packets.Publish)
+	if !ok || got.Topic != topic {
+		t.Fatalf("received %#v, want a PUBLISH on %q", got, topic)
+	}
+	c.Send(&packets.Puback{PacketID: got.PacketID})
+	if pk, err := c.TryRecv(200 * time.Millisecond); err == nil {
+		t.Fatalf("received %#v, want nothing more", pk)
+	}
+}
+
+// TestEndToEndDeliverACL: a subscription to a/# is allowed despite
+// "deny a/secret", and the denied topic is filtered out per message.
+func TestEndToEndDeliverACL(t *testing.T) {
+	srv := newPartialDenyServer(t)
+	sub := connectAs(t, srv, "sub")
+	subscribeOK(t, sub, "a/#")
+	sub.Send(&packets.Subscribe{PacketID: 2, Subscriptions: []packets.Subscription{{Filter: "a/secret", QoS: 1}}})
+	if sa, ok := sub.Recv().(*packets.Suback); !ok || sa.ReasonCodes[0] != packets.NotAuthorized {
+		t.Fatalf("SUBACK to a/secret: %#v, want 0x87", sa)
+	}
+
+	pub := connectAs(t, srv, "pub")
+	publishOK(t, pub, 1, "a/secret", false) // routed (and refused for sub) before the PUBACK
+	publishOK(t, pub, 2, "a/x", false)
+	expectOnly(t, sub, "a/x") // a/secret came first: it was skipped, not delayed
+	if n := srv.Stats().DeliveriesDenied.Load(); n != 1 {
+		t.Errorf("DeliveriesDenied = %d, want 1", n)
+	}
+}
+
+// TestEndToEndDeliverACLRetained: retained messages sent on SUBSCRIBE are
+// filtered the same way.
+func TestEndToEndDeliverACLRetained(t *testing.T) {
+	srv := newPartialDenyServer(t)
+	pub := connectAs(t, srv, "pub")
+	publishOK(t, pub, 1, "a/secret", true)
+	publishOK(t, pub, 2, "a/x", true)
+	sub := connectAs(t, srv, "sub")
+	subscribeOK(t, sub, "a/#")
+	expectOnly(t, sub, "a/x")
+	if n := srv.Stats().DeliveriesDenied.Load(); n != 1 {
+		t.Errorf("DeliveriesDenied = %d, want 1", n)
+	}
+}
+
+// TestEndToEndDeliverACLShared: in a shared group, a member the message is
+// denied to is passed over for one it is allowed to.
+func TestEndToEndDeliverACLShared(t *testing.T) {
+	srv := newPartialDenyServer(t)
+	sub := connectAs(t, srv, "sub")
+	subscribeOK(t, sub, "$share/g/a/#")
+	other := connectAs(t, srv, "other")
+	subscribeOK(t, other, "$share/g/a/#")
+	pub := connectAs(t, srv, "pub")
+	const n = 4
+	for i := uint16(1); i <= n; i++ {
+		publishOK(t, pub, i, "a/secret", false)
+	}
+	for i := 0; i < n; i++ {
+		got, ok := other.Recv().(*packets.Publish)
+		if !ok || got.Topic != "a/secret" {
+			t.Fatalf("other received %#v, want a/secret", got)
+		}
+		other.Send(&packets.Puback{PacketID: got.PacketID})
+	}
+	if pk, err := sub.TryRecv(200 * time.Millisecond); err == nil {
+		t.Fatalf("sub received %#v, want nothing", pk)
+	}
+	if n := srv.Stats().DeliveriesDenied.Load(); n != 0 {
+		t.Errorf("DeliveriesDenied = %d, want 0 (another member took every message)", n)
 	}
 }

@@ -3,7 +3,7 @@ package auth
 import "strings"
 
 // Covers reports whether every topic name that filter inner matches is
-// also matched by filter outer: an ACL granting outer grants a
+// also matched by filter outer: a "deny" ACL for outer refuses a
 // subscription to inner. "a/#" covers "a/+/b" and "a"; "a/+" does not
 // cover "a/#"; "#" does not cover "$SYS/#" (a filter starting with a
 // wildcard matches no topic starting with '$' [MQTT-4.7.2-1]). A topic
@@ -45,8 +45,9 @@ func Covers(outer, inner string) bool {
 }
 
 // Overlaps reports whether some topic name is matched by both filters: a
-// "deny" ACL for one of them touches a subscription to the other. Both
-// arguments are assumed valid.
+// "read" ACL for one of them allows subscribing to the other (the topics
+// it does not grant are then filtered out per message). Both arguments
+// are assumed valid.
 func Overlaps(a, b string) bool {
 	if wildFirst(a) && strings.HasPrefix(b, "$") || wildFirst(b) && strings.HasPrefix(a, "$") {
 		return false
