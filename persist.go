@@ -300,6 +300,9 @@ func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 	}
 	ss.stored = true
 	rec := &storage.Session{ClientID: ss.id, Version: version, Expiry: ss.expiry}
+	if ss.identity != nil {
+		rec.Username = ss.identity.username
+	}
 	if !disconnectedAt.IsZero() {
 		rec.DisconnectedAt = disconnectedAt.UnixNano()
 	}

@@ -291,3 +291,48 @@ func TestPersistAcknowledgedMessagesLeaveStore(t *testing.T) {
 		t.Fatalf("store has %d sessions, %d subscriptions; want 1, 1", l.sessions, l.subs)
 	}
 }
+
+// denySecret is an Authorizer that denies deliveries of "t/secret" to bob.
+type denySecret struct{}
+
+func (denySecret) ID() string { return "deny-secret" }
+
+func (denySecret) Authorize(c *tern.Client, topic string, a tern.Access) tern.Decision {
+	if a == tern.Deliver && topic == "t/secret" && c.Username() == "bob" {
+		return tern.Deny
+	}
+	return tern.Abstain
+}
+
+// A session restored from the store keeps its user name, so per-message
+// authorization still applies to it while its client is away.
+func TestPersistIdentityForAuthorization(t *testing.T) {
+	st := memory.New()
+	srv := terntest.NewServer(t, &tern.Options{Store: st}, denySecret{})
+	bob := srv.Dial(t, packets.V5)
+	ack := bob.Connect(&packets.Connect{ClientID: "bob-1", UsernameFlag: true, Username: "bob",
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	if ack.ReasonCode != 0 {
+		t.Fatal(ack.ReasonCode)
+	}
+	subscribeRaw(t, bob, 1, packets.Subscription{Filter: "t/#", QoS: 1})
+	bob.Send(&packets.Disconnect{})
+	bob.ExpectClosed()
+	srv.Close()
+
+	srv = terntest.NewServer(t, &tern.Options{Store: st}, denySecret{})
+	pub := mustConnect(t, srv, packets.V5, "pub")
+	for i, topic := range []string{"t/secret", "t/ok"} {
+		pub.Send(&packets.Publish{Topic: topic, QoS: 1, PacketID: uint16(i + 1), Payload: []byte(topic)})
+		recvAs[*packets.Puback](t, pub)
+	}
+	if n := srv.Stats().DeliveriesDenied.Load(); n != 1 {
+		t.Fatalf("DeliveriesDenied = %d, want 1 (the restored session is still bob's)", n)
+	}
+	bob = srv.Dial(t, packets.V5)
+	bob.Connect(&packets.Connect{ClientID: "bob-1", UsernameFlag: true, Username: "bob",
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	if p := recvAs[*packets.Publish](t, bob); p.Topic != "t/ok" {
+		t.Fatalf("got %q, want only t/ok", p.Topic)
+	}
+}

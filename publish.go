@@ -385,8 +385,8 @@ func (s *Server) deliverable(ss *session, m *Message) bool {
 	c := ss.identity
 	ss.mu.Unlock()
 	if c == nil {
-		// A session restored from the store whose client has not come back:
-		// its user name is not stored, so it cannot be checked per message.
+		// A session restored from the store, of an anonymous client (or
+		// stored before user names were), whose client has not come back.
 		// Its subscriptions were authorized when they were made; deliver
 		// rather than drop what the broker already acknowledged.
 		return true

@@ -37,6 +37,11 @@ func (r *restorer) Session(rec *storage.Session) error {
 	ss := newSession(r.s, rec.ClientID)
 	ss.expiry = rec.Expiry
 	ss.stored = true
+	if rec.Username != "" {
+		// Authorizers are asked about its deliveries as this user until the
+		// client comes back.
+		ss.identity = &Client{srv: r.s, id: rec.ClientID, username: rec.Username, fd: -1}
+	}
 	r.sessions[rec.ClientID] = ss
 	r.version[rec.ClientID] = rec.Version
 	r.offline[rec.ClientID] = rec.DisconnectedAt

@@ -77,7 +77,8 @@ func DecodeMessage(b []byte, m *Message) error {
 func AppendSession(dst []byte, s *Session) []byte {
 	dst = append(dst, FormatVersion, s.Version)
 	dst = binary.AppendUvarint(dst, uint64(s.Expiry))
-	return binary.AppendVarint(dst, s.DisconnectedAt)
+	dst = binary.AppendVarint(dst, s.DisconnectedAt)
+	return appendString(dst, s.Username)
 }
 
 // DecodeSession decodes a record made by AppendSession into s, setting
@@ -88,11 +89,15 @@ func DecodeSession(b []byte, s *Session) error {
 	version := d.byte()
 	expiry := d.uint32()
 	disc := d.varint()
+	var user string
+	if len(d.b) > 0 { // records written before the user name was stored end here
+		user = d.string()
+	}
 	d.end()
 	if d.err != nil {
 		return d.err
 	}
-	s.Version, s.Expiry, s.DisconnectedAt = version, expiry, disc
+	s.Version, s.Expiry, s.DisconnectedAt, s.Username = version, expiry, disc, user
 	return nil
 }
 

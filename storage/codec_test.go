@@ -68,7 +68,7 @@ func TestPropertiesDropUnforwarded(t *testing.T) {
 }
 
 func TestRecordRoundTrip(t *testing.T) {
-	s := Session{ClientID: "c", Version: 5, Expiry: 0xFFFFFFFF, DisconnectedAt: 1_800_000_000_000_000_000}
+	s := Session{ClientID: "c", Version: 5, Expiry: 0xFFFFFFFF, DisconnectedAt: 1_800_000_000_000_000_000, Username: "alice"}
 	gs := Session{ClientID: "c"}
 	if err := DecodeSession(AppendSession(nil, &s), &gs); err != nil || gs != s {
 		t.Fatalf("session: %v %+v", err, gs)
@@ -117,7 +117,8 @@ func TestDecodeRejects(t *testing.T) {
 		"truncated created": {kindMessage, []byte{1, 0, 0, 0}},
 		"topic too long":    {kindMessage, []byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 'a'}},
 		"truncated props":   {kindMessage, msg[:20]},
-		"session trailing":  {kindSession, []byte{1, 5, 0, 0, 0}},
+		"session trailing":  {kindSession, []byte{1, 5, 0, 0, 0, 0}},
+		"session user long": {kindSession, []byte{1, 5, 0, 0, 9, 'a'}},
 		"session expiry":    {kindSession, []byte{1, 5, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0}},
 		"sub RH 3":          {kindSubscription, []byte{1, 0x30, 0}},
 		"sub unknown flag":  {kindSubscription, []byte{1, 0x40, 0}},
@@ -212,4 +213,15 @@ func FuzzDecodeRecords(f *testing.F) {
 			t.Fatalf("error does not wrap ErrCorrupt: %v", err)
 		}
 	})
+}
+
+// A session record written before user names were stored still decodes.
+func TestDecodeSessionWithoutUsername(t *testing.T) {
+	var s Session
+	if err := DecodeSession([]byte{FormatVersion, 4, 0x3c, 0x02}, &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.Version != 4 || s.Expiry != 60 || s.DisconnectedAt != 1 || s.Username != "" {
+		t.Fatalf("decoded %+v", s)
+	}
 }

@@ -59,6 +59,10 @@ type Session struct {
 	Version        byte   // protocol version: 3, 4 or 5
 	Expiry         uint32 // seconds; 0xFFFFFFFF never
 	DisconnectedAt int64  // unix nanoseconds; 0 while connected
+	// Username is the user name the client last connected with, so that
+	// authorization can be asked about it while it is offline after a
+	// restart.
+	Username string
 }
 
 // Subscription is one subscription of a client. Group is the share name of
