@@ -8,6 +8,7 @@ package tern_test
 import (
 	"fmt"
 	"testing"
+	"time"
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
@@ -132,6 +133,7 @@ func TestOptionsQueueQoS0Offline(t *testing.T) {
 	subscribeRaw(t, sub, 1, packets.Subscription{Filter: "o", QoS: 1})
 	sub.Send(&packets.Disconnect{})
 	sub.ExpectClosed()
+	waitOffline(t, srv, "offline") // the server detaches the session after the socket closes
 	pub := mustConnect(t, srv, packets.V311, "pub")
 	pub.Send(&packets.Publish{Topic: "o", QoS: 0, Payload: []byte("zero")})
 	pub.Send(&packets.Publish{Topic: "o", QoS: 1, PacketID: 1, Payload: []byte("one")})
@@ -162,6 +164,7 @@ func TestOptionsQueue100kForReturningSession(t *testing.T) {
 	subscribeRaw(t, sub, 1, packets.Subscription{Filter: "bulk/#", QoS: 1})
 	sub.Send(&packets.Disconnect{})
 	sub.ExpectClosed()
+	waitOffline(t, srv, "returning")
 
 	const n = 100_000
 	pub := mustConnect(t, srv, packets.V311, "bulk-pub")
@@ -207,5 +210,22 @@ func TestOptionsQueue100kForReturningSession(t *testing.T) {
 	}
 	if d := srv.Stats().MessagesDropped.Load(); d != 0 {
 		t.Fatalf("%d messages dropped", d)
+	}
+}
+
+// waitOffline waits until the server has detached the session's
+// connection. There is no event to wait on from outside, so it polls.
+func waitOffline(t *testing.T, srv *terntest.Server, id string) {
+	t.Helper()
+	deadline := time.Now().Add(terntest.Timeout)
+	for {
+		info, ok := srv.SessionInfo(id)
+		if ok && !info.Online {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("session %s still online", id)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
