@@ -445,7 +445,7 @@ func (s *Server) online(clientID string) bool {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	return ss.client != nil && !ss.client.closing
+	return ss.client != nil && !ss.client.closing && !ss.client.closed.Load()
 }
 
 // redeliverShared sends messages a departed member of a shared group did
