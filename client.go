@@ -99,14 +99,10 @@ func (c *Client) ConnectedAt() time.Time { return c.connectedAt }
 
 // Errors that end connections.
 var (
-	errTakenOver      = &packets.Error{Code: packets.SessionTakenOver, Msg: "session taken over"}
-	serverShutting    = &packets.Error{Code: packets.ServerShuttingDown, Msg: "server shutting down"}
 	errKeepAlive      = &packets.Error{Code: packets.KeepAliveTimeout, Msg: "keep alive timeout"}
 	errClientDisconn  = errors.New("tern: client disconnected")
 	errUnexpectedPack = &packets.Error{Code: packets.ProtocolError, Msg: "unexpected packet type"}
 )
-
-var serverShuttingDown = packets.ServerShuttingDown
 
 // kickLocked starts the writer if it is not running.
 func (c *Client) kickLocked() {

@@ -403,15 +403,6 @@ func (vc *e2eV3Client) next(t testing.TB) mqtt.Message {
 	}
 }
 
-func (vc *e2eV3Client) expectNone(t testing.TB, d time.Duration) {
-	t.Helper()
-	select {
-	case m := <-vc.msgs:
-		t.Fatalf("unexpected message on %q: %q", m.Topic(), m.Payload())
-	case <-time.After(d):
-	}
-}
-
 // ---- raw clients (terntest) ----
 
 // e2eRawConnect connects a scripted raw client, for the tests that must not

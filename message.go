@@ -1,6 +1,7 @@
 package tern
 
 import (
+	"sync/atomic"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -26,7 +27,8 @@ type Message struct {
 
 	expireAt int64 // unix nanoseconds; 0 = never
 
-	sys bool // a $SYS message: never stored
+	sys    bool        // a $SYS message: never stored
+	stored atomic.Bool // it has been put in the store (set under the persister's lock)
 
 	// Guarded by the persister's lock.
 	id   uint64 // storage id, 0 until first stored

@@ -133,6 +133,7 @@ func (p *persister) refLocked(b storage.Batch, m *Message) {
 		if m.id == 0 {
 			m.id = p.nextID
 			p.nextID++
+			m.stored.Store(true)
 		}
 		b.PutMessage(m.record())
 	}
@@ -148,15 +149,10 @@ func (p *persister) unrefLocked(b storage.Batch, m *Message) {
 	}
 }
 
-// touched reports whether m went to the store. A nil persister stores
-// nothing.
+// touched reports whether m went to the store, without the persister's
+// lock: it is asked for every PUBLISH. A nil persister stores nothing.
 func (p *persister) touched(m *Message) bool {
-	if p == nil {
-		return false
-	}
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return m.id != 0
+	return p != nil && m.stored.Load()
 }
 
 // retain records that topic's retained message is now m (nil: none),

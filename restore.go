@@ -28,6 +28,7 @@ func (r *restorer) Message(m *storage.Message) error {
 		Topic: m.Topic, Payload: m.Payload, QoS: m.QoS, Retain: m.Retain, Properties: m.Properties,
 		Origin: m.Origin, Created: time.Unix(0, m.Created), expireAt: m.ExpireAt, id: m.ID,
 	}
+	msg.stored.Store(true)
 	r.messages[m.ID] = msg
 	r.maxID = max(r.maxID, m.ID)
 	return nil

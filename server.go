@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
 )
 
@@ -221,7 +222,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	s.mu.Unlock()
 
 	for _, c := range clients {
-		c.disconnect(serverShuttingDown)
+		c.disconnect(packets.ServerShuttingDown)
 	}
 	s.sessions.Range(func(_, v any) bool {
 		v.(*session).stopTimers()
