@@ -103,6 +103,7 @@ func (p *persister) commitLoop() {
 			err = p.store.Commit(b, p.sync && len(w) > 0)
 		}
 		if err != nil {
+			p.srv.stats.StoreFailures.Add(1)
 			p.mu.Lock()
 			first := !p.failed
 			p.failed = true

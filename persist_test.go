@@ -1,7 +1,9 @@
 package tern_test
 
 import (
+	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -334,5 +336,41 @@ func TestPersistIdentityForAuthorization(t *testing.T) {
 		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
 	if p := recvAs[*packets.Publish](t, bob); p.Topic != "t/ok" {
 		t.Fatalf("got %q, want only t/ok", p.Topic)
+	}
+}
+
+// failingStore is a store whose commits fail once told to.
+type failingStore struct {
+	storage.Store
+	fail atomic.Bool
+}
+
+func (f *failingStore) Commit(b storage.Batch, sync bool) error {
+	if f.fail.Load() {
+		return errors.New("disk full")
+	}
+	return f.Store.Commit(b, sync)
+}
+
+// When the store cannot commit, nothing is acknowledged that was not
+// stored: the publisher gets no PUBACK and is disconnected (v5: 0x83), and
+// the failure is counted.
+func TestPersistCommitFailureWithholdsAck(t *testing.T) {
+	st := &failingStore{Store: memory.New()}
+	srv := terntest.NewServer(t, &tern.Options{Store: st})
+	sub, _ := connectStored(t, srv, "sub")
+	subscribeRaw(t, sub, 1, packets.Subscription{Filter: "t", QoS: 1})
+	st.fail.Store(true)
+	pub := mustConnect(t, srv, packets.V5, "pub")
+	pub.Send(&packets.Publish{Topic: "t", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	got := pub.ExpectClosed()
+	if len(got) != 1 {
+		t.Fatalf("publisher got %d packets, want only a DISCONNECT", len(got))
+	}
+	if d, ok := got[0].(*packets.Disconnect); !ok || d.ReasonCode != packets.ImplementationSpecificError {
+		t.Fatalf("publisher got %v, want DISCONNECT 0x83", got[0])
+	}
+	if n := srv.Stats().StoreFailures.Load(); n == 0 {
+		t.Fatal("StoreFailures not counted")
 	}
 }

@@ -29,6 +29,7 @@ type Stats struct {
 	InflightOut          atomic.Int64 // QoS 1/2 messages sent and not yet acknowledged
 	Queued               atomic.Int64 // messages queued for sessions now
 	WillsSent            atomic.Int64
+	StoreFailures        atomic.Int64 // store commits that failed (their acknowledgements were withheld)
 }
 
 func (st *Stats) connected() {

@@ -117,6 +117,7 @@ var statMetrics = []statMetric{
 	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions.Load() }),
 	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut.Load() }),
 	newStatMetric("queued_messages", "Messages waiting in session queues.", gaugeT, func(s *tern.Stats) int64 { return s.Queued.Load() }),
+	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures.Load() }),
 	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent.Load() }),
 }
 
