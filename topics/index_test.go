@@ -352,13 +352,24 @@ func assertMatches(t *testing.T, ix *Index, topic, context string) {
 }
 
 // TestIndexRandomized runs a few thousand random operations and checks every
-// Match against a brute-force scan, with the cache warm.
+// Match against a brute-force scan, with the cache warm: with short filters
+// and few clients, and with deep filters (chains of literal levels that
+// later filters split) and many clients per node (indexed by client ID).
 func TestIndexRandomized(t *testing.T) {
+	for _, tc := range []struct {
+		name             string
+		maxLevels, users int
+	}{{"short", 4, 12}, {"deep", 8, 40}} {
+		t.Run(tc.name, func(t *testing.T) { testIndexRandomized(t, tc.maxLevels, tc.users) })
+	}
+}
+
+func testIndexRandomized(t *testing.T, maxLevels, users int) {
 	rng := rand.New(rand.NewPCG(1, 2))
 	levels := []string{"a", "b", "", "$s"}
 	filterLevels := append(slices.Clone(levels), "+", "#")
 	randTopic := func(alphabet []string) string {
-		n := 1 + rng.IntN(4)
+		n := 1 + rng.IntN(maxLevels)
 		parts := make([]string, n)
 		for i := range parts {
 			parts[i] = alphabet[rng.IntN(len(alphabet))]
@@ -373,11 +384,14 @@ func TestIndexRandomized(t *testing.T) {
 	}
 	ix := NewIndex()
 	for op := range 5000 {
-		client := fmt.Sprint("c", rng.IntN(12))
+		client := fmt.Sprint("c", rng.IntN(users))
 		group := []string{"", "", "g1", "g2"}[rng.IntN(4)]
 		switch p := rng.IntN(100); {
 		case p < 40:
 			f := randTopic(filterLevels)
+			if rng.IntN(3) == 0 { // a filter that starts like a topic name
+				f = names[rng.IntN(len(names))]
+			}
 			if ValidateFilter(f) != nil {
 				continue
 			}
@@ -413,12 +427,45 @@ func TestIndexRandomized(t *testing.T) {
 		assertMatches(t, ix, n, "final")
 	}
 	total := 0
-	for i := range 12 {
+	for i := range users {
 		total += ix.UnsubscribeAll(fmt.Sprint("c", i))
 	}
 	if ix.Count() != 0 || total == 0 {
 		t.Fatalf("Count = %d after removing %d", ix.Count(), total)
 	}
+	if n := ix.root.countNodes(); n != 1 {
+		t.Fatalf("trie keeps %d nodes after removing everything, want 1", n)
+	}
+}
+
+// A filter of literal levels is one node however many levels it has, and
+// a filter that leaves it halfway splits it; matching sees through both.
+func TestIndexChains(t *testing.T) {
+	ix := NewIndex()
+	deep := strings.Repeat("a/", 65530) + "a" // 65,531 levels, the most a filter can have
+	ix.Subscribe(Subscription{ClientID: "deep", Filter: deep})
+	if n := ix.root.countNodes(); n != 2 {
+		t.Fatalf("a %d-level filter takes %d nodes, want 2 (root and one chain)", Levels(deep), n)
+	}
+	wantSubs(t, ix, deep, "deep:"+deep)
+	wantSubs(t, ix, deep+"/a")
+	wantSubs(t, ix, deep[:len(deep)-2])
+
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "x/y/z/w"})
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "x/y"})     // ends inside the chain
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "x/y/q"})   // leaves it
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "x/+/z/w"}) // a wildcard beside it
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "x/y/z/#"})
+	wantSubs(t, ix, "x/y/z/w", "c:x/+/z/w", "c:x/y/z/#", "c:x/y/z/w")
+	wantSubs(t, ix, "x/y", "c:x/y")
+	wantSubs(t, ix, "x/y/z", "c:x/y/z/#")
+	wantSubs(t, ix, "x/y/q", "c:x/y/q")
+	wantSubs(t, ix, "x/y/zz/w")
+	wantSubs(t, ix, "x/q/z/w", "c:x/+/z/w")
+	wantSubs(t, ix, "x/yy/z/w", "c:x/+/z/w")
+	wantSubs(t, ix, "x/y/z/w/v", "c:x/y/z/#")
+	ix.UnsubscribeAll("c")
+	ix.UnsubscribeAll("deep")
 	if n := ix.root.countNodes(); n != 1 {
 		t.Fatalf("trie keeps %d nodes after removing everything, want 1", n)
 	}

@@ -6,20 +6,32 @@ import (
 	"sync/atomic"
 )
 
-// node is one level of the subscription trie. The path from the root spells
-// a topic filter, so every subscription stored at a node has the same filter.
-// Empty nodes are pruned, so the trie's size follows the live subscriptions.
+// node is one step of the subscription trie. The path from the root spells
+// a topic filter, so every subscription stored at a node has the same
+// filter. A step is one level, or a chain of literal levels that nothing
+// branches from (its label holds them joined by '/'), so a filter of
+// thousands of levels costs one node, not one per level. Empty nodes are
+// pruned, so the trie's size follows the live subscriptions.
 type node struct {
 	parent   *node
-	level    string           // this node's level in its parent: a literal, "+" or "#"
-	children map[string]*node // literal levels, including ""
+	label    string           // the levels from the parent: one level ("+", "#" or a literal), or several literal ones
+	children map[string]*node // literal steps, keyed by the first level of their label (which may be "")
 	plus     *node            // the '+' level
 	hash     *node            // the '#' level
 
-	subs   []*Subscription // non-shared subscriptions, in no particular order
-	subPos map[string]int  // client ID -> index in subs
-	groups []*group        // shared subscription groups, usually few
+	subs []*Subscription // non-shared subscriptions, in no particular order
+	x    *nodeExtra      // what few nodes need
 }
+
+// nodeExtra holds the parts of a node that most nodes do not need.
+type nodeExtra struct {
+	subPos map[string]int // client ID -> index in subs, once subs is long
+	groups []*group       // shared subscription groups, usually few
+}
+
+// subPosMin is the number of subscriptions at a node from which they are
+// indexed by client ID; below it a scan is cheaper than a map.
+const subPosMin = 16
 
 // group is a shared subscription group at one node. Its snapshot is rebuilt
 // on every membership change, so a Result can hold it without copying.
@@ -28,9 +40,17 @@ type group struct {
 	memPos map[string]int // client ID -> index in snap.Members
 }
 
-// group returns the index of the group named name in n.groups, or -1.
+// groups returns the node's shared groups.
+func (n *node) groups() []*group {
+	if n.x == nil {
+		return nil
+	}
+	return n.x.groups
+}
+
+// group returns the index of the group named name in n.groups(), or -1.
 func (n *node) group(name string) int {
-	for i, g := range n.groups {
+	for i, g := range n.groups() {
 		if g.snap.Name == name {
 			return i
 		}
@@ -40,44 +60,110 @@ func (n *node) group(name string) int {
 
 func (n *node) empty() bool {
 	return len(n.children) == 0 && n.plus == nil && n.hash == nil &&
-		len(n.subs) == 0 && len(n.groups) == 0
+		len(n.subs) == 0 && len(n.groups()) == 0
 }
 
-// child returns the child of n for level, creating it if create is set.
-func (n *node) child(level string, create bool) *node {
-	var c *node
-	switch level {
-	case "+":
-		c = n.plus
-	case "#":
-		c = n.hash
-	default:
-		c = n.children[level]
+// tidy drops the node's extra part when it holds nothing.
+func (n *node) tidy() {
+	if n.x != nil && n.x.subPos == nil && len(n.x.groups) == 0 {
+		n.x = nil
 	}
-	if c != nil || !create {
-		return c
-	}
-	c = &node{parent: n, level: level}
-	switch level {
-	case "+":
-		n.plus = c
-	case "#":
-		n.hash = c
-	default:
-		if n.children == nil {
-			n.children = make(map[string]*node)
+}
+
+// firstLevel returns the first level of a label.
+func firstLevel(label string) string {
+	l, _ := nextLevel(label, 0)
+	return l
+}
+
+// literalEnd returns the end of the run of literal levels of filter that
+// starts at offset i: the offset of the '/' after the last of them, or
+// len(filter).
+func literalEnd(filter string, i int) int {
+	end := i
+	for i <= len(filter) {
+		level, next := nextLevel(filter, i)
+		if level == "+" || level == "#" {
+			break
 		}
-		n.children[level] = c
+		end = next - 1
+		i = next
 	}
-	return c
+	return end
 }
 
-// find returns the node spelling filter, creating the path if create is set.
-func (n *node) find(filter string, create bool) *node {
-	for i := 0; i <= len(filter) && n != nil; {
-		var level string
-		level, i = nextLevel(filter, i)
-		n = n.child(level, create)
+// matchLabel compares label with filter from offset i, level by level, and
+// returns the offset in label just past the last level they share (at a
+// '/' of label, or len(label)).
+func matchLabel(label, filter string, i int) int {
+	matched, p := 0, 0
+	for p <= len(label) && i <= len(filter) {
+		ll, lnext := nextLevel(label, p)
+		fl, fnext := nextLevel(filter, i)
+		if ll != fl {
+			break
+		}
+		matched = lnext - 1
+		p, i = lnext, fnext
+	}
+	return matched
+}
+
+// path returns the node spelling filter, or nil when there is none; with
+// create set it makes the missing steps, splitting a chain where the
+// filter leaves it.
+func (n *node) path(filter string, create bool) *node {
+	for i := 0; i <= len(filter); {
+		level, next := nextLevel(filter, i)
+		switch level {
+		case "+", "#":
+			c := n.plus
+			if level == "#" {
+				c = n.hash
+			}
+			if c == nil {
+				if !create {
+					return nil
+				}
+				c = &node{parent: n, label: level}
+				if level == "+" {
+					n.plus = c
+				} else {
+					n.hash = c
+				}
+			}
+			n, i = c, next
+			continue
+		}
+		c := n.children[level]
+		if c == nil {
+			if !create {
+				return nil
+			}
+			end := literalEnd(filter, i)
+			c = &node{parent: n, label: filter[i:end]}
+			if n.children == nil {
+				n.children = make(map[string]*node)
+			}
+			n.children[level] = c
+			n, i = c, end+1
+			continue
+		}
+		m := matchLabel(c.label, filter, i)
+		if m == len(c.label) {
+			n, i = c, i+m+1
+			continue
+		}
+		if !create {
+			return nil
+		}
+		// The filter leaves the chain (or ends) inside it: split the chain.
+		mid := &node{parent: n, label: c.label[:m]}
+		n.children[level] = mid
+		c.label = c.label[m+1:]
+		c.parent = mid
+		mid.children = map[string]*node{firstLevel(c.label): c}
+		n, i = mid, i+m+1
 	}
 	return n
 }
@@ -85,28 +171,38 @@ func (n *node) find(filter string, create bool) *node {
 // insert stores s at the node for s.Filter, replacing the subscription of
 // the same client (and group) there.
 func (n *node) insert(s *Subscription) {
-	n = n.find(s.Filter, true)
+	n = n.path(s.Filter, true)
 	if s.Group == "" {
-		if i, ok := n.subPos[s.ClientID]; ok {
+		if i := n.subIndex(s.ClientID); i >= 0 {
 			n.subs[i] = s
 			return
 		}
-		if n.subPos == nil {
-			n.subPos = make(map[string]int)
-		}
-		n.subPos[s.ClientID] = len(n.subs)
 		n.subs = append(n.subs, s)
+		if n.x != nil && n.x.subPos != nil {
+			n.x.subPos[s.ClientID] = len(n.subs) - 1
+		} else if len(n.subs) >= subPosMin {
+			if n.x == nil {
+				n.x = &nodeExtra{}
+			}
+			n.x.subPos = make(map[string]int, len(n.subs))
+			for i, x := range n.subs {
+				n.x.subPos[x.ClientID] = i
+			}
+		}
 		return
 	}
 	var g *group
 	if i := n.group(s.Group); i >= 0 {
-		g = n.groups[i]
+		g = n.x.groups[i]
 	} else {
 		g = &group{
 			snap:   &SharedGroup{Name: s.Group, Filter: s.Filter, next: new(atomic.Uint32)},
 			memPos: make(map[string]int),
 		}
-		n.groups = append(n.groups, g)
+		if n.x == nil {
+			n.x = &nodeExtra{}
+		}
+		n.x.groups = append(n.x.groups, g)
 	}
 	old := g.snap
 	members := slices.Clone(old.Members)
@@ -119,34 +215,59 @@ func (n *node) insert(s *Subscription) {
 	g.snap = &SharedGroup{Name: old.Name, Filter: old.Filter, Members: members, next: old.next}
 }
 
+// subIndex returns the index in n.subs of the client's subscription, or -1.
+func (n *node) subIndex(clientID string) int {
+	if n.x != nil && n.x.subPos != nil {
+		if i, ok := n.x.subPos[clientID]; ok {
+			return i
+		}
+		return -1
+	}
+	for i, x := range n.subs {
+		if x.ClientID == clientID {
+			return i
+		}
+	}
+	return -1
+}
+
 // remove deletes s from the node for s.Filter and prunes emptied nodes.
 func (n *node) remove(s *Subscription) {
-	n = n.find(s.Filter, false)
+	n = n.path(s.Filter, false)
 	if n == nil {
 		return
 	}
 	if s.Group == "" {
-		i, ok := n.subPos[s.ClientID]
-		if !ok {
+		i := n.subIndex(s.ClientID)
+		if i < 0 {
 			return
 		}
 		last := len(n.subs) - 1
 		if i != last {
 			n.subs[i] = n.subs[last]
-			n.subPos[n.subs[i].ClientID] = i
+			if n.x != nil && n.x.subPos != nil {
+				n.x.subPos[n.subs[i].ClientID] = i
+			}
 		}
 		n.subs[last] = nil
 		n.subs = n.subs[:last]
-		delete(n.subPos, s.ClientID)
+		if n.x != nil && n.x.subPos != nil {
+			delete(n.x.subPos, s.ClientID)
+			if len(n.subs) < subPosMin/2 {
+				n.x.subPos = nil // back to scanning; the map's memory goes
+			}
+		}
 		if len(n.subs) == 0 {
-			n.subs, n.subPos = nil, nil
+			n.subs = nil
+		} else if cap(n.subs) > 64 && len(n.subs) < cap(n.subs)/4 {
+			n.subs = slices.Clip(slices.Clone(n.subs))
 		}
 	} else {
 		gi := n.group(s.Group)
 		if gi < 0 {
 			return
 		}
-		g := n.groups[gi]
+		g := n.x.groups[gi]
 		i, ok := g.memPos[s.ClientID]
 		if !ok {
 			return
@@ -154,9 +275,9 @@ func (n *node) remove(s *Subscription) {
 		delete(g.memPos, s.ClientID)
 		old := g.snap
 		if len(old.Members) == 1 {
-			n.groups = slices.Delete(n.groups, gi, gi+1)
-			if len(n.groups) == 0 {
-				n.groups = nil
+			n.x.groups = slices.Delete(n.x.groups, gi, gi+1)
+			if len(n.x.groups) == 0 {
+				n.x.groups = nil
 			}
 		} else {
 			// Copy-on-write: earlier snapshots may be in use. Keep member
@@ -168,10 +289,13 @@ func (n *node) remove(s *Subscription) {
 			g.snap = &SharedGroup{Name: old.Name, Filter: old.Filter, Members: members, next: old.next}
 		}
 	}
+	n.tidy()
 	n.prune()
 }
 
 // prune detaches n and its ancestors from the trie while they are empty.
+// (A chain split by a filter that has since gone stays split: that costs
+// a node, not correctness.)
 func (n *node) prune() {
 	for n.parent != nil && n.empty() {
 		p := n.parent
@@ -181,7 +305,7 @@ func (n *node) prune() {
 		case p.hash == n:
 			p.hash = nil
 		default:
-			delete(p.children, n.level)
+			delete(p.children, firstLevel(n.label))
 			if len(p.children) == 0 {
 				p.children = nil
 			}
@@ -217,13 +341,21 @@ func (n *node) collect(topic string, i int, dollar bool, m *matchScratch) {
 		if c == nil {
 			return
 		}
+		if len(c.label) != len(level) {
+			// A chain of levels: the topic must go on with all of them.
+			end := i + len(c.label)
+			if end > len(topic) || topic[i:end] != c.label || end < len(topic) && topic[end] != '/' {
+				return
+			}
+			next = end + 1
+		}
 		n, i = c, next
 	}
 }
 
 func (m *matchScratch) add(n *node) {
 	m.subs = append(m.subs, n.subs...)
-	for _, g := range n.groups {
+	for _, g := range n.groups() {
 		m.shared = append(m.shared, g.snap)
 	}
 }
