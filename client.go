@@ -49,19 +49,23 @@ type Client struct {
 	reauthing      bool  // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
-	out        []byte  // bytes waiting to be written
-	outBuf     *[]byte // the pooled buffer behind out, nil when there is none
-	flushing   bool
-	closing    bool // write what is in out, then close
-	aliasesOut map[string]uint16
-	resend     []uint16 // inflight ids of a resumed session still to be sent again, oldest first
-	subIDBuf   [1]uint32
-	needSync   bool // out holds packets that may go only once the store has committed
+	out          []byte  // bytes waiting to be written
+	outBuf       *[]byte // the pooled buffer behind out, nil when there is none
+	flushing     bool
+	closing      bool // write what is in out, then close
+	aliasesOut   map[string]uint16
+	resend       []uint16 // inflight ids of a resumed session still to be sent again, oldest first
+	subIDBuf     [1]uint32
+	needSync     bool            // out holds packets that may go only once the store has committed
+	writing      int             // bytes of the buffer being written, not yet taken by the socket
+	outWake      chan struct{}   // closed when the output drains: the reader waits on it
+	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
 
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
 	events      []hookEvent  // hook calls to make once the lock is released
 
 	stopping atomic.Bool // the server is ending the connection: ignore further packets
+	outFull  atomic.Bool // the output is past MaxPendingBytes: the reader waits
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
@@ -134,19 +138,37 @@ func (c *Client) unlock() {
 // lock, others append to the other.
 func (c *Client) flush() {
 	s := c.srv
-	var mine *[]byte       // the buffer this goroutine owns between writes
-	var deadline time.Time // the write deadline in force
+	var mine *[]byte // the buffer this goroutine owns between writes
+	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0}
 	for {
 		if mine == nil {
 			mine = writeBufs.Get().(*[]byte)
 		}
 		now := time.Now()
 		c.lock()
+		c.writing = 0
 		// Nothing from the queue before the CONNACK is in the buffer, and
 		// nothing for a closed connection.
 		if c.established.Load() && c.sess != nil && c.sess.client == c && !c.closed.Load() {
-			c.fillLocked(now.UnixNano())
+			for {
+				c.fillLocked(now.UnixNano())
+				st := c.wantSnapshot
+				if st == nil {
+					break
+				}
+				// Retained messages for a stream at the queue head: found
+				// outside the lock, since it asks the authorizers.
+				c.wantSnapshot = nil
+				c.unlock()
+				msgs := s.retainedSnapshot(c.sess, st)
+				c.lock()
+				st.msgs, st.taken = msgs, true
+				if c.sess.client != c || c.closed.Load() {
+					break
+				}
+			}
 		}
+		c.outDrainedLocked()
 		if len(c.out) == 0 {
 			c.flushing = false
 			closing := c.closing
@@ -165,6 +187,7 @@ func (c *Client) flush() {
 		*full = c.out // keep the array if appends grew it
 		*mine = (*mine)[:0]
 		c.outBuf, c.out = mine, *mine
+		c.writing = len(*full)
 		needSync := c.needSync
 		c.needSync = false
 		c.unlock()
@@ -177,13 +200,7 @@ func (c *Client) flush() {
 			}
 		}
 
-		// Moving the deadline reads the clock and updates a timer: do it
-		// only when a quarter of the timeout has gone by.
-		if now.Add(s.cfg.WriteTimeout - s.cfg.WriteTimeout/4).After(deadline) {
-			deadline = now.Add(s.cfg.WriteTimeout)
-			c.conn.SetWriteDeadline(deadline)
-		}
-		n, err := c.conn.Write(*full)
+		n, err := w.write(*full, now)
 		s.stats.BytesSent.Add(int64(n))
 		mine = nil
 		if cap(*full) <= maxPooledCap {
@@ -192,15 +209,132 @@ func (c *Client) flush() {
 		if err != nil {
 			c.lock()
 			c.flushing = false
+			c.writing = 0
 			c.out = c.out[:0]
 			c.releaseBuffersLocked()
+			c.outDrainedLocked()
 			c.unlock()
 			if mine != nil {
 				writeBufs.Put(mine)
 			}
+			if isTimeout(err) {
+				// The client took nothing for WriteTimeout: reset the
+				// connection, so that the kernel drops what it holds for it
+				// and the client sees the end at once.
+				s.stats.WriteTimeouts.Add(1)
+				s.log.Info("write timeout: client not reading", "client", c.id, "remote", c.remote,
+					"write_timeout", s.cfg.WriteTimeout.String())
+				abortConn(c.conn)
+			}
 			c.closeWith(err)
 			return
 		}
+	}
+}
+
+// progressWriter writes a connection's output under WriteTimeout, measured
+// from the last progress: a write that times out after the socket took
+// part of the buffer goes on with the rest (plain sockets only: a TLS or
+// WebSocket connection cannot go on after a write timeout).
+type progressWriter struct {
+	conn     net.Conn
+	timeout  time.Duration
+	partial  bool      // the connection survives a write timeout
+	deadline time.Time // the write deadline in force
+}
+
+func (w *progressWriter) write(b []byte, now time.Time) (int, error) {
+	total := 0
+	for {
+		// Moving the deadline reads the clock and updates a timer: do it
+		// only when a quarter of the timeout has gone by.
+		if now.Add(w.timeout - w.timeout/4).After(w.deadline) {
+			w.deadline = now.Add(w.timeout)
+			w.conn.SetWriteDeadline(w.deadline)
+		}
+		n, err := w.conn.Write(b)
+		total += n
+		if err == nil || n == 0 || !w.partial || !isTimeout(err) {
+			return total, err
+		}
+		b = b[n:] // progress: the timeout counts again from now
+		now = time.Now()
+	}
+}
+
+func isTimeout(err error) bool {
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// abortConn makes the close of a TCP connection (under any TLS or
+// WebSocket layer) a reset: unsent data is discarded instead of kept in
+// the kernel for a peer that does not read.
+func abortConn(nc net.Conn) {
+	for nc != nil {
+		switch x := nc.(type) {
+		case *net.TCPConn:
+			x.SetLinger(0)
+			return
+		case interface{ NetConn() net.Conn }:
+			nc = x.NetConn()
+		default:
+			return
+		}
+	}
+}
+
+// pendingLocked returns what waits to be written to the client, for
+// MaxPendingBytes: encoded packets not yet taken by the socket and queued
+// QoS 0 messages.
+func (c *Client) pendingLocked() int {
+	return len(c.out) + c.writing + c.sess.q0Bytes
+}
+
+// noteOutputLocked records that a reply was added to the output: past
+// MaxPendingBytes the reader stops reading until the client takes its
+// output (see waitOutput).
+func (c *Client) noteOutputLocked() {
+	if len(c.out)+c.writing > c.srv.cfg.MaxPendingBytes && !c.outFull.Load() {
+		c.outFull.Store(true)
+	}
+}
+
+// outDrainedLocked lets the reader go on once the output has fallen to
+// half of MaxPendingBytes.
+func (c *Client) outDrainedLocked() {
+	if c.outFull.Load() && len(c.out)+c.writing <= c.srv.cfg.MaxPendingBytes/2 {
+		c.outFull.Store(false)
+		if c.outWake != nil {
+			close(c.outWake)
+			c.outWake = nil
+		}
+	}
+}
+
+// waitOutput blocks the reader while the client's output is past
+// MaxPendingBytes: a client that does not read its replies (acknowledgements,
+// SUBACKs, PINGRESPs) is not read from either, so it cannot make the
+// server hold more for it. The write timeout ends a client that never
+// reads.
+func (c *Client) waitOutput() {
+	for c.outFull.Load() && !c.closed.Load() {
+		c.lock()
+		if !c.outFull.Load() {
+			c.unlock()
+			return
+		}
+		if c.outWake == nil {
+			c.outWake = make(chan struct{})
+		}
+		ch := c.outWake
+		c.unlock()
+		t := time.NewTimer(time.Second) // re-check closed now and then
+		select {
+		case <-ch:
+		case <-t.C:
+		}
+		t.Stop()
 	}
 }
 
@@ -302,6 +436,7 @@ func (c *Client) writeLocked(pk packets.Packet) {
 		return // [MQTT-3.1.2-24]: never send a packet larger than the client allows
 	}
 	c.out = out
+	c.noteOutputLocked()
 	c.kickLocked()
 }
 
@@ -330,6 +465,7 @@ func (c *Client) writeAckLocked(t packets.Type, id uint16, code packets.ReasonCo
 		return
 	}
 	c.out = out
+	c.noteOutputLocked()
 	c.kickLocked()
 }
 
@@ -341,42 +477,68 @@ func (c *Client) send(pk packets.Packet) {
 }
 
 // fillLocked moves queued deliveries onto the wire while the inflight window
-// has room, up to flushChunk bytes.
+// has room, up to flushChunk bytes. A retained stream at the head of the
+// queue is expanded one message at a time; one whose messages are not yet
+// known is left in c.wantSnapshot for the writer to find without the lock.
 func (c *Client) fillLocked(now int64) {
 	ss := c.sess
 	if !c.resendPendingLocked(now) {
 		return // what was inflight goes before anything new
 	}
 	for ss.q.len() > 0 && len(c.out) < flushChunk && !c.closing {
-		d := ss.q.peek()
-		if d.msg.expired(now) {
-			d := ss.q.pop()
-			ss.unaccountLocked(&d)
-			ss.forgetLocked(&d)
-			c.droppedLocked(d.msg, DropExpired)
-			continue
+		var dv delivery
+		h := ss.q.peek()
+		if st := h.stream(); st != nil {
+			if !st.taken {
+				c.wantSnapshot = st
+				return
+			}
+			if st.next == len(st.msgs) {
+				ss.q.pop()
+				ss.removeStreamLocked(st)
+				continue
+			}
+			m := st.msgs[st.next]
+			qos := min(m.QoS, st.qos)
+			if qos > 0 && len(ss.inflight) >= c.sendQuota {
+				return
+			}
+			st.msgs[st.next] = nil
+			st.next++
+			if m.expired(now) {
+				continue
+			}
+			dv = delivery{msg: m, qos: qos, retain: true, subID: st.subID}
+			ss.srv.mem.hold(m)
+			ss.storeQueuedLocked(&dv)
+		} else {
+			if h.msg.expired(now) {
+				d := ss.q.pop()
+				ss.unaccountLocked(&d)
+				ss.finishLocked(&d)
+				c.droppedLocked(d.msg, DropExpired)
+				continue
+			}
+			if h.qos > 0 && len(ss.inflight) >= c.sendQuota {
+				return
+			}
+			dv = ss.q.pop()
+			ss.unaccountLocked(&dv)
 		}
-		if d.qos > 0 && len(ss.inflight) >= c.sendQuota {
-			return
-		}
-		dv := ss.q.pop()
-		ss.unaccountLocked(&dv)
 		var id uint16
 		if dv.qos > 0 {
 			id = ss.nextPacketIDLocked()
 		}
-		if !c.writePublishLocked(&dv, id, false, now) {
-			ss.forgetLocked(&dv)
+		if !c.writePublishLocked(&dv, id, false, now) || dv.qos == 0 {
+			ss.finishLocked(&dv) // a QoS 0 message is done once encoded
 			continue
 		}
 		if ss.storeInflightLocked(&dv, id, false) {
 			c.needSync = true
 		}
-		if dv.qos > 0 {
-			ss.seq++
-			ss.inflight[id] = &inflightMsg{delivery: dv, id: id, seq: ss.seq}
-			c.srv.stats.InflightOut.Add(1)
-		}
+		ss.seq++
+		ss.inflight[id] = &inflightMsg{delivery: dv, id: id, seq: ss.seq}
+		c.srv.stats.InflightOut.Add(1)
 	}
 }
 
@@ -390,7 +552,7 @@ func (c *Client) resendPendingLocked(now int64) bool {
 		c.resend = c.resend[1:]
 		if m := ss.inflight[id]; m != nil && !c.writePublishLocked(&m.delivery, id, true, now) {
 			delete(ss.inflight, id)
-			ss.forgetLocked(&m.delivery)
+			ss.finishLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
 		}
 	}
@@ -425,8 +587,8 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 			pk.Properties.MessageExpiry = m.remainingExpiry(now)
 		}
 		switch {
-		case d.subIDs != nil:
-			pk.Properties.SubscriptionIDs = d.subIDs
+		case d.subIDList() != nil:
+			pk.Properties.SubscriptionIDs = d.subIDList()
 		case d.subID != 0:
 			c.subIDBuf[0] = d.subID
 			pk.Properties.SubscriptionIDs = c.subIDBuf[:]
@@ -473,7 +635,7 @@ type hookEvent struct {
 
 // droppedLocked counts a drop now and reports it to hooks later.
 func (c *Client) droppedLocked(m *Message, why DropReason) {
-	c.srv.countDrop(why)
+	c.srv.countDrop(c.sess, why)
 	if len(c.srv.hooks.drops) > 0 {
 		c.events = append(c.events, hookEvent{msg: m, drop: why})
 	}

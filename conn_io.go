@@ -29,6 +29,7 @@ var (
 // one when the connection goes quiet. A parked connection holds neither.
 type packetReader struct {
 	conn  net.Conn
+	mem   *memBudget // the server's: large packets reserve their size from it
 	small *[]byte
 	large *[]byte
 	buf   []byte
@@ -36,6 +37,11 @@ type packetReader struct {
 	n     int64     // bytes read
 	lastN int       // bytes the last read returned
 	at    time.Time // when bytes last arrived
+	pktAt time.Time // when the last complete packet arrived: keep alive counts from it
+
+	reserved  int64               // bytes reserved from mem for the last large packet
+	big       []byte              // the body of a large packet read so far
+	bigHeader packets.FixedHeader // its header
 }
 
 // fill reads more bytes from the connection into the buffer.
@@ -91,11 +97,45 @@ func (pr *packetReader) fill() error {
 // buffer, so the large buffer may go back to the pool.
 func (pr *packetReader) quiet() bool { return pr.lastN < smallReadSize }
 
-// empty reports whether no unread bytes are buffered.
-func (pr *packetReader) empty() bool { return pr.r == pr.w }
+// empty reports whether no unread bytes are buffered, nor part of a large
+// packet.
+func (pr *packetReader) empty() bool { return pr.r == pr.w && pr.big == nil }
 
-// release returns the pooled buffers; the reader must be empty or done.
+// errNoMemory ends a connection whose large packet found no room in the
+// message memory budget.
+var errNoMemory = &packets.Error{Code: packets.QuotaExceeded, Msg: "no memory for a large packet"}
+
+// reserveWait is the most a large packet waits for room in the budget.
+var reserveWait = 5 * time.Second
+
+// reserve takes n bytes from the memory budget, waiting up to reserveWait
+// for room.
+func (pr *packetReader) reserve(n int64) error {
+	if pr.mem == nil {
+		return nil
+	}
+	for deadline := time.Now().Add(reserveWait); !pr.mem.reserve(n); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			return errNoMemory
+		}
+	}
+	pr.reserved = n
+	return nil
+}
+
+// unreserve gives back what reserve took.
+func (pr *packetReader) unreserve() {
+	if pr.reserved != 0 {
+		pr.mem.used.Add(-pr.reserved)
+		pr.reserved = 0
+	}
+}
+
+// release returns the pooled buffers and any reservation; the reader must
+// be empty or done.
 func (pr *packetReader) release() {
+	pr.unreserve()
+	pr.big = nil
 	if pr.large != nil {
 		largeReads.Put(pr.large)
 		pr.large = nil
@@ -112,6 +152,10 @@ func (pr *packetReader) release() {
 // read buffer when inPlace is true for the packet type; otherwise it is a
 // fresh slice the caller may keep.
 func (pr *packetReader) next(maxSize int) (packets.FixedHeader, []byte, error) {
+	if pr.big != nil {
+		return pr.readBig() // a large packet cut short by a read deadline
+	}
+	pr.unreserve() // the previous packet has been handled
 	for {
 		h, hl, err := packets.DecodeFixedHeader(pr.buf[pr.r:pr.w], maxSize)
 		if err == packets.ErrIncomplete {
@@ -127,6 +171,7 @@ func (pr *packetReader) next(maxSize int) (packets.FixedHeader, []byte, error) {
 		if pr.w-pr.r >= total {
 			body := pr.buf[pr.r+hl : pr.r+total : pr.r+total]
 			pr.r += total
+			pr.pktAt = pr.at
 			if !inPlace(h.Type) {
 				body = append([]byte(nil), body...)
 			}
@@ -139,26 +184,47 @@ func (pr *packetReader) next(maxSize int) (packets.FixedHeader, []byte, error) {
 			continue
 		}
 		// Larger than the buffer: read the body straight into its own slice,
-		// growing it only as bytes arrive.
+		// growing it only as bytes arrive. Its size is reserved from the
+		// message memory budget first, so unfinished packets, however many
+		// and however slow, hold no more than the budget.
+		if err := pr.reserve(int64(h.Remaining)); err != nil {
+			return h, nil, err
+		}
 		pr.r += hl
 		have := pr.w - pr.r
-		body := make([]byte, 0, min(h.Remaining, max(have, 64<<10)))
-		body = append(body, pr.buf[pr.r:pr.w]...)
+		pr.big = make([]byte, 0, min(h.Remaining, max(have, 64<<10)))
+		pr.big = append(pr.big, pr.buf[pr.r:pr.w]...)
+		pr.bigHeader = h
 		pr.r, pr.w = 0, 0
-		for len(body) < h.Remaining {
-			if len(body) == cap(body) {
-				body = append(body, 0)[:len(body)]
-			}
-			end := min(cap(body), h.Remaining)
-			n, err := pr.conn.Read(body[len(body):end])
-			pr.n += int64(n)
-			body = body[:len(body)+n]
-			if err != nil && len(body) < h.Remaining {
-				return h, nil, err
-			}
-		}
-		return h, body, nil
+		return pr.readBig()
 	}
+}
+
+// readBig reads the rest of a large packet's body into pr.big. A read
+// error (a deadline, typically) leaves what has arrived in pr.big, and
+// the next call to next goes on from there.
+func (pr *packetReader) readBig() (packets.FixedHeader, []byte, error) {
+	h, body := pr.bigHeader, pr.big
+	for len(body) < h.Remaining {
+		if len(body) == cap(body) {
+			body = append(body, 0)[:len(body)]
+		}
+		end := min(cap(body), h.Remaining)
+		n, err := pr.conn.Read(body[len(body):end])
+		pr.n += int64(n)
+		body = body[:len(body)+n]
+		if n > 0 {
+			pr.at = time.Now()
+		}
+		if err != nil && len(body) < h.Remaining {
+			pr.big = body
+			return h, nil, err
+		}
+	}
+	pr.big = nil
+	pr.at = time.Now()
+	pr.pktAt = pr.at
+	return h, body, nil
 }
 
 // inPlace reports whether a packet of type t is decoded straight from the

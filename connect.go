@@ -17,6 +17,7 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 	s.stats.ConnectionsAccepted.Add(1)
 	c := &Client{srv: s, conn: nc, listener: listener, remote: nc.RemoteAddr().String(), fd: parkFD(nc)}
 	c.rd.conn = nc
+	c.rd.mem = &s.mem
 
 	s.mu.Lock()
 	if s.closing {
@@ -368,7 +369,7 @@ func (c *Client) resendLocked() {
 		}
 		if !c.writePublishLocked(&m.delivery, m.id, true, now) {
 			delete(ss.inflight, m.id)
-			ss.forgetLocked(&m.delivery)
+			ss.finishLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
 			continue
 		}
@@ -439,7 +440,6 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	ss.identity = c
 	ss.expiry = expiry
 	ss.storeSessionLocked(c.version, time.Time{})
-	ss.dropLog = false
 	c.sess = ss
 	ss.mu.Unlock()
 	return ss, present, after, true

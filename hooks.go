@@ -150,6 +150,8 @@ const (
 	DropNotAuthorized DropReason = "not_authorized"   // a QoS 0 publish the ACL refused
 	DropOfflineQoS0   DropReason = "offline_qos0"     // QoS 0 for an offline session with QueueQoS0Offline off
 	DropSessionEnded  DropReason = "session_ended"    // queued when the session ended
+	DropSlowConsumer  DropReason = "slow_consumer"    // QoS 0 for an online client whose pending output is at MaxPendingBytes
+	DropMemoryFull    DropReason = "memory_full"      // the broker-wide MaxMessageMemory is reached
 )
 
 // hookSet holds the hooks by event, built once by AddHook.

@@ -85,7 +85,9 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 	}
 	s.stats.MessagesReceived.Add(1)
 	m := newMessage(pk, c.id, time.Now())
-	s.route(m)
+	if r := s.route(m, true); r.retainRefused {
+		return ErrQuotaExceeded
+	}
 	for _, h := range s.hooks.publishes {
 		h.OnPublished(c, m)
 	}
@@ -97,7 +99,7 @@ func (s *Server) publishSys(topic string, payload string) {
 	pk := &packets.Publish{Topic: topic, Payload: []byte(payload), Retain: true}
 	m := newMessage(pk, s.cfg.InlineClientID, time.Now())
 	m.sys = true // recomputed every interval: no use in storing it
-	s.route(m)
+	s.route(m, false)
 }
 
 // Subscribe subscribes handler to filter in-process. id distinguishes

@@ -31,6 +31,10 @@ type ClientInfo struct {
 	Inflight        int       // QoS 1 and 2 messages sent and not yet acknowledged
 	Queued          int       // messages waiting in the session's queue
 	QueuedBytes     int       // what the queued messages count towards MaxQueuedBytes
+	PendingBytes    int       // waiting to be written, counted towards MaxPendingBytes
+	// Dropped counts the messages dropped instead of delivered to the
+	// session, by reason; nil when none were.
+	Dropped map[DropReason]int64
 
 	// Subscriptions is filled by [Server.ClientInfo] and left nil by
 	// [Server.Clients].
@@ -46,6 +50,9 @@ type SessionInfo struct {
 	Queued        int
 	QueuedBytes   int
 	Subscriptions int
+	// Dropped counts the messages dropped instead of delivered to the
+	// session, by reason; nil when none were.
+	Dropped map[DropReason]int64
 }
 
 // Clients returns the clients connected now (those whose CONNECT
@@ -97,8 +104,10 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 		ConnectedAt:     c.connectedAt,
 		SessionExpiry:   ss.expiry,
 		Inflight:        len(ss.inflight),
-		Queued:          ss.q.len(),
+		Queued:          ss.queuedLocked(),
 		QueuedBytes:     ss.qBytes,
+		PendingBytes:    c.pendingLocked(),
+		Dropped:         ss.drops.snapshot(),
 	}, true
 }
 
@@ -137,8 +146,9 @@ func (s *Server) sessionInfo(ss *session) (SessionInfo, bool) {
 		Online:      ss.client != nil,
 		Expiry:      ss.expiry,
 		Inflight:    len(ss.inflight),
-		Queued:      ss.q.len(),
+		Queued:      ss.queuedLocked(),
 		QueuedBytes: ss.qBytes,
+		Dropped:     ss.drops.snapshot(),
 	}
 	ss.mu.Unlock()
 	s.index.ClientSubscriptions(si.ClientID, func(*topics.Subscription) bool {
@@ -236,6 +246,12 @@ func (s *Server) Kick(id string) bool {
 	}
 	c.disconnect(packets.AdministrativeAction)
 	return true
+}
+
+// MessageMemory returns the memory held by queued and inflight messages
+// now and its cap, MaxMessageMemory (0: none), in bytes.
+func (s *Server) MessageMemory() (used, limit int64) {
+	return s.mem.used.Load(), s.mem.limit
 }
 
 // StartedAt returns when the server was created.

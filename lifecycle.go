@@ -29,7 +29,7 @@ func (s *Server) connectionEnded(c *Client) {
 	ss.storeSessionLocked(c.version, time.Now())
 	ss.mu.Unlock()
 
-	s.redeliverShared(c.id, shared)
+	s.redeliverShared(ss, shared)
 
 	if w := c.will.Swap(nil); w != nil {
 		m := willMessage(c.id, w)

@@ -27,6 +27,8 @@ type Message struct {
 
 	expireAt int64 // unix nanoseconds; 0 = never
 
+	held atomic.Int32 // queued and inflight deliveries holding it, for the memory budget
+
 	sys    bool        // a $SYS message: never stored
 	stored atomic.Bool // it has been put in the store (set under the persister's lock)
 
@@ -84,106 +86,50 @@ func newMessage(pk *packets.Publish, origin string, now time.Time) *Message {
 	return m
 }
 
-// delivery is one message on its way to one session.
+// delivery is one message on its way to one session: an entry of the
+// session's queue or of its inflight window. It is kept small (32 bytes)
+// because a stuck or offline session may hold many; the rarely used fields
+// live behind ext.
 type delivery struct {
 	msg    *Message
+	pseq   uint64 // key of its storage record in the session; 0 = not stored
+	subID  uint32 // the subscription identifier, when one
 	qos    byte   // the QoS it is delivered at
 	retain bool   // the RETAIN flag it is sent with
-	subID  uint32 // the subscription identifier, when one
-	subIDs []uint32
+	ext    *deliveryExt
+}
+
+// deliveryExt holds what few deliveries need.
+type deliveryExt struct {
+	subIDs []uint32            // several subscription identifiers (overlapping subscriptions)
 	share  *topics.SharedGroup // the shared group it came through, for redelivery
-	pseq   uint64              // key of its storage record in the session; 0 = not stored
+	stream *retainedStream     // a queue entry standing for retained messages still to send
 }
 
-// queue is a FIFO ring of deliveries. Removing a QoS 0 delivery from the
-// middle (to make room when the session's queue is full) leaves a hole
-// that the head skips later, and a scan position remembers how far the
-// queue is known to hold no QoS 0 delivery, so making room costs amortized
-// O(1) instead of a scan and a shift of up to the whole queue.
-type queue struct {
-	buf  []delivery // holes have msg == nil
-	head int
-	n    int // slots in use from head, holes included
-	live int // deliveries in the queue
-	scan int // slots from head known to hold no QoS 0 delivery
-}
-
-func (q *queue) len() int { return q.live }
-
-func (q *queue) push(d delivery) {
-	if q.n == len(q.buf) {
-		nb := make([]delivery, max(16, 2*q.live))
-		k := 0
-		for i := 0; i < q.n; i++ { // compact: holes go
-			if x := q.buf[(q.head+i)%len(q.buf)]; x.msg != nil {
-				nb[k] = x
-				k++
-			}
-		}
-		q.buf, q.head, q.n, q.scan = nb, 0, k, 0
+// share returns the shared group the delivery came through, or nil.
+func (d *delivery) share() *topics.SharedGroup {
+	if d.ext == nil {
+		return nil
 	}
-	q.buf[(q.head+q.n)%len(q.buf)] = d
-	q.n++
-	q.live++
+	return d.ext.share
 }
 
-// skipHoles drops holes at the head.
-func (q *queue) skipHoles() {
-	for q.n > 0 && q.buf[q.head].msg == nil {
-		q.head = (q.head + 1) % len(q.buf)
-		q.n--
-		q.scan = max(q.scan-1, 0)
+// subIDList returns the subscription identifiers of a delivery that has
+// several, or nil.
+func (d *delivery) subIDList() []uint32 {
+	if d.ext == nil {
+		return nil
 	}
+	return d.ext.subIDs
 }
 
-// peek returns the oldest delivery; the queue must not be empty.
-func (q *queue) peek() *delivery {
-	q.skipHoles()
-	return &q.buf[q.head]
-}
-
-// pop removes and returns the oldest delivery; the queue must not be empty.
-func (q *queue) pop() delivery {
-	q.skipHoles()
-	d := q.buf[q.head]
-	q.buf[q.head] = delivery{}
-	q.head = (q.head + 1) % len(q.buf)
-	q.n--
-	q.live--
-	q.scan = max(q.scan-1, 0)
-	q.skipHoles()
-	if q.live == 0 {
-		q.head, q.n, q.scan = 0, 0, 0
-		if len(q.buf) > 1024 { // give back memory after a burst
-			q.buf = nil
-		}
+// stream returns the retained stream an entry stands for, or nil.
+func (d *delivery) stream() *retainedStream {
+	if d.ext == nil {
+		return nil
 	}
-	return d
+	return d.ext.stream
 }
 
-// removeOldestQoS0 removes the oldest QoS 0 delivery and reports whether
-// there was one.
-func (q *queue) removeOldestQoS0() (delivery, bool) {
-	for i := q.scan; i < q.n; i++ {
-		j := (q.head + i) % len(q.buf)
-		if x := &q.buf[j]; x.msg != nil && x.qos == 0 {
-			d := *x
-			*x = delivery{}
-			q.live--
-			q.scan = i + 1
-			q.skipHoles()
-			return d, true
-		}
-	}
-	q.scan = q.n
-	return delivery{}, false
-}
-
-// drain removes and returns every delivery, oldest first.
-func (q *queue) drain() []delivery {
-	out := make([]delivery, 0, q.live)
-	for q.live > 0 {
-		out = append(out, q.pop())
-	}
-	return out
-}
+// hole reports whether a queue slot is empty.
+func (d *delivery) hole() bool { return d.msg == nil && d.ext == nil }

@@ -3,6 +3,7 @@ package tern
 import (
 	"errors"
 	"log/slog"
+	"math"
 	"time"
 
 	"github.com/ternmq/tern/storage"
@@ -30,16 +31,55 @@ type Options struct {
 	MaxInflight uint16
 
 	// MaxQueuedMessages caps the messages queued for one session, offline
-	// or waiting for the inflight window. When it is full, the oldest queued
-	// QoS 0 message is dropped to make room for a QoS 1 or 2 one; otherwise
-	// the new message is dropped. Drops are counted, logged once per
-	// session and reported to hooks. Retained messages sent on subscription
-	// are never dropped for this limit. Default 1,000,000.
+	// or waiting for the inflight window; QueueFullPolicy says what happens
+	// at the cap. Drops are counted (Stats, the session's ClientInfo and
+	// SessionInfo), logged at most once per 10 s per session and reported
+	// to hooks. Retained messages sent on subscription wait in a stream
+	// that does not count towards it. Default 10,000; a negative value
+	// means no limit.
 	MaxQueuedMessages int
 
-	// MaxQueuedBytes caps the payload bytes queued for one session, with the
-	// same policy as MaxQueuedMessages. Default 1 GiB.
+	// MaxQueuedBytes caps the topic and payload bytes queued for one
+	// session, with the same policy as MaxQueuedMessages. Default 64 MiB;
+	// a negative value means no limit.
 	MaxQueuedBytes int
+
+	// QueueFullPolicy says which message is dropped when a session's queue
+	// is at MaxQueuedMessages or MaxQueuedBytes, or the broker is at
+	// MaxMessageMemory: DropNew (the default) or DropOldest. Either way a
+	// queued QoS 0 message goes first to make room for a QoS 1 or 2 one.
+	QueueFullPolicy QueueFullPolicy
+
+	// MaxPendingBytes caps what waits to be written to one connected
+	// client: packets encoded and not yet taken by its socket, plus queued
+	// QoS 0 messages. A QoS 0 message that does not fit is dropped for
+	// that client (slow_consumer, or by QueueFullPolicy); QoS 1 and 2
+	// messages wait in the session queue instead, and a client whose
+	// acknowledgements and other replies pass the cap is not read from
+	// until it takes them. Default 1 MiB.
+	MaxPendingBytes int
+
+	// MaxMessageMemory caps, broker-wide, the memory held by messages
+	// queued for sessions or inflight towards them: each message's bytes
+	// once however many sessions hold it, plus about 64 bytes per queued
+	// copy. At the cap QoS 0 messages are dropped (memory_full) and a
+	// QoS 1 or 2 message makes room in its session by QueueFullPolicy or
+	// is dropped; a v5 publisher whose QoS 1 or 2 message could be queued
+	// nowhere gets 0x97 Quota exceeded. Default: a quarter of the memory
+	// the process may use (the cgroup limit, or the machine's memory), at
+	// least 64 MiB; a negative value means no limit.
+	MaxMessageMemory int64
+
+	// MaxRetainedMessages and MaxRetainedBytes cap the retained messages
+	// (count, and topic plus payload bytes). A retained PUBLISH that would
+	// pass a cap is refused: a v5 client's QoS 1 or 2 one with 0x97 Quota
+	// exceeded (and not delivered); others are delivered but not retained.
+	// Replacing a retained message by one no larger, and deleting one, is
+	// always possible. Refusals are counted in Stats.RetainedRefused.
+	// Defaults: 1,000,000 messages, and an eighth of the memory the
+	// process may use, at most 1 GiB; a negative value means no limit.
+	MaxRetainedMessages int
+	MaxRetainedBytes    int64
 
 	// QueueQoS0Offline, when set to a non-nil false, stops the server from
 	// queueing QoS 0 messages for offline persistent sessions. Default true.
@@ -75,8 +115,10 @@ type Options struct {
 	// Default 65535.
 	MaxClientIDLength int
 
-	// MaxTopicLevels is the most levels a topic name or filter may have.
-	// Default 0: no limit beyond the packet size.
+	// MaxTopicLevels is the most levels a topic name or filter may have: a
+	// PUBLISH with more is refused (v5 DISCONNECT 0x90), a filter with more
+	// gets 0x8F Topic filter invalid (3.1.1: 0x80) in the SUBACK. Default
+	// 128, as EMQX; a negative value means no limit beyond the packet size.
 	MaxTopicLevels int
 
 	// MaxConnections caps the network connections open at once, over all
@@ -135,6 +177,19 @@ type Options struct {
 	InlineClientID string
 }
 
+// QueueFullPolicy says which message a full session queue drops.
+type QueueFullPolicy int
+
+// Queue policies.
+const (
+	// DropNew drops the message that does not fit (after a queued QoS 0
+	// message has made room for a QoS 1 or 2 one), as Mosquitto does.
+	DropNew QueueFullPolicy = iota
+	// DropOldest drops the oldest queued message to make room for the new
+	// one, so a returning client gets the most recent messages.
+	DropOldest
+)
+
 func boolOr(p *bool, def bool) bool {
 	if p == nil {
 		return def
@@ -171,11 +226,41 @@ func newConfig(o *Options) (*config, error) {
 	if c.MaxInflight == 0 {
 		c.MaxInflight = 1024
 	}
-	if c.MaxQueuedMessages == 0 {
-		c.MaxQueuedMessages = 1_000_000
+	switch {
+	case c.MaxQueuedMessages == 0:
+		c.MaxQueuedMessages = 10_000
+	case c.MaxQueuedMessages < 0:
+		c.MaxQueuedMessages = math.MaxInt
 	}
-	if c.MaxQueuedBytes == 0 {
-		c.MaxQueuedBytes = 1 << 30
+	switch {
+	case c.MaxQueuedBytes == 0:
+		c.MaxQueuedBytes = 64 << 20
+	case c.MaxQueuedBytes < 0:
+		c.MaxQueuedBytes = math.MaxInt
+	}
+	if c.MaxTopicLevels == 0 {
+		c.MaxTopicLevels = 128
+	}
+	switch {
+	case c.MaxRetainedMessages == 0:
+		c.MaxRetainedMessages = 1_000_000
+	case c.MaxRetainedMessages < 0:
+		c.MaxRetainedMessages = math.MaxInt
+	}
+	switch {
+	case c.MaxRetainedBytes == 0:
+		c.MaxRetainedBytes = DefaultRetainedBytes()
+	case c.MaxRetainedBytes < 0:
+		c.MaxRetainedBytes = math.MaxInt64
+	}
+	if c.MaxPendingBytes == 0 {
+		c.MaxPendingBytes = 1 << 20
+	}
+	switch {
+	case c.MaxMessageMemory == 0:
+		c.MaxMessageMemory = DefaultMessageMemory()
+	case c.MaxMessageMemory < 0:
+		c.MaxMessageMemory = 0 // no limit
 	}
 	if c.MaxClientIDLength == 0 {
 		c.MaxClientIDLength = 65535
@@ -213,8 +298,10 @@ func newConfig(o *Options) (*config, error) {
 		return nil, errors.New("tern: MaxQoS must be 0, 1 or 2")
 	case c.MaxPacketSize < 64 || c.MaxPacketSize > 268435460:
 		return nil, errors.New("tern: MaxPacketSize must be between 64 and 268435460 bytes")
-	case c.MaxQueuedMessages < 0 || c.MaxQueuedBytes < 0:
-		return nil, errors.New("tern: MaxQueuedMessages and MaxQueuedBytes must not be negative")
+	case c.MaxPendingBytes < 0:
+		return nil, errors.New("tern: MaxPendingBytes must not be negative")
+	case c.QueueFullPolicy != DropNew && c.QueueFullPolicy != DropOldest:
+		return nil, errors.New("tern: QueueFullPolicy must be DropNew or DropOldest")
 	case c.MaxConnections < 0 || c.MaxSubscriptionsPerClient < 0 || c.MaxPublishRate < 0 || c.MaxPublishBytesRate < 0:
 		return nil, errors.New("tern: MaxConnections, MaxSubscriptionsPerClient, MaxPublishRate and MaxPublishBytesRate must not be negative")
 	case c.MaxClientIDLength < 1 || c.MaxClientIDLength > 65535:

@@ -191,13 +191,13 @@ func (ss *session) deliveryRecord(d *delivery, packetID uint16, released bool) *
 		PacketID: packetID, Released: released,
 	}
 	switch {
-	case d.subIDs != nil:
-		r.SubIDs = d.subIDs
+	case d.subIDList() != nil:
+		r.SubIDs = d.subIDList()
 	case d.subID != 0:
 		r.SubIDs = []uint32{d.subID}
 	}
-	if d.share != nil {
-		r.ShareGroup, r.ShareFilter = d.share.Name, d.share.Filter
+	if g := d.share(); g != nil {
+		r.ShareGroup, r.ShareFilter = g.Name, g.Filter
 	}
 	return r
 }

@@ -86,18 +86,29 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		s.stats.PublishDenied.Add(1)
 		s.log.Debug("publish refused", "client", c.id, "topic", pk.Topic, "reason", code.String())
 		if len(s.hooks.drops) > 0 {
-			s.dropped(c.id, newMessage(pk, c.id, time.Now()), DropNotAuthorized)
+			s.dropped(nil, newMessage(pk, c.id, time.Now()), DropNotAuthorized)
 		} else {
-			s.stats.MessagesDropped.Add(1)
+			s.countDrop(nil, DropNotAuthorized)
 		}
 	} else {
 		m := newMessage(pk, c.id, c.rd.at) // the time of the read: no clock read per message
-		if s.route(m) == 0 {
+		// A v5 publisher learns that its retained message was refused
+		// for the retained limits; others' are delivered, not retained.
+		strict := c.version == packets.V5 && pk.QoS > 0
+		r := s.route(m, strict)
+		switch {
+		case r.retainRefused && strict:
+			code = packets.QuotaExceeded
+		case r.queued == 0 && r.full > 0:
+			code = packets.QuotaExceeded // it could go nowhere: every queue was full
+		case r.queued == 0:
 			code = packets.NoMatchingSubscribers
 		}
 		durable = s.persist.touched(m)
-		for _, h := range s.hooks.publishes {
-			h.OnPublished(c, m)
+		if !(r.retainRefused && strict) {
+			for _, h := range s.hooks.publishes {
+				h.OnPublished(c, m)
+			}
 		}
 	}
 	if c.version != packets.V5 {
@@ -198,40 +209,70 @@ func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, dur
 	})
 }
 
+// routed is what became of a routed message.
+type routed struct {
+	queued        int  // sessions (and in-process subscriptions) it went to
+	full          int  // sessions that dropped it for a limit (queue, memory, pending output)
+	retainRefused bool // retained, but over MaxRetainedMessages or MaxRetainedBytes
+}
+
 // route delivers a message to the retained store and every matching
-// subscription and returns how many sessions it went to.
-func (s *Server) route(m *Message) int {
-	if m.Retain {
-		s.storeRetained(m)
-	}
-	res := s.index.Match(m.Topic)
-	n := s.routeSubscriptions(m, res.Subscriptions)
-	for _, g := range res.Shared {
-		if s.routeShared(m, g, "") {
-			n++
+// subscription. With strict set a message the retained store refuses
+// goes nowhere; otherwise it is delivered without being retained.
+func (s *Server) route(m *Message, strict bool) routed {
+	var r routed
+	if m.Retain && !s.storeRetained(m) {
+		r.retainRefused = true
+		if strict {
+			return r
 		}
 	}
-	return n
+	res := s.index.Match(m.Topic)
+	s.routeSubscriptions(m, res.Subscriptions, &r)
+	for _, g := range res.Shared {
+		s.routeShared(m, g, "", &r)
+	}
+	return r
 }
 
 // storeRetained keeps, replaces or deletes (empty payload) the retained
-// message of the topic [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7].
-func (s *Server) storeRetained(m *Message) {
+// message of the topic [MQTT-3.3.1-5], [MQTT-3.3.1-6], [MQTT-3.3.1-7]. It
+// reports false, counting it, when a new or larger message would pass
+// MaxRetainedMessages or MaxRetainedBytes; deleting is always possible.
+func (s *Server) storeRetained(m *Message) bool {
 	s.retainMu.Lock() // so the replaced message is known, for the store
 	defer s.retainMu.Unlock()
 	old, had := s.retained.Get(m.Topic)
 	if len(m.Payload) == 0 {
 		if had && s.retained.Delete(m.Topic) {
 			s.stats.Retained.Add(-1)
+			s.retainedBytes -= int64(old.size())
 			s.persistRetained(m.Topic, nil, old)
 		}
-		return
+		return true
+	}
+	grow := int64(m.size())
+	if had {
+		grow -= int64(old.size())
+	}
+	if !m.sys && (!had && s.stats.Retained.Load() >= int64(s.cfg.MaxRetainedMessages) ||
+		grow > 0 && s.retainedBytes+grow > s.cfg.MaxRetainedBytes) {
+		s.stats.RetainedRefused.Add(1)
+		if now := time.Now(); now.Sub(s.retainLog) > dropLogInterval {
+			s.retainLog = now
+			s.log.Warn("retained message refused: retained limit reached", "client", m.Origin, "topic", m.Topic,
+				"retained", s.stats.Retained.Load(), "retained_bytes", s.retainedBytes,
+				"max_retained_messages", s.cfg.MaxRetainedMessages, "max_retained_bytes", s.cfg.MaxRetainedBytes)
+		}
+		return false
 	}
 	if !had {
 		s.stats.Retained.Add(1)
 	}
+	s.retainedBytes += grow
 	s.retained.Set(m.Topic, m)
 	s.persistRetained(m.Topic, m, old)
+	return true
 }
 
 // persistRetained tells the store that topic's retained message is now m
@@ -254,9 +295,9 @@ func (s *Server) persistRetained(topic string, m, old *Message) {
 // subscriptions. A client with several matching subscriptions gets one
 // copy at the highest QoS, carrying every subscription identifier
 // [MQTT-3.3.4-2], [MQTT-3.3.4-3].
-func (s *Server) routeSubscriptions(m *Message, subs []*topics.Subscription) int {
+func (s *Server) routeSubscriptions(m *Message, subs []*topics.Subscription, r *routed) {
 	if len(subs) == 0 {
-		return 0
+		return
 	}
 	rs := routeScratchPool.Get().(*routeScratch)
 	for _, sub := range subs {
@@ -270,15 +311,11 @@ func (s *Server) routeSubscriptions(m *Message, subs []*topics.Subscription) int
 		}
 		rs.add(sub.ClientID, d, len(subs))
 	}
-	n := 0
 	for i, d := range rs.ds {
-		if s.deliver(rs.ids[i], d, false) {
-			n++
-		}
+		s.deliver(rs.ids[i], d, r)
 	}
 	rs.reset()
 	routeScratchPool.Put(rs)
-	return n
 }
 
 // routeScratch collects one delivery per client while routing a message.
@@ -331,15 +368,16 @@ func (rs *routeScratch) reset() {
 func (d *delivery) merge(o delivery) {
 	d.qos = max(d.qos, o.qos)
 	d.retain = d.retain || o.retain
-	if o.subID != 0 {
-		if d.subID != 0 && d.subIDs == nil {
-			d.subIDs = []uint32{d.subID}
-		}
-		if d.subIDs != nil {
-			d.subIDs = append(d.subIDs, o.subID)
-		} else {
-			d.subID = o.subID
-		}
+	if o.subID == 0 {
+		return
+	}
+	switch {
+	case d.subID == 0:
+		d.subID = o.subID
+	case d.ext == nil:
+		d.ext = &deliveryExt{subIDs: []uint32{d.subID, o.subID}}
+	default:
+		d.ext.subIDs = append(d.ext.subIDs, o.subID)
 	}
 }
 
@@ -355,24 +393,29 @@ func (s *Server) deliveryFor(m *Message, sub *topics.Subscription) delivery {
 	}
 }
 
-// deliver hands a delivery to the session of clientID. With authorizers
-// added, a delivery to a network client they deny (Deliver) is skipped,
-// counted in DeliveriesDenied, and deliver reports false.
-func (s *Server) deliver(clientID string, d delivery, force bool) bool {
+// deliver hands a delivery to the session of clientID and records the
+// outcome in r. With authorizers added, a delivery to a network client
+// they deny (Deliver) is skipped and counted in DeliveriesDenied.
+func (s *Server) deliver(clientID string, d delivery, r *routed) {
 	if s.inline.handles(clientID) {
 		s.inline.deliver(clientID, d)
-		return true
+		r.queued++
+		return
 	}
 	ss := s.session(clientID)
 	if ss == nil {
-		return false
+		return
 	}
 	if len(s.hooks.authorizers) > 0 && !s.deliverable(ss, d.msg) {
 		s.stats.DeliveriesDenied.Add(1)
-		return false
+		return
 	}
-	ss.enqueue(d, force)
-	return true
+	switch why := ss.enqueue(d); {
+	case why == "":
+		r.queued++
+	case why.overload():
+		r.full++
+	}
 }
 
 // deliverable asks the authorizers whether m may be delivered to the
@@ -397,8 +440,8 @@ func (s *Server) deliverable(ss *session, m *Message) bool {
 // routeShared delivers m to one member of a shared group, round-robin among
 // the members that are online, skipping the client exclude and members
 // the authorizers deny it to (Deliver). It falls back to an offline member
-// when none is online.
-func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string) bool {
+// when none is online. The outcome goes to r.
+func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, r *routed) {
 	n := uint32(len(g.Members))
 	start := g.Next()
 	var fallback *topics.Subscription
@@ -419,23 +462,28 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string) 
 			}
 		}
 		if s.inline.handles(sub.ClientID) || s.online(sub.ClientID) {
-			d := s.deliveryFor(m, sub)
-			d.share = g
-			return s.deliver(sub.ClientID, d, false)
+			s.deliver(sub.ClientID, s.sharedDelivery(m, sub, g), r)
+			return
 		}
 		if fallback == nil {
 			fallback = sub
 		}
 	}
 	if fallback != nil {
-		d := s.deliveryFor(m, fallback)
-		d.share = g
-		return s.deliver(fallback.ClientID, d, false)
+		s.deliver(fallback.ClientID, s.sharedDelivery(m, fallback, g), r)
+		return
 	}
 	if denied {
 		s.stats.DeliveriesDenied.Add(1)
 	}
-	return false
+}
+
+// sharedDelivery returns the delivery of m to a member of the shared group
+// g.
+func (s *Server) sharedDelivery(m *Message, sub *topics.Subscription, g *topics.SharedGroup) delivery {
+	d := s.deliveryFor(m, sub)
+	d.ext = &deliveryExt{share: g}
+	return d
 }
 
 func (s *Server) online(clientID string) bool {
@@ -450,19 +498,22 @@ func (s *Server) online(clientID string) bool {
 
 // redeliverShared sends messages a departed member of a shared group did
 // not acknowledge to another member of the group.
-func (s *Server) redeliverShared(from string, ds []delivery) {
+func (s *Server) redeliverShared(from *session, ds []delivery) {
 	for _, d := range ds {
+		share := d.share()
 		var group *topics.SharedGroup
 		for _, g := range s.index.Match(d.msg.Topic).Shared {
-			if g.Name == d.share.Name && g.Filter == d.share.Filter {
+			if g.Name == share.Name && g.Filter == share.Filter {
 				group = g
 				break
 			}
 		}
-		if group == nil || !s.routeShared(d.msg, group, from) {
-			if d.qos > 0 {
-				s.dropped(from, d.msg, DropSessionEnded)
-			}
+		var r routed
+		if group != nil {
+			s.routeShared(d.msg, group, from.id, &r)
+		}
+		if r.queued == 0 && d.qos > 0 {
+			s.dropped(from, d.msg, DropSessionEnded)
 		}
 	}
 }
@@ -486,7 +537,7 @@ func (s *Server) publishWill(c *Client, m *Message) {
 		return
 	}
 	s.stats.WillsSent.Add(1)
-	s.route(m)
+	s.route(m, false)
 	for _, h := range s.hooks.wills {
 		h.OnWillSent(clientID, m)
 	}

@@ -29,6 +29,9 @@ func (c *Client) readLoop() (err error, parked bool) {
 	if c.rd.at.IsZero() {
 		c.rd.at = start
 	}
+	if c.rd.pktAt.IsZero() {
+		c.rd.pktAt = c.rd.at
+	}
 	// The read deadline is the keep alive, or sooner the moment to park. It
 	// is measured from when bytes last arrived (c.rd.at, read once per
 	// read call, not per packet) and moved only when it must come earlier
@@ -36,8 +39,8 @@ func (c *Client) readLoop() (err error, parked bool) {
 	// updates a timer.
 	var deadlineSet time.Time
 	for {
-		if c.rd.empty() && !c.stopping.Load() { // stopping: keep the drain deadline
-			want := c.readDeadline(keepAlive, true, start)
+		if !c.stopping.Load() { // stopping: keep the drain deadline
+			want := c.readDeadline(keepAlive, c.rd.empty(), start)
 			if !want.Equal(deadlineSet) && (want.IsZero() || deadlineSet.IsZero() ||
 				want.Before(deadlineSet) || want.Sub(deadlineSet) > deadlineSlack) {
 				c.conn.SetReadDeadline(want)
@@ -51,11 +54,12 @@ func (c *Client) readLoop() (err error, parked bool) {
 		if err != nil {
 			var ne net.Error
 			if errors.As(err, &ne) && ne.Timeout() && !c.stopping.Load() {
-				idle := time.Since(c.rd.at)
 				switch {
-				case keepAlive > 0 && idle >= keepAlive:
+				case keepAlive > 0 && time.Since(c.rd.pktAt) >= keepAlive:
+					// No complete packet for 1.5 times the keep alive, even if
+					// part of one arrived [MQTT-3.1.2-24].
 					return c.readFailed(err), false
-				case c.rd.empty() && c.fd >= 0 && idle >= parkAfter && time.Since(start) >= parkAfter:
+				case c.rd.empty() && c.fd >= 0 && time.Since(c.rd.at) >= parkAfter && time.Since(start) >= parkAfter:
 					if c.park(keepAlive) {
 						return nil, true
 					}
@@ -82,6 +86,9 @@ func (c *Client) readLoop() (err error, parked bool) {
 		if c.closed.Load() {
 			return nil, false
 		}
+		if c.outFull.Load() {
+			c.waitOutput() // the client does not read its replies: read nothing more from it
+		}
 	}
 }
 
@@ -89,14 +96,14 @@ func (c *Client) readLoop() (err error, parked bool) {
 // before it is moved.
 const deadlineSlack = 50 * time.Millisecond
 
-// readDeadline returns the read deadline: the keep alive, or sooner, when
-// parking is possible, the moment to park: parkAfter past the later of the
-// last bytes and since (so that a connection just resumed does not park
-// again at once).
+// readDeadline returns the read deadline: the keep alive, counted from the
+// last complete packet, or sooner, when parking is possible, the moment to
+// park: parkAfter past the later of the last bytes and since (so that a
+// connection just resumed does not park again at once).
 func (c *Client) readDeadline(keepAlive time.Duration, mayPark bool, since time.Time) time.Time {
 	var d time.Time
 	if keepAlive > 0 {
-		d = c.rd.at.Add(keepAlive)
+		d = c.rd.pktAt.Add(keepAlive)
 	}
 	if mayPark && c.fd >= 0 {
 		base := c.rd.at
@@ -118,7 +125,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	c.rd.release()
 	var deadline int64
 	if keepAlive > 0 {
-		deadline = c.rd.at.Add(keepAlive).UnixNano()
+		deadline = c.rd.pktAt.Add(keepAlive).UnixNano()
 	}
 	return poller.park(c, deadline)
 }
@@ -215,7 +222,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	m, ok := ss.inflight[id]
 	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
 		c.unpendLocked(id)
-		ss.forgetLocked(&m.delivery)
+		ss.finishLocked(&m.delivery)
 		delete(ss.inflight, id)
 		c.srv.stats.InflightOut.Add(-1)
 		if ss.q.len() > 0 || len(c.resend) > 0 {

@@ -77,11 +77,15 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 	case 1:
 		d.subID = rec.SubIDs[0]
 	default:
-		d.subIDs = rec.SubIDs
+		d.ext = &deliveryExt{subIDs: rec.SubIDs}
 	}
 	if rec.ShareGroup != "" {
-		d.share = &topics.SharedGroup{Name: rec.ShareGroup, Filter: rec.ShareFilter}
+		if d.ext == nil {
+			d.ext = &deliveryExt{}
+		}
+		d.ext.share = &topics.SharedGroup{Name: rec.ShareGroup, Filter: rec.ShareFilter}
 	}
+	r.s.mem.hold(m)
 	m.refs++
 	ss.pseq = max(ss.pseq, rec.Seq)
 	if rec.PacketID != 0 {
@@ -91,8 +95,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 		r.s.stats.InflightOut.Add(1)
 	} else {
 		ss.q.push(d)
-		ss.qBytes += m.size()
-		r.s.stats.Queued.Add(1)
+		ss.accountLocked(&d)
 	}
 	r.counts.deliveries++
 	return nil
@@ -120,6 +123,7 @@ func (r *restorer) Retained(topic string, id uint64) error {
 	m.refs++
 	r.s.retained.Set(topic, m)
 	r.s.stats.Retained.Add(1)
+	r.s.retainedBytes += int64(m.size())
 	r.counts.retained++
 	return nil
 }
@@ -168,8 +172,8 @@ func (s *Server) restore() error {
 		for i, n := 0, ss.q.len(); i < n; i++ {
 			d := ss.q.pop()
 			if d.msg.expired(start.UnixNano()) {
-				ss.qBytes -= d.msg.size()
-				s.stats.Queued.Add(-1)
+				ss.unaccountLocked(&d)
+				s.mem.release(d.msg)
 				b.DeleteDelivery(id, d.pseq)
 				d.msg.refs--
 				continue

@@ -42,6 +42,7 @@ type ConnectionLimiter interface {
 var (
 	ErrServerClosed   = errors.New("tern: server closed")
 	ErrListenerExists = errors.New("tern: listener id already in use")
+	ErrQuotaExceeded  = errors.New("tern: quota exceeded")
 )
 
 // Server is an MQTT broker. Create it with New.
@@ -61,10 +62,13 @@ type Server struct {
 	limitLog  time.Time      // when a connection limit was last logged
 	closing   bool
 
-	inline   inlineClient
-	stats    Stats
-	persist  *persister // nil without a Store
-	retainMu sync.Mutex // serialises retained changes
+	inline        inlineClient
+	stats         Stats
+	mem           memBudget  // message memory, against MaxMessageMemory
+	persist       *persister // nil without a Store
+	retainMu      sync.Mutex // serialises retained changes; guards the two below
+	retainedBytes int64      // topic and payload bytes of the retained messages
+	retainLog     time.Time  // when a refused retained message was last logged
 
 	wg      sync.WaitGroup // every goroutine the server starts
 	serving atomic.Bool
@@ -90,6 +94,7 @@ func New(opts *Options) (*Server, error) {
 		done:      make(chan struct{}),
 		started:   time.Now(),
 	}
+	s.mem.limit = cfg.MaxMessageMemory
 	s.inline.init(s)
 	if cfg.Store != nil {
 		s.persist = newPersister(s, cfg.Store, cfg.Durability)

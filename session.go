@@ -3,6 +3,7 @@ package tern
 import (
 	"slices"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -24,17 +25,21 @@ type session struct {
 	client   *Client // the attached connection; nil while offline
 	identity *Client // the last connection's client: user name and listener for ACL checks while offline
 	q        queue
-	qBytes   int
-	qQoS0    int
+	qBytes   int // what the queued deliveries count towards MaxQueuedBytes
+	qQoS0    int // queued QoS 0 deliveries
+	q0Bytes  int // what the queued QoS 0 deliveries count towards MaxPendingBytes
 	inflight map[uint16]*inflightMsg
 	seq      uint64 // send order of inflight messages
 	nextID   uint16
 	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
+	streams  []*retainedStream   // the retained streams in the queue
 	expiry   uint32              // session expiry interval, seconds
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
-	dropLog  bool // a drop has been logged for this session
+
+	drops     drops        // messages dropped instead of delivered to this session
+	dropLogAt atomic.Int64 // when its drops were last logged, unix nanoseconds
 
 	expiryTimer     *time.Timer
 	pendingWill     *Message // will waiting for its delay to pass
@@ -67,62 +72,131 @@ func (ss *session) nextPacketIDLocked() uint16 {
 	}
 }
 
-// enqueue adds a delivery to the session's queue, applying the queue limits
-// unless force is set, and wakes the attached connection's writer.
-func (ss *session) enqueue(d delivery, force bool) {
+// enqueue adds a delivery to the session's queue and wakes the attached
+// connection's writer. It returns "" when the delivery was queued, and
+// otherwise the reason it was dropped; the drop is counted, logged at most
+// once per interval and reported to hooks.
+//
+// The limits, in the order they apply:
+//   - a QoS 0 message for an online client whose pending output (bytes
+//     encoded and not yet taken by its socket, plus queued QoS 0 messages)
+//     would pass MaxPendingBytes is dropped: slow_consumer;
+//   - a session holding MaxQueuedMessages or MaxQueuedBytes applies
+//     QueueFullPolicy: queue_full;
+//   - with the broker-wide message memory at MaxMessageMemory, a QoS 0
+//     message is dropped and a QoS 1 or 2 one makes room as
+//     QueueFullPolicy says, in its own session: memory_full.
+func (ss *session) enqueue(d delivery) DropReason {
 	s := ss.srv
+	cfg := s.cfg
 	ss.mu.Lock()
 	if ss.ended {
 		ss.mu.Unlock()
-		s.dropped(ss.id, d.msg, DropSessionEnded)
-		return
+		s.dropped(ss, d.msg, DropSessionEnded)
+		return DropSessionEnded
 	}
-	if ss.client == nil && d.qos == 0 && !s.cfg.queueQoS0Offline {
+	c := ss.client
+	if c == nil && d.qos == 0 && !cfg.queueQoS0Offline {
 		ss.mu.Unlock()
-		s.dropped(ss.id, d.msg, DropOfflineQoS0)
-		return
+		s.dropped(ss, d.msg, DropOfflineQoS0)
+		return DropOfflineQoS0
 	}
-	if !force && (ss.q.len() >= s.cfg.MaxQueuedMessages || ss.qBytes+d.msg.size() > s.cfg.MaxQueuedBytes) {
-		victim := d
-		if d.qos > 0 && ss.qQoS0 > 0 { // make room by dropping the oldest QoS 0
-			victim, _ = ss.q.removeOldestQoS0()
-			ss.unaccountLocked(&victim)
-			ss.forgetLocked(&victim)
-			ss.pushLocked(d)
-		}
-		first := !ss.dropLog
-		ss.dropLog = true
+	size := d.msg.size()
+	why := DropReason("")
+	switch {
+	case d.qos == 0 && c != nil && c.pendingLocked()+size > cfg.MaxPendingBytes:
+		why = DropSlowConsumer
+	case ss.queuedLocked() >= cfg.MaxQueuedMessages || ss.qBytes+size > cfg.MaxQueuedBytes:
+		why = DropQueueFull
+	case s.mem.full(d.msg):
+		why = DropMemoryFull
+	}
+	if why == "" {
+		ss.pushLocked(d)
 		ss.mu.Unlock()
-		if first {
-			s.log.Warn("session queue full: dropping messages", "client", ss.id,
-				"max_queued_messages", s.cfg.MaxQueuedMessages, "max_queued_bytes", s.cfg.MaxQueuedBytes)
-		}
-		s.dropped(ss.id, victim.msg, DropQueueFull)
-		return
+		return ""
 	}
-	ss.pushLocked(d)
+	// Make room by the policy, or drop the new message.
+	victim, evicted := ss.makeRoomLocked(d)
+	if evicted {
+		ss.pushLocked(d)
+	} else {
+		victim = d
+	}
 	ss.mu.Unlock()
+	s.dropped(ss, victim.msg, why)
+	if evicted {
+		return ""
+	}
+	return why
 }
 
+// makeRoomLocked removes a queued delivery to make room for d, as
+// QueueFullPolicy says, and reports whether it did. DropNew: a QoS 1 or 2
+// message takes the place of the oldest queued QoS 0 one. DropOldest: the
+// oldest queued QoS 0 message goes, or for a QoS 1 or 2 message the oldest
+// queued message of any QoS. A QoS 0 message never takes the place of a
+// QoS 1 or 2 one.
+func (ss *session) makeRoomLocked(d delivery) (delivery, bool) {
+	oldest := ss.srv.cfg.QueueFullPolicy == DropOldest
+	if d.qos == 0 && !oldest {
+		return delivery{}, false
+	}
+	victim, ok := ss.q.removeOldestQoS0()
+	if !ok && d.qos > 0 && oldest {
+		victim, ok = ss.q.removeOldest()
+	}
+	if !ok {
+		return delivery{}, false
+	}
+	ss.unaccountLocked(&victim)
+	ss.finishLocked(&victim)
+	return victim, true
+}
+
+// pushLocked appends a delivery to the queue: stored first if the session
+// is persistent, counted towards the session's limits and the memory
+// budget.
 func (ss *session) pushLocked(d delivery) {
 	ss.storeQueuedLocked(&d)
 	ss.q.push(d)
-	ss.qBytes += d.msg.size()
-	if d.qos == 0 {
-		ss.qQoS0++
-	}
-	ss.srv.stats.Queued.Add(1)
+	ss.accountLocked(&d)
+	ss.srv.mem.hold(d.msg)
 	if c := ss.client; c != nil {
 		c.kickLocked()
 	}
 }
 
+// accountLocked counts a delivery just put in the queue towards the
+// session's limits.
+func (ss *session) accountLocked(d *delivery) {
+	n := d.msg.size()
+	ss.qBytes += n
+	if d.qos == 0 {
+		ss.qQoS0++
+		ss.q0Bytes += n
+	}
+	ss.srv.stats.Queued.Add(1)
+}
+
+// unaccountLocked undoes accountLocked for a delivery taken from the
+// queue.
 func (ss *session) unaccountLocked(d *delivery) {
-	ss.qBytes -= d.msg.size()
+	n := d.msg.size()
+	ss.qBytes -= n
 	if d.qos == 0 {
 		ss.qQoS0--
+		ss.q0Bytes -= n
 	}
 	ss.srv.stats.Queued.Add(-1)
+}
+
+// finishLocked ends a delivery's life in the session, taken from the queue
+// or the inflight window: acknowledged, sent at QoS 0, dropped or moved.
+// Its store record goes and its memory is released.
+func (ss *session) finishLocked(d *delivery) {
+	ss.forgetLocked(d)
+	ss.srv.mem.release(d.msg)
 }
 
 // sortedInflightLocked returns the inflight messages in the order they were
@@ -144,18 +218,18 @@ func (ss *session) sortedInflightLocked() []*inflightMsg {
 func (ss *session) takeSharedLocked() []delivery {
 	var out []delivery
 	for _, m := range ss.sortedInflightLocked() {
-		if m.share != nil && !m.released && m.qos < 2 {
+		if m.share() != nil && !m.released && m.qos < 2 {
 			delete(ss.inflight, m.id)
 			ss.srv.stats.InflightOut.Add(-1)
-			ss.forgetLocked(&m.delivery)
+			ss.finishLocked(&m.delivery)
 			out = append(out, m.delivery)
 		}
 	}
 	for i, n := 0, ss.q.len(); i < n; i++ {
 		d := ss.q.pop()
-		if d.share != nil {
+		if d.share() != nil {
 			ss.unaccountLocked(&d)
-			ss.forgetLocked(&d)
+			ss.finishLocked(&d)
 			out = append(out, d)
 		} else {
 			ss.q.push(d)
@@ -199,12 +273,16 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 	}
 	shared := ss.takeSharedLocked()
 	rest := ss.q.drain()
+	ss.streams = nil
 	for i := range rest {
+		if rest[i].msg == nil { // a retained stream
+			continue
+		}
 		ss.unaccountLocked(&rest[i])
-		ss.forgetLocked(&rest[i])
+		ss.finishLocked(&rest[i])
 	}
 	for _, m := range ss.inflight {
-		ss.forgetLocked(&m.delivery)
+		ss.finishLocked(&m.delivery)
 	}
 	s.stats.InflightOut.Add(-int64(len(ss.inflight)))
 	ss.inflight = nil
@@ -225,10 +303,10 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		if will != nil {
 			s.publishWill(from, will)
 		}
-		s.redeliverShared(ss.id, shared)
+		s.redeliverShared(ss, shared)
 		for _, d := range rest {
-			if d.qos > 0 {
-				s.dropped(ss.id, d.msg, DropSessionEnded)
+			if d.msg != nil && d.qos > 0 {
+				s.dropped(ss, d.msg, DropSessionEnded)
 			}
 		}
 		for _, h := range s.hooks.sessions {
@@ -252,21 +330,6 @@ func (s *Server) expire(ss *session) {
 	}
 	s.mu.Unlock()
 	after()
-}
-
-// dropped counts and reports a message that will not be delivered.
-func (s *Server) dropped(clientID string, m *Message, why DropReason) {
-	s.countDrop(why)
-	for _, h := range s.hooks.drops {
-		h.OnMessageDropped(clientID, m, why)
-	}
-}
-
-func (s *Server) countDrop(why DropReason) {
-	s.stats.MessagesDropped.Add(1)
-	if why == DropExpired {
-		s.stats.MessagesExpired.Add(1)
-	}
 }
 
 // sessionExpiry returns the session expiry interval a CONNECT asks for,

@@ -25,11 +25,15 @@ type Stats struct {
 	BytesReceived        atomic.Int64
 	BytesSent            atomic.Int64
 	Retained             atomic.Int64 // retained messages stored now
+	RetainedRefused      atomic.Int64 // retained messages refused for MaxRetainedMessages or MaxRetainedBytes
 	Subscriptions        atomic.Int64 // subscriptions now
 	InflightOut          atomic.Int64 // QoS 1/2 messages sent and not yet acknowledged
 	Queued               atomic.Int64 // messages queued for sessions now
 	WillsSent            atomic.Int64
 	StoreFailures        atomic.Int64 // store commits that failed (their acknowledgements were withheld)
+	WriteTimeouts        atomic.Int64 // connections closed because the client took nothing for WriteTimeout
+
+	drops drops // MessagesDropped by reason: see Dropped
 }
 
 func (st *Stats) connected() {

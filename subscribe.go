@@ -49,8 +49,9 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		}
 	}
 	c.send(ack)
+	since := time.Now()
 	for i := range sendRetained {
-		s.sendRetained(c.sess, &sendRetained[i])
+		c.sess.addStream(&sendRetained[i], since)
 	}
 	return nil
 }
@@ -111,30 +112,6 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 		h.OnSubscribed(c, sub)
 	}
 	return packets.ReasonCode(sub.QoS), sub, existed, nil
-}
-
-// sendRetained queues the retained messages matching a new subscription.
-// They bypass the queue limits: all of them are delivered, paced by the
-// client's inflight window.
-func (s *Server) sendRetained(ss *session, sub *topics.Subscription) {
-	now := time.Now().UnixNano()
-	var expired []string
-	check := len(s.hooks.authorizers) > 0
-	s.retained.Match(sub.Filter, func(topic string, m *Message) bool {
-		if m.expired(now) {
-			expired = append(expired, topic)
-			return true
-		}
-		if check && !s.deliverable(ss, m) {
-			s.stats.DeliveriesDenied.Add(1)
-			return true
-		}
-		ss.enqueue(delivery{msg: m, qos: min(m.QoS, sub.QoS), retain: true, subID: sub.Identifier}, true)
-		return true
-	})
-	for _, t := range expired {
-		s.deleteRetained(t, func(m *Message) bool { return m.expired(now) })
-	}
 }
 
 // deleteRetained deletes the retained message of topic, in memory and in

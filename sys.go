@@ -45,4 +45,10 @@ func (s *Server) publishSysStats() {
 	} {
 		s.publishSys("$SYS/broker/"+kv.k, kv.v)
 	}
+	for _, r := range DropReasons {
+		s.publishSys("$SYS/broker/publish/messages/dropped/"+string(r), i(st.Dropped(r)))
+	}
+	used, limit := s.MessageMemory()
+	s.publishSys("$SYS/broker/memory/messages/bytes", i(used))
+	s.publishSys("$SYS/broker/memory/messages/limit", i(limit))
 }

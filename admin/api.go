@@ -96,6 +96,9 @@ type Client struct {
 	Inflight        int       `json:"inflight"`
 	Queued          int       `json:"queued"`
 	QueuedBytes     int       `json:"queued_bytes"`
+	PendingBytes    int       `json:"pending_bytes"`
+	// Dropped counts messages dropped instead of delivered, by reason.
+	Dropped map[string]int64 `json:"dropped,omitempty"`
 	// Subscriptions is given for one client, not in lists.
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
 }
@@ -105,8 +108,19 @@ func clientJSON(ci tern.ClientInfo) Client {
 		ClientID: ci.ID, Username: ci.Username, RemoteAddr: ci.RemoteAddr, Listener: ci.Listener,
 		ProtocolVersion: ci.ProtocolVersion, CleanStart: ci.CleanStart, KeepAlive: ci.KeepAlive,
 		ConnectedAt: ci.ConnectedAt.UTC(), SessionExpiry: ci.SessionExpiry, Inflight: ci.Inflight,
-		Queued: ci.Queued, QueuedBytes: ci.QueuedBytes,
+		Queued: ci.Queued, QueuedBytes: ci.QueuedBytes, PendingBytes: ci.PendingBytes, Dropped: dropsJSON(ci.Dropped),
 	}
+}
+
+func dropsJSON(d map[tern.DropReason]int64) map[string]int64 {
+	if d == nil {
+		return nil
+	}
+	out := make(map[string]int64, len(d))
+	for k, v := range d {
+		out[string(k)] = v
+	}
+	return out
 }
 
 // Subscription is one subscription as the API shows it.
@@ -171,11 +185,13 @@ type Session struct {
 	Queued        int    `json:"queued"`
 	QueuedBytes   int    `json:"queued_bytes"`
 	Subscriptions int    `json:"subscriptions"`
+	// Dropped counts messages dropped instead of delivered, by reason.
+	Dropped map[string]int64 `json:"dropped,omitempty"`
 }
 
 func sessionJSON(si tern.SessionInfo) Session {
 	return Session{ClientID: si.ClientID, Online: si.Online, Expiry: si.Expiry, Inflight: si.Inflight,
-		Queued: si.Queued, QueuedBytes: si.QueuedBytes, Subscriptions: si.Subscriptions}
+		Queued: si.Queued, QueuedBytes: si.QueuedBytes, Subscriptions: si.Subscriptions, Dropped: dropsJSON(si.Dropped)}
 }
 
 func (a *Server) listSessions(w http.ResponseWriter, r *http.Request) {
@@ -336,34 +352,44 @@ func (a *Server) publish(w http.ResponseWriter, r *http.Request) {
 
 // Stats is the answer to GET /api/v1/stats.
 type Stats struct {
-	Version             string    `json:"version"`
-	StartedAt           time.Time `json:"started_at"`
-	UptimeSeconds       int64     `json:"uptime_seconds"`
-	ClientsConnected    int64     `json:"clients_connected"`
-	ClientsMaximum      int64     `json:"clients_maximum"`
-	Sessions            int64     `json:"sessions"`
-	SessionsExpired     int64     `json:"sessions_expired"`
-	ConnectionsAccepted int64     `json:"connections_accepted"`
-	ConnectsRefused     int64     `json:"connects_refused"`
-	AuthFailures        int64     `json:"auth_failures"`
-	ProtocolErrors      int64     `json:"protocol_errors"`
-	MessagesReceived    int64     `json:"messages_received"`
-	MessagesSent        int64     `json:"messages_sent"`
-	MessagesDropped     int64     `json:"messages_dropped"`
-	MessagesExpired     int64     `json:"messages_expired"`
-	PublishDenied       int64     `json:"publish_denied"`
-	BytesReceived       int64     `json:"bytes_received"`
-	BytesSent           int64     `json:"bytes_sent"`
-	Retained            int64     `json:"retained_messages"`
-	Subscriptions       int64     `json:"subscriptions"`
-	Inflight            int64     `json:"inflight_messages"`
-	Queued              int64     `json:"queued_messages"`
-	WillsSent           int64     `json:"wills_sent"`
+	Version             string           `json:"version"`
+	StartedAt           time.Time        `json:"started_at"`
+	UptimeSeconds       int64            `json:"uptime_seconds"`
+	ClientsConnected    int64            `json:"clients_connected"`
+	ClientsMaximum      int64            `json:"clients_maximum"`
+	Sessions            int64            `json:"sessions"`
+	SessionsExpired     int64            `json:"sessions_expired"`
+	ConnectionsAccepted int64            `json:"connections_accepted"`
+	ConnectsRefused     int64            `json:"connects_refused"`
+	AuthFailures        int64            `json:"auth_failures"`
+	ProtocolErrors      int64            `json:"protocol_errors"`
+	MessagesReceived    int64            `json:"messages_received"`
+	MessagesSent        int64            `json:"messages_sent"`
+	MessagesDropped     int64            `json:"messages_dropped"`
+	DroppedByReason     map[string]int64 `json:"messages_dropped_by_reason"`
+	MessagesExpired     int64            `json:"messages_expired"`
+	PublishDenied       int64            `json:"publish_denied"`
+	BytesReceived       int64            `json:"bytes_received"`
+	BytesSent           int64            `json:"bytes_sent"`
+	Retained            int64            `json:"retained_messages"`
+	Subscriptions       int64            `json:"subscriptions"`
+	Inflight            int64            `json:"inflight_messages"`
+	Queued              int64            `json:"queued_messages"`
+	WillsSent           int64            `json:"wills_sent"`
+	MessageMemory       int64            `json:"message_memory_bytes"`
+	MessageMemoryLimit  int64            `json:"message_memory_limit_bytes"` // 0: no limit
+	RetainedRefused     int64            `json:"retained_refused"`
+	WriteTimeouts       int64            `json:"write_timeouts"`
 }
 
 func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
 	st := a.srv.Stats()
 	started := a.srv.StartedAt()
+	mem, memLimit := a.srv.MessageMemory()
+	byReason := make(map[string]int64, len(tern.DropReasons))
+	for _, r := range tern.DropReasons {
+		byReason[string(r)] = st.Dropped(r)
+	}
 	writeJSON(w, http.StatusOK, Stats{
 		Version: tern.Version, StartedAt: started.UTC(), UptimeSeconds: int64(time.Since(started).Seconds()),
 		ClientsConnected: st.ClientsConnected.Load(), ClientsMaximum: st.ClientsMaximum.Load(),
@@ -374,6 +400,8 @@ func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
 		MessagesDropped: st.MessagesDropped.Load(), MessagesExpired: st.MessagesExpired.Load(),
 		PublishDenied: st.PublishDenied.Load(), BytesReceived: st.BytesReceived.Load(), BytesSent: st.BytesSent.Load(),
 		Retained: st.Retained.Load(), Subscriptions: st.Subscriptions.Load(), Inflight: st.InflightOut.Load(),
-		Queued: st.Queued.Load(), WillsSent: st.WillsSent.Load(),
+		Queued: st.Queued.Load(), WillsSent: st.WillsSent.Load(), DroppedByReason: byReason,
+		MessageMemory: mem, MessageMemoryLimit: memLimit, RetainedRefused: st.RetainedRefused.Load(),
+		WriteTimeouts: st.WriteTimeouts.Load(),
 	})
 }

@@ -2,6 +2,7 @@ package admin_test
 
 import (
 	"net/url"
+	"reflect"
 	"slices"
 	"strings"
 	"testing"
@@ -156,12 +157,12 @@ func TestSessionsAndSubscriptions(t *testing.T) {
 	}
 	// The online client's copy of the message may still be on its way.
 	page.Data[1].Inflight, page.Data[1].Queued, page.Data[1].QueuedBytes = 0, 0, 0
-	if !slices.Equal(page.Data, want) || page.Meta.Count != 2 {
+	if !reflect.DeepEqual(page.Data, want) || page.Meta.Count != 2 {
 		t.Errorf("sessions:\n got %+v\nwant %+v", page.Data, want)
 	}
 	var one admin.Session
 	e.getJSON(t, "GET", "/api/v1/sessions/offline", "", 200, &one)
-	if one != want[0] {
+	if !reflect.DeepEqual(one, want[0]) {
 		t.Errorf("session: %+v", one)
 	}
 	e.errorOf(t, "GET", "/api/v1/sessions/nobody", "", 404)

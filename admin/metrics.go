@@ -14,39 +14,19 @@ import (
 )
 
 // Observer is a hook that counts what the server's Stats do not break
-// down: dropped messages by reason and ended connections by reason. Add it
-// to the server (AddHook) before Serve and give it to New in Options.
+// down: ended connections by reason. Add it to the server (AddHook) before
+// Serve and give it to New in Options.
 type Observer struct {
-	drops       sync.Map // string(tern.DropReason) -> *atomic.Int64
 	disconnects sync.Map // tern.DisconnectReason label -> *atomic.Int64
 }
 
-var (
-	_ tern.DropObserver       = (*Observer)(nil)
-	_ tern.DisconnectObserver = (*Observer)(nil)
-)
-
-// knownDrops are reported at 0 before the first drop, so that rates and
-// alerts work from the start.
-var knownDrops = []tern.DropReason{tern.DropQueueFull, tern.DropExpired, tern.DropTooLarge,
-	tern.DropNotAuthorized, tern.DropOfflineQoS0, tern.DropSessionEnded}
+var _ tern.DisconnectObserver = (*Observer)(nil)
 
 // NewObserver returns an Observer with every counter at 0.
-func NewObserver() *Observer {
-	o := &Observer{}
-	for _, r := range knownDrops {
-		o.drops.Store(string(r), new(atomic.Int64))
-	}
-	return o
-}
+func NewObserver() *Observer { return &Observer{} }
 
 // ID implements tern.Hook.
 func (o *Observer) ID() string { return "admin-metrics" }
-
-// OnMessageDropped implements tern.DropObserver.
-func (o *Observer) OnMessageDropped(_ string, _ *tern.Message, reason tern.DropReason) {
-	counter(&o.drops, string(reason)).Add(1)
-}
 
 // OnDisconnect implements tern.DisconnectObserver.
 func (o *Observer) OnDisconnect(_ *tern.Client, err error) {
@@ -117,17 +97,21 @@ var statMetrics = []statMetric{
 	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions.Load() }),
 	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut.Load() }),
 	newStatMetric("queued_messages", "Messages waiting in session queues.", gaugeT, func(s *tern.Stats) int64 { return s.Queued.Load() }),
+	newStatMetric("retained_refused_total", "Retained messages refused for max_retained_messages or max_retained_bytes.", counterT, func(s *tern.Stats) int64 { return s.RetainedRefused.Load() }),
+	newStatMetric("write_timeouts_total", "Connections reset because the client took nothing for write_timeout.", counterT, func(s *tern.Stats) int64 { return s.WriteTimeouts.Load() }),
 	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures.Load() }),
 	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent.Load() }),
 }
 
 var (
 	droppedDesc = prometheus.NewDesc("tern_messages_dropped_total",
-		"Messages dropped instead of delivered, by reason (without the admin Observer hook: expired and other).", []string{"reason"}, nil)
+		"Messages dropped instead of delivered, by reason (queue_full, slow_consumer, memory_full, expired, ...).", []string{"reason"}, nil)
 	disconnectsDesc = prometheus.NewDesc("tern_disconnects_total",
 		"Established connections ended, by reason (client_disconnect, connection_closed, keep_alive_timeout, ...).", []string{"reason"}, nil)
-	startDesc = prometheus.NewDesc("tern_start_time_seconds", "When the broker started, in seconds since the Unix epoch.", nil, nil)
-	infoDesc  = prometheus.NewDesc("tern_build_info", "Always 1; the version is a label.", []string{"version"}, nil)
+	memoryDesc      = prometheus.NewDesc("tern_message_memory_bytes", "Memory held by queued and inflight messages (max_message_memory counts it).", nil, nil)
+	memoryLimitDesc = prometheus.NewDesc("tern_message_memory_limit_bytes", "max_message_memory; 0: no limit.", nil, nil)
+	startDesc       = prometheus.NewDesc("tern_start_time_seconds", "When the broker started, in seconds since the Unix epoch.", nil, nil)
+	infoDesc        = prometheus.NewDesc("tern_build_info", "Always 1; the version is a label.", []string{"version"}, nil)
 )
 
 // collector reads the server's Stats at each scrape: nothing is copied
@@ -143,6 +127,8 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 		ch <- m.desc
 	}
 	ch <- droppedDesc
+	ch <- memoryDesc
+	ch <- memoryLimitDesc
 	ch <- startDesc
 	ch <- infoDesc
 	if c.obs != nil {
@@ -156,18 +142,17 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	for _, m := range statMetrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.get(st)))
 	}
+	for _, r := range tern.DropReasons {
+		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(st.Dropped(r)), string(r))
+	}
 	if c.obs != nil {
-		for _, d := range snapshot(&c.obs.drops) {
-			ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(d.value), d.label)
-		}
 		for _, d := range snapshot(&c.obs.disconnects) {
 			ch <- prometheus.MustNewConstMetric(disconnectsDesc, counterT, float64(d.value), d.label)
 		}
-	} else {
-		expired := st.MessagesExpired.Load()
-		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(expired), string(tern.DropExpired))
-		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(max(st.MessagesDropped.Load()-expired, 0)), "other")
 	}
+	used, limit := c.srv.MessageMemory()
+	ch <- prometheus.MustNewConstMetric(memoryDesc, gaugeT, float64(used))
+	ch <- prometheus.MustNewConstMetric(memoryLimitDesc, gaugeT, float64(limit))
 	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(c.srv.StartedAt().UnixNano())/1e9)
 	ch <- prometheus.MustNewConstMetric(infoDesc, gaugeT, 1, tern.Version)
 }

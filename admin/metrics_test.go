@@ -144,16 +144,21 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	}
 }
 
-// Without the Observer hook, drops are split into expired and other, and
-// disconnections are not broken down.
+// Without the Observer hook, drops are still counted by reason (the server
+// counts them), and disconnections are not broken down.
 func TestMetricsWithoutObserver(t *testing.T) {
 	e := newEnv(t, nil, admin.Options{})
 	plain := admin.New(e.ts.Server, admin.Options{})
 	rec := httptest.NewRecorder()
 	plain.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
 	m := parseMetrics(t, rec.Body.Bytes())
-	for _, name := range []string{`tern_messages_dropped_total{reason="expired"}`, `tern_messages_dropped_total{reason="other"}`} {
-		if _, ok := m[name]; !ok {
+	for _, r := range tern.DropReasons {
+		if name := `tern_messages_dropped_total{reason="` + string(r) + `"}`; !hasMetric(m, name) {
+			t.Errorf("no %s", name)
+		}
+	}
+	for _, name := range []string{"tern_message_memory_bytes", "tern_message_memory_limit_bytes", "tern_write_timeouts_total", "tern_retained_refused_total"} {
+		if !hasMetric(m, name) {
 			t.Errorf("no %s", name)
 		}
 	}
@@ -162,4 +167,9 @@ func TestMetricsWithoutObserver(t *testing.T) {
 			t.Errorf("%s without an Observer", name)
 		}
 	}
+}
+
+func hasMetric(m map[string]float64, name string) bool {
+	_, ok := m[name]
+	return ok
 }

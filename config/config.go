@@ -128,7 +128,12 @@ type Limits struct {
 	ReceiveMaximum                  uint16   `yaml:"receive_maximum" usage:"QoS 1/2 messages a client may have unacknowledged towards the broker"`
 	MaxInflightMessages             uint16   `yaml:"max_inflight_messages" usage:"QoS 1/2 messages unacknowledged towards one client (0: 65535)"`
 	MaxQueuedMessages               int      `yaml:"max_queued_messages" usage:"messages queued per session (0: no limit)"`
-	MaxQueuedBytes                  Size     `yaml:"max_queued_bytes" usage:"payload bytes queued per session (0: no limit)"`
+	MaxQueuedBytes                  Size     `yaml:"max_queued_bytes" usage:"topic and payload bytes queued per session (0: no limit)"`
+	QueueFullPolicy                 string   `yaml:"queue_full_policy" usage:"which message a full queue drops: drop_new or drop_oldest"`
+	MaxPendingBytes                 Size     `yaml:"max_pending_bytes" usage:"bytes waiting to be written to one client (encoded packets and queued QoS 0 messages); QoS 0 beyond it is dropped"`
+	MaxMessageMemory                Size     `yaml:"max_message_memory" usage:"broker-wide memory for queued and inflight messages (auto: a quarter of the memory available; 0: no limit)"`
+	MaxRetainedMessages             int      `yaml:"max_retained_messages" usage:"retained messages kept (0: no limit)"`
+	MaxRetainedBytes                Size     `yaml:"max_retained_bytes" usage:"topic and payload bytes of retained messages (auto: an eighth of the memory available, at most 1GiB; 0: no limit)"`
 	QueueQoS0Messages               bool     `yaml:"queue_qos0_messages" usage:"queue QoS 0 messages for offline persistent sessions"`
 	MaxQoS                          uint8    `yaml:"max_qos" usage:"highest QoS accepted and granted: 0, 1 or 2"`
 	RetainAvailable                 bool     `yaml:"retain_available" usage:"allow retained messages"`
@@ -191,8 +196,14 @@ func Default() *Config {
 			MaxPacketSize:                   1 << 20,
 			ReceiveMaximum:                  1024,
 			MaxInflightMessages:             1024,
-			MaxQueuedMessages:               1_000_000,
-			MaxQueuedBytes:                  1 << 30,
+			MaxQueuedMessages:               10_000,
+			MaxQueuedBytes:                  64 << 20,
+			QueueFullPolicy:                 "drop_new",
+			MaxPendingBytes:                 1 << 20,
+			MaxMessageMemory:                SizeAuto,
+			MaxRetainedMessages:             1_000_000,
+			MaxRetainedBytes:                SizeAuto,
+			MaxTopicLevels:                  128,
 			QueueQoS0Messages:               true,
 			MaxQoS:                          2,
 			RetainAvailable:                 true,
@@ -223,6 +234,10 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		MaxInflight:          l.MaxInflightMessages,
 		MaxQueuedMessages:    l.MaxQueuedMessages,
 		MaxQueuedBytes:       int(l.MaxQueuedBytes),
+		MaxPendingBytes:      int(l.MaxPendingBytes),
+		MaxMessageMemory:     int64(l.MaxMessageMemory),
+		MaxRetainedMessages:  l.MaxRetainedMessages,
+		MaxRetainedBytes:     int64(l.MaxRetainedBytes),
 		QueueQoS0Offline:     ptr(l.QueueQoS0Messages),
 		MaxQoS:               ptr(l.MaxQoS),
 		RetainAvailable:      ptr(l.RetainAvailable),
@@ -251,11 +266,21 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 	if o.MaxInflight == 0 {
 		o.MaxInflight = math.MaxUint16
 	}
-	if o.MaxQueuedMessages == 0 {
-		o.MaxQueuedMessages = math.MaxInt
+	for _, p := range []*int{&o.MaxQueuedMessages, &o.MaxQueuedBytes, &o.MaxRetainedMessages, &o.MaxTopicLevels} {
+		if *p == 0 {
+			*p = -1
+		}
 	}
-	if o.MaxQueuedBytes == 0 {
-		o.MaxQueuedBytes = math.MaxInt
+	for _, p := range []*int64{&o.MaxMessageMemory, &o.MaxRetainedBytes} {
+		switch Size(*p) {
+		case 0:
+			*p = -1
+		case SizeAuto:
+			*p = 0 // tern.Options' default: derived from the memory available
+		}
+	}
+	if l.QueueFullPolicy == "drop_oldest" {
+		o.QueueFullPolicy = tern.DropOldest
 	}
 	if o.SysInterval <= 0 {
 		o.SysInterval = -1

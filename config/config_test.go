@@ -95,6 +95,11 @@ limits:
   max_inflight_messages: 20
   max_queued_messages: 30
   max_queued_bytes: 1MB
+  queue_full_policy: drop_oldest
+  max_pending_bytes: 512KiB
+  max_message_memory: 256MiB
+  max_retained_messages: 1000
+  max_retained_bytes: auto
   queue_qos0_messages: false
   max_qos: 1
   retain_available: false
@@ -141,7 +146,8 @@ func TestGoodFile(t *testing.T) {
 			MinVersion: "1.3", CipherSuites: []string{"TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256"}, UseIdentityAsUsername: true},
 		Auth: Auth{PasswordFile: "/etc/tern/passwd", ACLFile: "/etc/tern/acl", AllowAnonymous: true},
 		Limits: Limits{MaxPacketSize: 256 << 10, ReceiveMaximum: 10, MaxInflightMessages: 20, MaxQueuedMessages: 30,
-			MaxQueuedBytes: 1e6, MaxQoS: 1, MaxKeepalive: Duration(300 * time.Second), MaxSessionExpiry: Duration(24 * time.Hour),
+			MaxQueuedBytes: 1e6, QueueFullPolicy: "drop_oldest", MaxPendingBytes: 512 << 10, MaxMessageMemory: 256 << 20,
+			MaxRetainedMessages: 1000, MaxRetainedBytes: SizeAuto, MaxQoS: 1, MaxKeepalive: Duration(300 * time.Second), MaxSessionExpiry: Duration(24 * time.Hour),
 			MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: Duration(5 * time.Second), WriteTimeout: Duration(time.Minute)},
 		Persistence: Persistence{Durability: "periodic", DataDir: "/var/lib/tern", SyncInterval: Duration(250 * time.Millisecond)},
 		Log:         Log{Level: "debug", Format: "json"},
@@ -154,7 +160,7 @@ func TestGoodFile(t *testing.T) {
 		got, _ := c.YAML()
 		t.Fatalf("got\n%s", got)
 	}
-	if w := c.Where("limits.max_qos"); !strings.HasSuffix(w, "tern.yaml:39") {
+	if w := c.Where("limits.max_qos"); !strings.HasSuffix(w, "tern.yaml:44") {
 		t.Errorf("Where(limits.max_qos) = %q", w)
 	}
 	if w := c.Where("listeners.tcp[0].address"); !strings.HasSuffix(w, "tern.yaml:8") {
@@ -167,6 +173,7 @@ func TestGoodFile(t *testing.T) {
 	_ = tr
 	wantOpts := tern.Options{
 		MaxPacketSize: 256 << 10, ReceiveMaximum: 10, MaxInflight: 20, MaxQueuedMessages: 30, MaxQueuedBytes: 1e6,
+		QueueFullPolicy: tern.DropOldest, MaxPendingBytes: 512 << 10, MaxMessageMemory: 256 << 20, MaxRetainedMessages: 1000,
 		QueueQoS0Offline: &f, MaxQoS: ptr[byte](1), RetainAvailable: &f, WildcardSubAvailable: &f, SubIDAvailable: &f,
 		SharedSubAvailable: &f, TopicAliasMaximum: ptr[uint16](0), MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: 5 * time.Second, WriteTimeout: time.Minute, SysInterval: -1,
@@ -193,7 +200,10 @@ func TestEveryOptionIsConfigurable(t *testing.T) {
 		"InlineClientID": "", // only matters to embedders using the in-process client
 		"MaxConnections": "limits.max_connections", "MaxSubscriptionsPerClient": "limits.max_subscriptions_per_client",
 		"MaxPublishRate": "limits.max_publish_rate", "MaxPublishBytesRate": "limits.max_publish_bytes_rate",
-		"Store": "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
+		"QueueFullPolicy": "limits.queue_full_policy", "MaxPendingBytes": "limits.max_pending_bytes",
+		"MaxMessageMemory": "limits.max_message_memory", "MaxRetainedMessages": "limits.max_retained_messages",
+		"MaxRetainedBytes": "limits.max_retained_bytes",
+		"Store":            "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
 	}
 	names := make(map[string]bool)
 	for _, k := range Keys() {

@@ -190,6 +190,26 @@ func (c *Config) validateLimits(v *validator) {
 	if l.MaxQueuedBytes < 0 {
 		v.fail("limits.max_queued_bytes", "must not be negative (0: no limit)")
 	}
+	if l.MaxRetainedMessages < 0 {
+		v.fail("limits.max_retained_messages", "must not be negative (0: no limit)")
+	}
+	if l.MaxTopicLevels < 0 {
+		v.fail("limits.max_topic_levels", "must not be negative (0: no limit)")
+	}
+	if l.QueueFullPolicy != "drop_new" && l.QueueFullPolicy != "drop_oldest" {
+		v.fail("limits.queue_full_policy", "%q is not drop_new or drop_oldest", l.QueueFullPolicy)
+	}
+	for key, z := range map[string]Size{"limits.max_message_memory": l.MaxMessageMemory, "limits.max_retained_bytes": l.MaxRetainedBytes} {
+		if z < 0 && z != SizeAuto {
+			v.fail(key, "must not be negative (0: no limit; auto)")
+		}
+	}
+	if l.MaxQueuedBytes == SizeAuto || l.MaxPendingBytes == SizeAuto {
+		v.fail("limits", "only max_message_memory and max_retained_bytes can be auto")
+	}
+	if l.MaxPendingBytes < 1024 {
+		v.fail("limits.max_pending_bytes", "%d is below 1 KiB", l.MaxPendingBytes)
+	}
 	if l.MaxQoS > 2 {
 		v.fail("limits.max_qos", "%d is not 0, 1 or 2", l.MaxQoS)
 	}

@@ -67,8 +67,13 @@ func (d Duration) String() string {
 func (d Duration) MarshalYAML() (any, error) { return d.String(), nil }
 
 // Size is a number of bytes, written as a whole number or with a unit: KB,
-// MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024).
+// MB, GB (powers of 1000) or KiB, MiB, GiB (powers of 1024). Keys that
+// allow it also take "auto" (SizeAuto): a size the broker derives from the
+// memory it may use.
 type Size int64
+
+// SizeAuto is the Size written "auto".
+const SizeAuto Size = -1
 
 var sizeUnits = []struct {
 	name string
@@ -78,6 +83,9 @@ var sizeUnits = []struct {
 // ParseSize parses a Size.
 func ParseSize(s string) (Size, error) {
 	s = strings.TrimSpace(s)
+	if s == "auto" {
+		return SizeAuto, nil
+	}
 	num, mul := s, int64(1)
 	for _, u := range sizeUnits {
 		if strings.HasSuffix(s, u.name) {
@@ -97,6 +105,9 @@ func ParseSize(s string) (Size, error) {
 
 // String formats the size in its shortest form: 1MiB, 2GB, 1000.
 func (z Size) String() string {
+	if z == SizeAuto {
+		return "auto"
+	}
 	plain := strconv.FormatInt(int64(z), 10)
 	best := ""
 	for _, u := range sizeUnits[:len(sizeUnits)-1] {
@@ -112,7 +123,7 @@ func (z Size) String() string {
 
 // MarshalYAML writes the size as its String.
 func (z Size) MarshalYAML() (any, error) {
-	if s := z.String(); strings.HasSuffix(s, "B") {
+	if s := z.String(); strings.HasSuffix(s, "B") || z == SizeAuto {
 		return s, nil
 	}
 	return int64(z), nil

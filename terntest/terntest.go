@@ -215,3 +215,17 @@ func (c *Conn) WithT(t testing.TB) *Conn {
 	cc.t = t
 	return &cc
 }
+
+// Eventually polls cond every few milliseconds until it holds, failing the
+// test with what after Timeout. Use it where there is no event to wait on
+// (a count the server keeps, a connection the server closes).
+func Eventually(t testing.TB, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(Timeout)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", Timeout, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}

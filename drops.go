@@ -1,0 +1,110 @@
+package tern
+
+import (
+	"sync/atomic"
+	"time"
+)
+
+// DropReasons lists every DropReason, in a fixed order.
+var DropReasons = []DropReason{DropQueueFull, DropExpired, DropTooLarge, DropNotAuthorized,
+	DropOfflineQoS0, DropSessionEnded, DropSlowConsumer, DropMemoryFull}
+
+const numDropReasons = 8
+
+// dropIndex returns the position of r in DropReasons.
+func dropIndex(r DropReason) int {
+	switch r {
+	case DropQueueFull:
+		return 0
+	case DropExpired:
+		return 1
+	case DropTooLarge:
+		return 2
+	case DropNotAuthorized:
+		return 3
+	case DropOfflineQoS0:
+		return 4
+	case DropSessionEnded:
+		return 5
+	case DropSlowConsumer:
+		return 6
+	}
+	return 7
+}
+
+// drops counts dropped messages by reason, in the order of DropReasons.
+type drops [numDropReasons]atomic.Int64
+
+// snapshot returns the non-zero counts by reason, or nil when there are
+// none.
+func (d *drops) snapshot() map[DropReason]int64 {
+	var out map[DropReason]int64
+	for i := range d {
+		if n := d[i].Load(); n != 0 {
+			if out == nil {
+				out = make(map[DropReason]int64)
+			}
+			out[DropReasons[i]] = n
+		}
+	}
+	return out
+}
+
+// dropLogInterval is the least time between two log lines about one
+// session's dropped messages.
+const dropLogInterval = 10 * time.Second
+
+// overload reports whether a drop means a limit was hit: those are logged.
+func (r DropReason) overload() bool {
+	return r == DropQueueFull || r == DropSlowConsumer || r == DropMemoryFull
+}
+
+// dropped counts and reports a message that will not be delivered to the
+// session ss (nil when the message goes to no session: a refused publish).
+// Call it with no session lock held: it calls hooks.
+func (s *Server) dropped(ss *session, m *Message, why DropReason) {
+	s.countDrop(ss, why)
+	if len(s.hooks.drops) == 0 {
+		return
+	}
+	id := ""
+	if ss != nil {
+		id = ss.id
+	}
+	for _, h := range s.hooks.drops {
+		h.OnMessageDropped(id, m, why)
+	}
+}
+
+// countDrop counts a drop for the server and the session, and logs drops
+// for limits at most once per dropLogInterval per session.
+func (s *Server) countDrop(ss *session, why DropReason) {
+	i := dropIndex(why)
+	s.stats.MessagesDropped.Add(1)
+	s.stats.drops[i].Add(1)
+	if why == DropExpired {
+		s.stats.MessagesExpired.Add(1)
+	}
+	if ss == nil {
+		return
+	}
+	ss.drops[i].Add(1)
+	if !why.overload() {
+		return
+	}
+	now := time.Now().UnixNano()
+	last := ss.dropLogAt.Load()
+	if now-last < int64(dropLogInterval) || !ss.dropLogAt.CompareAndSwap(last, now) {
+		return
+	}
+	cfg := s.cfg
+	s.log.Warn("dropping messages for a client", "client", ss.id, "reason", string(why),
+		"dropped", ss.drops.snapshot(), "max_queued_messages", cfg.MaxQueuedMessages,
+		"max_queued_bytes", cfg.MaxQueuedBytes, "max_pending_bytes", cfg.MaxPendingBytes,
+		"max_message_memory", cfg.MaxMessageMemory, "message_memory", s.mem.used.Load())
+}
+
+// Dropped returns how many messages were dropped for the reason.
+func (st *Stats) Dropped(reason DropReason) int64 {
+	return st.drops[dropIndex(reason)].Load()
+}
