@@ -485,6 +485,8 @@ func (c *Client) fillLocked(now int64) {
 	if !c.resendPendingLocked(now) {
 		return // what was inflight goes before anything new
 	}
+	var freed int64 // memory given back, added to the budget once
+	defer func() { c.srv.mem.add(-freed) }()
 	for ss.q.len() > 0 && len(c.out) < flushChunk && !c.closing {
 		var dv delivery
 		h := ss.q.peek()
@@ -509,13 +511,13 @@ func (c *Client) fillLocked(now int64) {
 				continue
 			}
 			dv = delivery{msg: m, qos: qos, retain: true, subID: st.subID}
-			ss.srv.mem.hold(m)
+			freed -= ss.srv.mem.hold(m)
 			ss.storeQueuedLocked(&dv)
 		} else {
 			if h.msg.expired(now) {
 				d := ss.q.pop()
 				ss.unaccountLocked(&d)
-				ss.finishLocked(&d)
+				freed += ss.endLocked(&d)
 				c.droppedLocked(d.msg, DropExpired)
 				continue
 			}
@@ -530,7 +532,7 @@ func (c *Client) fillLocked(now int64) {
 			id = ss.nextPacketIDLocked()
 		}
 		if !c.writePublishLocked(&dv, id, false, now) || dv.qos == 0 {
-			ss.finishLocked(&dv) // a QoS 0 message is done once encoded
+			freed += ss.endLocked(&dv) // a QoS 0 message is done once encoded
 			continue
 		}
 		if ss.storeInflightLocked(&dv, id, false) {

@@ -347,7 +347,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 }
 
 func (c *Client) tooManyLevels(topic string) bool {
-	return c.srv.cfg.MaxTopicLevels > 0 && topics.Levels(topic) > c.srv.cfg.MaxTopicLevels
+	max := c.srv.cfg.MaxTopicLevels
+	// A topic of n bytes has at most n+1 levels: short ones need no count.
+	return max > 0 && len(topic) >= max && topics.Levels(topic) > max
 }
 
 // resendLocked sends again what was inflight when the client was last

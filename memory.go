@@ -41,22 +41,31 @@ type memBudget struct {
 }
 
 // hold records that a delivery of m now lives in a queue or inflight
-// window.
-func (b *memBudget) hold(m *Message) {
+// window and returns what that costs; the caller adds it to used, once
+// for many deliveries where it can (used is shared by every core).
+func (b *memBudget) hold(m *Message) int64 {
 	c := int64(deliveryCost)
 	if m.held.Add(1) == 1 {
 		c += m.cost()
 	}
-	b.used.Add(c)
+	return c
 }
 
-// release records that a delivery of m left its queue or window.
-func (b *memBudget) release(m *Message) {
+// release records that a delivery of m left its queue or window and
+// returns what that gives back, for the caller to take from used.
+func (b *memBudget) release(m *Message) int64 {
 	c := int64(deliveryCost)
 	if m.held.Add(-1) == 0 {
 		c += m.cost()
 	}
-	b.used.Add(-c)
+	return c
+}
+
+// add changes used by n.
+func (b *memBudget) add(n int64) {
+	if n != 0 {
+		b.used.Add(n)
+	}
 }
 
 // reserve takes n bytes if they fit under the cap, and reports whether

@@ -211,9 +211,10 @@ func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, dur
 
 // routed is what became of a routed message.
 type routed struct {
-	queued        int  // sessions (and in-process subscriptions) it went to
-	full          int  // sessions that dropped it for a limit (queue, memory, pending output)
-	retainRefused bool // retained, but over MaxRetainedMessages or MaxRetainedBytes
+	queued        int   // sessions (and in-process subscriptions) it went to
+	full          int   // sessions that dropped it for a limit (queue, memory, pending output)
+	retainRefused bool  // retained, but over MaxRetainedMessages or MaxRetainedBytes
+	charge        int64 // memory the queued deliveries hold, added to the budget at the end
 }
 
 // route delivers a message to the retained store and every matching
@@ -232,6 +233,7 @@ func (s *Server) route(m *Message, strict bool) routed {
 	for _, g := range res.Shared {
 		s.routeShared(m, g, "", &r)
 	}
+	s.mem.add(r.charge)
 	return r
 }
 
@@ -410,7 +412,7 @@ func (s *Server) deliver(clientID string, d delivery, r *routed) {
 		s.stats.DeliveriesDenied.Add(1)
 		return
 	}
-	switch why := ss.enqueue(d); {
+	switch why := ss.enqueue(d, &r.charge); {
 	case why == "":
 		r.queued++
 	case why.overload():
@@ -511,6 +513,7 @@ func (s *Server) redeliverShared(from *session, ds []delivery) {
 		var r routed
 		if group != nil {
 			s.routeShared(d.msg, group, from.id, &r)
+			s.mem.add(r.charge)
 		}
 		if r.queued == 0 && d.qos > 0 {
 			s.dropped(from, d.msg, DropSessionEnded)

@@ -85,7 +85,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 		}
 		d.ext.share = &topics.SharedGroup{Name: rec.ShareGroup, Filter: rec.ShareFilter}
 	}
-	r.s.mem.hold(m)
+	r.s.mem.add(r.s.mem.hold(m))
 	m.refs++
 	ss.pseq = max(ss.pseq, rec.Seq)
 	if rec.PacketID != 0 {
@@ -173,7 +173,7 @@ func (s *Server) restore() error {
 			d := ss.q.pop()
 			if d.msg.expired(start.UnixNano()) {
 				ss.unaccountLocked(&d)
-				s.mem.release(d.msg)
+				s.mem.add(-s.mem.release(d.msg))
 				b.DeleteDelivery(id, d.pseq)
 				d.msg.refs--
 				continue

@@ -86,7 +86,10 @@ func (ss *session) nextPacketIDLocked() uint16 {
 //   - with the broker-wide message memory at MaxMessageMemory, a QoS 0
 //     message is dropped and a QoS 1 or 2 one makes room as
 //     QueueFullPolicy says, in its own session: memory_full.
-func (ss *session) enqueue(d delivery) DropReason {
+//
+// What the delivery costs in memory is added to *charge, for the caller to
+// add to the budget once for all the deliveries of a message.
+func (ss *session) enqueue(d delivery, charge *int64) DropReason {
 	s := ss.srv
 	cfg := s.cfg
 	ss.mu.Lock()
@@ -112,14 +115,14 @@ func (ss *session) enqueue(d delivery) DropReason {
 		why = DropMemoryFull
 	}
 	if why == "" {
-		ss.pushLocked(d)
+		*charge += ss.pushLocked(d)
 		ss.mu.Unlock()
 		return ""
 	}
 	// Make room by the policy, or drop the new message.
-	victim, evicted := ss.makeRoomLocked(d)
+	victim, evicted := ss.makeRoomLocked(d, charge)
 	if evicted {
-		ss.pushLocked(d)
+		*charge += ss.pushLocked(d)
 	} else {
 		victim = d
 	}
@@ -137,7 +140,7 @@ func (ss *session) enqueue(d delivery) DropReason {
 // oldest queued QoS 0 message goes, or for a QoS 1 or 2 message the oldest
 // queued message of any QoS. A QoS 0 message never takes the place of a
 // QoS 1 or 2 one.
-func (ss *session) makeRoomLocked(d delivery) (delivery, bool) {
+func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
 	oldest := ss.srv.cfg.QueueFullPolicy == DropOldest
 	if d.qos == 0 && !oldest {
 		return delivery{}, false
@@ -150,21 +153,21 @@ func (ss *session) makeRoomLocked(d delivery) (delivery, bool) {
 		return delivery{}, false
 	}
 	ss.unaccountLocked(&victim)
-	ss.finishLocked(&victim)
+	*charge -= ss.endLocked(&victim)
 	return victim, true
 }
 
-// pushLocked appends a delivery to the queue: stored first if the session
-// is persistent, counted towards the session's limits and the memory
-// budget.
-func (ss *session) pushLocked(d delivery) {
+// pushLocked appends a delivery to the queue, stored first if the session
+// is persistent and counted towards the session's limits, and returns what
+// it costs in memory (see memBudget.hold).
+func (ss *session) pushLocked(d delivery) int64 {
 	ss.storeQueuedLocked(&d)
 	ss.q.push(d)
 	ss.accountLocked(&d)
-	ss.srv.mem.hold(d.msg)
 	if c := ss.client; c != nil {
 		c.kickLocked()
 	}
+	return ss.srv.mem.hold(d.msg)
 }
 
 // accountLocked counts a delivery just put in the queue towards the
@@ -176,7 +179,6 @@ func (ss *session) accountLocked(d *delivery) {
 		ss.qQoS0++
 		ss.q0Bytes += n
 	}
-	ss.srv.stats.Queued.Add(1)
 }
 
 // unaccountLocked undoes accountLocked for a delivery taken from the
@@ -188,15 +190,20 @@ func (ss *session) unaccountLocked(d *delivery) {
 		ss.qQoS0--
 		ss.q0Bytes -= n
 	}
-	ss.srv.stats.Queued.Add(-1)
 }
 
-// finishLocked ends a delivery's life in the session, taken from the queue
-// or the inflight window: acknowledged, sent at QoS 0, dropped or moved.
-// Its store record goes and its memory is released.
-func (ss *session) finishLocked(d *delivery) {
+// endLocked ends a delivery's life in the session, taken from the queue or
+// the inflight window: acknowledged, sent at QoS 0, dropped or moved. Its
+// store record goes, and it returns the memory it gives back, for the
+// caller to take from the budget; finishLocked does that at once.
+func (ss *session) endLocked(d *delivery) int64 {
 	ss.forgetLocked(d)
-	ss.srv.mem.release(d.msg)
+	return ss.srv.mem.release(d.msg)
+}
+
+// finishLocked is endLocked for a single delivery.
+func (ss *session) finishLocked(d *delivery) {
+	ss.srv.mem.add(-ss.endLocked(d))
 }
 
 // sortedInflightLocked returns the inflight messages in the order they were

@@ -28,7 +28,7 @@ type Stats struct {
 	RetainedRefused      atomic.Int64 // retained messages refused for MaxRetainedMessages or MaxRetainedBytes
 	Subscriptions        atomic.Int64 // subscriptions now
 	InflightOut          atomic.Int64 // QoS 1/2 messages sent and not yet acknowledged
-	Queued               atomic.Int64 // messages queued for sessions now
+	Queued               atomic.Int64 // messages queued for sessions, counted when Stats is called
 	WillsSent            atomic.Int64
 	StoreFailures        atomic.Int64 // store commits that failed (their acknowledgements were withheld)
 	WriteTimeouts        atomic.Int64 // connections closed because the client took nothing for WriteTimeout
@@ -46,5 +46,16 @@ func (st *Stats) connected() {
 	}
 }
 
-// Stats returns the server's live counters.
-func (s *Server) Stats() *Stats { return &s.stats }
+// Stats returns the server's live counters, with Queued counted now.
+func (s *Server) Stats() *Stats {
+	var n int64
+	s.sessions.Range(func(_, v any) bool {
+		ss := v.(*session)
+		ss.mu.Lock()
+		n += int64(ss.queuedLocked())
+		ss.mu.Unlock()
+		return true
+	})
+	s.stats.Queued.Store(n)
+	return &s.stats
+}

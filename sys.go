@@ -23,7 +23,7 @@ func (s *Server) sysLoop() {
 }
 
 func (s *Server) publishSysStats() {
-	st := &s.stats
+	st := s.Stats()
 	i := func(v int64) string { return strconv.FormatInt(v, 10) }
 	connected := st.ClientsConnected.Load()
 	total := st.ClientsTotal.Load()
