@@ -17,55 +17,53 @@ type Client struct {
 	srv      *Server
 	conn     net.Conn
 	listener string
-	remote   string
 
 	// Set by the CONNECT handshake, read-only afterwards.
 	id          string
 	username    string
+	sess        *session
+	connectedAt int64 // unix nanoseconds
+	maxPacket   int   // the client's Maximum Packet Size; 0 = no limit
+	sendQuota   int32 // most QoS 1/2 messages unacknowledged towards the client
+	willDelay   uint32
+	keepAlive   uint16
+	aliasMaxOut uint16 // the client's Topic Alias Maximum
 	version     byte
 	cleanStart  bool
-	keepAlive   uint16
-	sess        *session
-	connectedAt time.Time
-	sendQuota   int    // most QoS 1/2 messages unacknowledged towards the client
-	maxPacket   int    // the client's Maximum Packet Size; 0 = no limit
-	aliasMaxOut uint16 // the client's Topic Alias Maximum
-	problemInfo bool   // the client's Request Problem Information
+	problemInfo bool // the client's Request Problem Information
 	authMethod  string
 	will        atomic.Pointer[packets.Will]
-	willDelay   uint32
 
 	// Owned by the reading goroutine (which may change while the
 	// connection is parked, see park_linux.go).
-	rd        packetReader
-	aliasesIn map[uint16]string
-	rate      tokenBucket // PUBLISH packets, for MaxPublishRate
-	byteRate  tokenBucket // PUBLISH bytes, for MaxPublishBytesRate
-	fd        int         // descriptor for the idle poller, or -1
+	rd         *packetReader // nil while the connection is parked
+	lastPacket int64         // while parked: when the last complete packet came, unix nanoseconds
+	aliasesIn  map[uint16]string
+	rates      *clientRates // nil until a publish rate limit applies
+	fd         int          // descriptor for the idle poller, or -1
+	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by the poller's lock.
 	pollRegistered bool
 	parkDeadline   int64 // unix nanoseconds when a parked connection's keep alive runs out; 0 = none
-	reauthing      bool  // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
 	out          []byte  // bytes waiting to be written
 	outBuf       *[]byte // the pooled buffer behind out, nil when there is none
+	writing      int     // bytes of the buffer being written, not yet taken by the socket
 	flushing     bool
 	closing      bool // write what is in out, then close
+	needSync     bool // out holds packets that may go only once the store has committed
 	aliasesOut   map[string]uint16
-	resend       []uint16 // inflight ids of a resumed session still to be sent again, oldest first
-	subIDBuf     [1]uint32
-	needSync     bool            // out holds packets that may go only once the store has committed
-	writing      int             // bytes of the buffer being written, not yet taken by the socket
+	resend       []uint16        // inflight ids of a resumed session still to be sent again, oldest first
 	outWake      chan struct{}   // closed when the output drains: the reader waits on it
 	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
+	events       []hookEvent     // hook calls to make once the lock is released
+	subIDBuf     [1]uint32
 
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
-	events      []hookEvent  // hook calls to make once the lock is released
-
-	stopping atomic.Bool // the server is ending the connection: ignore further packets
-	outFull  atomic.Bool // the output is past MaxPendingBytes: the reader waits
+	stopping    atomic.Bool  // the server is ending the connection: ignore further packets
+	outFull     atomic.Bool  // the output is past MaxPendingBytes: the reader waits
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
@@ -82,8 +80,14 @@ func (c *Client) ID() string { return c.id }
 // Username returns the user name the client connected with.
 func (c *Client) Username() string { return c.username }
 
-// RemoteAddr returns the client's network address.
-func (c *Client) RemoteAddr() string { return c.remote }
+// RemoteAddr returns the client's network address ("" for the in-process
+// client).
+func (c *Client) RemoteAddr() string {
+	if c.conn == nil {
+		return ""
+	}
+	return c.conn.RemoteAddr().String()
+}
 
 // Listener returns the ID of the listener the client connected through.
 func (c *Client) Listener() string { return c.listener }
@@ -99,7 +103,7 @@ func (c *Client) IsInline() bool { return c.conn == nil && c.listener == inlineL
 func (c *Client) Conn() net.Conn { return c.conn }
 
 // ConnectedAt returns when the client's session was established.
-func (c *Client) ConnectedAt() time.Time { return c.connectedAt }
+func (c *Client) ConnectedAt() time.Time { return time.Unix(0, c.connectedAt) }
 
 // Errors that end connections.
 var (
@@ -222,7 +226,7 @@ func (c *Client) flush() {
 				// connection, so that the kernel drops what it holds for it
 				// and the client sees the end at once.
 				s.stats.WriteTimeouts.Add(1)
-				s.log.Info("write timeout: client not reading", "client", c.id, "remote", c.remote,
+				s.log.Info("write timeout: client not reading", "client", c.id, "remote", c.RemoteAddr(),
 					"write_timeout", s.cfg.WriteTimeout.String())
 				abortConn(c.conn)
 			}
@@ -301,9 +305,14 @@ func (c *Client) noteOutputLocked() {
 }
 
 // outDrainedLocked lets the reader go on once the output has fallen to
-// half of MaxPendingBytes.
+// half of MaxPendingBytes, and QoS 0 messages be queued again once the
+// pending output (queued QoS 0 messages included) has.
 func (c *Client) outDrainedLocked() {
-	if c.outFull.Load() && len(c.out)+c.writing <= c.srv.cfg.MaxPendingBytes/2 {
+	half := c.srv.cfg.MaxPendingBytes / 2
+	if ss := c.sess; ss != nil && ss.qos0Full.Load() && ss.client == c && c.pendingLocked() <= half {
+		ss.qos0Full.Store(false)
+	}
+	if c.outFull.Load() && len(c.out)+c.writing <= half {
 		c.outFull.Store(false)
 		if c.outWake != nil {
 			close(c.outWake)
@@ -502,7 +511,7 @@ func (c *Client) fillLocked(now int64) {
 			}
 			m := st.msgs[st.next]
 			qos := min(m.QoS, st.qos)
-			if qos > 0 && len(ss.inflight) >= c.sendQuota {
+			if qos > 0 && len(ss.inflight) >= int(c.sendQuota) {
 				return
 			}
 			st.msgs[st.next] = nil
@@ -521,7 +530,7 @@ func (c *Client) fillLocked(now int64) {
 				c.droppedLocked(d.msg, DropExpired)
 				continue
 			}
-			if h.qos > 0 && len(ss.inflight) >= c.sendQuota {
+			if h.qos > 0 && len(ss.inflight) >= int(c.sendQuota) {
 				return
 			}
 			dv = ss.q.pop()
@@ -539,7 +548,7 @@ func (c *Client) fillLocked(now int64) {
 			c.needSync = true
 		}
 		ss.seq++
-		ss.inflight[id] = &inflightMsg{delivery: dv, id: id, seq: ss.seq}
+		ss.addInflightLocked(&inflightMsg{delivery: dv, id: id, seq: ss.seq})
 		c.srv.stats.InflightOut.Add(1)
 	}
 }
@@ -549,7 +558,7 @@ func (c *Client) fillLocked(now int64) {
 // left. Every id in c.resend is in ss.inflight.
 func (c *Client) resendPendingLocked(now int64) bool {
 	ss := c.sess
-	for len(c.resend) > 0 && len(ss.inflight)-len(c.resend) < c.sendQuota && len(c.out) < flushChunk && !c.closing {
+	for len(c.resend) > 0 && len(ss.inflight)-len(c.resend) < int(c.sendQuota) && len(c.out) < flushChunk && !c.closing {
 		id := c.resend[0]
 		c.resend = c.resend[1:]
 		if m := ss.inflight[id]; m != nil && !c.writePublishLocked(&m.delivery, id, true, now) {

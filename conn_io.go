@@ -44,6 +44,22 @@ type packetReader struct {
 	bigHeader packets.FixedHeader // its header
 }
 
+var readers = sync.Pool{New: func() any { return new(packetReader) }}
+
+// getReader returns an empty reader of conn.
+func getReader(conn net.Conn, mem *memBudget) *packetReader {
+	pr := readers.Get().(*packetReader)
+	pr.conn, pr.mem = conn, mem
+	return pr
+}
+
+// putReader releases pr's buffers and gives it back.
+func putReader(pr *packetReader) {
+	pr.release()
+	*pr = packetReader{}
+	readers.Put(pr)
+}
+
 // fill reads more bytes from the connection into the buffer.
 func (pr *packetReader) fill() error {
 	if pr.small == nil {

@@ -15,9 +15,8 @@ import (
 // serveConn runs one network connection from accept to close.
 func (s *Server) serveConn(nc net.Conn, listener string) {
 	s.stats.ConnectionsAccepted.Add(1)
-	c := &Client{srv: s, conn: nc, listener: listener, remote: nc.RemoteAddr().String(), fd: parkFD(nc)}
-	c.rd.conn = nc
-	c.rd.mem = &s.mem
+	c := &Client{srv: s, conn: nc, listener: listener, fd: parkFD(nc)}
+	c.rd = getReader(nc, &s.mem)
 
 	s.mu.Lock()
 	if s.closing {
@@ -47,7 +46,7 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 	}
 	connect, ok := pk.(*packets.Connect)
 	if !ok {
-		s.log.Debug("first packet is not CONNECT", "remote", c.remote, "type", pk.Type().String())
+		s.log.Debug("first packet is not CONNECT", "remote", c.RemoteAddr(), "type", pk.Type().String())
 		s.stats.ProtocolErrors.Add(1)
 		c.closeWith(nil) // [MQTT-3.1.0-1]
 		c.finish(nil, false)
@@ -85,6 +84,10 @@ func (s *Server) overConnectionLimitLocked(listener string) bool {
 // runReader runs the read loop until the connection ends, then finishes
 // it, or until the connection is parked, when it returns at once.
 func (c *Client) runReader() {
+	if c.rd == nil { // resumed after parking
+		c.rd = getReader(c.conn, &c.srv.mem)
+		c.rd.pktAt = time.Unix(0, c.lastPacket)
+	}
 	err, parked := c.readLoop()
 	if parked {
 		return
@@ -103,7 +106,10 @@ func (c *Client) finish(err error, established bool) {
 	if established {
 		s.connectionEnded(c)
 	}
-	c.rd.release()
+	if c.rd != nil {
+		putReader(c.rd)
+		c.rd = nil
+	}
 	s.mu.Lock()
 	s.perListen[c.listener]--
 	delete(s.clients, c)
@@ -169,7 +175,7 @@ func (c *Client) refuseDecode(err error) {
 	var pe *packets.Error
 	if errors.As(err, &pe) {
 		c.srv.stats.ProtocolErrors.Add(1)
-		c.srv.log.Info("bad CONNECT", "remote", c.remote, "err", err)
+		c.srv.log.Info("bad CONNECT", "remote", c.RemoteAddr(), "err", err)
 		switch {
 		case pe.Code == packets.UnsupportedProtocolVersion:
 			// [MQTT-3.1.2-2]: 3.1.1 return code 0x01, which v5 clients read too.
@@ -200,7 +206,7 @@ func validV3Refusal(code packets.ReasonCode) bool {
 
 // refuse answers CONNECT with an error code and reports false.
 func (c *Client) refuse(code packets.ReasonCode, why string) bool {
-	c.srv.log.Info("connection refused", "client", c.id, "remote", c.remote, "reason", code.String(), "why", why)
+	c.srv.log.Info("connection refused", "client", c.id, "remote", c.RemoteAddr(), "reason", code.String(), "why", why)
 	c.writeConnack(&packets.Connack{ReasonCode: code})
 	return false
 }
@@ -250,10 +256,10 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		c.willDelay = w.Properties.WillDelay
 		c.will.Store(w)
 	}
-	c.sendQuota = int(cfg.MaxInflight)
+	c.sendQuota = int32(cfg.MaxInflight)
 	if v5 {
-		if p.ReceiveMaximum != 0 && int(p.ReceiveMaximum) < c.sendQuota {
-			c.sendQuota = int(p.ReceiveMaximum) // [MQTT-3.3.4-9]
+		if p.ReceiveMaximum != 0 && int32(p.ReceiveMaximum) < c.sendQuota {
+			c.sendQuota = int32(p.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
 		c.maxPacket = int(p.MaximumPacketSize)
 		c.aliasMaxOut = p.TopicAliasMaximum
@@ -326,7 +332,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		}
 	}
 	ack.SessionPresent = present // [MQTT-3.2.2-2], [MQTT-3.2.2-3]
-	c.connectedAt = time.Now()
+	c.connectedAt = time.Now().UnixNano()
 
 	// CONNACK goes first, then what the session has waiting.
 	ss.mu.Lock()
@@ -338,7 +344,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	ss.mu.Unlock()
 
 	s.stats.connected()
-	s.log.Debug("client connected", "client", c.id, "remote", c.remote, "version", c.version,
+	s.log.Debug("client connected", "client", c.id, "remote", c.RemoteAddr(), "version", c.version,
 		"clean", c.cleanStart, "keepalive", c.keepAlive, "present", present)
 	for _, h := range s.hooks.connects {
 		h.OnSessionEstablished(c, present)
@@ -365,7 +371,7 @@ func (c *Client) resendLocked() {
 			sent++
 			continue
 		}
-		if sent >= c.sendQuota { // [MQTT-3.3.4-9]
+		if sent >= int(c.sendQuota) { // [MQTT-3.3.4-9]
 			c.resend = append(c.resend, m.id)
 			continue
 		}
@@ -423,7 +429,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 				afters = append(afters, func() { s.publishWill(prev, willMessage(prev.id, w)) })
 			}
 			prev.disconnect(packets.SessionTakenOver)
-			s.log.Info("session taken over", "client", c.id, "old_remote", prev.remote, "new_remote", c.remote)
+			s.log.Info("session taken over", "client", c.id, "old_remote", prev.RemoteAddr(), "new_remote", c.RemoteAddr())
 		}
 		if c.cleanStart {
 			afters = append(afters, s.endSessionLocked(old, false)) // publishes a pending will [MQTT-3.1.2-8]
@@ -439,6 +445,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	}
 	ss.mu.Lock()
 	ss.client = c
+	ss.qos0Full.Store(false)
 	ss.identity = c
 	ss.expiry = expiry
 	ss.storeSessionLocked(c.version, time.Time{})

@@ -50,6 +50,20 @@ func (d *drops) snapshot() map[DropReason]int64 {
 	return out
 }
 
+// sessionDrops counts a session's dropped messages.
+type sessionDrops struct {
+	counts drops
+	logAt  atomic.Int64 // when they were last logged, unix nanoseconds
+}
+
+// dropCounts returns the session's non-zero drop counts by reason, or nil.
+func (ss *session) dropCounts() map[DropReason]int64 {
+	if d := ss.drops.Load(); d != nil {
+		return d.counts.snapshot()
+	}
+	return nil
+}
+
 // dropLogInterval is the least time between two log lines about one
 // session's dropped messages.
 const dropLogInterval = 10 * time.Second
@@ -63,7 +77,17 @@ func (r DropReason) overload() bool {
 // session ss (nil when the message goes to no session: a refused publish).
 // Call it with no session lock held: it calls hooks.
 func (s *Server) dropped(ss *session, m *Message, why DropReason) {
-	s.countDrop(ss, why)
+	s.stats.drops[dropIndex(why)].Add(1)
+	s.sessionDropped(ss, m, why)
+}
+
+// sessionDropped counts a drop for the session (not for the server: the
+// caller does), logs drops for limits at most once per dropLogInterval per
+// session, and reports the drop to hooks.
+func (s *Server) sessionDropped(ss *session, m *Message, why DropReason) {
+	if ss != nil {
+		ss.countDrop(dropIndex(why), why.overload())
+	}
 	if len(s.hooks.drops) == 0 {
 		return
 	}
@@ -76,30 +100,37 @@ func (s *Server) dropped(ss *session, m *Message, why DropReason) {
 	}
 }
 
-// countDrop counts a drop for the server and the session, and logs drops
-// for limits at most once per dropLogInterval per session.
+// countDrop counts a drop for the server and the session (nil: none); see
+// sessionDropped.
 func (s *Server) countDrop(ss *session, why DropReason) {
 	i := dropIndex(why)
-	s.stats.MessagesDropped.Add(1)
 	s.stats.drops[i].Add(1)
-	if why == DropExpired {
-		s.stats.MessagesExpired.Add(1)
+	if ss != nil {
+		ss.countDrop(i, why.overload())
 	}
-	if ss == nil {
+}
+
+// countDrop counts a drop of reason index i for the session and, for a
+// limit (log set), logs it at most once per dropLogInterval.
+func (ss *session) countDrop(i int, log bool) {
+	d := ss.drops.Load()
+	if d == nil {
+		ss.drops.CompareAndSwap(nil, new(sessionDrops))
+		d = ss.drops.Load()
+	}
+	d.counts[i].Add(1)
+	if !log {
 		return
 	}
-	ss.drops[i].Add(1)
-	if !why.overload() {
-		return
-	}
-	now := time.Now().UnixNano()
-	last := ss.dropLogAt.Load()
-	if now-last < int64(dropLogInterval) || !ss.dropLogAt.CompareAndSwap(last, now) {
+	s := ss.srv
+	now := s.clock.Load() // a clock read per drop would cost more than the drop
+	last := d.logAt.Load()
+	if now-last < int64(dropLogInterval) || !d.logAt.CompareAndSwap(last, now) {
 		return
 	}
 	cfg := s.cfg
-	s.log.Warn("dropping messages for a client", "client", ss.id, "reason", string(why),
-		"dropped", ss.drops.snapshot(), "max_queued_messages", cfg.MaxQueuedMessages,
+	s.log.Warn("dropping messages for a client", "client", ss.id, "reason", string(DropReasons[i]),
+		"dropped", d.counts.snapshot(), "max_queued_messages", cfg.MaxQueuedMessages,
 		"max_queued_bytes", cfg.MaxQueuedBytes, "max_pending_bytes", cfg.MaxPendingBytes,
 		"max_message_memory", cfg.MaxMessageMemory, "message_memory", s.mem.used.Load())
 }

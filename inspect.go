@@ -96,18 +96,18 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 	return ClientInfo{
 		ID:              c.id,
 		Username:        c.username,
-		RemoteAddr:      c.remote,
+		RemoteAddr:      c.RemoteAddr(),
 		Listener:        c.listener,
 		ProtocolVersion: c.version,
 		CleanStart:      c.cleanStart,
 		KeepAlive:       c.keepAlive,
-		ConnectedAt:     c.connectedAt,
+		ConnectedAt:     c.ConnectedAt(),
 		SessionExpiry:   ss.expiry,
 		Inflight:        len(ss.inflight),
 		Queued:          ss.queuedLocked(),
 		QueuedBytes:     ss.qBytes,
 		PendingBytes:    c.pendingLocked(),
-		Dropped:         ss.drops.snapshot(),
+		Dropped:         ss.dropCounts(),
 	}, true
 }
 
@@ -148,7 +148,7 @@ func (s *Server) sessionInfo(ss *session) (SessionInfo, bool) {
 		Inflight:    len(ss.inflight),
 		Queued:      ss.queuedLocked(),
 		QueuedBytes: ss.qBytes,
-		Dropped:     ss.drops.snapshot(),
+		Dropped:     ss.dropCounts(),
 	}
 	ss.mu.Unlock()
 	s.index.ClientSubscriptions(si.ClientID, func(*topics.Subscription) bool {
@@ -166,7 +166,9 @@ func (s *Server) Subscriptions(clientID string) []topics.Subscription {
 	var out []topics.Subscription
 	collect := func(id string) {
 		s.index.ClientSubscriptions(id, func(sub *topics.Subscription) bool {
-			out = append(out, *sub)
+			cp := *sub
+			cp.Target = nil // the core's own
+			out = append(out, cp)
 			return true
 		})
 	}

@@ -15,7 +15,7 @@ func (s *Server) connectionEnded(c *Client) {
 	for _, h := range s.hooks.disconnects {
 		h.OnDisconnect(c, err)
 	}
-	s.log.Debug("client disconnected", "client", c.id, "remote", c.remote, "err", err)
+	s.log.Debug("client disconnected", "client", c.id, "remote", c.RemoteAddr(), "err", err)
 
 	ss := c.sess
 	ss.mu.Lock()
@@ -24,6 +24,7 @@ func (s *Server) connectionEnded(c *Client) {
 		return
 	}
 	ss.client = nil
+	ss.qos0Full.Store(false)
 	shared := ss.takeSharedLocked()
 	expiry := ss.expiry
 	ss.storeSessionLocked(c.version, time.Now())

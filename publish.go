@@ -2,7 +2,6 @@ package tern
 
 import (
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -144,20 +143,32 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 // 0x97 Quota exceeded for the byte rate.
 func (c *Client) checkRates(pk *packets.Publish) error {
 	cfg := c.srv.cfg
-	if cfg.MaxPublishRate > 0 && !c.rate.take(1, cfg.MaxPublishRate, cfg.MaxPublishRate, c.rd.at) {
+	if cfg.MaxPublishRate == 0 && cfg.MaxPublishBytesRate == 0 {
+		return nil
+	}
+	if c.rates == nil {
+		c.rates = new(clientRates)
+	}
+	if cfg.MaxPublishRate > 0 && !c.rates.packets.take(1, cfg.MaxPublishRate, cfg.MaxPublishRate, c.rd.at) {
 		c.srv.stats.RateLimited.Add(1)
-		c.srv.log.Warn("client over max publish rate: disconnecting", "client", c.id, "remote", c.remote, "max_publish_rate", cfg.MaxPublishRate)
+		c.srv.log.Warn("client over max publish rate: disconnecting", "client", c.id, "remote", c.RemoteAddr(), "max_publish_rate", cfg.MaxPublishRate)
 		return &packets.Error{Code: packets.MessageRateTooHigh, Msg: "publish rate limit"}
 	}
 	if r := cfg.MaxPublishBytesRate; r > 0 {
 		n := float64(len(pk.Topic) + len(pk.Payload))
-		if !c.byteRate.take(n, r, max(r, float64(cfg.MaxPacketSize)), c.rd.at) {
+		if !c.rates.bytes.take(n, r, max(r, float64(cfg.MaxPacketSize)), c.rd.at) {
 			c.srv.stats.RateLimited.Add(1)
-			c.srv.log.Warn("client over max publish bytes rate: disconnecting", "client", c.id, "remote", c.remote, "max_publish_bytes_rate", r)
+			c.srv.log.Warn("client over max publish bytes rate: disconnecting", "client", c.id, "remote", c.RemoteAddr(), "max_publish_bytes_rate", r)
 			return &packets.Error{Code: packets.QuotaExceeded, Msg: "publish bandwidth limit"}
 		}
 	}
 	return nil
+}
+
+// clientRates are a client's publish rate limits.
+type clientRates struct {
+	packets tokenBucket // PUBLISH packets, for MaxPublishRate
+	bytes   tokenBucket // PUBLISH bytes, for MaxPublishBytesRate
 }
 
 // tokenBucket is a rate limit: tokens refill at rate per second up to
@@ -215,6 +226,19 @@ type routed struct {
 	full          int   // sessions that dropped it for a limit (queue, memory, pending output)
 	retainRefused bool  // retained, but over MaxRetainedMessages or MaxRetainedBytes
 	charge        int64 // memory the queued deliveries hold, added to the budget at the end
+
+	drops [numDropReasons]int32 // drops by reason, added to the server's counts at the end
+}
+
+// done adds what the routing of a message changed to the server's counts,
+// once for all its deliveries.
+func (s *Server) routeDone(r *routed) {
+	s.mem.add(r.charge)
+	for i, n := range r.drops {
+		if n != 0 {
+			s.stats.drops[i].Add(int64(n))
+		}
+	}
 }
 
 // route delivers a message to the retained store and every matching
@@ -233,7 +257,7 @@ func (s *Server) route(m *Message, strict bool) routed {
 	for _, g := range res.Shared {
 		s.routeShared(m, g, "", &r)
 	}
-	s.mem.add(r.charge)
+	s.routeDone(&r)
 	return r
 }
 
@@ -298,71 +322,25 @@ func (s *Server) persistRetained(topic string, m, old *Message) {
 // copy at the highest QoS, carrying every subscription identifier
 // [MQTT-3.3.4-2], [MQTT-3.3.4-3].
 func (s *Server) routeSubscriptions(m *Message, subs []*topics.Subscription, r *routed) {
-	if len(subs) == 0 {
-		return
-	}
-	rs := routeScratchPool.Get().(*routeScratch)
+	// subs is sorted by client: a client's subscriptions are side by side.
+	var d delivery
+	var target any
+	id := ""
 	for _, sub := range subs {
 		if sub.NoLocal && sub.ClientID == m.Origin { // [MQTT-3.8.3-3]
 			continue
 		}
-		d := s.deliveryFor(m, sub)
-		if i := rs.find(sub.ClientID, len(subs)); i >= 0 {
-			rs.ds[i].merge(d)
+		if d.msg != nil && sub.ClientID == id {
+			d.merge(s.deliveryFor(m, sub))
 			continue
 		}
-		rs.add(sub.ClientID, d, len(subs))
-	}
-	for i, d := range rs.ds {
-		s.deliver(rs.ids[i], d, r)
-	}
-	rs.reset()
-	routeScratchPool.Put(rs)
-}
-
-// routeScratch collects one delivery per client while routing a message.
-type routeScratch struct {
-	ids []string
-	ds  []delivery
-	idx map[string]int // used when there are many subscriptions
-}
-
-var routeScratchPool = sync.Pool{New: func() any { return new(routeScratch) }}
-
-const linearRouteLimit = 16
-
-func (rs *routeScratch) find(id string, n int) int {
-	if n > linearRouteLimit {
-		if i, ok := rs.idx[id]; ok {
-			return i
+		if d.msg != nil {
+			s.deliver(id, target, d, r)
 		}
-		return -1
+		d, id, target = s.deliveryFor(m, sub), sub.ClientID, sub.Target
 	}
-	for i, x := range rs.ids {
-		if x == id {
-			return i
-		}
-	}
-	return -1
-}
-
-func (rs *routeScratch) add(id string, d delivery, n int) {
-	if n > linearRouteLimit {
-		if rs.idx == nil {
-			rs.idx = make(map[string]int)
-		}
-		rs.idx[id] = len(rs.ids)
-	}
-	rs.ids = append(rs.ids, id)
-	rs.ds = append(rs.ds, d)
-}
-
-func (rs *routeScratch) reset() {
-	clear(rs.ids)
-	clear(rs.ds)
-	rs.ids, rs.ds = rs.ids[:0], rs.ds[:0]
-	if len(rs.idx) > 0 {
-		clear(rs.idx)
+	if d.msg != nil {
+		s.deliver(id, target, d, r)
 	}
 }
 
@@ -395,28 +373,43 @@ func (s *Server) deliveryFor(m *Message, sub *topics.Subscription) delivery {
 	}
 }
 
-// deliver hands a delivery to the session of clientID and records the
-// outcome in r. With authorizers added, a delivery to a network client
-// they deny (Deliver) is skipped and counted in DeliveriesDenied.
-func (s *Server) deliver(clientID string, d delivery, r *routed) {
-	if s.inline.handles(clientID) {
-		s.inline.deliver(clientID, d)
-		r.queued++
+// deliver hands a delivery to its target, the session of a subscription
+// (or clientID's, for an in-process subscriber), and records the outcome in
+// r. With authorizers added, a delivery to a network client they deny
+// (Deliver) is skipped and counted in DeliveriesDenied.
+func (s *Server) deliver(clientID string, target any, d delivery, r *routed) {
+	ss, _ := target.(*session)
+	if ss == nil {
+		if s.inline.handles(clientID) {
+			s.inline.deliver(clientID, d)
+			r.queued++
+		}
 		return
 	}
-	ss := s.session(clientID)
-	if ss == nil {
+	if d.qos == 0 && ss.qos0Full.Load() || ss.qFull.Load() {
+		// The client is not taking its messages: drop without the lock.
+		why := DropQueueFull
+		if d.qos == 0 && ss.qos0Full.Load() {
+			why = DropSlowConsumer
+		}
+		r.drops[dropIndex(why)]++
+		r.full++
+		s.sessionDropped(ss, d.msg, why)
 		return
 	}
 	if len(s.hooks.authorizers) > 0 && !s.deliverable(ss, d.msg) {
 		s.stats.DeliveriesDenied.Add(1)
 		return
 	}
-	switch why := ss.enqueue(d, &r.charge); {
-	case why == "":
+	why, dropped := ss.enqueue(d, &r.charge)
+	if dropped != d.msg {
 		r.queued++
-	case why.overload():
+	} else if why.overload() {
 		r.full++
+	}
+	if dropped != nil {
+		r.drops[dropIndex(why)]++
+		s.sessionDropped(ss, dropped, why)
 	}
 }
 
@@ -456,15 +449,14 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 		if sub.NoLocal && sub.ClientID == m.Origin {
 			continue
 		}
-		if len(s.hooks.authorizers) > 0 && !s.inline.handles(sub.ClientID) {
+		ss, _ := sub.Target.(*session)
+		if len(s.hooks.authorizers) > 0 && ss != nil && !s.deliverable(ss, m) {
 			// A member the authorizers deny the message to is passed over.
-			if ss := s.session(sub.ClientID); ss != nil && !s.deliverable(ss, m) {
-				denied = true
-				continue
-			}
+			denied = true
+			continue
 		}
-		if s.inline.handles(sub.ClientID) || s.online(sub.ClientID) {
-			s.deliver(sub.ClientID, s.sharedDelivery(m, sub, g), r)
+		if ss == nil && s.inline.handles(sub.ClientID) || ss != nil && ss.online() {
+			s.deliver(sub.ClientID, sub.Target, s.sharedDelivery(m, sub, g), r)
 			return
 		}
 		if fallback == nil {
@@ -472,7 +464,7 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 		}
 	}
 	if fallback != nil {
-		s.deliver(fallback.ClientID, s.sharedDelivery(m, fallback, g), r)
+		s.deliver(fallback.ClientID, fallback.Target, s.sharedDelivery(m, fallback, g), r)
 		return
 	}
 	if denied {
@@ -488,11 +480,9 @@ func (s *Server) sharedDelivery(m *Message, sub *topics.Subscription, g *topics.
 	return d
 }
 
-func (s *Server) online(clientID string) bool {
-	ss := s.session(clientID)
-	if ss == nil {
-		return false
-	}
+// online reports whether the session has a connection that is not
+// closing.
+func (ss *session) online() bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	return ss.client != nil && !ss.client.closing && !ss.client.closed.Load()
@@ -513,7 +503,7 @@ func (s *Server) redeliverShared(from *session, ds []delivery) {
 		var r routed
 		if group != nil {
 			s.routeShared(d.msg, group, from.id, &r)
-			s.mem.add(r.charge)
+			s.routeDone(&r)
 		}
 		if r.queued == 0 && d.qos > 0 {
 			s.dropped(from, d.msg, DropSessionEnded)

@@ -100,6 +100,15 @@ func (q *queue) removeOldest() (delivery, bool) {
 	return delivery{}, false
 }
 
+// each calls fn with each entry, oldest first, until fn returns false.
+func (q *queue) each(fn func(d *delivery) bool) {
+	for i := 0; i < q.n; i++ {
+		if d := &q.buf[(q.head+i)%len(q.buf)]; !d.hole() && !fn(d) {
+			return
+		}
+	}
+}
+
 // drain removes and returns every delivery, oldest first.
 func (q *queue) drain() []delivery {
 	out := make([]delivery, 0, q.live)

@@ -122,12 +122,20 @@ func (c *Client) readDeadline(keepAlive time.Duration, mayPark bool, since time.
 // when its keep alive runs out, so the timeout is still enforced.
 func (c *Client) park(keepAlive time.Duration) bool {
 	c.conn.SetReadDeadline(time.Time{})
-	c.rd.release()
+	rd := c.rd
 	var deadline int64
 	if keepAlive > 0 {
-		deadline = c.rd.pktAt.Add(keepAlive).UnixNano()
+		deadline = rd.pktAt.Add(keepAlive).UnixNano()
 	}
-	return poller.park(c, deadline)
+	c.lastPacket = rd.pktAt.UnixNano()
+	rd.release()
+	c.rd = nil
+	if poller.park(c, deadline) {
+		putReader(rd) // c belongs to whoever resumes it now
+		return true
+	}
+	c.rd = rd
+	return false
 }
 
 // readFailed turns a read or decode error into the connection's end.
@@ -143,7 +151,7 @@ func (c *Client) readFailed(err error) error {
 		if closing {
 			return err
 		}
-		c.srv.log.Info("keep alive timeout", "client", c.id, "remote", c.remote)
+		c.srv.log.Info("keep alive timeout", "client", c.id, "remote", c.RemoteAddr())
 		c.disconnect(packets.KeepAliveTimeout)
 		if c.version == packets.V5 {
 			c.drain() // the DISCONNECT must be written before the close
@@ -166,7 +174,7 @@ func (c *Client) protocolFailure(err error) error {
 	if !code.IsError() {
 		code = packets.ProtocolError
 	}
-	c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.remote, "err", err)
+	c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.RemoteAddr(), "err", err)
 	if c.version == packets.V5 && packets.DisconnectWithWill != code && code.ValidFor(packets.DISCONNECT) {
 		c.disconnect(code)
 		c.drain()

@@ -56,6 +56,7 @@ func (r *restorer) Subscription(rec *storage.Subscription) error {
 		return nil
 	}
 	r.s.index.Subscribe(topics.Subscription{
+		Target:   r.sessions[rec.ClientID],
 		ClientID: rec.ClientID, Group: rec.Group, Filter: rec.Filter, QoS: rec.QoS, NoLocal: rec.NoLocal,
 		RetainAsPublished: rec.RetainAsPublished, RetainHandling: rec.RetainHandling, Identifier: rec.Identifier,
 	})
@@ -90,7 +91,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 	ss.pseq = max(ss.pseq, rec.Seq)
 	if rec.PacketID != 0 {
 		ss.seq++
-		ss.inflight[rec.PacketID] = &inflightMsg{delivery: d, id: rec.PacketID, seq: ss.seq, released: rec.Released}
+		ss.addInflightLocked(&inflightMsg{delivery: d, id: rec.PacketID, seq: ss.seq, released: rec.Released})
 		ss.nextID = rec.PacketID
 		r.s.stats.InflightOut.Add(1)
 	} else {

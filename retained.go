@@ -41,16 +41,24 @@ func (ss *session) addStream(sub *topics.Subscription, since time.Time) {
 	if ss.ended {
 		return
 	}
-	for _, st := range ss.streams {
-		if st.filter == sub.Filter && !st.taken {
+	if ss.streams > 0 {
+		var found *retainedStream
+		ss.q.each(func(d *delivery) bool {
+			if st := d.stream(); st != nil && st.filter == sub.Filter && !st.taken {
+				found = st
+				return false
+			}
+			return true
+		})
+		if found != nil {
 			// It will send the retained messages as they are when it
 			// starts; what was retained since it was queued came live.
-			st.qos, st.subID = sub.QoS, sub.Identifier
+			found.qos, found.subID = sub.QoS, sub.Identifier
 			return
 		}
 	}
 	st := &retainedStream{filter: sub.Filter, qos: sub.QoS, subID: sub.Identifier, since: since}
-	ss.streams = append(ss.streams, st)
+	ss.streams++
 	ss.q.push(delivery{ext: &deliveryExt{stream: st}})
 	if c := ss.client; c != nil {
 		c.kickLocked()
@@ -58,21 +66,11 @@ func (ss *session) addStream(sub *topics.Subscription, since time.Time) {
 }
 
 // removeStreamLocked forgets a stream taken off the queue.
-func (ss *session) removeStreamLocked(st *retainedStream) {
-	for i, x := range ss.streams {
-		if x == st {
-			last := len(ss.streams) - 1
-			ss.streams[i] = ss.streams[last]
-			ss.streams[last] = nil
-			ss.streams = ss.streams[:last]
-			return
-		}
-	}
-}
+func (ss *session) removeStreamLocked(*retainedStream) { ss.streams-- }
 
 // queuedLocked returns the number of messages in the queue, streams not
 // counted.
-func (ss *session) queuedLocked() int { return ss.q.len() - len(ss.streams) }
+func (ss *session) queuedLocked() int { return ss.q.len() - ss.streams }
 
 // retainedSnapshot returns the retained messages a stream sends: those
 // matching its filter that were retained before the subscription, are not

@@ -64,11 +64,12 @@ type Server struct {
 
 	inline        inlineClient
 	stats         Stats
-	mem           memBudget  // message memory, against MaxMessageMemory
-	persist       *persister // nil without a Store
-	retainMu      sync.Mutex // serialises retained changes; guards the two below
-	retainedBytes int64      // topic and payload bytes of the retained messages
-	retainLog     time.Time  // when a refused retained message was last logged
+	mem           memBudget    // message memory, against MaxMessageMemory
+	clock         atomic.Int64 // unix nanoseconds, updated every clockTick: for what needs no exact time
+	persist       *persister   // nil without a Store
+	retainMu      sync.Mutex   // serialises retained changes; guards the two below
+	retainedBytes int64        // topic and payload bytes of the retained messages
+	retainLog     time.Time    // when a refused retained message was last logged
 
 	wg      sync.WaitGroup // every goroutine the server starts
 	serving atomic.Bool
@@ -164,6 +165,8 @@ func (s *Server) Serve() error {
 	for _, l := range s.listeners {
 		s.startListener(l)
 	}
+	s.clock.Store(time.Now().UnixNano())
+	s.goTracked(s.clockLoop)
 	if s.cfg.SysInterval > 0 {
 		s.goTracked(s.sysLoop)
 	}
@@ -171,6 +174,23 @@ func (s *Server) Serve() error {
 		s.goTracked(s.syncLoop)
 	}
 	return nil
+}
+
+// clockTick is the resolution of Server.clock.
+const clockTick = 250 * time.Millisecond
+
+// clockLoop keeps Server.clock, a clock cheap to read on hot paths.
+func (s *Server) clockLoop() {
+	t := time.NewTicker(clockTick)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.done:
+			return
+		case now := <-t.C:
+			s.clock.Store(now.UnixNano())
+		}
+	}
 }
 
 // syncLoop fsyncs the store every SyncInterval (DurabilityPeriodic).

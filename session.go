@@ -32,14 +32,15 @@ type session struct {
 	seq      uint64 // send order of inflight messages
 	nextID   uint16
 	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
-	streams  []*retainedStream   // the retained streams in the queue
+	streams  int                 // retained streams in the queue
 	expiry   uint32              // session expiry interval, seconds
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
 
-	drops     drops        // messages dropped instead of delivered to this session
-	dropLogAt atomic.Int64 // when its drops were last logged, unix nanoseconds
+	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
+	qos0Full atomic.Bool                  // the online client's pending output is full: QoS 0 is dropped without the lock
+	qFull    atomic.Bool                  // the queue is full and nothing in it can make room: dropped without the lock
 
 	expiryTimer     *time.Timer
 	pendingWill     *Message // will waiting for its delay to pass
@@ -56,7 +57,15 @@ type inflightMsg struct {
 }
 
 func newSession(s *Server, id string) *session {
-	return &session{srv: s, id: id, inflight: make(map[uint16]*inflightMsg)}
+	return &session{srv: s, id: id}
+}
+
+// addInflightLocked records a message sent and not yet acknowledged.
+func (ss *session) addInflightLocked(m *inflightMsg) {
+	if ss.inflight == nil {
+		ss.inflight = make(map[uint16]*inflightMsg)
+	}
+	ss.inflight[m.id] = m
 }
 
 // nextPacketIDLocked returns a packet identifier not in use.
@@ -74,8 +83,9 @@ func (ss *session) nextPacketIDLocked() uint16 {
 
 // enqueue adds a delivery to the session's queue and wakes the attached
 // connection's writer. It returns "" when the delivery was queued, and
-// otherwise the reason it was dropped; the drop is counted, logged at most
-// once per interval and reported to hooks.
+// otherwise why a message was dropped: the new one, or, when it made room
+// for the new one, the one dropped (which it also returns). The caller
+// counts and reports the drop.
 //
 // The limits, in the order they apply:
 //   - a QoS 0 message for an online client whose pending output (bytes
@@ -87,51 +97,45 @@ func (ss *session) nextPacketIDLocked() uint16 {
 //     message is dropped and a QoS 1 or 2 one makes room as
 //     QueueFullPolicy says, in its own session: memory_full.
 //
-// What the delivery costs in memory is added to *charge, for the caller to
-// add to the budget once for all the deliveries of a message.
-func (ss *session) enqueue(d delivery, charge *int64) DropReason {
+// What the queued delivery costs in memory is added to *charge, for the
+// caller to add to the budget once for all the deliveries of a message.
+func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *Message) {
 	s := ss.srv
 	cfg := s.cfg
 	ss.mu.Lock()
+	defer ss.mu.Unlock()
 	if ss.ended {
-		ss.mu.Unlock()
-		s.dropped(ss, d.msg, DropSessionEnded)
-		return DropSessionEnded
+		return DropSessionEnded, d.msg
 	}
 	c := ss.client
 	if c == nil && d.qos == 0 && !cfg.queueQoS0Offline {
-		ss.mu.Unlock()
-		s.dropped(ss, d.msg, DropOfflineQoS0)
-		return DropOfflineQoS0
+		return DropOfflineQoS0, d.msg
 	}
 	size := d.msg.size()
-	why := DropReason("")
 	switch {
 	case d.qos == 0 && c != nil && c.pendingLocked()+size > cfg.MaxPendingBytes:
 		why = DropSlowConsumer
+		ss.qos0Full.Store(true) // until the writer drains: see Client.outDrainedLocked
 	case ss.queuedLocked() >= cfg.MaxQueuedMessages || ss.qBytes+size > cfg.MaxQueuedBytes:
 		why = DropQueueFull
 	case s.mem.full(d.msg):
 		why = DropMemoryFull
-	}
-	if why == "" {
+	default:
 		*charge += ss.pushLocked(d)
-		ss.mu.Unlock()
-		return ""
+		return "", nil
 	}
 	// Make room by the policy, or drop the new message.
 	victim, evicted := ss.makeRoomLocked(d, charge)
-	if evicted {
-		*charge += ss.pushLocked(d)
-	} else {
-		victim = d
+	if !evicted {
+		if why == DropQueueFull && cfg.QueueFullPolicy == DropNew && ss.qQoS0 == 0 {
+			// Nothing can make room until the queue shrinks: drop
+			// without the lock until then (see unaccountLocked).
+			ss.qFull.Store(true)
+		}
+		return why, d.msg
 	}
-	ss.mu.Unlock()
-	s.dropped(ss, victim.msg, why)
-	if evicted {
-		return ""
-	}
-	return why
+	*charge += ss.pushLocked(d)
+	return why, victim.msg
 }
 
 // makeRoomLocked removes a queued delivery to make room for d, as
@@ -184,6 +188,9 @@ func (ss *session) accountLocked(d *delivery) {
 // unaccountLocked undoes accountLocked for a delivery taken from the
 // queue.
 func (ss *session) unaccountLocked(d *delivery) {
+	if ss.qFull.Load() {
+		ss.qFull.Store(false)
+	}
 	n := d.msg.size()
 	ss.qBytes -= n
 	if d.qos == 0 {
@@ -280,7 +287,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 	}
 	shared := ss.takeSharedLocked()
 	rest := ss.q.drain()
-	ss.streams = nil
+	ss.streams = 0
 	for i := range rest {
 		if rest[i].msg == nil { // a retained stream
 			continue

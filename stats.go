@@ -18,8 +18,8 @@ type Stats struct {
 	ProtocolErrors       atomic.Int64 // connections closed for a malformed or invalid packet
 	MessagesReceived     atomic.Int64 // PUBLISH packets received
 	MessagesSent         atomic.Int64 // PUBLISH packets sent
-	MessagesDropped      atomic.Int64 // messages dropped (see DropObserver)
-	MessagesExpired      atomic.Int64 // messages dropped because they expired
+	MessagesDropped      atomic.Int64 // messages dropped (see DropObserver), counted when Stats is called: the sum of Dropped
+	MessagesExpired      atomic.Int64 // messages dropped because they expired: Dropped(DropExpired), when Stats is called
 	PublishDenied        atomic.Int64 // PUBLISH refused by an authorizer or interceptor
 	DeliveriesDenied     atomic.Int64 // deliveries to a client skipped because an authorizer denied Deliver access
 	BytesReceived        atomic.Int64
@@ -57,5 +57,11 @@ func (s *Server) Stats() *Stats {
 		return true
 	})
 	s.stats.Queued.Store(n)
+	var dropped int64
+	for i := range s.stats.drops {
+		dropped += s.stats.drops[i].Load()
+	}
+	s.stats.MessagesDropped.Store(dropped)
+	s.stats.MessagesExpired.Store(s.stats.Dropped(DropExpired))
 	return &s.stats
 }

@@ -103,11 +103,13 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 		RetainAsPublished: req.RetainAsPublished,
 		RetainHandling:    req.RetainHandling,
 		Identifier:        subID,
+		Target:            c.sess,
 	}
 	existed := s.index.Subscribe(sub) // replaces an identical filter [MQTT-3.8.4-3]
 	if !existed {
 		s.stats.Subscriptions.Add(1)
 	}
+	sub.Target = nil // the core's own: hooks do not see it
 	for _, h := range s.hooks.subscribes {
 		h.OnSubscribed(c, sub)
 	}

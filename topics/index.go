@@ -18,6 +18,12 @@ type Subscription struct {
 	RetainAsPublished bool
 	RetainHandling    byte
 	Identifier        uint32 // subscription identifier, 0 if none
+
+	// Target is the caller's own value for the subscriber (Tern's core
+	// keeps its delivery target here, so that routing needs no lookup by
+	// client ID). The index keeps it with the subscription and never looks
+	// at it.
+	Target any
 }
 
 // SharedGroup is one $share group on one filter: its members, among which
@@ -44,8 +50,9 @@ func (g *SharedGroup) Next() uint32 {
 // it or anything it points to.
 type Result struct {
 	// Subscriptions holds the matching non-shared subscriptions, one per
-	// (client, filter): a client with overlapping filters appears once per
-	// filter and the caller merges them.
+	// (client, filter), sorted by client ID: a client with overlapping
+	// filters appears once per filter, its entries side by side, and the
+	// caller merges them.
 	Subscriptions []*Subscription
 	// Shared holds the shared groups whose filter matches.
 	Shared []*SharedGroup

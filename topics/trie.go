@@ -2,6 +2,7 @@ package topics
 
 import (
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -378,6 +379,11 @@ func (root *node) match(topic string) *Result {
 		r = &Result{
 			Subscriptions: slices.Clone(m.subs),
 			Shared:        slices.Clone(m.shared),
+		}
+		if len(r.Subscriptions) > 1 {
+			// A client's overlapping subscriptions side by side, so that a
+			// caller merges them without a map.
+			slices.SortFunc(r.Subscriptions, func(a, b *Subscription) int { return strings.Compare(a.ClientID, b.ClientID) })
 		}
 	}
 	clear(m.subs)
