@@ -79,7 +79,7 @@ func TestStressRunsAndTables(t *testing.T) {
 
 	phases := func(recv0, recv1 int64) *bench.Result {
 		return &bench.Result{Stuck: &bench.StuckStats{Stuck: 100, Phases: []bench.StuckPhase{
-			{QoS: 0, Published: 1000, Received: recv0}, {QoS: 1, Published: 500, Acked: 500, Received: recv1}}}}
+			{QoS: 0, Published: 1000, InWindow: recv0, Received: 1000}, {QoS: 1, Published: 500, Acked: 500, InWindow: recv1, Received: 500}}}}
 	}
 	outs := []stressOutcome{
 		{run: runs[0], res: phases(400, 300)},
@@ -91,7 +91,7 @@ func TestStressRunsAndTables(t *testing.T) {
 	var b strings.Builder
 	writeStressTables(&b, outs)
 	for _, want := range []string{
-		"| Tern, 100 stuck | 1,000 | 400 |",
+		"| Tern, 100 stuck | 1,000 | 400 / 1,000 |",
 		"Tern, 100 stuck / Mosquitto, 100 stuck: 0.50, 0.50",
 		"Tern, 100 stuck / Tern, 0 stuck: 0.40, 0.60",
 		"Mosquitto, 100 stuck / Mosquitto, 0 stuck: 0.50, 0.50",

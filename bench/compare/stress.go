@@ -3,6 +3,7 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log"
@@ -160,6 +161,11 @@ func runStressCase(ctx context.Context, o options, ternBin string, b *broker, ru
 		notes = append(notes, err.Error())
 	}
 	oc.res, oc.note, oc.peak, oc.killed = res, strings.Join(notes, "; "), peak.Load(), killed.Load()
+	if res != nil {
+		if b, err := json.MarshalIndent(res, "", "  "); err == nil {
+			os.WriteFile(filepath.Join(logs, name+".json"), b, 0o644)
+		}
+	}
 	summary := ""
 	if res != nil {
 		var b strings.Builder
@@ -208,6 +214,7 @@ func writeStressTables(w io.Writer, outs []stressOutcome) {
 	}
 	if os := by["stuck"]; len(os) > 0 {
 		p("\n### stuck: one open-loop publisher, N subscribers that never read, one healthy subscriber\n\n")
+		p("Healthy received: in the publishing window / after the drain; msg/s: in the window.\n\n")
 		p("| run | QoS 0: published | healthy received | msg/s | longest gap ms | QoS 1: published / acked | healthy received | msg/s | longest gap ms | peak RSS MiB | stuck closed (first–last s) |\n")
 		p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 		for _, o := range os {
@@ -219,10 +226,11 @@ func writeStressTables(w io.Writer, outs []stressOutcome) {
 					continue
 				}
 				ph := s.Phases[i]
+				recv := num(float64(ph.InWindow)) + " / " + num(float64(ph.Received))
 				if i == 0 {
-					p(" %s | %s | %s | %s |", num(float64(ph.Published)), num(float64(ph.Received)), num(ph.Rate), num(ph.MaxGapMs))
+					p(" %s | %s | %s | %s |", num(float64(ph.Published)), recv, num(ph.Rate), num(ph.MaxGapMs))
 				} else {
-					p(" %s / %s | %s | %s | %s |", num(float64(ph.Published)), num(float64(ph.Acked)), num(float64(ph.Received)), num(ph.Rate), num(ph.MaxGapMs))
+					p(" %s / %s | %s | %s | %s |", num(float64(ph.Published)), num(float64(ph.Acked)), recv, num(ph.Rate), num(ph.MaxGapMs))
 				}
 			}
 			p(" %s |", mib(peakOf(o)))
@@ -347,7 +355,7 @@ func writeStressTables(w io.Writer, outs []stressOutcome) {
 }
 
 // writeStuckRatios writes the ratios of the healthy subscriber's
-// deliveries: Tern with stuck subscribers over each other broker with as
+// deliveries within the publishing windows: Tern with stuck subscribers over each other broker with as
 // many, and each broker with them over itself without.
 func writeStuckRatios(p func(string, ...any), os []stressOutcome) {
 	recv := func(o stressOutcome, i int) (float64, bool) {
@@ -355,7 +363,7 @@ func writeStuckRatios(p func(string, ...any), os []stressOutcome) {
 		if s == nil || len(s.Phases) <= i {
 			return 0, false
 		}
-		return float64(s.Phases[i].Received), true
+		return float64(s.Phases[i].InWindow), true
 	}
 	ratio := func(a, b stressOutcome) string {
 		var parts []string
@@ -385,7 +393,7 @@ func writeStuckRatios(p func(string, ...any), os []stressOutcome) {
 			order = append(order, o.run.broker)
 		}
 	}
-	p("\nHealthy subscriber's messages received, ratios (QoS 0 phase, QoS 1 phase):\n\n")
+	p("\nHealthy subscriber's messages received in the publishing window, ratios (QoS 0 phase, QoS 1 phase):\n\n")
 	if tern, ok := with["tern"]; ok {
 		for _, k := range order {
 			if o, ok := with[k]; ok && k != "tern" {
