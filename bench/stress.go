@@ -462,10 +462,15 @@ func isReset(err error) bool {
 }
 
 // closeWatcher notices, without reading, when the broker closes any of a
-// set of connections, checking every interval.
+// set of connections, checking every interval: poll(2) sees a FIN or a
+// reset that reached us, and, when the broker runs on this machine, its
+// side's socket state in /proc/net/tcp sees a close whose FIN waits behind
+// data we never read (a full receive window holds it back).
 type closeWatcher struct {
 	start    time.Time
 	fds      []int
+	keys     []string        // far-end keys for farEndClosed
+	useProc  bool            // the far ends are visible in /proc/net/tcp
 	closedAt []time.Duration // by index; 0 while open
 	closed   atomic.Int64
 	mu       sync.Mutex
@@ -476,8 +481,20 @@ type closeWatcher struct {
 // watchCloses starts watching conns; times are taken from start.
 func watchCloses(conns []*rawConn, start time.Time, interval time.Duration) *closeWatcher {
 	w := &closeWatcher{start: start, closedAt: make([]time.Duration, len(conns)), stop: make(chan struct{}), done: make(chan struct{})}
+	n := 0
 	for _, c := range conns {
 		w.fds = append(w.fds, c.fd())
+		k := ""
+		if c.tcp != nil {
+			k = farEndKey(c.tcp.LocalAddr(), c.tcp.RemoteAddr())
+		}
+		if k != "" {
+			n++
+		}
+		w.keys = append(w.keys, k)
+	}
+	if _, found, err := farEndClosed(w.keys); err == nil && n > 0 && found == n {
+		w.useProc = true
 	}
 	go func() {
 		defer close(w.done)
@@ -499,11 +516,13 @@ func watchCloses(conns []*rawConn, start time.Time, interval time.Duration) *clo
 func (w *closeWatcher) check() {
 	var idx []int
 	var fds []int
+	var keys []string
 	w.mu.Lock()
 	for i, fd := range w.fds {
 		if w.closedAt[i] == 0 && fd >= 0 {
 			idx = append(idx, i)
 			fds = append(fds, fd)
+			keys = append(keys, w.keys[i])
 		}
 	}
 	w.mu.Unlock()
@@ -512,7 +531,14 @@ func (w *closeWatcher) check() {
 	}
 	closed, err := peerClosed(fds)
 	if err != nil {
-		return
+		closed = make([]bool, len(fds))
+	}
+	if w.useProc {
+		if far, _, err := farEndClosed(keys); err == nil {
+			for k := range closed {
+				closed[k] = closed[k] || far[k]
+			}
+		}
 	}
 	now := time.Since(w.start)
 	w.mu.Lock()

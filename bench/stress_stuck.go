@@ -26,7 +26,9 @@ type StuckStats struct {
 	// Phases are the QoS 0 phase, then the QoS 1 phase.
 	Phases []StuckPhase `json:"phases"`
 	// Closed counts the stuck connections the broker closed, seen without
-	// reading them (checked every 500 ms); ClosedAt are the times, in
+	// reading them (checked every 500 ms with poll(2), and, for a broker on
+	// this machine, with its side's socket state in /proc/net/tcp, which
+	// sees a close whose FIN waits behind unread data); ClosedAt are the times, in
 	// seconds from the start of the first phase, at which they were seen
 	// closed, in order.
 	Closed   int       `json:"closed"`

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"net"
+	"os"
 	"runtime"
 	"strings"
 	"testing"
@@ -81,7 +82,8 @@ func TestSpread(t *testing.T) {
 }
 
 // TestPeerClosed checks that a close by the peer is seen without reading,
-// and that unread data alone does not look like a close.
+// also when the peer's FIN waits behind data we never read, and that
+// unread data alone does not look like a close.
 func TestPeerClosed(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("needs Linux")
@@ -91,7 +93,7 @@ func TestPeerClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ln.Close()
-	accepted := make(chan net.Conn, 2)
+	accepted := make(chan net.Conn, 3)
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -103,28 +105,49 @@ func TestPeerClosed(t *testing.T) {
 	}()
 	var conns []*rawConn
 	var servers []net.Conn
-	for range 2 {
+	for range 3 {
 		nc, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
 		}
 		defer nc.Close()
+		nc.(*net.TCPConn).SetReadBuffer(4096)
 		conns = append(conns, &rawConn{nc: nc, tcp: nc.(*net.TCPConn)})
 		servers = append(servers, <-accepted)
 	}
+	// 0 closes after a little data, 1 stays open with data unread, 2 fills
+	// our receive window and then closes: its FIN cannot reach us.
 	servers[0].Write([]byte("unread data"))
 	servers[0].Close()
 	servers[1].Write([]byte("unread data"))
 	defer servers[1].Close()
+	servers[2].(*net.TCPConn).SetWriteBuffer(4096)
+	chunk := make([]byte, 64<<10)
+	for {
+		servers[2].SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := servers[2].Write(chunk); err != nil {
+			break
+		}
+	}
+	servers[2].Close()
 	w := watchCloses(conns, time.Now(), 10*time.Millisecond)
+	if !w.useProc {
+		if _, err := os.Stat("/proc/net/tcp"); err != nil {
+			t.Skip("no /proc/net/tcp")
+		}
+		t.Fatal("the far ends are not visible in /proc/net/tcp")
+	}
 	deadline := time.Now().Add(10 * time.Second)
-	for w.closed.Load() == 0 && time.Now().Before(deadline) {
+	for w.closed.Load() < 2 && time.Now().Before(deadline) {
 		time.Sleep(10 * time.Millisecond)
 	}
-	w.check() // one more after the first close was seen
+	w.check() // one more after the closes were seen
 	closes := w.finish()
-	if len(closes) != 1 || w.closedAt[0] == 0 || w.closedAt[1] != 0 {
-		t.Errorf("closes %v, by connection %v: want only the first", closes, w.closedAt)
+	if len(closes) != 2 || w.closedAt[0] == 0 || w.closedAt[1] != 0 || w.closedAt[2] == 0 {
+		t.Errorf("closes %v, by connection %v: want the first and the third", closes, w.closedAt)
+	}
+	if closed, err := peerClosed([]int{conns[2].fd()}); err != nil || closed[0] {
+		t.Errorf("poll saw the FIN behind the unread data (%v, %v): the test does not test what it means to", closed, err)
 	}
 }
 
