@@ -92,9 +92,9 @@ func TestStressRunsAndTables(t *testing.T) {
 	writeStressTables(&b, outs)
 	for _, want := range []string{
 		"| Tern, 100 stuck | 1,000 | 400 / 1,000 |",
-		"Tern, 100 stuck / Mosquitto, 100 stuck: 0.50, 0.50",
-		"Tern, 100 stuck / Tern, 0 stuck: 0.40, 0.60",
-		"Mosquitto, 100 stuck / Mosquitto, 0 stuck: 0.50, 0.50",
+		"Tern, 100 stuck / Mosquitto, 100 stuck: 0.5, 0.5",
+		"Tern, 100 stuck / Tern, 0 stuck: 0.4, 0.6",
+		"Mosquitto, 100 stuck / Mosquitto, 0 stuck: 0.5, 0.5",
 		"Tern (partial): broker killed above 8192 MiB",
 	} {
 		if !strings.Contains(b.String(), want) {

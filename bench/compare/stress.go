@@ -355,59 +355,71 @@ func writeStressTables(w io.Writer, outs []stressOutcome) {
 }
 
 // writeStuckRatios writes the ratios of the healthy subscriber's
-// deliveries within the publishing windows: Tern with stuck subscribers over each other broker with as
-// many, and each broker with them over itself without.
+// deliveries within the publishing windows, medians over the rounds: Tern
+// with stuck subscribers over each other broker with as many, and each
+// broker with them over itself without.
 func writeStuckRatios(p func(string, ...any), os []stressOutcome) {
-	recv := func(o stressOutcome, i int) (float64, bool) {
-		s := stuckOf(o)
-		if s == nil || len(s.Phases) <= i {
-			return 0, false
-		}
-		return float64(s.Phases[i].InWindow), true
+	type key struct {
+		broker string
+		with   bool
 	}
-	ratio := func(a, b stressOutcome) string {
-		var parts []string
-		for i := range 2 {
-			x, ok1 := recv(a, i)
-			y, ok2 := recv(b, i)
-			if !ok1 || !ok2 || y == 0 {
-				parts = append(parts, "—")
-				continue
-			}
-			parts = append(parts, fmt.Sprintf("%.2f", x/y))
-		}
-		return strings.Join(parts, ", ")
-	}
-	// The first outcome of each broker with and without stuck subscribers.
-	with, without := map[string]stressOutcome{}, map[string]stressOutcome{}
+	recv := map[key][2][]float64{}
+	labels := map[key]string{}
 	var order []string
 	for _, o := range os {
-		m := with
-		if o.run.stuck == 0 {
-			m = without
+		s := stuckOf(o)
+		if s == nil || len(s.Phases) < 2 {
+			continue
 		}
-		if _, ok := m[o.run.broker]; !ok {
-			m[o.run.broker] = o
+		k := key{o.run.broker, o.run.stuck > 0}
+		v := recv[k]
+		for i := range 2 {
+			v[i] = append(v[i], float64(s.Phases[i].InWindow))
 		}
+		recv[k], labels[k] = v, o.run.label
 		if !slices.Contains(order, o.run.broker) {
 			order = append(order, o.run.broker)
 		}
 	}
-	p("\nHealthy subscriber's messages received in the publishing window, ratios (QoS 0 phase, QoS 1 phase):\n\n")
-	if tern, ok := with["tern"]; ok {
-		for _, k := range order {
-			if o, ok := with[k]; ok && k != "tern" {
-				p("- %s / %s: %s\n", tern.run.label, o.run.label, ratio(tern, o))
+	ratio := func(a, b key) string {
+		var parts []string
+		for i := range 2 {
+			x, y := medianOf(recv[a][i]), medianOf(recv[b][i])
+			if len(recv[a][i]) == 0 || len(recv[b][i]) == 0 || y == 0 {
+				parts = append(parts, "—")
+				continue
+			}
+			parts = append(parts, fmt.Sprintf("%.3g", x/y))
+		}
+		return strings.Join(parts, ", ")
+	}
+	p("\nHealthy subscriber's messages received in the publishing window, ratios of medians (QoS 0 phase, QoS 1 phase):\n\n")
+	tern := key{"tern", true}
+	if _, ok := recv[tern]; ok {
+		for _, b := range order {
+			if k := (key{b, true}); b != "tern" && len(recv[k][0]) > 0 {
+				p("- %s / %s: %s\n", labels[tern], labels[k], ratio(tern, k))
 			}
 		}
 	}
-	for _, k := range order {
-		a, ok1 := with[k]
-		b, ok2 := without[k]
-		if ok1 && ok2 && a.run.stuck > 0 {
-			p("- %s / %s: %s\n", a.run.label, b.run.label, ratio(a, b))
+	for _, b := range order {
+		a, z := key{b, true}, key{b, false}
+		if len(recv[a][0]) > 0 && len(recv[z][0]) > 0 {
+			p("- %s / %s: %s\n", labels[a], labels[z], ratio(a, z))
 		}
 	}
+}
+
+// medianOf returns the median of vs, 0 for none.
+func medianOf(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	vs = slices.Sorted(slices.Values(vs))
+	if n := len(vs); n%2 == 0 {
+		return (vs[n/2-1] + vs[n/2]) / 2
+	}
+	return vs[len(vs)/2]
 }
 
 func stuckOf(o stressOutcome) *bench.StuckStats {
