@@ -31,6 +31,11 @@ type FiltersStats struct {
 type DeepFilters struct {
 	Levels      int `json:"levels"`
 	FilterBytes int `json:"filter_bytes"`
+	// PacketBytes is the size of the SUBSCRIBE; BrokerMaxPacket the
+	// broker's Maximum Packet Size from a v5 CONNACK (0: none given). A
+	// SUBSCRIBE above it is sent all the same.
+	PacketBytes     int    `json:"packet_bytes"`
+	BrokerMaxPacket uint32 `json:"broker_max_packet,omitempty"`
 	// First is the answer to the first client: a reason code such as
 	// "0x00" or "0x80", or what happened instead ("closed", "timeout");
 	// FirstSeconds how long it took.
@@ -186,6 +191,10 @@ func (r *runner) deepFilters(ctx context.Context, sampler *rssSampler) *DeepFilt
 		return d
 	}
 	conns = append(conns, c)
+	if b, err := (&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: first, QoS: cfg.QoS}}}).Encode(nil, cfg.Version); err == nil {
+		d.PacketBytes = len(b)
+	}
+	d.BrokerMaxPacket = c.connack.Properties.MaximumPacketSize
 	t0 := time.Now()
 	d.First = subscribeAnswer(c, first, cfg.QoS, cfg.Duration)
 	d.FirstSeconds = time.Since(t0).Seconds()
@@ -330,8 +339,12 @@ wait:
 // write writes the Filters part of the summary.
 func (s *FiltersStats) write(p func(string, ...any)) {
 	if d := s.Deep; d != nil {
-		p("deep filter  %d levels (%d bytes): first client answered %s in %.3f s; broker RSS %s before, %s after\n",
-			d.Levels, d.FilterBytes, d.First, d.FirstSeconds, kib(d.BeforeRSSKiB), kib(d.OneRSSKiB))
+		p("deep filter  %d levels (%d bytes, a %d-byte SUBSCRIBE", d.Levels, d.FilterBytes, d.PacketBytes)
+		if d.BrokerMaxPacket > 0 {
+			p("; the broker's maximum packet size is %d", d.BrokerMaxPacket)
+		}
+		p("): first client answered %s in %.3f s; broker RSS %s before, %s after\n",
+			d.First, d.FirstSeconds, kib(d.BeforeRSSKiB), kib(d.OneRSSKiB))
 		var answers []string
 		for _, k := range slices.Sorted(maps.Keys(d.Answers)) {
 			answers = append(answers, fmt.Sprintf("%s ×%d", k, d.Answers[k]))

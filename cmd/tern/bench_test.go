@@ -180,6 +180,15 @@ func TestBenchStressAgainstTern(t *testing.T) {
 			t.Fatalf("filters %+v", f)
 		}
 	})
+	t.Run("filters-v5", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "filters", "-V", "5", "--parts", "a", "-c", "1", "--levels", "65531", "--settle", "10ms")
+		f := res.Filters
+		if f == nil || f.Many != nil || f.Deep == nil || f.Deep.FilterBytes != 65535 || f.Deep.PacketBytes <= 65535 || f.Deep.BrokerMaxPacket == 0 {
+			t.Fatalf("filters %+v", f)
+		}
+	})
 	t.Run("conn-tls", func(t *testing.T) {
 		t.Parallel()
 		srv := terntest.NewServer(t, nil)
