@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -39,10 +40,33 @@ const (
 	// topic), then measures how long a new subscriber to "#" takes to
 	// receive them all; Duration bounds that wait.
 	Retained Scenario = "retained"
+
+	// Stuck runs one publisher at full speed (open loop) on one topic,
+	// Count subscribers to it that never read after their SUBACK, and one
+	// healthy subscriber that reads everything: a phase at QoS 0, then one
+	// at QoS 1, each of Duration. It reports what the healthy subscriber
+	// received, its longest wait between two messages, the broker's memory
+	// and when the broker closed the stuck connections.
+	Stuck Scenario = "stuck"
+	// RetFlood stores Count retained messages, then has one client send
+	// SUBSCRIBE "#" Stress.Repeat times without ever reading, holds it for
+	// Duration and reports the broker's memory during and after.
+	RetFlood Scenario = "retflood"
+	// Partial sends hostile incomplete packets: (a) Count connections
+	// that send 3 bytes of a PUBLISH and stop, timing when the broker
+	// closes them; (b) Stress.Large connections that send most of a large
+	// PUBLISH and hold for Duration, measuring the broker's memory; (c) one
+	// connection that drips a large PUBLISH at a byte a second.
+	Partial Scenario = "partial"
+	// Filters subscribes to extreme filters: (a) one filter of
+	// Stress.Levels levels, from one client and then from Count clients
+	// more; (b) Stress.Filters distinct filters from one client. It reports
+	// the broker's answers and memory.
+	Filters Scenario = "filters"
 )
 
 // Scenarios lists every scenario, in the order the help text shows them.
-var Scenarios = []Scenario{Conn, Pub, Sub, FanIn, FanOut, Pairs, Latency, Retained}
+var Scenarios = []Scenario{Conn, Pub, Sub, FanIn, FanOut, Pairs, Latency, Retained, Stuck, RetFlood, Partial, Filters}
 
 // ParseScenario returns the scenario named s.
 func ParseScenario(s string) (Scenario, error) {
@@ -67,7 +91,10 @@ type Config struct {
 	// Version is the MQTT protocol level: packets.V31, V311 (default) or V5.
 	Version byte
 	// Count is the number of connections of the scenario's main role
-	// (see [Scenario]). Default 10 (100,000 messages for Retained).
+	// (see [Scenario]). Default 10 (100,000 messages for Retained, 10,000
+	// for RetFlood, 5,000 for Partial, 20 for Filters). For Stuck it is the
+	// number of stuck subscribers, taken as given: 0 runs the baseline
+	// without any ("tern bench stuck" defaults it to 100).
 	Count int
 	// ConnectInterval is the pause between starting two connections;
 	// 0 starts them as fast as Parallel allows.
@@ -84,7 +111,7 @@ type Config struct {
 	// publishers; it overrides PublishInterval.
 	Rate float64
 	// PayloadSize is the payload size in bytes, at least HeaderSize.
-	// Default 64.
+	// Default 64 (256 for the stress scenarios).
 	PayloadSize int
 	// QoS is the QoS of publications and subscriptions (0, 1 or 2).
 	QoS byte
@@ -99,7 +126,9 @@ type Config struct {
 	Flow int
 	// Duration is how long publishers publish (Conn: how long connections
 	// are held; Sub: how long to listen; Retained: the most to wait for the
-	// retained messages). Default 10 s.
+	// retained messages; Stuck: each phase; RetFlood: how long the flooding
+	// client stays; Partial: how long (b) holds; Filters: the most each
+	// step may take). Default 10 s (Stuck 15 s, RetFlood 20 s, Filters 60 s).
 	Duration time.Duration
 	// Drain is the most to wait, after publishing stops, for outstanding
 	// acknowledgements and deliveries before counting the rest as lost.
@@ -120,7 +149,8 @@ type Config struct {
 	Username string
 	Password string
 	// KeepAlive is the keep alive sent in CONNECT; idle connections ping at
-	// half of it. Default 60 s.
+	// half of it. Default 60 s (Partial: 5 s, and its connections never
+	// ping).
 	KeepAlive time.Duration
 	// Persistent gives every connection a persistent session: MQTT 5
 	// connections start clean with a Session Expiry Interval of one hour,
@@ -128,14 +158,21 @@ type Config struct {
 	// earlier run left). Brokers that persist sessions then store what they
 	// queue for subscribers.
 	Persistent bool
-	// KeepRetained leaves the Retained scenario's messages on the broker;
+	// KeepRetained leaves the Retained (and RetFlood) scenario's messages on the broker;
 	// by default they are cleared afterwards.
 	KeepRetained bool
 	// BrokerPID, when set, is the broker's process id on this machine: its
 	// resident memory is read before the clients connect and again once
 	// they are all connected (Conn), once the retained messages are
-	// delivered (Retained) or at the end of publishing (see [RSSStats]).
+	// delivered (Retained) or at the end of publishing (see [RSSStats]);
+	// the stress scenarios sample it every Stress.RSSInterval and keep the
+	// peak.
 	BrokerPID int
+	// TLS, when set, makes every connection use TLS with this
+	// configuration (its ServerName defaults to the host of Addr).
+	TLS *tls.Config
+	// Stress holds the settings of the stress scenarios.
+	Stress StressConfig
 	// Progress receives a line every second; nil for none.
 	Progress io.Writer
 	// Ready, when set, is called once every connection is established and
@@ -158,7 +195,12 @@ func (c Config) withDefaults() (Config, error) {
 	if c.Version != packets.V31 && c.Version != packets.V311 && c.Version != packets.V5 {
 		return c, fmt.Errorf("bench: protocol version %d is not 3, 4 or 5", c.Version)
 	}
-	if c.Count == 0 {
+	if isStress(c.Scenario) {
+		if err := c.stressDefaults(); err != nil {
+			return c, err
+		}
+	}
+	if c.Count == 0 && c.Scenario != Stuck {
 		c.Count = 10
 		if c.Scenario == Retained {
 			c.Count = 100_000

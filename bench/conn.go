@@ -67,8 +67,7 @@ func (r *runner) dial(ctx context.Context, id string, busy bool) (*client, error
 	cfg := &r.cfg
 	ctx, cancel := context.WithTimeout(ctx, cfg.ConnectTimeout)
 	defer cancel()
-	var d net.Dialer
-	nc, err := d.DialContext(ctx, "tcp", cfg.Addr)
+	nc, _, err := r.dialNet(ctx)
 	if err != nil {
 		return nil, err
 	}
@@ -79,23 +78,7 @@ func (r *runner) dial(ctx context.Context, id string, busy bool) (*client, error
 		size = busyReadBuffer
 	}
 	c := &client{r: r, id: id, nc: nc, br: bufio.NewReaderSize(nc, size), version: cfg.Version}
-	conn := &packets.Connect{
-		ProtocolVersion: cfg.Version,
-		CleanStart:      true,
-		KeepAlive:       uint16(cfg.KeepAlive / time.Second),
-		ClientID:        id,
-	}
-	if cfg.Persistent {
-		if cfg.Version == packets.V5 {
-			conn.Properties.SessionExpiry = packets.Uint32(3600)
-		} else {
-			conn.CleanStart = false
-		}
-	}
-	if cfg.Username != "" {
-		conn.UsernameFlag, conn.Username = true, cfg.Username
-		conn.PasswordFlag, conn.Password = cfg.Password != "", []byte(cfg.Password)
-	}
+	conn := r.connectPacket(id, cfg.KeepAlive, cfg.Persistent)
 	b, err := conn.Encode(nil, cfg.Version)
 	if err == nil {
 		_, err = nc.Write(b)

@@ -15,6 +15,12 @@
 // rarely the bottleneck. [Run] always returns on its own: the connect phase,
 // the measurement and the drain are each bounded in time.
 //
+// The stress scenarios ([Stuck], [RetFlood], [Partial], [Filters]) misuse
+// the broker as stuck, slow or hostile clients would, and report what it
+// did: whom it kept serving, which connections it closed and when, and its
+// resident memory sampled throughout (Config.BrokerPID). Their settings
+// are in [StressConfig].
+//
 // The command-line front end is "tern bench"; bench/compare runs it
 // against Tern, Mosquitto and mochi-mqtt side by side.
 package bench

@@ -54,6 +54,11 @@ type Result struct {
 	Retained  *RetainedStats `json:"retained,omitempty"`
 	BrokerRSS *RSSStats      `json:"broker_rss,omitempty"`
 
+	Stuck    *StuckStats    `json:"stuck,omitempty"`
+	RetFlood *RetFloodStats `json:"retflood,omitempty"`
+	Partial  *PartialStats  `json:"partial,omitempty"`
+	Filters  *FiltersStats  `json:"filters,omitempty"`
+
 	// Errors counts connection failures during the run (refused or failed
 	// connects are in Connect); FirstError describes the first.
 	Errors     int64  `json:"errors"`
@@ -97,11 +102,17 @@ type RetainedStats struct {
 // RSSStats is the broker's resident memory in KiB before the clients
 // connected and after (Conn: once all were connected; Retained: once the
 // messages were delivered; otherwise at the end of the window), and for
-// Conn the difference per connection in bytes.
+// Conn the difference per connection in bytes. The stress scenarios sample
+// it throughout: PeakKiB is the largest sample, AfterKiB the last (once the
+// clients have left and the memory has had time to settle), and
+// LimitExceeded tells that the load stopped early because the broker passed
+// Stress.RSSLimit.
 type RSSStats struct {
 	BeforeKiB     int64   `json:"before_kib"`
 	AfterKiB      int64   `json:"after_kib"`
 	PerConnection float64 `json:"per_connection_bytes"`
+	PeakKiB       int64   `json:"peak_kib,omitempty"`
+	LimitExceeded bool    `json:"limit_exceeded,omitempty"`
 }
 
 func latencyStats(h *histogram) *LatencyStats {
@@ -127,7 +138,9 @@ func (r *Result) WriteText(w io.Writer) {
 	switch {
 	case r.Scenario == Retained:
 		p(" (stored at QoS 1, window %d)", r.Window)
-	case r.Scenario == Conn:
+	case r.Scenario == Conn, r.Scenario == Partial, r.Scenario == Filters, r.Scenario == RetFlood:
+	case r.Scenario == Stuck:
+		p(", QoS 0 then QoS 1 (window %d), open loop", r.Window)
 	default:
 		if r.QoS > 0 {
 			p(", window %d", r.Window)
@@ -138,8 +151,22 @@ func (r *Result) WriteText(w io.Writer) {
 	}
 	p("\n")
 	c := r.Connect
-	p("connections  %d of %d connected in %.2f s (%s/s), %d failed\n", c.Succeeded, c.Attempted, c.Seconds, human(c.Rate), c.Failed)
-	if r.Publishers+r.Subscribers > 0 {
+	if c.Seconds > 0 {
+		p("connections  %d of %d connected in %.2f s (%s/s), %d failed\n", c.Succeeded, c.Attempted, c.Seconds, human(c.Rate), c.Failed)
+	} else {
+		p("connections  %d of %d connected, %d failed\n", c.Succeeded, c.Attempted, c.Failed)
+	}
+	switch {
+	case r.Stuck != nil:
+		r.Stuck.write(p)
+	case r.RetFlood != nil:
+		r.RetFlood.write(p)
+	case r.Partial != nil:
+		r.Partial.write(p)
+	case r.Filters != nil:
+		r.Filters.write(p)
+	}
+	if r.Publishers+r.Subscribers > 0 && !isStress(r.Scenario) {
 		p("clients      %d publishers, %d subscribers, window %.2f s, drain %.2f s\n", r.Publishers, r.Subscribers, r.Seconds, r.Drained)
 		p("sent         %d (%s msg/s)", r.Sent, human(r.SendRate))
 		if r.QoS > 0 {
@@ -164,6 +191,12 @@ func (r *Result) WriteText(w io.Writer) {
 		p("broker RSS   %d KiB before, %d KiB after", m.BeforeKiB, m.AfterKiB)
 		if m.PerConnection != 0 {
 			p(", %.0f bytes per connection", m.PerConnection)
+		}
+		if m.PeakKiB != 0 {
+			p(", peak %d KiB", m.PeakKiB)
+		}
+		if m.LimitExceeded {
+			p(" (passed the limit: the load stopped early)")
 		}
 		p("\n")
 	}

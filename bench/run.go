@@ -17,6 +17,7 @@ const (
 	phaseMeasure
 	phaseDrain
 	phaseDone
+	phaseStress // a stress scenario's own status line (runner.status)
 )
 
 // runner holds the state of one run.
@@ -39,6 +40,13 @@ type runner struct {
 
 	phase   atomic.Int32
 	started atomic.Int64 // Unix nanoseconds when the window started
+	status  atomic.Value // func() string: the progress line in phaseStress
+}
+
+// setStatus makes fn give the progress lines from now on.
+func (r *runner) setStatus(fn func() string) {
+	r.status.Store(fn)
+	r.phase.Store(phaseStress)
 }
 
 // Run runs one benchmark and returns its summary. It returns an error only
@@ -54,7 +62,7 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		Scenario: cfg.Scenario, Broker: cfg.Addr, Version: cfg.Version, QoS: cfg.QoS,
 		PayloadSize: cfg.PayloadSize,
 	}
-	if cfg.QoS > 0 || cfg.Scenario == Retained {
+	if cfg.QoS > 0 || cfg.Scenario == Retained || cfg.Scenario == Stuck {
 		res.Window = cfg.Window
 	}
 	if cfg.Flow > 0 {
@@ -75,6 +83,14 @@ func Run(ctx context.Context, cfg Config) (*Result, error) {
 		r.runConn(ctx, res, rss)
 	case Retained:
 		r.runRetained(ctx, res, rss)
+	case Stuck:
+		r.runStuck(ctx, res, rss)
+	case RetFlood:
+		r.runRetFlood(ctx, res, rss)
+	case Partial:
+		r.runPartial(ctx, res, rss)
+	case Filters:
+		r.runFilters(ctx, res, rss)
 	default:
 		r.runPubSub(ctx, res, rss)
 	}
@@ -466,6 +482,10 @@ func (r *runner) progress(done <-chan struct{}) {
 			lastAt, lastSent, lastAcked, lastRecv = now, sent, acked, recv
 		case phaseDrain:
 			fmt.Fprintf(w, "draining    %d outstanding, errors %d\n", r.outstanding(), r.errs.Load())
+		case phaseStress:
+			if fn, ok := r.status.Load().(func() string); ok {
+				fmt.Fprintln(w, fn())
+			}
 		}
 	}
 }

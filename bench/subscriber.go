@@ -87,6 +87,7 @@ type subscriber struct {
 	unexpected atomic.Int64
 	lastAt     atomic.Int64 // Unix nanoseconds of the latest message
 	latency    histogram
+	gaps       *gapMeter // measures gaps between deliveries (Stuck); nil for none
 }
 
 // newSubscriber makes c a subscriber to filter that expects the messages of
@@ -109,6 +110,9 @@ func (s *subscriber) receive(p *packets.Publish) {
 	now := time.Now().UnixNano()
 	s.received.Add(1)
 	s.lastAt.Store(now)
+	if s.gaps != nil {
+		s.gaps.record(now)
+	}
 	h, err := ParseHeader(p.Payload)
 	if err != nil {
 		s.unexpected.Add(1)

@@ -56,6 +56,18 @@ log_type warning
 connection_messages false
 `
 
+// mosquittoStressConf is the configuration of the stress cases: the same
+// without the long queues, so that Mosquitto keeps its default limits
+// (max_queued_messages 1000, max_inflight_messages 20, no max_packet_size).
+const mosquittoStressConf = `listener %d 127.0.0.1
+allow_anonymous true
+persistence false
+log_dest stderr
+log_type error
+log_type warning
+connection_messages false
+`
+
 // mosquittoBroker finds Mosquitto, installing the Debian package when it is
 // missing and this process runs as root. Configuration files go to dir.
 func mosquittoBroker(ctx context.Context, dir string, logf func(string, ...any)) (*broker, error) {
@@ -90,9 +102,13 @@ func mosquittoBroker(ctx context.Context, dir string, logf func(string, ...any))
 	version = strings.TrimSpace(strings.TrimPrefix(version, "mosquitto version"))
 	return &broker{
 		key: "mosquitto", name: "Mosquitto", version: version,
-		argv: func(port int, _ *benchCase) ([]string, error) {
+		argv: func(port int, c *benchCase) ([]string, error) {
 			conf := filepath.Join(dir, fmt.Sprintf("mosquitto-%d.conf", port))
-			if err := os.WriteFile(conf, fmt.Appendf(nil, mosquittoConf, port), 0o644); err != nil {
+			text := mosquittoConf
+			if c.brokerDefaults {
+				text = mosquittoStressConf
+			}
+			if err := os.WriteFile(conf, fmt.Appendf(nil, text, port), 0o644); err != nil {
 				return nil, err
 			}
 			return []string{bin, "-c", conf}, nil

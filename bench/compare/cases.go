@@ -24,7 +24,10 @@ type benchCase struct {
 	// mochiPending, when set, is mochi's MaximumClientWritesPending for the
 	// case: enough that mochi does not drop what the case keeps in flight.
 	mochiPending int
-	metrics      []metric
+	// brokerDefaults runs the brokers with their default limits (the
+	// stress cases): Mosquitto without the comparison's long queues.
+	brokerDefaults bool
+	metrics        []metric
 }
 
 // metric is one number of a case. Higher is better unless lower is set.

@@ -50,6 +50,8 @@ type options struct {
 	retainMax  time.Duration
 	ternBin    string
 	nice       int
+	stressMode bool
+	stress     stressOptions
 }
 
 func main() {
@@ -72,7 +74,31 @@ func main() {
 	flag.DurationVar(&o.retainMax, "retained-wait", 60*time.Second, "most to wait for the retained messages")
 	flag.StringVar(&o.ternBin, "tern", "", "use this tern binary instead of building ./cmd/tern")
 	flag.IntVar(&o.nice, "nice", 0, "run brokers and tern bench with this niceness (negative needs root), to shield them from other load")
+	flag.BoolVar(&o.stressMode, "stress", false, "run the stress scenarios (--stress-cases) instead of the throughput cases; brokers keep their default limits")
+	flag.StringVar(&o.stress.cases, "stress-cases", "stuck,retflood,partial,filters", "stress scenarios to run")
+	flag.IntVar(&o.stress.stuck, "stuck", 100, "stuck subscribers in the stuck scenario (each broker also runs with none)")
+	flag.DurationVar(&o.stress.duration, "stress-duration", 15*time.Second, "each phase of the stuck scenario")
+	flag.Int64Var(&o.stress.rssKill, "rss-kill", 8192, "kill a broker whose resident memory passes this many MiB")
+	flag.Int64Var(&o.stress.rssLimit, "rss-limit", 6144, "tern bench --rss-limit: stop the load once the broker passes this many MiB")
+	extra := map[string]*string{}
+	for _, sc := range []string{"stuck", "retflood", "partial", "filters"} {
+		extra[sc] = flag.String(sc+"-args", "", "extra tern bench arguments for the "+sc+" scenario, space-separated")
+	}
 	flag.Parse()
+	o.stress.extra = map[string][]string{}
+	for sc, v := range extra {
+		o.stress.extra[sc] = strings.Fields(*v)
+	}
+	if o.stressMode {
+		set := map[string]bool{}
+		flag.Visit(func(f *flag.Flag) { set[f.Name] = true })
+		if !set["rounds"] {
+			o.rounds = 1
+		}
+		if !set["brokers"] {
+			o.brokers = "tern,mosquitto"
+		}
+	}
 	if o.benchCPUs == "" {
 		o.benchCPUs = o.brokerCPUs
 		if o.brokerCPUs == "0" {
@@ -140,6 +166,24 @@ func run(ctx context.Context, o options) error {
 		brokers = append(brokers, b)
 	}
 
+	started := time.Now()
+	loadBefore := loadAverage()
+	if o.stressMode {
+		body, err := runStress(ctx, o, ternBin, brokers, logs)
+		if err != nil {
+			return err
+		}
+		var rep strings.Builder
+		writeHeader(&rep, o, brokers, started, loadBefore)
+		rep.WriteString(body)
+		fmt.Fprintf(&rep, "\nLogs: %s\n", logs)
+		os.Stdout.WriteString(rep.String())
+		if o.out != "" {
+			return os.WriteFile(o.out, []byte(rep.String()), 0o644)
+		}
+		return nil
+	}
+
 	all := buildCases(caseOptions{
 		duration: o.duration, size: o.size, version: o.version, flow: o.flow,
 		fanout: o.fanout, idle: o.idle, retained: o.retained, retainMax: o.retainMax,
@@ -158,8 +202,6 @@ func run(ctx context.Context, o options) error {
 		}
 	}
 
-	started := time.Now()
-	loadBefore := loadAverage()
 	rs := results{}
 	for round := 1; round <= o.rounds; round++ {
 		for _, c := range cases {
@@ -219,7 +261,12 @@ func runCase(ctx context.Context, o options, ternBin string, b *broker, c *bench
 
 // writeHeader describes the machine, the brokers and the command.
 func writeHeader(w io.Writer, o options, brokers []*broker, started time.Time, loadBefore string) {
-	fmt.Fprintf(w, "Run of %s, %d round(s), %v per case.\n\n", started.Format("2006-01-02 15:04 MST"), o.rounds, o.duration)
+	if o.stressMode {
+		fmt.Fprintf(w, "Stress run of %s, %d round(s): %s; stuck phases %v, %d stuck subscribers.\n\n",
+			started.Format("2006-01-02 15:04 MST"), o.rounds, o.stress.cases, o.stress.duration, o.stress.stuck)
+	} else {
+		fmt.Fprintf(w, "Run of %s, %d round(s), %v per case.\n\n", started.Format("2006-01-02 15:04 MST"), o.rounds, o.duration)
+	}
 	goVersion := runtime.Version()
 	if out, err := exec.Command("go", "env", "GOVERSION").Output(); err == nil {
 		goVersion = strings.TrimSpace(string(out))
@@ -239,7 +286,11 @@ func writeHeader(w io.Writer, o options, brokers []*broker, started time.Time, l
 	if o.nice != 0 {
 		pin += fmt.Sprintf(", both at niceness %d", o.nice)
 	}
-	fmt.Fprintf(w, "- Pinning: %s; MQTT level %s, %d-byte payloads, flow %d\n", pin, o.version, o.size, o.flow)
+	if o.stressMode {
+		fmt.Fprintf(w, "- Pinning: %s; tern bench defaults per scenario (MQTT 3.1.1, 256-byte payloads); brokers with their default limits (Tern: --durability off; Mosquitto: persistence false)\n", pin)
+	} else {
+		fmt.Fprintf(w, "- Pinning: %s; MQTT level %s, %d-byte payloads, flow %d\n", pin, o.version, o.size, o.flow)
+	}
 	fmt.Fprintf(w, "- Command: `go run ./bench/compare %s`\n\n", strings.Join(os.Args[1:], " "))
 }
 

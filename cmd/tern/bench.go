@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -28,6 +30,15 @@ type benchFlags struct {
 	quiet     bool
 	cfg       bench.Config
 	flow      int
+	tls       bool
+	insecure  bool
+	cafile    string
+	// Stress scenario flags that need converting.
+	stuckKeepAlive int
+	rssLimitMiB    int64
+	// The subcommands share f.cfg, so a flag whose default differs by
+	// subcommand needs a variable of its own.
+	partialParts, filtersParts string
 }
 
 var scenarioHelp = map[bench.Scenario][2]string{
@@ -47,13 +58,65 @@ var scenarioHelp = map[bench.Scenario][2]string{
 		"Run -c pairs at a total of --rate messages per second (default 1000) for -d and report end-to-end latency percentiles, measured with a timestamp in each payload."},
 	bench.Retained: {"Store -c retained messages and time their delivery to a new subscriber",
 		"Publish -c retained messages (QoS 1, default 100,000), each on its own topic, then time their delivery to a new subscriber to \"#\"; -d bounds that wait. The messages are cleared afterwards unless --keep-retained is set."},
+	bench.Stuck: {"Stress: -c subscribers that never read beside a healthy one",
+		`Stress: one publisher publishes at full speed (open loop, -s bytes, default 256) on one topic; -c subscribers (default 100) subscribe to it and then never read their socket again, and one healthy subscriber reads everything. Two phases of -d each (default 15 s): QoS 0, then QoS 1 with at most --window messages unacknowledged. Reports, per phase, what was published and acknowledged, what the healthy subscriber received, its rate and longest wait between two messages, the broker's peak memory (--broker-pid, sampled every --rss-interval), and which stuck connections the broker closed and when (seen without reading, every 500 ms). -c 0 gives the baseline. The stuck subscribers send keep alive --stuck-keepalive (default 0: none) and never ping.`},
+	bench.RetFlood: {"Stress: store -c retained messages, then SUBSCRIBE \"#\" --repeat times without reading",
+		`Stress: publish -c retained messages (default 10,000; QoS 1, each on its own topic, -s bytes), then one client sends SUBSCRIBE "#" (QoS -q) --repeat times (default 2,000) pipelined and never reads; it stays -d (default 20 s) unless the broker closes it, then leaves, and the broker's memory is sampled for --settle more. Reports the peak memory and the memory after the client left. The retained messages are cleared at the end unless --keep-retained is set.`},
+	bench.Partial: {"Stress: connections that send incomplete packets and stall",
+		`Stress, hostile partial input; --parts picks among:
+  (a) -c connections (default 5,000) send CONNECT with keep alive -k (default 5 s), read CONNACK, send the first 3 bytes of a PUBLISH and nothing more; reports when the broker closes each (min, median, max) and how many were still open after --close-bound (default 4 keep alives).
+  (b) --large connections (default 200) send CONNECT, then a PUBLISH whose header declares --declared bytes (default 1,000,000) and --body bytes of it (default 900,000), and hold for -d (default 10 s); reports the broker's memory before and after, per connection.
+  (c) one connection drips a PUBLISH declaring --declared bytes at one byte a second; reports whether and when the broker closes it, waiting at most --drip-max (default 60 s).
+(c) runs beside (a) and (b).`},
+	bench.Filters: {"Stress: a filter of 65,531 levels, then a million filters",
+		`Stress: extreme subscriptions; --parts picks among:
+  (a) one client subscribes to a filter of --levels levels (default 65,531: "a/a/a/a/a/////..." within the 65,535-byte limit, "a" levels while they fit, empty ones after), then -c clients more (default 20) each to one of their own; reports the SUBACK reason codes (or what the broker did instead), the broker's memory after one and after all, and --settle after they left.
+  (b) one client subscribes to --filters distinct filters (default 1,000,000), --batch to a SUBSCRIBE, at most --sub-window SUBSCRIBEs awaiting their SUBACK; reports the broker's memory per filter and --settle after the client left.
+-d bounds each step (default 60 s).`},
+}
+
+// stressFlags adds the flags of stress scenario sc to cmd.
+func stressFlags(cmd *cobra.Command, sc bench.Scenario, f *benchFlags) {
+	fl := cmd.Flags()
+	s := &f.cfg.Stress
+	fl.DurationVar(&s.RSSInterval, "rss-interval", 100*time.Millisecond, "how often to sample the broker's memory (with --broker-pid)")
+	fl.Int64Var(&f.rssLimitMiB, "rss-limit", 6144, "stop the load once the broker's memory passes this many MiB (0: no limit)")
+	switch sc {
+	case bench.Stuck:
+		fl.IntVar(&f.stuckKeepAlive, "stuck-keepalive", 0, "keep alive, in seconds, the stuck subscribers send (0: none)")
+		fl.BoolVar(&s.StuckPersistent, "stuck-persistent", false, "persistent sessions for the stuck subscribers (removed at the end)")
+		return
+	}
+	fl.DurationVar(&s.Settle, "settle", 5*time.Second, "how long to keep sampling the broker's memory after the clients left")
+	switch sc {
+	case bench.RetFlood:
+		fl.IntVar(&s.Repeat, "repeat", 2000, "SUBSCRIBE \"#\" packets the flooding client sends")
+	case bench.Partial:
+		fl.StringVar(&f.partialParts, "parts", "abc", "parts to run: any of a, b, c")
+		fl.IntVar(&s.Large, "large", 200, "(b) connections")
+		fl.IntVar(&s.Declared, "declared", 1_000_000, "(b, c) remaining length the PUBLISH header declares")
+		fl.IntVar(&s.Body, "body", 900_000, "(b) bytes of that body each connection sends")
+		fl.DurationVar(&s.CloseBound, "close-bound", 0, "(a) most to wait for each close (default 4 keep alives)")
+		fl.DurationVar(&s.DripMax, "drip-max", 60*time.Second, "(c) most to drip")
+	case bench.Filters:
+		fl.StringVar(&f.filtersParts, "parts", "ab", "parts to run: any of a, b")
+		fl.IntVar(&s.Levels, "levels", 65_531, "(a) levels of the deep filter")
+		fl.IntVar(&s.Filters, "filters", 1_000_000, "(b) distinct filters")
+		fl.IntVar(&s.Batch, "batch", 1000, "(b) filters in one SUBSCRIBE")
+		fl.IntVar(&s.SubWindow, "sub-window", 10, "(b) most SUBSCRIBEs awaiting their SUBACK")
+	}
+}
+
+// stressScenario reports whether sc is a stress scenario.
+func stressScenario(sc bench.Scenario) bool {
+	return sc == bench.Stuck || sc == bench.RetFlood || sc == bench.Partial || sc == bench.Filters
 }
 
 func benchCmd() *cobra.Command {
 	f := &benchFlags{version: protocolFlag(packets.V311)}
 	cmd := &cobra.Command{
 		Use:   "bench SCENARIO",
-		Short: "Load-test an MQTT broker (conn, pub, sub, fanin, fanout, pairs, latency, retained)",
+		Short: "Load-test an MQTT broker (conn, pub, sub, fanin, fanout, pairs, latency, retained; stress: stuck, retflood, partial, filters)",
 		Long: `Load-test an MQTT broker, in the manner of emqtt-bench.
 
 Each scenario is a subcommand. Every message carries its publisher's
@@ -71,7 +134,15 @@ Examples:
   tern bench pairs -c 100 -d 10s
   tern bench fanin -c 50 -q 1 --window 100
   tern bench latency -c 100 --rate 10000
-  tern bench conn -c 10000 -i 0 -d 30s --broker-pid $(pidof tern)`,
+  tern bench conn -c 10000 -i 0 -d 30s --broker-pid $(pidof tern)
+  tern bench conn -p 8883 --tls --cafile ca.pem -c 10000 --broker-pid $(pidof tern)
+
+The stress scenarios (stuck, retflood, partial, filters) misuse the broker
+on purpose, as stuck, slow or hostile clients would, and report what it
+did: who it served, what it closed and when, and its memory (give
+--broker-pid). Their -c, -s, -d and -k default per scenario (see each).
+  tern bench stuck -c 100 --broker-pid $(pidof tern)
+  tern bench retflood --broker-pid $(pidof tern)`,
 		Args: cobra.NoArgs,
 	}
 	fl := cmd.PersistentFlags()
@@ -102,11 +173,14 @@ Examples:
 	fl.DurationVar(&f.cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "bound on each connect (and subscribe) handshake")
 	fl.IntVar(&f.cfg.BrokerPID, "broker-pid", 0, "process id of a local broker: report its resident memory (Linux)")
 	fl.BoolVar(&f.cfg.KeepRetained, "keep-retained", false, "retained: leave the messages on the broker")
+	fl.BoolVar(&f.tls, "tls", false, "connect with TLS (verifying the broker with the system's CA certificates unless --cafile or --insecure)")
+	fl.StringVar(&f.cafile, "cafile", "", "PEM `file` of the CA certificates to verify the broker with (turns TLS on)")
+	fl.BoolVar(&f.insecure, "insecure", false, "TLS without verifying the broker's certificate at all (turns TLS on)")
 	fl.BoolVar(&f.json, "json", false, "print the summary as JSON")
 	fl.BoolVar(&f.quiet, "quiet", false, "no progress lines")
 	for _, sc := range bench.Scenarios {
 		help := scenarioHelp[sc]
-		cmd.AddCommand(&cobra.Command{
+		sub := &cobra.Command{
 			Use:   string(sc),
 			Short: help[0],
 			Long:  help[1],
@@ -114,7 +188,11 @@ Examples:
 			RunE: func(cmd *cobra.Command, _ []string) error {
 				return runBench(cmd, sc, f)
 			},
-		})
+		}
+		if stressScenario(sc) {
+			stressFlags(sub, sc, f)
+		}
+		cmd.AddCommand(sub)
 	}
 	return cmd
 }
@@ -129,6 +207,43 @@ func runBench(cmd *cobra.Command, sc bench.Scenario, f *benchFlags) error {
 	cfg.Flow = f.flow
 	if f.flow <= 0 {
 		cfg.Flow = -1
+	}
+	if stressScenario(sc) {
+		// These flags default per scenario: leave them to the bench package.
+		fl := cmd.Flags()
+		for name, zero := range map[string]func(){
+			"size":      func() { cfg.PayloadSize = 0 },
+			"duration":  func() { cfg.Duration = 0 },
+			"keepalive": func() { cfg.KeepAlive = 0 },
+			"count":     func() { cfg.Count = 0 },
+		} {
+			if !fl.Changed(name) {
+				zero()
+			}
+		}
+		if sc == bench.Stuck && !fl.Changed("count") {
+			cfg.Count = 100
+		}
+		cfg.Stress.Parts = map[bench.Scenario]string{bench.Partial: f.partialParts, bench.Filters: f.filtersParts}[sc]
+		cfg.Stress.StuckKeepAlive = time.Duration(f.stuckKeepAlive) * time.Second
+		cfg.Stress.RSSLimit = f.rssLimitMiB * 1024
+		if f.rssLimitMiB <= 0 {
+			cfg.Stress.RSSLimit = -1
+		}
+	}
+	if f.tls || f.cafile != "" || f.insecure {
+		tc := &tls.Config{ServerName: f.host, MinVersion: tls.VersionTLS12, InsecureSkipVerify: f.insecure}
+		if f.cafile != "" {
+			pem, err := os.ReadFile(f.cafile)
+			if err != nil {
+				return fmt.Errorf("--cafile: %w", err)
+			}
+			tc.RootCAs = x509.NewCertPool()
+			if !tc.RootCAs.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("--cafile %s: no PEM certificate in it", f.cafile)
+			}
+		}
+		cfg.TLS = tc
 	}
 	if !f.quiet {
 		cfg.Progress = cmd.ErrOrStderr()

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -15,7 +16,14 @@ import (
 // the summary.
 func runBenchCLI(t *testing.T, srv *terntest.Server, args ...string) *bench.Result {
 	t.Helper()
-	host, port, err := net.SplitHostPort(srv.Addr)
+	return runBenchAt(t, srv.Addr, args...)
+}
+
+// runBenchAt runs "tern bench ARGS --json --quiet" against the broker at
+// addr and decodes the summary.
+func runBenchAt(t *testing.T, addr string, args ...string) *bench.Result {
+	t.Helper()
+	host, port, err := net.SplitHostPort(addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,6 +117,98 @@ func TestBenchAgainstTern(t *testing.T) {
 		if pub.Sent != 1000 || res.Received != 2000 || res.Lost != 0 || res.Duplicates != 0 || res.Errors != 0 {
 			t.Errorf("pub sent %d; sub received %d, lost %d, duplicates %d, errors %d (%s)",
 				pub.Sent, res.Received, res.Lost, res.Duplicates, res.Errors, res.FirstError)
+		}
+	})
+}
+
+// TestBenchStressAgainstTern runs every stress scenario briefly against an
+// in-process broker and checks that each ran and accounted for its
+// clients. What the broker did (closes, memory) is what the scenarios
+// measure, so it is not checked here.
+func TestBenchStressAgainstTern(t *testing.T) {
+	t.Run("stuck", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "stuck", "-c", "5", "-d", "300ms", "--rate", "2000", "-V", "5")
+		s := res.Stuck
+		if s == nil || s.Stuck != 5 || len(s.Phases) != 2 || res.PayloadSize != 256 {
+			t.Fatalf("stuck %+v, payload %d", s, res.PayloadSize)
+		}
+		for _, ph := range s.Phases {
+			if ph.Published == 0 || ph.Received != ph.Published {
+				t.Errorf("phase %+v", ph)
+			}
+		}
+	})
+	t.Run("stuck-baseline-persistent", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "stuck", "-c", "0", "-d", "200ms", "--rate", "1000")
+		if s := res.Stuck; s == nil || s.Stuck != 0 || s.Requested != 0 || len(s.Phases) != 2 {
+			t.Fatalf("stuck %+v", s)
+		}
+		res = runBenchCLI(t, srv, "stuck", "-c", "2", "-d", "200ms", "--rate", "1000", "--stuck-persistent", "--stuck-keepalive", "30")
+		if s := res.Stuck; s == nil || s.Stuck != 2 || !s.Persisted || s.KeepAlive != 30 {
+			t.Fatalf("stuck %+v", s)
+		}
+	})
+	t.Run("retflood", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "retflood", "-c", "200", "--repeat", "20", "-d", "1s", "--settle", "10ms")
+		if f := res.RetFlood; f == nil || f.Stored != 200 || f.Written != 20 || f.Cleared != 200 {
+			t.Fatalf("retflood %+v", f)
+		}
+	})
+	t.Run("partial", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "partial", "-c", "10", "--large", "2", "-k", "1", "-d", "1s",
+			"--declared", "10000", "--body", "5000", "--drip-max", "2s", "--settle", "10ms")
+		p := res.Partial
+		if p == nil || p.KeepAlive != 1 || p.A == nil || p.A.Connected != 10 || p.A.Closes.Count+p.A.StillOpen != 10 ||
+			p.B == nil || p.B.Connected != 2 || p.C == nil || p.C.Dripped == 0 {
+			t.Fatalf("partial %+v", p)
+		}
+	})
+	t.Run("filters", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "filters", "-c", "2", "--levels", "100", "--filters", "3000", "--batch", "500", "--settle", "10ms")
+		f := res.Filters
+		if f == nil || f.Deep == nil || f.Deep.First != "0x00" || f.Deep.Answers["0x00"] != 2 || f.Many == nil || f.Many.Granted != 3000 {
+			t.Fatalf("filters %+v", f)
+		}
+	})
+	t.Run("filters-v5", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		res := runBenchCLI(t, srv, "filters", "-V", "5", "--parts", "a", "-c", "1", "--levels", "65531", "--settle", "10ms")
+		f := res.Filters
+		if f == nil || f.Many != nil || f.Deep == nil || f.Deep.FilterBytes != 65535 || f.Deep.PacketBytes <= 65535 || f.Deep.BrokerMaxPacket == 0 {
+			t.Fatalf("filters %+v", f)
+		}
+	})
+	t.Run("conn-tls", func(t *testing.T) {
+		t.Parallel()
+		srv := terntest.NewServer(t, nil)
+		certFile, keyFile := selfSigned(t, t.TempDir(), "tern test") // for 127.0.0.1
+		st, err := listeners.NewServerTLS(listeners.TLSOptions{CertFile: certFile, KeyFile: keyFile})
+		if err != nil {
+			t.Fatal(err)
+		}
+		l := listeners.NewTLS("tls", "127.0.0.1:0", st)
+		if err := l.Listen(); err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.AddListener(l); err != nil {
+			t.Fatal(err)
+		}
+		for _, args := range [][]string{{"--cafile", certFile}, {"--tls", "--insecure"}} {
+			res := runBenchAt(t, l.Addr().String(), append([]string{"conn", "-c", "5", "-d", "100ms"}, args...)...)
+			if res.Connect.Succeeded != 5 {
+				t.Errorf("%v: %d of 5 connected", args, res.Connect.Succeeded)
+			}
 		}
 	})
 }
