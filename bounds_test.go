@@ -11,6 +11,8 @@ import (
 	"bytes"
 	"fmt"
 	"net"
+	"os"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -537,4 +539,46 @@ func TestBoundsRetainedLimits(t *testing.T) {
 		t.Fatalf("retained: %d messages", len(got))
 	}
 	expectNothing(t, sub, "refused messages")
+}
+
+// A client with many filters (100,000 here; TERN_BIG=1: 1,000,000) costs
+// a bounded amount of memory per filter, and when it leaves the heap
+// returns to where it was (within 10 %).
+func TestBoundsManyFiltersMemory(t *testing.T) {
+	n := 100_000
+	if os.Getenv("TERN_BIG") != "" {
+		n = 1_000_000
+	}
+	srv := terntest.NewServer(t, nil)
+	live := func() uint64 {
+		var ms runtime.MemStats
+		runtime.GC()
+		runtime.ReadMemStats(&ms)
+		return ms.HeapAlloc
+	}
+	c := mustConnect(t, srv, packets.V311, "many")
+	before := live()
+	var b []byte
+	const batch = 1000
+	for i := 0; i < n; i += batch {
+		sub := &packets.Subscribe{PacketID: uint16(i/batch%65535 + 1)}
+		for j := i; j < i+batch && j < n; j++ {
+			sub.Subscriptions = append(sub.Subscriptions, packets.Subscription{Filter: "many/" + strconv.Itoa(j) + "/+"})
+		}
+		b, _ = sub.Encode(b[:0], packets.V311)
+		c.SendRaw(b)
+		recvAs[*packets.Suback](t, c)
+	}
+	during := live()
+	perFilter := (int64(during) - int64(before)) / int64(n)
+	t.Logf("%d filters: %d bytes of heap each", n, perFilter)
+	if perFilter > 400 {
+		t.Fatalf("%d bytes of heap per filter, want at most 400", perFilter)
+	}
+	c.Send(&packets.Disconnect{})
+	c.ExpectClosed()
+	terntest.Eventually(t, "the session to end", func() bool { return srv.Stats().Subscriptions.Load() == 0 })
+	if after := live(); float64(after) > 1.1*float64(before) {
+		t.Fatalf("heap %d after the client left, %d before it subscribed", after, before)
+	}
 }

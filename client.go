@@ -64,6 +64,7 @@ type Client struct {
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
 	stopping    atomic.Bool  // the server is ending the connection: ignore further packets
 	outFull     atomic.Bool  // the output is past MaxPendingBytes: the reader waits
+	stopBy      atomic.Int64 // set by Shutdown: the last write deadline, unix nanoseconds
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
@@ -143,7 +144,7 @@ func (c *Client) unlock() {
 func (c *Client) flush() {
 	s := c.srv
 	var mine *[]byte // the buffer this goroutine owns between writes
-	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0}
+	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0, stopBy: &c.stopBy}
 	for {
 		if mine == nil {
 			mine = writeBufs.Get().(*[]byte)
@@ -243,22 +244,28 @@ func (c *Client) flush() {
 type progressWriter struct {
 	conn     net.Conn
 	timeout  time.Duration
-	partial  bool      // the connection survives a write timeout
-	deadline time.Time // the write deadline in force
+	partial  bool          // the connection survives a write timeout
+	stopBy   *atomic.Int64 // when set (unix nanoseconds), the last deadline: the server is closing
+	deadline time.Time     // the write deadline in force
 }
 
 func (w *progressWriter) write(b []byte, now time.Time) (int, error) {
 	total := 0
 	for {
-		// Moving the deadline reads the clock and updates a timer: do it
-		// only when a quarter of the timeout has gone by.
-		if now.Add(w.timeout - w.timeout/4).After(w.deadline) {
+		if stop := w.stopBy.Load(); stop != 0 {
+			if d := time.Unix(0, stop); !d.Equal(w.deadline) {
+				w.deadline = d
+				w.conn.SetWriteDeadline(d)
+			}
+		} else if now.Add(w.timeout - w.timeout/4).After(w.deadline) {
+			// Moving the deadline reads the clock and updates a timer: do
+			// it only when a quarter of the timeout has gone by.
 			w.deadline = now.Add(w.timeout)
 			w.conn.SetWriteDeadline(w.deadline)
 		}
 		n, err := w.conn.Write(b)
 		total += n
-		if err == nil || n == 0 || !w.partial || !isTimeout(err) {
+		if err == nil || n == 0 || !w.partial || !isTimeout(err) || w.stopBy.Load() != 0 {
 			return total, err
 		}
 		b = b[n:] // progress: the timeout counts again from now

@@ -199,16 +199,17 @@ func (pr *packetReader) next(maxSize int) (packets.FixedHeader, []byte, error) {
 			}
 			continue
 		}
-		// Larger than the buffer: read the body straight into its own slice,
-		// growing it only as bytes arrive. Its size is reserved from the
-		// message memory budget first, so unfinished packets, however many
-		// and however slow, hold no more than the budget.
+		// Larger than the buffer: read the body straight into its own slice.
+		// Its size is reserved from the message memory budget first, so
+		// unfinished packets, however many and however slow, hold no more
+		// than the budget; then it is allocated at once (fresh pages take
+		// memory only as bytes arrive, and growing it would leave garbage
+		// twice its size).
 		if err := pr.reserve(int64(h.Remaining)); err != nil {
 			return h, nil, err
 		}
 		pr.r += hl
-		have := pr.w - pr.r
-		pr.big = make([]byte, 0, min(h.Remaining, max(have, 64<<10)))
+		pr.big = make([]byte, 0, h.Remaining)
 		pr.big = append(pr.big, pr.buf[pr.r:pr.w]...)
 		pr.bigHeader = h
 		pr.r, pr.w = 0, 0
@@ -222,11 +223,7 @@ func (pr *packetReader) next(maxSize int) (packets.FixedHeader, []byte, error) {
 func (pr *packetReader) readBig() (packets.FixedHeader, []byte, error) {
 	h, body := pr.bigHeader, pr.big
 	for len(body) < h.Remaining {
-		if len(body) == cap(body) {
-			body = append(body, 0)[:len(body)]
-		}
-		end := min(cap(body), h.Remaining)
-		n, err := pr.conn.Read(body[len(body):end])
+		n, err := pr.conn.Read(body[len(body):h.Remaining])
 		pr.n += int64(n)
 		body = body[:len(body)+n]
 		if n > 0 {

@@ -176,6 +176,10 @@ func (s *Server) Serve() error {
 	return nil
 }
 
+// shutdownFlush is the most Shutdown waits for a client to take what is
+// queued for it.
+const shutdownFlush = 2 * time.Second
+
 // clockTick is the resolution of Server.clock.
 const clockTick = 250 * time.Millisecond
 
@@ -246,7 +250,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.mu.Unlock()
 
+	stopBy := time.Now().Add(min(s.cfg.WriteTimeout, shutdownFlush))
 	for _, c := range clients {
+		// What is queued for a client gets a moment to go out, not the
+		// whole WriteTimeout: a stuck client must not hold up the end.
+		c.stopBy.Store(stopBy.UnixNano())
+		c.conn.SetWriteDeadline(stopBy)
 		c.disconnect(packets.ServerShuttingDown)
 	}
 	s.sessions.Range(func(_, v any) bool {

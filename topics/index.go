@@ -74,13 +74,53 @@ type Index struct {
 }
 
 // client holds the subscriptions of one client, for Get, ClientSubscriptions
-// and UnsubscribeAll.
+// and UnsubscribeAll: plain ones by filter, shared ones (rarer) by group and
+// filter.
 type client struct {
-	id   string // interned: every Subscription of the client shares it
-	subs map[subKey]*Subscription
+	id     string // interned: every Subscription of the client shares it
+	subs   map[string]*Subscription
+	shared map[subKey]*Subscription
 }
 
 type subKey struct{ group, filter string }
+
+func (c *client) get(group, filter string) *Subscription {
+	if group == "" {
+		return c.subs[filter]
+	}
+	return c.shared[subKey{group, filter}]
+}
+
+func (c *client) put(s *Subscription) {
+	if s.Group == "" {
+		c.subs[s.Filter] = s
+		return
+	}
+	if c.shared == nil {
+		c.shared = make(map[subKey]*Subscription)
+	}
+	c.shared[subKey{s.Group, s.Filter}] = s
+}
+
+func (c *client) del(group, filter string) {
+	if group == "" {
+		delete(c.subs, filter)
+	} else {
+		delete(c.shared, subKey{group, filter})
+	}
+}
+
+func (c *client) len() int { return len(c.subs) + len(c.shared) }
+
+// each calls fn with every subscription of the client.
+func (c *client) each(fn func(*Subscription)) {
+	for _, s := range c.subs {
+		fn(s)
+	}
+	for _, s := range c.shared {
+		fn(s)
+	}
+}
 
 // NewIndex returns an empty Index.
 func NewIndex() *Index {
@@ -101,10 +141,10 @@ func (ix *Index) Subscribe(sub Subscription) (existed bool) {
 	c := ix.clients[sub.ClientID]
 	if c == nil {
 		id := strings.Clone(sub.ClientID)
-		c = &client{id: id, subs: make(map[subKey]*Subscription)}
+		c = &client{id: id, subs: make(map[string]*Subscription)}
 		ix.clients[id] = c
 	}
-	old := c.subs[subKey{sub.Group, sub.Filter}]
+	old := c.get(sub.Group, sub.Filter)
 	s := new(Subscription)
 	*s = sub
 	s.ClientID = c.id
@@ -114,7 +154,7 @@ func (ix *Index) Subscribe(sub Subscription) (existed bool) {
 		s.Filter, s.Group = strings.Clone(sub.Filter), strings.Clone(sub.Group)
 		ix.count++
 	}
-	c.subs[subKey{s.Group, s.Filter}] = s
+	c.put(s)
 	ix.root.insert(s)
 	ix.cache.invalidate(s.Filter)
 	return old != nil
@@ -130,13 +170,12 @@ func (ix *Index) Unsubscribe(clientID, group, filter string) bool {
 	if c == nil {
 		return false
 	}
-	key := subKey{group, filter}
-	s := c.subs[key]
+	s := c.get(group, filter)
 	if s == nil {
 		return false
 	}
-	delete(c.subs, key)
-	if len(c.subs) == 0 {
+	c.del(group, filter)
+	if c.len() == 0 {
 		delete(ix.clients, clientID)
 	}
 	ix.count--
@@ -157,14 +196,14 @@ func (ix *Index) UnsubscribeAll(clientID string) int {
 		return 0
 	}
 	delete(ix.clients, clientID)
-	filters := make([]string, 0, len(c.subs))
-	for _, s := range c.subs {
+	filters := make([]string, 0, c.len())
+	c.each(func(s *Subscription) {
 		ix.root.remove(s)
 		filters = append(filters, s.Filter)
-	}
-	ix.count -= len(c.subs)
+	})
+	ix.count -= c.len()
 	ix.cache.invalidate(filters...)
-	return len(c.subs)
+	return c.len()
 }
 
 // Match returns the subscriptions matching the topic name, which must be
@@ -201,10 +240,8 @@ func (ix *Index) ClientSubscriptions(clientID string, fn func(*Subscription) boo
 	ix.mu.RLock()
 	var subs []*Subscription
 	if c := ix.clients[clientID]; c != nil {
-		subs = make([]*Subscription, 0, len(c.subs))
-		for _, s := range c.subs {
-			subs = append(subs, s)
-		}
+		subs = make([]*Subscription, 0, c.len())
+		c.each(func(s *Subscription) { subs = append(subs, s) })
 	}
 	ix.mu.RUnlock()
 	for _, s := range subs {
@@ -228,7 +265,7 @@ func (ix *Index) Get(clientID, group, filter string) (Subscription, bool) {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	if c := ix.clients[clientID]; c != nil {
-		if s := c.subs[subKey{group, filter}]; s != nil {
+		if s := c.get(group, filter); s != nil {
 			return *s, true
 		}
 	}

@@ -319,7 +319,9 @@ func assertMatches(t *testing.T, ix *Index, topic, context string) {
 	members := map[string][]string{}
 	ix.mu.RLock()
 	for _, c := range ix.clients {
-		for _, s := range c.subs {
+		var all []*Subscription
+		c.each(func(s *Subscription) { all = append(all, s) })
+		for _, s := range all {
 			if !refMatch(s.Filter, topic) {
 				continue
 			}
@@ -595,11 +597,12 @@ func (n *node) countNodes() int {
 	for _, ch := range n.children {
 		c += ch.countNodes()
 	}
-	if n.plus != nil {
-		c += n.plus.countNodes()
+	plus, hash := n.wild()
+	if plus != nil {
+		c += plus.countNodes()
 	}
-	if n.hash != nil {
-		c += n.hash.countNodes()
+	if hash != nil {
+		c += hash.countNodes()
 	}
 	return c
 }

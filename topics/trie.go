@@ -17,17 +17,33 @@ type node struct {
 	parent   *node
 	label    string           // the levels from the parent: one level ("+", "#" or a literal), or several literal ones
 	children map[string]*node // literal steps, keyed by the first level of their label (which may be "")
-	plus     *node            // the '+' level
-	hash     *node            // the '#' level
-
-	subs []*Subscription // non-shared subscriptions, in no particular order
-	x    *nodeExtra      // what few nodes need
+	subs     []*Subscription  // non-shared subscriptions, in no particular order
+	x        *nodeExtra       // what few nodes need
 }
 
-// nodeExtra holds the parts of a node that most nodes do not need.
+// nodeExtra holds the parts of a node that most nodes do not need: most
+// nodes are leaves of literal filters.
 type nodeExtra struct {
+	plus   *node          // the '+' level
+	hash   *node          // the '#' level
 	subPos map[string]int // client ID -> index in subs, once subs is long
 	groups []*group       // shared subscription groups, usually few
+}
+
+// extra returns the node's extra part, making it if need be.
+func (n *node) extra() *nodeExtra {
+	if n.x == nil {
+		n.x = &nodeExtra{}
+	}
+	return n.x
+}
+
+// wild returns the node's '+' and '#' children (nil when none).
+func (n *node) wild() (plus, hash *node) {
+	if n.x == nil {
+		return nil, nil
+	}
+	return n.x.plus, n.x.hash
 }
 
 // subPosMin is the number of subscriptions at a node from which they are
@@ -60,13 +76,13 @@ func (n *node) group(name string) int {
 }
 
 func (n *node) empty() bool {
-	return len(n.children) == 0 && n.plus == nil && n.hash == nil &&
-		len(n.subs) == 0 && len(n.groups()) == 0
+	return len(n.children) == 0 && len(n.subs) == 0 &&
+		(n.x == nil || n.x.plus == nil && n.x.hash == nil && len(n.x.groups) == 0)
 }
 
 // tidy drops the node's extra part when it holds nothing.
 func (n *node) tidy() {
-	if n.x != nil && n.x.subPos == nil && len(n.x.groups) == 0 {
+	if x := n.x; x != nil && x.plus == nil && x.hash == nil && x.subPos == nil && len(x.groups) == 0 {
 		n.x = nil
 	}
 }
@@ -118,9 +134,10 @@ func (n *node) path(filter string, create bool) *node {
 		level, next := nextLevel(filter, i)
 		switch level {
 		case "+", "#":
-			c := n.plus
+			plus, hash := n.wild()
+			c := plus
 			if level == "#" {
-				c = n.hash
+				c = hash
 			}
 			if c == nil {
 				if !create {
@@ -128,9 +145,9 @@ func (n *node) path(filter string, create bool) *node {
 				}
 				c = &node{parent: n, label: level}
 				if level == "+" {
-					n.plus = c
+					n.extra().plus = c
 				} else {
-					n.hash = c
+					n.extra().hash = c
 				}
 			}
 			n, i = c, next
@@ -182,10 +199,7 @@ func (n *node) insert(s *Subscription) {
 		if n.x != nil && n.x.subPos != nil {
 			n.x.subPos[s.ClientID] = len(n.subs) - 1
 		} else if len(n.subs) >= subPosMin {
-			if n.x == nil {
-				n.x = &nodeExtra{}
-			}
-			n.x.subPos = make(map[string]int, len(n.subs))
+			n.extra().subPos = make(map[string]int, len(n.subs))
 			for i, x := range n.subs {
 				n.x.subPos[x.ClientID] = i
 			}
@@ -200,10 +214,8 @@ func (n *node) insert(s *Subscription) {
 			snap:   &SharedGroup{Name: s.Group, Filter: s.Filter, next: new(atomic.Uint32)},
 			memPos: make(map[string]int),
 		}
-		if n.x == nil {
-			n.x = &nodeExtra{}
-		}
-		n.x.groups = append(n.x.groups, g)
+		x := n.extra()
+		x.groups = append(x.groups, g)
 	}
 	old := g.snap
 	members := slices.Clone(old.Members)
@@ -300,11 +312,13 @@ func (n *node) remove(s *Subscription) {
 func (n *node) prune() {
 	for n.parent != nil && n.empty() {
 		p := n.parent
-		switch {
-		case p.plus == n:
-			p.plus = nil
-		case p.hash == n:
-			p.hash = nil
+		switch plus, hash := p.wild(); {
+		case plus == n:
+			p.x.plus = nil
+			p.tidy()
+		case hash == n:
+			p.x.hash = nil
+			p.tidy()
 		default:
 			delete(p.children, firstLevel(n.label))
 			if len(p.children) == 0 {
@@ -323,20 +337,21 @@ func (n *node) prune() {
 // not match [MQTT-4.7.2-1].
 func (n *node) collect(topic string, i int, dollar bool, m *matchScratch) {
 	for {
+		plus, hash := n.wild()
 		if i > len(topic) {
 			m.add(n)
-			if n.hash != nil {
-				m.add(n.hash) // "a/#" matches "a" [MQTT-4.7.1-2]
+			if hash != nil {
+				m.add(hash) // "a/#" matches "a" [MQTT-4.7.1-2]
 			}
 			return
 		}
 		wild := i > 0 || !dollar
-		if wild && n.hash != nil {
-			m.add(n.hash)
+		if wild && hash != nil {
+			m.add(hash)
 		}
 		level, next := nextLevel(topic, i)
-		if wild && n.plus != nil {
-			n.plus.collect(topic, next, dollar, m)
+		if wild && plus != nil {
+			plus.collect(topic, next, dollar, m)
 		}
 		c := n.children[level]
 		if c == nil {
