@@ -5,6 +5,7 @@ import (
 	"net"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -71,6 +72,8 @@ type Client struct {
 	// (see inspect.go).
 	established atomic.Bool
 
+	values atomic.Pointer[clientValues] // hooks' values (SetValue); nil until the first
+
 	closed     atomic.Bool
 	disconnErr atomic.Pointer[error]
 }
@@ -105,6 +108,42 @@ func (c *Client) Conn() net.Conn { return c.conn }
 
 // ConnectedAt returns when the client's session was established.
 func (c *Client) ConnectedAt() time.Time { return time.Unix(0, c.connectedAt) }
+
+// clientValues holds the values hooks attach to a client.
+type clientValues struct {
+	mu sync.Mutex
+	m  map[any]any
+}
+
+// SetValue attaches v to the client under key, for hooks that keep
+// something per client (a token's expiry, a cached authorization answer);
+// a nil v removes it. Use a key of a type of your own, as with
+// context.WithValue. Safe to call from any goroutine.
+func (c *Client) SetValue(key, v any) {
+	vs := c.values.Load()
+	if vs == nil {
+		c.values.CompareAndSwap(nil, &clientValues{m: make(map[any]any)})
+		vs = c.values.Load()
+	}
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	if v == nil {
+		delete(vs.m, key)
+		return
+	}
+	vs.m[key] = v
+}
+
+// Value returns the value attached to the client under key, or nil.
+func (c *Client) Value(key any) any {
+	vs := c.values.Load()
+	if vs == nil {
+		return nil
+	}
+	vs.mu.Lock()
+	defer vs.mu.Unlock()
+	return vs.m[key]
+}
 
 // Errors that end connections.
 var (

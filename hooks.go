@@ -1,6 +1,7 @@
 package tern
 
 import (
+	"context"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
 )
@@ -139,6 +140,26 @@ type WillObserver interface {
 	OnWillSent(clientID string, m *Message)
 }
 
+// Starter is implemented by hooks that have work of their own to start,
+// such as connections or goroutines (a bridge, a webhook sender): Serve
+// calls Start once, in the order the hooks were added, before the
+// listeners accept. An error stops Serve, which returns it; hooks started
+// before are stopped again.
+type Starter interface {
+	Hook
+	Start(s *Server) error
+}
+
+// Stopper is implemented by hooks that must finish their work when the
+// server stops: Shutdown calls Stop in the reverse order of the hooks'
+// addition, after the listeners have closed and before the clients are
+// disconnected, with Shutdown's context. Stop is called only for hooks
+// that started (or that need no Start).
+type Stopper interface {
+	Hook
+	Stop(ctx context.Context) error
+}
+
 // DropReason says why a message was not delivered.
 type DropReason string
 
@@ -168,6 +189,8 @@ type hookSet struct {
 	publishes      []PublishObserver
 	drops          []DropObserver
 	wills          []WillObserver
+	starters       []Starter
+	stoppers       []Stopper
 }
 
 func (hs *hookSet) add(h Hook) {
@@ -204,6 +227,12 @@ func (hs *hookSet) add(h Hook) {
 	}
 	if v, ok := h.(WillObserver); ok {
 		hs.wills = append(hs.wills, v)
+	}
+	if v, ok := h.(Starter); ok {
+		hs.starters = append(hs.starters, v)
+	}
+	if v, ok := h.(Stopper); ok {
+		hs.stoppers = append(hs.stoppers, v)
 	}
 }
 

@@ -236,6 +236,19 @@ func (s *Server) DeleteRetained(topic string) bool {
 // reports whether it was connected. Its session stays, subject to its
 // expiry interval, as after any other disconnection.
 func (s *Server) Kick(id string) bool {
+	return s.Disconnect(id, packets.AdministrativeAction)
+}
+
+// Disconnect disconnects the connected client with the identifier, as
+// Kick does, with the reason code given for MQTT 5 clients (0xA0 Maximum
+// connect time, 0x9C Use another server, ...; a code that is not a
+// DISCONNECT reason [MQTT-3.14.2-1], such as 0x8A Banned, is sent as 0x98
+// Administrative action), and reports whether it was connected. What is
+// already queued for the client is written first.
+func (s *Server) Disconnect(id string, code packets.ReasonCode) bool {
+	if !code.ValidFor(packets.DISCONNECT) || !code.IsError() {
+		code = packets.AdministrativeAction
+	}
 	ss := s.session(id)
 	if ss == nil {
 		return false
@@ -246,7 +259,7 @@ func (s *Server) Kick(id string) bool {
 	if c == nil || !c.established.Load() {
 		return false
 	}
-	c.disconnect(packets.AdministrativeAction)
+	c.disconnect(code)
 	return true
 }
 

@@ -3,6 +3,7 @@ package tern
 import (
 	"context"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net"
 	"sync"
@@ -159,9 +160,20 @@ func (s *Server) Serve() error {
 	if s.closing {
 		return ErrServerClosed
 	}
-	if s.serving.Swap(true) {
+	if s.serving.Load() {
 		return errors.New("tern: Serve called twice")
 	}
+	for i, h := range s.hooks.starters {
+		if err := h.Start(s); err != nil {
+			for j := i - 1; j >= 0; j-- {
+				if st, ok := s.hooks.starters[j].(Stopper); ok {
+					st.Stop(context.Background())
+				}
+			}
+			return fmt.Errorf("tern: starting hook %s: %w", h.ID(), err)
+		}
+	}
+	s.serving.Store(true)
 	for _, l := range s.listeners {
 		s.startListener(l)
 	}
@@ -244,12 +256,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, l := range s.listeners {
 		l.Close()
 	}
+	s.mu.Unlock()
+
+	// Hooks finish their own work first (a bridge its remote side, a
+	// webhook sender its queue), while their clients are still served.
+	if s.serving.Load() {
+		for i := len(s.hooks.stoppers) - 1; i >= 0; i-- {
+			h := s.hooks.stoppers[i]
+			if err := h.Stop(ctx); err != nil {
+				s.log.Warn("stopping hook", "hook", h.ID(), "err", err)
+			}
+		}
+	}
+	s.mu.Lock()
 	clients := make([]*Client, 0, len(s.clients))
 	for c := range s.clients {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
-
 	stopBy := time.Now().Add(min(s.cfg.WriteTimeout, shutdownFlush))
 	for _, c := range clients {
 		// What is queued for a client gets a moment to go out, not the
@@ -282,6 +306,24 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		}
 		return ctx.Err()
 	}
+}
+
+// InProcessListener is the listener ID of connections made with
+// DialInProcess.
+const InProcessListener = "inprocess"
+
+// DialInProcess returns a connection to the server over memory (net.Pipe),
+// served as a network client on listener InProcessListener would be: the
+// caller speaks MQTT on it, and gets a session with everything sessions
+// have (a queue, QoS, persistence, limits, hooks). It is how a hook such as
+// a bridge keeps a durable session inside the broker.
+func (s *Server) DialInProcess() (net.Conn, error) {
+	if s.isClosing() {
+		return nil, ErrServerClosed
+	}
+	client, server := net.Pipe()
+	go s.serveConn(server, InProcessListener) // counted in s.wg by serveConn
+	return client, nil
 }
 
 // session returns the session of the client id, or nil.
