@@ -182,12 +182,9 @@ func (c *Client) unlock() {
 // lock, others append to the other.
 func (c *Client) flush() {
 	s := c.srv
-	var mine *[]byte // the buffer this goroutine owns between writes
+	var mine *[]byte // the buffer this goroutine owns between writes, nil when none
 	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0, stopBy: &c.stopBy}
 	for {
-		if mine == nil {
-			mine = writeBufs.Get().(*[]byte)
-		}
 		now := time.Now()
 		c.lock()
 		c.writing = 0
@@ -219,7 +216,9 @@ func (c *Client) flush() {
 			c.releaseBuffersLocked()
 			events := c.takeEventsLocked()
 			c.unlock()
-			writeBufs.Put(mine)
+			if mine != nil {
+				putWriteBuf(mine)
+			}
 			c.fire(events)
 			if closing {
 				c.shutdownWrite()
@@ -229,8 +228,12 @@ func (c *Client) flush() {
 		events := c.takeEventsLocked()
 		full := c.outBuf
 		*full = c.out // keep the array if appends grew it
+		if mine == nil {
+			mine = getWriteBuf(0)
+		}
 		*mine = (*mine)[:0]
 		c.outBuf, c.out = mine, *mine
+		mine = nil
 		c.writing = len(*full)
 		needSync := c.needSync
 		c.needSync = false
@@ -246,9 +249,8 @@ func (c *Client) flush() {
 
 		n, err := w.write(*full, now)
 		s.stats.BytesSent.Add(int64(n))
-		mine = nil
 		if cap(*full) <= maxPooledCap {
-			mine = full
+			mine = full // the next buffer to swap in
 		}
 		if err != nil {
 			c.lock()
@@ -259,7 +261,7 @@ func (c *Client) flush() {
 			c.outDrainedLocked()
 			c.unlock()
 			if mine != nil {
-				writeBufs.Put(mine)
+				putWriteBuf(mine)
 			}
 			if isTimeout(err) {
 				// The client took nothing for WriteTimeout: reset the
@@ -393,20 +395,28 @@ func (c *Client) waitOutput() {
 	}
 }
 
-// ensureOutLocked gives the client an output buffer from the pool.
-func (c *Client) ensureOutLocked() {
-	if c.outBuf == nil {
-		c.outBuf = writeBufs.Get().(*[]byte)
+// ensureOutLocked gives the client an output buffer from the pools with
+// room for about n more bytes: a small one for a control packet, a large
+// one (taking over what the small one holds) once messages are written.
+func (c *Client) ensureOutLocked(n int) {
+	switch {
+	case c.outBuf == nil:
+		c.outBuf = getWriteBuf(n)
 		c.out = (*c.outBuf)[:0]
+	case cap(c.out)-len(c.out) < n && cap(c.out) < largeWriteSize:
+		b := getWriteBuf(largeWriteSize)
+		*b = append((*b)[:0], c.out...)
+		old := c.outBuf
+		*old = c.out
+		putWriteBuf(old)
+		c.outBuf, c.out = b, *b
 	}
 }
 
 func (c *Client) releaseBuffersLocked() {
 	if c.outBuf != nil {
-		if cap(c.out) <= maxPooledCap {
-			*c.outBuf = c.out[:0]
-			writeBufs.Put(c.outBuf)
-		}
+		*c.outBuf = c.out
+		putWriteBuf(c.outBuf)
 		c.outBuf = nil
 	}
 	c.out = nil
@@ -457,7 +467,7 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 	c.closing = true
 	if c.version == packets.V5 && c.sess != nil {
 		pk := packets.Disconnect{ReasonCode: code}
-		c.ensureOutLocked()
+		c.ensureOutLocked(64)
 		c.out, _ = pk.Encode(c.out, packets.V5)
 	}
 	if c.sess == nil {
@@ -481,7 +491,7 @@ func (c *Client) writeLocked(pk packets.Packet) {
 	if c.closing {
 		return
 	}
-	c.ensureOutLocked()
+	c.ensureOutLocked(64)
 	out, err := pk.Encode(c.out, c.version)
 	if err != nil {
 		c.srv.log.Error("encoding packet", "client", c.id, "type", pk.Type().String(), "err", err)
@@ -501,7 +511,7 @@ func (c *Client) writeAckLocked(t packets.Type, id uint16, code packets.ReasonCo
 	if c.closing {
 		return
 	}
-	c.ensureOutLocked()
+	c.ensureOutLocked(64)
 	a := packets.Ack{PacketID: id, ReasonCode: code}
 	var out []byte
 	var err error
@@ -663,7 +673,11 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		c.droppedLocked(m, DropTooLarge)
 		return false
 	}
-	c.ensureOutLocked()
+	need := len(m.Topic) + len(m.Payload) + 16 // about: the encoder grows the buffer if more
+	if m.Properties != nil {
+		need += 128
+	}
+	c.ensureOutLocked(need)
 	out, err := pk.Encode(c.out, c.version)
 	if err != nil {
 		c.srv.log.Error("encoding PUBLISH", "client", c.id, "err", err)

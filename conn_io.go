@@ -21,8 +21,40 @@ const (
 var (
 	smallReads = sync.Pool{New: func() any { b := make([]byte, smallReadSize); return &b }}
 	largeReads = sync.Pool{New: func() any { b := make([]byte, largeReadSize); return &b }}
-	writeBufs  = sync.Pool{New: func() any { b := make([]byte, 0, flushChunk+4<<10); return &b }}
+	smallWrites = sync.Pool{New: func() any { b := make([]byte, 0, smallWriteSize); return &b }}
+	largeWrites = sync.Pool{New: func() any { b := make([]byte, 0, largeWriteSize); return &b }}
 )
+
+// Write buffers come in two sizes: a small one for acknowledgements and
+// other control packets (a storm of PINGREQs from thousands of idle clients
+// must not take a large buffer each), a large one once messages flow.
+const (
+	smallWriteSize = 1 << 10
+	largeWriteSize = flushChunk + 4<<10
+)
+
+// getWriteBuf returns an empty pooled buffer for about n bytes.
+func getWriteBuf(n int) *[]byte {
+	if n <= smallWriteSize {
+		return smallWrites.Get().(*[]byte)
+	}
+	return largeWrites.Get().(*[]byte)
+}
+
+// putWriteBuf gives a buffer back to the pool of its size; one grown past
+// maxPooledCap is left to the collector.
+func putWriteBuf(b *[]byte) {
+	switch c := cap(*b); {
+	case c > maxPooledCap:
+		return
+	case c >= largeWriteSize:
+		*b = (*b)[:0]
+		largeWrites.Put(b)
+	default:
+		*b = (*b)[:0]
+		smallWrites.Put(b)
+	}
+}
 
 // packetReader reads packets from a connection through a pooled buffer
 // that grows to a large one while data streams in and falls back to a small

@@ -438,7 +438,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	}
 	if old == nil {
 		ss = newSession(s, c.id)
-		s.sessions.Store(c.id, ss)
+		s.sessions.put(ss)
 		s.stats.ClientsTotal.Add(1)
 	} else {
 		ss, present = old, true

@@ -60,11 +60,10 @@ type SessionInfo struct {
 // are left nil; use [Server.ClientInfo] for one client's.
 func (s *Server) Clients() []ClientInfo {
 	var out []ClientInfo
-	s.sessions.Range(func(_, v any) bool {
-		if ci, ok := v.(*session).clientInfo(); ok {
+	s.sessions.each(func(ss *session) {
+		if ci, ok := ss.clientInfo(); ok {
 			out = append(out, ci)
 		}
-		return true
 	})
 	slices.SortFunc(out, func(a, b ClientInfo) int { return strings.Compare(a.ID, b.ID) })
 	return out
@@ -115,11 +114,10 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 // identifier. The in-process client has no session and is not listed.
 func (s *Server) Sessions() []SessionInfo {
 	var out []SessionInfo
-	s.sessions.Range(func(_, v any) bool {
-		if si, ok := s.sessionInfo(v.(*session)); ok {
+	s.sessions.each(func(ss *session) {
+		if si, ok := s.sessionInfo(ss); ok {
 			out = append(out, si)
 		}
-		return true
 	})
 	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ClientID, b.ClientID) })
 	return out
@@ -175,10 +173,11 @@ func (s *Server) Subscriptions(clientID string) []topics.Subscription {
 	if clientID != "" {
 		collect(clientID)
 	} else {
-		s.sessions.Range(func(k, _ any) bool {
-			collect(k.(string))
-			return true
-		})
+		var ids []string
+		s.sessions.each(func(ss *session) { ids = append(ids, ss.id) })
+		for _, id := range ids {
+			collect(id)
+		}
 	}
 	slices.SortFunc(out, func(a, b topics.Subscription) int {
 		return cmp.Or(strings.Compare(a.ClientID, b.ClientID), strings.Compare(a.Group, b.Group),

@@ -153,3 +153,59 @@ func TestParkedKeepAliveExpires(t *testing.T) {
 		t.Fatalf("closed after %v, before 1.5 x keep alive", el)
 	}
 }
+
+// A parked connection woken by a PINGREQ alone is answered by the poller
+// itself [MQTT-3.12.4-1] and stays parked: no goroutine, no buffer. A wake
+// for anything more resumes the reader, which answers everything in order.
+func TestParkedPingAnsweredByPoller(t *testing.T) {
+	if parkedCount() != 0 {
+		t.Skip("another test left parked connections")
+	}
+	srv, err := New(&Options{SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	l := listeners.NewTCP("tcp", "127.0.0.1:0")
+	if err := l.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	srv.AddListener(l)
+	srv.Serve()
+	defer srv.Close()
+	nc, err := net.Dial("tcp", l.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	c := &rawClient{t: t, nc: nc, v: packets.V311}
+	c.send(&packets.Connect{ProtocolVersion: packets.V311, ClientID: "pinger", KeepAlive: 30, CleanStart: true})
+	if _, err := c.recv(); err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t, 1)
+	before := poller.pings.Load()
+	for range 3 {
+		c.send(&packets.Pingreq{})
+		if pk, err := c.recv(); err != nil || pk.Type() != packets.PINGRESP {
+			t.Fatalf("got %v, %v; want PINGRESP", pk, err)
+		}
+		waitParked(t, 1)
+	}
+	if n := poller.pings.Load() - before; n != 3 {
+		t.Fatalf("poller answered %d PINGREQs, want 3", n)
+	}
+	// A PINGREQ with a SUBSCRIBE behind it: the reader takes over.
+	b, _ := (&packets.Pingreq{}).Encode(nil, packets.V311)
+	b, _ = (&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "p"}}}).Encode(b, packets.V311)
+	if _, err := nc.Write(b); err != nil { // one write: one wake sees both
+		t.Fatal(err)
+	}
+	for _, want := range []packets.Type{packets.PINGRESP, packets.SUBACK} {
+		if pk, err := c.recv(); err != nil || pk.Type() != want {
+			t.Fatalf("got %v, %v; want %v", pk, err, want)
+		}
+	}
+	if n := poller.pings.Load() - before; n != 3 {
+		t.Fatalf("poller answered %d PINGREQs, want 3", n)
+	}
+}

@@ -167,7 +167,7 @@ func (s *Server) restore() error {
 	// Sessions: offline now; they expire counting from when they went
 	// offline (or from now, for those the crash cut off).
 	for id, ss := range r.sessions {
-		s.sessions.Store(id, ss)
+		s.sessions.put(ss)
 		s.stats.ClientsTotal.Add(1)
 		// Expired messages are dropped now.
 		for i, n := 0, ss.q.len(); i < n; i++ {

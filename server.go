@@ -57,7 +57,7 @@ type Server struct {
 
 	mu        sync.Mutex // guards listeners, session creation and removal, closing
 	listeners map[string]Listener
-	sessions  sync.Map // client id -> *session; written under mu
+	sessions  sessionTable // client id -> session; changed under mu
 	clients   map[*Client]struct{}
 	perListen map[string]int // open connections per listener
 	limitLog  time.Time      // when a connection limit was last logged
@@ -282,10 +282,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		c.conn.SetWriteDeadline(stopBy)
 		c.disconnect(packets.ServerShuttingDown)
 	}
-	s.sessions.Range(func(_, v any) bool {
-		v.(*session).stopTimers()
-		return true
-	})
+	s.sessions.each(func(ss *session) { ss.stopTimers() })
 	waited := make(chan struct{})
 	go func() {
 		s.wg.Wait()
@@ -328,9 +325,5 @@ func (s *Server) DialInProcess() (net.Conn, error) {
 
 // session returns the session of the client id, or nil.
 func (s *Server) session(id string) *session {
-	v, ok := s.sessions.Load(id)
-	if !ok {
-		return nil
-	}
-	return v.(*session)
+	return s.sessions.get(id)
 }

@@ -306,7 +306,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 	}
 	ss.mu.Unlock()
 
-	s.sessions.CompareAndDelete(ss.id, ss)
+	s.sessions.remove(ss)
 	s.stats.ClientsTotal.Add(-1)
 	if expired {
 		s.stats.ClientsExpired.Add(1)

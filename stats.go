@@ -49,12 +49,10 @@ func (st *Stats) connected() {
 // Stats returns the server's live counters, with Queued counted now.
 func (s *Server) Stats() *Stats {
 	var n int64
-	s.sessions.Range(func(_, v any) bool {
-		ss := v.(*session)
+	s.sessions.each(func(ss *session) {
 		ss.mu.Lock()
 		n += int64(ss.queuedLocked())
 		ss.mu.Unlock()
-		return true
 	})
 	s.stats.Queued.Store(n)
 	var dropped int64

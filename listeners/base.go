@@ -203,7 +203,10 @@ func (b *base) prepareAndHandle(conn net.Conn, handle func(net.Conn), timeout ti
 		return
 	}
 	c.SetDeadline(time.Time{})
-	handle(c)
+	// A fresh goroutine serves the connection: this one's stack grew in the
+	// handshake (TLS crypto) and would stay that size for the connection's
+	// life, which for an idle client is most of its memory.
+	go handle(c)
 }
 
 // proxyStep returns a preparer step that reads the PROXY header, or nil

@@ -10,11 +10,17 @@ package main
 import (
 	"fmt"
 	"os"
+	"runtime"
 
 	"github.com/spf13/cobra"
 )
 
 func main() {
+	// Heap profiling samples allocations and keeps a record for each
+	// sample; nothing reads them unless asked (TERN_MEMPROFILE=1).
+	if os.Getenv("TERN_MEMPROFILE") == "" {
+		runtime.MemProfileRate = 0
+	}
 	if err := rootCmd().Execute(); err != nil {
 		os.Exit(1)
 	}

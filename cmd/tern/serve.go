@@ -111,6 +111,7 @@ type broker struct {
 	admLn    net.Listener
 	admDone  chan error
 	watchdog chan struct{} // closed to stop the systemd watchdog pings
+	trimDone chan struct{} // closed to stop the memory trimmer
 }
 
 // reloader re-reads one file on SIGHUP.
@@ -193,6 +194,8 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	}
 	notify(log, daemon.SdNotifyReady)
 	b.startWatchdog()
+	b.trimDone = make(chan struct{})
+	startMemoryTrim(log, b.trimDone)
 	return b, nil
 }
 
@@ -220,6 +223,9 @@ func (b *broker) run(ctx context.Context, sig <-chan os.Signal, exit func(int)) 
 // (v5 clients with 0x8B) within shutdown_timeout.
 func (b *broker) shutdown(sig <-chan os.Signal, exit func(int)) error {
 	notify(b.log, daemon.SdNotifyStopping)
+	if b.trimDone != nil {
+		close(b.trimDone)
+	}
 	if b.watchdog != nil {
 		close(b.watchdog)
 	}
