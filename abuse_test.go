@@ -32,7 +32,7 @@ func TestAbuseMaxConnections(t *testing.T) {
 	if got := over.ExpectClosed(); len(got) != 0 {
 		t.Fatalf("a connection over the limit got %s", got[0].Type())
 	}
-	if n := srv.Stats().ConnectionsRejected.Load(); n != 1 {
+	if n := srv.Stats().ConnectionsRejected; n != 1 {
 		t.Fatalf("ConnectionsRejected = %d, want 1", n)
 	}
 	a.Send(&packets.Disconnect{})
@@ -93,7 +93,7 @@ func TestAbuseMaxSubscriptions(t *testing.T) {
 			}
 		}
 	}
-	if n := srv.Stats().SubscriptionsRefused.Load(); n != 2 {
+	if n := srv.Stats().SubscriptionsRefused; n != 2 {
 		t.Fatalf("SubscriptionsRefused = %d, want 2", n)
 	}
 }
@@ -124,7 +124,7 @@ func TestAbusePublishRates(t *testing.T) {
 				expectProtocolClose(t, c, tc.code)
 				probe.check(t)
 			}
-			if n := srv.Stats().RateLimited.Load(); n != 2 {
+			if n := srv.Stats().RateLimited; n != 2 {
 				t.Fatalf("RateLimited = %d, want 2", n)
 			}
 		})

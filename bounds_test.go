@@ -107,7 +107,7 @@ func TestBoundsStuckSubscriberQoS0(t *testing.T) {
 		return !ok
 	})
 	stuck.ExpectClosed()
-	if n := srv.Stats().WriteTimeouts.Load(); n != 1 {
+	if n := srv.Stats().WriteTimeouts; n != 1 {
 		t.Fatalf("WriteTimeouts = %d, want 1", n)
 	}
 	// Every message the stuck client did not get is counted: it was
@@ -116,7 +116,7 @@ func TestBoundsStuckSubscriberQoS0(t *testing.T) {
 	// (queue_full).
 	si, _ := srv.SessionInfo("stuck")
 	d := si.Dropped
-	sent := srv.Stats().MessagesSent.Load() - n
+	sent := srv.Stats().MessagesSent - n
 	if sent+d[tern.DropSlowConsumer]+d[tern.DropQueueFull]+int64(si.Queued) != n || d[tern.DropSlowConsumer] == 0 {
 		t.Fatalf("stuck client: %d sent, %d queued, dropped %v; want %d in all, some dropped as slow_consumer", sent, si.Queued, d, n)
 	}
@@ -296,8 +296,8 @@ func TestBoundsRepliesNotRead(t *testing.T) {
 	if maxPending > pending+boundSlack {
 		t.Fatalf("pending output reached %d bytes, cap %d", maxPending, pending)
 	}
-	if srv.Stats().WriteTimeouts.Load() != 1 {
-		t.Fatalf("WriteTimeouts = %d, want 1", srv.Stats().WriteTimeouts.Load())
+	if srv.Stats().WriteTimeouts != 1 {
+		t.Fatalf("WriteTimeouts = %d, want 1", srv.Stats().WriteTimeouts)
 	}
 }
 
@@ -527,7 +527,7 @@ func TestBoundsRetainedLimits(t *testing.T) {
 			expectAt(step.payload)
 		}
 	}
-	if n := srv.Stats().RetainedRefused.Load(); n != 3 {
+	if n := srv.Stats().RetainedRefused; n != 3 {
 		t.Fatalf("RetainedRefused = %d, want 3", n)
 	}
 	if publish(v5, "rl/c", "c") != 0 { // room again after the delete
@@ -577,7 +577,7 @@ func TestBoundsManyFiltersMemory(t *testing.T) {
 	}
 	c.Send(&packets.Disconnect{})
 	c.ExpectClosed()
-	terntest.Eventually(t, "the session to end", func() bool { return srv.Stats().Subscriptions.Load() == 0 })
+	terntest.Eventually(t, "the session to end", func() bool { return srv.Stats().Subscriptions == 0 })
 	if after := live(); float64(after) > 1.1*float64(before) {
 		t.Fatalf("heap %d after the client left, %d before it subscribed", after, before)
 	}

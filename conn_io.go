@@ -19,8 +19,8 @@ const (
 )
 
 var (
-	smallReads = sync.Pool{New: func() any { b := make([]byte, smallReadSize); return &b }}
-	largeReads = sync.Pool{New: func() any { b := make([]byte, largeReadSize); return &b }}
+	smallReads  = sync.Pool{New: func() any { b := make([]byte, smallReadSize); return &b }}
+	largeReads  = sync.Pool{New: func() any { b := make([]byte, largeReadSize); return &b }}
 	smallWrites = sync.Pool{New: func() any { b := make([]byte, 0, smallWriteSize); return &b }}
 	largeWrites = sync.Pool{New: func() any { b := make([]byte, 0, largeWriteSize); return &b }}
 )

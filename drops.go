@@ -134,8 +134,3 @@ func (ss *session) countDrop(i int, log bool) {
 		"max_queued_bytes", cfg.MaxQueuedBytes, "max_pending_bytes", cfg.MaxPendingBytes,
 		"max_message_memory", cfg.MaxMessageMemory, "message_memory", s.mem.used.Load())
 }
-
-// Dropped returns how many messages were dropped for the reason.
-func (st *Stats) Dropped(reason DropReason) int64 {
-	return st.drops[dropIndex(reason)].Load()
-}

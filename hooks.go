@@ -2,14 +2,46 @@ package tern
 
 import (
 	"context"
+
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
 )
 
-// Hook extends the server. A hook implements Hook and any of the event
-// interfaces below (Authenticator, Authorizer, PublishInterceptor, ...);
-// [Server.AddHook] finds them once by type assertion, so an event no hook
-// wants costs nothing.
+// Hook extends the server. A hook implements Hook and one or more of the
+// interfaces below; [Server.AddHook] finds them once, by type assertion, so
+// an event no hook wants costs nothing, and refuses a hook that implements
+// none (a mistyped method would otherwise never be called: check with
+// `var _ tern.Authorizer = (*MyHook)(nil)`). Hooks are added before Serve
+// and called in the order they were added.
+//
+//	interface              when                                      on the goroutine of        may block
+//	Authenticator          a CONNECT, before the session is attached the connection             briefly (an HTTP call)
+//	EnhancedAuthenticator  v5 AUTH exchanges, at CONNECT and later   the connection             briefly
+//	Authorizer             PUBLISH (Write), SUBSCRIBE (Read), each   the publisher / subscriber no: Deliver is per message
+//	                       message about to go to a client (Deliver)
+//	PublishInterceptor     each PUBLISH, after authorization         the publisher              no
+//	ConnectObserver        a session established on a connection     the connection             no
+//	DisconnectObserver     a connection ended                        the connection             no
+//	SessionObserver        a session ended                           whoever ended it           no
+//	SubscribeObserver      a subscription made or removed            the subscriber             no
+//	PublishObserver        a message routed; a message written       the publisher; the writer  no
+//	DropObserver           a message dropped instead of delivered    whoever dropped it         no
+//	WillObserver           a will published                          whoever published it       no
+//	Starter, Stopper       Serve, Shutdown                           the caller of Serve/Shutdown yes
+//
+// Calls come from many goroutines at once: a hook guards its own state.
+// No hook is called with a lock of the server's held, so a hook may call
+// the server's methods (Publish, Disconnect, ...).
+//
+// The in-process client ([Server.Publish], [Server.Subscribe]) is a
+// *Client like any other, never nil, with IsInline true, listener
+// "inline", no user name and no connection: Authorizers are asked about it
+// as about any client, so an ACL that should not restrict the embedder's
+// own messages says so:
+//
+//	if c.IsInline() {
+//		return tern.Abstain // or Allow
+//	}
 type Hook interface {
 	// ID names the hook in logs.
 	ID() string
@@ -64,7 +96,7 @@ type EnhancedAuthenticator interface {
 	Hook
 	// SupportsAuthMethod reports whether the hook handles the method.
 	SupportsAuthMethod(method string) bool
-	// Authenticate handles one step; data is the client's Authentication
+	// EnhancedAuth handles one step; data is the client's Authentication
 	// Data. reauth is true for re-authentication of a connected client.
 	EnhancedAuth(c *Client, method string, data []byte, reauth bool) AuthResult
 }
@@ -111,8 +143,7 @@ type SessionObserver interface {
 	OnSessionEnded(clientID string)
 }
 
-// SubscribeObserver is told of subscriptions made and removed. c is nil for
-// the in-process client.
+// SubscribeObserver is told of subscriptions made and removed.
 type SubscribeObserver interface {
 	Hook
 	OnSubscribed(c *Client, sub topics.Subscription)
@@ -193,8 +224,10 @@ type hookSet struct {
 	stoppers       []Stopper
 }
 
-func (hs *hookSet) add(h Hook) {
-	hs.all = append(hs.all, h)
+// add adds h to the slices of the interfaces it implements and reports
+// whether there was any.
+func (hs *hookSet) add(h Hook) bool {
+	n := hs.count()
 	if v, ok := h.(Authenticator); ok {
 		hs.authenticators = append(hs.authenticators, v)
 	}
@@ -234,6 +267,18 @@ func (hs *hookSet) add(h Hook) {
 	if v, ok := h.(Stopper); ok {
 		hs.stoppers = append(hs.stoppers, v)
 	}
+	if hs.count() == n {
+		return false
+	}
+	hs.all = append(hs.all, h)
+	return true
+}
+
+// count returns how many hook interfaces the hooks implement in all.
+func (hs *hookSet) count() int {
+	return len(hs.authenticators) + len(hs.enhancedAuth) + len(hs.authorizers) + len(hs.interceptors) +
+		len(hs.connects) + len(hs.disconnects) + len(hs.sessions) + len(hs.subscribes) + len(hs.publishes) +
+		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers)
 }
 
 // authenticate runs the authenticators; with none, everyone may connect.

@@ -67,6 +67,9 @@ var (
 // rules and hooks (authorizers, interceptors, observers) as a network
 // client's PUBLISH.
 func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	if s.isClosing() {
+		return ErrServerClosed
+	}
 	if err := topics.ValidateName(topic); err != nil {
 		return errors.Join(ErrInvalidTopic, err)
 	}
@@ -108,6 +111,9 @@ func (s *Server) publishSys(topic string, payload string) {
 // returns. Shared subscriptions ($share/group/filter) take part in the
 // group's round-robin.
 func (s *Server) Subscribe(filter string, id int, handler MessageHandler) error {
+	if s.isClosing() {
+		return ErrServerClosed
+	}
 	if err := topics.ValidateFilter(filter); err != nil {
 		return errors.Join(ErrInvalidTopic, err)
 	}
@@ -145,7 +151,7 @@ func (s *Server) Unsubscribe(filter string, id int) error {
 	pid := inlinePrefix + strconv.Itoa(id)
 	group, f, _ := topics.ParseShared(filter)
 	if !s.unsubscribe(pid, s.inline.client, group, f) {
-		return errors.New("tern: no such subscription")
+		return ErrNoSubscription
 	}
 	found := false
 	s.index.ClientSubscriptions(pid, func(*topics.Subscription) bool { found = true; return false })

@@ -182,7 +182,7 @@ func TestLimitQueuedMessages(t *testing.T) {
 				pub.Send(&packets.Publish{Topic: "q/t", QoS: 1, PacketID: uint16(i), Payload: []byte(strconv.Itoa(i))})
 				recvAs[*packets.Puback](t, pub) // routed (and any drop reported) before the PUBACK
 			}
-			if n := srv.Stats().MessagesDropped.Load(); n != 10 {
+			if n := srv.Stats().MessagesDropped; n != 10 {
 				t.Fatalf("Stats().MessagesDropped = %d, want 10", n)
 			}
 			drops := rec.get()
@@ -254,7 +254,7 @@ func TestLimitQueueDropsQoS0First(t *testing.T) {
 	if !slices.Equal(got, want) {
 		t.Fatalf("dropped %v, want %v", got, want)
 	}
-	if n := srv.Stats().MessagesDropped.Load(); n != int64(len(want)) {
+	if n := srv.Stats().MessagesDropped; n != int64(len(want)) {
 		t.Fatalf("Stats().MessagesDropped = %d, want %d", n, len(want))
 	}
 	c, _ = connectPersistent(t, srv, packets.V5, "q0", false)

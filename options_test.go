@@ -146,7 +146,7 @@ func TestOptionsQueueQoS0Offline(t *testing.T) {
 		t.Fatalf("got %q, want only the QoS 1 message", p.Payload)
 	}
 	expectNothing(t, sub, "the QoS 0 message must have been dropped")
-	if n := srv.Stats().MessagesDropped.Load(); n != 1 {
+	if n := srv.Stats().MessagesDropped; n != 1 {
 		t.Fatalf("MessagesDropped = %d, want 1", n)
 	}
 }
@@ -188,7 +188,7 @@ func TestOptionsQueue100kForReturningSession(t *testing.T) {
 		}
 	}
 	<-done
-	if q := srv.Stats().Queued.Load(); q != n {
+	if q := srv.Stats().Queued; q != n {
 		t.Fatalf("queued %d, want %d", q, n)
 	}
 
@@ -208,7 +208,7 @@ func TestOptionsQueue100kForReturningSession(t *testing.T) {
 			acks = acks[:0]
 		}
 	}
-	if d := srv.Stats().MessagesDropped.Load(); d != 0 {
+	if d := srv.Stats().MessagesDropped; d != 0 {
 		t.Fatalf("%d messages dropped", d)
 	}
 }

@@ -102,7 +102,7 @@ func TestIdleConnectionParks(t *testing.T) {
 	if pk, err := sub.recv(); err != nil || pk.Type() != packets.PINGRESP {
 		t.Fatalf("after resume: %v %v", pk, err)
 	}
-	if n := srv.Stats().InflightOut.Load(); n != 0 {
+	if n := srv.Stats().InflightOut; n != 0 {
 		t.Fatalf("inflight after PUBACK = %d", n)
 	}
 	waitParked(t, 1)

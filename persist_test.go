@@ -328,7 +328,7 @@ func TestPersistIdentityForAuthorization(t *testing.T) {
 		pub.Send(&packets.Publish{Topic: topic, QoS: 1, PacketID: uint16(i + 1), Payload: []byte(topic)})
 		recvAs[*packets.Puback](t, pub)
 	}
-	if n := srv.Stats().DeliveriesDenied.Load(); n != 1 {
+	if n := srv.Stats().DeliveriesDenied; n != 1 {
 		t.Fatalf("DeliveriesDenied = %d, want 1 (the restored session is still bob's)", n)
 	}
 	bob = srv.Dial(t, packets.V5)
@@ -370,7 +370,7 @@ func TestPersistCommitFailureWithholdsAck(t *testing.T) {
 	if d, ok := got[0].(*packets.Disconnect); !ok || d.ReasonCode != packets.ImplementationSpecificError {
 		t.Fatalf("publisher got %v, want DISCONNECT 0x83", got[0])
 	}
-	if n := srv.Stats().StoreFailures.Load(); n == 0 {
+	if n := srv.Stats().StoreFailures; n == 0 {
 		t.Fatal("StoreFailures not counted")
 	}
 }

@@ -526,7 +526,7 @@ func TestProtocolMalformedAfterConnect(t *testing.T) {
 			})
 		}
 	}
-	if n := srv.Stats().ProtocolErrors.Load(); n < int64(len(cases)) {
+	if n := srv.Stats().ProtocolErrors; n < int64(len(cases)) {
 		t.Errorf("Stats().ProtocolErrors = %d, want at least %d", n, len(cases))
 	}
 }

@@ -52,7 +52,7 @@ func TestRestoreMillionRetained(t *testing.T) {
 	}
 	took := time.Since(start)
 	defer srv.Close()
-	if got := srv.Stats().Retained.Load(); got != n {
+	if got := srv.Stats().Retained; got != n {
 		t.Fatalf("restored %d retained messages, want %d", got, n)
 	}
 	t.Logf("restored %d retained messages in %v (%.0f/s); store %d MiB on disk",

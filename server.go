@@ -39,11 +39,22 @@ type ConnectionLimiter interface {
 	ConnectionLimit() int
 }
 
+// Binder is implemented by listeners that can open their socket before
+// accepting (the listeners package's all do). Serve binds every listener
+// first, so that an address in use is Serve's error, and Addr reports the
+// bound address (port 0) once Serve has returned.
+type Binder interface {
+	Listen() error
+}
+
 // Errors returned by the server.
 var (
 	ErrServerClosed   = errors.New("tern: server closed")
+	ErrServing        = errors.New("tern: server already serving")
 	ErrListenerExists = errors.New("tern: listener id already in use")
 	ErrQuotaExceeded  = errors.New("tern: quota exceeded")
+	ErrHookNoEvents   = errors.New("tern: hook implements no hook interface")
+	ErrNoSubscription = errors.New("tern: no such subscription")
 )
 
 // Server is an MQTT broker. Create it with New.
@@ -55,16 +66,17 @@ type Server struct {
 	index    *topics.Index
 	retained *topics.Retained[*Message]
 
-	mu        sync.Mutex // guards listeners, session creation and removal, closing
-	listeners map[string]Listener
-	sessions  sessionTable // client id -> session; changed under mu
-	clients   map[*Client]struct{}
-	perListen map[string]int // open connections per listener
-	limitLog  time.Time      // when a connection limit was last logged
-	closing   bool
+	mu          sync.Mutex // guards listeners, session creation and removal, closing
+	listeners   map[string]Listener
+	sessions    sessionTable // client id -> session; changed under mu
+	clients     map[*Client]struct{}
+	perListen   map[string]int // open connections per listener
+	limitLog    time.Time      // when a connection limit was last logged
+	closing     bool
+	serveCalled bool // Serve was called (and has not failed)
 
 	inline        inlineClient
-	stats         Stats
+	stats         counters
 	mem           memBudget    // message memory, against MaxMessageMemory
 	clock         atomic.Int64 // unix nanoseconds, updated every clockTick: for what needs no exact time
 	persist       *persister   // nil without a Store
@@ -107,15 +119,26 @@ func New(opts *Options) (*Server, error) {
 	return s, nil
 }
 
-// AddHook adds a hook. Add hooks before Serve; hooks run in the order added.
-func (s *Server) AddHook(h Hook) {
+// AddHook adds a hook, which must implement at least one of the hook
+// interfaces (see Hook), else AddHook returns ErrHookNoEvents: a method
+// whose name or signature is mistyped would otherwise never be called. Add
+// hooks before Serve (after it, AddHook returns ErrServing); hooks run in
+// the order added.
+func (s *Server) AddHook(h Hook) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.hooks.add(h)
+	if s.serveCalled {
+		return ErrServing
+	}
+	if !s.hooks.add(h) {
+		return fmt.Errorf("%w: %s (%T)", ErrHookNoEvents, h.ID(), h)
+	}
+	return nil
 }
 
 // AddListener adds a listener; it starts accepting when Serve is called, or
-// at once if the server is already serving.
+// at once if the server is already serving, in which case a listener that
+// cannot bind (see Binder) is not added and its error returned.
 func (s *Server) AddListener(l Listener) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -125,10 +148,15 @@ func (s *Server) AddListener(l Listener) error {
 	if _, ok := s.listeners[l.ID()]; ok {
 		return ErrListenerExists
 	}
-	s.listeners[l.ID()] = l
 	if s.serving.Load() {
+		if b, ok := l.(Binder); ok {
+			if err := b.Listen(); err != nil {
+				return fmt.Errorf("tern: listener %s: %w", l.ID(), err)
+			}
+		}
 		s.startListener(l)
 	}
+	s.listeners[l.ID()] = l
 	return nil
 }
 
@@ -152,25 +180,60 @@ func (s *Server) startListener(l Listener) {
 	})
 }
 
-// Serve starts the listeners and the server's housekeeping and returns at
-// once; the server runs until Close or Shutdown.
+// Serve starts the server and returns at once (unlike net/http's Serve);
+// the server runs until Close or Shutdown. It starts the hooks that
+// implement Starter, binds every listener (an address in use is Serve's
+// error, and nothing is left running), then accepts on them.
 func (s *Server) Serve() error {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closing {
+	switch {
+	case s.closing:
+		s.mu.Unlock()
 		return ErrServerClosed
+	case s.serveCalled:
+		s.mu.Unlock()
+		return ErrServing
 	}
-	if s.serving.Load() {
-		return errors.New("tern: Serve called twice")
+	s.serveCalled = true
+	s.mu.Unlock()
+
+	// Hooks start without the lock: they may call back into the server.
+	stopHooks := func(n int) {
+		for j := n - 1; j >= 0; j-- {
+			if st, ok := s.hooks.starters[j].(Stopper); ok {
+				st.Stop(context.Background())
+			}
+		}
+	}
+	failed := func(err error) error {
+		s.mu.Lock()
+		s.serveCalled = false
+		s.mu.Unlock()
+		return err
 	}
 	for i, h := range s.hooks.starters {
 		if err := h.Start(s); err != nil {
-			for j := i - 1; j >= 0; j-- {
-				if st, ok := s.hooks.starters[j].(Stopper); ok {
-					st.Stop(context.Background())
+			stopHooks(i)
+			return failed(fmt.Errorf("tern: starting hook %s: %w", h.ID(), err))
+		}
+	}
+
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.closing {
+		stopHooks(len(s.hooks.starters))
+		return ErrServerClosed
+	}
+	for _, l := range s.listeners {
+		if b, ok := l.(Binder); ok {
+			if err := b.Listen(); err != nil {
+				for _, o := range s.listeners {
+					o.Close()
 				}
+				stopHooks(len(s.hooks.starters))
+				s.serveCalled = false
+				return fmt.Errorf("tern: listener %s: %w", l.ID(), err)
 			}
-			return fmt.Errorf("tern: starting hook %s: %w", h.ID(), err)
 		}
 	}
 	s.serving.Store(true)

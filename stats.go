@@ -2,41 +2,74 @@ package tern
 
 import "sync/atomic"
 
-// Stats are the server's counters, read with the atomic types' Load. They
-// feed $SYS topics and metrics.
+// Stats is a snapshot of the server's counters, taken by Server.Stats. They
+// feed the $SYS topics and the metrics.
 type Stats struct {
-	ClientsConnected     atomic.Int64 // connections with an established session now
-	ClientsTotal         atomic.Int64 // sessions now, online and offline
-	ClientsMaximum       atomic.Int64 // most ClientsConnected seen
-	ClientsExpired       atomic.Int64 // sessions ended by expiry
-	ConnectionsAccepted  atomic.Int64 // network connections accepted
-	ConnectsRefused      atomic.Int64 // CONNECTs refused (auth, protocol, ...)
-	AuthFailures         atomic.Int64 // CONNECTs refused by authentication
-	ConnectionsRejected  atomic.Int64 // connections closed at accept: MaxConnections or a listener's limit
-	RateLimited          atomic.Int64 // clients disconnected for MaxPublishRate or MaxPublishBytesRate
-	SubscriptionsRefused atomic.Int64 // filters refused for MaxSubscriptionsPerClient
-	ProtocolErrors       atomic.Int64 // connections closed for a malformed or invalid packet
-	MessagesReceived     atomic.Int64 // PUBLISH packets received
-	MessagesSent         atomic.Int64 // PUBLISH packets sent
-	MessagesDropped      atomic.Int64 // messages dropped (see DropObserver), counted when Stats is called: the sum of Dropped
-	MessagesExpired      atomic.Int64 // messages dropped because they expired: Dropped(DropExpired), when Stats is called
-	PublishDenied        atomic.Int64 // PUBLISH refused by an authorizer or interceptor
-	DeliveriesDenied     atomic.Int64 // deliveries to a client skipped because an authorizer denied Deliver access
-	BytesReceived        atomic.Int64
-	BytesSent            atomic.Int64
-	Retained             atomic.Int64 // retained messages stored now
-	RetainedRefused      atomic.Int64 // retained messages refused for MaxRetainedMessages or MaxRetainedBytes
-	Subscriptions        atomic.Int64 // subscriptions now
-	InflightOut          atomic.Int64 // QoS 1/2 messages sent and not yet acknowledged
-	Queued               atomic.Int64 // messages queued for sessions, counted when Stats is called
-	WillsSent            atomic.Int64
-	StoreFailures        atomic.Int64 // store commits that failed (their acknowledgements were withheld)
-	WriteTimeouts        atomic.Int64 // connections closed because the client took nothing for WriteTimeout
+	ClientsConnected     int64 // connections with an established session now
+	ClientsTotal         int64 // sessions now, online and offline
+	ClientsMaximum       int64 // most ClientsConnected seen
+	ClientsExpired       int64 // sessions ended by expiry
+	ConnectionsAccepted  int64 // network connections accepted
+	ConnectsRefused      int64 // CONNECTs refused (auth, protocol, ...)
+	AuthFailures         int64 // CONNECTs refused by authentication
+	ConnectionsRejected  int64 // connections closed at accept: MaxConnections or a listener's limit
+	RateLimited          int64 // clients disconnected for MaxPublishRate or MaxPublishBytesRate
+	SubscriptionsRefused int64 // filters refused for MaxSubscriptionsPerClient
+	ProtocolErrors       int64 // connections closed for a malformed or invalid packet
+	MessagesReceived     int64 // PUBLISH packets received, in-process publishes included
+	MessagesSent         int64 // PUBLISH packets sent
+	MessagesDropped      int64 // messages dropped instead of delivered (see DropObserver): the sum of Dropped over DropReasons
+	MessagesExpired      int64 // messages dropped because they expired: Dropped(DropExpired)
+	PublishDenied        int64 // PUBLISH refused by an authorizer or interceptor
+	DeliveriesDenied     int64 // deliveries to a client skipped because an authorizer denied Deliver access
+	BytesReceived        int64 // bytes of MQTT packets received
+	BytesSent            int64 // bytes written to clients
+	Retained             int64 // retained messages stored now
+	RetainedRefused      int64 // retained messages refused for MaxRetainedMessages or MaxRetainedBytes
+	Subscriptions        int64 // subscriptions now
+	InflightOut          int64 // QoS 1/2 messages sent and not yet acknowledged
+	Queued               int64 // messages queued for sessions
+	WillsSent            int64 // will messages published
+	StoreFailures        int64 // store commits that failed (their acknowledgements were withheld)
+	WriteTimeouts        int64 // connections reset because the client took nothing for WriteTimeout
 
-	drops drops // MessagesDropped by reason: see Dropped
+	drops [numDropReasons]int64
 }
 
-func (st *Stats) connected() {
+// Dropped returns how many messages were dropped for the reason.
+func (st Stats) Dropped(reason DropReason) int64 { return st.drops[dropIndex(reason)] }
+
+// counters are the server's live counters, of which Stats is a snapshot.
+type counters struct {
+	ClientsConnected     atomic.Int64
+	ClientsTotal         atomic.Int64
+	ClientsMaximum       atomic.Int64
+	ClientsExpired       atomic.Int64
+	ConnectionsAccepted  atomic.Int64
+	ConnectsRefused      atomic.Int64
+	AuthFailures         atomic.Int64
+	ConnectionsRejected  atomic.Int64
+	RateLimited          atomic.Int64
+	SubscriptionsRefused atomic.Int64
+	ProtocolErrors       atomic.Int64
+	MessagesReceived     atomic.Int64
+	MessagesSent         atomic.Int64
+	PublishDenied        atomic.Int64
+	DeliveriesDenied     atomic.Int64
+	BytesReceived        atomic.Int64
+	BytesSent            atomic.Int64
+	Retained             atomic.Int64
+	RetainedRefused      atomic.Int64
+	Subscriptions        atomic.Int64
+	InflightOut          atomic.Int64
+	WillsSent            atomic.Int64
+	StoreFailures        atomic.Int64
+	WriteTimeouts        atomic.Int64
+
+	drops drops // by reason
+}
+
+func (st *counters) connected() {
 	n := st.ClientsConnected.Add(1)
 	for {
 		m := st.ClientsMaximum.Load()
@@ -46,20 +79,32 @@ func (st *Stats) connected() {
 	}
 }
 
-// Stats returns the server's live counters, with Queued counted now.
-func (s *Server) Stats() *Stats {
-	var n int64
+// Stats returns a snapshot of the server's counters. Queued is counted
+// over the sessions, so it costs a pass over them.
+func (s *Server) Stats() Stats {
+	c := &s.stats
+	st := Stats{
+		ClientsConnected: c.ClientsConnected.Load(), ClientsTotal: c.ClientsTotal.Load(),
+		ClientsMaximum: c.ClientsMaximum.Load(), ClientsExpired: c.ClientsExpired.Load(),
+		ConnectionsAccepted: c.ConnectionsAccepted.Load(), ConnectsRefused: c.ConnectsRefused.Load(),
+		AuthFailures: c.AuthFailures.Load(), ConnectionsRejected: c.ConnectionsRejected.Load(),
+		RateLimited: c.RateLimited.Load(), SubscriptionsRefused: c.SubscriptionsRefused.Load(),
+		ProtocolErrors: c.ProtocolErrors.Load(), MessagesReceived: c.MessagesReceived.Load(),
+		MessagesSent: c.MessagesSent.Load(), PublishDenied: c.PublishDenied.Load(),
+		DeliveriesDenied: c.DeliveriesDenied.Load(), BytesReceived: c.BytesReceived.Load(),
+		BytesSent: c.BytesSent.Load(), Retained: c.Retained.Load(), RetainedRefused: c.RetainedRefused.Load(),
+		Subscriptions: c.Subscriptions.Load(), InflightOut: c.InflightOut.Load(), WillsSent: c.WillsSent.Load(),
+		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(),
+	}
+	for i := range c.drops {
+		st.drops[i] = c.drops[i].Load()
+		st.MessagesDropped += st.drops[i]
+	}
+	st.MessagesExpired = st.Dropped(DropExpired)
 	s.sessions.each(func(ss *session) {
 		ss.mu.Lock()
-		n += int64(ss.queuedLocked())
+		st.Queued += int64(ss.queuedLocked())
 		ss.mu.Unlock()
 	})
-	s.stats.Queued.Store(n)
-	var dropped int64
-	for i := range s.stats.drops {
-		dropped += s.stats.drops[i].Load()
-	}
-	s.stats.MessagesDropped.Store(dropped)
-	s.stats.MessagesExpired.Store(s.stats.Dropped(DropExpired))
-	return &s.stats
+	return st
 }

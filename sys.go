@@ -25,23 +25,23 @@ func (s *Server) sysLoop() {
 func (s *Server) publishSysStats() {
 	st := s.Stats()
 	i := func(v int64) string { return strconv.FormatInt(v, 10) }
-	connected := st.ClientsConnected.Load()
-	total := st.ClientsTotal.Load()
+	connected := st.ClientsConnected
+	total := st.ClientsTotal
 	for _, kv := range [...]struct{ k, v string }{
 		{"uptime", i(int64(time.Since(s.started).Seconds())) + " seconds"},
 		{"clients/connected", i(connected)},
 		{"clients/disconnected", i(max(total-connected, 0))},
 		{"clients/total", i(total)},
-		{"clients/maximum", i(st.ClientsMaximum.Load())},
-		{"clients/expired", i(st.ClientsExpired.Load())},
-		{"messages/received", i(st.MessagesReceived.Load())},
-		{"messages/sent", i(st.MessagesSent.Load())},
-		{"messages/stored", i(st.Queued.Load() + st.Retained.Load())},
-		{"publish/messages/dropped", i(st.MessagesDropped.Load())},
-		{"bytes/received", i(st.BytesReceived.Load())},
-		{"bytes/sent", i(st.BytesSent.Load())},
-		{"subscriptions/count", i(st.Subscriptions.Load())},
-		{"retained messages/count", i(st.Retained.Load())},
+		{"clients/maximum", i(st.ClientsMaximum)},
+		{"clients/expired", i(st.ClientsExpired)},
+		{"messages/received", i(st.MessagesReceived)},
+		{"messages/sent", i(st.MessagesSent)},
+		{"messages/stored", i(st.Queued + st.Retained)},
+		{"publish/messages/dropped", i(st.MessagesDropped)},
+		{"bytes/received", i(st.BytesReceived)},
+		{"bytes/sent", i(st.BytesSent)},
+		{"subscriptions/count", i(st.Subscriptions)},
+		{"retained messages/count", i(st.Retained)},
 	} {
 		s.publishSys("$SYS/broker/"+kv.k, kv.v)
 	}

@@ -392,16 +392,16 @@ func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, Stats{
 		Version: tern.Version, StartedAt: started.UTC(), UptimeSeconds: int64(time.Since(started).Seconds()),
-		ClientsConnected: st.ClientsConnected.Load(), ClientsMaximum: st.ClientsMaximum.Load(),
-		Sessions: st.ClientsTotal.Load(), SessionsExpired: st.ClientsExpired.Load(),
-		ConnectionsAccepted: st.ConnectionsAccepted.Load(), ConnectsRefused: st.ConnectsRefused.Load(),
-		AuthFailures: st.AuthFailures.Load(), ProtocolErrors: st.ProtocolErrors.Load(),
-		MessagesReceived: st.MessagesReceived.Load(), MessagesSent: st.MessagesSent.Load(),
-		MessagesDropped: st.MessagesDropped.Load(), MessagesExpired: st.MessagesExpired.Load(),
-		PublishDenied: st.PublishDenied.Load(), BytesReceived: st.BytesReceived.Load(), BytesSent: st.BytesSent.Load(),
-		Retained: st.Retained.Load(), Subscriptions: st.Subscriptions.Load(), Inflight: st.InflightOut.Load(),
-		Queued: st.Queued.Load(), WillsSent: st.WillsSent.Load(), DroppedByReason: byReason,
-		MessageMemory: mem, MessageMemoryLimit: memLimit, RetainedRefused: st.RetainedRefused.Load(),
-		WriteTimeouts: st.WriteTimeouts.Load(),
+		ClientsConnected: st.ClientsConnected, ClientsMaximum: st.ClientsMaximum,
+		Sessions: st.ClientsTotal, SessionsExpired: st.ClientsExpired,
+		ConnectionsAccepted: st.ConnectionsAccepted, ConnectsRefused: st.ConnectsRefused,
+		AuthFailures: st.AuthFailures, ProtocolErrors: st.ProtocolErrors,
+		MessagesReceived: st.MessagesReceived, MessagesSent: st.MessagesSent,
+		MessagesDropped: st.MessagesDropped, MessagesExpired: st.MessagesExpired,
+		PublishDenied: st.PublishDenied, BytesReceived: st.BytesReceived, BytesSent: st.BytesSent,
+		Retained: st.Retained, Subscriptions: st.Subscriptions, Inflight: st.InflightOut,
+		Queued: st.Queued, WillsSent: st.WillsSent, DroppedByReason: byReason,
+		MessageMemory: mem, MessageMemoryLimit: memLimit, RetainedRefused: st.RetainedRefused,
+		WriteTimeouts: st.WriteTimeouts,
 	})
 }

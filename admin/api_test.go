@@ -227,7 +227,7 @@ func TestRetained(t *testing.T) {
 	e.getJSON(t, "DELETE", "/api/v1/retained/r/text", "", 204, nil)
 	e.errorOf(t, "GET", "/api/v1/retained/r/text", "", 404)
 	e.errorOf(t, "DELETE", "/api/v1/retained/r/text", "", 404)
-	if n := e.ts.Stats().Retained.Load(); n != 5 {
+	if n := e.ts.Stats().Retained; n != 5 {
 		t.Errorf("Stats().Retained = %d after the delete", n)
 	}
 	// A new subscriber no longer gets it.

@@ -76,31 +76,31 @@ var (
 
 // statMetrics are the server's counters and gauges, in base units.
 var statMetrics = []statMetric{
-	newStatMetric("clients_connected", "Clients connected now.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsConnected.Load() }),
-	newStatMetric("clients_maximum", "Most clients connected at once since the start.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsMaximum.Load() }),
-	newStatMetric("sessions", "Sessions now, online and offline.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsTotal.Load() }),
-	newStatMetric("sessions_expired_total", "Sessions ended by expiry.", counterT, func(s *tern.Stats) int64 { return s.ClientsExpired.Load() }),
-	newStatMetric("connections_accepted_total", "Network connections accepted.", counterT, func(s *tern.Stats) int64 { return s.ConnectionsAccepted.Load() }),
-	newStatMetric("connects_refused_total", "CONNECT packets refused, for any reason.", counterT, func(s *tern.Stats) int64 { return s.ConnectsRefused.Load() }),
-	newStatMetric("auth_failures_total", "CONNECT packets refused by authentication.", counterT, func(s *tern.Stats) int64 { return s.AuthFailures.Load() }),
-	newStatMetric("protocol_errors_total", "Connections closed for a malformed or invalid packet.", counterT, func(s *tern.Stats) int64 { return s.ProtocolErrors.Load() }),
-	newStatMetric("connections_rejected_total", "Connections closed at accept by a connection limit.", counterT, func(s *tern.Stats) int64 { return s.ConnectionsRejected.Load() }),
-	newStatMetric("rate_limited_total", "Clients disconnected for exceeding a publish rate or bandwidth limit.", counterT, func(s *tern.Stats) int64 { return s.RateLimited.Load() }),
-	newStatMetric("subscriptions_refused_total", "Subscriptions refused by the per-client subscription limit.", counterT, func(s *tern.Stats) int64 { return s.SubscriptionsRefused.Load() }),
-	newStatMetric("messages_received_total", "PUBLISH packets received, in-process publishes included.", counterT, func(s *tern.Stats) int64 { return s.MessagesReceived.Load() }),
-	newStatMetric("messages_sent_total", "PUBLISH packets sent.", counterT, func(s *tern.Stats) int64 { return s.MessagesSent.Load() }),
-	newStatMetric("publish_denied_total", "PUBLISH packets refused by an authorizer or interceptor.", counterT, func(s *tern.Stats) int64 { return s.PublishDenied.Load() }),
-	newStatMetric("deliveries_denied_total", "Deliveries skipped because an authorizer denied the message to the subscriber.", counterT, func(s *tern.Stats) int64 { return s.DeliveriesDenied.Load() }),
-	newStatMetric("received_bytes_total", "Bytes of MQTT packets received.", counterT, func(s *tern.Stats) int64 { return s.BytesReceived.Load() }),
-	newStatMetric("sent_bytes_total", "Bytes written to clients.", counterT, func(s *tern.Stats) int64 { return s.BytesSent.Load() }),
-	newStatMetric("retained_messages", "Retained messages stored now.", gaugeT, func(s *tern.Stats) int64 { return s.Retained.Load() }),
-	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions.Load() }),
-	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut.Load() }),
-	newStatMetric("queued_messages", "Messages waiting in session queues.", gaugeT, func(s *tern.Stats) int64 { return s.Queued.Load() }),
-	newStatMetric("retained_refused_total", "Retained messages refused for max_retained_messages or max_retained_bytes.", counterT, func(s *tern.Stats) int64 { return s.RetainedRefused.Load() }),
-	newStatMetric("write_timeouts_total", "Connections reset because the client took nothing for write_timeout.", counterT, func(s *tern.Stats) int64 { return s.WriteTimeouts.Load() }),
-	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures.Load() }),
-	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent.Load() }),
+	newStatMetric("clients_connected", "Clients connected now.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsConnected }),
+	newStatMetric("clients_maximum", "Most clients connected at once since the start.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsMaximum }),
+	newStatMetric("sessions", "Sessions now, online and offline.", gaugeT, func(s *tern.Stats) int64 { return s.ClientsTotal }),
+	newStatMetric("sessions_expired_total", "Sessions ended by expiry.", counterT, func(s *tern.Stats) int64 { return s.ClientsExpired }),
+	newStatMetric("connections_accepted_total", "Network connections accepted.", counterT, func(s *tern.Stats) int64 { return s.ConnectionsAccepted }),
+	newStatMetric("connects_refused_total", "CONNECT packets refused, for any reason.", counterT, func(s *tern.Stats) int64 { return s.ConnectsRefused }),
+	newStatMetric("auth_failures_total", "CONNECT packets refused by authentication.", counterT, func(s *tern.Stats) int64 { return s.AuthFailures }),
+	newStatMetric("protocol_errors_total", "Connections closed for a malformed or invalid packet.", counterT, func(s *tern.Stats) int64 { return s.ProtocolErrors }),
+	newStatMetric("connections_rejected_total", "Connections closed at accept by a connection limit.", counterT, func(s *tern.Stats) int64 { return s.ConnectionsRejected }),
+	newStatMetric("rate_limited_total", "Clients disconnected for exceeding a publish rate or bandwidth limit.", counterT, func(s *tern.Stats) int64 { return s.RateLimited }),
+	newStatMetric("subscriptions_refused_total", "Subscriptions refused by the per-client subscription limit.", counterT, func(s *tern.Stats) int64 { return s.SubscriptionsRefused }),
+	newStatMetric("messages_received_total", "PUBLISH packets received, in-process publishes included.", counterT, func(s *tern.Stats) int64 { return s.MessagesReceived }),
+	newStatMetric("messages_sent_total", "PUBLISH packets sent.", counterT, func(s *tern.Stats) int64 { return s.MessagesSent }),
+	newStatMetric("publish_denied_total", "PUBLISH packets refused by an authorizer or interceptor.", counterT, func(s *tern.Stats) int64 { return s.PublishDenied }),
+	newStatMetric("deliveries_denied_total", "Deliveries skipped because an authorizer denied the message to the subscriber.", counterT, func(s *tern.Stats) int64 { return s.DeliveriesDenied }),
+	newStatMetric("received_bytes_total", "Bytes of MQTT packets received.", counterT, func(s *tern.Stats) int64 { return s.BytesReceived }),
+	newStatMetric("sent_bytes_total", "Bytes written to clients.", counterT, func(s *tern.Stats) int64 { return s.BytesSent }),
+	newStatMetric("retained_messages", "Retained messages stored now.", gaugeT, func(s *tern.Stats) int64 { return s.Retained }),
+	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions }),
+	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut }),
+	newStatMetric("queued_messages", "Messages waiting in session queues.", gaugeT, func(s *tern.Stats) int64 { return s.Queued }),
+	newStatMetric("retained_refused_total", "Retained messages refused for max_retained_messages or max_retained_bytes.", counterT, func(s *tern.Stats) int64 { return s.RetainedRefused }),
+	newStatMetric("write_timeouts_total", "Connections reset because the client took nothing for write_timeout.", counterT, func(s *tern.Stats) int64 { return s.WriteTimeouts }),
+	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures }),
+	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent }),
 }
 
 var (
@@ -140,7 +140,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	st := c.srv.Stats()
 	for _, m := range statMetrics {
-		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.get(st)))
+		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.get(&st)))
 	}
 	for _, r := range tern.DropReasons {
 		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(st.Dropped(r)), string(r))

@@ -43,7 +43,9 @@ func NewServer(t testing.TB, opts *tern.Options, hooks ...tern.Hook) *Server {
 		t.Fatalf("tern.New: %v", err)
 	}
 	for _, h := range hooks {
-		srv.AddHook(h)
+		if err := srv.AddHook(h); err != nil {
+			t.Fatalf("AddHook: %v", err)
+		}
 	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {

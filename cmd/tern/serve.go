@@ -171,7 +171,9 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	}
 	if cfg.Admin.Listen != "" {
 		obs := admin.NewObserver()
-		srv.AddHook(obs) // before Serve
+		if err := srv.AddHook(obs); err != nil { // before Serve
+			return nil, err
+		}
 		keys := make(map[string]string)
 		for _, k := range cfg.Admin.APIKeys {
 			keys[k.Key] = k.Secret

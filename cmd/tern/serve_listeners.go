@@ -22,7 +22,9 @@ func setupMQTT(srv *tern.Server, cfg *config.Config, log *slog.Logger) ([]tern.L
 		if err != nil {
 			return nil, nil, fmt.Errorf("auth.password_file: %w", err)
 		}
-		srv.AddHook(h)
+		if err := srv.AddHook(h); err != nil {
+			return nil, nil, err
+		}
 		reloads = append(reloads, reloader{"password file", h.Reload})
 		log.Info("password file loaded", "file", a.PasswordFile, "users", h.Len(), "allow_anonymous", a.AllowAnonymous)
 	}
@@ -31,7 +33,9 @@ func setupMQTT(srv *tern.Server, cfg *config.Config, log *slog.Logger) ([]tern.L
 		if err != nil {
 			return nil, nil, fmt.Errorf("auth.acl_file: %w", err)
 		}
-		srv.AddHook(h)
+		if err := srv.AddHook(h); err != nil {
+			return nil, nil, err
+		}
 		reloads = append(reloads, reloader{"ACL file", h.Reload})
 		log.Info("ACL file loaded", "file", a.ACLFile)
 	}

@@ -35,6 +35,9 @@ func (h *userHook) Authenticate(c *tern.Client, pk *packets.Connect) tern.Decisi
 // Authorize lets a user write only under users/<name>/ and read anything
 // (subscribe: Read, and be sent messages: Deliver).
 func (h *userHook) Authorize(c *tern.Client, topic string, access tern.Access) tern.Decision {
+	if c.IsInline() {
+		return tern.Abstain // the embedding program's own messages
+	}
 	if access != tern.Write || strings.HasPrefix(topic, "users/"+c.Username()+"/") {
 		return tern.Allow
 	}
@@ -46,7 +49,9 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	srv.AddHook(&userHook{users: map[string]string{"alice": "wonderland", "bob": "builder"}})
+	if err := srv.AddHook(&userHook{users: map[string]string{"alice": "wonderland", "bob": "builder"}}); err != nil {
+		log.Fatal(err)
+	}
 	if err := srv.AddListener(listeners.NewTCP("tcp", "127.0.0.1:1883")); err != nil {
 		log.Fatal(err)
 	}

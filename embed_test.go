@@ -1,0 +1,159 @@
+package tern_test
+
+// What an embedder meets when using the library from its documentation:
+// errors are reported where they happen, sentinel errors can be matched,
+// and the in-process client is treated the same way by every hook.
+
+import (
+	"context"
+	"errors"
+	"net"
+	"sync"
+	"testing"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/listeners"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
+
+// A listener whose address is in use makes Serve fail, with nothing left
+// running; with port 0, Addr reports the bound address once Serve returns.
+func TestServeBindsListeners(t *testing.T) {
+	taken, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer taken.Close()
+	srv, _ := tern.New(&tern.Options{SysInterval: -1})
+	free := listeners.NewTCP("free", "127.0.0.1:0")
+	srv.AddListener(free)
+	srv.AddListener(listeners.NewTCP("busy", taken.Addr().String()))
+	if err := srv.Serve(); err == nil {
+		t.Fatal("Serve with an address in use returned nil")
+	}
+	srv.Close()
+
+	srv, _ = tern.New(&tern.Options{SysInterval: -1})
+	l := listeners.NewTCP("tcp", "127.0.0.1:0")
+	srv.AddListener(l)
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if a := l.Addr().(*net.TCPAddr); a.Port == 0 {
+		t.Fatalf("Addr after Serve: %v, want the bound port", a)
+	}
+	if err := srv.Serve(); !errors.Is(err, tern.ErrServing) {
+		t.Fatalf("second Serve: %v, want ErrServing", err)
+	}
+	// Added while serving: bound at once, its error returned.
+	if err := srv.AddListener(listeners.NewTCP("busy", taken.Addr().String())); err == nil {
+		t.Fatal("AddListener with an address in use returned nil")
+	}
+}
+
+// After Shutdown the in-process client's calls return ErrServerClosed.
+func TestInProcessAfterShutdown(t *testing.T) {
+	srv, _ := tern.New(&tern.Options{SysInterval: -1})
+	srv.Serve()
+	srv.Shutdown(context.Background())
+	if err := srv.Publish("t", nil, false, 0); !errors.Is(err, tern.ErrServerClosed) {
+		t.Fatalf("Publish after Shutdown: %v", err)
+	}
+	if err := srv.Subscribe("t", 1, func(*tern.Message) {}); !errors.Is(err, tern.ErrServerClosed) {
+		t.Fatalf("Subscribe after Shutdown: %v", err)
+	}
+	if err := srv.Unsubscribe("t", 1); !errors.Is(err, tern.ErrNoSubscription) {
+		t.Fatalf("Unsubscribe of nothing: %v", err)
+	}
+}
+
+// mistypedHook means to observe publishes but its method has the wrong
+// signature, so it implements no hook interface.
+type mistypedHook struct{}
+
+func (mistypedHook) ID() string                                      { return "mistyped" }
+func (mistypedHook) OnPublish(c *tern.Client, m *tern.Message) error { return nil }
+
+// AddHook refuses a hook that implements no hook interface, and any hook
+// once Serve has been called.
+func TestAddHookChecks(t *testing.T) {
+	srv, _ := tern.New(&tern.Options{SysInterval: -1})
+	if err := srv.AddHook(mistypedHook{}); !errors.Is(err, tern.ErrHookNoEvents) {
+		t.Fatalf("AddHook of a hook with no interface: %v", err)
+	}
+	srv.Serve()
+	defer srv.Close()
+	if err := srv.AddHook(&inlineRecorder{}); !errors.Is(err, tern.ErrServing) {
+		t.Fatalf("AddHook after Serve: %v", err)
+	}
+}
+
+// inlineRecorder records the client every hook sees for in-process calls.
+type inlineRecorder struct {
+	mu   sync.Mutex
+	seen map[string]*tern.Client
+}
+
+func (r *inlineRecorder) ID() string { return "inline-recorder" }
+func (r *inlineRecorder) note(what string, c *tern.Client) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.seen == nil {
+		r.seen = make(map[string]*tern.Client)
+	}
+	r.seen[what] = c
+}
+func (r *inlineRecorder) Authorize(c *tern.Client, _ string, a tern.Access) tern.Decision {
+	r.note([]string{tern.Write: "authorize write", tern.Read: "authorize read", tern.Deliver: "authorize deliver"}[a], c)
+	return tern.Abstain
+}
+func (r *inlineRecorder) OnPublish(c *tern.Client, _ *packets.Publish) error {
+	r.note("intercept", c)
+	return nil
+}
+func (r *inlineRecorder) OnSubscribed(c *tern.Client, _ topics.Subscription) { r.note("subscribed", c) }
+func (r *inlineRecorder) OnUnsubscribed(c *tern.Client, _, _ string)         { r.note("unsubscribed", c) }
+func (r *inlineRecorder) OnPublished(c *tern.Client, _ *tern.Message)        { r.note("published", c) }
+func (r *inlineRecorder) OnDelivered(string, *tern.Message)                  {}
+
+// Every hook sees the in-process client as the same non-nil *Client, with
+// IsInline true, listener "inline" and no user name.
+func TestInProcessClientInHooks(t *testing.T) {
+	r := &inlineRecorder{}
+	srv, _ := tern.New(&tern.Options{SysInterval: -1})
+	if err := srv.AddHook(r); err != nil {
+		t.Fatal(err)
+	}
+	srv.Serve()
+	defer srv.Close()
+	srv.Subscribe("i/#", 1, func(*tern.Message) {})
+	srv.Publish("i/t", []byte("x"), false, 0)
+	srv.Unsubscribe("i/#", 1)
+	var first *tern.Client
+	for _, what := range []string{"authorize read", "subscribed", "authorize write", "intercept", "published", "unsubscribed"} {
+		c := r.seen[what]
+		if c == nil || !c.IsInline() || c.Listener() != "inline" || c.Username() != "" {
+			t.Fatalf("%s: client %+v, want the in-process client", what, c)
+		}
+		if first == nil {
+			first = c
+		} else if c != first {
+			t.Fatalf("%s: another *Client than the other hooks saw", what)
+		}
+	}
+}
+
+// Stats returns a snapshot: changing it changes nothing in the server.
+func TestStatsSnapshot(t *testing.T) {
+	srv, _ := tern.New(&tern.Options{SysInterval: -1})
+	srv.Serve()
+	defer srv.Close()
+	srv.Publish("s/t", []byte("x"), false, 0)
+	st := srv.Stats()
+	st.MessagesReceived = 1000
+	if n := srv.Stats().MessagesReceived; n != 1 {
+		t.Fatalf("MessagesReceived = %d, want 1", n)
+	}
+}
