@@ -46,6 +46,7 @@ type Client struct {
 
 	// Guarded by the poller's lock.
 	pollRegistered bool
+	heapPos        int32 // 1 + index in the poller's deadline heap; 0 when not in it
 	parkDeadline   int64 // unix nanoseconds when a parked connection's keep alive runs out; 0 = none
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
@@ -440,10 +441,10 @@ func (c *Client) closeWith(err error) {
 		c.disconnErr.CompareAndSwap(nil, &err)
 	}
 	if c.closed.CompareAndSwap(false, true) {
-		taken := poller.take(c)
+		taken := c.srv.poller.take(c)
 		c.conn.Close()
 		if taken {
-			go c.resume() // the reader ends the connection
+			go c.resume() // the reader ends the connection (counted in Server.wg since serveConn)
 		}
 	}
 }
@@ -481,7 +482,7 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 // wakeReader resumes reading on a parked connection, so that it sees the
 // end the server is giving it.
 func (c *Client) wakeReader() {
-	if poller.take(c) {
+	if c.srv.poller.take(c) {
 		go c.resume()
 	}
 }

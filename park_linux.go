@@ -1,43 +1,99 @@
 package tern
 
 import (
+	"container/heap"
+	"log/slog"
 	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // The idle poller lets a connection that has been quiet for a while give up
 // its reading goroutine, and with it the goroutine's stack and read buffer:
-// the socket is watched by one epoll instance for the whole process and a
-// new goroutine resumes reading when bytes arrive (or when the keep alive
-// runs out, or the server must end the connection). Go's own poller keeps
-// the descriptor too; registering one descriptor in two epoll sets is
-// allowed, and ours is one-shot.
+// the socket is watched by an epoll instance of the server's and a new
+// goroutine resumes reading when bytes arrive (or when the keep alive runs
+// out, or the server must end the connection). Go's own poller keeps the
+// descriptor too; registering one descriptor in two epoll sets is allowed,
+// and ours is one-shot.
+//
+// Each server has its own poller (several servers may run in one process),
+// started on the first park and stopped by Shutdown once every connection
+// has ended. Its two goroutines are its own: loop waits on the epoll set,
+// expire ends parked connections whose keep alive ran out, found in a heap
+// ordered by deadline, so a check costs the expired ones, not every parked
+// one.
 type idlePoller struct {
+	log  *slog.Logger
 	once sync.Once
 	epfd int
+	wake int // eventfd in the epoll set: written to stop loop
 	err  error
 
 	mu     sync.Mutex
 	parked map[int32]*Client
+	due    parkHeap // parked connections with a keep alive, earliest deadline first
+	closed bool
+	stop   chan struct{}
+	wg     sync.WaitGroup
 
 	pings atomic.Int64 // PINGREQs answered by the poller itself (answerPing)
 }
 
-var poller idlePoller
+func newIdlePoller(log *slog.Logger) *idlePoller {
+	return &idlePoller{log: log, epfd: -1, wake: -1, stop: make(chan struct{})}
+}
 
 func (p *idlePoller) init() {
-	p.epfd, p.err = syscall.EpollCreate1(syscall.EPOLL_CLOEXEC)
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.closed {
+		p.err = net.ErrClosed
+		return
+	}
+	p.epfd, p.err = unix.EpollCreate1(unix.EPOLL_CLOEXEC)
 	if p.err != nil {
 		return
 	}
-	p.mu.Lock()
+	p.wake, p.err = unix.Eventfd(0, unix.EFD_CLOEXEC|unix.EFD_NONBLOCK)
+	if p.err != nil {
+		unix.Close(p.epfd)
+		return
+	}
+	ev := unix.EpollEvent{Events: unix.EPOLLIN, Fd: int32(p.wake)}
+	if p.err = unix.EpollCtl(p.epfd, unix.EPOLL_CTL_ADD, p.wake, &ev); p.err != nil {
+		unix.Close(p.wake)
+		unix.Close(p.epfd)
+		return
+	}
 	p.parked = make(map[int32]*Client)
+	p.wg.Add(2)
+	go p.loop()   // ends on close (Done in loop)
+	go p.expire() // ends on close (Done in expire)
+}
+
+// close stops the poller's goroutines and waits for them. The server calls
+// it once no connection is left.
+func (p *idlePoller) close() {
+	p.mu.Lock()
+	if p.closed {
+		p.mu.Unlock()
+		return
+	}
+	p.closed = true
+	close(p.stop)
+	started := p.parked != nil
 	p.mu.Unlock()
-	go p.loop()
-	go p.expire()
+	if !started {
+		return
+	}
+	unix.Write(p.wake, []byte{1, 0, 0, 0, 0, 0, 0, 0})
+	p.wg.Wait()
+	unix.Close(p.wake)
+	unix.Close(p.epfd)
 }
 
 // keepAliveCheck is how often parked connections are checked for an
@@ -45,26 +101,28 @@ func (p *idlePoller) init() {
 const keepAliveCheck = 250 * time.Millisecond
 
 // expire wakes parked connections whose keep alive has run out, so that
-// their reader ends them [MQTT-3.1.2-22]. One scan serves every parked
-// connection: no timer per connection.
+// their reader ends them [MQTT-3.1.2-22].
 func (p *idlePoller) expire() {
+	defer p.wg.Done()
 	t := time.NewTicker(keepAliveCheck)
 	defer t.Stop()
 	var due []*Client
-	for range t.C {
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
 		now := time.Now().UnixNano()
 		p.mu.Lock()
-		for fd, c := range p.parked {
-			if c.parkDeadline != 0 && now >= c.parkDeadline {
-				delete(p.parked, fd)
-				syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
-				c.pollRegistered = false
-				due = append(due, c)
-			}
+		for len(p.due) > 0 && p.due[0].parkDeadline <= now {
+			c := heap.Pop(&p.due).(*Client)
+			p.unparkLocked(c)
+			due = append(due, c)
 		}
 		p.mu.Unlock()
 		for i, c := range due {
-			go c.resume()
+			go c.resume() // the connection's goroutine: counted in Server.wg since serveConn
 			due[i] = nil
 		}
 		due = due[:0]
@@ -72,24 +130,51 @@ func (p *idlePoller) expire() {
 }
 
 func (p *idlePoller) loop() {
-	events := make([]syscall.EpollEvent, 256)
+	defer p.wg.Done()
+	events := make([]unix.EpollEvent, 256)
+	logged := false
 	for {
-		n, err := syscall.EpollWait(p.epfd, events, -1)
+		n, err := unix.EpollWait(p.epfd, events, -1)
 		if err != nil {
-			if err == syscall.EINTR {
+			if err == unix.EINTR {
 				continue
 			}
-			return
+			select {
+			case <-p.stop:
+				return
+			default:
+			}
+			if !logged {
+				logged = true
+				p.log.Error("idle poller: epoll_wait failed; retrying", "err", err)
+			}
+			time.Sleep(10 * time.Millisecond)
+			continue
 		}
 		for i := 0; i < n; i++ {
+			fd := events[i].Fd
+			if fd == int32(p.wake) {
+				return
+			}
 			p.mu.Lock()
-			c := p.parked[events[i].Fd]
-			delete(p.parked, events[i].Fd)
+			c := p.parked[fd]
+			if c != nil {
+				p.unparkLocked(c) // one-shot: still registered, disarmed
+			}
 			p.mu.Unlock()
 			if c != nil && !c.answerPing(p) {
-				go c.resume()
+				go c.resume() // the connection's goroutine: counted in Server.wg since serveConn
 			}
 		}
+	}
+}
+
+// unparkLocked takes c out of the parked set and the deadline heap. The
+// caller holds p.mu and takes c's reading side.
+func (p *idlePoller) unparkLocked(c *Client) {
+	delete(p.parked, int32(c.fd))
+	if c.heapPos > 0 {
+		heap.Remove(&p.due, int(c.heapPos-1))
 	}
 }
 
@@ -118,28 +203,34 @@ func parkFD(nc net.Conn) int {
 // then the caller keeps reading. After true the caller's goroutine must not
 // touch c again.
 func (p *idlePoller) park(c *Client, deadline int64) bool {
+	if c.fd < 0 {
+		return false
+	}
 	p.once.Do(p.init)
-	if p.err != nil || c.fd < 0 {
+	if p.err != nil {
 		return false
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if c.closed.Load() || c.stopping.Load() {
+	if p.closed || c.closed.Load() || c.stopping.Load() {
 		// The server is ending the connection: its take found nothing
 		// parked, so the reader must stay to finish it.
 		return false
 	}
-	ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP | syscall.EPOLLONESHOT, Fd: int32(c.fd)}
-	op := syscall.EPOLL_CTL_MOD
+	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.fd)}
+	op := unix.EPOLL_CTL_MOD
 	if !c.pollRegistered {
-		op = syscall.EPOLL_CTL_ADD
+		op = unix.EPOLL_CTL_ADD
 	}
-	if err := syscall.EpollCtl(p.epfd, op, c.fd, &ev); err != nil {
+	if err := unix.EpollCtl(p.epfd, op, c.fd, &ev); err != nil {
 		return false
 	}
 	c.pollRegistered = true
 	c.parkDeadline = deadline
 	p.parked[int32(c.fd)] = c
+	if deadline != 0 {
+		heap.Push(&p.due, c)
+	}
 	return true
 }
 
@@ -154,10 +245,35 @@ func (p *idlePoller) take(c *Client) bool {
 	if p.parked == nil || p.parked[int32(c.fd)] != c {
 		return false
 	}
-	delete(p.parked, int32(c.fd))
-	syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_DEL, c.fd, nil)
+	p.unparkLocked(c)
+	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
 	c.pollRegistered = false
 	return true
+}
+
+// parkHeap orders parked connections by keep alive deadline; each knows
+// its place (heapPos, 1 + its index; 0 when not in it), so that one woken
+// early is removed at once.
+type parkHeap []*Client
+
+func (h parkHeap) Len() int           { return len(h) }
+func (h parkHeap) Less(i, j int) bool { return h[i].parkDeadline < h[j].parkDeadline }
+func (h parkHeap) Swap(i, j int) {
+	h[i], h[j] = h[j], h[i]
+	h[i].heapPos, h[j].heapPos = int32(i+1), int32(j+1)
+}
+func (h *parkHeap) Push(x any) {
+	c := x.(*Client)
+	*h = append(*h, c)
+	c.heapPos = int32(len(*h))
+}
+func (h *parkHeap) Pop() any {
+	old := *h
+	c := old[len(old)-1]
+	old[len(old)-1] = nil
+	*h = old[:len(old)-1]
+	c.heapPos = 0
+	return c
 }
 
 // pingReq and pingResp are the whole of a PINGREQ and a PINGRESP.
@@ -175,7 +291,7 @@ var (
 // which owns the connection as before.
 func (c *Client) answerPing(p *idlePoller) bool {
 	var b [3]byte
-	n, _, err := syscall.Recvfrom(c.fd, b[:], syscall.MSG_PEEK|syscall.MSG_DONTWAIT)
+	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
 	if err != nil || n != 2 || [2]byte{b[0], b[1]} != pingReq || c.stopping.Load() {
 		return false
 	}
@@ -183,7 +299,7 @@ func (c *Client) answerPing(p *idlePoller) bool {
 	ss.mu.Lock()
 	idle := ss.client == c && !c.flushing && len(c.out) == 0 && !c.closing && !c.closed.Load()
 	if idle {
-		if m, err := syscall.Write(c.fd, pingResp[:]); err != nil || m != 2 {
+		if m, err := unix.Write(c.fd, pingResp[:]); err != nil || m != 2 {
 			idle = false // the socket is full, or failing: let the reader deal with it
 		}
 	}
@@ -191,7 +307,7 @@ func (c *Client) answerPing(p *idlePoller) bool {
 	if !idle {
 		return false
 	}
-	syscall.Read(c.fd, b[:2]) // the PINGREQ just peeked
+	unix.Read(c.fd, b[:2]) // the PINGREQ just peeked
 	p.pings.Add(1)
 	now := time.Now()
 	c.lastPacket = now.UnixNano()

@@ -9,20 +9,21 @@ import (
 	"github.com/ternmq/tern/packets"
 )
 
-// parkedCount returns how many connections the idle poller holds.
-func parkedCount() int {
-	poller.mu.Lock()
-	defer poller.mu.Unlock()
-	return len(poller.parked)
+// parkedCount returns how many connections the server's idle poller holds.
+func parkedCount(s *Server) int {
+	p := s.poller
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.parked)
 }
 
-// waitParked waits until n connections are parked.
-func waitParked(t *testing.T, n int) {
+// waitParked waits until n connections of the server are parked.
+func waitParked(t *testing.T, s *Server, n int) {
 	t.Helper()
 	deadline := time.Now().Add(10 * time.Second)
-	for parkedCount() != n {
+	for parkedCount(s) != n {
 		if time.Now().After(deadline) {
-			t.Fatalf("parked connections: %d, want %d", parkedCount(), n)
+			t.Fatalf("parked connections: %d, want %d", parkedCount(s), n)
 		}
 		time.Sleep(10 * time.Millisecond) // polling a count: there is no event to wait on
 	}
@@ -52,9 +53,6 @@ func (r *rawClient) recv() (packets.Packet, error) {
 // An idle connection gives its goroutine to the idle poller and comes back
 // for traffic in either direction, for the keep alive and for shutdown.
 func TestIdleConnectionParks(t *testing.T) {
-	if parkedCount() != 0 {
-		t.Skip("another test left parked connections")
-	}
 	srv, err := New(&Options{SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -85,7 +83,7 @@ func TestIdleConnectionParks(t *testing.T) {
 	if _, err := sub.recv(); err != nil {
 		t.Fatal(err)
 	}
-	waitParked(t, 1)
+	waitParked(t, srv, 1)
 
 	// A write to a parked connection needs no reader.
 	if err := srv.Publish("t", []byte("x"), false, 1); err != nil {
@@ -105,7 +103,7 @@ func TestIdleConnectionParks(t *testing.T) {
 	if n := srv.Stats().InflightOut; n != 0 {
 		t.Fatalf("inflight after PUBACK = %d", n)
 	}
-	waitParked(t, 1)
+	waitParked(t, srv, 1)
 
 	// Shutdown reaches a parked connection: DISCONNECT 0x8B, then EOF.
 	srv.Close()
@@ -116,8 +114,8 @@ func TestIdleConnectionParks(t *testing.T) {
 	if d, ok := pk.(*packets.Disconnect); !ok || d.ReasonCode != packets.ServerShuttingDown {
 		t.Fatalf("got %v", pk)
 	}
-	if parkedCount() != 0 {
-		t.Fatalf("%d connections still parked after Close", parkedCount())
+	if parkedCount(srv) != 0 {
+		t.Fatalf("%d connections still parked after Close", parkedCount(srv))
 	}
 }
 
@@ -154,13 +152,59 @@ func TestParkedKeepAliveExpires(t *testing.T) {
 	}
 }
 
+// Two servers in one process each have their own poller: connections park
+// with their own server, and shutting one server down stops its poller and
+// leaves the other serving its parked connections.
+func TestTwoServersParkApart(t *testing.T) {
+	start := func() (*Server, string) {
+		srv, err := New(&Options{SysInterval: -1})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ln, _ := net.Listen("tcp", "127.0.0.1:0")
+		srv.AddListener(listeners.NewTCPFromListener("tcp", ln))
+		srv.Serve()
+		return srv, ln.Addr().String()
+	}
+	connect := func(addr, id string) *rawClient {
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		r := &rawClient{t: t, nc: nc, v: packets.V311}
+		r.send(&packets.Connect{ProtocolVersion: packets.V311, ClientID: id, CleanStart: true, KeepAlive: 60})
+		if _, err := r.recv(); err != nil {
+			t.Fatal(err)
+		}
+		return r
+	}
+	a, addrA := start()
+	b, addrB := start()
+	defer b.Close()
+	ca := connect(addrA, "ca")
+	cb := connect(addrB, "cb")
+	waitParked(t, a, 1)
+	waitParked(t, b, 1)
+	if a.poller == b.poller {
+		t.Fatal("the servers share a poller")
+	}
+	ca.nc.Close() // woken by its poller, its connection ends
+	waitParked(t, a, 0)
+	a.Close()
+	if !a.poller.closed {
+		t.Fatal("the closed server's poller still runs")
+	}
+	cb.send(&packets.Pingreq{})
+	if pk, err := cb.recv(); err != nil || pk.Type() != packets.PINGRESP {
+		t.Fatalf("the other server's parked client: %v %v", pk, err)
+	}
+}
+
 // A parked connection woken by a PINGREQ alone is answered by the poller
 // itself [MQTT-3.12.4-1] and stays parked: no goroutine, no buffer. A wake
 // for anything more resumes the reader, which answers everything in order.
 func TestParkedPingAnsweredByPoller(t *testing.T) {
-	if parkedCount() != 0 {
-		t.Skip("another test left parked connections")
-	}
 	srv, err := New(&Options{SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -182,16 +226,16 @@ func TestParkedPingAnsweredByPoller(t *testing.T) {
 	if _, err := c.recv(); err != nil {
 		t.Fatal(err)
 	}
-	waitParked(t, 1)
-	before := poller.pings.Load()
+	waitParked(t, srv, 1)
+	before := srv.poller.pings.Load()
 	for range 3 {
 		c.send(&packets.Pingreq{})
 		if pk, err := c.recv(); err != nil || pk.Type() != packets.PINGRESP {
 			t.Fatalf("got %v, %v; want PINGRESP", pk, err)
 		}
-		waitParked(t, 1)
+		waitParked(t, srv, 1)
 	}
-	if n := poller.pings.Load() - before; n != 3 {
+	if n := srv.poller.pings.Load() - before; n != 3 {
 		t.Fatalf("poller answered %d PINGREQs, want 3", n)
 	}
 	// A PINGREQ with a SUBSCRIBE behind it: the reader takes over.
@@ -205,7 +249,7 @@ func TestParkedPingAnsweredByPoller(t *testing.T) {
 			t.Fatalf("got %v, %v; want %v", pk, err, want)
 		}
 	}
-	if n := poller.pings.Load() - before; n != 3 {
+	if n := srv.poller.pings.Load() - before; n != 3 {
 		t.Fatalf("poller answered %d PINGREQs, want 3", n)
 	}
 }

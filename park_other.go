@@ -2,14 +2,20 @@
 
 package tern
 
-import "net"
+import (
+	"log/slog"
+	"net"
+	"sync/atomic"
+)
 
 // idlePoller is available on Linux only; elsewhere every connection keeps
 // its reading goroutine.
-type idlePoller struct{}
+type idlePoller struct {
+	pings atomic.Int64
+}
 
-var poller idlePoller
-
+func newIdlePoller(*slog.Logger) *idlePoller   { return &idlePoller{} }
 func parkFD(net.Conn) int                      { return -1 }
 func (p *idlePoller) park(*Client, int64) bool { return false }
 func (p *idlePoller) take(c *Client) bool      { return false }
+func (p *idlePoller) close()                   {}

@@ -130,7 +130,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	c.lastPacket = rd.pktAt.UnixNano()
 	rd.release()
 	c.rd = nil
-	if poller.park(c, deadline) {
+	if c.srv.poller.park(c, deadline) {
 		putReader(rd) // c belongs to whoever resumes it now
 		return true
 	}

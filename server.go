@@ -78,6 +78,7 @@ type Server struct {
 	inline        inlineClient
 	stats         counters
 	mem           memBudget    // message memory, against MaxMessageMemory
+	poller        *idlePoller  // idle connections' sockets
 	clock         atomic.Int64 // unix nanoseconds, updated every clockTick: for what needs no exact time
 	persist       *persister   // nil without a Store
 	retainMu      sync.Mutex   // serialises retained changes; guards the two below
@@ -109,6 +110,7 @@ func New(opts *Options) (*Server, error) {
 		started:   time.Now(),
 	}
 	s.mem.limit = cfg.MaxMessageMemory
+	s.poller = newIdlePoller(cfg.Logger)
 	s.inline.init(s)
 	if cfg.Store != nil {
 		s.persist = newPersister(s, cfg.Store, cfg.Durability)
@@ -347,8 +349,9 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	}
 	s.sessions.each(func(ss *session) { ss.stopTimers() })
 	waited := make(chan struct{})
-	go func() {
+	go func() { // Shutdown waits for it, or its ctx ends first
 		s.wg.Wait()
+		s.poller.close()      // no connection is left to park or wake
 		if s.persist != nil { // everything the connections changed reaches the disk
 			s.persist.drain()
 			if err := s.cfg.Store.Sync(); err != nil {
