@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
 )
@@ -27,6 +28,42 @@ import (
 // boundSlack is what a client's pending output may pass MaxPendingBytes by:
 // the writer encodes in chunks of up to 32 KiB, two buffers take turns.
 const boundSlack = 80 << 10
+
+// smallBuffers is a listener whose connections have small kernel send
+// buffers, so that a client that stops reading fills them with kilobytes,
+// not megabytes: the tests then reach their limits quickly.
+type smallBuffers struct{ net.Listener }
+
+func (l smallBuffers) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(8 << 10)
+	}
+	return c, err
+}
+
+// newSmallBufferServer is terntest.NewServer with smallBuffers.
+func newSmallBufferServer(t *testing.T, opts *tern.Options) *terntest.Server {
+	t.Helper()
+	o := *opts
+	o.SysInterval = -1
+	srv, err := tern.New(&o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewTCPFromListener("tcp", smallBuffers{ln})); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { srv.Close() })
+	return &terntest.Server{Server: srv, Addr: ln.Addr().String()}
+}
 
 // stuckSubscriber connects a v5 client with a persistent session that
 // subscribes to filter and then never reads its socket again. Its receive
@@ -78,8 +115,9 @@ func startReader(c *terntest.Conn) *reader {
 // message. Once its socket has taken nothing for WriteTimeout the stuck
 // client is disconnected (a reset, so the kernel drops what it held).
 func TestBoundsStuckSubscriberQoS0(t *testing.T) {
+	t.Parallel()
 	const pending = 256 << 10
-	srv := terntest.NewServer(t, &tern.Options{MaxPendingBytes: pending, WriteTimeout: time.Second})
+	srv := newSmallBufferServer(t, &tern.Options{MaxPendingBytes: pending, WriteTimeout: time.Second})
 	stuck := stuckSubscriber(t, srv, "stuck", "s/t", 0)
 	healthy := mustConnect(t, srv, packets.V311, "healthy")
 	subscribeRaw(t, healthy, 1, packets.Subscription{Filter: "s/t"})
@@ -206,6 +244,7 @@ func TestBoundsDropOldest(t *testing.T) {
 // dropped (memory_full) and a v5 publisher whose message could be queued
 // nowhere gets 0x97. When the sessions drain, the memory is given back.
 func TestBoundsMessageMemory(t *testing.T) {
+	t.Parallel()
 	const limit = 256 << 10
 	srv := terntest.NewServer(t, &tern.Options{MaxMessageMemory: limit, MaxQueuedMessages: -1, MaxQueuedBytes: -1})
 	for i := range 3 {
@@ -272,8 +311,9 @@ func TestBoundsMessageMemory(t *testing.T) {
 // MaxPendingBytes, so it cannot make the broker hold more for it; it is
 // then disconnected by the write timeout.
 func TestBoundsRepliesNotRead(t *testing.T) {
+	t.Parallel()
 	const pending = 8 << 10
-	srv := terntest.NewServer(t, &tern.Options{MaxPendingBytes: pending, WriteTimeout: 500 * time.Millisecond})
+	srv := newSmallBufferServer(t, &tern.Options{MaxPendingBytes: pending, WriteTimeout: 500 * time.Millisecond})
 	c := srv.Dial(t, packets.V311)
 	c.NetConn().(*net.TCPConn).SetReadBuffer(4096)
 	c.MustConnect("deaf")
@@ -281,7 +321,7 @@ func TestBoundsRepliesNotRead(t *testing.T) {
 	pings := bytes.Repeat([]byte{0xC0, 0x00}, 4096)
 	go func() { // until the broker stops reading and the socket fills
 		nc.SetWriteDeadline(time.Now().Add(terntest.Timeout))
-		for range 2000 { // 16 MB of PINGREQ: the kernel buffers some MB of replies
+		for range 2000 { // until the small buffers fill
 			if _, err := nc.Write(pings); err != nil {
 				return
 			}
@@ -309,6 +349,7 @@ func TestBoundsRepliesNotRead(t *testing.T) {
 // SUBSCRIBE: a topic's newer value never comes before its older retained
 // one, and it does not come twice.
 func TestBoundsRetainedStreams(t *testing.T) {
+	t.Parallel()
 	const pending, n = 16 << 10, 3000
 	srv := terntest.NewServer(t, &tern.Options{MaxPendingBytes: pending, MaxInflight: 100})
 	pub := mustConnect(t, srv, packets.V5, "ret-pub")
@@ -380,6 +421,7 @@ func TestBoundsRetainedStreams(t *testing.T) {
 // alive ([MQTT-3.1.2-24] in 3.1.1, [MQTT-3.1.2-22] in 5.0), whether the
 // partial packet came with the CONNECT or after it.
 func TestBoundsKeepAliveWithPartialPacket(t *testing.T) {
+	t.Parallel()
 	srv := terntest.NewServer(t, nil)
 	connect, _ := (&packets.Connect{ProtocolVersion: packets.V311, ClientID: "partial", KeepAlive: 1, CleanStart: true}).Encode(nil, packets.V311)
 	partial := []byte{0x30, 0x7F, 0x00} // a PUBLISH of 127 bytes, 1 sent
@@ -388,6 +430,7 @@ func TestBoundsKeepAliveWithPartialPacket(t *testing.T) {
 		together bool
 	}{{"with CONNECT", true}, {"after CONNACK", false}} {
 		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
 			c := srv.Dial(t, packets.V311)
 			if tc.together {
 				c.SendRaw(append(append([]byte(nil), connect...), partial...))
@@ -433,6 +476,7 @@ func TestBoundsUnfinishedPackets(t *testing.T) {
 // A packet larger than the read buffer whose body comes slowly, in parts
 // further apart than the moment an idle connection parks, arrives whole.
 func TestBoundsLargePacketInParts(t *testing.T) {
+	t.Parallel()
 	srv := terntest.NewServer(t, nil)
 	sub := mustConnect(t, srv, packets.V311, "parts-sub")
 	subscribeRaw(t, sub, 1, packets.Subscription{Filter: "parts"})
@@ -578,7 +622,9 @@ func TestBoundsManyFiltersMemory(t *testing.T) {
 	c.Send(&packets.Disconnect{})
 	c.ExpectClosed()
 	terntest.Eventually(t, "the session to end", func() bool { return srv.Stats().Subscriptions == 0 })
-	if after := live(); float64(after) > 1.1*float64(before) {
-		t.Fatalf("heap %d after the client left, %d before it subscribed", after, before)
+	// Back to where it was: within 10 % of the heap before, or, as the heap
+	// of this test's broker is small, within 1 % of what the filters took.
+	if after := live(); after > before+max(before/10, (during-before)/100) {
+		t.Fatalf("heap %d after the client left, %d before it subscribed, %d with the filters", after, before, during)
 	}
 }

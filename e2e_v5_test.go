@@ -72,6 +72,7 @@ func TestE2EV5SessionPresentAndResume(t *testing.T) {
 // interval is above 0; [MQTT-4.1.0-2] it is discarded once the interval has
 // passed.
 func TestE2EV5SessionExpiry(t *testing.T) {
+	t.Parallel()
 	for _, tc := range []struct {
 		name   string
 		expiry uint32
@@ -430,6 +431,7 @@ func TestE2EV5Will(t *testing.T) {
 // [MQTT-3.1.2-8] a will with a Will Delay Interval is published once the
 // delay has passed; [MQTT-3.1.3-9] not if the client reconnects before.
 func TestE2EV5WillDelay(t *testing.T) {
+	t.Parallel()
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
 	watch, _ := e2eConnectV5(t, srv.Addr, "wd-watch", true, 0)
@@ -682,6 +684,7 @@ func TestE2EV5RequestResponse(t *testing.T) {
 // offline is not delivered; [MQTT-3.3.2-6] the interval sent is the
 // received one less the time the message waited.
 func TestE2EV5MessageExpiry(t *testing.T) {
+	t.Parallel()
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
 	c, _ := e2eConnectV5(t, srv.Addr, "mx", true, 300)

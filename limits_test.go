@@ -169,6 +169,7 @@ func goOffline(t *testing.T, c *terntest.Conn) {
 // silently: Stats().MessagesDropped and DropObserver hooks (queue_full)
 // count every one.
 func TestLimitQueuedMessages(t *testing.T) {
+	t.Parallel()
 	for _, ver := range bothVersions {
 		t.Run(ver.name, func(t *testing.T) {
 			rec := &dropRecorder{}

@@ -53,6 +53,7 @@ func (r *rawClient) recv() (packets.Packet, error) {
 // An idle connection gives its goroutine to the idle poller and comes back
 // for traffic in either direction, for the keep alive and for shutdown.
 func TestIdleConnectionParks(t *testing.T) {
+	t.Parallel()
 	srv, err := New(&Options{SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -121,6 +122,7 @@ func TestIdleConnectionParks(t *testing.T) {
 
 // A parked connection whose keep alive runs out is closed [MQTT-3.1.2-22].
 func TestParkedKeepAliveExpires(t *testing.T) {
+	t.Parallel()
 	srv, err := New(&Options{SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)
@@ -156,6 +158,7 @@ func TestParkedKeepAliveExpires(t *testing.T) {
 // with their own server, and shutting one server down stops its poller and
 // leaves the other serving its parked connections.
 func TestTwoServersParkApart(t *testing.T) {
+	t.Parallel()
 	start := func() (*Server, string) {
 		srv, err := New(&Options{SysInterval: -1})
 		if err != nil {
@@ -205,6 +208,7 @@ func TestTwoServersParkApart(t *testing.T) {
 // itself [MQTT-3.12.4-1] and stays parked: no goroutine, no buffer. A wake
 // for anything more resumes the reader, which answers everything in order.
 func TestParkedPingAnsweredByPoller(t *testing.T) {
+	t.Parallel()
 	srv, err := New(&Options{SysInterval: -1})
 	if err != nil {
 		t.Fatal(err)

@@ -124,6 +124,7 @@ func TestPersistQueuedMessagesSurviveRestart(t *testing.T) {
 // and is sent again with DUP, so it is not delivered twice [MQTT-4.3.3-7],
 // [MQTT-4.4.0-1]; a released one gets its PUBREL again.
 func TestPersistInflightQoS2SurvivesRestart(t *testing.T) {
+	t.Parallel()
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			r := &restartable{t: t, open: open}
@@ -163,6 +164,7 @@ func TestPersistInflightQoS2SurvivesRestart(t *testing.T) {
 // An inbound QoS 2 message acknowledged with PUBREC before a restart is not
 // routed again when the publisher sends it again [MQTT-4.3.3-10].
 func TestPersistInboundQoS2SurvivesRestart(t *testing.T) {
+	t.Parallel()
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			r := &restartable{t: t, open: open}
@@ -199,6 +201,7 @@ func TestPersistInboundQoS2SurvivesRestart(t *testing.T) {
 // Retained messages survive a restart; a deleted one stays deleted
 // [MQTT-3.3.1-5].
 func TestPersistRetainedSurvivesRestart(t *testing.T) {
+	t.Parallel()
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
 			r := &restartable{t: t, open: open}
@@ -238,6 +241,7 @@ func TestPersistRetainedSurvivesRestart(t *testing.T) {
 
 // Sessions with expiry 0 leave nothing in the store.
 func TestPersistCleanSessionsNotStored(t *testing.T) {
+	t.Parallel()
 	st := memory.New()
 	srv := terntest.NewServer(t, &tern.Options{Store: st})
 	c := srv.Dial(t, packets.V5)
@@ -266,6 +270,7 @@ func (l *countLoader) Will(*storage.Will) error                 { return nil }
 
 // Delivered and acknowledged messages leave the store: nothing grows.
 func TestPersistAcknowledgedMessagesLeaveStore(t *testing.T) {
+	t.Parallel()
 	st := memory.New()
 	srv := terntest.NewServer(t, &tern.Options{Store: st})
 	sub, _ := connectStored(t, srv, "sub")

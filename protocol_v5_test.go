@@ -53,6 +53,7 @@ func TestProtocolV5ReceiveMaximumEnforced(t *testing.T) {
 // QoS 1 PUBLISH packets than the client's Receive Maximum; each PUBACK lets
 // the next one go. [MQTT-3.3.4-10]: other packets are not held back.
 func TestProtocolV5ReceiveMaximumHonoured(t *testing.T) {
+	t.Parallel()
 	srv := terntest.NewServer(t, nil)
 	sub := srv.Dial(t, packets.V5)
 	sub.Connect(&packets.Connect{ClientID: "rm-out", CleanStart: true, Properties: packets.Properties{ReceiveMaximum: 2}})
@@ -95,6 +96,7 @@ func TestProtocolV5ReceiveMaximumHonoured(t *testing.T) {
 // messages resent on resume ([MQTT-4.4.0-1], DUP set [MQTT-3.3.1-1]) are
 // paced by it too [MQTT-3.3.4-9].
 func TestProtocolV5ReceiveMaximumOnResume(t *testing.T) {
+	t.Parallel()
 	srv := terntest.NewServer(t, nil)
 	connectRM := func(clean bool, rm uint16) (*terntest.Conn, *packets.Connack) {
 		c := srv.Dial(t, packets.V5)
@@ -292,6 +294,7 @@ func TestProtocolAckEncoding(t *testing.T) {
 // delivered again; after PUBCOMP the id starts a new message
 // ([MQTT-4.3.3-12]).
 func TestProtocolQoS2Duplicate(t *testing.T) {
+	t.Parallel()
 	srv := terntest.NewServer(t, nil)
 	for _, ver := range bothVersions {
 		t.Run(ver.name, func(t *testing.T) {
@@ -368,6 +371,7 @@ func TestProtocolSubscribeReasonCodes(t *testing.T) {
 // UNSUBSCRIBE of a filter never subscribed: v5 0x11 (section 3.11.3), and
 // 3.1.1 still answers UNSUBACK ([MQTT-3.10.4-5]).
 func TestProtocolResubscribeAndUnsubscribe(t *testing.T) {
+	t.Parallel()
 	srv := terntest.NewServer(t, nil)
 	for _, ver := range bothVersions {
 		t.Run(ver.name, func(t *testing.T) {
