@@ -421,8 +421,6 @@ func TestBoundsRetainedStreams(t *testing.T) {
 // alive ([MQTT-3.1.2-24] in 3.1.1, [MQTT-3.1.2-22] in 5.0), whether the
 // partial packet came with the CONNECT or after it.
 func TestBoundsKeepAliveWithPartialPacket(t *testing.T) {
-	t.Parallel()
-	srv := terntest.NewServer(t, nil)
 	connect, _ := (&packets.Connect{ProtocolVersion: packets.V311, ClientID: "partial", KeepAlive: 1, CleanStart: true}).Encode(nil, packets.V311)
 	partial := []byte{0x30, 0x7F, 0x00} // a PUBLISH of 127 bytes, 1 sent
 	for _, tc := range []struct {
@@ -430,17 +428,22 @@ func TestBoundsKeepAliveWithPartialPacket(t *testing.T) {
 		together bool
 	}{{"with CONNECT", true}, {"after CONNACK", false}} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			c := srv.Dial(t, packets.V311)
-			if tc.together {
-				c.SendRaw(append(append([]byte(nil), connect...), partial...))
-				recvAs[*packets.Connack](t, c)
-			} else {
-				c.SendRaw(connect)
-				recvAs[*packets.Connack](t, c)
-				c.SendRaw(partial)
-			}
-			c.ExpectClosed() // within terntest.Timeout, many times 1.5 s
+			inBubble(t, nil, func(t *testing.T, srv *tern.Server) {
+				c := dialBubble(t, srv, packets.V311)
+				if tc.together {
+					c.SendRaw(append(append([]byte(nil), connect...), partial...))
+					recvAs[*packets.Connack](t, c)
+				} else {
+					c.SendRaw(connect)
+					recvAs[*packets.Connack](t, c)
+					c.SendRaw(partial)
+				}
+				start := time.Now()
+				c.ExpectClosed()
+				if d := time.Since(start); d != 1500*time.Millisecond {
+					t.Fatalf("closed %v after the CONNECT, want 1.5 s", d)
+				}
+			})
 		})
 	}
 }

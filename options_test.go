@@ -8,7 +8,6 @@ package tern_test
 import (
 	"fmt"
 	"testing"
-	"time"
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
@@ -217,15 +216,8 @@ func TestOptionsQueue100kForReturningSession(t *testing.T) {
 // connection. There is no event to wait on from outside, so it polls.
 func waitOffline(t *testing.T, srv *terntest.Server, id string) {
 	t.Helper()
-	deadline := time.Now().Add(terntest.Timeout)
-	for {
+	terntest.Eventually(t, "session "+id+" to go offline", func() bool {
 		info, ok := srv.SessionInfo(id)
-		if ok && !info.Online {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("session %s still online", id)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ok && !info.Online
+	})
 }

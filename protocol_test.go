@@ -11,6 +11,7 @@ import (
 	"net"
 	"strconv"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/ternmq/tern"
@@ -338,11 +339,44 @@ func TestProtocolMQTT31(t *testing.T) {
 	}
 }
 
+// inBubble runs fn in a synctest bubble with a broker made there, whose
+// clients connect over memory (DialInProcess): time is virtual, so a test
+// of timeouts takes no real time and may check durations exactly.
+func inBubble(t *testing.T, opts *tern.Options, fn func(t *testing.T, srv *tern.Server)) {
+	synctest.Test(t, func(t *testing.T) {
+		o := tern.Options{SysInterval: -1}
+		if opts != nil {
+			o = *opts
+			o.SysInterval = -1
+		}
+		srv, err := tern.New(&o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Serve(); err != nil {
+			t.Fatal(err)
+		}
+		defer srv.Close()
+		fn(t, srv)
+	})
+}
+
+// dialBubble connects a scripted client over memory to a broker made by
+// inBubble.
+func dialBubble(t *testing.T, srv *tern.Server, v byte) *terntest.Conn {
+	t.Helper()
+	nc, err := srv.DialInProcess()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return terntest.NewConn(t, nc, v)
+}
+
 // A connection that does not send CONNECT within Options.ConnectTimeout is
-// closed, whether it sends nothing or stalls inside the packet.
+// closed, whether it sends nothing or stalls inside the packet, at the
+// timeout (virtual time).
 func TestProtocolConnectTimeout(t *testing.T) {
 	const timeout = 300 * time.Millisecond
-	srv := terntest.NewServer(t, &tern.Options{ConnectTimeout: timeout})
 	for _, tc := range []struct {
 		name string
 		send []byte
@@ -351,18 +385,19 @@ func TestProtocolConnectTimeout(t *testing.T) {
 		{"partial CONNECT", connectBytes(packets.V311, 0x02, str16("slow"))[:6]},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			c := srv.Dial(t, packets.V311)
-			start := time.Now()
-			if tc.send != nil {
-				c.SendRaw(tc.send)
-			}
-			if got := c.ExpectClosed(); len(got) != 0 {
-				t.Fatalf("got %s", got[0].Type())
-			}
-			if d := time.Since(start); d < timeout*3/4 {
-				t.Fatalf("closed after %v, before the %v mustConnect timeout", d, timeout)
-			}
+			inBubble(t, &tern.Options{ConnectTimeout: timeout}, func(t *testing.T, srv *tern.Server) {
+				c := dialBubble(t, srv, packets.V311)
+				start := time.Now()
+				if tc.send != nil {
+					c.SendRaw(tc.send)
+				}
+				if got := c.ExpectClosed(); len(got) != 0 {
+					t.Fatalf("got %s", got[0].Type())
+				}
+				if d := time.Since(start); d != timeout {
+					t.Fatalf("closed after %v, want the %v connect timeout", d, timeout)
+				}
+			})
 		})
 	}
 }
@@ -370,27 +405,24 @@ func TestProtocolConnectTimeout(t *testing.T) {
 // v5 [MQTT-3.1.2-22], 3.1.1 [MQTT-3.1.2-24]: with keep alive 1 s, a client
 // that goes silent is disconnected once 1.5 s pass without a packet (v5
 // DISCONNECT 0x8D, section 3.14.2.1), and not before; each packet restarts
-// the period.
+// the period. Time is virtual, so the durations are exact.
 func TestProtocolKeepAlive(t *testing.T) {
-	srv := terntest.NewServer(t, nil)
 	for _, ver := range bothVersions {
 		t.Run(ver.name, func(t *testing.T) {
-			t.Parallel()
-			c := srv.Dial(t, ver.v)
-			if ack := c.Connect(&packets.Connect{ClientID: "ka-" + ver.name, CleanStart: true, KeepAlive: 1}); ack.ReasonCode != 0 {
-				t.Fatalf("CONNACK %v", ack.ReasonCode)
-			}
-			// Behave like a client whose ping timer fires after 1 s: there
-			// is no event to wait for, the passing time is the point.
-			time.Sleep(time.Second)
-			c.Send(&packets.Pingreq{})
-			recvAs[*packets.Pingresp](t, c) // [MQTT-3.12.4-1]
-			silent := time.Now()
-			expectProtocolClose(t, c, packets.KeepAliveTimeout)
-			d := time.Since(silent)
-			if d < 1200*time.Millisecond || d > 4*time.Second {
-				t.Fatalf("closed %v after the last packet, want about 1.5 s", d)
-			}
+			inBubble(t, nil, func(t *testing.T, srv *tern.Server) {
+				c := dialBubble(t, srv, ver.v)
+				if ack := c.Connect(&packets.Connect{ClientID: "ka-" + ver.name, CleanStart: true, KeepAlive: 1}); ack.ReasonCode != 0 {
+					t.Fatalf("CONNACK %v", ack.ReasonCode)
+				}
+				time.Sleep(time.Second) // a client whose ping timer fires after 1 s
+				c.Send(&packets.Pingreq{})
+				recvAs[*packets.Pingresp](t, c) // [MQTT-3.12.4-1]
+				silent := time.Now()
+				expectProtocolClose(t, c, packets.KeepAliveTimeout)
+				if d := time.Since(silent); d != 1500*time.Millisecond {
+					t.Fatalf("closed %v after the last packet, want 1.5 s", d)
+				}
+			})
 		})
 	}
 }

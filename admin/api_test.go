@@ -17,16 +17,6 @@ import (
 // eventually polls cond until it holds, failing the test after
 // terntest.Timeout. For state the broker reaches asynchronously (a
 // connection's end) with no event to wait for.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(terntest.Timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func subscribe(t *testing.T, c *terntest.Conn, subs ...packets.Subscription) {
 	t.Helper()
@@ -122,7 +112,7 @@ func TestClients(t *testing.T) {
 	}
 	beta.Close()
 	e.errorOf(t, "DELETE", "/api/v1/clients/nobody", "", 404)
-	eventually(t, "the kicked clients to leave the list", func() bool {
+	terntest.Eventually(t, "the kicked clients to leave the list", func() bool {
 		var p admin.Page[admin.Client]
 		e.getJSON(t, "GET", "/api/v1/clients", "", 200, &p)
 		return p.Meta.Count == 1
@@ -147,7 +137,7 @@ func TestSessionsAndSubscriptions(t *testing.T) {
 	}
 
 	var page admin.Page[admin.Session]
-	eventually(t, "the session to go offline", func() bool {
+	terntest.Eventually(t, "the session to go offline", func() bool {
 		e.getJSON(t, "GET", "/api/v1/sessions", "", 200, &page)
 		return len(page.Data) == 2 && !page.Data[0].Online
 	})
@@ -298,7 +288,7 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st admin.Stats
-	eventually(t, "the connection to be counted", func() bool { // counted just after CONNACK is sent
+	terntest.Eventually(t, "the connection to be counted", func() bool { // counted just after CONNACK is sent
 		e.getJSON(t, "GET", "/api/v1/stats", "", 200, &st)
 		return st.ClientsConnected == 1
 	})

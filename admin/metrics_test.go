@@ -12,6 +12,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
 )
 
 // scrape reads /metrics and returns each sample by name and labels, as
@@ -117,7 +118,7 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	pub.Close() // ends the server's drain of the connection at once
 
 	var after map[string]float64
-	eventually(t, "the kick and the refusal to be counted", func() bool { // both counted after the client is told
+	terntest.Eventually(t, "the kick and the refusal to be counted", func() bool { // both counted after the client is told
 		after = e.scrape(t)
 		return after[`tern_disconnects_total{reason="administrative_action"}`] == 1 &&
 			after["tern_connects_refused_total"] == before["tern_connects_refused_total"]+1

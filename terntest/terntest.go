@@ -80,6 +80,13 @@ func (s *Server) Dial(t testing.TB, version byte) *Conn {
 	return &Conn{t: t, nc: nc, r: bufio.NewReader(nc), Version: version}
 }
 
+// NewConn wraps a connection made some other way (Server.DialInProcess,
+// net.Pipe) as a scripted client speaking the protocol version.
+func NewConn(t testing.TB, nc net.Conn, version byte) *Conn {
+	t.Cleanup(func() { nc.Close() })
+	return &Conn{t: t, nc: nc, r: bufio.NewReader(nc), Version: version}
+}
+
 // NetConn returns the underlying connection.
 func (c *Conn) NetConn() net.Conn { return c.nc }
 

@@ -112,16 +112,6 @@ func httpStatus(t *testing.T, url string) int {
 	return resp.StatusCode
 }
 
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(terntest.Timeout)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
 
 func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
@@ -162,7 +152,7 @@ func TestSignalDrainsAndShutsDown(t *testing.T) {
 	go func() { ran <- b.run(context.Background(), sig, func(code int) { exited <- code }) }()
 	sig <- syscall.SIGTERM
 	expectNotify(t, notes, "STOPPING=1")
-	waitFor(t, "/readyz to turn 503", func() bool { return httpStatus(t, adminURL+"/readyz") == 503 })
+	terntest.Eventually(t, "/readyz to turn 503", func() bool { return httpStatus(t, adminURL+"/readyz") == 503 })
 	if code := httpStatus(t, adminURL+"/healthz"); code != 200 {
 		t.Errorf("healthz %d while draining", code)
 	}
