@@ -112,7 +112,6 @@ func httpStatus(t *testing.T, url string) int {
 	return resp.StatusCode
 }
 
-
 func receive[T any](t *testing.T, ch <-chan T, what string) T {
 	t.Helper()
 	select {
