@@ -324,7 +324,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 			asked = *p.SessionExpiry
 		}
 		if expiry != asked {
-			ap.SessionExpiry = packets.Uint32(expiry) // [MQTT-3.2.2-?]: tell the client the interval in force
+			ap.SessionExpiry = packets.Uint32(expiry) // section 3.2.2.3.2: tell the client the interval in force
 		}
 		if m := cfg.MaxKeepAlive; m > 0 && (c.keepAlive == 0 || c.keepAlive > m) {
 			c.keepAlive = m
@@ -486,7 +486,7 @@ func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool)
 		}
 		next, ok := pk.(*packets.Auth)
 		if !ok || next.ReasonCode != packets.ContinueAuthentication || next.Properties.AuthMethod != c.authMethod {
-			return nil, packets.ProtocolError // [MQTT-4.12.0-?]
+			return nil, packets.ProtocolError // section 4.12
 		}
 		data = next.Properties.AuthData
 	}

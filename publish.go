@@ -29,7 +29,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			if pk.Topic == "" {
 				t, ok := c.aliasesIn[a]
 				if !ok {
-					return &packets.Error{Code: packets.ProtocolError, Msg: "unknown topic alias"} // [MQTT-3.3.2-?]
+					return &packets.Error{Code: packets.ProtocolError, Msg: "unknown topic alias"} // section 3.3.2.3.4: a Protocol Error
 				}
 				pk.Topic = t
 			} else {
@@ -60,7 +60,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		}
 		ss.mu.Unlock()
 		if dup {
-			// Already received and routed: acknowledge again, deliver once [MQTT-4.3.3-?].
+			// Already received and routed: acknowledge again, deliver once [MQTT-4.3.3-10].
 			c.send(&packets.Pubrec{PacketID: pk.PacketID})
 			return nil
 		}
@@ -120,7 +120,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	case 1:
 		c.sendAck(packets.PUBACK, pk.PacketID, code, durable)
 	case 2:
-		if !code.IsError() { // an error PUBREC ends the exchange [MQTT-4.3.3-?]
+		if !code.IsError() { // an error PUBREC ends the exchange (section 4.3.3)
 			ss.mu.Lock()
 			if ss.inQoS2 == nil {
 				ss.inQoS2 = make(map[uint16]struct{})

@@ -197,7 +197,7 @@ func (c *Client) handle(pk packets.Packet) error {
 	case *packets.Puback:
 		return c.handleAck(p.PacketID, false, packets.PUBACK)
 	case *packets.Pubrec:
-		if p.ReasonCode.IsError() { // [MQTT-4.3.3-?]: an error PUBREC ends the exchange
+		if p.ReasonCode.IsError() { // an error PUBREC ends the exchange (section 4.3.3)
 			return c.handleAck(p.PacketID, false, packets.PUBREC)
 		}
 		return c.handlePubrec(p.PacketID)
@@ -241,7 +241,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	return nil // an unknown packet id is ignored, as most brokers do
 }
 
-// handlePubrec answers PUBREC with PUBREL [MQTT-4.3.3-?].
+// handlePubrec answers PUBREC with PUBREL [MQTT-4.3.3-4].
 func (c *Client) handlePubrec(id uint16) error {
 	ss := c.sess
 	ss.mu.Lock()

@@ -162,7 +162,7 @@ func (s *Server) AddListener(l Listener) error {
 	return nil
 }
 
-// go runs fn on a goroutine tracked by the server's WaitGroup, so Close can
+// goTracked runs fn on a goroutine tracked by the server's WaitGroup, so Close can
 // wait for every goroutine it started.
 func (s *Server) goTracked(fn func()) {
 	s.wg.Add(1)

@@ -264,7 +264,7 @@ func (ss *session) stopTimers() {
 	}
 }
 
-// end removes the session: its subscriptions, queue and timers. A pending
+// endSessionLocked removes the session: its subscriptions, queue and timers. A pending
 // will is published first [MQTT-3.1.2-8]. The caller holds s.mu.
 //
 // It returns what remains to do once s.mu is released: publishing the will,

@@ -16,7 +16,7 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 	var subID uint32
 	if ids := pk.Properties.SubscriptionIDs; len(ids) > 0 {
 		if !cfg.subIDAvailable {
-			return &packets.Error{Code: packets.SubIDsNotSupported, Msg: "subscription identifiers not available"} // [MQTT-3.2.2-?]
+			return &packets.Error{Code: packets.SubIDsNotSupported, Msg: "subscription identifiers not available"} // section 3.2.2.3.12
 		}
 		subID = ids[0]
 	}
@@ -32,7 +32,7 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			continue
 		}
 		c.sess.storeSubscription(&sub, false)
-		// Retained messages: never for shared subscriptions [MQTT-3.8.4-?];
+		// Retained messages: never for shared subscriptions (section 4.8.2);
 		// Retain Handling 0 always, 1 only for a new subscription, 2 never
 		// [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
 		if sub.Group == "" && (sub.RetainHandling == 0 || sub.RetainHandling == 1 && !existed) {
@@ -63,7 +63,7 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 	cfg := s.cfg
 	var sub topics.Subscription
 	if err := topics.ValidateFilter(req.Filter); err != nil || c.tooManyLevels(req.Filter) {
-		return packets.TopicFilterInvalid, sub, false, nil // [MQTT-4.7.3-?]
+		return packets.TopicFilterInvalid, sub, false, nil // 0x8F (section 3.9.3)
 	}
 	group, filter, shared := topics.ParseShared(req.Filter)
 	if shared {
@@ -98,7 +98,7 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 		ClientID:          c.id,
 		Filter:            filter,
 		Group:             group,
-		QoS:               min(req.QoS, cfg.maxQoS), // [MQTT-3.2.2-?]: granted QoS never above the maximum
+		QoS:               min(req.QoS, cfg.maxQoS), // [MQTT-3.2.2-10]: granted QoS never above the maximum
 		NoLocal:           req.NoLocal,
 		RetainAsPublished: req.RetainAsPublished,
 		RetainHandling:    req.RetainHandling,

@@ -86,7 +86,7 @@ func (p *Publish) remaining(version byte, props int) int {
 	return n
 }
 
-// Flags returns the fixed header flags for the packet.
+// flags returns the fixed header flags for the packet.
 func (p *Publish) flags() byte {
 	f := p.QoS << 1
 	if p.Dup {
