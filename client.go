@@ -41,6 +41,8 @@ type Client struct {
 	lastPacket int64         // while parked: when the last complete packet came, unix nanoseconds
 	aliasesIn  map[uint16]string
 	rates      *clientRates // nil until a publish rate limit applies
+	inMsgs     int64        // PUBLISH packets read, not yet added to Stats (flushCounts)
+	inBytes    int64        // bytes of packets read, likewise
 	fd         int          // descriptor for the idle poller, or -1
 	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 
@@ -61,6 +63,7 @@ type Client struct {
 	outWake      chan struct{}   // closed when the output drains: the reader waits on it
 	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
 	events       []hookEvent     // hook calls to make once the lock is released
+	outMsgs      int64           // PUBLISH packets encoded, not yet added to Stats (per write)
 	subIDBuf     [1]uint32
 
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
@@ -212,6 +215,10 @@ func (c *Client) flush() {
 		}
 		c.outDrainedLocked()
 		if len(c.out) == 0 {
+			if c.outMsgs != 0 { // written by another writer's batch... or dropped before: count now
+				s.stats.MessagesSent.Add(c.outMsgs)
+				c.outMsgs = 0
+			}
 			c.flushing = false
 			closing := c.closing
 			c.releaseBuffersLocked()
@@ -227,6 +234,10 @@ func (c *Client) flush() {
 			return
 		}
 		events := c.takeEventsLocked()
+		if c.outMsgs != 0 {
+			s.stats.MessagesSent.Add(c.outMsgs)
+			c.outMsgs = 0
+		}
 		full := c.outBuf
 		*full = c.out // keep the array if appends grew it
 		if mine == nil {
@@ -605,7 +616,7 @@ func (c *Client) fillLocked(now int64) {
 			c.needSync = true
 		}
 		ss.seq++
-		ss.addInflightLocked(&inflightMsg{delivery: dv, id: id, seq: ss.seq})
+		ss.addInflightLocked(inflightMsg{delivery: dv, id: id, seq: ss.seq})
 		c.srv.stats.InflightOut.Add(1)
 	}
 }
@@ -618,7 +629,7 @@ func (c *Client) resendPendingLocked(now int64) bool {
 	for len(c.resend) > 0 && len(ss.inflight)-len(c.resend) < int(c.sendQuota) && len(c.out) < flushChunk && !c.closing {
 		id := c.resend[0]
 		c.resend = c.resend[1:]
-		if m := ss.inflight[id]; m != nil && !c.writePublishLocked(&m.delivery, id, true, now) {
+		if m, ok := ss.inflight[id]; ok && !c.writePublishLocked(&m.delivery, id, true, now) {
 			delete(ss.inflight, id)
 			ss.finishLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
@@ -691,7 +702,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		}
 		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
-	c.srv.stats.MessagesSent.Add(1)
+	c.outMsgs++ // added to Stats once per write
 	if len(c.srv.hooks.publishes) > 0 {
 		c.events = append(c.events, hookEvent{msg: m})
 	}

@@ -103,6 +103,7 @@ func (c *Client) resume() { c.runReader() }
 // tells whether it had a session to detach.
 func (c *Client) finish(err error, established bool) {
 	s := c.srv
+	c.flushCounts()
 	if established {
 		s.connectionEnded(c)
 	}
@@ -123,7 +124,7 @@ func (c *Client) readPacket() (packets.Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.srv.stats.BytesReceived.Add(int64(h.PacketSize()))
+	c.inBytes += int64(h.PacketSize()) // added to Stats once per read batch: flushCounts
 	switch h.Type {
 	case packets.PUBLISH: // the hot packets are decoded into pooled structs
 		p := publishPool.Get().(*packets.Publish)

@@ -14,7 +14,7 @@ import (
 func (c *Client) handlePublish(pk *packets.Publish) error {
 	s := c.srv
 	cfg := s.cfg
-	s.stats.MessagesReceived.Add(1)
+	c.inMsgs++ // added to Stats once per read batch: flushCounts
 	if err := c.checkRates(pk); err != nil {
 		return err
 	}

@@ -28,7 +28,7 @@ type session struct {
 	qBytes   int // what the queued deliveries count towards MaxQueuedBytes
 	qQoS0    int // queued QoS 0 deliveries
 	q0Bytes  int // what the queued QoS 0 deliveries count towards MaxPendingBytes
-	inflight map[uint16]*inflightMsg
+	inflight map[uint16]inflightMsg // by value: no allocation per message sent
 	seq      uint64 // send order of inflight messages
 	nextID   uint16
 	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
@@ -61,9 +61,9 @@ func newSession(s *Server, id string) *session {
 }
 
 // addInflightLocked records a message sent and not yet acknowledged.
-func (ss *session) addInflightLocked(m *inflightMsg) {
+func (ss *session) addInflightLocked(m inflightMsg) {
 	if ss.inflight == nil {
-		ss.inflight = make(map[uint16]*inflightMsg)
+		ss.inflight = make(map[uint16]inflightMsg)
 	}
 	ss.inflight[m.id] = m
 }
@@ -215,12 +215,12 @@ func (ss *session) finishLocked(d *delivery) {
 
 // sortedInflightLocked returns the inflight messages in the order they were
 // first sent.
-func (ss *session) sortedInflightLocked() []*inflightMsg {
-	out := make([]*inflightMsg, 0, len(ss.inflight))
+func (ss *session) sortedInflightLocked() []inflightMsg {
+	out := make([]inflightMsg, 0, len(ss.inflight))
 	for _, m := range ss.inflight {
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b *inflightMsg) int { return int(a.seq - b.seq) })
+	slices.SortFunc(out, func(a, b inflightMsg) int { return int(a.seq - b.seq) })
 	return out
 }
 
