@@ -25,11 +25,11 @@ type session struct {
 	client   *Client // the attached connection; nil while offline
 	identity *Client // the last connection's client: user name and listener for ACL checks while offline
 	q        queue
-	qBytes   int // what the queued deliveries count towards MaxQueuedBytes
-	qQoS0    int // queued QoS 0 deliveries
-	q0Bytes  int // what the queued QoS 0 deliveries count towards MaxPendingBytes
+	qBytes   int                    // what the queued deliveries count towards MaxQueuedBytes
+	qQoS0    int                    // queued QoS 0 deliveries
+	q0Bytes  int                    // what the queued QoS 0 deliveries count towards MaxPendingBytes
 	inflight map[uint16]inflightMsg // by value: no allocation per message sent
-	seq      uint64 // send order of inflight messages
+	seq      uint64                 // send order of inflight messages
 	nextID   uint16
 	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
 	streams  int                 // retained streams in the queue
