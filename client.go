@@ -31,6 +31,7 @@ type Client struct {
 	aliasMaxOut uint16 // the client's Topic Alias Maximum
 	version     byte
 	cleanStart  bool
+	bridge      bool // a 3.x bridge (protocol level with the bridge bit): see bridging.go
 	problemInfo bool // the client's Request Problem Information
 	authMethod  string
 	will        atomic.Pointer[packets.Will]
