@@ -28,6 +28,10 @@ const NodeProperty = "tern-node"
 // NodeID returns the broker's node id (Options.NodeID).
 func (s *Server) NodeID() string { return s.cfg.NodeID }
 
+// UserProperties returns the user properties of the client's CONNECT (v5
+// clients; nil for others). Do not modify them.
+func (c *Client) UserProperties() []packets.UserProperty { return c.connectUser }
+
 // IsBridge reports whether the client connected as a 3.x bridge, with the
 // bridge bit set in its protocol level.
 func (c *Client) IsBridge() bool { return c.bridge }

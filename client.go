@@ -34,6 +34,7 @@ type Client struct {
 	bridge      bool // a 3.x bridge (protocol level with the bridge bit): see bridging.go
 	problemInfo bool // the client's Request Problem Information
 	authMethod  string
+	connectUser []packets.UserProperty // the CONNECT's user properties (v5)
 	will        atomic.Pointer[packets.Will]
 
 	// Owned by the reading goroutine (which may change while the

@@ -227,6 +227,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.username = pk.Username
 	c.cleanStart = pk.CleanStart
 	c.bridge = pk.Bridge
+	c.connectUser = pk.Properties.User
 	c.keepAlive = pk.KeepAlive
 	v5 := c.version == packets.V5
 	p := &pk.Properties
