@@ -229,3 +229,11 @@ func topicsOf(ps []*packets.Publish) []string {
 }
 
 func newMemStore() storage.Store { return memory.New() }
+
+func writeTestFile(t testing.TB, path, data string) string {
+	t.Helper()
+	if err := os.WriteFile(path, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
