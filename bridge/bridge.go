@@ -58,6 +58,8 @@ type Bridge struct {
 	node  string
 	peers *peerTable // set by a Manager: the Tern bridges connected to this broker
 
+	staleRemote []string // set by Manager.Update: remote filters of the bridge's previous rules
+
 	stop     chan struct{} // closed by Stop
 	kick     chan struct{} // Reconnect: end the current connection, retry now
 	done     chan struct{} // closed when run returns

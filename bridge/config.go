@@ -79,6 +79,13 @@ type Config struct {
 	// OutgoingRetain keeps the RETAIN flag of forwarded messages (Mosquitto's
 	// bridge_outgoing_retain). Default true.
 	OutgoingRetain *bool
+	// AttemptUnsubscribe (Mosquitto's bridge_attempt_unsubscribe) sends
+	// the remote, at each connection, an UNSUBSCRIBE for the remote
+	// filters of out-only rules, so that a rule changed from in to out
+	// stops bringing messages from a session that kept the subscription;
+	// after a reload it also unsubscribes filters no rule has any more.
+	// Default true.
+	AttemptUnsubscribe *bool
 	// MaxPacketSize caps the packets sent to the remote; a v5 remote's own
 	// Maximum Packet Size also applies. Larger messages are dropped and
 	// counted (packet_too_large). Default 0: no cap of its own.
@@ -220,6 +227,7 @@ type settings struct {
 	tryPrivate     bool
 	outgoingRetain bool
 	notifications  bool
+	unsubscribe    bool
 	localID        string
 }
 
@@ -342,6 +350,7 @@ func (c *Config) settings() (*settings, error) {
 	s.tryPrivate = boolOr(c.TryPrivate, true)
 	s.outgoingRetain = boolOr(c.OutgoingRetain, true)
 	s.notifications = boolOr(c.Notifications, true)
+	s.unsubscribe = boolOr(c.AttemptUnsubscribe, true)
 	if s.NotificationTopic == "" {
 		s.NotificationTopic = "$SYS/broker/connection/" + s.ClientID + "/state"
 	}

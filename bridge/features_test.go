@@ -215,3 +215,47 @@ func TestNotifications(t *testing.T) {
 	a.stop()
 	terntest.Eventually(t, "state 0 on the remote", func() bool { return state(b.Server) == "0" })
 }
+
+// A rule changed from in to out by a reload: the remote kept the old
+// subscription in the bridge's session there, so the bridge unsubscribes
+// (Mosquitto's bridge_attempt_unsubscribe) and nothing more comes in.
+func TestReloadUnsubscribesRemote(t *testing.T) {
+	b, _ := broker(t, "B", nil)
+	a, m := broker(t, "A", nil)
+	cfg := func(d Direction) []Config {
+		return []Config{fast(Config{Name: "ab", Addresses: []string{b.Addr}, Notifications: new(false),
+			Topics: []Topic{{Pattern: "cmd/#", Direction: d, QoS: 1}}})}
+	}
+	if err := m.Update(cfg(In)); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, m)
+	sub := dialClient(t, a.Addr, "sub", packets.V5, true, 0)
+	sub.subscribe("cmd/#", 1)
+	pub := dialClient(t, b.Addr, "pub", packets.V5, true, 0)
+	terntest.Eventually(t, "the remote subscription", func() bool { return len(b.Subscriptions("")) > 0 })
+	pub.publish("cmd/1", "in", 1, false)
+	sub.expect(1)
+	old, _ := m.Bridge("ab")
+	if err := m.Update(cfg(Out)); err != nil {
+		t.Fatal(err)
+	}
+	br, _ := m.Bridge("ab")
+	if br == old {
+		t.Fatal("the changed bridge was not replaced")
+	}
+	waitConnected(t, m)
+	terntest.Eventually(t, "the remote subscription to go", func() bool {
+		for _, s := range b.Subscriptions("") {
+			if s.ClientID == br.s.ClientID {
+				return false
+			}
+		}
+		return true
+	})
+	pub.publish("cmd/2", "not any more", 1, false)
+	sub.expectNone(300 * time.Millisecond)
+	if n := br.Status().Dropped[ReasonUnmappable]; n != 0 {
+		t.Errorf("%d messages came in and were dropped", n)
+	}
+}

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -73,6 +74,38 @@ func (l *link) subscribeRemote() {
 		}
 		l.rc.send(sp)
 		id++
+	}
+	if !s.unsubscribe {
+		return
+	}
+	// Remote filters the bridge no longer subscribes to: those of out-only
+	// rules (a rule that was in before), and after a reload those no rule
+	// has any more.
+	in := make(map[string]bool)
+	for _, r := range s.rules {
+		if r.Direction.in() {
+			in[r.remoteFilter] = true
+		}
+	}
+	var stale []string
+	add := func(f string) {
+		if f != "" && !in[f] && !slices.Contains(stale, f) {
+			stale = append(stale, f)
+		}
+	}
+	for _, r := range s.rules {
+		if !r.Direction.in() && !r.capture {
+			add(r.RemotePrefix + r.Pattern)
+			if r.Pattern == "" {
+				add(r.RemotePrefix)
+			}
+		}
+	}
+	for _, f := range l.b.staleRemote {
+		add(f)
+	}
+	if len(stale) > 0 {
+		l.rc.send(&packets.Unsubscribe{PacketID: id, Filters: stale})
 	}
 }
 

@@ -145,6 +145,10 @@ func (m *Manager) Update(cfgs []Config) error {
 	}
 	var stop []*Bridge
 	var started, changed, removed []string
+	previous := make(map[string]*Bridge)
+	for name, b := range m.bridges {
+		previous[name] = b
+	}
 	for name, b := range m.bridges {
 		if _, keep := want[name]; !keep {
 			stop = append(stop, b)
@@ -169,6 +173,13 @@ func (m *Manager) Update(cfgs []Config) error {
 	for _, c := range cfgs {
 		order = append(order, c.Name)
 		if nb, ok := built[c.Name]; ok {
+			if old := previous[c.Name]; old != nil {
+				for _, r := range old.s.rules {
+					if r.Direction.in() {
+						nb.staleRemote = append(nb.staleRemote, r.remoteFilter)
+					}
+				}
+			}
 			m.bridges[c.Name] = nb
 			if m.srv != nil {
 				if err := nb.Start(m.srv); err != nil {

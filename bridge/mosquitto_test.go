@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -63,7 +64,10 @@ func startMosquitto(t testing.TB, conf string) *mosquitto {
 	_, port, _ := net.SplitHostPort(addr)
 	dir := t.TempDir()
 	path := filepath.Join(dir, "mosquitto.conf")
-	writeTestFile(t, path, fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\npersistence false\n"+
+	if !strings.Contains(conf, "persistence true") {
+		conf = "persistence false\n" + conf
+	}
+	writeTestFile(t, path, fmt.Sprintf("listener %s 127.0.0.1\nallow_anonymous true\n"+
 		"log_dest stderr\nlog_type error\nlog_type warning\nlog_type notice\n%s", port, conf))
 	m := &mosquitto{addr: addr}
 	m.cmd = exec.Command(bin, "-c", path)

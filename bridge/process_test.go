@@ -82,7 +82,7 @@ type ternProc struct {
 
 // startTern starts tern serve with a configuration file holding yaml,
 // listening on addr, its store in dir.
-func startTern(t testing.TB, name, yaml string) *ternProc {
+func startTern(t testing.TB, name, yaml string, args ...string) *ternProc {
 	t.Helper()
 	dir := t.TempDir()
 	cfg := filepath.Join(dir, "tern.yaml")
@@ -90,7 +90,7 @@ func startTern(t testing.TB, name, yaml string) *ternProc {
 	text := fmt.Sprintf("node_id: %s\nlisteners:\n  tcp: [%s]\nadmin:\n  listen: %s\nsys_interval: 0\nlog:\n  level: warn\n"+
 		"persistence:\n  data_dir: %s\n", name, addr, admin, filepath.Join(dir, "data")) + yaml
 	writeTestFile(t, cfg, text)
-	p := &ternProc{t: t, name: name, args: []string{"serve", "-c", cfg}, addr: addr, admin: admin}
+	p := &ternProc{t: t, name: name, args: append([]string{"serve", "-c", cfg}, args...), addr: addr, admin: admin}
 	p.start()
 	t.Cleanup(p.kill)
 	return p

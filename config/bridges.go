@@ -34,7 +34,9 @@ type Bridge struct {
 	MaxInflight     int             `yaml:"max_inflight"`
 	Queue           BridgeQueue     `yaml:"queue"`
 	OutgoingRetain  bool            `yaml:"outgoing_retain"`
-	MaxPacketSize   Size            `yaml:"max_packet_size"`
+	// AttemptUnsubscribe is Mosquitto's bridge_attempt_unsubscribe.
+	AttemptUnsubscribe bool `yaml:"attempt_unsubscribe"`
+	MaxPacketSize      Size `yaml:"max_packet_size"`
 
 	Notifications          bool   `yaml:"notifications"`
 	NotificationsLocalOnly bool   `yaml:"notifications_local_only"`
@@ -131,10 +133,11 @@ func (b *Bridge) setDefaults() {
 		MaxInflight:     bridge.DefaultMaxInflight,
 		Queue: BridgeQueue{MaxMessages: bridge.DefaultQueueMessages, MaxBytes: bridge.DefaultQueueBytes,
 			Overflow: "drop_new", Expiry: Duration(bridge.DefaultQueueExpiry)},
-		OutgoingRetain: true,
-		Notifications:  true,
-		MaxHops:        bridge.DefaultMaxHops,
-		TLS:            BridgeTLS{MinVersion: "1.2"},
+		OutgoingRetain:     true,
+		AttemptUnsubscribe: true,
+		Notifications:      true,
+		MaxHops:            bridge.DefaultMaxHops,
+		TLS:                BridgeTLS{MinVersion: "1.2"},
 	}
 }
 
@@ -190,6 +193,7 @@ func (b *Bridge) config() (bridge.Config, error) {
 		MaxInflight:            b.MaxInflight,
 		Queue:                  bridge.Queue{MaxMessages: b.Queue.MaxMessages, MaxBytes: int(b.Queue.MaxBytes), Expiry: time.Duration(b.Queue.Expiry)},
 		OutgoingRetain:         ptr(b.OutgoingRetain),
+		AttemptUnsubscribe:     ptr(b.AttemptUnsubscribe),
 		MaxPacketSize:          int(b.MaxPacketSize),
 		Notifications:          ptr(b.Notifications),
 		NotificationsLocalOnly: b.NotificationsLocalOnly,
