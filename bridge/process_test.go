@@ -187,26 +187,36 @@ func bridgeYAML(remote string, extra string) string {
 		"    topics: [\"data/# out 1\", \"cmd/# in 1\"]\n"
 }
 
-// A's bridge sends numbered QoS 1 messages to B at about 5,000/s; B
-// (sync durability, a persistent subscriber) is killed with SIGKILL at
-// 30 % and started again after the outage. Every message arrives, and the
+// A's bridge sends numbered messages to B at about 5,000/s; B (sync
+// durability, a persistent subscriber) is killed with SIGKILL at 30 % and
+// started again after the outage. At QoS 1 every message arrives, and the
 // duplicates are at most the bridge's inflight window plus the
-// subscriber's own (B resends what it had not recorded as acknowledged).
+// subscriber's own (B resends what it had not recorded as acknowledged);
+// at QoS 2 every message arrives exactly once.
 func TestProcessRemoteKilled(t *testing.T) {
 	if testing.Short() {
 		t.Skip("kills tern serve processes; skipped with -short")
 	}
+	for _, qos := range []byte{1, 2} {
+		t.Run(fmt.Sprintf("QoS %d", qos), func(t *testing.T) { remoteKilled(t, qos) })
+	}
+}
+
+func remoteKilled(t *testing.T, qos byte) {
 	n, outage := 20_000, 2*time.Second
+	if qos == 2 {
+		n = 10_000
+	}
 	if soak() {
 		n, outage = 100_000, 5*time.Second
 	}
 	b := startTern(t, "B", "") // durability sync, the default
-	a := startTern(t, "A", bridgeYAML(b.addr, ""))
+	a := startTern(t, "A", strings.ReplaceAll(bridgeYAML(b.addr, ""), " 1\"", fmt.Sprintf(" %d\"", qos)))
 	a.waitBridge(t, "up", func(s Status) bool { return s.State == StateConnected }, "the bridge to connect", 10*time.Second)
-	sub := newCounter(t, func() string { return b.addr }, "sub", "data/#")
+	sub := newCounterQoS(t, func() string { return b.addr }, "sub", "data/#", qos)
 	start := time.Now()
 	restarted := make(chan struct{})
-	publishNumbered(t, a.addr, "data/n", n, 5000, func(i int) {
+	publishNumberedQoS(t, a.addr, "data/n", qos, n, 5000, func(i int) {
 		if i == n*3/10 {
 			b.kill()
 			go func() {
@@ -220,10 +230,13 @@ func TestProcessRemoteKilled(t *testing.T) {
 	dups := sub.waitAll(t, n, 60*time.Second)
 	<-restarted
 	st := a.waitBridge(t, "up", func(s Status) bool { return s.Queued == 0 && s.Inflight == 0 }, "the bridge's queue to empty", 10*time.Second)
-	t.Logf("%d messages published in %v; B killed at 30%% and restarted after %v: all arrived, %d duplicates; bridge: sent %d, reconnects %d",
-		n, pubTime.Round(time.Millisecond), outage, dups, st.Sent, st.Reconnects)
-	if dups > 100+1024 {
+	t.Logf("QoS %d: %d messages published in %v; B killed at 30%% and restarted after %v: all arrived, %d duplicates; bridge: sent %d, reconnects %d",
+		qos, n, pubTime.Round(time.Millisecond), outage, dups, st.Sent, st.Reconnects)
+	switch {
+	case qos == 1 && dups > 100+1024:
 		t.Errorf("%d duplicates: more than the bridge's window (100) and B's window to the subscriber (1024)", dups)
+	case qos == 2 && dups > 0:
+		t.Errorf("QoS 2: %d duplicates", dups)
 	}
 }
 

@@ -88,15 +88,22 @@ type counter struct {
 	addr   func() string
 	id     string
 	filter string
+	qos    byte
 	mu     sync.Mutex
 	seen   map[int]int
+	inQoS2 map[uint16]bool // QoS 2 packet ids received, awaiting PUBREL: a PUBLISH again with one is the same message
 	total  atomic.Int64
 	stop   chan struct{}
 	done   chan struct{}
 }
 
 func newCounter(t testing.TB, addr func() string, id, filter string) *counter {
-	c := &counter{t: t, addr: addr, id: id, filter: filter, seen: make(map[int]int), stop: make(chan struct{}), done: make(chan struct{})}
+	return newCounterQoS(t, addr, id, filter, 1)
+}
+
+func newCounterQoS(t testing.TB, addr func() string, id, filter string, qos byte) *counter {
+	c := &counter{t: t, addr: addr, id: id, filter: filter, qos: qos, seen: make(map[int]int), inQoS2: make(map[uint16]bool),
+		stop: make(chan struct{}), done: make(chan struct{})}
 	first := make(chan struct{})
 	go c.run(first)
 	select {
@@ -132,7 +139,7 @@ func (c *counter) run(first chan struct{}) {
 		}
 		mc.start()
 		if !subscribed {
-			mc.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: c.filter, QoS: 1}}})
+			mc.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: c.filter, QoS: c.qos}}})
 		}
 		go func() { <-c.stop; mc.close() }()
 		for {
@@ -147,12 +154,25 @@ func (c *counter) run(first chan struct{}) {
 			case *packets.Publish:
 				n, _ := strconv.Atoi(string(p.Payload))
 				c.mu.Lock()
-				c.seen[n]++
-				c.mu.Unlock()
-				c.total.Add(1)
-				if p.QoS > 0 {
-					mc.send(&packets.Puback{PacketID: p.PacketID})
+				if p.QoS < 2 || !c.inQoS2[p.PacketID] { // [MQTT-4.3.3-?] method B: a QoS 2 id not yet released is the same message
+					c.seen[n]++
+					c.total.Add(1)
 				}
+				if p.QoS == 2 {
+					c.inQoS2[p.PacketID] = true
+				}
+				c.mu.Unlock()
+				switch p.QoS {
+				case 1:
+					mc.send(&packets.Puback{PacketID: p.PacketID})
+				case 2:
+					mc.send(&packets.Pubrec{PacketID: p.PacketID})
+				}
+			case *packets.Pubrel:
+				c.mu.Lock()
+				delete(c.inQoS2, p.PacketID)
+				c.mu.Unlock()
+				mc.send(&packets.Pubcomp{PacketID: p.PacketID})
 			}
 		}
 		mc.close()
@@ -197,6 +217,11 @@ func (c *counter) waitAll(t testing.TB, n int, within time.Duration) (dups int) 
 // publishNumbered publishes 1..n at QoS 1 on topic at about rate per
 // second, calling at(i) before message i.
 func publishNumbered(t testing.TB, addr, topic string, n, rate int, at func(i int)) {
+	publishNumberedQoS(t, addr, topic, 1, n, rate, at)
+}
+
+// publishNumberedQoS is publishNumbered at QoS qos.
+func publishNumberedQoS(t testing.TB, addr, topic string, qos byte, n, rate int, at func(i int)) {
 	t.Helper()
 	pub := dialClient(t, addr, fmt.Sprintf("pub-%d", time.Now().UnixNano()), packets.V5, true, 0)
 	const window = 50
@@ -220,11 +245,11 @@ func publishNumbered(t testing.TB, addr, topic string, n, rate int, at func(i in
 			select {
 			case <-ch:
 			case <-time.After(30 * time.Second):
-				t.Errorf("no PUBACK for message %d", id)
+				t.Errorf("no acknowledgement for packet id %d", id)
 			}
 			<-sem
 		}()
-		pub.c.send(&packets.Publish{Topic: topic, QoS: 1, PacketID: id, Payload: []byte(strconv.Itoa(i))})
+		pub.c.send(&packets.Publish{Topic: topic, QoS: qos, PacketID: id, Payload: []byte(strconv.Itoa(i))})
 	}
 	acks.Wait()
 }
