@@ -57,6 +57,7 @@ type Bridge struct {
 	srv   *tern.Server
 	node  string
 	peers *peerTable // set by a Manager: the Tern bridges connected to this broker
+	mgr   *Manager   // the Manager running it, or nil
 
 	staleRemote []string // set by Manager.Update: remote filters of the bridge's previous rules
 
@@ -96,12 +97,13 @@ const (
 	ReasonRemoteRefused = "remote_refused"   // the remote acknowledged it with an error code
 	ReasonLocalRefused  = "local_refused"    // the local broker acknowledged it with an error code
 	ReasonBacklog       = "qos0_backlog"     // QoS 0 for a connection that does not keep up
-	ReasonPeerLink      = "peer_link"        // not lost: the remote's own bridge to this broker imports it (see PullProperty)
-	numReasons          = 7
+	ReasonPeerLink      = "peer_link"        // not lost: the remote's own bridge to this broker imports it (see peers.go)
+	ReasonRedundant     = "redundant_path"   // not lost: the broker it goes to has a direct link from its origin (see peers.go)
+	numReasons          = 8
 )
 
 var reasons = [numReasons]string{ReasonLoop, ReasonUnmappable, ReasonTooLarge, ReasonRemoteRefused, ReasonLocalRefused,
-	ReasonBacklog, ReasonPeerLink}
+	ReasonBacklog, ReasonPeerLink, ReasonRedundant}
 
 func (b *Bridge) drop(i int) { b.drops[i].Add(1) }
 
@@ -113,6 +115,7 @@ const (
 	dropLocalRefused
 	dropBacklog
 	dropPeerLink
+	dropRedundant
 )
 
 // New returns a bridge for cfg, logging to log (nil: slog.Default()). Add
@@ -577,7 +580,7 @@ func (b *Bridge) connectTo(i int) (*link, error) {
 		p.SessionExpiry = packets.Uint32(uint32(b.s.SessionExpiry / time.Second))
 		p.ReceiveMaximum = uint16(min(b.s.MaxInflight, int(local.receiveMax)))
 		p.MaximumPacketSize = local.maxPacket
-		p.User = append([]packets.UserProperty{{Key: tern.NodeProperty, Value: b.node}}, b.s.pullProperties()...)
+		p.User = append([]packets.UserProperty{{Key: tern.NodeProperty, Value: b.node}}, b.s.flowProperties()...)
 	}
 	if b.s.notifications && !b.s.NotificationsLocalOnly {
 		cp.Will = &packets.Will{Topic: b.s.NotificationTopic, Payload: []byte("0"), QoS: 1, Retain: true}

@@ -103,8 +103,7 @@ type Config struct {
 	// MaxHops is the loop guard for meshes: a message that has already
 	// crossed MaxHops bridges (its "tern-via" user properties) is not
 	// forwarded again, nor one that has been on the broker it would go
-	// to. Default 8; 1 forwards only messages published on this side, as
-	// a full mesh of brokers wants (each is linked to every other).
+	// to. Default 8; 1 forwards only messages published on this side.
 	MaxHops int
 
 	// TLS is the TLS configuration for tls:// and wss:// addresses (nil:

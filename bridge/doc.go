@@ -22,9 +22,9 @@
 // forwarded message carries the node ids of the brokers it crossed in
 // "tern-via" user properties: a bridge does not forward a message to a
 // broker it has been on (a Tern remote tells its node id in its CONNACK),
-// nor one that has crossed MaxHops bridges. Configure each link between two
-// brokers once (on one side, direction both); brokers linked in a cycle
-// (each to every other) want MaxHops 1.
+// nor one that has crossed MaxHops bridges. Tern bridges also announce what
+// they forward unrenamed ("tern-pull", "tern-push"), so that links
+// configured on both sides and full meshes deliver one copy (peers.go).
 //
 // Use a Manager for several bridges and reloads; New for a single bridge
 // as a hook:

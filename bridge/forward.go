@@ -287,7 +287,10 @@ func (l *link) outPubrel(id uint16) {
 // the local broker.
 func (l *link) outAcked(id uint16, t packets.Type, code packets.ReasonCode) {
 	b := l.b
-	if code.IsError() && t != packets.PUBCOMP {
+	switch {
+	case code == errRedundant && l.remoteNode != "" && t != packets.PUBCOMP:
+		b.drop(dropRedundant) // see peers.go
+	case code.IsError() && t != packets.PUBCOMP:
 		b.drop(dropRemoteRefused)
 	}
 	l.mu.Lock()
@@ -362,6 +365,12 @@ func (l *link) inPublish(p *packets.Publish) {
 	topic, err := r.toLocal(p.Topic)
 	if err != nil {
 		b.drop(dropUnmappable)
+		l.ackRemote(p.PacketID, p.QoS, packets.Success)
+		return
+	}
+	if node, n := origin(p.Properties.User); n >= 1 && b.mgr != nil && r.identity() && b.mgr.direct(node, topic, p.QoS) {
+		// A longer path than a direct link from its origin: see peers.go.
+		b.drop(dropRedundant)
 		l.ackRemote(p.PacketID, p.QoS, packets.Success)
 		return
 	}

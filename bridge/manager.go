@@ -68,6 +68,7 @@ func (m *Manager) build(cfgs []Config) (map[string]*Bridge, []string, error) {
 			continue
 		}
 		b.peers = m.peers
+		b.mgr = m
 		bs[c.Name] = b
 		order = append(order, c.Name)
 	}
