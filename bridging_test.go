@@ -4,6 +4,7 @@ package tern_test
 // queue limits (session_limits.go).
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/ternmq/tern"
@@ -124,5 +125,47 @@ func TestSessionLimits(t *testing.T) {
 	}
 	if small, _ := srv.SessionInfo("small"); small.Queued != 10 {
 		t.Fatalf("after reset: %+v", small)
+	}
+}
+
+// discarder drops messages on topic "drop/..." quietly.
+type discarder struct{}
+
+func (discarder) ID() string { return "discarder" }
+func (discarder) OnPublish(_ *tern.Client, pk *packets.Publish) error {
+	if strings.HasPrefix(pk.Topic, "drop/") {
+		return tern.ErrDiscard
+	}
+	return nil
+}
+
+// A PublishInterceptor that returns ErrDiscard drops the message quietly:
+// the publisher gets a success acknowledgement (v5: 0x00, not an error
+// code), nothing is routed, nothing counted as refused.
+func TestInterceptorDiscard(t *testing.T) {
+	srv := terntest.NewServer(t, nil, discarder{})
+	sub := mustConnect(t, srv, packets.V5, "sub")
+	subscribeRaw(t, sub, 1, packets.Subscription{Filter: "#", QoS: 1})
+	pub := mustConnect(t, srv, packets.V5, "pub")
+	pub.Send(&packets.Publish{Topic: "drop/x", QoS: 1, PacketID: 1})
+	if a := recvAs[*packets.Puback](t, pub); a.ReasonCode != packets.Success {
+		t.Fatalf("PUBACK %v", a.ReasonCode)
+	}
+	pub.Send(&packets.Publish{Topic: "drop/y", QoS: 2, PacketID: 2})
+	if a := recvAs[*packets.Pubrec](t, pub); a.ReasonCode != packets.Success {
+		t.Fatalf("PUBREC %v", a.ReasonCode)
+	}
+	pub.Send(&packets.Pubrel{PacketID: 2})
+	recvAs[*packets.Pubcomp](t, pub)
+	if err := srv.Publish("drop/z", nil, false, 0); err != nil {
+		t.Fatalf("in-process publish: %v", err)
+	}
+	pub.Send(&packets.Publish{Topic: "keep", QoS: 1, PacketID: 3})
+	recvAs[*packets.Puback](t, pub)
+	if p := recvAs[*packets.Publish](t, sub); p.Topic != "keep" {
+		t.Fatalf("subscriber got %s", p.Topic)
+	}
+	if n := srv.Stats().PublishDenied.Load(); n != 0 {
+		t.Errorf("PublishDenied %d", n)
 	}
 }
