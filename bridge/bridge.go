@@ -98,7 +98,7 @@ const (
 	ReasonLocalRefused  = "local_refused"    // the local broker acknowledged it with an error code
 	ReasonBacklog       = "qos0_backlog"     // QoS 0 for a connection that does not keep up
 	ReasonPeerLink      = "peer_link"        // not lost: the remote's own bridge to this broker imports it (see peers.go)
-	ReasonRedundant     = "redundant_path"   // not lost: the broker it goes to has a direct link from its origin (see peers.go)
+	ReasonRedundant     = "redundant_path"   // not lost: this broker has a direct link from its origin (see peers.go)
 	numReasons          = 8
 )
 

@@ -287,10 +287,7 @@ func (l *link) outPubrel(id uint16) {
 // the local broker.
 func (l *link) outAcked(id uint16, t packets.Type, code packets.ReasonCode) {
 	b := l.b
-	switch {
-	case code == errRedundant && l.remoteNode != "" && t != packets.PUBCOMP:
-		b.drop(dropRedundant) // see peers.go
-	case code.IsError() && t != packets.PUBCOMP:
+	if code.IsError() && t != packets.PUBCOMP {
 		b.drop(dropRemoteRefused)
 	}
 	l.mu.Lock()

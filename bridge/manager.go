@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"reflect"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ternmq/tern"
@@ -17,8 +18,9 @@ import (
 // runs (Update, for SIGHUP). Add it to the server with AddHook before
 // Serve.
 type Manager struct {
-	log   *slog.Logger
-	peers *peerTable // the Tern bridges connected to this broker
+	log       *slog.Logger
+	peers     *peerTable   // the Tern bridges connected to this broker
+	redundant atomic.Int64 // see Redundant
 
 	mu      sync.Mutex
 	srv     *tern.Server // set by Start

@@ -14,6 +14,8 @@ var (
 	droppedDesc  = prometheus.NewDesc("tern_bridge_dropped_total",
 		"Messages the bridge did not forward, by reason (queue_full, loop, packet_too_large, ...).", []string{"bridge", "reason"}, nil)
 	reconnectsDesc = prometheus.NewDesc("tern_bridge_reconnects_total", "Connections of the bridge that ended.", []string{"bridge"}, nil)
+	redundantDesc  = prometheus.NewDesc("tern_bridge_redundant_discarded_total",
+		"Messages other brokers' bridges sent by a longer path than a direct link from their origin, discarded.", nil, nil)
 )
 
 // Collector returns a Prometheus collector of the bridges' metrics, read
@@ -26,12 +28,13 @@ func (m *Manager) Collector() prometheus.Collector { return collector{m} }
 type collector struct{ m *Manager }
 
 func (collector) Describe(ch chan<- *prometheus.Desc) {
-	for _, d := range []*prometheus.Desc{upDesc, msgDesc, queuedDesc, inflightDesc, droppedDesc, reconnectsDesc} {
+	for _, d := range []*prometheus.Desc{upDesc, msgDesc, queuedDesc, inflightDesc, droppedDesc, reconnectsDesc, redundantDesc} {
 		ch <- d
 	}
 }
 
 func (c collector) Collect(ch chan<- prometheus.Metric) {
+	ch <- prometheus.MustNewConstMetric(redundantDesc, prometheus.CounterValue, float64(c.m.Redundant()))
 	for _, s := range c.m.Status() {
 		up := 0.0
 		if s.State == StateConnected {

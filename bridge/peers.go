@@ -28,10 +28,11 @@ import (
 // Meshes. In a cycle (A-B, B-C, C-A) a message from A reaches C directly
 // and through B. A broker that has a direct link from a message's origin
 // (the first broker in its hop list) for that topic, one of its own bridges
-// pulling from it or a bridge of the origin pushing to it, refuses the
+// pulling from it or a bridge of the origin pushing to it, drops the
 // message when it comes by a longer path: a bridge does not import it
-// ("redundant_path"), and a publish from another broker's bridge is refused
-// with 0x83, which the sending Tern bridge counts as "redundant_path" too.
+// ("redundant_path"), and a publish from another broker's bridge is
+// acknowledged and discarded (tern.ErrDiscard; counted in
+// Manager.Redundant, the metric tern_bridge_redundant_discarded_total).
 //
 // Either way, while the direct link is down the message takes the other
 // path, and the direct link's session queue delivers it again when it
@@ -43,10 +44,6 @@ const (
 	PullProperty = "tern-pull"
 	PushProperty = "tern-push"
 )
-
-// errRedundant refuses a message that came by a longer path than a direct
-// link from its origin.
-const errRedundant = packets.ImplementationSpecificError
 
 // flow is one announced filter.
 type flow struct {
@@ -267,15 +264,21 @@ func (m *Manager) OnDisconnect(c *tern.Client, _ error) {
 }
 
 // OnPublish implements tern.PublishInterceptor: a message another broker's
-// bridge publishes here, which has crossed more than one bridge, is refused
-// (0x83) when this broker has a direct link from its origin for it. It
+// bridge publishes here, which has crossed more than one bridge, is
+// discarded when this broker has a direct link from its origin for it. It
 // costs nothing for messages without user properties.
 func (m *Manager) OnPublish(_ *tern.Client, pk *packets.Publish) error {
 	if len(pk.Properties.User) == 0 {
 		return nil
 	}
 	if node, n := origin(pk.Properties.User); n >= 2 && m.direct(node, pk.Topic, pk.QoS) {
-		return errRedundant
+		m.redundant.Add(1)
+		return tern.ErrDiscard
 	}
 	return nil
 }
+
+// Redundant returns how many messages other brokers' bridges sent here by
+// a longer path than a direct link from their origin, and that were
+// discarded (see peers.go).
+func (m *Manager) Redundant() int64 { return m.redundant.Load() }
