@@ -613,6 +613,9 @@ func (b *Bridge) connectTo(i int) (*link, error) {
 				l.remoteNode = u.Value
 			}
 		}
+		if ska := p.ServerKeepAlive; ska != nil && *ska > 0 {
+			l.remoteKA = time.Duration(*ska) * time.Second
+		}
 		if p.AssignedClientID != "" {
 			b.log.Warn("the remote assigned a client id", "client", p.AssignedClientID)
 		}
@@ -634,6 +637,10 @@ func (b *Bridge) connectTo(i int) (*link, error) {
 	b.learnLocal(lack)
 	l.lc = lc
 	l.localMax = b.local
+	l.localKA = maxKeepAlive
+	if ska := lack.Properties.ServerKeepAlive; ska != nil && *ska > 0 {
+		l.localKA = time.Duration(*ska) * time.Second
+	}
 	if !lack.SessionPresent {
 		// The session was lost (expired, or removed): subscribe again on
 		// this connection, which handles what the broker then sends.
@@ -649,6 +656,9 @@ func (b *Bridge) connectTo(i int) (*link, error) {
 		"remote_node", l.remoteNode)
 	return l, nil
 }
+
+// maxKeepAlive stands for "no keep alive" on the local connection.
+const maxKeepAlive = time.Duration(1<<63 - 1)
 
 // Why serve returned.
 type endReason int
@@ -678,7 +688,10 @@ func (b *Bridge) serve(l *link) endReason {
 	b.notify(l, "1")
 
 	ka := b.s.KeepAlive
-	tick := time.NewTicker(max(ka/4, 100*time.Millisecond))
+	if l.remoteKA > 0 {
+		ka = l.remoteKA // the remote's Server Keep Alive [MQTT-3.2.2-21]
+	}
+	tick := time.NewTicker(max(min(ka, l.localKA)/4, 100*time.Millisecond))
 	defer tick.Stop()
 	var probe <-chan time.Time
 	if b.s.Failover == FailoverPrimary && l.addrIdx > 0 {
@@ -717,6 +730,10 @@ loop:
 				l.lastPing = t
 				l.rc.send(&packets.Pingreq{})
 			}
+			if lka := l.localKA; lka < maxKeepAlive && t.Sub(time.Unix(0, l.lc.lastOut.Load())) >= lka/2 {
+				// The local broker imposes a keep alive (limits.max_keepalive).
+				l.lc.send(&packets.Pingreq{})
+			}
 		}
 	}
 	b.mu.Lock()
@@ -747,8 +764,14 @@ loop:
 		b.fail(err, l.addr)
 	}
 	// Both readers end once their connections are closed.
-	if e := <-errc; err == nil {
-		err = e
+	readers := 2
+	if why == endBroken {
+		readers-- // its error ended the loop
+	}
+	for range readers {
+		if e := <-errc; err == nil {
+			err = e
+		}
 	}
 	if why == endBroken || why == endPrimary || why == endKick {
 		b.log.Info("bridge disconnected", "addr", l.addr, "why", err)

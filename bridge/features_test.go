@@ -259,3 +259,18 @@ func TestReloadUnsubscribesRemote(t *testing.T) {
 		t.Errorf("%d messages came in and were dropped", n)
 	}
 }
+
+// Brokers that impose a keep alive (Server Keep Alive, limits.max_keepalive)
+// on both sides: the bridge pings each side as it asks, and an idle link
+// stays up.
+func TestServerKeepAlive(t *testing.T) {
+	b, _ := broker(t, "B", &tern.Options{MaxKeepAlive: 1})
+	_, m := broker(t, "A", &tern.Options{MaxKeepAlive: 1}, fast(Config{Name: "ab", Addresses: []string{b.Addr},
+		Topics: []Topic{{Pattern: "#", Direction: Both, QoS: 1}}}))
+	waitConnected(t, m)
+	time.Sleep(3500 * time.Millisecond)
+	br, _ := m.Bridge("ab")
+	if st := br.Status(); st.State != StateConnected || st.Reconnects != 0 {
+		t.Errorf("after 3.5 s idle with keep alives of 1 s: %+v", st)
+	}
+}

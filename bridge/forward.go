@@ -34,8 +34,10 @@ type link struct {
 	viaID           string // what incoming messages get in their hop list: remoteNode, or the address
 	localMax        localLimits
 
-	lastPing time.Time   // owned by serve
-	stopping atomic.Bool // the link is being closed on purpose: read errors are expected
+	remoteKA time.Duration // the remote's Server Keep Alive, 0: ours
+	localKA  time.Duration // the local broker's Server Keep Alive, maxKeepAlive: none
+	lastPing time.Time     // owned by serve
+	stopping atomic.Bool   // the link is being closed on purpose: read errors are expected
 
 	mu  sync.Mutex
 	out map[uint16]*outState // outgoing QoS 1/2 messages by packet id
