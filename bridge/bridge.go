@@ -591,7 +591,8 @@ func (b *Bridge) connectTo(i int) (*link, error) {
 		return nil, err
 	}
 	l := &link{b: b, rc: rc, addrIdx: i, addr: a.raw, remoteV: v, remoteMaxQoS: 2, remoteRetain: true,
-		remoteSubIDs: v == packets.V5, out: make(map[uint16]*outState), in: make(map[uint16]*inState)}
+		remoteSubIDs: v == packets.V5, out: make(map[uint16]*outState), in: make(map[uint16]*inState),
+		freshRemote: !ack.SessionPresent}
 	remoteRM := 65535
 	if v == packets.V5 {
 		p := &ack.Properties
@@ -636,6 +637,7 @@ func (b *Bridge) connectTo(i int) (*link, error) {
 	}
 	b.learnLocal(lack)
 	l.lc = lc
+	l.freshLocal = !lack.SessionPresent
 	l.localMax = b.local
 	l.localKA = maxKeepAlive
 	if ska := lack.Properties.ServerKeepAlive; ska != nil && *ska > 0 {

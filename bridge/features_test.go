@@ -274,3 +274,40 @@ func TestServerKeepAlive(t *testing.T) {
 		t.Errorf("after 3.5 s idle with keep alives of 1 s: %+v", st)
 	}
 }
+
+// A remote that lost the bridge's session (no persistence, restarted)
+// hands out packet ids afresh; the local session may still hold one as a
+// QoS 2 id awaiting PUBREL from the old session. The bridge clears it
+// before the first message with that id, which then arrives instead of
+// being taken for a duplicate.
+func TestFreshRemoteSessionQoS2(t *testing.T) {
+	a, m := broker(t, "A", nil)
+	// A stale QoS 2 receipt, id 1, in the bridge's local session.
+	stale := a.Dial(t, packets.V5)
+	cp := &packets.Connect{ClientID: LocalClientID("ab")}
+	cp.Properties.SessionExpiry = packets.Uint32(600)
+	stale.Connect(cp)
+	stale.Send(&packets.Publish{Topic: "old", QoS: 2, PacketID: 1})
+	if _, ok := stale.Recv().(*packets.Pubrec); !ok {
+		t.Fatal("no PUBREC")
+	}
+	stale.Close()
+	terntest.Eventually(t, "the stale connection to end", func() bool { return len(a.Clients()) == 0 })
+
+	b, _ := broker(t, "B", nil) // no store: a new session for the bridge
+	if err := m.Update([]Config{fast(Config{Name: "ab", Addresses: []string{b.Addr}, Notifications: new(false),
+		Topics: []Topic{{Pattern: "cmd/#", Direction: In, QoS: 2}}})}); err != nil {
+		t.Fatal(err)
+	}
+	waitConnected(t, m)
+	sub := dialClient(t, a.Addr, "sub", packets.V5, true, 0)
+	sub.subscribe("cmd/#", 2)
+	terntest.Eventually(t, "the remote subscription", func() bool { return len(b.Subscriptions("")) > 0 })
+	pub := dialClient(t, b.Addr, "pub", packets.V5, true, 0)
+	pub.publish("cmd/1", "first", 2, false) // packet id 1 towards the bridge
+	if got := sub.expect(1)[0]; got.Topic != "cmd/1" {
+		t.Fatalf("got %s", got.Topic)
+	}
+	pub.publish("cmd/2", "second", 2, false)
+	sub.expect(1)
+}

@@ -42,6 +42,45 @@ type link struct {
 	mu  sync.Mutex
 	out map[uint16]*outState // outgoing QoS 1/2 messages by packet id
 	in  map[uint16]*inState  // incoming QoS 1/2 messages by packet id
+
+	// A side whose session is new (CONNACK session present 0: it lost it,
+	// or clean start) hands out packet ids afresh, which the other side may
+	// still hold as QoS 2 ids awaiting PUBREL from the old session; a new
+	// message would then be taken for a duplicate there and lost. So the
+	// first QoS 2 message with each id from a new session is preceded by a
+	// PUBREL that clears the id, whose PUBCOMP is not passed on.
+	freshRemote, freshLocal bool
+	clearedIn, clearedOut   map[uint16]bool // ids already cleared
+	swallowLocal            map[uint16]int  // PUBCOMPs from the local broker not to pass on
+	swallowRemote           map[uint16]int  // PUBCOMPs from the remote not to pass on
+}
+
+// clearIn clears a QoS 2 id of a new remote session on the local side
+// before its first message; call it with l.mu held.
+func (l *link) clearInLocked(id uint16) bool {
+	if !l.freshRemote || l.clearedIn[id] {
+		return false
+	}
+	if l.clearedIn == nil {
+		l.clearedIn, l.swallowLocal = make(map[uint16]bool), make(map[uint16]int)
+	}
+	l.clearedIn[id] = true
+	l.swallowLocal[id]++
+	return true
+}
+
+// clearOutLocked is clearInLocked for a new local session's ids on the
+// remote.
+func (l *link) clearOutLocked(id uint16) bool {
+	if !l.freshLocal || l.clearedOut[id] {
+		return false
+	}
+	if l.clearedOut == nil {
+		l.clearedOut, l.swallowRemote = make(map[uint16]bool), make(map[uint16]int)
+	}
+	l.clearedOut[id] = true
+	l.swallowRemote[id]++
+	return true
 }
 
 // outState is an outgoing message in flight: the QoS the local broker sent
@@ -259,7 +298,11 @@ func (l *link) outPublish(p *packets.Publish) {
 	}
 	l.mu.Lock()
 	l.out[p.PacketID] = &outState{localQoS: p.QoS, remoteQoS: q}
+	clear := q == 2 && l.clearOutLocked(p.PacketID)
 	l.mu.Unlock()
+	if clear {
+		l.rc.send(&packets.Pubrel{PacketID: p.PacketID})
+	}
 	if l.rc.send(out) == nil {
 		b.sent.Add(1)
 	}
@@ -289,6 +332,9 @@ func (l *link) outPubrel(id uint16) {
 // the local broker.
 func (l *link) outAcked(id uint16, t packets.Type, code packets.ReasonCode) {
 	b := l.b
+	if t == packets.PUBCOMP && l.swallowed(true, id) {
+		return
+	}
 	if code.IsError() && t != packets.PUBCOMP {
 		b.drop(dropRemoteRefused)
 	}
@@ -393,7 +439,11 @@ func (l *link) inPublish(p *packets.Publish) {
 	}
 	l.mu.Lock()
 	l.in[p.PacketID] = &inState{remoteQoS: p.QoS, localQoS: q}
+	clear := q == 2 && l.clearInLocked(p.PacketID)
 	l.mu.Unlock()
+	if clear {
+		l.lc.send(&packets.Pubrel{PacketID: p.PacketID})
+	}
 	if l.lc.send(out) == nil {
 		b.received.Add(1)
 	}
@@ -422,6 +472,9 @@ func (l *link) inPubrel(id uint16) {
 // only then.
 func (l *link) inAcked(id uint16, t packets.Type, code packets.ReasonCode) {
 	b := l.b
+	if t == packets.PUBCOMP && l.swallowed(false, id) {
+		return
+	}
 	if code.IsError() && t != packets.PUBCOMP {
 		b.drop(dropLocalRefused)
 	}
@@ -459,6 +512,24 @@ func (l *link) inAcked(id uint16, t packets.Type, code packets.ReasonCode) {
 	default:
 		l.rc.send(&packets.Pubcomp{PacketID: id})
 	}
+}
+
+// swallowed reports whether a PUBCOMP from the remote (or the local
+// broker) answers a clearing PUBREL (see clearInLocked), and counts it.
+func (l *link) swallowed(remote bool, id uint16) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	m := l.swallowLocal
+	if remote {
+		m = l.swallowRemote
+	}
+	if m[id] == 0 {
+		return false
+	}
+	if m[id]--; m[id] == 0 {
+		delete(m, id)
+	}
+	return true
 }
 
 // forwardProperties returns the properties a forwarded message carries:
