@@ -129,19 +129,27 @@ func TestRingNoLoop(t *testing.T) {
 	for _, n := range order {
 		subs[n].expect(want[n])
 	}
-	time.Sleep(500 * time.Millisecond) // the refused longer paths settle
-	var received int64
-	for _, n := range order {
-		received += srvs[n].Stats().MessagesReceived.Load()
+	// No loop: the brokers' received counts settle (the refused longer
+	// paths take a moment).
+	total := func() (n int64) {
+		for _, name := range order {
+			n += srvs[name].Stats().MessagesReceived.Load()
+		}
+		return n
+	}
+	prev := total()
+	for deadline := time.Now().Add(10 * time.Second); ; {
+		time.Sleep(300 * time.Millisecond)
+		cur := total()
+		if cur == prev {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("messages still flowing after 10 s: %d received", cur)
+		}
+		prev = cur
 	}
 	for _, n := range order {
-		subs[n].expectNone(300 * time.Millisecond)
-	}
-	var later int64
-	for _, n := range order {
-		later += srvs[n].Stats().MessagesReceived.Load()
-	}
-	if later != received {
-		t.Errorf("messages still flowing: %d then %d received", received, later)
+		subs[n].expectNone(10 * time.Millisecond)
 	}
 }
