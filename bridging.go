@@ -4,6 +4,7 @@ import (
 	"os"
 
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
 )
 
 // What the core does for bridges, its own (package bridge) and other
@@ -37,11 +38,13 @@ func (c *Client) UserProperties() []packets.UserProperty { return c.connectUser 
 func (c *Client) IsBridge() bool { return c.bridge }
 
 // bridgeOptions gives a subscription of a 3.x bridge the options a v5
-// bridge would ask for: No Local [MQTT-3.8.3-3] and Retain As Published
-// [MQTT-3.8.3-4].
+// bridge would ask for: No Local [MQTT-3.8.3-3] (not on a shared
+// subscription, where it is not allowed [MQTT-3.8.3-4]) and Retain As
+// Published.
 func (c *Client) bridgeOptions(req *packets.Subscription) {
 	if c.bridge {
-		req.NoLocal = true
+		_, _, shared := topics.ParseShared(req.Filter)
+		req.NoLocal = !shared
 		req.RetainAsPublished = true
 	}
 }

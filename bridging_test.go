@@ -44,6 +44,11 @@ func TestBridgeBitClient(t *testing.T) {
 		other.Send(&packets.Puback{PacketID: 1})
 		expectNothing(t, c, "the bridge's own message")
 
+		// A shared subscription is allowed (No Local is not applied to it).
+		if codes := subscribeRaw(t, c, 2, packets.Subscription{Filter: "$share/g/s/#", QoS: 1}); codes[0].IsError() {
+			t.Fatalf("shared subscription of a bridge: %v", codes[0])
+		}
+
 		// A retained message from someone else keeps its flag for the
 		// bridge, not for the plain subscriber.
 		other.Send(&packets.Publish{Topic: "b/r", Retain: true, Payload: []byte("r")})
