@@ -31,8 +31,10 @@ type Client struct {
 	aliasMaxOut uint16 // the client's Topic Alias Maximum
 	version     byte
 	cleanStart  bool
+	bridge      bool // a 3.x bridge (protocol level with the bridge bit): see bridging.go
 	problemInfo bool // the client's Request Problem Information
 	authMethod  string
+	connectUser []packets.UserProperty // the CONNECT's user properties (v5)
 	will        atomic.Pointer[packets.Will]
 
 	// Owned by the reading goroutine (which may change while the

@@ -227,6 +227,8 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.id = pk.ClientID
 	c.username = pk.Username
 	c.cleanStart = pk.CleanStart
+	c.bridge = pk.Bridge
+	c.connectUser = pk.Properties.User
 	c.keepAlive = pk.KeepAlive
 	v5 := c.version == packets.V5
 	p := &pk.Properties
@@ -327,6 +329,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if expiry != asked {
 			ap.SessionExpiry = packets.Uint32(expiry) // section 3.2.2.3.2: tell the client the interval in force
 		}
+		s.answerNode(pk, ap)
 		if m := cfg.MaxKeepAlive; m > 0 && (c.keepAlive == 0 || c.keepAlive > m) {
 			c.keepAlive = m
 			ap.ServerKeepAlive = packets.Uint16(m) // [MQTT-3.2.2-21]

@@ -2,6 +2,7 @@ package tern
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
@@ -118,11 +119,18 @@ type Authorizer interface {
 // and before routing. It may modify pk but must not keep it after the call:
 // the server reuses the struct; returning an error rejects the
 // message: a packets.ReasonCode error is sent to v5 clients in the
-// acknowledgement, anything else as 0x80 Unspecified error.
+// acknowledgement, anything else as 0x80 Unspecified error. Returning
+// ErrDiscard drops the message quietly: it is acknowledged as if routed,
+// and neither routed nor counted as refused (a bridge drops a copy that
+// another path already brought).
 type PublishInterceptor interface {
 	Hook
 	OnPublish(c *Client, pk *packets.Publish) error
 }
+
+// ErrDiscard is what a PublishInterceptor returns to drop a message
+// quietly.
+var ErrDiscard = errors.New("tern: message discarded by a hook")
 
 // ConnectObserver is told of each session established on a connection.
 type ConnectObserver interface {

@@ -82,7 +82,9 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 	}
 	pk := &packets.Publish{Topic: topic, Payload: append([]byte(nil), payload...), Retain: retain, QoS: qos}
 	for _, h := range s.hooks.interceptors {
-		if err := h.OnPublish(c, pk); err != nil {
+		if err := h.OnPublish(c, pk); err == ErrDiscard {
+			return nil
+		} else if err != nil {
 			return err
 		}
 	}

@@ -25,6 +25,7 @@ type ClientInfo struct {
 	Listener        string    // ID of the listener it connected through
 	ProtocolVersion byte      // 3 (MQTT 3.1), 4 (3.1.1) or 5
 	CleanStart      bool      // clean start (v5) or clean session (v3)
+	Bridge          bool      // a 3.x bridge: it connected with the bridge bit (see packets.BridgeBit)
 	KeepAlive       uint16    // seconds, as in force (after MaxKeepAlive)
 	ConnectedAt     time.Time // when the session was established
 	SessionExpiry   uint32    // seconds; NeverExpire for never
@@ -156,6 +157,7 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 		Listener:        c.listener,
 		ProtocolVersion: c.version,
 		CleanStart:      c.cleanStart,
+		Bridge:          c.bridge,
 		KeepAlive:       c.keepAlive,
 		ConnectedAt:     c.ConnectedAt(),
 		SessionExpiry:   ss.expiry,

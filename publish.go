@@ -68,11 +68,16 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 
 	code := packets.Success
 	durable := false
+	discarded := false
 	if !s.hooks.authorize(c, pk.Topic, Write) {
 		code = packets.NotAuthorized
 	} else {
 		for _, h := range s.hooks.interceptors {
 			if err := h.OnPublish(c, pk); err != nil {
+				if err == ErrDiscard {
+					discarded = true
+					break
+				}
 				code = packets.CodeOf(err)
 				if !code.IsError() || !code.ValidFor(packets.PUBACK) {
 					code = packets.UnspecifiedError
@@ -89,7 +94,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		} else {
 			s.countDrop(nil, DropNotAuthorized)
 		}
-	} else {
+	} else if !discarded {
 		m := newMessage(pk, c.id, c.rd.at) // the time of the read: no clock read per message
 		// A v5 publisher learns that its retained message was refused
 		// for the retained limits; others' are delivered, not retained.

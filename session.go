@@ -37,6 +37,7 @@ type session struct {
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
+	limits   *queueLimits // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
 	qos0Full atomic.Bool                  // the online client's pending output is full: QoS 0 is dropped without the lock
@@ -57,7 +58,11 @@ type inflightMsg struct {
 }
 
 func newSession(s *Server, id string) *session {
-	return &session{srv: s, id: id}
+	ss := &session{srv: s, id: id}
+	if l, ok := s.sessionLimits.Load(id); ok {
+		ss.limits = l.(*queueLimits)
+	}
+	return ss
 }
 
 // addInflightLocked records a message sent and not yet acknowledged.
@@ -112,11 +117,15 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		return DropOfflineQoS0, d.msg
 	}
 	size := d.msg.size()
+	maxMsgs, maxBytes := cfg.MaxQueuedMessages, cfg.MaxQueuedBytes
+	if l := ss.limits; l != nil {
+		maxMsgs, maxBytes = l.maxMessages, l.maxBytes
+	}
 	switch {
 	case d.qos == 0 && c != nil && c.pendingLocked()+size > cfg.MaxPendingBytes:
 		why = DropSlowConsumer
 		ss.qos0Full.Store(true) // until the writer drains: see Client.outDrainedLocked
-	case ss.queuedLocked() >= cfg.MaxQueuedMessages || ss.qBytes+size > cfg.MaxQueuedBytes:
+	case ss.queuedLocked() >= maxMsgs || ss.qBytes+size > maxBytes:
 		why = DropQueueFull
 	case s.mem.full(d.msg):
 		why = DropMemoryFull
@@ -127,7 +136,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	// Make room by the policy, or drop the new message.
 	victim, evicted := ss.makeRoomLocked(d, charge)
 	if !evicted {
-		if why == DropQueueFull && cfg.QueueFullPolicy == DropNew && ss.qQoS0 == 0 {
+		if why == DropQueueFull && !ss.dropOldestLocked() && ss.qQoS0 == 0 {
 			// Nothing can make room until the queue shrinks: drop
 			// without the lock until then (see unaccountLocked).
 			ss.qFull.Store(true)
@@ -145,7 +154,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 // queued message of any QoS. A QoS 0 message never takes the place of a
 // QoS 1 or 2 one.
 func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
-	oldest := ss.srv.cfg.QueueFullPolicy == DropOldest
+	oldest := ss.dropOldestLocked()
 	if d.qos == 0 && !oldest {
 		return delivery{}, false
 	}

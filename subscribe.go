@@ -23,6 +23,7 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
 	var sendRetained []topics.Subscription
 	for i, req := range pk.Subscriptions {
+		c.bridgeOptions(&req)
 		code, sub, existed, err := s.subscribe(c, req, subID)
 		if err != nil {
 			return err

@@ -17,6 +17,8 @@
 //	DELETE /api/v1/retained/{topic...}   delete it
 //	POST   /api/v1/publish               publish a message
 //
+// Other packages add routes with Handle (bridge.Manager's /api/v1/bridges).
+//
 // Lists take page (from 1) and limit (1 to 1000, default 100) and answer
 // {"data": [...], "meta": {"page", "limit", "count", "hasnext"}}. Errors
 // are {"error": "..."} with a 4xx or 5xx status.
@@ -97,6 +99,12 @@ func New(srv *tern.Server, opts Options) *Server {
 // Registry returns the Prometheus registry /metrics serves, for an
 // embedder to add its own collectors to.
 func (a *Server) Registry() *prometheus.Registry { return a.registry }
+
+// Handle serves pattern (a net/http.ServeMux pattern, such as
+// "GET /api/v1/bridges") with h, behind the same authentication as the
+// rest of the API: how other packages (bridge.Manager.Handler) add routes.
+// Call it before Serve.
+func (a *Server) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
 // SetReady sets whether /readyz may answer 200; it answers 503 while the
 // broker is not serving whatever this says. Set it to false when a

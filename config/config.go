@@ -39,6 +39,13 @@ type Config struct {
 	Log         Log         `yaml:"log"`
 	Admin       Admin       `yaml:"admin"`
 
+	// NodeID names this broker to other brokers: bridges carry it in the
+	// hop list of what they forward. Default: the host name.
+	NodeID string `yaml:"node_id" usage:"name of this broker for bridges' loop guard (default: the host name)"`
+	// Bridges connect this broker to others (package bridge); they are
+	// reloaded on SIGHUP. Set in the file only.
+	Bridges []Bridge `yaml:"bridges" flag:"-" usage:"bridges to other brokers (in the file only)"`
+
 	// SysInterval is the period of the $SYS/broker topics; 0 (or a
 	// negative value) turns them off.
 	SysInterval Duration `yaml:"sys_interval" usage:"period of the $SYS topics (0: off)"`
@@ -252,6 +259,7 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		ConnectTimeout:       time.Duration(l.ConnectTimeout),
 		WriteTimeout:         time.Duration(l.WriteTimeout),
 		SysInterval:          time.Duration(c.SysInterval),
+		NodeID:               c.NodeID,
 		SyncInterval:         time.Duration(c.Persistence.SyncInterval),
 
 		MaxConnections:            l.MaxConnections,

@@ -243,6 +243,9 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, key string) {
 			en = en.Alias
 		}
 		ev := reflect.New(v.Type().Elem()).Elem()
+		if d, ok := ev.Addr().Interface().(defaulter); ok {
+			d.setDefaults()
+		}
 		ek := fmt.Sprintf("%s[%d]", key, i)
 		if ts, ok := ev.Addr().Interface().(textSetter); ok && en.Kind == yaml.ScalarNode && !isNull(en) {
 			if err := ts.setText(en.Value); err != nil {
@@ -429,7 +432,12 @@ func formatValue(v reflect.Value) string {
 func (c *Config) applyEnv(environ []string) error {
 	byEnv := make(map[string]*Key)
 	var names []string
+	fileOnly := make(map[string]string)
 	for i, k := range keys() {
+		if k.Flag == "-" {
+			fileOnly[k.Env] = k.Name
+			continue
+		}
 		byEnv[k.Env] = &keys()[i]
 		names = append(names, k.Env)
 	}
@@ -437,6 +445,10 @@ func (c *Config) applyEnv(environ []string) error {
 	for _, kv := range environ {
 		name, val, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, EnvPrefix) || name == EnvConfigFile {
+			continue
+		}
+		if key, ok := fileOnly[name]; ok {
+			errs = append(errs, fmt.Errorf("config: %s: %s is set in the configuration file only", name, key))
 			continue
 		}
 		k, ok := byEnv[name]
@@ -503,6 +515,9 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	def := Default()
 	for i := range keys() {
 		k := &keys()[i]
+		if k.Flag == "-" {
+			continue // in the file only
+		}
 		v := &flagValue{key: k, def: formatValue(def.field(k))}
 		if v.def == "0s" {
 			v.def = "0" // which the help does not show as a default
@@ -543,7 +558,8 @@ func Changed(a, b *Config) []string {
 }
 
 // YAML returns the configuration as a YAML file that Load reads back, with
-// secrets (admin.token, the API keys' secrets) replaced by "<redacted>".
+// secrets (admin.token, the API keys' secrets, bridge passwords) replaced by
+// "<redacted>".
 func (c *Config) YAML() ([]byte, error) {
 	cp := *c
 	if cp.Admin.Token != "" {
@@ -552,6 +568,15 @@ func (c *Config) YAML() ([]byte, error) {
 	cp.Admin.APIKeys = slices.Clone(cp.Admin.APIKeys)
 	for i := range cp.Admin.APIKeys {
 		cp.Admin.APIKeys[i].Secret = redacted
+	}
+	cp.Bridges = slices.Clone(cp.Bridges)
+	for i := range cp.Bridges {
+		if cp.Bridges[i].Password != "" {
+			cp.Bridges[i].Password = redacted
+		}
+		if cp.Bridges[i].LocalPassword != "" {
+			cp.Bridges[i].LocalPassword = redacted
+		}
 	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)

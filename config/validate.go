@@ -41,6 +41,7 @@ func (c *Config) Validate() error {
 		v.fail("log.format", "%q is not text or json", c.Log.Format)
 	}
 	c.validateAdmin(v)
+	c.validateBridges(v)
 	v.nonNegative("drain_delay", c.DrainDelay)
 	if c.ShutdownTimeout <= 0 {
 		v.fail("shutdown_timeout", "must be positive")

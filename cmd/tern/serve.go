@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
+	"github.com/ternmq/tern/bridge"
 	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/storage/pebble"
 )
@@ -58,7 +59,7 @@ is turned off with =false (--retain-available=false).
 Signals: SIGTERM or SIGINT drain gracefully (/readyz turns 503, the
 listeners close, v5 clients receive DISCONNECT 0x8B Server shutting down);
 a second one exits at once. SIGHUP reloads the password file, the ACL
-file, the TLS certificates and the log level.`,
+file, the TLS certificates, the log level and the bridges.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile == "" {
@@ -106,6 +107,7 @@ type broker struct {
 	store   *pebble.Store // nil when persistence.durability is off
 	mqtt    []tern.Listener
 	reloads []reloader
+	bridges *bridge.Manager
 
 	adm      *admin.Server // nil when admin.listen is ""
 	admLn    net.Listener
@@ -169,6 +171,20 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	if b.mqtt, b.reloads, err = setupMQTT(srv, cfg, log); err != nil {
 		return nil, err
 	}
+	// Bridges run even when none is configured, so that SIGHUP can add some.
+	bcfgs, err := cfg.BridgeConfigs()
+	if err != nil {
+		return nil, err
+	}
+	if b.bridges, err = bridge.NewManager(log, bcfgs...); err != nil {
+		return nil, err
+	}
+	if err := srv.AddHook(b.bridges); err != nil {
+		return nil, err
+	}
+	if len(bcfgs) > 0 {
+		log.Info("bridges", "count", len(bcfgs), "node_id", srv.NodeID())
+	}
 	if cfg.Admin.Listen != "" {
 		obs := admin.NewObserver()
 		if err := srv.AddHook(obs); err != nil { // before Serve
@@ -183,6 +199,10 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 			tokens = append(tokens, cfg.Admin.Token)
 		}
 		b.adm = admin.New(srv, admin.Options{APIKeys: keys, Tokens: tokens, Observer: obs, Logger: log})
+		bh := b.bridges.Handler()
+		b.adm.Handle("/api/v1/bridges", bh)
+		b.adm.Handle("/api/v1/bridges/", bh)
+		b.adm.Registry().MustRegister(b.bridges.Collector())
 		if b.admLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 			return nil, fmt.Errorf("admin.listen: %w", err)
 		}
@@ -300,10 +320,11 @@ func (b *broker) reload() {
 		default:
 			var restart []string
 			for _, k := range config.Changed(b.cfg, cfg) {
-				if k != "log.level" {
+				if k != "log.level" && k != "bridges" {
 					restart = append(restart, k)
 				}
 			}
+			b.reloadBridges(cfg)
 			if cfg.Log.Level != b.cfg.Log.Level {
 				b.level.Set(cfg.Log.SlogLevel())
 				b.cfg.Log.Level = cfg.Log.Level
@@ -315,6 +336,21 @@ func (b *broker) reload() {
 		}
 	}
 	runReloads(b.reloads, b.log)
+}
+
+// reloadBridges applies the bridges of cfg: unchanged ones keep their
+// connection. A configuration that does not work leaves them all as they
+// are.
+func (b *broker) reloadBridges(cfg *config.Config) {
+	bcfgs, err := cfg.BridgeConfigs()
+	if err == nil {
+		err = b.bridges.Update(bcfgs)
+	}
+	if err != nil {
+		b.log.Error("bridges not reloaded; the ones in force stay", "err", err)
+		return
+	}
+	b.cfg.Bridges = cfg.Bridges
 }
 
 func runReloads(rs []reloader, log *slog.Logger) {
