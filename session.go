@@ -37,7 +37,7 @@ type session struct {
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
-	limits   *queueLimits // its own queue limits (Server.SetSessionLimits); nil: the server's
+	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
 	qos0Full atomic.Bool                  // the online client's pending output is full: QoS 0 is dropped without the lock
@@ -60,7 +60,7 @@ type inflightMsg struct {
 func newSession(s *Server, id string) *session {
 	ss := &session{srv: s, id: id}
 	if l, ok := s.sessionLimits.Load(id); ok {
-		ss.limits = l.(*queueLimits)
+		ss.limits.Store(l.(*queueLimits))
 	}
 	return ss
 }
@@ -118,7 +118,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	}
 	size := d.msg.size()
 	maxMsgs, maxBytes := cfg.MaxQueuedMessages, cfg.MaxQueuedBytes
-	if l := ss.limits; l != nil {
+	if l := ss.limits.Load(); l != nil {
 		maxMsgs, maxBytes = l.maxMessages, l.maxBytes
 	}
 	switch {

@@ -40,7 +40,7 @@ func (s *Server) SetSessionLimits(clientID string, l *SessionLimits) {
 	}
 	if ss := s.session(clientID); ss != nil {
 		ss.mu.Lock()
-		ss.limits = ql
+		ss.limits.Store(ql)
 		ss.qFull.Store(false) // the new limits may leave room
 		ss.mu.Unlock()
 	}
@@ -59,7 +59,7 @@ func limitOr(v, def int) int {
 // dropOldestLocked reports whether the session's full queue drops its
 // oldest message (else the new one).
 func (ss *session) dropOldestLocked() bool {
-	if l := ss.limits; l != nil {
+	if l := ss.limits.Load(); l != nil {
 		return l.oldest
 	}
 	return ss.srv.cfg.QueueFullPolicy == DropOldest
