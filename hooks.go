@@ -181,6 +181,8 @@ type hookSet struct {
 	authenticators []Authenticator
 	enhancedAuth   []EnhancedAuthenticator
 	authorizers    []Authorizer
+	requestAuth    []RequestAuthorizer // parallel to authorizers: nil where one is not
+	gates          []ConnectGate
 	interceptors   []PublishInterceptor
 	connects       []ConnectObserver
 	disconnects    []DisconnectObserver
@@ -203,6 +205,11 @@ func (hs *hookSet) add(h Hook) {
 	}
 	if v, ok := h.(Authorizer); ok {
 		hs.authorizers = append(hs.authorizers, v)
+		ra, _ := h.(RequestAuthorizer)
+		hs.requestAuth = append(hs.requestAuth, ra)
+	}
+	if v, ok := h.(ConnectGate); ok {
+		hs.gates = append(hs.gates, v)
 	}
 	if v, ok := h.(PublishInterceptor); ok {
 		hs.interceptors = append(hs.interceptors, v)
@@ -255,15 +262,7 @@ func (hs *hookSet) authenticate(c *Client, pk *packets.Connect) bool {
 // authorize runs the authorizers; access is allowed unless one denies
 // before any allows.
 func (hs *hookSet) authorize(c *Client, topic string, a Access) bool {
-	for _, h := range hs.authorizers {
-		switch h.Authorize(c, topic, a) {
-		case Allow:
-			return true
-		case Deny:
-			return false
-		}
-	}
-	return true
+	return hs.authorizeRequest(c, AccessRequest{Topic: topic, Access: a})
 }
 
 func (hs *hookSet) enhancedFor(method string) EnhancedAuthenticator {
