@@ -79,69 +79,53 @@ type Rules struct {
 // ErrFormat is wrapped by the errors of Parse.
 var ErrFormat = errors.New("emqxacl: bad ACL")
 
-// jsonRule is a rule of the new form as written.
-type jsonRule struct {
-	Permission string          `json:"permission"`
-	Action     string          `json:"action"`
-	Topic      string          `json:"topic"`
-	Topics     []string        `json:"topics"`
-	QoS        json.RawMessage `json:"qos"`
-	Retain     json.RawMessage `json:"retain"`
-}
-
 // Parse reads rules in either form from raw JSON, replacing the
 // placeholders with the client's identifier and user name. A JSON null or
 // empty input gives nil rules.
 func Parse(raw []byte, clientID, username string) (*Rules, error) {
-	raw = []byte(strings.TrimSpace(string(raw)))
-	if len(raw) == 0 || string(raw) == "null" {
+	if len(strings.TrimSpace(string(raw))) == 0 {
 		return nil, nil
 	}
-	switch raw[0] {
-	case '[':
-		var list []jsonRule
-		if err := json.Unmarshal(raw, &list); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrFormat, err)
-		}
-		return parseNew(list, clientID, username)
-	case '{':
-		var old struct {
-			Pub []string `json:"pub"`
-			Sub []string `json:"sub"`
-			All []string `json:"all"`
-		}
-		if err := json.Unmarshal(raw, &old); err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrFormat, err)
-		}
-		return parseOld(old.Pub, old.Sub, old.All, clientID, username)
+	var v any
+	if err := json.Unmarshal(raw, &v); err != nil {
+		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
+	}
+	return ParseValue(v, clientID, username)
+}
+
+// ParseValue reads rules from a value decoded from JSON (a token's claim):
+// a list of rule objects, or an object of pub/sub/all lists; nil gives nil
+// rules.
+func ParseValue(v any, clientID, username string) (*Rules, error) {
+	switch x := v.(type) {
+	case nil:
+		return nil, nil
+	case []any:
+		return parseNew(x, clientID, username)
+	case map[string]any:
+		return parseOld(x, clientID, username)
 	}
 	return nil, fmt.Errorf("%w: want a list of rules or an object of pub/sub/all lists", ErrFormat)
 }
 
-// ParseValue reads rules from a value decoded from JSON (a token's claim).
-func ParseValue(v any, clientID, username string) (*Rules, error) {
-	if v == nil {
-		return nil, nil
-	}
-	raw, err := json.Marshal(v)
-	if err != nil {
-		return nil, fmt.Errorf("%w: %v", ErrFormat, err)
-	}
-	return Parse(raw, clientID, username)
-}
-
-func parseNew(list []jsonRule, clientID, username string) (*Rules, error) {
-	rs := &Rules{}
-	for i, jr := range list {
+func parseNew(list []any, clientID, username string) (*Rules, error) {
+	rs := &Rules{rules: make([]rule, 0, len(list))}
+	for i, item := range list {
+		m, ok := item.(map[string]any)
+		if !ok {
+			return nil, fmt.Errorf("%w: rule %d is not an object", ErrFormat, i)
+		}
 		var r rule
-		switch strings.ToLower(jr.Permission) {
+		perm, _ := m["permission"].(string)
+		switch strings.ToLower(perm) {
 		case "allow":
 			r.allow = true
 		case "deny":
 		default:
-			return nil, fmt.Errorf("%w: rule %d: permission %q is not allow or deny", ErrFormat, i, jr.Permission)
+			return nil, fmt.Errorf("%w: rule %d: permission %v is not allow or deny", ErrFormat, i, m["permission"])
 		}
-		switch strings.ToLower(jr.Action) {
+		action, _ := m["action"].(string)
+		switch strings.ToLower(action) {
 		case "publish", "pub":
 			r.actions = actPublish
 		case "subscribe", "sub":
@@ -149,36 +133,53 @@ func parseNew(list []jsonRule, clientID, username string) (*Rules, error) {
 		case "all", "pubsub":
 			r.actions = actPublish | actSubscribe
 		default:
-			return nil, fmt.Errorf("%w: rule %d: action %q is not publish, subscribe or all", ErrFormat, i, jr.Action)
+			return nil, fmt.Errorf("%w: rule %d: action %v is not publish, subscribe or all", ErrFormat, i, m["action"])
 		}
-		if len(jr.QoS) > 0 && string(jr.QoS) != "null" {
-			var qs []int
-			if err := json.Unmarshal(jr.QoS, &qs); err != nil {
-				var q int
-				if json.Unmarshal(jr.QoS, &q) != nil {
-					return nil, fmt.Errorf("%w: rule %d: qos is not a list of 0, 1 and 2", ErrFormat, i)
-				}
-				qs = []int{q}
+		switch q := m["qos"].(type) {
+		case nil:
+		case float64:
+			if err := r.addQoS(q); err != nil {
+				return nil, fmt.Errorf("%w: rule %d: %v", ErrFormat, i, err)
 			}
-			for _, q := range qs {
-				if q < 0 || q > 2 {
-					return nil, fmt.Errorf("%w: rule %d: qos %d", ErrFormat, i, q)
+		case []any:
+			for _, e := range q {
+				f, isNum := e.(float64)
+				if !isNum {
+					f = -1
 				}
-				r.qos |= 1 << q
+				if err := r.addQoS(f); err != nil {
+					return nil, fmt.Errorf("%w: rule %d: %v", ErrFormat, i, err)
+				}
 			}
-		}
-		switch s := strings.ToLower(string(jr.Retain)); s {
-		case "", "null", `"all"`:
-		case "true", "1":
-			r.retain = 1
-		case "false", "0":
-			r.retain = -1
 		default:
-			return nil, fmt.Errorf("%w: rule %d: retain %s is not true or false", ErrFormat, i, s)
+			return nil, fmt.Errorf("%w: rule %d: qos is not a list of 0, 1 and 2", ErrFormat, i)
 		}
-		filters := jr.Topics
-		if jr.Topic != "" {
-			filters = append([]string{jr.Topic}, filters...)
+		switch ret := m["retain"].(type) {
+		case nil:
+		case bool:
+			r.retain = -1
+			if ret {
+				r.retain = 1
+			}
+		case string:
+			if ret != "all" {
+				return nil, fmt.Errorf("%w: rule %d: retain %q is not true or false", ErrFormat, i, ret)
+			}
+		default:
+			return nil, fmt.Errorf("%w: rule %d: retain %v is not true or false", ErrFormat, i, ret)
+		}
+		var filters []string
+		if t, ok := m["topic"].(string); ok && t != "" {
+			filters = append(filters, t)
+		}
+		if ts, ok := m["topics"].([]any); ok {
+			for _, e := range ts {
+				t, ok := e.(string)
+				if !ok {
+					return nil, fmt.Errorf("%w: rule %d: topics holds a %T", ErrFormat, i, e)
+				}
+				filters = append(filters, t)
+			}
 		}
 		if len(filters) == 0 {
 			return nil, fmt.Errorf("%w: rule %d: no topic", ErrFormat, i)
@@ -202,14 +203,34 @@ func parseNew(list []jsonRule, clientID, username string) (*Rules, error) {
 	return rs, nil
 }
 
-func parseOld(pub, sub, all []string, clientID, username string) (*Rules, error) {
+func (r *rule) addQoS(q float64) error {
+	if q != 0 && q != 1 && q != 2 {
+		return fmt.Errorf("qos %v is not 0, 1 or 2", q)
+	}
+	r.qos |= 1 << int(q)
+	return nil
+}
+
+func parseOld(m map[string]any, clientID, username string) (*Rules, error) {
 	rs := &Rules{legacy: true}
 	for _, g := range []struct {
-		list    []string
+		key     string
 		actions uint8
-	}{{pub, actPublish}, {sub, actSubscribe}, {all, actPublish | actSubscribe}} {
-		for _, f := range g.list {
-			f, ok := substitute(f, clientID, username)
+	}{{"pub", actPublish}, {"sub", actSubscribe}, {"all", actPublish | actSubscribe}} {
+		var list []any
+		switch l := m[g.key].(type) {
+		case nil:
+		case []any:
+			list = l
+		default:
+			return nil, fmt.Errorf("%w: %s is not a list of topics", ErrFormat, g.key)
+		}
+		for _, e := range list {
+			f, ok := e.(string)
+			if !ok {
+				return nil, fmt.Errorf("%w: %s holds a %T", ErrFormat, g.key, e)
+			}
+			f, ok = substitute(f, clientID, username)
 			if !ok {
 				continue
 			}
