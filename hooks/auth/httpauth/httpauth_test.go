@@ -348,6 +348,9 @@ func TestConnectStorm(t *testing.T) {
 	if testing.Short() {
 		n = 1000
 	}
+	if raceEnabled {
+		n = 300
+	}
 	as := newAuthServer(t, false, byPassword)
 	as.delay = 100 * time.Millisecond
 	const timeout = 5 * time.Second
