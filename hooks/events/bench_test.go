@@ -1,0 +1,111 @@
+package events
+
+import (
+	"bufio"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// BenchmarkPublishPath measures the broker's publish path without and with
+// a webhook sending a message.publish event for every message (to an
+// endpoint that reads and discards the batches): a client publishing QoS 0
+// messages of 64 bytes over TCP as fast as the broker reads them, and the
+// in-process client's Publish. The webhook's queue is large enough that
+// nothing is dropped while the benchmark runs for its default time; the
+// ratio of the two is in BENCHMARKS.md.
+//
+//	go test -run '^$' -bench PublishPath -count 5 ./hooks/events
+func BenchmarkPublishPath(b *testing.B) {
+	sink := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.WriteHeader(204)
+	}))
+	defer sink.Close()
+	payload := make([]byte, 64)
+	for _, mode := range []string{"tcp", "inprocess"} {
+		for _, variant := range []string{"none", "webhook", "webhook-batch1000", "webhook-bigqueue", "queue-only"} {
+			hook := variant != "none"
+			b.Run(mode+"/"+variant, func(b *testing.B) {
+				var hooks []tern.Hook
+				var w *Webhook
+				if hook {
+					w = newWebhook(b, sink.URL, func(o *WebhookOptions) {
+						o.Events = []string{MessagePublish}
+						o.BatchDelay = 100 * time.Millisecond
+						switch variant {
+						case "webhook-batch1000":
+							o.BatchSize = 1000
+						case "webhook-bigqueue", "queue-only":
+							o.QueueSize, o.QueueBytes = 1_000_000, 1<<30
+						}
+					})
+					hooks = w.Hooks()
+					if variant == "queue-only" {
+						// The events only queue: what the publishing goroutine
+						// pays, without the sender's work competing for the CPU.
+						hooks = hooks[1:]
+					}
+				}
+				srv := server(b, nil, hooks...)
+				if mode == "inprocess" {
+					b.ReportAllocs()
+					b.ResetTimer()
+					for b.Loop() {
+						srv.Publish("sensors/1/temp", payload, false, 0)
+					}
+				} else {
+					publishTCP(b, srv, payload)
+				}
+				b.StopTimer()
+				if w != nil && variant != "queue-only" {
+					s := w.Stats()
+					b.ReportMetric(float64(s.Dropped[DropQueueFull])/float64(b.N), "dropped/op")
+				}
+			})
+		}
+	}
+}
+
+// publishTCP publishes b.N QoS 0 messages from one connection and waits
+// until the broker has read them all.
+func publishTCP(b *testing.B, srv *terntest.Server, payload []byte) {
+	nc, err := net.Dial("tcp", srv.Addr)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer nc.Close()
+	conn, _ := (&packets.Connect{ProtocolVersion: packets.V311, ClientID: "pub", CleanStart: true}).Encode(nil, packets.V311)
+	nc.Write(conn)
+	if _, err := packets.ReadPacket(bufio.NewReader(nc), packets.V311, 0); err != nil {
+		b.Fatal(err)
+	}
+	one, _ := (&packets.Publish{Topic: "sensors/1/temp", Payload: payload}).Encode(nil, packets.V311)
+	batch := make([]byte, 0, 100*len(one))
+	for i := 0; i < 100; i++ {
+		batch = append(batch, one...)
+	}
+	base := srv.Stats().MessagesReceived.Load()
+	bw := bufio.NewWriterSize(nc, 64<<10)
+	b.SetBytes(int64(len(one)))
+	b.ResetTimer()
+	n := b.N
+	for n >= 100 {
+		bw.Write(batch)
+		n -= 100
+	}
+	for ; n > 0; n-- {
+		bw.Write(one)
+	}
+	bw.Flush()
+	for srv.Stats().MessagesReceived.Load()-base < int64(b.N) {
+		time.Sleep(100 * time.Microsecond)
+	}
+}
