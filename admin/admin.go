@@ -16,6 +16,9 @@
 //	GET    /api/v1/retained/{topic...}   one retained message, with its payload
 //	DELETE /api/v1/retained/{topic...}   delete it
 //	POST   /api/v1/publish               publish a message
+//	GET    /api/v1/bans                  banned clients (paged; ?as=), with Options.Bans
+//	POST   /api/v1/bans                  ban a client id, user name or address
+//	DELETE /api/v1/bans/{as}/{who...}    lift a ban
 //
 // Lists take page (from 1) and limit (1 to 1000, default 100) and answer
 // {"data": [...], "meta": {"page", "limit", "count", "hasnext"}}. Errors
@@ -56,6 +59,8 @@ type Options struct {
 	Observer *Observer
 	// Logger receives the HTTP server's errors; nil uses slog.Default().
 	Logger *slog.Logger
+	// Bans, when set, is served at /api/v1/bans (see bans.go).
+	Bans Bans
 }
 
 // ErrNoCredentials is returned by Serve for a listener reachable from the
