@@ -12,8 +12,8 @@
 // MaxConnects is set). The CONNECT that crosses the line is refused;
 // other connections are left alone. Detections are counted and logged.
 //
-// The list is kept in a JSON file of its own (bans.json under the data
-// directory, when tern serve has one), rewritten whole on every change
+// The list is kept in a JSON file of its own (bans/bans.json under the
+// data directory, when tern serve has one), rewritten whole on every change
 // (written to a temporary file, fsync'd, renamed over the old one, and
 // the directory fsync'd), so a ban survives restarts and crashes and the
 // file is never half-written. A ban list is small and changes rarely, so
@@ -70,7 +70,7 @@ func ParseKind(s string) (Kind, error) {
 	case "address", "peerhost", "peerhost_net", "ip", "cidr", "addr":
 		return Address, nil
 	}
-	return "", fmt.Errorf("ban: %q is not clientid, username or address", s)
+	return "", fmt.Errorf("%w: %q is not clientid, username or address", ErrInvalid, s)
 }
 
 // Ban is one entry of the list.
@@ -97,7 +97,7 @@ type key struct {
 // masked, an address without zone, IPv4 in IPv6 unmapped).
 func normalize(b *Ban) error {
 	if b.Who == "" {
-		return errors.New("ban: who is empty")
+		return fmt.Errorf("%w: who is empty", ErrInvalid)
 	}
 	switch b.As {
 	case ClientID, Username:
@@ -111,7 +111,7 @@ func normalize(b *Ban) error {
 			b.Who = p.Addr().String()
 		}
 	default:
-		return fmt.Errorf("ban: %q is not clientid, username or address", b.As)
+		return fmt.Errorf("%w: %q is not clientid, username or address", ErrInvalid, b.As)
 	}
 	return nil
 }
@@ -121,7 +121,7 @@ func parseAddress(s string) (netip.Prefix, error) {
 	if strings.Contains(s, "/") {
 		p, err := netip.ParsePrefix(s)
 		if err != nil {
-			return p, fmt.Errorf("ban: %q is not an address or CIDR range", s)
+			return p, fmt.Errorf("%w: %q is not an address or CIDR range", ErrInvalid, s)
 		}
 		if p.Addr().Is4In6() {
 			p = netip.PrefixFrom(p.Addr().Unmap(), max(p.Bits()-96, 0))
@@ -130,7 +130,7 @@ func parseAddress(s string) (netip.Prefix, error) {
 	}
 	a, err := netip.ParseAddr(s)
 	if err != nil {
-		return netip.Prefix{}, fmt.Errorf("ban: %q is not an address or CIDR range", s)
+		return netip.Prefix{}, fmt.Errorf("%w: %q is not an address or CIDR range", ErrInvalid, s)
 	}
 	a = a.Unmap().WithZone("")
 	return netip.PrefixFrom(a, a.BitLen()), nil
@@ -208,8 +208,13 @@ var (
 	_ tern.Stopper         = (*List)(nil)
 )
 
-// ErrLocked is returned by New when another process holds the file.
-var ErrLocked = errors.New("ban: the ban file is in use by another process (a running broker?)")
+// Errors.
+var (
+	// ErrLocked is returned by New when another process holds the file.
+	ErrLocked = errors.New("ban: the ban file is in use by another process (a running broker?)")
+	// ErrInvalid is wrapped by the errors of bans that are wrong.
+	ErrInvalid = errors.New("ban: invalid ban")
+)
 
 // New opens the list, reading the file when it exists and locking it.
 func New(opts Options) (*List, error) {
@@ -354,7 +359,7 @@ func (l *List) Add(b Ban) (Ban, error) {
 	}
 	b.At, b.Until = b.At.UTC().Truncate(time.Millisecond), b.Until.UTC().Truncate(time.Millisecond)
 	if !b.Until.IsZero() && !b.Until.After(b.At) {
-		return b, errors.New("ban: until is not after now")
+		return b, fmt.Errorf("%w: until is not after now", ErrInvalid)
 	}
 	l.mu.Lock()
 	k := key{b.As, b.Who}

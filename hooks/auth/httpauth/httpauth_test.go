@@ -400,8 +400,15 @@ func TestConnectStorm(t *testing.T) {
 	if m := as.maxSeen.Load(); m > int64(max) {
 		t.Errorf("%d requests in flight at once, more than max_concurrent %d", m, max)
 	}
-	if s := time.Duration(slowest.Load()); s > timeout {
+	// Every check is bounded by the timeout (its wait for a slot included):
+	// one that ran over would have been refused with 0x88, so all 5,000
+	// succeeding is the proof. The CONNACK's own latency adds the broker's
+	// and the scheduler's time, which a loaded test machine stretches.
+	if s := time.Duration(slowest.Load()); s > timeout+2*time.Second {
 		t.Errorf("slowest CONNECT took %v, more than the timeout %v", s, timeout)
+	}
+	if n := h.Metrics().Requests(authmetrics.Timeout); n != 0 {
+		t.Errorf("%v checks timed out", n)
 	}
 }
 
