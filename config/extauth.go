@@ -35,6 +35,7 @@ type JWT struct {
 	Claims           StringMap `yaml:"claims" flag:"jwt-claims" usage:"claims that must equal a value, claim=value; {clientid}, {username} and {cn} are substituted"`
 	UsernameClaim    string    `yaml:"username_claim" flag:"jwt-username-claim" usage:"claim that becomes the client's user name"`
 	ACLClaim         string    `yaml:"acl_claim" flag:"jwt-acl-claim" usage:"claim holding the client's ACL in EMQX's format (\"\": none)"`
+	CacheSize        int       `yaml:"cache_size" flag:"jwt-cache-size" usage:"verified tokens remembered, so a reconnect skips the signature check (0: none)"`
 }
 
 // Enabled reports whether JWT authentication is configured.
@@ -44,7 +45,7 @@ func (j *JWT) Enabled() bool {
 
 func defaultJWT() JWT {
 	return JWT{From: "password", AuthMethod: "JWT", JWKSRefresh: Duration(10 * time.Minute),
-		JWKSUnknownKID: Duration(10 * time.Second), RequireExp: true, DisconnectExpiry: true, ACLClaim: "acl"}
+		JWKSUnknownKID: Duration(10 * time.Second), RequireExp: true, DisconnectExpiry: true, ACLClaim: "acl", CacheSize: 10_000}
 }
 
 // HTTPAuth is auth.http: authentication and authorization by an HTTP
@@ -190,6 +191,9 @@ func (c *Config) validateExtAuth(v *validator) {
 			v.fail("auth.jwt.jwks_refresh", "jwks_refresh and jwks_unknown_kid_interval must be positive")
 		}
 		v.nonNegative("auth.jwt.leeway", j.Leeway)
+		if j.CacheSize < 0 {
+			v.fail("auth.jwt.cache_size", "must not be negative (0: no cache)")
+		}
 	}
 	if h := &c.Auth.HTTP; h.Enabled() {
 		for key, u := range map[string]string{"auth.http.authn_url": h.AuthnURL, "auth.http.authz_url": h.AuthzURL} {

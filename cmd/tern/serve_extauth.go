@@ -181,7 +181,10 @@ func jwtOptions(j *config.JWT, log *slog.Logger) (jwt.Options, error) {
 	o := jwt.Options{From: j.From, AuthMethod: j.AuthMethod, Algorithms: j.Algorithms, JWKSURL: j.JWKSURL,
 		JWKSRefresh: time.Duration(j.JWKSRefresh), JWKSUnknownKID: time.Duration(j.JWKSUnknownKID), Issuer: j.Issuer,
 		Audience: j.Audience, Leeway: time.Duration(j.Leeway), AllowNoExpiry: !j.RequireExp, Claims: j.Claims,
-		UsernameClaim: j.UsernameClaim, ACLClaim: j.ACLClaim, KeepOnExpiry: !j.DisconnectExpiry, Logger: log}
+		UsernameClaim: j.UsernameClaim, ACLClaim: j.ACLClaim, KeepOnExpiry: !j.DisconnectExpiry, CacheSize: j.CacheSize, Logger: log}
+	if o.CacheSize == 0 {
+		o.CacheSize = -1 // the hook's 0 is its default; the key's 0 is none
+	}
 	if j.PublicKeyFile != "" {
 		data, err := os.ReadFile(j.PublicKeyFile)
 		if err != nil {

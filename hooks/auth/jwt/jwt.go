@@ -44,6 +44,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/ed25519"
 	"crypto/rsa"
+	"crypto/sha256"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -119,6 +120,10 @@ type Options struct {
 	ACLClaim string
 	// KeepOnExpiry leaves clients connected when their token expires.
 	KeepOnExpiry bool
+	// CacheSize is how many verified tokens are remembered, so that a
+	// client reconnecting with the same token is not checked again (see
+	// cache.go); default 10000, negative for none.
+	CacheSize int
 
 	// Logger receives the hook's logs; nil uses slog.Default().
 	Logger *slog.Logger
@@ -135,7 +140,8 @@ type Hook struct {
 	parser  *gojwt.Parser
 	hmac    []byte
 	static  []crypto.PublicKey
-	jwks    *jwks // nil without a JWKS URL
+	jwks    *jwks       // nil without a JWKS URL
+	cache   *tokenCache // nil when off
 	from    string
 	method  string
 	metrics *authmetrics.Metrics
@@ -222,8 +228,18 @@ func New(opts Options) (*Hook, error) {
 	h.reauths = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "tern_jwt_reauth_total",
 		Help: "MQTT 5 re-authentications with a fresh token, by result."}, []string{"result"})
 	h.expDesc = prometheus.NewDesc("tern_jwt_expired_disconnects_total", "Clients disconnected because their token expired.", nil, nil)
+	switch {
+	case opts.CacheSize == 0:
+		h.cache = newTokenCache(10_000)
+	case opts.CacheSize > 0:
+		h.cache = newTokenCache(opts.CacheSize)
+	}
 	if opts.JWKSURL != "" {
-		j, err := newJWKS(opts, h.log)
+		var replaced func()
+		if h.cache != nil {
+			replaced = h.cache.clear
+		}
+		j, err := newJWKS(opts, h.log, replaced)
 		if err != nil {
 			return nil, err
 		}
@@ -315,12 +331,9 @@ func refuse(code packets.ReasonCode, format string, args ...any) *refusal {
 
 // verify checks a token for a client.
 func (h *Hook) verify(token string, w who) (*verified, *refusal) {
-	claims := gojwt.MapClaims{}
-	if _, err := h.parser.ParseWithClaims(token, claims, h.key); err != nil {
-		if h.jwks != nil && errors.Is(err, gojwt.ErrTokenUnverifiable) && !h.jwks.hasKeys() {
-			return nil, &refusal{packets.ServerUnavailable, fmt.Errorf("no keys fetched from the JWKS URL yet: %w", err)}
-		}
-		return nil, &refusal{packets.BadUserNameOrPassword, err}
+	claims, r := h.parse(token)
+	if r != nil {
+		return nil, r
 	}
 	for name, tmpl := range h.opts.Claims {
 		want := expand(tmpl, w)
@@ -349,6 +362,34 @@ func (h *Hook) verify(token string, w who) (*verified, *refusal) {
 		v.acl = rules
 	}
 	return v, nil
+}
+
+// parse verifies a token's signature and standard claims, or finds it
+// verified in the cache.
+func (h *Hook) parse(token string) (gojwt.MapClaims, *refusal) {
+	var k tokenKey
+	if h.cache != nil {
+		k = sha256.Sum256([]byte(token))
+		if claims, ok := h.cache.get(k, time.Now()); ok {
+			h.metrics.CacheHit()
+			return claims, nil
+		}
+	}
+	claims := gojwt.MapClaims{}
+	if _, err := h.parser.ParseWithClaims(token, claims, h.key); err != nil {
+		if h.jwks != nil && errors.Is(err, gojwt.ErrTokenUnverifiable) && !h.jwks.hasKeys() {
+			return nil, &refusal{packets.ServerUnavailable, fmt.Errorf("no keys fetched from the JWKS URL yet: %w", err)}
+		}
+		return nil, &refusal{packets.BadUserNameOrPassword, err}
+	}
+	if h.cache != nil {
+		until := time.Now().Add(tokenCacheTTL)
+		if exp, err := claims.GetExpirationTime(); err == nil && exp != nil && exp.Add(h.opts.Leeway).Before(until) {
+			until = exp.Add(h.opts.Leeway)
+		}
+		h.cache.put(k, claims, until)
+	}
+	return claims, nil
 }
 
 // key returns the verification key of a token. HMAC algorithms only ever

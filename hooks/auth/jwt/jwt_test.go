@@ -289,3 +289,48 @@ func hs256(t testing.TB, kid string, key []byte, c gojwt.MapClaims) string {
 	mac.Write([]byte(in))
 	return in + "." + base64.RawURLEncoding.EncodeToString(mac.Sum(nil))
 }
+
+// A token verified once is not checked again while it is valid, but the
+// client-dependent claims are; the cache forgets it at exp and when the
+// key set is replaced.
+func TestTokenCache(t *testing.T) {
+	keys := testKeys()
+	srv := newJWKSServer(t, keys...)
+	h := newHook(t, srv, func(o *Options) { o.JWKSUnknownKID = time.Millisecond })
+	tok := keys[1].mint(t, claims("dev1"))
+	for i := 0; i < 3; i++ {
+		if d, code, _ := connect(h, "dev1", "", tok); d != tern.Allow {
+			t.Fatalf("connect %d: %v %v", i, d, code)
+		}
+	}
+	if hits := h.Metrics().CacheHits(); hits != 2 {
+		t.Fatalf("cache hits %v, want 2", hits)
+	}
+	if d, code, _ := connect(h, "dev2", "", tok); d != tern.Deny || code != packets.NotAuthorized {
+		t.Fatalf("cached token for another client: %v %v", d, code)
+	}
+	// Expiry: cached until exp, refused after.
+	short := claims("dev1")
+	exp := time.Now().Add(1100 * time.Millisecond).Truncate(time.Second).Add(time.Second)
+	short["exp"] = exp.Unix()
+	stok := keys[0].mint(t, short)
+	connect(h, "dev1", "", stok)
+	time.Sleep(time.Until(exp) + 10*time.Millisecond)
+	if d, _, _ := connect(h, "dev1", "", stok); d != tern.Deny {
+		t.Fatal("expired token accepted from the cache")
+	}
+	// A key withdrawn from the set: the next fetch empties the cache.
+	srv.setKeys(keys[0], keys[2])
+	connect(h, "dev1", "", signer{"ES256", "unknown", keys[1].priv}.mint(t, claims("dev1"))) // makes the hook fetch
+	if d, _, _ := connect(h, "dev1", "", tok); d != tern.Deny {
+		t.Fatal("token of a withdrawn key accepted from the cache")
+	}
+	// Off: every CONNECT checks the signature.
+	off := newHook(t, srv, func(o *Options) { o.CacheSize = -1 })
+	tok = keys[0].mint(t, claims("dev1"))
+	connect(off, "dev1", "", tok)
+	connect(off, "dev1", "", tok)
+	if hits := off.Metrics().CacheHits(); hits != 0 {
+		t.Fatalf("cache off: %v hits", hits)
+	}
+}

@@ -32,6 +32,7 @@ type jwks struct {
 	ok       atomic.Int64 // fetches that replaced the keys
 	failed   atomic.Int64
 	nonEmpty atomic.Bool // the last fetch that succeeded gave keys
+	replaced func()      // called after each fetch that replaced the keys
 }
 
 // countingStore is the key set's storage, counting the fetches that
@@ -46,12 +47,17 @@ func (s countingStore) KeyReplaceAll(ctx context.Context, given []jwkset.JWK) er
 	if err == nil {
 		s.j.ok.Add(1)
 		s.j.nonEmpty.Store(len(given) > 0)
+		if s.j.replaced != nil {
+			s.j.replaced()
+		}
 	}
 	return err
 }
 
-func newJWKS(opts Options, log *slog.Logger) (*jwks, error) {
-	j := &jwks{}
+// newJWKS starts fetching the key set; replaced, when not nil, is called
+// each time a fetch replaces it.
+func newJWKS(opts Options, log *slog.Logger, replaced func()) (*jwks, error) {
+	j := &jwks{replaced: replaced}
 	client := opts.HTTPClient
 	if client == nil {
 		client = &http.Client{Timeout: 10 * time.Second}
