@@ -110,3 +110,30 @@ func publishTCP(b *testing.B, srv *terntest.Server, payload []byte) {
 		time.Sleep(100 * time.Microsecond)
 	}
 }
+
+// BenchmarkObserve is what a message.publish event costs the publishing
+// goroutine: the observer's checks and the append to the queue (the
+// sender's work is not in it: the benchmark takes batches off the queue
+// itself).
+//
+//	go test -run '^$' -bench Observe -benchmem ./hooks/events
+func BenchmarkObserve(b *testing.B) {
+	w, err := NewWebhook(WebhookOptions{URL: "http://127.0.0.1:1/", Logger: discard})
+	if err != nil {
+		b.Fatal(err)
+	}
+	o := pubObserver{w}
+	m := &tern.Message{Topic: "sensors/1/temp", Payload: make([]byte, 64), Created: time.Now(), Origin: "pub"}
+	var batch []event
+	i := 0
+	b.ReportAllocs()
+	for b.Loop() {
+		o.OnPublished(nil, m)
+		if i++; i%1000 == 0 {
+			batch = w.take(batch[:0], 1000)
+		}
+	}
+	if s := w.Stats(); s.Dropped[DropQueueFull] > 0 {
+		b.Fatalf("%d dropped", s.Dropped[DropQueueFull])
+	}
+}
