@@ -4,6 +4,7 @@ import (
 	"crypto/hmac"
 	"crypto/sha256"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
@@ -332,5 +333,40 @@ func TestTokenCache(t *testing.T) {
 	connect(off, "dev1", "", tok)
 	if hits := off.Metrics().CacheHits(); hits != 0 {
 		t.Fatalf("cache off: %v hits", hits)
+	}
+}
+
+// certConn is a connection with a client certificate, as the TLS
+// listeners' connections are.
+type certConn struct{ cn string }
+
+func (c certConn) PeerCertificates() []*x509.Certificate {
+	return []*x509.Certificate{{Subject: pkix.Name{CommonName: c.cn}}}
+}
+
+// Claims may name the certificate's CN; placeholders in both spellings.
+func TestClaimTemplates(t *testing.T) {
+	if got := certCN(certConn{"dev-7"}); got != "dev-7" {
+		t.Errorf("certCN = %q", got)
+	}
+	if got := certCN(nil); got != "" {
+		t.Errorf("certCN(nil) = %q", got)
+	}
+	w := who{clientID: "c1", username: "u1", cn: "dev-7"}
+	for tmpl, want := range map[string]string{"{cn}": "dev-7", "${cn}/{clientid}": "dev-7/c1", "user-{username}": "user-u1", "plain": "plain"} {
+		if got := expand(tmpl, w); got != want {
+			t.Errorf("expand(%q) = %q, want %q", tmpl, got, want)
+		}
+	}
+	es := testKeys()[1]
+	h := newHook(t, newJWKSServer(t, testKeys()...), func(o *Options) { o.Claims = map[string]string{"sub": "{cn}"} })
+	cl := claims("dev1")
+	cl["sub"] = "dev-7"
+	if _, r := h.verify(es.mint(t, cl), w); r != nil {
+		t.Fatalf("CN claim: %v", r)
+	}
+	w.cn = "other"
+	if _, r := h.verify(es.mint(t, cl), w); r == nil || r.code != packets.NotAuthorized {
+		t.Fatalf("CN mismatch: %v", r)
 	}
 }
