@@ -81,7 +81,9 @@ var dropReasons = []string{DropQueueFull, DropRejected, DropRetries, DropShutdow
 // Hooks returns to the server (tern serve does), before Serve.
 //
 // Each request is a POST of a JSON array of event objects, in the order
-// the broker raised them (so in order per client), with EMQX's fields:
+// the broker raised them, with EMQX's fields (a message's
+// message.delivered may come before its message.publish: the
+// subscriber's writer and the publisher's goroutine raise them):
 //
 //	[{"event":"client.connected","clientid":"dev1","username":"alice",
 //	  "peername":"192.0.2.7:50432","sockname":"10.0.0.1:1883",
