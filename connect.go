@@ -269,7 +269,10 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
 	}
 
-	// Authentication.
+	// Gates (a ban list, ...), then authentication.
+	if code := s.hooks.checkConnect(c, pk); code != packets.Success {
+		return c.refuse(code, "refused by a connect gate")
+	}
 	ack := &packets.Connack{}
 	if v5 && p.AuthMethod != "" {
 		h := s.hooks.enhancedFor(p.AuthMethod)
@@ -286,7 +289,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		ack.Properties.AuthData = data
 	} else if !s.hooks.authenticate(c, pk) {
 		s.stats.AuthFailures.Add(1)
-		return c.refuse(packets.BadUserNameOrPassword, "authentication failed")
+		return c.refuse(c.refusal(packets.BadUserNameOrPassword), "authentication failed")
 	}
 	c.username = pk.Username // an authenticator may have set it, e.g. from a certificate
 	c.conn.SetReadDeadline(time.Time{})

@@ -69,7 +69,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	code := packets.Success
 	durable := false
 	discarded := false
-	if !s.hooks.authorize(c, pk.Topic, Write) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: pk.Topic, Access: Write, QoS: pk.QoS, Retain: pk.Retain}) {
 		code = packets.NotAuthorized
 	} else {
 		for _, h := range s.hooks.interceptors {
@@ -434,7 +434,7 @@ func (s *Server) deliverable(ss *session, m *Message) bool {
 		// rather than drop what the broker already acknowledged.
 		return true
 	}
-	return s.hooks.authorize(c, m.Topic, Deliver)
+	return s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Deliver, QoS: m.QoS, Retain: m.Retain})
 }
 
 // routeShared delivers m to one member of a shared group, round-robin among
@@ -530,7 +530,7 @@ func (s *Server) publishWill(c *Client, m *Message) {
 		c = &Client{srv: s, id: m.Origin, fd: -1}
 	}
 	clientID := c.id
-	if !s.hooks.authorize(c, m.Topic, Write) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Write, QoS: m.QoS, Retain: m.Retain}) {
 		s.log.Info("will refused by ACL", "client", clientID, "topic", m.Topic)
 		return
 	}

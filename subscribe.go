@@ -78,7 +78,7 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 	if !cfg.wildcardSubAvailable && strings.ContainsAny(filter, "+#") {
 		return packets.WildcardSubsNotSupported, sub, false, nil
 	}
-	if !s.hooks.authorize(c, req.Filter, Read) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: req.Filter, Access: Read, QoS: req.QoS}) {
 		return packets.NotAuthorized, sub, false, nil
 	}
 	if max := cfg.MaxSubscriptionsPerClient; max > 0 {

@@ -16,6 +16,9 @@
 //	GET    /api/v1/retained/{topic...}   one retained message, with its payload
 //	DELETE /api/v1/retained/{topic...}   delete it
 //	POST   /api/v1/publish               publish a message
+//	GET    /api/v1/bans                  banned clients (paged; ?as=), with Options.Bans
+//	POST   /api/v1/bans                  ban a client id, user name or address
+//	DELETE /api/v1/bans/{as}/{who...}    lift a ban
 //
 // Other packages add routes with Handle (bridge.Manager's /api/v1/bridges).
 //
@@ -58,6 +61,8 @@ type Options struct {
 	Observer *Observer
 	// Logger receives the HTTP server's errors; nil uses slog.Default().
 	Logger *slog.Logger
+	// Bans, when set, is served at /api/v1/bans (see bans.go).
+	Bans Bans
 }
 
 // ErrNoCredentials is returned by Serve for a listener reachable from the

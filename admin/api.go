@@ -31,6 +31,7 @@ func (a *Server) routes() {
 	m.HandleFunc("GET /api/v1/retained/{topic...}", a.getRetained)
 	m.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
 	m.HandleFunc("POST /api/v1/publish", a.publish)
+	a.banRoutes()
 }
 
 // Paging.

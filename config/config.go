@@ -38,6 +38,8 @@ type Config struct {
 	Persistence Persistence `yaml:"persistence"`
 	Log         Log         `yaml:"log"`
 	Admin       Admin       `yaml:"admin"`
+	Bans        Bans        `yaml:"bans"`
+	Events      Events      `yaml:"events"`
 
 	// NodeID names this broker to other brokers: bridges carry it in the
 	// hop list of what they forward. Default: the host name.
@@ -126,6 +128,10 @@ type Auth struct {
 	PasswordFile   string `yaml:"password_file" usage:"Mosquitto-format password file (see tern passwd); clients must log in"`
 	ACLFile        string `yaml:"acl_file" usage:"Mosquitto-format ACL file; what it does not allow is denied"`
 	AllowAnonymous bool   `yaml:"allow_anonymous" usage:"admit clients without a user name (with a password file), or allow network listeners without one"`
+	// JWT authenticates clients by JSON Web Tokens (see config/extauth.go).
+	JWT JWT `yaml:"jwt"`
+	// HTTP asks an HTTP service who may connect and what they may do.
+	HTTP HTTPAuth `yaml:"http"`
 }
 
 // Limits are the broker's limits and MQTT features, the fields of
@@ -198,7 +204,8 @@ func Default() *Config {
 			TCP:    []NetListener{{Address: "127.0.0.1:1883"}},
 			WSPath: "/mqtt",
 		},
-		TLS: TLS{MinVersion: "1.2"},
+		TLS:  TLS{MinVersion: "1.2"},
+		Auth: Auth{JWT: defaultJWT(), HTTP: defaultHTTPAuth()},
 		Limits: Limits{
 			MaxPacketSize:                   1 << 20,
 			ReceiveMaximum:                  1024,
@@ -225,6 +232,7 @@ func Default() *Config {
 		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second)},
 		Log:             Log{Level: "info", Format: "text"},
 		Admin:           Admin{Listen: "127.0.0.1:18083"},
+		Bans:            defaultBans(),
 		SysInterval:     Duration(10 * time.Second),
 		ShutdownTimeout: Duration(10 * time.Second),
 	}

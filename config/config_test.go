@@ -126,6 +126,19 @@ admin:
 sys_interval: 0
 drain_delay: 5s
 shutdown_timeout: 1m
+bans:
+  file: /var/lib/tern/bans.json
+  flapping: {max_connects: 15, window: 2m, ban_time: 10m}
+events:
+  node: broker-1
+  presence: true
+  webhooks:
+    - https://hooks.example/all
+    - url: http://127.0.0.1:9000/mqtt
+      events: [client.connected, message.publish]
+      topics: ["sensors/#"]
+      batch_size: 50
+      max_backoff: 10s
 `
 
 func TestGoodFile(t *testing.T) {
@@ -155,7 +168,12 @@ func TestGoodFile(t *testing.T) {
 			APIKeys: []APIKey{{Key: "ops", Secret: "0123456789abcdef"}, {Key: "ci", Secret: "fedcba9876543210"}}},
 		DrainDelay:      Duration(5 * time.Second),
 		ShutdownTimeout: Duration(time.Minute),
+		Bans:            Bans{File: "/var/lib/tern/bans.json", Flapping: Flapping{MaxConnects: 15, Window: Duration(2 * time.Minute), BanTime: Duration(10 * time.Minute)}},
+		Events: Events{Node: "broker-1", Presence: true, Webhooks: []Webhook{{URL: "https://hooks.example/all"},
+			{URL: "http://127.0.0.1:9000/mqtt", Events: []string{"client.connected", "message.publish"}, Topics: []string{"sensors/#"},
+				BatchSize: 50, MaxBackoff: Duration(10 * time.Second)}}},
 	}
+	want.Auth.JWT, want.Auth.HTTP = defaultJWT(), defaultHTTPAuth()
 	if !equal(c, want) {
 		got, _ := c.YAML()
 		t.Fatalf("got\n%s", got)

@@ -185,6 +185,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 		d.mapping(n, v, key)
 	case v.Kind() == reflect.Slice:
 		d.sequence(n, v, key)
+	case v.Kind() == reflect.Map:
+		d.stringMap(n, v, key)
 	case n.Kind != yaml.ScalarNode:
 		d.fail(n, "%s: want a single value, not a list or mapping", key)
 	case isNull(n) && v.Kind() != reflect.String:
@@ -223,6 +225,39 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 		seen[kn.Value] = true
 		d.value(vn, v.FieldByIndex(f.Index), full)
 	}
+}
+
+// stringMap decodes a mapping of names to single values (a StringMap).
+func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, key string) {
+	d.c.setOrigin(key, fmt.Sprintf("%s:%d", d.file, n.Line))
+	if isNull(n) {
+		v.Set(reflect.Zero(v.Type()))
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, "%s: want a mapping of names to values", key)
+		return
+	}
+	m := reflect.MakeMap(v.Type())
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := n.Content[i], n.Content[i+1]
+		if vn.Kind == yaml.AliasNode {
+			vn = vn.Alias
+		}
+		if vn.Kind != yaml.ScalarNode {
+			d.fail(vn, "%s.%s: want a single value", key, kn.Value)
+			continue
+		}
+		if m.MapIndex(reflect.ValueOf(kn.Value)).IsValid() {
+			d.fail(kn, "%s: %q given twice", key, kn.Value)
+			continue
+		}
+		m.SetMapIndex(reflect.ValueOf(kn.Value), reflect.ValueOf(vn.Value))
+	}
+	if m.Len() == 0 {
+		m = reflect.Zero(v.Type()) // "{}" is the default's nil
+	}
+	v.Set(m)
 }
 
 func (d *decoder) sequence(n *yaml.Node, v reflect.Value, key string) {
@@ -386,6 +421,9 @@ func setScalar(v reflect.Value, s string) error {
 // setString parses the form environment variables and flags use: a single
 // value, or for a list comma-separated elements ("" for an empty list).
 func setString(v reflect.Value, s string) error {
+	if v.Kind() == reflect.Map {
+		return setMapString(v, s)
+	}
 	if v.Kind() != reflect.Slice {
 		return setScalar(v, s)
 	}
@@ -414,8 +452,38 @@ func setString(v reflect.Value, s string) error {
 	return nil
 }
 
+// setMapString parses name=value,name=value into a StringMap.
+func setMapString(v reflect.Value, s string) error {
+	m := reflect.MakeMap(v.Type())
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("%q is not name=value", part)
+		}
+		m.SetMapIndex(reflect.ValueOf(strings.TrimSpace(name)), reflect.ValueOf(strings.TrimSpace(val)))
+	}
+	if m.Len() == 0 {
+		m = reflect.Zero(v.Type())
+	}
+	v.Set(m)
+	return nil
+}
+
 // formatValue writes a setting the way setString reads it.
 func formatValue(v reflect.Value) string {
+	if v.Kind() == reflect.Map {
+		keys := v.MapKeys()
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k.String() + "=" + v.MapIndex(k).String()
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, ",")
+	}
 	if v.Kind() == reflect.Slice {
 		parts := make([]string, v.Len())
 		for i := range parts {
@@ -477,7 +545,7 @@ func (f *flagValue) Set(s string) error {
 	if err := setString(reflect.New(f.key.typ).Elem(), s); err != nil {
 		return err
 	}
-	if f.key.typ.Kind() == reflect.Slice {
+	if k := f.key.typ.Kind(); k == reflect.Slice || k == reflect.Map {
 		f.vals = append(f.vals, s)
 	} else {
 		f.vals = []string{s}
@@ -499,6 +567,10 @@ func (f *flagValue) Type() string {
 		return "path"
 	case t.Kind() == reflect.Slice && t.Elem() == reflect.TypeFor[APIKey]():
 		return "key:secret"
+	case t.Kind() == reflect.Slice && t.Elem() == reflect.TypeFor[Webhook]():
+		return "url"
+	case t.Kind() == reflect.Map:
+		return "name=value"
 	case t.Kind() == reflect.Slice:
 		return "address"
 	case t.Kind() == reflect.String && strings.HasSuffix(f.key.Name, "_file"):
@@ -558,8 +630,8 @@ func Changed(a, b *Config) []string {
 }
 
 // YAML returns the configuration as a YAML file that Load reads back, with
-// secrets (admin.token, the API keys' secrets, bridge passwords) replaced by
-// "<redacted>".
+// secrets (admin.token, the API keys' secrets, bridge passwords, HTTP
+// header values) replaced by "<redacted>".
 func (c *Config) YAML() ([]byte, error) {
 	cp := *c
 	if cp.Admin.Token != "" {
@@ -578,6 +650,12 @@ func (c *Config) YAML() ([]byte, error) {
 			cp.Bridges[i].LocalPassword = redacted
 		}
 	}
+	// Header values (Authorization: ...) are secrets too.
+	cp.Auth.HTTP.Headers = redactValues(cp.Auth.HTTP.Headers)
+	cp.Events.Webhooks = slices.Clone(cp.Events.Webhooks)
+	for i := range cp.Events.Webhooks {
+		cp.Events.Webhooks[i].Headers = redactValues(cp.Events.Webhooks[i].Headers)
+	}
 	var buf bytes.Buffer
 	enc := yaml.NewEncoder(&buf)
 	enc.SetIndent(2)
@@ -588,4 +666,15 @@ func (c *Config) YAML() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+func redactValues(m StringMap) StringMap {
+	if m == nil {
+		return nil
+	}
+	out := make(StringMap, len(m))
+	for k := range m {
+		out[k] = redacted
+	}
+	return out
 }

@@ -42,6 +42,7 @@ func (c *Config) Validate() error {
 	}
 	c.validateAdmin(v)
 	c.validateBridges(v)
+	c.validateExtAuth(v)
 	v.nonNegative("drain_delay", c.DrainDelay)
 	if c.ShutdownTimeout <= 0 {
 		v.fail("shutdown_timeout", "must be positive")
@@ -51,9 +52,9 @@ func (c *Config) Validate() error {
 }
 
 // CheckExposure reports, as Validate does, MQTT listeners reachable from
-// the network that anyone could use: neither auth.password_file nor
-// auth.allow_anonymous is set and, for TLS ones, no client certificate is
-// required.
+// the network that anyone could use: neither auth.password_file, auth.jwt,
+// auth.http.authn_url nor auth.allow_anonymous is set and, for TLS ones, no
+// client certificate is required.
 func (c *Config) CheckExposure() error {
 	v := &validator{c: c}
 	c.validateExposure(v)
@@ -261,7 +262,7 @@ func (c *Config) validateAdmin(v *validator) {
 // use without logging in, unless auth.allow_anonymous says so. A TLS
 // listener that requires client certificates is not open.
 func (c *Config) validateExposure(v *validator) {
-	if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous {
+	if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous || c.Auth.JWT.Enabled() || c.Auth.HTTP.AuthnURL != "" {
 		return
 	}
 	l := &c.Listeners
@@ -270,8 +271,8 @@ func (c *Config) validateExposure(v *validator) {
 			return
 		}
 		v.fail(fmt.Sprintf("listeners.%s[%d]", kind, i),
-			"%s is reachable from the network, and with neither auth.password_file (--password-file, TERN_AUTH_PASSWORD_FILE) "+
-				"nor auth.allow_anonymous: true (--allow-anonymous, TERN_AUTH_ALLOW_ANONYMOUS=true) anyone could connect", addr)
+			"%s is reachable from the network, and with neither auth.password_file (--password-file, TERN_AUTH_PASSWORD_FILE), "+
+				"auth.jwt, auth.http.authn_url nor auth.allow_anonymous: true (--allow-anonymous, TERN_AUTH_ALLOW_ANONYMOUS=true) anyone could connect", addr)
 	}
 	for i, n := range l.TCP {
 		check("tcp", i, n.Address, false)
