@@ -45,6 +45,8 @@ type Client struct {
 	rates      *clientRates // nil until a publish rate limit applies
 	inMsgs     int64        // PUBLISH packets read, not yet added to Stats (flushCounts)
 	inBytes    int64        // bytes of packets read, likewise
+	inAcked    int64        // outbound QoS 1/2 messages acknowledged, likewise (InflightOut)
+	inFreed    int64        // the budget memory they gave back, likewise
 	fd         int          // descriptor for the idle poller, or -1
 	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 

@@ -97,7 +97,8 @@ func (c *Client) readLoop() (err error, parked bool) {
 }
 
 // flushCounts adds what the reader counted since the last time to the
-// server's Stats: one shared atomic update per read batch, not per packet.
+// server's Stats, and gives the memory of acknowledged messages back to the
+// budget: one shared atomic update each per read batch, not per packet.
 func (c *Client) flushCounts() {
 	if c.inMsgs != 0 {
 		c.srv.stats.MessagesReceived.Add(c.inMsgs)
@@ -106,6 +107,11 @@ func (c *Client) flushCounts() {
 	if c.inBytes != 0 {
 		c.srv.stats.BytesReceived.Add(c.inBytes)
 		c.inBytes = 0
+	}
+	if c.inAcked != 0 {
+		c.srv.stats.InflightOut.Add(-c.inAcked)
+		c.srv.mem.add(-c.inFreed)
+		c.inAcked, c.inFreed = 0, 0
 	}
 }
 
@@ -247,9 +253,9 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	m, ok := ss.inflight[id]
 	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
 		c.unpendLocked(id)
-		ss.finishLocked(&m.delivery)
+		c.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
 		delete(ss.inflight, id)
-		c.srv.stats.InflightOut.Add(-1)
+		c.inAcked++
 		if ss.q.len() > 0 || len(c.resend) > 0 {
 			c.kickLocked() // the window has room again
 		}
