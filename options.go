@@ -97,6 +97,11 @@ type Options struct {
 	SubIDAvailable       *bool
 	SharedSubAvailable   *bool
 
+	// SharedStrategy chooses the member of a $share group each message
+	// goes to first (a SharedChooser hook may choose instead). Default
+	// SharedRoundRobin.
+	SharedStrategy SharedStrategy
+
 	// TopicAliasMaximum is the number of topic aliases a v5 client may use
 	// towards the server. Default 65535; a non-nil 0 disables them.
 	TopicAliasMaximum *uint16
@@ -181,6 +186,27 @@ type Options struct {
 	// the host name.
 	NodeID string
 }
+
+// SharedStrategy says which member of a shared subscription group a message
+// is offered to first. Whatever the strategy, a member that is offline, is
+// denied the message or published it with No Local is passed over for the
+// next one.
+type SharedStrategy int
+
+// Shared subscription strategies, named as in EMQX.
+const (
+	// SharedRoundRobin offers each message to the next member in turn.
+	SharedRoundRobin SharedStrategy = iota
+	// SharedRandom offers each message to a member chosen at random.
+	SharedRandom
+	// SharedHashTopic offers every message on one topic to the same
+	// member while the group's members stay the same: per-topic order.
+	SharedHashTopic
+	// SharedHashClientID offers every message of one publisher to the same
+	// member while the group's members stay the same: per-publisher
+	// order.
+	SharedHashClientID
+)
 
 // QueueFullPolicy says which message a full session queue drops.
 type QueueFullPolicy int

@@ -437,13 +437,14 @@ func (s *Server) deliverable(ss *session, m *Message) bool {
 	return s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Deliver, QoS: m.QoS, Retain: m.Retain})
 }
 
-// routeShared delivers m to one member of a shared group, round-robin among
-// the members that are online, skipping the client exclude and members
-// the authorizers deny it to (Deliver). It falls back to an offline member
-// when none is online. The outcome goes to r.
+// routeShared delivers m to one member of a shared group: the first member
+// that is online, trying them in order from the one a SharedChooser names
+// (by default Options.SharedStrategy's choice), skipping the client exclude
+// and members the authorizers deny it to (Deliver). It falls back to an
+// offline member when none is online. The outcome goes to r.
 func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, r *routed) {
 	n := uint32(len(g.Members))
-	start := g.Next()
+	start := s.hooks.chooseShared(m, g, s.cfg.SharedStrategy)
 	var fallback *topics.Subscription
 	denied := false
 	for i := uint32(0); i < n; i++ {
