@@ -57,7 +57,7 @@ func (p *persister) batchLocked() storage.Batch {
 	}
 	if !p.running {
 		p.running = true
-		go p.commitLoop()
+		go p.commitLoop() // ends when no batch is pending; Shutdown waits for that (drain)
 	}
 	return p.batch
 }

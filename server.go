@@ -301,18 +301,38 @@ func (s *Server) isClosing() bool {
 	}
 }
 
-// Close stops the server at once: listeners close and every client is
-// disconnected (v5 clients with 0x8B Server shutting down).
+// Close stops the server at once: listeners close, hooks are stopped,
+// and every client is disconnected (v5 clients with 0x8B Server shutting
+// down) with closeGrace to take that DISCONNECT and nothing more: what is
+// queued for it stays in its session. Like Shutdown it returns only once
+// the server's goroutines have ended and the store has every change, so
+// the store may be closed right after.
 func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 	defer cancel()
-	return s.Shutdown(ctx)
+	if err := s.shutdown(ctx, closeGrace); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
-// Shutdown stops accepting connections, disconnects every client (v5
-// clients with 0x8B Server shutting down) after flushing what is queued for
-// it, and waits for the server's goroutines to end or ctx to expire.
+// closeGrace is how long Close lets clients take their DISCONNECT.
+const closeGrace = 50 * time.Millisecond
+
+// Shutdown stops accepting connections, stops the hooks (Stopper), and
+// disconnects every client (v5 clients with 0x8B Server shutting down)
+// after flushing what is queued for it, for at most 2 seconds or
+// WriteTimeout. When ctx ends first, the connections still open are closed
+// at once and Shutdown returns ctx's error, but only after the server's
+// goroutines have ended and the store has every change made so far: a
+// caller may close the store as soon as Shutdown returns, whatever it
+// returns.
 func (s *Server) Shutdown(ctx context.Context) error {
+	return s.shutdown(ctx, min(s.cfg.WriteTimeout, shutdownFlush))
+}
+
+// shutdown is Shutdown giving clients flush to take what is queued.
+func (s *Server) shutdown(ctx context.Context, flush time.Duration) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -341,7 +361,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
-	stopBy := time.Now().Add(min(s.cfg.WriteTimeout, shutdownFlush))
+	stopBy := time.Now().Add(flush)
 	for _, c := range clients {
 		// What is queued for a client gets a moment to go out, not the
 		// whole WriteTimeout: a stuck client must not hold up the end.
@@ -369,6 +389,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range clients {
 			c.conn.Close()
 		}
+		<-waited // connections closed: their goroutines end; the store drains
 		return ctx.Err()
 	}
 }
