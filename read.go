@@ -38,7 +38,11 @@ func (c *Client) readLoop() (err error, parked bool) {
 	// or has fallen deadlineSlack behind: each move reads the clock and
 	// updates a timer.
 	var deadlineSet time.Time
-	defer c.flushCounts()
+	defer func() {
+		if !parked { // a parked connection is no longer this goroutine's
+			c.flushCounts()
+		}
+	}()
 	for {
 		if c.rd.empty() {
 			c.flushCounts() // about to wait for the socket: the batch is done
@@ -64,6 +68,7 @@ func (c *Client) readLoop() (err error, parked bool) {
 					// part of one arrived [MQTT-3.1.2-24].
 					return c.readFailed(err), false
 				case c.rd.empty() && c.fd >= 0 && time.Since(c.rd.at) >= parkAfter && time.Since(start) >= parkAfter:
+					c.flushCounts() // the batch ends here, before c goes to the poller
 					if c.park(keepAlive) {
 						return nil, true
 					}
