@@ -320,12 +320,6 @@ func (hs *hookSet) authenticate(c *Client, pk *packets.Connect) bool {
 	return false
 }
 
-// authorize runs the authorizers; access is allowed unless one denies
-// before any allows.
-func (hs *hookSet) authorize(c *Client, topic string, a Access) bool {
-	return hs.authorizeRequest(c, AccessRequest{Topic: topic, Access: a})
-}
-
 func (hs *hookSet) enhancedFor(method string) EnhancedAuthenticator {
 	for _, h := range hs.enhancedAuth {
 		if h.SupportsAuthMethod(method) {

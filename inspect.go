@@ -15,7 +15,7 @@ import (
 
 // This file holds the read-only views of the server that operations tools
 // (the admin API, metrics) need, and Kick. Each returns a snapshot: copies
-// taken under the locks of doc.go's lock order, never live state.
+// taken under the locks in ARCHITECTURE.md's lock order, never live state.
 
 // ClientInfo is a snapshot of one connected client.
 type ClientInfo struct {
