@@ -467,18 +467,18 @@ func (c *Client) closeWith(err error) {
 // disconnect ends the connection with a reason: v5 clients get a
 // DISCONNECT with the code first. What is already queued to be written is
 // written first.
-func (c *Client) disconnect(code packets.ReasonCode) {
+func (c *Client) disconnect(code packets.ReasonCode) bool {
 	err := error(code)
-	c.disconnErr.CompareAndSwap(nil, &err)
+	first := c.disconnErr.CompareAndSwap(nil, &err)
 	c.stopping.Store(true)
 	if !c.established.Load() { // still in its handshake: just close
 		c.closeWith(err)
-		return
+		return first
 	}
 	c.lock()
 	defer c.unlock()
 	if c.closing || c.closed.Load() {
-		return
+		return false
 	}
 	c.closing = true
 	if c.version == packets.V5 && c.sess != nil {
@@ -488,10 +488,11 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 	}
 	if c.sess == nil {
 		c.closeWith(err)
-		return
+		return first
 	}
 	c.kickLocked()
 	c.wakeReader()
+	return first
 }
 
 // wakeReader resumes reading on a parked connection, so that it sees the

@@ -267,3 +267,28 @@ func (f loaderFunc) Delivery(*storage.Delivery) error         { return nil }
 func (f loaderFunc) Inbound(string, uint16) error             { return nil }
 func (f loaderFunc) Retained(string, uint64) error            { return nil }
 func (f loaderFunc) Will(*storage.Will) error                 { return nil }
+
+// New names the option that is out of range, in an error embedders can
+// match.
+func TestNewRejectsBadOptions(t *testing.T) {
+	q := byte(3)
+	for _, tc := range []struct {
+		field string
+		opts  tern.Options
+	}{
+		{"MaxQoS", tern.Options{MaxQoS: &q}},
+		{"MaxPacketSize", tern.Options{MaxPacketSize: 10}},
+		{"MaxPendingBytes", tern.Options{MaxPendingBytes: -1}},
+		{"QueueFullPolicy", tern.Options{QueueFullPolicy: 7}},
+		{"SharedStrategy", tern.Options{SharedStrategy: 9}},
+		{"MaxConnections", tern.Options{MaxConnections: -1}},
+		{"MaxPublishRate", tern.Options{MaxPublishRate: -2}},
+		{"MaxClientIDLength", tern.Options{MaxClientIDLength: 70000}},
+	} {
+		_, err := tern.New(&tc.opts)
+		var oe *tern.OptionError
+		if !errors.Is(err, tern.ErrInvalidOptions) || !errors.As(err, &oe) || oe.Field != tc.field {
+			t.Errorf("%s: New = %v, want an OptionError for the field", tc.field, err)
+		}
+	}
+}

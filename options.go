@@ -327,19 +327,43 @@ func newConfig(o *Options) (*config, error) {
 	c.subIDAvailable = boolOr(c.SubIDAvailable, true)
 	c.sharedSubAvailable = boolOr(c.SharedSubAvailable, true)
 	c.queueQoS0Offline = boolOr(c.QueueQoS0Offline, true)
+	bad := func(field, msg string) (*config, error) { return nil, &OptionError{Field: field, Msg: msg} }
 	switch {
 	case c.maxQoS > 2:
-		return nil, errors.New("tern: MaxQoS must be 0, 1 or 2")
+		return bad("MaxQoS", "must be 0, 1 or 2")
 	case c.MaxPacketSize < 64 || c.MaxPacketSize > 268435460:
-		return nil, errors.New("tern: MaxPacketSize must be between 64 and 268435460 bytes")
+		return bad("MaxPacketSize", "must be between 64 and 268435460 bytes")
 	case c.MaxPendingBytes < 0:
-		return nil, errors.New("tern: MaxPendingBytes must not be negative")
+		return bad("MaxPendingBytes", "must not be negative")
 	case c.QueueFullPolicy != DropNew && c.QueueFullPolicy != DropOldest:
-		return nil, errors.New("tern: QueueFullPolicy must be DropNew or DropOldest")
-	case c.MaxConnections < 0 || c.MaxSubscriptionsPerClient < 0 || c.MaxPublishRate < 0 || c.MaxPublishBytesRate < 0:
-		return nil, errors.New("tern: MaxConnections, MaxSubscriptionsPerClient, MaxPublishRate and MaxPublishBytesRate must not be negative")
+		return bad("QueueFullPolicy", "must be DropNew or DropOldest")
+	case c.SharedStrategy < SharedRoundRobin || c.SharedStrategy > SharedHashClientID:
+		return bad("SharedStrategy", "is not one of the Shared... constants")
+	case c.MaxConnections < 0:
+		return bad("MaxConnections", "must not be negative")
+	case c.MaxSubscriptionsPerClient < 0:
+		return bad("MaxSubscriptionsPerClient", "must not be negative")
+	case c.MaxPublishRate < 0:
+		return bad("MaxPublishRate", "must not be negative")
+	case c.MaxPublishBytesRate < 0:
+		return bad("MaxPublishBytesRate", "must not be negative")
 	case c.MaxClientIDLength < 1 || c.MaxClientIDLength > 65535:
-		return nil, errors.New("tern: MaxClientIDLength must be between 1 and 65535")
+		return bad("MaxClientIDLength", "must be between 1 and 65535")
 	}
 	return c, nil
 }
+
+// ErrInvalidOptions is matched (errors.Is) by every error New returns for
+// an option out of range; the error is an *OptionError naming the field.
+var ErrInvalidOptions = errors.New("tern: invalid options")
+
+// OptionError is New's error for an option out of range.
+type OptionError struct {
+	Field string // the Options field, e.g. "MaxQoS"
+	Msg   string // what is wrong with it
+}
+
+func (e *OptionError) Error() string { return "tern: Options." + e.Field + " " + e.Msg }
+
+// Is makes errors.Is(err, ErrInvalidOptions) true.
+func (e *OptionError) Is(target error) bool { return target == ErrInvalidOptions }

@@ -50,7 +50,7 @@ func newPersister(s *Server, st storage.Store, d Durability) *persister {
 	return p
 }
 
-// addLocked runs fn on the pending batch; p.mu is held.
+// batchLocked returns the pending batch, starting one; p.mu is held.
 func (p *persister) batchLocked() storage.Batch {
 	if p.batch == nil {
 		p.batch = p.store.NewBatch()
@@ -282,7 +282,7 @@ func (ss *session) storeWillLocked(m *Message, fireAt time.Time) {
 	p.change(func(b storage.Batch) { b.PutWill(w) })
 }
 
-// storeSession writes the session record (connected when at is zero).
+// storeSessionLocked writes the session record (connected when at is zero).
 func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 	p := ss.srv.persist
 	if p == nil {
