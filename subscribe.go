@@ -164,6 +164,16 @@ func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 			ack.ReasonCodes[i] = packets.NoSubscriptionExisted
 		}
 	}
+	c.sess.mu.Lock()
+	persistent := c.sess.persistentLocked()
+	c.sess.mu.Unlock()
+	if persistent {
+		// The UNSUBACK promises the subscription is gone: a crash must not
+		// bring it back.
+		if err := s.persist.wait(); err != nil {
+			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the unsubscription failed"}
+		}
+	}
 	c.send(ack) // [MQTT-3.10.4-4]
 	return nil
 }
