@@ -283,6 +283,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 
 	// The session.
 	expiry := s.sessionExpiry(pk)
+	if c.refuseConnect(expiry) {
+		return c.refuse(packets.ServerUnavailable, "store unavailable: cannot keep a persistent session")
+	}
 	wasStored := s.persist.sessionStored(c.id)
 	ss, present, after, ok := s.attachSession(c, expiry)
 	if !ok {

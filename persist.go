@@ -56,12 +56,17 @@ type persister struct {
 	nextID   uint64 // next message id
 	idle     *sync.Cond
 	failed   bool // a commit failed: logged once
+
+	sh storeHealth
 }
 
 func newPersister(s *Server, st storage.Store, d Durability) *persister {
 	p := &persister{srv: s, store: st, sync: d == DurabilitySync, nextID: 1}
 	p.idle = sync.NewCond(&p.mu)
 	p.gateOpen = sync.NewCond(&p.mu)
+	if hr, ok := st.(storage.HealthReporter); ok {
+		p.sh.reporter = hr
+	}
 	return p
 }
 

@@ -95,6 +95,9 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			s.stats.MessagesDropped.Add(1)
 		}
 	} else {
+		if refused, err := c.refusePublish(pk); refused {
+			return err // the store cannot write: see storehealth.go
+		}
 		if pk.QoS == 2 {
 			// The packet id goes to the store in one commit with every
 			// delivery of the message: a PUBLISH resent with DUP after a

@@ -74,7 +74,7 @@ func (c *Client) readLoop() (err error, parked bool) {
 		err = c.handle(pk)
 		releasePacket(pk)
 		if err != nil {
-			if err == errClientDisconn {
+			if err == errClientDisconn || err == errStoreRefused {
 				return err, false
 			}
 			return c.protocolFailure(err), false

@@ -30,6 +30,7 @@ type Stats struct {
 	Queued               atomic.Int64 // messages queued for sessions now
 	WillsSent            atomic.Int64
 	StoreFailures        atomic.Int64 // store commits that failed (their acknowledgements were withheld)
+	StoreRefused         atomic.Int64 // operations refused because the store could not write (see Server.StoreHealth)
 }
 
 func (st *Stats) connected() {

@@ -20,6 +20,9 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		}
 		subID = ids[0]
 	}
+	if c.refuseSubscribe(pk) {
+		return nil // the store cannot write: see storehealth.go
+	}
 	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
 	var sendRetained []topics.Subscription
 	for i, req := range pk.Subscriptions {
@@ -154,6 +157,9 @@ func (s *Server) deleteRetained(topic string, cond func(*Message) bool) bool {
 // handleUnsubscribe handles UNSUBSCRIBE [MQTT-3.10.4-1].
 func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 	s := c.srv
+	if refused, err := c.refuseUnsubscribe(pk); refused {
+		return err // the store cannot write: see storehealth.go
+	}
 	ack := &packets.Unsuback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Filters))}
 	for i, f := range pk.Filters {
 		group, filter, _ := topics.ParseShared(f)

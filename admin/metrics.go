@@ -118,6 +118,7 @@ var statMetrics = []statMetric{
 	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut.Load() }),
 	newStatMetric("queued_messages", "Messages waiting in session queues.", gaugeT, func(s *tern.Stats) int64 { return s.Queued.Load() }),
 	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures.Load() }),
+	newStatMetric("store_refused_total", "Operations refused because the store could not write (a full or failing disk): connects, publishes, subscribes, unsubscribes.", counterT, func(s *tern.Stats) int64 { return s.StoreRefused.Load() }),
 	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent.Load() }),
 }
 
@@ -127,6 +128,7 @@ var (
 	disconnectsDesc = prometheus.NewDesc("tern_disconnects_total",
 		"Established connections ended, by reason (client_disconnect, connection_closed, keep_alive_timeout, ...).", []string{"reason"}, nil)
 	startDesc = prometheus.NewDesc("tern_start_time_seconds", "When the broker started, in seconds since the Unix epoch.", nil, nil)
+	storeDesc = prometheus.NewDesc("tern_store_available", "1 while the store writes (or there is none), 0 while it cannot (a full or failing disk) and the broker refuses what needs it.", nil, nil)
 	infoDesc  = prometheus.NewDesc("tern_build_info", "Always 1; the version is a label.", []string{"version"}, nil)
 )
 
@@ -144,6 +146,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	}
 	ch <- droppedDesc
 	ch <- startDesc
+	ch <- storeDesc
 	ch <- infoDesc
 	if c.obs != nil {
 		ch <- disconnectsDesc
@@ -169,6 +172,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(droppedDesc, counterT, float64(max(st.MessagesDropped.Load()-expired, 0)), "other")
 	}
 	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(c.srv.StartedAt().UnixNano())/1e9)
+	available := 1.0
+	if c.srv.StoreHealth() != nil {
+		available = 0
+	}
+	ch <- prometheus.MustNewConstMetric(storeDesc, gaugeT, available)
 	ch <- prometheus.MustNewConstMetric(infoDesc, gaugeT, 1, tern.Version)
 }
 
