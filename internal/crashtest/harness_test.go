@@ -176,7 +176,7 @@ func (b *broker) start() {
 		}
 	}
 	ready := make(chan struct{})
-	b.cmd.Stderr = &markWriter{w: f, mark: []byte("tern starting"), hit: ready}
+	b.cmd.Stderr = &markWriter{w: f, mark: []byte("msg=listening"), hit: ready} // logged once Serve runs
 	b.cmd.Stdout = f
 	if err := b.cmd.Start(); err != nil {
 		b.t.Fatalf("start tern serve: %v", err)
