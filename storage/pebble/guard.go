@@ -39,11 +39,14 @@ import (
 const (
 	retryFirst = 5 * time.Millisecond
 	retryMax   = 250 * time.Millisecond
-	// maxCopy bounds the copy of unsynced data kept per file. The log
-	// is fsync'd at every commit in sync mode and every sync interval in
-	// periodic mode, so it stays far below this; past it, a failed fsync
-	// is retried without the copy (and logged).
-	maxCopy = 64 << 20
+	// maxCopy bounds the copy of unsynced data kept per file. In sync
+	// mode the log is fsync'd at every commit and stays far below it. In
+	// periodic mode a second of log can pass it: the copy is then dropped
+	// until the next fsync (keeping it would cost a copy of every byte
+	// logged), and a failed fsync in that window is retried without it,
+	// which periodic's own bound (what was acknowledged since the last
+	// good fsync) already allows to lose.
+	maxCopy = 4 << 20
 	// logEvery spaces the error lines about failing writes.
 	logEvery = 10 * time.Second
 )
@@ -114,7 +117,9 @@ func (g *guardFS) end() {
 	g.mu.Lock()
 	g.stalled--
 	g.waiting.Store(int32(g.stalled))
-	done := g.stalled == 0
+	// Say so if the failure was: not after each of the short stalls of a
+	// table Pebble keeps writing again.
+	done := g.stalled == 0 && !g.logged.Before(g.since)
 	since, attempts := g.since, g.attempts
 	g.mu.Unlock()
 	if done {
@@ -292,8 +297,8 @@ func (f *guardFile) keep(off int64, p []byte) {
 
 // synced forgets the copy: it is on the disk.
 func (f *guardFile) synced() {
-	if len(f.spans) == 1 && cap(f.spans[0].data) <= 1<<20 {
-		f.spans[0].data = f.spans[0].data[:0] // keep a modest buffer for the next round
+	if len(f.spans) == 1 && cap(f.spans[0].data) <= maxCopy {
+		f.spans[0].data = f.spans[0].data[:0] // keep the buffer for the next round
 		f.spans = f.spans[:1]
 		f.spans[0].off = f.off
 	} else {

@@ -468,7 +468,7 @@ func (s *Store) Commit(b storage.Batch, sync bool) error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed || s.closing.Load() {
 		return storage.ErrClosed
 	}
 	if err := s.fatalErr(); err != nil {
@@ -506,7 +506,7 @@ func (s *Store) Sync() error {
 	}
 	s.mu.RLock()
 	defer s.mu.RUnlock()
-	if s.closed {
+	if s.closed || s.closing.Load() {
 		return storage.ErrClosed
 	}
 	return s.syncRLocked()
