@@ -45,7 +45,8 @@ type persister struct {
 	sync  bool
 
 	mu       sync.Mutex
-	batch    storage.Batch
+	batch    storage.Batch   // the batch changes go to
+	full     []storage.Batch // earlier batches not yet committed, oldest first
 	waiters  []func(error)
 	syncNext bool // the pending batch must be fsync'd (periodic mode)
 	holds    int  // open holds: the pending batch is not to be committed yet
@@ -70,9 +71,21 @@ func newPersister(s *Server, st storage.Store, d Durability) *persister {
 	return p
 }
 
-// addLocked runs fn on the pending batch; p.mu is held.
+// maxBatchOps is how many changes a batch takes before the next ones go
+// to a new batch, committed after it in the same round. Pebble turns a
+// batch of more than half a memtable into a table of its own, sorted and
+// flushed at once; under load, with an fsync in progress, the changes
+// waiting for the next commit can pass that, and committing them in parts
+// keeps them in the memtable.
+var maxBatchOps = 4096 // a variable for tests
+
+// batchLocked returns the batch changes go to now; p.mu is held.
 func (p *persister) batchLocked() storage.Batch {
-	if p.batch == nil {
+	switch {
+	case p.batch == nil:
+		p.batch = p.store.NewBatch()
+	case p.holds == 0 && p.batch.Len() >= maxBatchOps: // never inside a hold: it is one commit
+		p.full = append(p.full, p.batch)
 		p.batch = p.store.NewBatch()
 	}
 	if !p.running {
@@ -184,9 +197,12 @@ func (p *persister) commitLoop() {
 	for {
 		p.mu.Lock()
 		p.waitHoldsLocked()
-		b, w, syncNext := p.batch, p.waiters, p.syncNext
-		p.batch, p.waiters, p.syncNext = nil, nil, false
-		if b == nil {
+		bs, w, syncNext := p.full, p.waiters, p.syncNext
+		if p.batch != nil {
+			bs = append(bs, p.batch)
+		}
+		p.batch, p.full, p.waiters, p.syncNext = nil, nil, nil, false
+		if len(bs) == 0 {
 			p.running = false
 			p.idle.Broadcast()
 			p.mu.Unlock()
@@ -197,10 +213,17 @@ func (p *persister) commitLoop() {
 		// (a deletion, most often) is durable within one commit, instead
 		// of whenever the next acknowledgement comes. In periodic mode
 		// only a QoS 2 handover asks for the fsync.
+		// The parts of one round are committed in order, the last one
+		// with the fsync that makes them all durable.
 		fsync := p.sync || syncNext
 		var err error
-		if b.Len() > 0 || (fsync && len(w) > 0) {
-			err = p.store.Commit(b, fsync)
+		for i, b := range bs {
+			last := i == len(bs)-1
+			if b.Len() > 0 || (last && fsync && len(w) > 0) {
+				if err = p.store.Commit(b, fsync && last); err != nil {
+					break // what follows cannot go before it
+				}
+			}
 		}
 		if err != nil {
 			p.srv.stats.StoreFailures.Add(1)
