@@ -9,8 +9,9 @@
 // variables below make them longer (see BENCHMARKS.md for measured soak
 // runs):
 //
-//	TERN_CRASH_ROUNDS  kill rounds of the load tests (default 6; the soak is 24)
-//	TERN_CRASH_REPEAT  repetitions of each kill-at-acknowledgement case (default 1; soak 20)
+//	TERN_CRASH_ROUNDS  kill rounds of the load tests (default 6 sync, 3 periodic; soak 24 and 12)
+//	TERN_CRASH_REPEAT  runs of the whole kill-at-acknowledgement matrix (default: each case twice; soak 20)
 //	TERN_CRASH_SEED    seed of the kill moments (default fixed)
-//	TERN_SOAK=1        all of the above at soak size
+//	TERN_SOAK=1        all of the above at soak size, and the periodic full-disk case
+//	TERN_CRASH_RACE=1  build the broker with the race detector
 package crashtest

@@ -88,7 +88,11 @@ func ternBinary(t testing.TB) string {
 			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
 		}
 		build.path = filepath.Join(dir, "tern")
-		cmd := exec.Command(gobin, "build", "-o", build.path, "github.com/ternmq/tern/cmd/tern")
+		args := []string{"build", "-o", build.path}
+		if os.Getenv("TERN_CRASH_RACE") == "1" {
+			args = append(args, "-race") // checkLog fails on "DATA RACE"
+		}
+		cmd := exec.Command(gobin, append(args, "github.com/ternmq/tern/cmd/tern")...)
 		out, err := cmd.CombinedOutput()
 		if err != nil {
 			build.err = fmt.Errorf("go build ./cmd/tern: %v\n%s", err, out)
