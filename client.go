@@ -256,9 +256,10 @@ func (c *Client) flush() {
 		c.unlock()
 		c.fire(events)
 		if needSync {
-			// QoS 2 handovers in this buffer must be durable before they are
-			// on the wire, so a restart cannot deliver a message twice.
-			if err := s.persist.wait(); err != nil {
+			// QoS 2 handovers in this buffer must be durable (fsync'd, in
+			// either mode) before they are on the wire, so a restart cannot
+			// deliver a message twice.
+			if err := s.persist.waitDurable(); err != nil {
 				c.closeWith(err)
 			}
 		}

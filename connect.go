@@ -296,11 +296,22 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 
 	// The session.
 	expiry := s.sessionExpiry(pk)
+	if c.refuseConnect(expiry) {
+		return c.refuse(packets.ServerUnavailable, "store unavailable: cannot keep a persistent session")
+	}
+	wasStored := s.persist.sessionStored(c.id)
 	ss, present, after, ok := s.attachSession(c, expiry)
 	if !ok {
 		return c.refuse(packets.ServerUnavailable, "server closing")
 	}
 	after() // wills and hooks of what the takeover ended, outside the server lock
+	if expiry > 0 || wasStored {
+		// The CONNACK promises the session (and, after a clean start, the
+		// end of the old one, with its will): it goes once that is durable.
+		if err := s.persist.settle(); err != nil {
+			return c.refuseAttached(packets.ServerUnavailable, err)
+		}
+	}
 
 	if v5 {
 		ap := &ack.Properties

@@ -294,8 +294,14 @@ func (s *Server) RetainedMessage(topic string) (*Message, bool) {
 
 // DeleteRetained removes the retained message of the topic, as a retained
 // PUBLISH with an empty payload would, and reports whether there was one.
+// With a store it returns once the deletion is committed (fsync'd in
+// DurabilitySync).
 func (s *Server) DeleteRetained(topic string) bool {
-	return s.deleteRetained(topic, nil)
+	ok := s.deleteRetained(topic, nil)
+	if ok && s.persist != nil {
+		s.persist.wait()
+	}
+	return ok
 }
 
 // Kick disconnects the connected client with the identifier, sending MQTT

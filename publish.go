@@ -54,14 +54,17 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	if pk.QoS == 2 {
 		ss.mu.Lock()
 		_, dup := ss.inQoS2[pk.PacketID]
+		persistent := ss.persistentLocked()
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
 			ss.mu.Unlock()
 			return &packets.Error{Code: packets.ReceiveMaximumExceeded, Msg: "receive maximum exceeded"} // [MQTT-3.3.4-7]
 		}
 		ss.mu.Unlock()
 		if dup {
-			// Already received and routed: acknowledge again, deliver once [MQTT-4.3.3-10].
-			c.send(&packets.Pubrec{PacketID: pk.PacketID})
+			// Already received and routed: acknowledge again, deliver once
+			// [MQTT-4.3.3-10]. The first PUBREC may still wait for its
+			// commit: this one waits too.
+			c.sendAck(packets.PUBREC, pk.PacketID, packets.Success, persistent)
 			return nil
 		}
 	}
@@ -69,6 +72,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	code := packets.Success
 	durable := false
 	discarded := false
+	inbound := false // the QoS 2 packet id is recorded
 	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: pk.Topic, Access: Write, QoS: pk.QoS, Retain: pk.Retain}) {
 		code = packets.NotAuthorized
 	} else {
@@ -95,6 +99,19 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			s.countDrop(nil, DropNotAuthorized)
 		}
 	} else if !discarded {
+		if refused, err := c.refusePublish(pk); refused {
+			return err // the store cannot write: see storehealth.go
+		}
+		if pk.QoS == 2 {
+			// The packet id goes to the store in one commit with every
+			// delivery of the message: a PUBLISH resent with DUP after a
+			// crash is then either known and delivered, or unknown and not
+			// delivered, never known and lost or unknown and delivered
+			// again.
+			s.persist.hold()
+			durable = c.receivedQoS2(pk.PacketID)
+			inbound = true
+		}
 		m := newMessage(pk, c.id, c.rd.at) // the time of the read: no clock read per message
 		// A v5 publisher learns that its retained message was refused
 		// for the retained limits; others' are delivered, not retained.
@@ -108,7 +125,15 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		case r.queued == 0:
 			code = packets.NoMatchingSubscribers
 		}
-		durable = s.persist.touched(m)
+		if inbound && code.IsError() && c.version == packets.V5 {
+			// An error PUBREC ends the exchange (section 4.3.3): the id
+			// is free again, in the same commit.
+			c.forgetQoS2(pk.PacketID)
+		}
+		if inbound {
+			s.persist.release()
+		}
+		durable = durable || s.persist.touched(m)
 		if !(r.retainRefused && strict) {
 			for _, h := range s.hooks.publishes {
 				h.OnPublished(c, m)
@@ -125,22 +150,44 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	case 1:
 		c.sendAck(packets.PUBACK, pk.PacketID, code, durable)
 	case 2:
-		if !code.IsError() { // an error PUBREC ends the exchange (section 4.3.3)
-			ss.mu.Lock()
-			if ss.inQoS2 == nil {
-				ss.inQoS2 = make(map[uint16]struct{})
-			}
-			ss.inQoS2[pk.PacketID] = struct{}{}
-			if ss.persistentLocked() {
-				id := pk.PacketID
-				s.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id) })
-				durable = true
-			}
-			ss.mu.Unlock()
+		if !code.IsError() && !inbound {
+			// A 3.1.1 refusal is acknowledged as a success and completed
+			// like one. An error PUBREC ends the exchange (section 4.3.3).
+			durable = c.receivedQoS2(pk.PacketID) || durable
 		}
 		c.sendAck(packets.PUBREC, pk.PacketID, code, durable)
 	}
 	return nil
+}
+
+// receivedQoS2 records the packet id of a QoS 2 PUBLISH awaiting PUBREL,
+// in the store too for a persistent session, and reports whether it went
+// to the store.
+func (c *Client) receivedQoS2(id uint16) bool {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.inQoS2 == nil {
+		ss.inQoS2 = make(map[uint16]struct{})
+	}
+	ss.inQoS2[id] = struct{}{}
+	if !ss.persistentLocked() {
+		return false
+	}
+	ss.srv.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id) })
+	return true
+}
+
+// forgetQoS2 undoes receivedQoS2 for a message refused with an error
+// PUBREC.
+func (c *Client) forgetQoS2(id uint16) {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.inQoS2, id)
+	if ss.persistentLocked() {
+		ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })
+	}
 }
 
 // checkRates charges a PUBLISH to the client's rate limits. A client over a
@@ -203,6 +250,11 @@ func (b *tokenBucket) take(n, rate, burst float64, now time.Time) bool {
 // waiting, once the store has committed, in the order the PUBLISH packets
 // came [MQTT-4.6.0-2]. If the commit fails the connection is closed
 // instead: nothing is acknowledged that was not stored.
+//
+// A PUBCOMP that releases a stored packet identifier waits for an fsync in
+// either durability mode: the client reuses the identifier at once, and a
+// release lost in a crash would make the broker take the next message
+// with it for a resend of the old one and drop it.
 func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, durable bool) {
 	p := c.srv.persist
 	if p == nil || !durable && c.acksWaiting.Load() == 0 {
@@ -211,8 +263,12 @@ func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, dur
 		c.unlock()
 		return
 	}
+	register := p.after
+	if t == packets.PUBCOMP && durable {
+		register = p.afterDurable
+	}
 	c.acksWaiting.Add(1)
-	p.after(func(err error) {
+	register(func(err error) {
 		if err != nil {
 			c.acksWaiting.Add(-1)
 			c.disconnect(packets.ImplementationSpecificError)
@@ -278,7 +334,10 @@ func (s *Server) storeRetained(m *Message) bool {
 		if had && s.retained.Delete(m.Topic) {
 			s.stats.Retained.Add(-1)
 			s.retainedBytes -= int64(old.size())
-			s.persistRetained(m.Topic, nil, old)
+			if s.persistRetained(m.Topic, nil, old) {
+				// The clear went to the store: the PUBACK waits for it.
+				m.stored.Store(true)
+			}
 		}
 		return true
 	}
@@ -307,19 +366,20 @@ func (s *Server) storeRetained(m *Message) bool {
 }
 
 // persistRetained tells the store that topic's retained message is now m
-// (nil: none) instead of old (nil: none). $SYS messages are never stored,
-// so they count for neither side.
-func (s *Server) persistRetained(topic string, m, old *Message) {
+// (nil: none) instead of old (nil: none), and reports whether the store
+// changed. $SYS messages are never stored, so they count for neither side.
+func (s *Server) persistRetained(topic string, m, old *Message) bool {
 	if m != nil && m.sys {
 		m = nil
 	}
 	if old != nil && old.sys {
 		old = nil
 	}
-	if m == nil && old == nil {
-		return
+	if s.persist == nil || m == nil && old == nil {
+		return false
 	}
 	s.persist.retain(topic, m, old)
+	return true
 }
 
 // routeSubscriptions delivers m to the sessions of the matching non-shared

@@ -87,7 +87,7 @@ func (c *Client) readLoop() (err error, parked bool) {
 		err = c.handle(pk)
 		releasePacket(pk)
 		if err != nil {
-			if err == errClientDisconn {
+			if err == errClientDisconn || err == errStoreRefused {
 				return err, false
 			}
 			return c.protocolFailure(err), false
@@ -290,21 +290,27 @@ func (c *Client) handlePubrec(id uint16) error {
 	return nil
 }
 
-// handlePubrel completes an inbound QoS 2 message with PUBCOMP.
+// handlePubrel completes an inbound QoS 2 message with PUBCOMP. The
+// PUBCOMP frees the packet identifier for a new message at once
+// [MQTT-4.3.3-13]: for a persistent session it is sent only once the
+// release is durable, so that a restart cannot take the new message for a
+// resend of the old one.
 func (c *Client) handlePubrel(id uint16) error {
 	ss := c.sess
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
 	code := packets.Success
+	durable := false
 	if _, ok := ss.inQoS2[id]; ok {
 		delete(ss.inQoS2, id)
 		if ss.persistentLocked() {
 			ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })
+			durable = true
 		}
 	} else {
 		code = packets.PacketIdentifierNotFound
 	}
-	c.writeAckLocked(packets.PUBCOMP, id, code)
+	ss.mu.Unlock()
+	c.sendAck(packets.PUBCOMP, id, code, durable)
 	return nil
 }
 

@@ -252,6 +252,9 @@ func (s *Server) Serve() error {
 	if s.persist != nil && s.cfg.Durability == DurabilityPeriodic {
 		s.goTracked(s.syncLoop)
 	}
+	if s.persist != nil && s.persist.sh.reporter != nil {
+		s.goTracked(s.storeWatch)
+	}
 	return nil
 }
 

@@ -32,6 +32,7 @@ type Stats struct {
 	WillsSent            int64 // will messages published
 	StoreFailures        int64 // store commits that failed (their acknowledgements were withheld)
 	WriteTimeouts        int64 // connections reset because the client took nothing for WriteTimeout
+	StoreRefused         int64 // operations refused because the store could not write (see Server.StoreHealth)
 
 	drops [numDropReasons]int64
 }
@@ -65,6 +66,7 @@ type counters struct {
 	WillsSent            atomic.Int64
 	StoreFailures        atomic.Int64
 	WriteTimeouts        atomic.Int64
+	StoreRefused         atomic.Int64
 
 	drops drops // by reason
 }
@@ -94,7 +96,7 @@ func (s *Server) Stats() Stats {
 		DeliveriesDenied: c.DeliveriesDenied.Load(), BytesReceived: c.BytesReceived.Load(),
 		BytesSent: c.BytesSent.Load(), Retained: c.Retained.Load(), RetainedRefused: c.RetainedRefused.Load(),
 		Subscriptions: c.Subscriptions.Load(), InflightOut: c.InflightOut.Load(), WillsSent: c.WillsSent.Load(),
-		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(),
+		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(), StoreRefused: c.StoreRefused.Load(),
 	}
 	for i := range c.drops {
 		st.drops[i] = c.drops[i].Load()

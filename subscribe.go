@@ -20,6 +20,9 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		}
 		subID = ids[0]
 	}
+	if c.refuseSubscribe(pk) {
+		return nil // the store cannot write: see storehealth.go
+	}
 	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
 	var sendRetained []topics.Subscription
 	for i, req := range pk.Subscriptions {
@@ -134,6 +137,9 @@ func (s *Server) deleteRetained(topic string, cond func(*Message) bool) bool {
 // handleUnsubscribe handles UNSUBSCRIBE [MQTT-3.10.4-1].
 func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 	s := c.srv
+	if refused, err := c.refuseUnsubscribe(pk); refused {
+		return err // the store cannot write: see storehealth.go
+	}
 	ack := &packets.Unsuback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Filters))}
 	for i, f := range pk.Filters {
 		group, filter, _ := topics.ParseShared(f)
@@ -142,6 +148,16 @@ func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 			ack.ReasonCodes[i] = packets.Success
 		} else {
 			ack.ReasonCodes[i] = packets.NoSubscriptionExisted
+		}
+	}
+	c.sess.mu.Lock()
+	persistent := c.sess.persistentLocked()
+	c.sess.mu.Unlock()
+	if persistent {
+		// The UNSUBACK promises the subscription is gone: a crash must not
+		// bring it back.
+		if err := s.persist.wait(); err != nil {
+			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the unsubscription failed"}
 		}
 	}
 	c.send(ack) // [MQTT-3.10.4-4]

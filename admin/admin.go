@@ -3,7 +3,7 @@
 // act on a running broker.
 //
 //	GET    /healthz                      200 while the process is alive
-//	GET    /readyz                       200 when accepting clients, else 503 with Retry-After
+//	GET    /readyz                       200 when accepting clients and the store writes, else 503 with Retry-After (and the cause)
 //	GET    /metrics                      Prometheus metrics
 //	GET    /api/v1/stats                 the broker's counters
 //	GET    /api/v1/clients               connected clients (paged)
@@ -239,6 +239,13 @@ func (a *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 	if !a.ready.Load() || !a.srv.Serving() {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		return
+	}
+	if err := a.srv.StoreHealth(); err != nil {
+		// The broker serves, but refuses what needs its store (a full
+		// or failing disk): take it out of rotation until that passes.
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable", "cause": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})

@@ -284,6 +284,11 @@ func (a *Server) getRetained(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *Server) deleteRetained(w http.ResponseWriter, r *http.Request) {
+	if err := a.srv.StoreHealth(); err != nil {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "the store cannot write now: "+err.Error())
+		return
+	}
 	if !a.srv.DeleteRetained(r.PathValue("topic")) {
 		writeError(w, http.StatusNotFound, "no retained message on that topic")
 		return

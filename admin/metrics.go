@@ -100,6 +100,7 @@ var statMetrics = []statMetric{
 	newStatMetric("retained_refused_total", "Retained messages refused for max_retained_messages or max_retained_bytes.", counterT, func(s *tern.Stats) int64 { return s.RetainedRefused }),
 	newStatMetric("write_timeouts_total", "Connections reset because the client took nothing for write_timeout.", counterT, func(s *tern.Stats) int64 { return s.WriteTimeouts }),
 	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures }),
+	newStatMetric("store_refused_total", "Operations refused because the store could not write (a full or failing disk): connects, publishes, subscribes, unsubscribes.", counterT, func(s *tern.Stats) int64 { return s.StoreRefused }),
 	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent }),
 }
 
@@ -111,6 +112,7 @@ var (
 	memoryDesc      = prometheus.NewDesc("tern_message_memory_bytes", "Memory held by queued and inflight messages (max_message_memory counts it).", nil, nil)
 	memoryLimitDesc = prometheus.NewDesc("tern_message_memory_limit_bytes", "max_message_memory; 0: no limit.", nil, nil)
 	startDesc       = prometheus.NewDesc("tern_start_time_seconds", "When the broker started, in seconds since the Unix epoch.", nil, nil)
+	storeDesc       = prometheus.NewDesc("tern_store_available", "1 while the store writes (or there is none), 0 while it cannot (a full or failing disk) and the broker refuses what needs it.", nil, nil)
 	infoDesc        = prometheus.NewDesc("tern_build_info", "Always 1; the version is a label.", []string{"version"}, nil)
 )
 
@@ -130,6 +132,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- memoryDesc
 	ch <- memoryLimitDesc
 	ch <- startDesc
+	ch <- storeDesc
 	ch <- infoDesc
 	if c.obs != nil {
 		ch <- disconnectsDesc
@@ -154,6 +157,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(memoryDesc, gaugeT, float64(used))
 	ch <- prometheus.MustNewConstMetric(memoryLimitDesc, gaugeT, float64(limit))
 	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(c.srv.StartedAt().UnixNano())/1e9)
+	available := 1.0
+	if c.srv.StoreHealth() != nil {
+		available = 0
+	}
+	ch <- prometheus.MustNewConstMetric(storeDesc, gaugeT, available)
 	ch <- prometheus.MustNewConstMetric(infoDesc, gaugeT, 1, tern.Version)
 }
 
