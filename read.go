@@ -279,13 +279,17 @@ func (c *Client) handlePubrel(id uint16) error {
 	return nil
 }
 
-// handleDisconnect handles the client's DISCONNECT: the will is discarded
-// unless the reason is 0x04 [MQTT-3.14.4-3], and a v5 client may change its
-// session expiry interval, but not from 0 [MQTT-3.14.2-2].
+// handleDisconnect handles the client's DISCONNECT. Only a normal one
+// (0x00) discards the will [MQTT-3.14.4-3]: with any other reason, 0x04
+// Disconnect with Will Message or an error, it is published
+// [MQTT-3.1.2-8]. A v5 client may change its session expiry interval, but
+// not from 0 [MQTT-3.14.2-2]: such a DISCONNECT is a Protocol Error, which
+// the server answers with DISCONNECT 0x82 and handles as a connection
+// closed in error, so the will is published; the expiry stays 0, so the
+// session ends with the connection and the messages queued for it are
+// dropped (reason session_ended): the client asked for them to be kept
+// too late, and only CONNECT can ask.
 func (c *Client) handleDisconnect(p *packets.Disconnect) error {
-	if p.ReasonCode != packets.DisconnectWithWill {
-		c.will.Store(nil)
-	}
 	if e := p.Properties.SessionExpiry; e != nil {
 		ss := c.sess
 		ss.mu.Lock()
@@ -298,9 +302,11 @@ func (c *Client) handleDisconnect(p *packets.Disconnect) error {
 		}
 		ss.mu.Unlock()
 		if was == 0 && *e != 0 {
-			c.will.Store(nil)
 			return &packets.Error{Code: packets.ProtocolError, Msg: "session expiry set on DISCONNECT after 0 at CONNECT"}
 		}
+	}
+	if p.ReasonCode == packets.Success {
+		c.will.Store(nil)
 	}
 	return errClientDisconn
 }
