@@ -24,6 +24,7 @@ type Client struct {
 	username    string
 	sess        *session
 	connectedAt int64 // unix nanoseconds
+	connectRead int64 // when the CONNECT was read, unix nanoseconds
 	maxPacket   int   // the client's Maximum Packet Size; 0 = no limit
 	sendQuota   int32 // most QoS 1/2 messages unacknowledged towards the client
 	willDelay   uint32
@@ -109,6 +110,13 @@ func (c *Client) Conn() net.Conn { return c.conn }
 
 // ConnectedAt returns when the client's session was established.
 func (c *Client) ConnectedAt() time.Time { return time.Unix(0, c.connectedAt) }
+
+// ConnectDuration returns how long the server took to handle the client's
+// CONNECT, from reading it to queueing the CONNACK: authentication and
+// session set-up, the wait for a session taken over included.
+func (c *Client) ConnectDuration() time.Duration {
+	return time.Duration(c.connectedAt - c.connectRead)
+}
 
 // clientValues holds the values hooks attach to a client.
 type clientValues struct {

@@ -222,6 +222,7 @@ func assignClientID() string {
 func (c *Client) handshake(pk *packets.Connect) bool {
 	s := c.srv
 	cfg := s.cfg
+	c.connectRead = c.rd.at.UnixNano() // the time of the read: no clock read
 	c.version = pk.ProtocolVersion
 	c.id = pk.ClientID
 	c.username = pk.Username
