@@ -704,6 +704,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
 	c.srv.stats.MessagesSent.Add(1)
+	c.srv.stats.PublishBytesSent.Add(int64(len(m.Payload)))
 	if len(c.srv.hooks.publishes) > 0 {
 		c.events = append(c.events, hookEvent{msg: m})
 	}

@@ -15,6 +15,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	s := c.srv
 	cfg := s.cfg
 	s.stats.MessagesReceived.Add(1)
+	s.stats.PublishBytesReceived.Add(int64(len(pk.Payload)))
 	if err := c.checkRates(pk); err != nil {
 		return err
 	}
