@@ -18,7 +18,7 @@ func runTern(t *testing.T, stdin string, args ...string) error {
 	root.SetIn(strings.NewReader(stdin))
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(args)
+	root.SetArgs(joinPropertyArgs(args))
 	return root.Execute()
 }
 
