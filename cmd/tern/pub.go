@@ -40,7 +40,7 @@ message) or -n (an empty message, which with -r clears a retained one).
 TLS is on when --cafile, --cert, --insecure or --tls-use-os-certs is
 given. MQTT 5 is the default; -V mqttv311 for 3.1.1. -d prints the
 packets sent and received.
-`+propertiesHelp,
+` + propertiesHelp,
 		Example: `  tern pub -t sensors/1/temp -m 21.5 -q 1
   tern pub -h broker -p 8883 --cafile ca.crt -u alice -P secret -t a/b -m hi
   tern pub -t status -r -n            # clear the retained message of "status"

@@ -57,7 +57,7 @@ packets sent and received.
 payload format, %P user properties, %R response topic, %S subscription
 identifier, %A topic alias, %% a percent sign; @Y @m @d @H @M @S @z @s
 date and time; \n \t escapes. A newline follows unless -N.
-`+propertiesHelp,
+` + propertiesHelp,
 		Example: `  tern sub -t 'sensors/#' -v
   tern sub -h broker -p 8883 --cafile ca.crt -u alice -P secret -t a/b -C 1 -W 10
   tern sub -t '$SYS/broker/clients/connected' -C 1

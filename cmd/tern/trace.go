@@ -19,8 +19,8 @@ type traceConn struct {
 	id  string
 	out io.Writer
 
-	mu      sync.Mutex
-	version byte
+	mu       sync.Mutex
+	version  byte
 	in, sent []byte // bytes of packets not yet complete
 }
 
