@@ -24,6 +24,7 @@ type Client struct {
 	username    string
 	sess        *session
 	connectedAt int64 // unix nanoseconds
+	connectRead int64 // when the CONNECT was read, unix nanoseconds
 	maxPacket   int   // the client's Maximum Packet Size; 0 = no limit
 	sendQuota   int32 // most QoS 1/2 messages unacknowledged towards the client
 	willDelay   uint32
@@ -44,6 +45,7 @@ type Client struct {
 	aliasesIn  map[uint16]string
 	rates      *clientRates // nil until a publish rate limit applies
 	inMsgs     int64        // PUBLISH packets read, not yet added to Stats (flushCounts)
+	inPayload  int64        // and their payload bytes
 	inBytes    int64        // bytes of packets read, likewise
 	inAcked    int64        // outbound QoS 1/2 messages acknowledged, likewise (InflightOut)
 	inFreed    int64        // the budget memory they gave back, likewise
@@ -68,6 +70,7 @@ type Client struct {
 	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
 	events       []hookEvent     // hook calls to make once the lock is released
 	outMsgs      int64           // PUBLISH packets encoded, not yet added to Stats (per write)
+	outBytes     int64           // and their payload bytes
 	subIDBuf     [1]uint32
 
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
@@ -107,6 +110,10 @@ func (c *Client) Listener() string { return c.listener }
 // ProtocolVersion returns 3 (MQTT 3.1), 4 (3.1.1) or 5.
 func (c *Client) ProtocolVersion() byte { return c.version }
 
+// KeepAlive returns the keep alive in force, in seconds: the client's, or
+// MaxKeepAlive when that replaced it.
+func (c *Client) KeepAlive() uint16 { return c.keepAlive }
+
 // IsInline reports whether c is the server's in-process client.
 func (c *Client) IsInline() bool { return c.conn == nil && c.listener == inlineListener }
 
@@ -116,6 +123,13 @@ func (c *Client) Conn() net.Conn { return c.conn }
 
 // ConnectedAt returns when the client's session was established.
 func (c *Client) ConnectedAt() time.Time { return time.Unix(0, c.connectedAt) }
+
+// ConnectDuration returns how long the server took to handle the client's
+// CONNECT, from reading it to queueing the CONNACK: authentication and
+// session set-up, the wait for a session taken over included.
+func (c *Client) ConnectDuration() time.Duration {
+	return time.Duration(c.connectedAt - c.connectRead)
+}
 
 // clientValues holds the values hooks attach to a client.
 type clientValues struct {
@@ -221,7 +235,8 @@ func (c *Client) flush() {
 		if len(c.out) == 0 {
 			if c.outMsgs != 0 { // written by another writer's batch... or dropped before: count now
 				s.stats.MessagesSent.Add(c.outMsgs)
-				c.outMsgs = 0
+				s.stats.PublishBytesSent.Add(c.outBytes)
+				c.outMsgs, c.outBytes = 0, 0
 			}
 			c.flushing = false
 			closing := c.closing
@@ -240,7 +255,8 @@ func (c *Client) flush() {
 		events := c.takeEventsLocked()
 		if c.outMsgs != 0 {
 			s.stats.MessagesSent.Add(c.outMsgs)
-			c.outMsgs = 0
+			s.stats.PublishBytesSent.Add(c.outBytes)
+			c.outMsgs, c.outBytes = 0, 0
 		}
 		full := c.outBuf
 		*full = c.out // keep the array if appends grew it
@@ -709,6 +725,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
 	c.outMsgs++ // added to Stats once per write
+	c.outBytes += int64(len(m.Payload))
 	if len(c.srv.hooks.publishes) > 0 {
 		c.events = append(c.events, hookEvent{msg: m})
 	}

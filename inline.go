@@ -89,6 +89,7 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 		}
 	}
 	s.stats.MessagesReceived.Add(1)
+	s.stats.PublishBytesReceived.Add(int64(len(pk.Payload)))
 	m := newMessage(pk, c.id, time.Now())
 	if r := s.route(m, true); r.retainRefused {
 		return ErrQuotaExceeded

@@ -107,7 +107,8 @@ func (c *Client) readLoop() (err error, parked bool) {
 func (c *Client) flushCounts() {
 	if c.inMsgs != 0 {
 		c.srv.stats.MessagesReceived.Add(c.inMsgs)
-		c.inMsgs = 0
+		c.srv.stats.PublishBytesReceived.Add(c.inPayload)
+		c.inMsgs, c.inPayload = 0, 0
 	}
 	if c.inBytes != 0 {
 		c.srv.stats.BytesReceived.Add(c.inBytes)
@@ -197,12 +198,14 @@ func (c *Client) readFailed(err error) error {
 // DISCONNECT with the reason code [MQTT-4.13.1-1]; v3 connections are
 // closed.
 func (c *Client) protocolFailure(err error) error {
-	c.srv.stats.ProtocolErrors.Add(1)
 	code := packets.CodeOf(err)
 	if !code.IsError() {
 		code = packets.ProtocolError
 	}
-	c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.RemoteAddr(), "err", err)
+	if _, limit := err.(rateLimitError); !limit { // counted and logged by checkRates
+		c.srv.stats.ProtocolErrors.Add(1)
+		c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.RemoteAddr(), "err", err)
+	}
 	if c.version == packets.V5 && packets.DisconnectWithWill != code && code.ValidFor(packets.DISCONNECT) {
 		c.disconnect(code)
 		c.drain()
@@ -314,13 +317,17 @@ func (c *Client) handlePubrel(id uint16) error {
 	return nil
 }
 
-// handleDisconnect handles the client's DISCONNECT: the will is discarded
-// unless the reason is 0x04 [MQTT-3.14.4-3], and a v5 client may change its
-// session expiry interval, but not from 0 [MQTT-3.14.2-2].
+// handleDisconnect handles the client's DISCONNECT. Only a normal one
+// (0x00) discards the will [MQTT-3.14.4-3]: with any other reason, 0x04
+// Disconnect with Will Message or an error, it is published
+// [MQTT-3.1.2-8]. A v5 client may change its session expiry interval, but
+// not from 0 [MQTT-3.14.2-2]: such a DISCONNECT is a Protocol Error, which
+// the server answers with DISCONNECT 0x82 and handles as a connection
+// closed in error, so the will is published; the expiry stays 0, so the
+// session ends with the connection and the messages queued for it are
+// dropped (reason session_ended): the client asked for them to be kept
+// too late, and only CONNECT can ask.
 func (c *Client) handleDisconnect(p *packets.Disconnect) error {
-	if p.ReasonCode != packets.DisconnectWithWill {
-		c.will.Store(nil)
-	}
 	if e := p.Properties.SessionExpiry; e != nil {
 		ss := c.sess
 		ss.mu.Lock()
@@ -333,9 +340,11 @@ func (c *Client) handleDisconnect(p *packets.Disconnect) error {
 		}
 		ss.mu.Unlock()
 		if was == 0 && *e != 0 {
-			c.will.Store(nil)
 			return &packets.Error{Code: packets.ProtocolError, Msg: "session expiry set on DISCONNECT after 0 at CONNECT"}
 		}
+	}
+	if p.ReasonCode == packets.Success {
+		c.will.Store(nil)
 	}
 	return errClientDisconn
 }

@@ -11,6 +11,7 @@
 //	DELETE /api/v1/clients/{id}          disconnect it (v5: 0x98 Administrative action)
 //	GET    /api/v1/sessions              sessions, online and offline (paged)
 //	GET    /api/v1/sessions/{id}         one session
+//	DELETE /api/v1/sessions/{id}         end it (disconnecting its client)
 //	GET    /api/v1/subscriptions         subscriptions (paged; ?client_id=)
 //	GET    /api/v1/retained              retained messages (paged; ?filter=)
 //	GET    /api/v1/retained/{topic...}   one retained message, with its payload
@@ -24,12 +25,29 @@
 //
 // Lists take page (from 1) and limit (1 to 1000, default 100) and answer
 // {"data": [...], "meta": {"page", "limit", "count", "hasnext"}}. Errors
-// are {"error": "..."} with a 4xx or 5xx status.
+// are {"error": "..."} with a 4xx or 5xx status. A client id or topic in a
+// path is percent-encoded and taken exactly as encoded: empty levels,
+// "+", "#" (%23), "%" (%25), spaces and non-ASCII characters address that
+// very topic; ?topic= (retained) and ?id= (clients, sessions) are the same.
 //
 // With API keys or tokens configured, every request but /healthz and
 // /readyz must carry one, as HTTP Basic auth (key as user name, secret as
 // password) or "Authorization: Bearer <token>". Without any, [Server.Serve]
 // refuses a listener that is not on a loopback address.
+//
+// Every request, to every page, also passes the checks that keep web
+// pages out (see Options.AllowedHosts and Options.CORSOrigins): a Host
+// header that names another host is refused with 421 (DNS rebinding), a
+// request from another web origin with 403, and a request that changes
+// something must send JSON (Content-Type: application/json) or carry a
+// bearer token, which no web page can make a browser send to another site
+// without the CORS permission the API does not give. Each change (kick,
+// session or retained message deleted, publish) is logged at INFO with the
+// API key, "token" or the caller's address.
+//
+// The admin interface can start before the broker (New with a nil server),
+// so that /healthz answers and /readyz tells how a long restore is going
+// (see SetState, ObserveStore and SetServer).
 package admin
 
 import (
@@ -57,12 +75,36 @@ type Options struct {
 	// Tokens are the bearer tokens accepted.
 	Tokens []string
 	// Observer, when it was added to the server as a hook before Serve,
-	// gives the metrics dropped messages and disconnections by reason.
+	// gives the metrics dropped messages and disconnections by reason,
+	// and the latency histograms.
 	Observer *Observer
-	// Logger receives the HTTP server's errors; nil uses slog.Default().
+	// Logger receives the HTTP server's errors and the log of changes made
+	// through the API; nil uses slog.Default().
 	Logger *slog.Logger
 	// Bans, when set, is served at /api/v1/bans (see bans.go).
 	Bans Bans
+
+	// AllowedHosts are the host names (without port) a request's Host
+	// header may carry besides "localhost", IP addresses and the host of
+	// the address Serve listens on; "*" allows any. Others are refused
+	// with 421 Misdirected Request, so that a web page cannot reach the API
+	// through DNS rebinding.
+	AllowedHosts []string
+	// CORSOrigins are the web origins ("https://dash.example") whose pages
+	// may call the API from a browser. Requests with another Origin are
+	// refused with 403. None by default.
+	CORSOrigins []string
+	// Certificates, when set, returns the TLS certificates in use, for the
+	// tern_tls_certificate_* metrics.
+	Certificates func() []Certificate
+}
+
+// Certificate is a TLS certificate in use, as the metrics show it.
+type Certificate struct {
+	Name      string // where it is used: "tls", "tls[1]", "wss", ...
+	File      string
+	NotBefore time.Time
+	NotAfter  time.Time
 }
 
 // ErrNoCredentials is returned by Serve for a listener reachable from the
@@ -72,34 +114,59 @@ var ErrNoCredentials = errors.New("admin: an admin listener that is not on loopb
 // Server is the admin interface of one broker: an http.Handler, and an
 // HTTP server when Serve is used.
 type Server struct {
-	srv      *tern.Server
+	srv      atomic.Pointer[tern.Server]
 	opts     Options
 	keys     map[string][32]byte // API key -> SHA-256 of its secret
 	tokens   [][32]byte
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	ready    atomic.Bool
+	state    atomic.Pointer[startState]
+	store    atomic.Pointer[observedStore]
 	http     atomic.Pointer[http.Server]
+
+	commitSeconds prometheus.Histogram
+	hosts         hostCheck
+	origins       map[string]bool
+	raw           []rawRoute
+	bans          Bans // nil: no /api/v1/bans
 }
 
 // New returns the admin interface of srv. It is ready (see SetReady) as
-// soon as srv is serving.
+// soon as srv is serving. srv may be nil, for an admin interface started
+// before the broker: /healthz answers, /readyz answers 503 with the state
+// set by SetState, the other pages 503, until SetServer.
 func New(srv *tern.Server, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Server{srv: srv, opts: opts, keys: make(map[string][32]byte), mux: http.NewServeMux()}
+	a := &Server{opts: opts, bans: opts.Bans, keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
 	for k, s := range opts.APIKeys {
 		a.keys[k] = sha256.Sum256([]byte(s))
 	}
 	for _, t := range opts.Tokens {
 		a.tokens = append(a.tokens, sha256.Sum256([]byte(t)))
 	}
+	for _, o := range opts.CORSOrigins {
+		a.origins[strings.TrimSuffix(strings.ToLower(o), "/")] = true
+	}
+	a.hosts.init(opts.AllowedHosts)
 	a.ready.Store(true)
-	a.registry = newRegistry(srv, opts.Observer)
+	a.state.Store(&startState{State: StateStarting})
+	if srv != nil {
+		a.srv.Store(srv)
+	}
+	a.registry = newRegistry(a)
 	a.routes()
 	return a
 }
+
+// SetServer gives the admin interface its broker, once New (with a nil
+// server) has returned it.
+func (a *Server) SetServer(srv *tern.Server) { a.srv.Store(srv) }
+
+// server returns the broker, or nil while it is starting.
+func (a *Server) server() *tern.Server { return a.srv.Load() }
 
 // Registry returns the Prometheus registry /metrics serves, for an
 // embedder to add its own collectors to.
@@ -121,26 +188,45 @@ func (a *Server) hasCredentials() bool { return len(a.keys) > 0 || len(a.tokens)
 
 // ServeHTTP implements http.Handler.
 func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if !a.admit(w, r) {
+		return
+	}
+	h, public := a.route(w, r)
+	if h == nil {
+		return // answered
+	}
+	if !public && !a.authorized(r) {
+		w.Header().Set("WWW-Authenticate", `Basic realm="tern admin", charset="UTF-8"`)
+		writeError(w, http.StatusUnauthorized, "an API key (HTTP Basic auth) or a bearer token is required")
+		return
+	}
+	if !admitBody(w, r) {
+		return
+	}
+	h(w, r)
+}
+
+// route finds the handler of a request and whether it is public (the
+// probes). It answers unknown routes itself and returns nil then.
+func (a *Server) route(w http.ResponseWriter, r *http.Request) (http.HandlerFunc, bool) {
+	if h := a.rawRoute(w, r); h != nil {
+		return h, false
+	}
 	h, pattern := a.mux.Handler(r)
 	if pattern == "" { // no route: answer in JSON what the mux would say
 		cw := &captureWriter{header: make(http.Header)}
 		h.ServeHTTP(cw, r)
 		if cw.status != http.StatusNotFound && cw.status != http.StatusMethodNotAllowed {
-			h.ServeHTTP(w, r) // a redirect to the clean path
-			return
+			return h.ServeHTTP, false // a redirect to the clean path
 		}
 		if allow := cw.header.Get("Allow"); allow != "" {
 			w.Header().Set("Allow", allow)
 		}
 		writeError(w, cw.status, strings.ToLower(http.StatusText(cw.status)))
-		return
+		return nil, false
 	}
-	if pattern != "GET /healthz" && pattern != "GET /readyz" && !a.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="tern admin", charset="UTF-8"`)
-		writeError(w, http.StatusUnauthorized, "an API key (HTTP Basic auth) or a bearer token is required")
-		return
-	}
-	a.mux.ServeHTTP(w, r) // which sets the path values that Handler does not
+	public := pattern == "GET /healthz" || pattern == "GET /readyz"
+	return a.mux.ServeHTTP, public // which sets the path values that Handler does not
 }
 
 // captureWriter records the status the mux gives a request it has no
@@ -173,8 +259,8 @@ func (a *Server) authorized(r *http.Request) bool {
 		got := sha256.Sum256([]byte(pass))
 		return subtle.ConstantTimeCompare(got[:], want[:]) == 1 && found
 	}
-	if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok {
-		got := sha256.Sum256([]byte(strings.TrimSpace(tok)))
+	if tok, ok := bearer(r); ok {
+		got := sha256.Sum256([]byte(tok))
 		match := 0
 		for _, want := range a.tokens {
 			match |= subtle.ConstantTimeCompare(got[:], want[:])
@@ -182,6 +268,30 @@ func (a *Server) authorized(r *http.Request) bool {
 		return match == 1
 	}
 	return false
+}
+
+// bearer returns the request's bearer token.
+func bearer(r *http.Request) (string, bool) {
+	tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+	return strings.TrimSpace(tok), ok
+}
+
+// caller names who made an (authorized) request, for the log of changes:
+// the API key, "token", or "anonymous" on a listener without credentials.
+func caller(r *http.Request) string {
+	if user, _, ok := r.BasicAuth(); ok {
+		return "key:" + user
+	}
+	if _, ok := bearer(r); ok {
+		return "token"
+	}
+	return "anonymous"
+}
+
+// logChange logs a change made through the API, at INFO, with who made it.
+func (a *Server) logChange(r *http.Request, msg string, args ...any) {
+	args = append(args, "by", caller(r), "remote", r.RemoteAddr)
+	a.opts.Logger.Info("admin API: "+msg, args...)
 }
 
 // Serve serves the admin interface on ln until Shutdown. It refuses a
@@ -203,6 +313,9 @@ func (a *Server) Serve(ln net.Listener) error {
 	}
 	if !a.http.CompareAndSwap(nil, hs) {
 		ln.Close()
+		if a.http.Load() == shutDown {
+			return nil
+		}
 		return errors.New("admin: Serve called twice")
 	}
 	err := hs.Serve(ln)
@@ -215,11 +328,17 @@ func (a *Server) Serve(ln net.Listener) error {
 // Shutdown stops the HTTP server gracefully, waiting for requests in
 // progress until ctx ends.
 func (a *Server) Shutdown(ctx context.Context) error {
-	if hs := a.http.Load(); hs != nil {
+	if a.http.CompareAndSwap(nil, shutDown) { // before Serve: it will not serve
+		return nil
+	}
+	if hs := a.http.Load(); hs != shutDown {
 		return hs.Shutdown(ctx)
 	}
 	return nil
 }
+
+// shutDown marks an admin server shut down before it served.
+var shutDown = new(http.Server)
 
 func isLocal(addr net.Addr) bool {
 	switch a := addr.(type) {
@@ -236,19 +355,21 @@ func (a *Server) healthz(w http.ResponseWriter, _ *http.Request) {
 }
 
 func (a *Server) readyz(w http.ResponseWriter, _ *http.Request) {
-	if !a.ready.Load() || !a.srv.Serving() {
+	srv := a.server()
+	if srv == nil || !srv.Serving() || !a.ready.Load() {
+		st := a.startupState(srv)
 		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "unavailable"})
+		writeJSON(w, http.StatusServiceUnavailable, st)
 		return
 	}
-	if err := a.srv.StoreHealth(); err != nil {
+	if err := srv.StoreHealth(); err != nil {
 		// The broker serves, but refuses what needs its store (a full
 		// or failing disk): take it out of rotation until that passes.
 		w.Header().Set("Retry-After", "5")
-		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable", "cause": err.Error()})
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable", "state": "store_unavailable", "cause": err.Error()})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"status": "ready"})
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "state": StateReady})
 }
 
 // writeJSON writes v as the response body.

@@ -30,7 +30,9 @@ func newEnv(t *testing.T, opts *tern.Options, aopts admin.Options, hooks ...tern
 	obs := admin.NewObserver()
 	ts := terntest.NewServer(t, opts, append(hooks, obs)...)
 	aopts.Observer = obs
-	aopts.Logger = slog.New(slog.DiscardHandler)
+	if aopts.Logger == nil {
+		aopts.Logger = slog.New(slog.DiscardHandler)
+	}
 	adm := admin.New(ts.Server, aopts)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -61,6 +63,9 @@ func (e *env) do(t *testing.T, method, path, body string) (int, http.Header, []b
 	req, err := http.NewRequestWithContext(ctx, method, e.base+path, rd)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
 	}
 	e.creds(req)
 	resp, err := http.DefaultClient.Do(req)

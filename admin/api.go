@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"net/url"
 	"strconv"
+	"strings"
 	"time"
 	"unicode/utf8"
 
@@ -20,18 +22,96 @@ func (a *Server) routes() {
 	m.HandleFunc("GET /healthz", a.healthz)
 	m.HandleFunc("GET /readyz", a.readyz)
 	m.Handle("GET /metrics", metricsHandler(a.registry, a.opts.Logger))
-	m.HandleFunc("GET /api/v1/stats", a.stats)
-	m.HandleFunc("GET /api/v1/clients", a.listClients)
-	m.HandleFunc("GET /api/v1/clients/{id}", a.getClient)
-	m.HandleFunc("DELETE /api/v1/clients/{id}", a.kickClient)
-	m.HandleFunc("GET /api/v1/sessions", a.listSessions)
-	m.HandleFunc("GET /api/v1/sessions/{id}", a.getSession)
-	m.HandleFunc("GET /api/v1/subscriptions", a.listSubscriptions)
-	m.HandleFunc("GET /api/v1/retained", a.listRetained)
-	m.HandleFunc("GET /api/v1/retained/{topic...}", a.getRetained)
-	m.HandleFunc("DELETE /api/v1/retained/{topic...}", a.deleteRetained)
-	m.HandleFunc("POST /api/v1/publish", a.publish)
+	m.HandleFunc("GET /api/v1/stats", a.withServer(a.stats))
+	m.HandleFunc("GET /api/v1/clients", a.withServer(a.listClients))
+	m.HandleFunc("GET /api/v1/sessions", a.withServer(a.listSessions))
+	m.HandleFunc("GET /api/v1/subscriptions", a.withServer(a.listSubscriptions))
+	m.HandleFunc("GET /api/v1/retained", a.withServer(a.listRetained))
+	m.HandleFunc("POST /api/v1/publish", a.withServer(a.publish))
+	// One client, session or retained message: rawRoute, which takes the
+	// path as it is encoded (the mux would clean "a//b" into "a/b").
+	a.raw = []rawRoute{
+		{"/api/v1/clients/", map[string]func(http.ResponseWriter, *http.Request, string){
+			http.MethodGet: a.getClient, http.MethodDelete: a.kickClient}},
+		{"/api/v1/sessions/", map[string]func(http.ResponseWriter, *http.Request, string){
+			http.MethodGet: a.getSession, http.MethodDelete: a.deleteSession}},
+		{"/api/v1/retained/", map[string]func(http.ResponseWriter, *http.Request, string){
+			http.MethodGet: a.getRetained, http.MethodDelete: a.deleteRetained}},
+	}
 	a.banRoutes()
+}
+
+// rawRoute is a route whose last part, a client id or a topic, is taken
+// from the path exactly as it is percent-encoded.
+type rawRoute struct {
+	prefix  string
+	methods map[string]func(w http.ResponseWriter, r *http.Request, name string)
+}
+
+// rawRoute returns the handler of a request for one client, session or
+// retained message, or nil when the request is for something else. A
+// query parameter (?id= for clients and sessions, ?topic= for retained
+// messages) may give the name instead of the path: /api/v1/retained/?topic=a//b.
+func (a *Server) rawRoute(w http.ResponseWriter, r *http.Request) http.HandlerFunc {
+	path := r.URL.EscapedPath()
+	for _, rr := range a.raw {
+		rest, ok := strings.CutPrefix(path, rr.prefix)
+		if !ok {
+			continue
+		}
+		return func(w http.ResponseWriter, r *http.Request) {
+			name, err := url.PathUnescape(rest)
+			if err != nil {
+				writeError(w, http.StatusBadRequest, "path: "+err.Error())
+				return
+			}
+			q := r.URL.Query()
+			for _, p := range []string{"id", "topic"} {
+				if q.Has(p) {
+					if name != "" {
+						writeError(w, http.StatusBadRequest, "give the name in the path or as ?"+p+"=, not both")
+						return
+					}
+					name = q.Get(p)
+				}
+			}
+			h := rr.methods[r.Method]
+			if r.Method == http.MethodHead {
+				h = rr.methods[http.MethodGet]
+			}
+			if h == nil {
+				w.Header().Set("Allow", "GET, HEAD, DELETE")
+				writeError(w, http.StatusMethodNotAllowed, "method not allowed")
+				return
+			}
+			if name == "" {
+				writeError(w, http.StatusNotFound, "not found")
+				return
+			}
+			if a.server() == nil {
+				starting(w)
+				return
+			}
+			h(w, r, name)
+		}
+	}
+	return nil
+}
+
+// withServer answers 503 while the broker is starting.
+func (a *Server) withServer(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if a.server() == nil {
+			starting(w)
+			return
+		}
+		h(w, r)
+	}
+}
+
+func starting(w http.ResponseWriter) {
+	w.Header().Set("Retry-After", "5")
+	writeError(w, http.StatusServiceUnavailable, "the broker is starting")
 }
 
 // Paging.
@@ -150,7 +230,7 @@ func subscriptionsJSON(subs []topics.Subscription) []Subscription {
 }
 
 func (a *Server) listClients(w http.ResponseWriter, r *http.Request) {
-	cs := a.srv.Clients()
+	cs := a.server().Clients()
 	out := make([]Client, len(cs))
 	for i, c := range cs {
 		out[i] = clientJSON(c)
@@ -158,8 +238,8 @@ func (a *Server) listClients(w http.ResponseWriter, r *http.Request) {
 	paginate(w, r, out)
 }
 
-func (a *Server) getClient(w http.ResponseWriter, r *http.Request) {
-	ci, ok := a.srv.ClientInfo(r.PathValue("id"))
+func (a *Server) getClient(w http.ResponseWriter, _ *http.Request, id string) {
+	ci, ok := a.server().ClientInfo(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no connected client with that id")
 		return
@@ -169,11 +249,12 @@ func (a *Server) getClient(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, c)
 }
 
-func (a *Server) kickClient(w http.ResponseWriter, r *http.Request) {
-	if !a.srv.Kick(r.PathValue("id")) {
+func (a *Server) kickClient(w http.ResponseWriter, r *http.Request, id string) {
+	if !a.server().Kick(id) {
 		writeError(w, http.StatusNotFound, "no connected client with that id")
 		return
 	}
+	a.logChange(r, "client disconnected", "client", id)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -196,7 +277,7 @@ func sessionJSON(si tern.SessionInfo) Session {
 }
 
 func (a *Server) listSessions(w http.ResponseWriter, r *http.Request) {
-	ss := a.srv.Sessions()
+	ss := a.server().Sessions()
 	out := make([]Session, len(ss))
 	for i, s := range ss {
 		out[i] = sessionJSON(s)
@@ -204,8 +285,8 @@ func (a *Server) listSessions(w http.ResponseWriter, r *http.Request) {
 	paginate(w, r, out)
 }
 
-func (a *Server) getSession(w http.ResponseWriter, r *http.Request) {
-	si, ok := a.srv.SessionInfo(r.PathValue("id"))
+func (a *Server) getSession(w http.ResponseWriter, _ *http.Request, id string) {
+	si, ok := a.server().SessionInfo(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no session with that client id")
 		return
@@ -213,8 +294,17 @@ func (a *Server) getSession(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, sessionJSON(si))
 }
 
+func (a *Server) deleteSession(w http.ResponseWriter, r *http.Request, id string) {
+	if !a.server().DeleteSession(id) {
+		writeError(w, http.StatusNotFound, "no session with that client id")
+		return
+	}
+	a.logChange(r, "session deleted", "client", id)
+	w.WriteHeader(http.StatusNoContent)
+}
+
 func (a *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
-	paginate(w, r, subscriptionsJSON(a.srv.Subscriptions(r.URL.Query().Get("client_id"))))
+	paginate(w, r, subscriptionsJSON(a.server().Subscriptions(r.URL.Query().Get("client_id"))))
 }
 
 // Retained is a retained message as the API shows it. Lists leave the
@@ -262,7 +352,7 @@ func retainedJSON(m *tern.Message, withPayload bool) Retained {
 }
 
 func (a *Server) listRetained(w http.ResponseWriter, r *http.Request) {
-	ms, err := a.srv.RetainedMessages(r.URL.Query().Get("filter"))
+	ms, err := a.server().RetainedMessages(r.URL.Query().Get("filter"))
 	if err != nil {
 		writeError(w, http.StatusBadRequest, "filter: "+err.Error())
 		return
@@ -274,8 +364,8 @@ func (a *Server) listRetained(w http.ResponseWriter, r *http.Request) {
 	paginate(w, r, out)
 }
 
-func (a *Server) getRetained(w http.ResponseWriter, r *http.Request) {
-	m, ok := a.srv.RetainedMessage(r.PathValue("topic"))
+func (a *Server) getRetained(w http.ResponseWriter, _ *http.Request, topic string) {
+	m, ok := a.server().RetainedMessage(topic)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no retained message on that topic")
 		return
@@ -283,16 +373,17 @@ func (a *Server) getRetained(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, retainedJSON(m, true))
 }
 
-func (a *Server) deleteRetained(w http.ResponseWriter, r *http.Request) {
-	if err := a.srv.StoreHealth(); err != nil {
+func (a *Server) deleteRetained(w http.ResponseWriter, r *http.Request, topic string) {
+	if err := a.server().StoreHealth(); err != nil {
 		w.Header().Set("Retry-After", "5")
 		writeError(w, http.StatusServiceUnavailable, "the store cannot write now: "+err.Error())
 		return
 	}
-	if !a.srv.DeleteRetained(r.PathValue("topic")) {
+	if !a.server().DeleteRetained(topic) {
 		writeError(w, http.StatusNotFound, "no retained message on that topic")
 		return
 	}
+	a.logChange(r, "retained message deleted", "topic", topic)
 	w.WriteHeader(http.StatusNoContent)
 }
 
@@ -341,9 +432,10 @@ func (a *Server) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("qos: %d is not 0, 1 or 2", req.QoS))
 		return
 	}
-	err := a.srv.Publish(req.Topic, payload, req.Retain, byte(req.QoS))
+	err := a.server().Publish(req.Topic, payload, req.Retain, byte(req.QoS))
 	switch {
 	case err == nil:
+		a.logChange(r, "message published", "topic", req.Topic, "qos", req.QoS, "retain", req.Retain, "payload_size", len(payload))
 		writeJSON(w, http.StatusOK, map[string]any{"topic": req.Topic, "payload_size": len(payload)})
 	case errors.Is(err, tern.ErrInvalidTopic):
 		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
@@ -389,9 +481,10 @@ type Stats struct {
 }
 
 func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
-	st := a.srv.Stats()
-	started := a.srv.StartedAt()
-	mem, memLimit := a.srv.MessageMemory()
+	srv := a.server()
+	st := srv.Stats()
+	started := srv.StartedAt()
+	mem, memLimit := srv.MessageMemory()
 	byReason := make(map[string]int64, len(tern.DropReasons))
 	for _, r := range tern.DropReasons {
 		byReason[string(r)] = st.Dropped(r)

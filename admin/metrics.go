@@ -1,11 +1,13 @@
 package admin
 
 import (
+	"fmt"
 	"log/slog"
 	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
@@ -13,17 +15,49 @@ import (
 	"github.com/ternmq/tern"
 )
 
-// Observer is a hook that counts what the server's Stats do not break
-// down: ended connections by reason. Add it to the server (AddHook) before
-// Serve and give it to New in Options.
+// Observer is a hook that counts and times what the server's Stats do not:
+// ended connections by reason, the time CONNECT packets take to handle,
+// and (sampled) how long messages take from their PUBLISH to their
+// subscribers. Add it to the server (AddHook) before Serve and give it to
+// New in Options.
 type Observer struct {
 	disconnects sync.Map // tern.DisconnectReason label -> *atomic.Int64
+
+	connectSeconds prometheus.Histogram
+	deliverSeconds prometheus.Histogram
+	sampleEvery    uint64
+	deliveries     atomic.Uint64
 }
 
-var _ tern.DisconnectObserver = (*Observer)(nil)
+var (
+	_ tern.DisconnectObserver = (*Observer)(nil)
+	_ tern.ConnectObserver    = (*Observer)(nil)
+	_ tern.PublishObserver    = (*Observer)(nil)
+)
+
+// DeliverySampling is how many deliveries the Observer lets pass between
+// two it times (tern_delivery_latency_seconds): timing one reads the
+// clock.
+const DeliverySampling = 64
 
 // NewObserver returns an Observer with every counter at 0.
-func NewObserver() *Observer { return &Observer{} }
+func NewObserver() *Observer {
+	return &Observer{
+		sampleEvery: DeliverySampling,
+		connectSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tern_connect_handling_seconds",
+			Help: "Time from a CONNECT read to its CONNACK queued (authentication and session set-up), for accepted connections.",
+			// 50 µs (memory, no auth) to 2.5 s (a slow authentication backend).
+			Buckets: prometheus.ExponentialBucketsRange(50e-6, 2.5, 16),
+		}),
+		deliverSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
+			Name: "tern_delivery_latency_seconds",
+			Help: fmt.Sprintf("Time from a PUBLISH read to the message handed to a subscriber's connection, for one delivery in %d.", DeliverySampling),
+			// 10 µs to 10 s: a queued message of a slow or offline client waits long.
+			Buckets: prometheus.ExponentialBucketsRange(10e-6, 10, 16),
+		}),
+	}
+}
 
 // ID implements tern.Hook.
 func (o *Observer) ID() string { return "admin-metrics" }
@@ -31,6 +65,25 @@ func (o *Observer) ID() string { return "admin-metrics" }
 // OnDisconnect implements tern.DisconnectObserver.
 func (o *Observer) OnDisconnect(_ *tern.Client, err error) {
 	counter(&o.disconnects, tern.DisconnectReason(err)).Add(1)
+}
+
+// OnSessionEstablished implements tern.ConnectObserver.
+func (o *Observer) OnSessionEstablished(c *tern.Client, _ bool) {
+	o.connectSeconds.Observe(c.ConnectDuration().Seconds())
+}
+
+// OnPublished implements tern.PublishObserver.
+func (o *Observer) OnPublished(*tern.Client, *tern.Message) {}
+
+// OnDelivered implements tern.PublishObserver: it times one delivery in
+// DeliverySampling.
+func (o *Observer) OnDelivered(_ string, m *tern.Message) {
+	if o.deliveries.Add(1)%o.sampleEvery != 0 {
+		return
+	}
+	if d := time.Since(m.Created); d >= 0 {
+		o.deliverSeconds.Observe(d.Seconds())
+	}
 }
 
 func counter(m *sync.Map, label string) *atomic.Int64 {
@@ -93,6 +146,9 @@ var statMetrics = []statMetric{
 	newStatMetric("deliveries_denied_total", "Deliveries skipped because an authorizer denied the message to the subscriber.", counterT, func(s *tern.Stats) int64 { return s.DeliveriesDenied }),
 	newStatMetric("received_bytes_total", "Bytes of MQTT packets received.", counterT, func(s *tern.Stats) int64 { return s.BytesReceived }),
 	newStatMetric("sent_bytes_total", "Bytes written to clients.", counterT, func(s *tern.Stats) int64 { return s.BytesSent }),
+	newStatMetric("publish_received_bytes_total", "Payload bytes of the PUBLISH packets received, in-process publishes included.", counterT, func(s *tern.Stats) int64 { return s.PublishBytesReceived }),
+	newStatMetric("publish_sent_bytes_total", "Payload bytes of the PUBLISH packets sent.", counterT, func(s *tern.Stats) int64 { return s.PublishBytesSent }),
+	newStatMetric("connects_total", "CONNECTs that established a session.", counterT, func(s *tern.Stats) int64 { return s.Connects }),
 	newStatMetric("retained_messages", "Retained messages stored now.", gaugeT, func(s *tern.Stats) int64 { return s.Retained }),
 	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions }),
 	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut }),
@@ -119,9 +175,18 @@ var (
 // collector reads the server's Stats at each scrape: nothing is copied
 // between scrapes.
 type collector struct {
-	srv *tern.Server
+	a   *Server
 	obs *Observer
 }
+
+var (
+	certNotAfterDesc = prometheus.NewDesc("tern_tls_certificate_not_after_seconds",
+		"When a TLS certificate in use expires, in seconds since the Unix epoch: alert well before it.", []string{"name", "file"}, nil)
+	certNotBeforeDesc = prometheus.NewDesc("tern_tls_certificate_not_before_seconds",
+		"When a TLS certificate in use becomes valid, in seconds since the Unix epoch.", []string{"name", "file"}, nil)
+	restoreRecordsDesc = prometheus.NewDesc("tern_restore_records",
+		"Records read from the store by the restore at start (while it runs, then its total).", nil, nil)
+)
 
 // Describe implements prometheus.Collector.
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
@@ -134,6 +199,9 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- startDesc
 	ch <- storeDesc
 	ch <- infoDesc
+	ch <- certNotAfterDesc
+	ch <- certNotBeforeDesc
+	ch <- restoreRecordsDesc
 	if c.obs != nil {
 		ch <- disconnectsDesc
 	}
@@ -141,7 +209,21 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *collector) Collect(ch chan<- prometheus.Metric) {
-	st := c.srv.Stats()
+	ch <- prometheus.MustNewConstMetric(infoDesc, gaugeT, 1, tern.Version)
+	if certs := c.a.opts.Certificates; certs != nil {
+		for _, ct := range certs() {
+			ch <- prometheus.MustNewConstMetric(certNotAfterDesc, gaugeT, float64(ct.NotAfter.Unix()), ct.Name, ct.File)
+			ch <- prometheus.MustNewConstMetric(certNotBeforeDesc, gaugeT, float64(ct.NotBefore.Unix()), ct.Name, ct.File)
+		}
+	}
+	if p, ok := c.a.RestoreProgress(); ok {
+		ch <- prometheus.MustNewConstMetric(restoreRecordsDesc, gaugeT, float64(p.Records))
+	}
+	srv := c.a.server()
+	if srv == nil {
+		return // starting: the broker's metrics come once it exists
+	}
+	st := srv.Stats()
 	for _, m := range statMetrics {
 		ch <- prometheus.MustNewConstMetric(m.desc, m.kind, float64(m.get(&st)))
 	}
@@ -153,25 +235,34 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 			ch <- prometheus.MustNewConstMetric(disconnectsDesc, counterT, float64(d.value), d.label)
 		}
 	}
-	used, limit := c.srv.MessageMemory()
+	used, limit := srv.MessageMemory()
 	ch <- prometheus.MustNewConstMetric(memoryDesc, gaugeT, float64(used))
 	ch <- prometheus.MustNewConstMetric(memoryLimitDesc, gaugeT, float64(limit))
-	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(c.srv.StartedAt().UnixNano())/1e9)
+	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(srv.StartedAt().UnixNano())/1e9)
 	available := 1.0
-	if c.srv.StoreHealth() != nil {
+	if srv.StoreHealth() != nil {
 		available = 0
 	}
 	ch <- prometheus.MustNewConstMetric(storeDesc, gaugeT, available)
-	ch <- prometheus.MustNewConstMetric(infoDesc, gaugeT, 1, tern.Version)
 }
 
-func newRegistry(srv *tern.Server, obs *Observer) *prometheus.Registry {
+func newRegistry(a *Server) *prometheus.Registry {
 	reg := prometheus.NewRegistry()
+	a.commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
+		Name: "tern_store_commit_seconds",
+		Help: "Time a store commit takes (a group of changes, fsync included in sync durability).",
+		// 20 µs (periodic durability, page cache) to 5 s (a stalled disk).
+		Buckets: prometheus.ExponentialBucketsRange(20e-6, 5, 16),
+	})
 	reg.MustRegister(
 		collectors.NewGoCollector(),
 		collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}),
-		&collector{srv: srv, obs: obs},
+		&collector{a: a, obs: a.opts.Observer},
+		a.commitSeconds,
 	)
+	if o := a.opts.Observer; o != nil {
+		reg.MustRegister(o.connectSeconds, o.deliverSeconds)
+	}
 	return reg
 }
 

@@ -54,6 +54,8 @@ func value(t dto.MetricType, m *dto.Metric) float64 {
 		return m.Gauge.GetValue()
 	case dto.MetricType_UNTYPED:
 		return m.Untyped.GetValue()
+	case dto.MetricType_HISTOGRAM:
+		return float64(m.Histogram.GetSampleCount())
 	}
 	return -1
 }
@@ -151,7 +153,7 @@ func TestMetricsWithoutObserver(t *testing.T) {
 	e := newEnv(t, nil, admin.Options{})
 	plain := admin.New(e.ts.Server, admin.Options{})
 	rec := httptest.NewRecorder()
-	plain.ServeHTTP(rec, httptest.NewRequest("GET", "/metrics", nil))
+	plain.ServeHTTP(rec, httptest.NewRequest("GET", "http://localhost/metrics", nil))
 	m := parseMetrics(t, rec.Body.Bytes())
 	for _, r := range tern.DropReasons {
 		if name := `tern_messages_dropped_total{reason="` + string(r) + `"}`; !hasMetric(m, name) {

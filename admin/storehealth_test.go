@@ -49,3 +49,22 @@ func TestStoreUnavailable(t *testing.T) {
 		t.Errorf("tern_store_available = %v, want 1", m["tern_store_available"])
 	}
 }
+
+// The store ObserveStore wraps (tern serve's, for the restore progress and
+// the commit histogram) still tells the broker when it cannot write.
+func TestObservedStoreReportsHealth(t *testing.T) {
+	st := &sickStore{Store: memory.New()}
+	a := admin.New(nil, admin.Options{})
+	srv, err := tern.New(&tern.Options{Store: a.ObserveStore(st), SysInterval: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	if err := srv.StoreHealth(); err != nil {
+		t.Fatalf("healthy store: %v", err)
+	}
+	st.down.Store(true)
+	if err := srv.StoreHealth(); !errors.Is(err, storage.ErrUnavailable) {
+		t.Fatalf("StoreHealth through ObserveStore = %v, want ErrUnavailable", err)
+	}
+}

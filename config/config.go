@@ -59,7 +59,9 @@ type Config struct {
 	// exits.
 	ShutdownTimeout Duration `yaml:"shutdown_timeout" usage:"longest graceful shutdown (after drain_delay) before closing what is left"`
 
-	origins map[string]string // key -> where its value came from, for messages
+	origins    map[string]string // key -> where its value came from, for messages
+	raw        map[string]string // key -> its value as written, for YAML
+	ignoredEnv []string          // TERN_ variables that are no key
 }
 
 // Listeners are the MQTT listeners, by transport. Each list may hold any
@@ -76,12 +78,14 @@ type Listeners struct {
 // NetListener is a TCP or TLS listener.
 type NetListener struct {
 	// Address is host:port; a host of 0.0.0.0, [::] or none means every
-	// interface.
+	// interface. Without a port, the transport's usual one (1883, 8883).
 	Address string `yaml:"address"`
 	// ProxyProtocol requires a PROXY protocol (v1 or v2) header on every
 	// connection, from the peers in ProxyTrusted (any peer when empty).
 	ProxyProtocol bool     `yaml:"proxy_protocol,omitempty"`
 	ProxyTrusted  []string `yaml:"proxy_trusted,omitempty"`
+
+	PerListener `yaml:",inline"`
 }
 
 // WSListener is a WebSocket or secure WebSocket listener.
@@ -90,6 +94,47 @@ type WSListener struct {
 	Path          string   `yaml:"path,omitempty"` // default: listeners.ws_path
 	ProxyProtocol bool     `yaml:"proxy_protocol,omitempty"`
 	ProxyTrusted  []string `yaml:"proxy_trusted,omitempty"`
+
+	PerListener `yaml:",inline"`
+}
+
+// PerListener are the settings a listener may have of its own, as
+// Mosquitto's per_listener_settings: its own limits, its own
+// authentication and ACL (which then replace the auth section's for its
+// clients) and, for tls and wss listeners, its own certificate.
+type PerListener struct {
+	// MaxConnections caps the connections open through the listener at
+	// once (0: no limit of its own; limits.max_connections still applies).
+	MaxConnections int `yaml:"max_connections,omitempty"`
+	// MaxConnectionRate caps the new connections per second (with a burst
+	// of one second's worth); a CONNECT beyond it is refused, v5 clients
+	// with CONNACK 0x9F Connection rate exceeded. 0: no limit.
+	MaxConnectionRate float64 `yaml:"max_connection_rate,omitempty"`
+
+	// PasswordFile, ACLFile and AllowAnonymous, when any is set, replace
+	// auth.password_file, auth.acl_file and auth.allow_anonymous for the
+	// clients of this listener (an unset one is then off: no ACL, no
+	// anonymous clients).
+	PasswordFile   string `yaml:"password_file,omitempty"`
+	ACLFile        string `yaml:"acl_file,omitempty"`
+	AllowAnonymous *bool  `yaml:"allow_anonymous,omitempty"`
+
+	// CertFile and KeyFile replace tls.cert_file and tls.key_file, and
+	// ClientCAFile tls.client_ca_file, for this tls or wss listener.
+	CertFile     string `yaml:"cert_file,omitempty"`
+	KeyFile      string `yaml:"key_file,omitempty"`
+	ClientCAFile string `yaml:"client_ca_file,omitempty"`
+}
+
+// OwnAuth reports whether the listener has authentication settings of its
+// own.
+func (p *PerListener) OwnAuth() bool {
+	return p.PasswordFile != "" || p.ACLFile != "" || p.AllowAnonymous != nil
+}
+
+// OwnTLS reports whether the listener has a certificate of its own.
+func (p *PerListener) OwnTLS() bool {
+	return p.CertFile != "" || p.KeyFile != "" || p.ClientCAFile != ""
 }
 
 // UnixListener is a Unix domain socket listener.
@@ -98,6 +143,8 @@ type UnixListener struct {
 	// Mode is the socket file's permissions in octal ("0660" lets the
 	// group connect); empty keeps what the umask gives.
 	Mode string `yaml:"mode,omitempty"`
+
+	PerListener `yaml:",inline"`
 }
 
 // FileMode returns Mode parsed, 0 when it is empty.
@@ -164,7 +211,7 @@ type Limits struct {
 	MaxConnections                  int      `yaml:"max_connections" usage:"connections open at once over all listeners (0: no limit)"`
 	MaxSubscriptionsPerClient       int      `yaml:"max_subscriptions_per_client" usage:"subscriptions per client (0: no limit)"`
 	MaxPublishRate                  float64  `yaml:"max_publish_rate" usage:"PUBLISH packets per second per client (0: no limit)"`
-	MaxPublishBytesRate             float64  `yaml:"max_publish_bytes_rate" usage:"PUBLISH bytes per second per client (0: no limit)"`
+	MaxPublishBytesRate             Size     `yaml:"max_publish_bytes_rate" usage:"PUBLISH bytes per second per client, e.g. 1MiB (0: no limit)"`
 }
 
 // Persistence is where and how durably the broker keeps persistent
@@ -180,6 +227,9 @@ type Persistence struct {
 type Log struct {
 	Level  string `yaml:"level" flag:"log-level" usage:"log level: debug, info, warn or error"`
 	Format string `yaml:"format" flag:"log-format" usage:"log format: text or json"`
+	// ConnectionMessages logs each client's connect and disconnect at
+	// INFO, as Mosquitto's connection_messages.
+	ConnectionMessages bool `yaml:"connection_messages" usage:"log each client connect and disconnect at info"`
 }
 
 // Admin is the HTTP admin listener: health, metrics and the REST API.
@@ -187,6 +237,13 @@ type Admin struct {
 	Listen  string   `yaml:"listen" flag:"admin-listen" usage:"address of the HTTP admin API and /metrics (\"\" for none)"`
 	APIKeys []APIKey `yaml:"api_keys" flag:"admin-api-key" usage:"API key for HTTP Basic auth as key:secret, repeatable"`
 	Token   string   `yaml:"token" flag:"admin-token" usage:"bearer token accepted by the admin API"`
+	// AllowedHosts are the host names requests may carry in their Host
+	// header besides the loopback names, IP addresses and the listen host
+	// (DNS rebinding protection); "*" allows any.
+	AllowedHosts []string `yaml:"allowed_hosts" flag:"admin-allowed-host" usage:"host name the admin API may be reached as (besides localhost and IP addresses), repeatable; * for any"`
+	// CORSOrigins are the web origins (https://dash.example) whose pages
+	// may call the API from a browser; none by default.
+	CORSOrigins []string `yaml:"cors_origins" flag:"admin-cors-origin" usage:"web origin allowed to call the admin API from a browser (CORS), repeatable"`
 }
 
 // APIKey is a key and secret for the admin API's HTTP Basic auth (the key
@@ -232,7 +289,7 @@ func Default() *Config {
 			WriteTimeout:                    Duration(30 * time.Second),
 		},
 		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second)},
-		Log:             Log{Level: "info", Format: "text"},
+		Log:             Log{Level: "info", Format: "text", ConnectionMessages: true},
 		Admin:           Admin{Listen: "127.0.0.1:18083"},
 		Bans:            defaultBans(),
 		SysInterval:     Duration(10 * time.Second),
@@ -275,7 +332,7 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		MaxConnections:            l.MaxConnections,
 		MaxSubscriptionsPerClient: l.MaxSubscriptionsPerClient,
 		MaxPublishRate:            l.MaxPublishRate,
-		MaxPublishBytesRate:       l.MaxPublishBytesRate,
+		MaxPublishBytesRate:       float64(l.MaxPublishBytesRate),
 	}
 	if c.Persistence.Durability == "periodic" {
 		o.Durability = tern.DurabilityPeriodic

@@ -1,11 +1,11 @@
 package config
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"os"
 	"reflect"
+	"regexp"
 	"slices"
 	"strconv"
 	"strings"
@@ -79,7 +79,7 @@ func yamlName(f reflect.StructField) string {
 		return ""
 	}
 	name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
-	if name == "-" {
+	if name == "-" || inline(f) {
 		return ""
 	}
 	return name
@@ -115,6 +115,7 @@ func Load(path string, environ []string, fs *pflag.FlagSet) (*Config, error) {
 			return nil, err
 		}
 	}
+	c.defaultPorts()
 	if err := c.Validate(); err != nil {
 		return nil, err
 	}
@@ -135,6 +136,15 @@ func (c *Config) Where(key string) string {
 		k = k[:i]
 	}
 	return "default"
+}
+
+// setRaw records a scalar value as it was written, for YAML to print it
+// so.
+func (c *Config) setRaw(key, text string) {
+	if c.raw == nil {
+		c.raw = make(map[string]string)
+	}
+	c.raw[key] = strings.TrimSpace(text)
 }
 
 func (c *Config) setOrigin(key, origin string) {
@@ -197,6 +207,7 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 			return
 		}
 		d.c.setOrigin(key, fmt.Sprintf("%s:%d", d.file, n.Line))
+		d.c.setRaw(key, n.Value)
 	}
 }
 
@@ -312,19 +323,39 @@ func orTop(key string) string {
 	return key
 }
 
+// fieldByName returns the field of the key name in struct t, looking into
+// the fields marked `yaml:",inline"`; its Index leads to it from t.
 func fieldByName(t reflect.Type, name string) (reflect.StructField, bool) {
 	for i := range t.NumField() {
-		if f := t.Field(i); yamlName(f) == name {
+		f := t.Field(i)
+		if inline(f) {
+			if g, ok := fieldByName(f.Type, name); ok {
+				g.Index = append([]int{i}, g.Index...)
+				return g, true
+			}
+			continue
+		}
+		if yamlName(f) == name {
 			return f, true
 		}
 	}
 	return reflect.StructField{}, false
 }
 
+// inline reports whether f is a struct whose fields are keys of the
+// struct that holds it.
+func inline(f reflect.StructField) bool {
+	_, opts, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+	return f.Anonymous && f.Type.Kind() == reflect.Struct && opts == "inline"
+}
+
 func fieldNames(t reflect.Type) []string {
 	var out []string
 	for i := range t.NumField() {
-		if n := yamlName(t.Field(i)); n != "" {
+		f := t.Field(i)
+		if inline(f) {
+			out = append(out, fieldNames(f.Type)...)
+		} else if n := yamlName(f); n != "" {
 			out = append(out, n)
 		}
 	}
@@ -334,16 +365,22 @@ func fieldNames(t reflect.Type) []string {
 // suggest returns ` (did you mean "x"?)` for the candidate closest to name,
 // if one is close.
 func suggest(name string, candidates []string, prefix string) string {
+	best := closest(name, candidates)
+	if best == "" {
+		return ""
+	}
+	return fmt.Sprintf(" (did you mean %q?)", join(prefix, best))
+}
+
+// closest returns the candidate closest to name if one is close, else "".
+func closest(name string, candidates []string) string {
 	best, bestD := "", 4
 	for _, c := range candidates {
 		if d := editDistance(name, c); d < bestD {
 			best, bestD = c, d
 		}
 	}
-	if best == "" {
-		return ""
-	}
-	return fmt.Sprintf(" (did you mean %q?)", join(prefix, best))
+	return best
 }
 
 // editDistance is the Levenshtein distance between a and b.
@@ -369,6 +406,14 @@ func editDistance(a, b string) int {
 
 // setScalar parses s into v, a setting that is not a list.
 func setScalar(v reflect.Value, s string) error {
+	if v.Kind() == reflect.Pointer { // an optional setting: nil when not given
+		p := reflect.New(v.Type().Elem())
+		if err := setScalar(p.Elem(), s); err != nil {
+			return err
+		}
+		v.Set(p)
+		return nil
+	}
 	switch v.Type() {
 	case durationType:
 		d, err := ParseDuration(s)
@@ -499,7 +544,6 @@ func formatValue(v reflect.Value) string {
 
 func (c *Config) applyEnv(environ []string) error {
 	byEnv := make(map[string]*Key)
-	var names []string
 	fileOnly := make(map[string]string)
 	for i, k := range keys() {
 		if k.Flag == "-" {
@@ -507,8 +551,8 @@ func (c *Config) applyEnv(environ []string) error {
 			continue
 		}
 		byEnv[k.Env] = &keys()[i]
-		names = append(names, k.Env)
 	}
+	c.ignoredEnv = nil
 	var errs []error
 	for _, kv := range environ {
 		name, val, _ := strings.Cut(kv, "=")
@@ -521,7 +565,10 @@ func (c *Config) applyEnv(environ []string) error {
 		}
 		k, ok := byEnv[name]
 		if !ok {
-			errs = append(errs, fmt.Errorf("config: unknown environment variable %s%s", name, suggest(name, names, "")))
+			// Not a key: Kubernetes' service links (TERN_PORT=tcp://...,
+			// TERN_SERVICE_HOST for a Service named tern), or a variable
+			// meant for something else. See IgnoredEnv.
+			c.ignoredEnv = append(c.ignoredEnv, name)
 			continue
 		}
 		if err := setString(c.field(k), val); err != nil {
@@ -529,9 +576,47 @@ func (c *Config) applyEnv(environ []string) error {
 			continue
 		}
 		c.setOrigin(k.Name, name)
+		c.setRaw(k.Name, val)
 	}
+	slices.Sort(c.ignoredEnv)
 	return errors.Join(errs...)
 }
+
+// IgnoredVar is a TERN_ environment variable that is not a key.
+type IgnoredVar struct {
+	Name string
+	// ServiceLink is true for the variables Kubernetes sets for a Service
+	// named tern (TERN_PORT, TERN_PORT_1883_TCP_ADDR, TERN_SERVICE_HOST, ...).
+	ServiceLink bool
+	// Suggest is the variable of a key whose name is close, "" when none
+	// is: a likely misspelling.
+	Suggest string
+}
+
+// IgnoredEnv returns the TERN_ variables Load ignored because no key has
+// that name, sorted. The broker logs them: at DEBUG, or as a warning when
+// the name is close to a key's.
+func (c *Config) IgnoredEnv() []IgnoredVar {
+	var names []string
+	for _, k := range keys() {
+		names = append(names, k.Env)
+	}
+	out := make([]IgnoredVar, 0, len(c.ignoredEnv))
+	for _, n := range c.ignoredEnv {
+		v := IgnoredVar{Name: n, ServiceLink: serviceLink.MatchString(n)}
+		if !v.ServiceLink {
+			v.Suggest = closest(n, names)
+		}
+		out = append(out, v)
+	}
+	return out
+}
+
+// serviceLink matches the names of Kubernetes' service link variables
+// (docker links have the same form): <SERVICE>_PORT,
+// <SERVICE>_PORT_<port>_<proto>[_PROTO|_PORT|_ADDR], <SERVICE>_SERVICE_HOST,
+// <SERVICE>_SERVICE_PORT[_<name>].
+var serviceLink = regexp.MustCompile(`^[A-Z0-9_]+_(PORT(_[0-9]+_(TCP|UDP|SCTP)(_(PROTO|PORT|ADDR))?)?|SERVICE_(HOST|PORT(_[A-Z0-9_]+)?))$`)
 
 // flagValue is the pflag.Value of a key's flag. It keeps what was given,
 // checked as it is set, for Load to apply over the file and environment.
@@ -613,6 +698,9 @@ func (c *Config) applyFlags(fs *pflag.FlagSet) error {
 			return
 		}
 		c.setOrigin(v.key.Name, "--"+f.Name)
+		if len(v.vals) == 1 {
+			c.setRaw(v.key.Name, v.vals[0])
+		}
 	})
 	return errors.Join(errs...)
 }
@@ -625,56 +713,6 @@ func Changed(a, b *Config) []string {
 		if !reflect.DeepEqual(a.field(k).Interface(), b.field(k).Interface()) {
 			out = append(out, k.Name)
 		}
-	}
-	return out
-}
-
-// YAML returns the configuration as a YAML file that Load reads back, with
-// secrets (admin.token, the API keys' secrets, bridge passwords, HTTP
-// header values) replaced by "<redacted>".
-func (c *Config) YAML() ([]byte, error) {
-	cp := *c
-	if cp.Admin.Token != "" {
-		cp.Admin.Token = redacted
-	}
-	cp.Admin.APIKeys = slices.Clone(cp.Admin.APIKeys)
-	for i := range cp.Admin.APIKeys {
-		cp.Admin.APIKeys[i].Secret = redacted
-	}
-	cp.Bridges = slices.Clone(cp.Bridges)
-	for i := range cp.Bridges {
-		if cp.Bridges[i].Password != "" {
-			cp.Bridges[i].Password = redacted
-		}
-		if cp.Bridges[i].LocalPassword != "" {
-			cp.Bridges[i].LocalPassword = redacted
-		}
-	}
-	// Header values (Authorization: ...) are secrets too.
-	cp.Auth.HTTP.Headers = redactValues(cp.Auth.HTTP.Headers)
-	cp.Events.Webhooks = slices.Clone(cp.Events.Webhooks)
-	for i := range cp.Events.Webhooks {
-		cp.Events.Webhooks[i].Headers = redactValues(cp.Events.Webhooks[i].Headers)
-	}
-	var buf bytes.Buffer
-	enc := yaml.NewEncoder(&buf)
-	enc.SetIndent(2)
-	if err := enc.Encode(&cp); err != nil {
-		return nil, err
-	}
-	if err := enc.Close(); err != nil {
-		return nil, err
-	}
-	return buf.Bytes(), nil
-}
-
-func redactValues(m StringMap) StringMap {
-	if m == nil {
-		return nil
-	}
-	out := make(StringMap, len(m))
-	for k := range m {
-		out[k] = redacted
 	}
 	return out
 }

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"strconv"
 	"strings"
 	"time"
 
@@ -43,6 +44,9 @@ func (c *Config) Validate() error {
 	c.validateAdmin(v)
 	c.validateBridges(v)
 	c.validateExtAuth(v)
+	if l := c.Limits.MaxPublishBytesRate; l < 0 {
+		v.fail("limits.max_publish_bytes_rate", "must not be negative (0: no limit)")
+	}
 	v.nonNegative("drain_delay", c.DrainDelay)
 	if c.ShutdownTimeout <= 0 {
 		v.fail("shutdown_timeout", "must be positive")
@@ -95,8 +99,34 @@ func (v *validator) seconds(key string, d Duration, most uint64) {
 }
 
 func (v *validator) address(key, addr string) {
-	if _, _, err := net.SplitHostPort(addr); err != nil {
+	_, port, err := net.SplitHostPort(addr)
+	if err != nil {
 		v.fail(key, "%q is not host:port (e.g. 0.0.0.0:1883)", addr)
+		return
+	}
+	if _, err := strconv.ParseUint(port, 10, 16); err != nil {
+		v.fail(key, "%q: the port %q is not a number from 0 to 65535", addr, port)
+	}
+}
+
+// perListener checks the settings of a listener's own.
+func (v *validator) perListener(key string, p *PerListener, tls bool) {
+	if p.MaxConnections < 0 {
+		v.fail(key+".max_connections", "must not be negative (0: no limit)")
+	}
+	if p.MaxConnectionRate < 0 {
+		v.fail(key+".max_connection_rate", "must not be negative (0: no limit)")
+	}
+	if !tls {
+		for k, set := range map[string]bool{"cert_file": p.CertFile != "", "key_file": p.KeyFile != "", "client_ca_file": p.ClientCAFile != ""} {
+			if set {
+				v.fail(key+"."+k, "only a tls or wss listener has a certificate")
+			}
+		}
+		return
+	}
+	if (p.CertFile == "") != (p.KeyFile == "") {
+		v.fail(key, "cert_file and key_file go together")
 	}
 }
 
@@ -122,39 +152,90 @@ func (c *Config) validateListeners(v *validator) {
 	for _, g := range []struct {
 		name string
 		ls   []NetListener
-	}{{"listeners.tcp", l.TCP}, {"listeners.tls", l.TLS}} {
+		tls  bool
+	}{{"listeners.tcp", l.TCP, false}, {"listeners.tls", l.TLS, true}} {
 		name := g.name
 		for i, n := range g.ls {
 			key := fmt.Sprintf("%s[%d]", name, i)
 			v.address(key+".address", n.Address)
 			v.proxy(key, n.ProxyProtocol, n.ProxyTrusted)
+			v.perListener(key, &n.PerListener, g.tls)
 		}
 	}
 	for _, g := range []struct {
 		name string
 		ls   []WSListener
-	}{{"listeners.ws", l.WS}, {"listeners.wss", l.WSS}} {
+		tls  bool
+	}{{"listeners.ws", l.WS, false}, {"listeners.wss", l.WSS, true}} {
 		name := g.name
 		for i, n := range g.ls {
 			key := fmt.Sprintf("%s[%d]", name, i)
 			v.address(key+".address", n.Address)
 			v.proxy(key, n.ProxyProtocol, n.ProxyTrusted)
+			v.perListener(key, &n.PerListener, g.tls)
 			if n.Path != "" && !strings.HasPrefix(n.Path, "/") {
 				v.fail(key+".path", "%q does not start with /", n.Path)
 			}
 		}
 	}
 	for i, u := range l.Unix {
+		key := fmt.Sprintf("listeners.unix[%d]", i)
 		if u.Path == "" {
-			v.fail(fmt.Sprintf("listeners.unix[%d].path", i), "no path given")
+			v.fail(key+".path", "no path given")
 		}
 		if _, err := u.FileMode(); err != nil {
-			v.fail(fmt.Sprintf("listeners.unix[%d].mode", i), "%v", err)
+			v.fail(key+".mode", "%v", err)
 		}
+		v.perListener(key, &u.PerListener, false)
 	}
 	if !strings.HasPrefix(l.WSPath, "/") {
 		v.fail("listeners.ws_path", "%q does not start with /", l.WSPath)
 	}
+}
+
+// defaultPorts gives an address written without a port the usual port of
+// its listener, as Mosquitto's "listener 1883" gives a port without an
+// address: "localhost" is localhost:1883 for listeners.tcp, "[::1]" is
+// [::1]:1883, "1883" is :1883 (every interface).
+func (c *Config) defaultPorts() {
+	l := &c.Listeners
+	for _, g := range []struct {
+		ls   []NetListener
+		port string
+	}{{l.TCP, "1883"}, {l.TLS, "8883"}} {
+		for i := range g.ls {
+			g.ls[i].Address = withPort(g.ls[i].Address, g.port)
+		}
+	}
+	for _, g := range []struct {
+		ls   []WSListener
+		port string
+	}{{l.WS, "8083"}, {l.WSS, "8084"}} {
+		for i := range g.ls {
+			g.ls[i].Address = withPort(g.ls[i].Address, g.port)
+		}
+	}
+	if c.Admin.Listen != "" {
+		c.Admin.Listen = withPort(c.Admin.Listen, "18083")
+	}
+}
+
+// withPort returns addr with port added when it has none.
+func withPort(addr, port string) string {
+	if _, _, err := net.SplitHostPort(addr); err == nil || addr == "" {
+		return addr
+	}
+	host := strings.TrimSuffix(strings.TrimPrefix(addr, "["), "]")
+	if _, err := netip.ParseAddr(host); err == nil {
+		return net.JoinHostPort(host, port)
+	}
+	if _, err := strconv.ParseUint(addr, 10, 16); err == nil {
+		return ":" + addr // a port alone: every interface
+	}
+	if !strings.ContainsAny(addr, ":[]/ ") {
+		return net.JoinHostPort(addr, port) // a host name
+	}
+	return addr
 }
 
 func (c *Config) validateTLS(v *validator) {
@@ -168,7 +249,14 @@ func (c *Config) validateTLS(v *validator) {
 	if t.UseIdentityAsUsername && t.ClientCAFile == "" {
 		v.fail("tls.use_identity_as_username", "needs tls.client_ca_file (--tls-client-ca)")
 	}
-	if len(c.Listeners.TLS)+len(c.Listeners.WSS) > 0 {
+	needGlobal := false // a tls or wss listener without a certificate of its own
+	for _, n := range c.Listeners.TLS {
+		needGlobal = needGlobal || n.CertFile == ""
+	}
+	for _, n := range c.Listeners.WSS {
+		needGlobal = needGlobal || n.CertFile == ""
+	}
+	if needGlobal {
 		if t.CertFile == "" {
 			v.fail("tls.cert_file", "the tls and wss listeners need a certificate (--tls-cert)")
 		}
@@ -262,15 +350,25 @@ func (c *Config) validateAdmin(v *validator) {
 }
 
 // validateExposure refuses MQTT listeners that anyone on the network could
-// use without logging in, unless auth.allow_anonymous says so. A TLS
-// listener that requires client certificates is not open.
+// use without logging in, unless auth.allow_anonymous (or the listener's
+// own allow_anonymous) says so. A TLS listener that requires client
+// certificates is not open. A listener with authentication settings of its
+// own is judged by them alone.
 func (c *Config) validateExposure(v *validator) {
-	if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous || c.Auth.JWT.Enabled() || c.Auth.HTTP.AuthnURL != "" {
-		return
-	}
 	l := &c.Listeners
-	check := func(kind string, i int, addr string, tls bool) {
-		if IsLoopback(addr) || tls && c.TLS.ClientCAFile != "" {
+	check := func(kind string, i int, addr string, tls bool, own *PerListener) {
+		if IsLoopback(addr) || tls && (c.TLS.ClientCAFile != "" || own.ClientCAFile != "") {
+			return
+		}
+		if own.OwnAuth() {
+			if own.PasswordFile != "" || own.AllowAnonymous != nil && *own.AllowAnonymous {
+				return
+			}
+			v.fail(fmt.Sprintf("listeners.%s[%d]", kind, i),
+				"%s is reachable from the network, and with neither a password_file of its own nor allow_anonymous: true anyone could connect", addr)
+			return
+		}
+		if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous || c.Auth.JWT.Enabled() || c.Auth.HTTP.AuthnURL != "" {
 			return
 		}
 		v.fail(fmt.Sprintf("listeners.%s[%d]", kind, i),
@@ -278,16 +376,16 @@ func (c *Config) validateExposure(v *validator) {
 				"auth.jwt, auth.http.authn_url nor auth.allow_anonymous: true (--allow-anonymous, TERN_AUTH_ALLOW_ANONYMOUS=true) anyone could connect", addr)
 	}
 	for i, n := range l.TCP {
-		check("tcp", i, n.Address, false)
+		check("tcp", i, n.Address, false, &n.PerListener)
 	}
 	for i, n := range l.TLS {
-		check("tls", i, n.Address, true)
+		check("tls", i, n.Address, true, &n.PerListener)
 	}
 	for i, n := range l.WS {
-		check("ws", i, n.Address, false)
+		check("ws", i, n.Address, false, &n.PerListener)
 	}
 	for i, n := range l.WSS {
-		check("wss", i, n.Address, true)
+		check("wss", i, n.Address, true, &n.PerListener)
 	}
 }
 
@@ -299,7 +397,7 @@ func IsLoopback(addr string) bool {
 	if err != nil {
 		return false
 	}
-	if host == "localhost" {
+	if h := strings.TrimSuffix(strings.ToLower(host), "."); h == "localhost" {
 		return true
 	}
 	ip, err := netip.ParseAddr(host)

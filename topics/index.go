@@ -69,6 +69,7 @@ type Index struct {
 	root    node
 	clients map[string]*client
 	count   int
+	shared  int // subscriptions with a group
 
 	cache resultCache
 }
@@ -153,6 +154,9 @@ func (ix *Index) Subscribe(sub Subscription) (existed bool) {
 	} else {
 		s.Filter, s.Group = strings.Clone(sub.Filter), strings.Clone(sub.Group)
 		ix.count++
+		if s.Group != "" {
+			ix.shared++
+		}
 	}
 	c.put(s)
 	ix.root.insert(s)
@@ -179,6 +183,9 @@ func (ix *Index) Unsubscribe(clientID, group, filter string) bool {
 		delete(ix.clients, clientID)
 	}
 	ix.count--
+	if s.Group != "" {
+		ix.shared--
+	}
 	ix.root.remove(s)
 	ix.cache.invalidate(s.Filter)
 	return true
@@ -200,6 +207,9 @@ func (ix *Index) UnsubscribeAll(clientID string) int {
 	c.each(func(s *Subscription) {
 		ix.root.remove(s)
 		filters = append(filters, s.Filter)
+		if s.Group != "" {
+			ix.shared--
+		}
 	})
 	ix.count -= c.len()
 	ix.cache.invalidate(filters...)
@@ -257,6 +267,14 @@ func (ix *Index) Count() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	return ix.count
+}
+
+// SharedCount returns the number of shared subscriptions ($share/...) in
+// the index, one per member of each group.
+func (ix *Index) SharedCount() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.shared
 }
 
 // Get returns a copy of the subscription keyed by (clientID, group, filter)

@@ -147,7 +147,7 @@ func TestServeBridgesReload(t *testing.T) {
 	}
 
 	// Reconnect on demand.
-	resp, err = http.Post(adminURL+"/api/v1/bridges/two/reconnect", "", nil)
+	resp, err = http.Post(adminURL+"/api/v1/bridges/two/reconnect", "application/json", nil)
 	if err != nil || resp.StatusCode != http.StatusAccepted {
 		t.Fatalf("reconnect: %v %v", resp.Status, err)
 	}

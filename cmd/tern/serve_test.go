@@ -28,7 +28,7 @@ func runTernOutput(t *testing.T, stdin string, args ...string) (string, error) {
 	root.SetIn(strings.NewReader(stdin))
 	root.SetOut(&out)
 	root.SetErr(&errOut)
-	root.SetArgs(args)
+	root.SetArgs(joinPropertyArgs(args))
 	err := root.Execute()
 	return out.String(), err
 }
@@ -335,7 +335,7 @@ func TestServeConfiguration(t *testing.T) {
 		{"unknown key in the file", "", []string{"serve", "-c", bad}, `unknown key "limits.max_inflight"`},
 		{"file from TERN_CONFIG", "TERN_CONFIG=" + bad, []string{"serve"}, `unknown key "limits.max_inflight"`},
 		{"missing file", "", []string{"serve", "-c", "/nonexistent/tern.yaml"}, "/nonexistent/tern.yaml"},
-		{"unknown variable", "TERN_LIMIT_MAX_QOS=1", []string{"serve"}, "TERN_LIMIT_MAX_QOS"},
+		{"port out of range", "", []string{"serve", "--durability", "off", "--listen", "127.0.0.1:70000"}, `the port "70000" is not a number from 0 to 65535`},
 		{"bad flag value", "", []string{"serve", "--max-qos", "x"}, "--max-qos"},
 		{"port in use", "", []string{"serve", "--durability", "off", "--admin-listen", "", "--sys-interval", "0", "--listen", "127.0.0.1:0", "--listen", taken.Addr().String()}, "listener tcp[1]"},
 	}

@@ -604,7 +604,8 @@ func (s *Store) Close() error {
 // logger passes Pebble's messages to the store's slog.Logger.
 type logger struct{ s *Store }
 
-func (g logger) Infof(format string, args ...any) { g.s.log.Info(fmt.Sprintf(format, args...)) }
+// Infof is Pebble's chatter (flushes, compactions, WAL recycling): DEBUG.
+func (g logger) Infof(format string, args ...any) { g.s.log.Debug(fmt.Sprintf(format, args...)) }
 
 func (g logger) Errorf(format string, args ...any) { g.s.log.Error(fmt.Sprintf(format, args...)) }
 
