@@ -68,7 +68,8 @@ type Client struct {
 	outMsgs      int64           // PUBLISH packets encoded, not yet added to Stats (per write)
 	subIDBuf     [1]uint32
 
-	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
+	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
+	acksWaiting atomic.Int32  // acknowledgements queued and not yet written
 	stopping    atomic.Bool  // the server is ending the connection: ignore further packets
 	outFull     atomic.Bool  // the output is past MaxPendingBytes: the reader waits
 	stopBy      atomic.Int64 // set by Shutdown: the last write deadline, unix nanoseconds
@@ -465,7 +466,11 @@ func (c *Client) closeWith(err error) {
 // disconnect ends the connection with a reason: v5 clients get a
 // DISCONNECT with the code first. What is already queued to be written is
 // written first.
-func (c *Client) disconnect(code packets.ReasonCode) {
+func (c *Client) disconnect(code packets.ReasonCode) { c.disconnectRef(code, "") }
+
+// disconnectRef is disconnect with a Server Reference (property 0x1C) in
+// the v5 DISCONNECT when ref is not empty.
+func (c *Client) disconnectRef(code packets.ReasonCode, ref string) {
 	err := error(code)
 	c.disconnErr.CompareAndSwap(nil, &err)
 	c.stopping.Store(true)
@@ -481,7 +486,8 @@ func (c *Client) disconnect(code packets.ReasonCode) {
 	c.closing = true
 	if c.version == packets.V5 && c.sess != nil {
 		pk := packets.Disconnect{ReasonCode: code}
-		c.ensureOutLocked(64)
+		pk.Properties.ServerReference = ref
+		c.ensureOutLocked(64 + len(ref))
 		c.out, _ = pk.Encode(c.out, packets.V5)
 	}
 	if c.sess == nil {

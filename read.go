@@ -38,7 +38,11 @@ func (c *Client) readLoop() (err error, parked bool) {
 	// or has fallen deadlineSlack behind: each move reads the clock and
 	// updates a timer.
 	var deadlineSet time.Time
-	defer c.flushCounts()
+	defer func() {
+		if !parked { // a parked connection belongs to whoever resumes it
+			c.flushCounts()
+		}
+	}()
 	for {
 		if c.rd.empty() {
 			c.flushCounts() // about to wait for the socket: the batch is done
@@ -145,6 +149,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 		deadline = rd.pktAt.Add(keepAlive).UnixNano()
 	}
 	c.lastPacket = rd.pktAt.UnixNano()
+	c.flushCounts()
 	rd.release()
 	c.rd = nil
 	if c.srv.poller.park(c, deadline) {
