@@ -70,9 +70,9 @@ type Client struct {
 
 	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
 	acksWaiting atomic.Int32  // acknowledgements queued and not yet written
-	stopping    atomic.Bool  // the server is ending the connection: ignore further packets
-	outFull     atomic.Bool  // the output is past MaxPendingBytes: the reader waits
-	stopBy      atomic.Int64 // set by Shutdown: the last write deadline, unix nanoseconds
+	stopping    atomic.Bool   // the server is ending the connection: ignore further packets
+	outFull     atomic.Bool   // the output is past MaxPendingBytes: the reader waits
+	stopBy      atomic.Int64  // set by Shutdown: the last write deadline, unix nanoseconds
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set

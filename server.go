@@ -85,7 +85,7 @@ type Server struct {
 	retainedBytes int64        // topic and payload bytes of the retained messages
 	retainLog     time.Time    // when a refused retained message was last logged
 
-	sessionLimits sync.Map // client id -> *queueLimits: see SetSessionLimits
+	sessionLimits sync.Map                   // client id -> *queueLimits: see SetSessionLimits
 	filters       atomic.Pointer[filterRefs] // subscriptions by filter, for FilterObservers (filters.go); nil without
 
 	wg      sync.WaitGroup // every goroutine the server starts

@@ -37,8 +37,8 @@ type session struct {
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
-	bridge   bool          // the local session of a bridge (see KindBridge)
-	moved    *remoteTarget // set when it ended by moving to another node: where late deliveries go
+	bridge   bool                        // the local session of a bridge (see KindBridge)
+	moved    *remoteTarget               // set when it ended by moving to another node: where late deliveries go
 	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first

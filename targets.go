@@ -131,8 +131,8 @@ type Delivery struct {
 	// subscriptions. For routes they are the message's own QoS and
 	// retain flag, and no identifier: the remote applies its own
 	// subscriptions.
-	QoS     byte
-	Retain  bool
+	QoS    byte
+	Retain bool
 	SubIDs []uint32 // nil, or several identifiers
 	SubID  uint32   // the one identifier, when SubIDs is nil
 }
