@@ -73,10 +73,11 @@ type Client struct {
 	outBytes     int64           // and their payload bytes
 	subIDBuf     [1]uint32
 
-	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
-	stopping    atomic.Bool  // the server is ending the connection: ignore further packets
-	outFull     atomic.Bool  // the output is past MaxPendingBytes: the reader waits
-	stopBy      atomic.Int64 // set by Shutdown: the last write deadline, unix nanoseconds
+	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
+	acksWaiting atomic.Int32  // acknowledgements queued and not yet written
+	stopping    atomic.Bool   // the server is ending the connection: ignore further packets
+	outFull     atomic.Bool   // the output is past MaxPendingBytes: the reader waits
+	stopBy      atomic.Int64  // set by Shutdown: the last write deadline, unix nanoseconds
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
@@ -484,7 +485,12 @@ func (c *Client) closeWith(err error) {
 // disconnect ends the connection with a reason: v5 clients get a
 // DISCONNECT with the code first. What is already queued to be written is
 // written first.
-func (c *Client) disconnect(code packets.ReasonCode) bool {
+func (c *Client) disconnect(code packets.ReasonCode) bool { return c.disconnectRef(code, "") }
+
+// disconnectRef is disconnect with a Server Reference (property 0x1C) in
+// the v5 DISCONNECT when ref is not empty. It reports whether this call
+// began the disconnection.
+func (c *Client) disconnectRef(code packets.ReasonCode, ref string) bool {
 	err := error(code)
 	first := c.disconnErr.CompareAndSwap(nil, &err)
 	c.stopping.Store(true)
@@ -500,7 +506,8 @@ func (c *Client) disconnect(code packets.ReasonCode) bool {
 	c.closing = true
 	if c.version == packets.V5 && c.sess != nil {
 		pk := packets.Disconnect{ReasonCode: code}
-		c.ensureOutLocked(64)
+		pk.Properties.ServerReference = ref
+		c.ensureOutLocked(64 + len(ref))
 		c.out, _ = pk.Encode(c.out, packets.V5)
 	}
 	if c.sess == nil {

@@ -237,6 +237,9 @@ type hookSet struct {
 	wills          []WillObserver
 	starters       []Starter
 	stoppers       []Stopper
+	retainers      []RetainObserver
+	sessionGates   []SessionGate
+	filters        []FilterObserver
 }
 
 // add adds h to the slices of the interfaces it implements and reports
@@ -290,6 +293,15 @@ func (hs *hookSet) add(h Hook) bool {
 	if v, ok := h.(Stopper); ok {
 		hs.stoppers = append(hs.stoppers, v)
 	}
+	if v, ok := h.(RetainObserver); ok {
+		hs.retainers = append(hs.retainers, v)
+	}
+	if v, ok := h.(SessionGate); ok {
+		hs.sessionGates = append(hs.sessionGates, v)
+	}
+	if v, ok := h.(FilterObserver); ok {
+		hs.filters = append(hs.filters, v)
+	}
 	if hs.count() == n {
 		return false
 	}
@@ -301,7 +313,8 @@ func (hs *hookSet) add(h Hook) bool {
 func (hs *hookSet) count() int {
 	return len(hs.authenticators) + len(hs.enhancedAuth) + len(hs.authorizers) + len(hs.interceptors) +
 		len(hs.connects) + len(hs.disconnects) + len(hs.sessions) + len(hs.subscribes) + len(hs.publishes) +
-		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates) + len(hs.choosers)
+		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates) + len(hs.choosers) +
+		len(hs.retainers) + len(hs.sessionGates) + len(hs.filters)
 }
 
 // authenticate runs the authenticators; with none, everyone may connect.

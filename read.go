@@ -39,7 +39,7 @@ func (c *Client) readLoop() (err error, parked bool) {
 	// updates a timer.
 	var deadlineSet time.Time
 	defer func() {
-		if !parked { // a parked connection is no longer this goroutine's
+		if !parked { // a parked connection belongs to whoever resumes it
 			c.flushCounts()
 		}
 	}()
@@ -157,6 +157,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 		deadline = rd.pktAt.Add(keepAlive).UnixNano()
 	}
 	c.lastPacket = rd.pktAt.UnixNano()
+	c.flushCounts()
 	rd.release()
 	c.rd = nil
 	if c.srv.poller.park(c, deadline) {
@@ -313,7 +314,7 @@ func (c *Client) handlePubrel(id uint16) error {
 		code = packets.PacketIdentifierNotFound
 	}
 	ss.mu.Unlock()
-	c.sendAck(packets.PUBCOMP, id, code, durable)
+	c.sendAck(packets.PUBCOMP, id, code, durable, nil)
 	return nil
 }
 

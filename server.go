@@ -85,7 +85,8 @@ type Server struct {
 	retainedBytes int64        // topic and payload bytes of the retained messages
 	retainLog     time.Time    // when a refused retained message was last logged
 
-	sessionLimits sync.Map // client id -> *queueLimits: see SetSessionLimits
+	sessionLimits sync.Map                   // client id -> *queueLimits: see SetSessionLimits
+	filters       atomic.Pointer[filterRefs] // subscriptions by filter, for FilterObservers (filters.go); nil without
 
 	wg      sync.WaitGroup // every goroutine the server starts
 	serving atomic.Bool
@@ -201,6 +202,7 @@ func (s *Server) Serve() error {
 	s.serveCalled = true
 	s.mu.Unlock()
 
+	s.startFilters()
 	// Hooks start without the lock: they may call back into the server.
 	stopHooks := func(n int) {
 		for j := n - 1; j >= 0; j-- {

@@ -138,7 +138,7 @@ func (c *Client) refusePublish(pk *packets.Publish) (bool, error) {
 	if pk.QoS == 2 {
 		t = packets.PUBREC // an error PUBREC ends the exchange (section 4.3.3)
 	}
-	c.sendAck(t, pk.PacketID, packets.QuotaExceeded, false)
+	c.sendAck(t, pk.PacketID, packets.QuotaExceeded, false, nil)
 	return true, nil
 }
 
@@ -169,11 +169,8 @@ func (c *Client) publishNeedsStore(pk *packets.Publish) bool {
 // storesFor reports whether deliveries to the subscription's session are
 // stored.
 func (s *Server) storesFor(sub *topics.Subscription) bool {
-	if s.inline.handles(sub.ClientID) {
-		return false
-	}
-	ss := s.session(sub.ClientID)
-	if ss == nil {
+	ss, ok := sub.Target.(*session) // not an in-process handler or a remote
+	if !ok {
 		return false
 	}
 	ss.mu.Lock()

@@ -25,16 +25,46 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 	}
 	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
 	var sendRetained []topics.Subscription
+	type made struct {
+		sub     topics.Subscription
+		existed bool
+		pending *filterRef // a FilterObserver's answer to wait for
+	}
+	subs := make([]made, len(pk.Subscriptions))
 	for i, req := range pk.Subscriptions {
 		c.bridgeOptions(&req)
 		code, sub, existed, err := s.subscribe(c, req, subID)
 		if err != nil {
+			for j := range subs[:i] { // the connection ends: let the filters settle
+				s.waitFilter(subs[j].pending, subs[j].sub.Group, subs[j].sub.Filter)
+			}
 			return err
 		}
 		ack.ReasonCodes[i] = code
-		if code.IsError() {
+		if !code.IsError() {
+			subs[i] = made{sub, existed, nil}
+			if !existed {
+				subs[i].pending = s.filterAdd(sub.Group, sub.Filter)
+			}
+		}
+	}
+	for i := range subs {
+		m := &subs[i]
+		if ack.ReasonCodes[i].IsError() {
 			continue
 		}
+		if err := s.waitFilter(m.pending, m.sub.Group, m.sub.Filter); err != nil {
+			s.log.Warn("subscription refused: filter not accepted", "client", c.id, "filter", m.sub.Filter, "err", err)
+			if s.index.Unsubscribe(c.id, m.sub.Group, m.sub.Filter) {
+				s.stats.Subscriptions.Add(-1)
+				for _, h := range s.hooks.subscribes {
+					h.OnUnsubscribed(c, m.sub.Group, m.sub.Filter)
+				}
+			}
+			ack.ReasonCodes[i] = errFilterRefused
+			continue
+		}
+		sub, existed := m.sub, m.existed
 		c.sess.storeSubscription(&sub, false)
 		// Retained messages: never for shared subscriptions (section 4.8.2);
 		// Retain Handling 0 always, 1 only for a new subscription, 2 never
@@ -171,6 +201,7 @@ func (s *Server) unsubscribe(id string, c *Client, group, filter string) bool {
 		return false
 	}
 	s.stats.Subscriptions.Add(-1)
+	s.filterRemove(group, filter)
 	for _, h := range s.hooks.subscribes {
 		h.OnUnsubscribed(c, group, filter)
 	}

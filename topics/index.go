@@ -242,6 +242,23 @@ func (ix *Index) Match(topic string) *Result {
 	return r
 }
 
+// Clients calls fn with the identifier of each client that has
+// subscriptions, in no particular order, until fn returns false. fn runs
+// without the index lock held.
+func (ix *Index) Clients(fn func(clientID string) bool) {
+	ix.mu.RLock()
+	ids := make([]string, 0, len(ix.clients))
+	for id := range ix.clients {
+		ids = append(ids, id)
+	}
+	ix.mu.RUnlock()
+	for _, id := range ids {
+		if !fn(id) {
+			return
+		}
+	}
+}
+
 // ClientSubscriptions calls fn for each subscription of clientID, in no
 // particular order, until fn returns false. fn runs without the index lock
 // held, so it may call back into the Index; it must not modify the
