@@ -462,8 +462,7 @@ func (c *Cluster) setup() error {
 		kv  *jetstream.KeyValue
 		cfg jetstream.KeyValueConfig
 	}{
-		{&c.kvNodes, jetstream.KeyValueConfig{Bucket: "tern_nodes", TTL: c.opts.LeaseTTL, LimitMarkerTTL: c.opts.LeaseTTL,
-			Replicas: r, Storage: jetstream.MemoryStorage}},
+		{&c.kvNodes, jetstream.KeyValueConfig{Bucket: "tern_members", Replicas: r}},
 		{&c.kvRoute, jetstream.KeyValueConfig{Bucket: "tern_routes", Replicas: r}},
 		{&c.kvSess, jetstream.KeyValueConfig{Bucket: "tern_sessions", Replicas: r}},
 		{&c.kvRet, jetstream.KeyValueConfig{Bucket: "tern_retained", Replicas: r}},
@@ -535,10 +534,8 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	if c.ns == nil {
 		return nil
 	}
-	if c.kvNodes != nil && c.ready.Load() {
-		dctx, cancel := context.WithTimeout(ctx, time.Second)
-		c.kvNodes.Delete(dctx, c.opts.Node)
-		cancel()
+	if c.ready.Load() {
+		c.nodes.leave()
 	}
 	c.cancel()
 	c.fwd.stop()

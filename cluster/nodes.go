@@ -3,17 +3,17 @@ package cluster
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"sort"
 	"sync"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
+	"github.com/nats-io/nats.go"
 	"github.com/ternmq/tern/packets"
 )
 
-// lease is what a node writes in tern_nodes under its name, renewed every
-// LeaseTTL/4; the bucket's TTL removes it when the node stops renewing.
+// lease is a node's heartbeat, sent on core NATS every LeaseTTL/6 (no
+// JetStream: a Raft election, 4 to 9 s after a leader's death, must not
+// stall it), and its entry in tern_members.
 type lease struct {
 	Version  string `json:"version"`
 	Instance string `json:"instance"`
@@ -31,14 +31,16 @@ type NodeInfo struct {
 	Renewed time.Time `json:"renewed"`
 }
 
-// nodeTable follows tern_nodes: which nodes hold a lease.
+// nodeTable knows the members of the cluster and which are alive (heard
+// from within LeaseTTL).
 type nodeTable struct {
 	c       *Cluster
 	mu      sync.Mutex
 	nodes   map[string]*NodeInfo
 	remotes map[string]*nodeRemote
-	renewed time.Time // this node's last successful renewal
-	watch   jetstream.KeyWatcher
+	renewed time.Time // this node's last heartbeat
+	lost    time.Time // since when this node sees no majority; zero when it does
+	hb      *nats.Subscription
 }
 
 func newNodeTable(c *Cluster) *nodeTable {
@@ -60,7 +62,7 @@ func (t *nodeTable) remote(node string) *nodeRemote {
 	return r
 }
 
-// liveOthers returns the other nodes that hold a lease.
+// liveOthers returns the other nodes that are alive.
 func (t *nodeTable) liveOthers() []string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -115,160 +117,207 @@ func (t *nodeTable) reference() string {
 	return t.nodes[names[0]].MQTT
 }
 
-// start checks that no live node has this node's name, writes the lease,
-// loads the others' and watches them.
+// start registers this node in tern_members (the nodes of the cluster,
+// whose majority a node must see to serve), loads the members and starts
+// the heartbeats.
 func (t *nodeTable) start(ctx context.Context) error {
 	c := t.c
-	if t.watch != nil {
+	if t.hb != nil {
 		return nil
 	}
-	if e, err := c.kvNodes.Get(ctx, c.opts.Node); err == nil {
-		var l lease
-		if json.Unmarshal(e.Value(), &l) == nil && l.Instance != c.instance && l.Version != Version {
-			c.log.Warn("this node's name was last used by another Tern version", "theirs", l.Version, "ours", Version)
-		}
-	} else if !errors.Is(err, jetstream.ErrKeyNotFound) {
-		return err
-	}
-	if err := t.renew(ctx); err != nil {
-		return err
-	}
-	// The watcher's context is the cluster's, not setup's.
-	w, err := c.kvNodes.WatchAll(c.ctx)
-	if err != nil {
-		return err
-	}
-	// Initial values, up to the nil marker.
-	for e := range w.Updates() {
-		if e == nil {
-			break
-		}
-		t.apply(e)
-	}
-	t.watch = w
-	c.goTracked(t.loop)
-	c.goTracked(t.renewLoop)
-	return nil
-}
-
-// renew writes this node's lease.
-func (t *nodeTable) renew(ctx context.Context) error {
-	c := t.c
-	if f := c.faults.Load(); f != nil && (*f)() {
-		return errors.New("lease renewal cut by a fault injection")
-	}
-	b, _ := json.Marshal(lease{Version: Version, Instance: c.instance, MQTT: c.opts.MQTTAdvertise, Started: c.started.UnixMilli()})
+	b, _ := json.Marshal(t.lease())
 	if _, err := c.kvNodes.Put(ctx, c.opts.Node, b); err != nil {
 		return err
 	}
+	keys, err := c.kvNodes.ListKeys(ctx)
+	if err != nil {
+		return err
+	}
 	t.mu.Lock()
-	t.renewed = time.Now()
+	for k := range keys.Keys() {
+		if t.nodes[k] == nil {
+			t.nodes[k] = &NodeInfo{Name: k, Self: k == c.opts.Node}
+		}
+	}
+	t.nodes[c.opts.Node].Alive = true
 	t.mu.Unlock()
+	sub, err := c.nc.Subscribe("tern.hb", t.heartbeat)
+	if err != nil {
+		return err
+	}
+	t.hb = sub
+	t.beat()
+	c.goTracked(t.loop)
 	return nil
 }
 
-// renewLoop renews the lease every LeaseTTL/4 and fences the node when
-// it has not managed to for 2/3 of LeaseTTL: the others take it for dead
-// after LeaseTTL, so by then it serves no client.
-func (t *nodeTable) renewLoop() {
+func (t *nodeTable) lease() lease {
 	c := t.c
-	every := c.opts.LeaseTTL / 4
+	return lease{Version: Version, Instance: c.instance, MQTT: c.opts.MQTTAdvertise, Started: c.started.UnixMilli()}
+}
+
+// beat sends this node's heartbeat to every node.
+func (t *nodeTable) beat() {
+	c := t.c
+	if f := c.faults.Load(); f != nil && (*f)() {
+		return // cut by a fault injection, as by a partition
+	}
+	msg := nats.NewMsg("tern.hb")
+	msg.Header.Set("Node", c.opts.Node)
+	msg.Data, _ = json.Marshal(t.lease())
+	c.nc.PublishMsg(msg)
+}
+
+// leave tells the other nodes that this one stops, so that they take it
+// for gone at once.
+func (t *nodeTable) leave() {
+	c := t.c
+	msg := nats.NewMsg("tern.hb")
+	msg.Header.Set("Node", c.opts.Node)
+	msg.Header.Set("Leaving", "1")
+	msg.Data, _ = json.Marshal(t.lease())
+	c.nc.PublishMsg(msg)
+	c.nc.Flush()
+}
+
+// heartbeat takes another node's heartbeat.
+func (t *nodeTable) heartbeat(msg *nats.Msg) {
+	c := t.c
+	var l lease
+	if json.Unmarshal(msg.Data, &l) != nil {
+		return
+	}
+	if f := c.faults.Load(); f != nil && (*f)() {
+		return
+	}
+	name := msg.Header.Get("Node")
+	if name == "" {
+		return
+	}
+	if msg.Header.Get("Leaving") != "" {
+		t.left(name)
+		return
+	}
+	t.seen(name, l)
+}
+
+// seen records that node is alive.
+func (t *nodeTable) seen(name string, l lease) {
+	c := t.c
+	now := time.Now()
+	t.mu.Lock()
+	n := t.nodes[name]
+	if n == nil {
+		n = &NodeInfo{Name: name, Self: name == c.opts.Node}
+		t.nodes[name] = n
+	}
+	was := n.Alive
+	n.Alive, n.Renewed, n.Version, n.MQTT = true, now, l.Version, l.MQTT
+	r := t.remotes[name]
+	t.mu.Unlock()
+	if r != nil {
+		r.alive.Store(true)
+	}
+	if was || name == c.opts.Node {
+		return
+	}
+	if l.Version != Version {
+		c.log.Error("a node of another Tern version joined: mixed versions are not supported", "peer", name,
+			"peer_version", l.Version, "version", Version)
+	}
+	c.log.Info("node joined", "peer", name, "mqtt", l.MQTT)
+}
+
+// left marks a node that said it stops as gone.
+func (t *nodeTable) left(name string) {
+	c := t.c
+	if name == c.opts.Node {
+		return
+	}
+	t.mu.Lock()
+	n := t.nodes[name]
+	was := n != nil && n.Alive
+	if was {
+		n.Alive = false
+	}
+	r := t.remotes[name]
+	t.mu.Unlock()
+	if r != nil {
+		r.alive.Store(false)
+	}
+	if was {
+		c.log.Info("node left", "peer", name)
+	}
+}
+
+// loop sends heartbeats every LeaseTTL/6, takes nodes not heard from for
+// LeaseTTL for gone, and fences this node while it hears fewer than a
+// majority of the members for 2/3 of LeaseTTL: the others take it for
+// gone after LeaseTTL, so by then it serves no client.
+func (t *nodeTable) loop() {
+	c := t.c
+	every := c.opts.LeaseTTL / 6
 	fenceAfter := c.opts.LeaseTTL * 2 / 3
-	tick := time.NewTicker(every / 2)
+	tick := time.NewTicker(every)
 	defer tick.Stop()
-	last := time.Now()
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-tick.C:
 		}
+		t.beat()
+		now := time.Now()
+		var gone []string
+		fresh, members := 1, 0
 		t.mu.Lock()
-		renewed := t.renewed
-		t.mu.Unlock()
-		if time.Since(renewed) >= every {
-			ctx, cancel := context.WithTimeout(c.ctx, every)
-			err := t.renew(ctx)
-			cancel()
-			if err == nil {
-				renewed = time.Now()
-			} else if c.ctx.Err() == nil && time.Since(last) > time.Second {
-				c.log.Warn("lease not renewed", "err", err, "since", time.Since(renewed).Round(time.Millisecond).String())
-				last = time.Now()
+		t.renewed = now
+		for name, n := range t.nodes {
+			members++
+			if name == c.opts.Node {
+				continue
+			}
+			age := now.Sub(n.Renewed)
+			if n.Alive && age > c.opts.LeaseTTL {
+				n.Alive = false
+				gone = append(gone, name)
+				if r := t.remotes[name]; r != nil {
+					r.alive.Store(false)
+				}
+			}
+			if n.Alive && age <= fenceAfter {
+				fresh++
 			}
 		}
-		switch age := time.Since(renewed); {
-		case age >= fenceAfter && !c.fenced.Load():
-			c.fence(age)
-		case age < fenceAfter && c.fenced.Load():
+		if fresh*2 <= members {
+			if t.lost.IsZero() {
+				t.lost = now
+			}
+		} else {
+			t.lost = time.Time{}
+		}
+		lost := t.lost
+		t.mu.Unlock()
+		for _, name := range gone {
+			c.log.Warn("node gone: no heartbeat", "peer", name, "for", c.opts.LeaseTTL.String())
+		}
+		switch {
+		case !lost.IsZero() && !c.fenced.Load():
+			c.fence(fresh, members)
+		case lost.IsZero() && c.fenced.Load():
 			c.fenced.Store(false)
-			c.log.Warn("lease renewed: fence lifted, accepting clients again")
+			c.log.Warn("a majority of the nodes is back: fence lifted, accepting clients again")
 			c.routes.reassert()
 		}
 	}
 }
 
-// fence stops this node serving clients: it has lost its lease, so the
-// others may soon take its sessions.
-func (c *Cluster) fence(age time.Duration) {
+// fence stops this node serving clients: it cannot see a majority of the
+// cluster, so the others may soon take its sessions.
+func (c *Cluster) fence(fresh, members int) {
 	c.fenced.Store(true)
 	ref := c.nodes.reference()
 	n := c.srv.DisconnectAll(packets.UseAnotherServer, ref)
-	c.log.Error("lease lost: node fenced, clients disconnected and refused until it is renewed",
-		"lease_age", age.Round(time.Millisecond).String(), "disconnected", n, "server_reference", ref)
-}
-
-// loop applies the lease changes.
-func (t *nodeTable) loop() {
-	for e := range t.watch.Updates() {
-		if e != nil {
-			t.apply(e)
-		}
-	}
-}
-
-// apply takes one change of tern_nodes.
-func (t *nodeTable) apply(e jetstream.KeyValueEntry) {
-	c := t.c
-	name := e.Key()
-	self := name == c.opts.Node
-	t.mu.Lock()
-	n := t.nodes[name]
-	if n == nil {
-		n = &NodeInfo{Name: name, Self: self}
-		t.nodes[name] = n
-	}
-	wasAlive := n.Alive
-	var l lease
-	switch e.Operation() {
-	case jetstream.KeyValuePut:
-		if json.Unmarshal(e.Value(), &l) == nil {
-			n.Version, n.MQTT = l.Version, l.MQTT
-		}
-		n.Alive, n.Renewed = true, e.Created()
-	default: // deleted (left) or expired
-		n.Alive = false
-	}
-	r := t.remotes[name]
-	alive := n.Alive
-	t.mu.Unlock()
-	if r != nil {
-		r.alive.Store(alive)
-	}
-	if self || wasAlive == alive {
-		return
-	}
-	if alive {
-		if l.Version != Version {
-			c.log.Error("a node of another Tern version joined: mixed versions are not supported", "peer", name,
-				"peer_version", l.Version, "version", Version)
-		}
-		c.log.Info("node joined", "peer", name, "mqtt", l.MQTT)
-		return
-	}
-	reason := "left"
-	if e.Operation() == jetstream.KeyValuePurge {
-		reason = "lease expired"
-	}
-	c.log.Warn("node gone", "peer", name, "reason", reason)
+	c.log.Error("cut off from the majority: node fenced, clients disconnected and refused until it is back",
+		"nodes_seen", fresh, "members", members, "disconnected", n, "server_reference", ref)
 }

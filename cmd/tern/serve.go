@@ -21,6 +21,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/bridge"
+	"github.com/ternmq/tern/cluster"
 	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/storage/pebble"
@@ -112,7 +113,8 @@ type broker struct {
 	mqtt    []tern.Listener
 	reloads []reloader
 	bridges *bridge.Manager
-	ext     *extAuth // the ban list, JWT and HTTP auth, events
+	cluster *cluster.Cluster // nil unless cluster.listen is set
+	ext     *extAuth         // the ban list, JWT and HTTP auth, events
 
 	adm      *admin.Server // always there; it serves only when admin.listen is set
 	admLn    net.Listener
@@ -244,6 +246,9 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 		if err := b.srv.AddHook(connectionLog{log}); err != nil {
 			return nil, err
 		}
+	}
+	if err := b.setupCluster(cfg, log); err != nil {
+		return nil, err
 	}
 	if setup, err = setupMQTT(b.srv, cfg, log); err != nil {
 		return nil, err

@@ -1,0 +1,412 @@
+package cluster
+
+// Multi-process tests: `tern serve` nodes on 127.0.0.1, killed with
+// SIGKILL by PID and restarted on their data directories.
+
+import (
+	"bytes"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// procWait bounds each wait of the process tests.
+const procWait = 60 * time.Second
+
+var build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// ternBinary builds cmd/tern once per test process.
+func ternBinary(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() {
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.path = filepath.Join(os.TempDir(), "tern")
+		out, err := exec.Command(gobin, "build", "-o", build.path, "github.com/ternmq/tern/cmd/tern").CombinedOutput()
+		if err != nil {
+			build.err = fmt.Errorf("go build ./cmd/tern: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+func TestMain(m *testing.M) {
+	// Temporary files of these tests, the binary included, go under
+	// /tmp/cluster-*.
+	dir, err := os.MkdirTemp("", "cluster-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("TMPDIR", dir)
+	terntest.Timeout = 30 * time.Second // a parked message may wait for a JetStream election
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one `tern serve` node, started again and again on the same
+// ports and data directory.
+type proc struct {
+	t                  testing.TB
+	name               string
+	mqtt, admin, route string
+	peers              []string
+	dataDir, logDir    string
+	runs               int
+	cmd                *exec.Cmd
+	exited             chan struct{}
+	log                string
+}
+
+// newProcs prepares n nodes n1..nn, not started.
+func newProcs(t testing.TB, n int) []*proc {
+	addrs := freeAddrs(t, 3*n)
+	var routes []string
+	for i := range n {
+		routes = append(routes, addrs[3*i+2])
+	}
+	ps := make([]*proc, n)
+	for i := range n {
+		p := &proc{t: t, name: fmt.Sprintf("n%d", i+1), mqtt: addrs[3*i], admin: addrs[3*i+1], route: addrs[3*i+2],
+			peers: routes, dataDir: filepath.Join(t.TempDir(), "data"), logDir: t.TempDir()}
+		t.Cleanup(func() {
+			if t.Failed() && p.log != "" {
+				t.Logf("log of %s (%s):\n%s", p.name, p.log, p.tail())
+			}
+			p.kill()
+		})
+		ps[i] = p
+	}
+	return ps
+}
+
+// start starts the node; ready waits for /readyz.
+func (p *proc) start() {
+	p.t.Helper()
+	p.runs++
+	p.log = filepath.Join(p.logDir, fmt.Sprintf("%s-%02d.log", p.name, p.runs))
+	f, err := os.Create(p.log)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	args := []string{"serve", "--listen", p.mqtt, "--admin-listen", p.admin, "--data-dir", p.dataDir,
+		"--sys-interval", "0", "--max-queued-messages", "0", "--max-queued-bytes", "0",
+		"--cluster-name", "ptest", "--cluster-node", p.name, "--cluster-listen", p.route,
+		"--cluster-peers", strings.Join(p.peers, ","), "--cluster-mqtt-advertise", p.mqtt,
+		"--cluster-lease-ttl", "3s", "--cluster-forward-timeout", "1s", "--cluster-drain-time", "5s"}
+	p.cmd = exec.Command(ternBinary(p.t), args...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TERN_") {
+			p.cmd.Env = append(p.cmd.Env, kv)
+		}
+	}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	cmd, exited := p.cmd, p.exited
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(exited)
+	}()
+}
+
+// ready waits until /readyz answers 200.
+func (p *proc) ready() {
+	p.t.Helper()
+	deadline := time.Now().Add(procWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited:\n%s", p.name, p.tail())
+		default:
+		}
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling the probe: no event to wait on
+	}
+	p.t.Fatalf("%s not ready in %v:\n%s", p.name, procWait, p.tail())
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	<-p.exited
+}
+
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// checkLog fails on a panic in any run's log.
+func (p *proc) checkLog() {
+	for i := 1; i <= p.runs; i++ {
+		b, _ := os.ReadFile(filepath.Join(p.logDir, fmt.Sprintf("%s-%02d.log", p.name, i)))
+		if bytes.Contains(b, []byte("panic:")) || bytes.Contains(b, []byte("fatal error:")) {
+			p.t.Errorf("%s run %d panicked:\n%s", p.name, i, b)
+		}
+	}
+}
+
+func dialProc(t testing.TB, addr string) *terntest.Conn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, procWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return terntest.NewConn(t, nc, packets.V5)
+}
+
+// startProcs starts the nodes together and waits until all are ready,
+// returning how long that took.
+func startProcs(t testing.TB, ps []*proc) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	for _, p := range ps {
+		p.start()
+	}
+	for _, p := range ps {
+		p.ready()
+	}
+	return time.Since(t0)
+}
+
+// collector reads a persistent subscriber's QoS 1 messages (payload: the
+// publisher's sequence number) and acknowledges them.
+type collector struct {
+	mu   sync.Mutex
+	got  map[int]int
+	cond *sync.Cond
+}
+
+func newCollector() *collector {
+	c := &collector{got: make(map[int]int)}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+// run reads from conn until it fails.
+func (c *collector) run(conn *terntest.Conn) {
+	for {
+		pk, err := conn.TryRecv(time.Hour)
+		if err != nil {
+			return
+		}
+		p, ok := pk.(*packets.Publish)
+		if !ok {
+			continue
+		}
+		seq, _ := strconv.Atoi(string(p.Payload))
+		c.mu.Lock()
+		c.got[seq]++
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		b, _ := (&packets.Puback{PacketID: p.PacketID}).Encode(nil, packets.V5)
+		if _, err := conn.NetConn().Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// missing returns the sequence numbers in want not received.
+func (c *collector) missing(want []int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for _, s := range want {
+		if c.got[s] == 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// waitAll waits until every sequence number in want was received, or
+// procWait passes.
+func (c *collector) waitAll(t testing.TB, want []int) {
+	t.Helper()
+	deadline := time.Now().Add(procWait)
+	for {
+		m := c.missing(want)
+		if len(m) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged messages never delivered, first %v", len(m), len(want), m[:min(len(m), 10)])
+		}
+		// Woken by each delivery; a timer breaks the wait for the deadline.
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				c.cond.Broadcast()
+			}
+		}()
+		c.mu.Lock()
+		c.cond.Wait()
+		c.mu.Unlock()
+		close(done)
+	}
+}
+
+// Three `tern serve` processes form a cluster; a QoS 1 publisher on n1
+// and a persistent subscriber on n2 go on while n3 (a bystander) is
+// killed with SIGKILL and restarted, then while n2 (the subscriber's
+// node) is killed: every message PUBACKed is delivered once the
+// subscriber is back on the restarted n2 (from n2's store or from the
+// park stream).
+func TestProcessKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills tern serve processes; skipped with -short")
+	}
+	ternBinary(t)
+	ps := newProcs(t, 3)
+	formed := startProcs(t, ps)
+	t.Logf("3 nodes formed in %v", formed.Round(time.Millisecond))
+	defer func() {
+		for _, p := range ps {
+			p.checkLog()
+		}
+	}()
+
+	subConnect := &packets.Connect{ClientID: "psub", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	sub := dialProc(t, ps[1].mqtt)
+	sub.Connect(subConnect)
+	subscribe(t, sub, "k/#", 1)
+	col := newCollector()
+	go col.run(sub)
+
+	const n = 900
+	var acked []int
+	pc := &publisher{t: t, addr: ps[0].mqtt, id: "ppub"}
+	publish := func(seq int) {
+		if pc.publish("k/x", seq) {
+			acked = append(acked, seq)
+		}
+	}
+	for seq := 1; seq <= n; seq++ {
+		switch seq {
+		case n / 3:
+			t0 := time.Now()
+			ps[2].kill()
+			ps[2].start()
+			ps[2].ready()
+			t.Logf("bystander n3 killed and back in %v", time.Since(t0).Round(time.Millisecond))
+		case 2 * n / 3:
+			ps[1].kill()
+		}
+		publish(seq)
+	}
+	t.Logf("%d of %d published messages acknowledged", len(acked), n)
+	t0 := time.Now()
+	ps[1].start()
+	ps[1].ready()
+	t.Logf("subscriber's node n2 back in %v", time.Since(t0).Round(time.Millisecond))
+	sub2 := dialProc(t, ps[1].mqtt)
+	if ack := sub2.Connect(subConnect); !ack.SessionPresent || ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %+v: want the session present", ack)
+	}
+	go col.run(sub2)
+	col.waitAll(t, acked)
+	if len(acked) < n*9/10 {
+		t.Fatalf("only %d of %d acknowledged", len(acked), n)
+	}
+	// And the publisher can still reach it through the restarted node.
+	publish(n + 1)
+	col.waitAll(t, []int{n + 1})
+}
+
+// publisher publishes QoS 1 messages one at a time, as a client would:
+// after a lost connection it connects again and sends the message again.
+type publisher struct {
+	t    testing.TB
+	addr string
+	id   string
+	conn *terntest.Conn
+	nc   net.Conn
+}
+
+// publish sends the message with the sequence number seq until it is
+// PUBACKed (true) or procWait passes (false).
+func (p *publisher) publish(topic string, seq int) bool {
+	deadline := time.Now().Add(procWait)
+	for time.Now().Before(deadline) {
+		if p.conn == nil {
+			nc, err := net.DialTimeout("tcp", p.addr, time.Second)
+			if err != nil {
+				time.Sleep(50 * time.Millisecond) // the node is restarting: no event to wait on
+				continue
+			}
+			c := terntest.NewConn(p.t, nc, packets.V5)
+			nc.SetDeadline(time.Now().Add(procWait))
+			b, _ := (&packets.Connect{ProtocolVersion: packets.V5, ClientID: p.id, CleanStart: true, KeepAlive: 60}).Encode(nil, packets.V5)
+			nc.Write(b)
+			pk, err := c.TryRecv(procWait)
+			if ack, ok := pk.(*packets.Connack); err != nil || !ok || ack.ReasonCode != 0 {
+				nc.Close()
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			p.conn, p.nc = c, nc
+		}
+		b, _ := (&packets.Publish{Topic: topic, QoS: 1, PacketID: uint16(seq%60000 + 1), Payload: []byte(strconv.Itoa(seq))}).Encode(nil, packets.V5)
+		if _, err := p.nc.Write(b); err != nil {
+			p.nc.Close()
+			p.conn = nil
+			continue
+		}
+		for {
+			pk, err := p.conn.TryRecv(procWait)
+			if err != nil {
+				p.nc.Close()
+				p.conn = nil
+				break
+			}
+			if ack, ok := pk.(*packets.Puback); ok {
+				return ack.ReasonCode == 0
+			}
+		}
+	}
+	return false
+}
