@@ -2,9 +2,11 @@ package cluster
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -63,14 +65,19 @@ type forwarder struct {
 	pend  map[uint64]*pending
 	subs  []*nats.Subscription
 	park  jetstream.Stream
-	cnt   struct {
+	// acks are the acknowledgements owed to other nodes, by their reply
+	// prefix: sent as one message per node once the messages waiting in
+	// the subscription are handled (receive's goroutine only).
+	acks    map[string][]byte
+	dataSub *nats.Subscription
+	cnt     struct {
 		sent, acked, timeouts, parked, received, unparked, dropped, failed, takeovers, handedOver, routeWrites atomic.Uint64
 	}
 	drainOnce sync.Once
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending)}
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte)}
 }
 
 func (f *forwarder) counters() Counters {
@@ -103,6 +110,9 @@ func (f *forwarder) subscribe() error {
 		}
 		ns.SetPendingLimits(-1, -1) // never dropped: a QoS 1/2 sender would wait for ForwardTimeout
 		f.subs = append(f.subs, ns)
+		if s.subj == "tern.n."+self+".d" {
+			f.dataSub = ns
+		}
 	}
 	for _, nc := range []*nats.Conn{c.data, c.nc} {
 		if err := nc.Flush(); err != nil {
@@ -159,7 +169,12 @@ func (f *forwarder) take(id uint64) *pending {
 
 // reply takes another node's answer to a QoS 1/2 send.
 func (f *forwarder) reply(msg *nats.Msg) {
-	id, err := strconv.ParseUint(msg.Subject[len(f.inbox):], 10, 64)
+	suffix := msg.Subject[len(f.inbox):]
+	if suffix == "b" {
+		f.batchReply(msg.Data)
+		return
+	}
+	id, err := strconv.ParseUint(suffix, 10, 64)
 	if err != nil {
 		return
 	}
@@ -177,6 +192,22 @@ func (f *forwarder) reply(msg *nats.Msg) {
 		return
 	}
 	p.ack.Release(nil)
+}
+
+// batchReply takes another node's acknowledgement of several sends: their
+// ids, in order.
+func (f *forwarder) batchReply(b []byte) {
+	for len(b) > 0 {
+		id, n := binary.Uvarint(b)
+		if n <= 0 {
+			return
+		}
+		b = b[n:]
+		if p := f.take(id); p != nil {
+			f.cnt.acked.Add(1)
+			p.ack.Release(nil)
+		}
+	}
 }
 
 // sweep parks the sends not answered within ForwardTimeout.
@@ -222,6 +253,14 @@ func (f *forwarder) stop() {
 // receive takes a message another node routed here.
 func (f *forwarder) receive(msg *nats.Msg) {
 	c := f.c
+	defer func() {
+		if len(f.acks) > 0 {
+			// The message being handled still counts as pending.
+			if n, _, _ := f.dataSub.Pending(); n <= 1 {
+				f.flushAcks()
+			}
+		}
+	}()
 	m, d, err := decodeForward(msg.Data)
 	if err != nil {
 		c.log.Warn("message from another node refused", "err", err)
@@ -247,7 +286,27 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		c.srv.AfterStore(respond)
 		return
 	}
+	// Acknowledged in a batch, once the messages already waiting are
+	// handled: one reply per node and burst rather than per message.
+	if i := strings.LastIndexByte(reply, '.'); i > 0 && strings.HasPrefix(reply, "tern.r.") {
+		if id, err := strconv.ParseUint(reply[i+1:], 10, 64); err == nil {
+			prefix := reply[:i+1]
+			f.acks[prefix] = binary.AppendUvarint(f.acks[prefix], id)
+			if len(f.acks[prefix]) > 4096 {
+				f.flushAcks()
+			}
+			return
+		}
+	}
 	respond(nil)
+}
+
+// flushAcks sends the batched acknowledgements.
+func (f *forwarder) flushAcks() {
+	for prefix, b := range f.acks {
+		f.c.data.Publish(prefix+"b", b)
+		delete(f.acks, prefix)
+	}
 }
 
 // inject routes a message from another node to this node's subscribers,

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -41,6 +42,9 @@ type nodeTable struct {
 	renewed time.Time // this node's last heartbeat
 	lost    time.Time // since when this node sees no majority; zero when it does
 	hb      *nats.Subscription
+	// dupWarned is set once another process's heartbeat had this node's
+	// name.
+	dupWarned atomic.Bool
 }
 
 func newNodeTable(c *Cluster) *nodeTable {
@@ -139,6 +143,9 @@ func (t *nodeTable) start(ctx context.Context) error {
 			t.nodes[k] = &NodeInfo{Name: k, Self: k == c.opts.Node}
 		}
 	}
+	if t.nodes[c.opts.Node] == nil {
+		t.nodes[c.opts.Node] = &NodeInfo{Name: c.opts.Node, Self: true}
+	}
 	t.nodes[c.opts.Node].Alive = true
 	t.mu.Unlock()
 	sub, err := c.nc.Subscribe("tern.hb", t.heartbeat)
@@ -196,6 +203,14 @@ func (t *nodeTable) heartbeat(msg *nats.Msg) {
 	}
 	if msg.Header.Get("Leaving") != "" {
 		t.left(name)
+		return
+	}
+	if name == c.opts.Node && l.Instance != c.instance {
+		// Two processes with one node name would both claim its sessions.
+		if t.dupWarned.CompareAndSwap(false, true) {
+			c.log.Error("another process uses this node's name: give each node its own cluster.node", "node", name,
+				"their_started", time.UnixMilli(l.Started).UTC().Format(time.RFC3339))
+		}
 		return
 	}
 	t.seen(name, l)

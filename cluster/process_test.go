@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,6 +75,7 @@ type proc struct {
 	peers              []string
 	dataDir, logDir    string
 	runs               int
+	extra              []string // more tern serve arguments
 	cmd                *exec.Cmd
 	exited             chan struct{}
 	log                string
@@ -115,7 +117,7 @@ func (p *proc) start() {
 		"--cluster-name", "ptest", "--cluster-node", p.name, "--cluster-listen", p.route,
 		"--cluster-peers", strings.Join(p.peers, ","), "--cluster-mqtt-advertise", p.mqtt,
 		"--cluster-lease-ttl", "3s", "--cluster-forward-timeout", "1s", "--cluster-drain-time", "5s"}
-	p.cmd = exec.Command(ternBinary(p.t), args...)
+	p.cmd = exec.Command(ternBinary(p.t), append(args, p.extra...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TERN_") {
 			p.cmd.Env = append(p.cmd.Env, kv)
@@ -409,4 +411,97 @@ func (p *publisher) publish(topic string, seq int) bool {
 		}
 	}
 	return false
+}
+
+// runBench runs `tern bench` with args and returns its summary.
+func runBench(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(ternBinary(t), append([]string{"bench", "--quiet"}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tern bench %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// benchPubSub runs one `tern bench sub` on subAddr and `tern bench pub`
+// with pubs publishers on pubAddr, and returns the subscriber's summary.
+func benchPubSub(t testing.TB, pubAddr, subAddr string, qos byte, pubs int, extra ...string) string {
+	t.Helper()
+	port := func(a string) string { _, p, _ := net.SplitHostPort(a); return p }
+	topic := fmt.Sprintf("b%d", time.Now().UnixNano())
+	subDone := make(chan string, 1)
+	go func() {
+		subDone <- runBench(t, "sub", "-p", port(subAddr), "-c", "1", "-q", strconv.Itoa(int(qos)), "-t", topic,
+			"-d", "12s", "--client-prefix", topic+"s")
+	}()
+	time.Sleep(time.Second) // let the subscriber's SUBACK (and route) come first; bench sub has no ready signal
+	runBench(t, append([]string{"pub", "-p", port(pubAddr), "-c", strconv.Itoa(pubs), "-q", strconv.Itoa(int(qos)), "-t", topic,
+		"-d", "5s", "--client-prefix", topic + "p"}, extra...)...)
+	return <-subDone
+}
+
+// Measurements for BENCHMARKS.md: throughput and latency of publishes
+// across nodes against one node, takeover time. Run with
+// TERN_CLUSTER_BENCH=1 go test ./cluster -run TestClusterBench -v.
+func TestClusterBench(t *testing.T) {
+	if os.Getenv("TERN_CLUSTER_BENCH") != "1" {
+		t.Skip("set TERN_CLUSTER_BENCH=1 to measure the cluster (about 2 minutes)")
+	}
+	ternBinary(t)
+	// The single-node baseline: a `tern serve` without cluster.
+	single := newProcs(t, 1)[0]
+	single.runs++
+	single.log = filepath.Join(single.logDir, "single.log")
+	f, _ := os.Create(single.log)
+	single.cmd = exec.Command(ternBinary(t), "serve", "--listen", single.mqtt, "--admin-listen", single.admin,
+		"--data-dir", single.dataDir, "--sys-interval", "0", "--durability", "off")
+	single.cmd.Stdout, single.cmd.Stderr = f, f
+	if err := single.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	single.exited = make(chan struct{})
+	go func() { single.cmd.Wait(); close(single.exited) }()
+	single.ready()
+	for _, q := range []int{0, 1} {
+		t.Logf("single node, QoS %d, 4 publishers -> 1 subscriber:\n%s", q, benchPubSub(t, single.mqtt, single.mqtt, byte(q), 4))
+	}
+	t.Logf("single node, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, single.mqtt, single.mqtt, 0, 4, "--rate", "10000"))
+	single.kill()
+
+	ps := newProcs(t, 3)
+	for _, p := range ps {
+		p.extra = []string{"--durability", "off"} // as the single node
+	}
+	formed := startProcs(t, ps)
+	t.Logf("3 nodes formed in %v", formed.Round(time.Millisecond))
+	for _, q := range []int{0, 1} {
+		t.Logf("cluster, same node, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[0].mqtt, byte(q), 4))
+		t.Logf("cluster, across nodes, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[1].mqtt, byte(q), 4))
+	}
+	t.Logf("cluster, across nodes, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, ps[0].mqtt, ps[1].mqtt, 0, 4, "--rate", "10000"))
+
+	// Takeover: a persistent session moves between n1 and n2, 200 times.
+	connect := &packets.Connect{ClientID: "bench-mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	var times []time.Duration
+	var prev *terntest.Conn
+	for i := range 200 {
+		c := dialProc(t, ps[i%2].mqtt)
+		t0 := time.Now()
+		ack := c.Connect(connect)
+		times = append(times, time.Since(t0))
+		if i > 0 && !ack.SessionPresent {
+			t.Fatalf("takeover %d: no session present", i)
+		}
+		if i == 0 {
+			subscribe(t, c, "bench/mover/#", 1)
+		}
+		if prev != nil {
+			prev.Close()
+		}
+		prev = c
+	}
+	slices.Sort(times)
+	t.Logf("takeover CONNACK over 200 moves between two live nodes: p50 %v, p99 %v, max %v",
+		times[len(times)/2].Round(10*time.Microsecond), times[len(times)*99/100].Round(10*time.Microsecond), times[len(times)-1].Round(10*time.Microsecond))
 }
