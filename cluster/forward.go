@@ -292,7 +292,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		if id, err := strconv.ParseUint(reply[i+1:], 10, 64); err == nil {
 			prefix := reply[:i+1]
 			f.acks[prefix] = binary.AppendUvarint(f.acks[prefix], id)
-			if len(f.acks[prefix]) > 4096 {
+			if len(f.acks[prefix]) > 256 { // about 80 ids: the sender's publishers wait for them
 				f.flushAcks()
 			}
 			return
