@@ -14,7 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/cluster"
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 )
 
 // setupCluster joins the broker to its cluster when cluster.listen is
