@@ -7,8 +7,10 @@
 //
 // What lives where (design/cluster.md of the project's shared notes):
 //
-//   - membership: the embedded servers' routes; each node renews a lease
-//     in the KV bucket tern_nodes (entries expire after LeaseTTL);
+//   - membership: the embedded servers' routes; each node sends a heartbeat
+//     over core NATS every LeaseTTL/6 (no JetStream: a Raft election after
+//     a leader's death takes 4 to 9 s) and is gone when not heard from for
+//     LeaseTTL; the members are listed in the KV bucket tern_members;
 //   - routes: the first local subscription to a (group, filter) puts
 //     "<node>.<hash>" in tern_routes; every node watches the bucket into
 //     remote routes of its own index (tern.Server.AddRemoteRoute). A
@@ -22,8 +24,8 @@
 //   - sessions: tern_sessions maps a client identifier to its node and an
 //     epoch, changed by compare-and-set on CONNECT; the new node takes the
 //     session from the old one (tern.Server.ExportSession, ImportSession);
-//   - fencing: a node that cannot renew its lease for 2/3 of LeaseTTL
-//     refuses CONNECTs and disconnects its clients with 0x9C Use another
+//   - fencing: a node that hears fewer than a majority of the members for
+//     2/3 of LeaseTTL refuses CONNECTs and disconnects its clients with 0x9C Use another
 //     server, naming a live node in the Server Reference.
 package cluster
 
@@ -76,9 +78,9 @@ type Options struct {
 	// MQTTAdvertise is the MQTT address of this node given to clients in
 	// a Server Reference (MQTT 5) when another node is fenced or draining.
 	MQTTAdvertise string
-	// LeaseTTL is how long a node that stopped renewing its lease is
-	// still taken for alive; it fences itself after 2/3 of it. Default
-	// 10 s.
+	// LeaseTTL is how long a node whose heartbeats stopped is still taken
+	// for alive; a node that hears no majority of the members for 2/3 of
+	// it fences itself. Default 10 s.
 	LeaseTTL time.Duration
 	// ForwardTimeout bounds the wait for another node's acknowledgement of
 	// a QoS 1/2 message before the message is parked. Default 2 s.
@@ -125,18 +127,20 @@ type Cluster struct {
 	kvRoute jetstream.KeyValue
 	kvSess  jetstream.KeyValue
 	kvRet   jetstream.KeyValue
+	kvWills jetstream.KeyValue
+	wills   sync.Map // client identifier -> *tern.Client whose will is in tern_wills
 
-	instance string // this process's run, in the lease
+	instance string // this process's run, in its heartbeats
 	secret   string // password of the embedded server's client port
 	started  time.Time
 
 	// faults is for tests: a non-nil function that returns true stops the
-	// lease renewals, as a partition would.
+	// heartbeats both ways, as a partition would.
 	faults atomic.Pointer[func() bool]
 }
 
-// Version is the cluster protocol's version, carried in leases: nodes of
-// another version are refused.
+// Version is the Tern version carried in heartbeats: a node of another
+// version is reported as an error.
 const Version = tern.Version
 
 // New returns a node of the cluster opts describes for srv. Add it to srv
@@ -227,7 +231,8 @@ func (c *Cluster) Node() string { return c.opts.Node }
 // loaded, and it accepts clients.
 func (c *Cluster) Ready() bool { return c.ready.Load() && !c.fenced.Load() && !c.draining.Load() }
 
-// Fenced reports whether the node fenced itself, having lost its lease.
+// Fenced reports whether the node fenced itself, cut off from the
+// majority.
 func (c *Cluster) Fenced() bool { return c.fenced.Load() }
 
 // WaitReady waits until the node has joined, or ctx ends.
@@ -419,7 +424,7 @@ func (c *Cluster) goTracked(fn func()) {
 }
 
 // join creates the buckets (retrying until JetStream has its quorum),
-// loads the replicated state and starts the lease, then marks the node
+// loads the replicated state and starts the heartbeats, then marks the node
 // ready.
 func (c *Cluster) join() {
 	t0 := time.Now()
@@ -466,6 +471,7 @@ func (c *Cluster) setup() error {
 		{&c.kvRoute, jetstream.KeyValueConfig{Bucket: "tern_routes", Replicas: r}},
 		{&c.kvSess, jetstream.KeyValueConfig{Bucket: "tern_sessions", Replicas: r}},
 		{&c.kvRet, jetstream.KeyValueConfig{Bucket: "tern_retained", Replicas: r}},
+		{&c.kvWills, jetstream.KeyValueConfig{Bucket: "tern_wills", Replicas: r}},
 	}
 	// Concurrently: each new replicated stream waits for its Raft group.
 	var wg sync.WaitGroup
@@ -528,8 +534,9 @@ func (c *Cluster) bucket(ctx context.Context, cfg jetstream.KeyValueConfig) (jet
 	return kv, err
 }
 
-// Stop implements tern.Stopper: it leaves the cluster (the lease is
-// dropped, so that the others know at once) and stops nats-server.
+// Stop implements tern.Stopper: it leaves the cluster (a last heartbeat
+// says so, and the others take the node for gone at once) and stops
+// nats-server.
 func (c *Cluster) Stop(ctx context.Context) error {
 	if c.ns == nil {
 		return nil

@@ -431,3 +431,34 @@ func TestFencing(t *testing.T) {
 		t.Fatalf("CONNACK %v after the fence", ack.ReasonCode)
 	}
 }
+
+// The will of a client connected to a node that dies is published by the
+// others once the node is taken for gone, exactly once.
+func TestWillOfDeadNode(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	sub := nodes[0].Dial(t, packets.V5)
+	sub.MustConnect("watcher")
+	subscribe(t, sub, "will/#", 1)
+	c := nodes[2].Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ClientID: "dying", KeepAlive: 60,
+		Will: &packets.Will{Topic: "will/dying", Payload: []byte("bye"), QoS: 1}}); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %v", ack.ReasonCode)
+	}
+	// A client that disconnects normally leaves no will behind.
+	c2 := nodes[2].Dial(t, packets.V5)
+	c2.Connect(&packets.Connect{ClientID: "polite", KeepAlive: 60, Will: &packets.Will{Topic: "will/polite", Payload: []byte("no")}})
+	c2.Send(&packets.Disconnect{})
+	c2.ExpectClosed()
+	terntest.Eventually(t, "the polite will removed", func() bool {
+		_, err := nodes[0].cl.kvWills.Get(context.Background(), willKVKey("n3", "polite"))
+		return err != nil
+	})
+	nodes[2].cl.ns.Shutdown() // n3 dies: its routes close, no goodbye
+	p := recvPublish(t, sub)
+	if p.Topic != "will/dying" || string(p.Payload) != "bye" {
+		t.Fatalf("got %s %q", p.Topic, p.Payload)
+	}
+	if pk, err := sub.TryRecv(500 * time.Millisecond); err == nil {
+		t.Fatalf("more than the one will: %+v", pk)
+	}
+}

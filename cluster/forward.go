@@ -29,7 +29,7 @@ func (r *nodeRemote) Forward(m *tern.Message, d tern.Delivery, ack *tern.Ack) {
 	r.c.fwd.send(r, m, d, ack)
 }
 
-// Reachable implements tern.Remote: the node holds a lease.
+// Reachable implements tern.Remote: the node was heard from within LeaseTTL.
 func (r *nodeRemote) Reachable() bool { return r.alive.Load() }
 
 // pending is a QoS 1/2 message sent to another node whose reply the

@@ -29,7 +29,7 @@ type NodeInfo struct {
 	MQTT    string    `json:"mqtt_advertise,omitempty"`
 	Alive   bool      `json:"alive"`
 	Self    bool      `json:"self"`
-	Renewed time.Time `json:"renewed"`
+	Renewed time.Time `json:"last_heard"` // last heartbeat received
 }
 
 // nodeTable knows the members of the cluster and which are alive (heard
@@ -184,7 +184,7 @@ func (t *nodeTable) leave() {
 	msg.Header.Set("Leaving", "1")
 	msg.Data, _ = json.Marshal(t.lease())
 	c.nc.PublishMsg(msg)
-	c.nc.Flush()
+	c.nc.FlushTimeout(time.Second)
 }
 
 // heartbeat takes another node's heartbeat.
@@ -262,6 +262,9 @@ func (t *nodeTable) left(name string) {
 	}
 	if was {
 		c.log.Info("node left", "peer", name)
+		// Its clients are disconnected after its routes closed: their
+		// wills are the others' to publish.
+		c.goTracked(func() { c.reapWills(name) })
 	}
 }
 
@@ -315,6 +318,9 @@ func (t *nodeTable) loop() {
 		t.mu.Unlock()
 		for _, name := range gone {
 			c.log.Warn("node gone: no heartbeat", "peer", name, "for", c.opts.LeaseTTL.String())
+			if !c.fenced.Load() {
+				c.goTracked(func() { c.reapWills(name) })
+			}
 		}
 		switch {
 		case !lost.IsZero() && !c.fenced.Load():

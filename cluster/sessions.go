@@ -126,6 +126,10 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, _ uint32) pack
 			return packets.ServerUnavailable // a newer CONNECT on another node won meanwhile
 		}
 		cl.SetValue(epochKey{}, epoch+1)
+		if err := c.storeWill(ctx, cl); err != nil {
+			c.log.Warn("will not replicated: CONNECT refused", "client", id, "err", err)
+			return packets.ServerUnavailable
+		}
 		if owner == "" || owner == c.opts.Node {
 			return packets.Success
 		}

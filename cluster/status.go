@@ -14,7 +14,7 @@ type Status struct {
 	Node     string     `json:"node"`
 	State    string     `json:"state"` // joining, ready, fenced or draining
 	Routes   string     `json:"route_addr"`
-	LeaseAge float64    `json:"lease_age_seconds"` // since this node last renewed its lease
+	LeaseAge float64    `json:"lease_age_seconds"` // since this node last sent its heartbeat
 	Nodes    []NodeInfo `json:"nodes"`
 	// RemoteRoutes counts the other nodes' routes this node knows.
 	RemoteRoutes int      `json:"remote_routes"`

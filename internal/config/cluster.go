@@ -16,7 +16,7 @@ type Cluster struct {
 	MQTTAdvertise  string   `yaml:"mqtt_advertise" flag:"cluster-mqtt-advertise" usage:"this node's MQTT address, given to v5 clients in a Server Reference when another node drains or is fenced"`
 	DataDir        string   `yaml:"data_dir" flag:"cluster-data-dir" usage:"directory of the replicated state (default: <persistence.data_dir>/cluster)"`
 	Replicas       int      `yaml:"replicas" flag:"cluster-replicas" usage:"copies of the replicated state (0: 3, or fewer with fewer nodes in peers)"`
-	LeaseTTL       Duration `yaml:"lease_ttl" flag:"cluster-lease-ttl" usage:"a node that stops renewing its lease is dead after this; it fences itself after 2/3 of it"`
+	LeaseTTL       Duration `yaml:"lease_ttl" flag:"cluster-lease-ttl" usage:"a node not heard from for this long is dead; one that hears no majority for 2/3 of it fences itself"`
 	ForwardTimeout Duration `yaml:"forward_timeout" flag:"cluster-forward-timeout" usage:"wait for another node's acknowledgement of a QoS 1/2 message before parking it"`
 	DrainTime      Duration `yaml:"drain_time" flag:"cluster-drain-time" usage:"after a session moved to another node, how long the old node forwards what arrives for it"`
 	User           string   `yaml:"user" flag:"cluster-user" usage:"user name every route must present (with cluster.password_file)"`
