@@ -13,8 +13,10 @@
 //     LeaseTTL; the members are listed in the KV bucket tern_members;
 //   - routes: the first local subscription to a (group, filter) puts
 //     "<node>.<hash>" in tern_routes; every node watches the bucket into
-//     remote routes of its own index (tern.Server.AddRemoteRoute). A
-//     SUBACK waits until every live node applied the put;
+//     remote routes of its own index (tern.Server.AddRemoteRoute); the
+//     change also goes to every live node over core NATS, and a SUBACK
+//     waits until each has it (a bucket watcher can lag for seconds while
+//     JetStream elects a leader);
 //   - messages: core NATS to "tern.n.<node>.d", one per destination node;
 //     QoS 1 and 2 as requests whose replies hold the publisher's PUBACK
 //     (tern.Ack), sent once the destination queued (and stored) the
@@ -454,6 +456,7 @@ func (c *Cluster) join() {
 	}
 	c.ready.Store(true)
 	close(c.readyC)
+	c.goTracked(c.reg.shipLost)
 	c.log.Info("cluster ready", "routes", c.ns.NumRoutes(), "nodes", c.nodes.liveCount(),
 		"took", time.Since(t0).Round(time.Millisecond).String())
 }

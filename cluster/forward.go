@@ -74,10 +74,14 @@ type forwarder struct {
 		sent, acked, timeouts, parked, received, unparked, dropped, failed, takeovers, handedOver, routeWrites atomic.Uint64
 	}
 	drainOnce sync.Once
+	// parkCaughtUp is closed once what was parked for this node when it
+	// started has been taken.
+	parkCaughtUp chan struct{}
+	caughtUp     sync.Once
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte)}
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), parkCaughtUp: make(chan struct{})}
 }
 
 func (f *forwarder) counters() Counters {
@@ -102,6 +106,7 @@ func (f *forwarder) subscribe() error {
 		{c.data, "tern.n." + self + ".d", f.receive},
 		{c.data, f.inbox + "*", f.reply},
 		{c.nc, "tern.n." + self + ".sync", c.routes.syncRequest},
+		{c.nc, "tern.n." + self + ".route", c.routes.routeRequest},
 		{c.nc, "tern.n." + self + ".ctl", c.reg.control},
 	} {
 		ns, err := s.nc.Subscribe(s.subj, s.h)
@@ -391,6 +396,9 @@ func (f *forwarder) drainPark() {
 				}
 				if md, err := msg.Metadata(); err == nil {
 					last.Store(md.Sequence.Stream)
+					if md.NumPending == 0 {
+						f.caughtUp.Do(func() { close(f.parkCaughtUp) })
+					}
 				}
 			})
 		}
@@ -407,6 +415,11 @@ func (f *forwarder) drainPark() {
 		}
 	}
 	defer cons.Stop()
+	ictx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	if info, err := f.park.Info(ictx, jetstream.WithSubjectFilter(subj)); err == nil && info.State.Subjects[subj] == 0 {
+		f.caughtUp.Do(func() { close(f.parkCaughtUp) }) // nothing parked
+	}
+	cancel()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var purged uint64

@@ -329,6 +329,7 @@ func (t *nodeTable) loop() {
 			c.fenced.Store(false)
 			c.log.Warn("a majority of the nodes is back: fence lifted, accepting clients again")
 			c.routes.reassert()
+			c.goTracked(c.reg.shipLost)
 		}
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -31,13 +32,14 @@ type routeTable struct {
 	started atomic.Bool
 	mu      sync.Mutex
 	remote  map[string]route // key -> the route of another node
+	local   map[string]bool  // keys of this node's routes
 	applied uint64           // revision of the bucket applied so far
 	waiters []syncWaiter
 	watch   jetstream.KeyWatcher
 }
 
 func newRouteTable(c *Cluster) *routeTable {
-	return &routeTable{c: c, remote: make(map[string]route)}
+	return &routeTable{c: c, remote: make(map[string]route), local: make(map[string]bool)}
 }
 
 // routeKey is the key of a node's route to (group, filter).
@@ -80,7 +82,9 @@ func (t *routeTable) start(ctx context.Context) error {
 	t.started.Store(true)
 	local := map[string]route{}
 	c.srv.LocalFilters(func(group, filter string) {
-		local[routeKey(c.opts.Node, group, filter)] = route{c.opts.Node, group, filter}
+		k := routeKey(c.opts.Node, group, filter)
+		local[k] = route{c.opts.Node, group, filter}
+		t.setLocal(k, true)
 	})
 	for k := range own {
 		if _, ok := local[k]; !ok {
@@ -180,57 +184,140 @@ func (t *routeTable) syncRequest(msg *nats.Msg) {
 }
 
 // FilterAdded implements tern.FilterObserver: the route goes into
-// tern_routes, and done is called once every live node has it in its
-// index, so that a message published anywhere after the SUBACK reaches
-// the new subscriber.
+// tern_routes and to every live node directly, and done is called once
+// every live node has it in its index, so that a message published
+// anywhere after the SUBACK reaches the new subscriber.
 func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 	t := c.routes
 	if !t.started.Load() {
 		done(nil) // written with the others when the node joins
 		return
 	}
-	fut, err := c.js.PublishAsync("$KV.tern_routes."+routeKey(c.opts.Node, group, filter), routeValue(group, filter))
-	if err != nil {
-		done(err)
-		return
-	}
+	key := routeKey(c.opts.Node, group, filter)
+	t.setLocal(key, true)
+	fut, err := c.js.PublishAsync("$KV.tern_routes."+key, routeValue(group, filter))
 	c.fwd.cnt.routeWrites.Add(1)
 	go func() {
-		var rev uint64
-		select {
-		case ack := <-fut.Ok():
-			rev = ack.Sequence
-		case err := <-fut.Err():
-			done(err)
-			return
+		if err == nil {
+			select {
+			case <-fut.Ok():
+			case err = <-fut.Err():
+			}
 		}
-		done(t.syncAll(rev))
+		if err != nil {
+			// JetStream without a leader for the bucket (an election after
+			// a node died): the live nodes get the route directly, the
+			// bucket (for nodes that start later) when it answers again.
+			c.log.Warn("route not written to the bucket yet; retrying", "filter", filter, "err", err)
+			c.goTracked(func() { t.retryPut(key, group, filter) })
+		}
+		t.tell(true, group, filter)
+		done(nil)
 	}()
 }
 
-// syncAll waits until every live node applied the bucket up to rev. A
-// node that does not answer in time is logged, not waited for: it is
-// dying, or will load the route when it is back.
-func (t *routeTable) syncAll(rev uint64) error {
+// setLocal records whether this node has subscribers to a route key.
+func (t *routeTable) setLocal(key string, on bool) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if on {
+		t.local[key] = true
+	} else {
+		delete(t.local, key)
+	}
+}
+
+// retryPut writes a route to the bucket until it works, while the route
+// is still this node's.
+func (t *routeTable) retryPut(key, group, filter string) {
+	c := t.c
+	for range 60 {
+		t.mu.Lock()
+		on := t.local[key]
+		t.mu.Unlock()
+		if !on {
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		_, err := c.kvRoute.Put(ctx, key, routeValue(group, filter))
+		cancel()
+		if err == nil || c.ctx.Err() != nil {
+			return
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+	}
+	c.log.Error("route never written to the bucket: nodes that start later will not know it", "filter", filter)
+}
+
+// tell sends a route change of this node to every live node over core
+// NATS, which applies it at once: the bucket's watchers (JetStream) may
+// lag for seconds while a stream leader is elected after a node died. For
+// an addition it waits for their answers (a node that does not answer in
+// time is logged, not waited for: it is dying, or loads the route from
+// the bucket when it is back).
+func (t *routeTable) tell(add bool, group, filter string) {
 	c := t.c
 	others := c.nodes.liveOthers()
-	if len(others) == 0 {
-		return nil
+	req := []byte{wireVersion, 'd'}
+	if add {
+		req[1] = 'a'
 	}
-	req := binary.AppendUvarint(nil, rev)
+	req = appendStr(req, c.opts.Node)
+	req = appendStr(req, group)
+	req = appendStr(req, filter)
+	if !add {
+		for _, n := range others {
+			c.nc.Publish("tern.n."+n+".route", req)
+		}
+		return
+	}
 	var wg sync.WaitGroup
 	for _, n := range others {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			_, err := c.nc.Request("tern.n."+n+".sync", req, c.opts.ForwardTimeout)
+			_, err := c.nc.Request("tern.n."+n+".route", req, c.opts.ForwardTimeout)
 			if err != nil && err != nats.ErrNoResponders {
 				c.log.Warn("a node did not confirm a new route in time", "peer", n, "err", err)
 			}
 		}()
 	}
 	wg.Wait()
-	return nil
+}
+
+// routeRequest applies another node's route change sent by tell.
+func (t *routeTable) routeRequest(msg *nats.Msg) {
+	c := t.c
+	r := reader{b: msg.Data}
+	v, op := r.byte(), r.byte()
+	node, group, filter := r.str(), r.str(), r.str()
+	if r.err || v != wireVersion || node == c.opts.Node {
+		return
+	}
+	key := routeKey(node, group, filter)
+	t.mu.Lock()
+	_, had := t.remote[key]
+	if op == 'a' {
+		t.remote[key] = route{node, group, filter}
+	} else {
+		delete(t.remote, key)
+	}
+	t.mu.Unlock()
+	switch {
+	case op == 'a' && !had:
+		if err := c.srv.AddRemoteRoute(node, c.nodes.remote(node), group, filter); err != nil {
+			c.log.Warn("route of another node refused", "peer", node, "filter", filter, "err", err)
+		}
+	case op != 'a' && had:
+		c.srv.RemoveRemoteRoute(node, group, filter)
+	}
+	if msg.Reply != "" {
+		msg.Respond(nil)
+	}
 }
 
 // FilterRemoved implements tern.FilterObserver.
@@ -238,10 +325,12 @@ func (c *Cluster) FilterRemoved(group, filter string) {
 	if !c.routes.started.Load() {
 		return
 	}
+	c.routes.setLocal(routeKey(c.opts.Node, group, filter), false)
 	msg := nats.NewMsg("$KV.tern_routes." + routeKey(c.opts.Node, group, filter))
 	msg.Header.Set("KV-Operation", "DEL")
 	c.fwd.cnt.routeWrites.Add(1)
 	if _, err := c.js.PublishMsgAsync(msg); err != nil && c.ctx.Err() == nil {
 		c.log.Warn("route not removed", "filter", filter, "err", err)
 	}
+	c.routes.tell(false, group, filter)
 }

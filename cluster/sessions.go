@@ -185,16 +185,26 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) {
 func (r *registry) control(msg *nats.Msg) {
 	c := r.c
 	rd := reader{b: msg.Data}
-	if rd.byte() != wireVersion || rd.byte() != 'h' {
+	var op byte
+	if rd.byte() != wireVersion {
 		msg.Respond([]byte{1})
 		return
 	}
+	op = rd.byte()
 	clean := rd.byte() == 1
 	epoch := rd.uvarint()
 	to := rd.str()
 	id := rd.str()
-	if rd.err {
+	if rd.err || op != 'h' && op != 'i' {
 		msg.Respond(append([]byte{1}, "bad request"...))
+		return
+	}
+	if op == 'i' {
+		if err := r.imported(id, rd.b); err != nil {
+			msg.Respond(append([]byte{1}, err.Error()...))
+			return
+		}
+		msg.Respond([]byte{0})
 		return
 	}
 	r.noteTaken(id, epoch)
@@ -225,4 +235,81 @@ func (c *Cluster) OnSessionEstablished(cl *tern.Client, _ bool) {
 	if c.reg.takenAfter(cl.ID(), e) {
 		c.srv.Disconnect(cl.ID(), packets.SessionTakenOver)
 	}
+}
+
+// shipLost hands the sessions this node holds but no longer owns (their
+// clients connected elsewhere while it was down or cut off) to their
+// owners, with what was queued for them here: late, not lost.
+func (r *registry) shipLost() {
+	c := r.c
+	// What was parked for this node while it was away goes into the
+	// sessions first, and moves with them.
+	select {
+	case <-c.fwd.parkCaughtUp:
+	case <-time.After(10 * time.Second):
+		c.log.Warn("park stream not read up to its end in 10s: shipping sessions anyway")
+	case <-c.ctx.Done():
+		return
+	}
+	live := map[string]bool{} // owners that answered a ping
+	alive := func(node string) bool {
+		ok, asked := live[node]
+		if !asked {
+			_, err := c.nc.Request("tern.n."+node+".sync", []byte{0}, c.opts.ForwardTimeout)
+			ok = err == nil
+			live[node] = ok
+			if ok { // before its first heartbeat here: what moves there must not be parked
+				c.nodes.seen(node, lease{Version: Version})
+			}
+		}
+		return ok
+	}
+	shipped := 0
+	for _, si := range c.srv.Sessions() {
+		if si.Online || c.ctx.Err() != nil {
+			continue
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		e, err := c.kvSess.Get(ctx, sessionKey(si.ClientID))
+		cancel()
+		if err != nil {
+			continue
+		}
+		owner, epoch := parseOwner(e.Value())
+		if owner == c.opts.Node || !alive(owner) {
+			continue
+		}
+		st, err := c.srv.ExportSession(si.ClientID, false, c.nodes.remote(owner), c.opts.DrainTime)
+		if err != nil || st == nil {
+			continue
+		}
+		req := []byte{wireVersion, 'i', 0}
+		req = binary.AppendUvarint(req, epoch)
+		req = appendStr(req, c.opts.Node)
+		req = appendStr(req, si.ClientID)
+		req = append(req, encodeSession(st)...)
+		if _, err := c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout); err != nil {
+			c.log.Warn("a session's queue could not be shipped to its new node", "client", si.ClientID, "peer", owner,
+				"deliveries", len(st.Deliveries), "err", err)
+			continue
+		}
+		shipped++
+	}
+	if shipped > 0 {
+		c.log.Info("sessions taken over elsewhere while this node was away: shipped to their owners", "sessions", shipped)
+	}
+}
+
+// imported takes a session another node shipped late: merged into the
+// session here, if the client still has one.
+func (r *registry) imported(id string, data []byte) error {
+	c := r.c
+	if _, ok := c.srv.SessionInfo(id); !ok {
+		return nil // ended here meanwhile: nothing to deliver it to
+	}
+	st, err := decodeSession(data)
+	if err != nil {
+		return err
+	}
+	return c.srv.ImportSession(st)
 }
