@@ -6,6 +6,7 @@ package cluster
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -76,6 +77,7 @@ type proc struct {
 	dataDir, logDir    string
 	runs               int
 	extra              []string // more tern serve arguments
+	yamlListen         bool     // the MQTT listener is in the file given in extra
 	cmd                *exec.Cmd
 	exited             chan struct{}
 	log                string
@@ -112,11 +114,14 @@ func (p *proc) start() {
 	if err != nil {
 		p.t.Fatal(err)
 	}
-	args := []string{"serve", "--listen", p.mqtt, "--admin-listen", p.admin, "--data-dir", p.dataDir,
+	args := []string{"serve", "--admin-listen", p.admin, "--data-dir", p.dataDir,
 		"--sys-interval", "0", "--max-queued-messages", "0", "--max-queued-bytes", "0",
 		"--cluster-name", "ptest", "--cluster-node", p.name, "--cluster-listen", p.route,
 		"--cluster-peers", strings.Join(p.peers, ","), "--cluster-mqtt-advertise", p.mqtt,
 		"--cluster-lease-ttl", "3s", "--cluster-forward-timeout", "1s", "--cluster-drain-time", "5s"}
+	if !p.yamlListen {
+		args = append(args, "--listen", p.mqtt)
+	}
 	p.cmd = exec.Command(ternBinary(p.t), append(args, p.extra...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TERN_") {
@@ -372,10 +377,17 @@ func connectRetry(t testing.TB, addr string, pk *packets.Connect) *terntest.Conn
 	t.Helper()
 	deadline := time.Now().Add(procWait)
 	for time.Now().Before(deadline) {
-		c := dialProc(t, addr)
+		nc, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond) // not listening yet: no event to wait on
+			continue
+		}
+		c := terntest.NewConn(t, nc, packets.V5)
 		c.Send(pk)
-		if ack, ok := c.Recv().(*packets.Connack); ok && ack.ReasonCode == 0 {
-			return c
+		if pk, err := c.TryRecv(10 * time.Second); err == nil {
+			if ack, ok := pk.(*packets.Connack); ok && ack.ReasonCode == 0 {
+				return c
+			}
 		}
 		c.Close()
 	}
@@ -528,4 +540,140 @@ func TestClusterBench(t *testing.T) {
 	slices.Sort(times)
 	t.Logf("takeover CONNACK over 200 moves between two live nodes: p50 %v, p99 %v, max %v",
 		times[len(times)/2].Round(10*time.Microsecond), times[len(times)*99/100].Round(10*time.Microsecond), times[len(times)-1].Round(10*time.Microsecond))
+}
+
+// The HAProxy example (deploy/haproxy/haproxy.cfg) in front of three
+// nodes: clients connect through it with the PROXY protocol, a client
+// identifier sticks to one node, messages cross nodes, and a node that
+// drains (0x9C with a Server Reference) leaves the rotation: its clients
+// come back through HAProxy on another node.
+func TestHAProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tern serve processes and HAProxy; skipped with -short")
+	}
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy is not installed (apt-get install haproxy): the load balancer example is not tested")
+	}
+	ternBinary(t)
+	ps := newProcs(t, 3)
+	lb := freeAddrs(t, 1)[0]
+	cfg, err := os.ReadFile("../deploy/haproxy/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(cfg), "bind :1883", "bind "+lb, 1)
+	text = strings.Replace(text, "maxconn 200000", "maxconn 1000", 1)
+	var servers []string
+	for i, p := range ps {
+		_, aport, _ := net.SplitHostPort(p.admin)
+		servers = append(servers, fmt.Sprintf("    server tern-%d %s check port %s", i+1, p.mqtt, aport))
+		// The MQTT listener takes PROXY headers from HAProxy only.
+		yml := filepath.Join(p.logDir, "tern.yaml")
+		os.WriteFile(yml, []byte(fmt.Sprintf("listeners:\n  tcp:\n    - address: %s\n      proxy_protocol: true\n      proxy_trusted: [127.0.0.1]\n", p.mqtt)), 0o600)
+		p.extra, p.yamlListen = []string{"-c", yml}, true
+	}
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "server tern-") {
+			lines = append(lines, l)
+		}
+	}
+	text = strings.Join(lines, "\n") + strings.Join(servers, "\n") + "\n"
+	cfgFile := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(cfgFile, []byte(text), 0o600)
+	if out, err := exec.Command(haproxy, "-c", "-f", cfgFile).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	startProcs(t, ps)
+	hp := exec.Command(haproxy, "-db", "-f", cfgFile)
+	var hlog bytes.Buffer
+	hp.Stdout, hp.Stderr = &hlog, &hlog
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		hp.Process.Kill()
+		hp.Wait()
+		if t.Failed() {
+			t.Logf("haproxy:\n%s", hlog.String())
+		}
+	})
+
+	// nodeOf returns the node a client is connected to, by the admin API.
+	nodeOf := func(id string) int {
+		for i, p := range ps {
+			resp, err := http.Get("http://" + p.admin + "/api/v1/clients/" + id)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	sub := connectRetry(t, lb, &packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-sub", KeepAlive: 60,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	subscribe(t, sub, "lb/#", 1)
+	pub := connectRetry(t, lb, &packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-pub", CleanStart: true, KeepAlive: 60})
+	at, pubAt := nodeOf("lb-sub"), nodeOf("lb-pub")
+	if at < 0 || pubAt < 0 {
+		t.Fatal("clients not found on any node")
+	}
+	pub.Send(&packets.Publish{Topic: "lb/1", QoS: 1, PacketID: 1, Payload: []byte("via haproxy")})
+	pub.Recv()
+	if p := recvPublish(t, sub); string(p.Payload) != "via haproxy" {
+		t.Fatalf("got %q", p.Payload)
+	}
+
+	// The subscriber's node drains: 0x9C with a Server Reference, /readyz
+	// 503, and the client comes back through HAProxy on another node with
+	// its session.
+	resp, err := http.Post("http://"+ps[at].admin+"/api/v1/cluster/drain", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("drain: %s %s", resp.Status, body)
+	}
+	t.Logf("drained n%d: %s", at+1, body)
+	got := sub.ExpectClosed()
+	if d, ok := got[len(got)-1].(*packets.Disconnect); !ok || d.ReasonCode != packets.UseAnotherServer || d.Properties.ServerReference == "" {
+		t.Fatalf("drain sent %+v", got)
+	}
+	var sub2 *terntest.Conn
+	deadline := time.Now().Add(procWait)
+	for sub2 == nil && time.Now().Before(deadline) {
+		c := dialProc(t, lb)
+		c.Send(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-sub", KeepAlive: 60,
+			Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+		if pk, err := c.TryRecv(5 * time.Second); err == nil {
+			if ack, ok := pk.(*packets.Connack); ok && ack.ReasonCode == 0 {
+				if !ack.SessionPresent {
+					t.Fatal("session not present after the move")
+				}
+				sub2 = c
+				break
+			}
+		}
+		c.Close()
+		time.Sleep(200 * time.Millisecond) // HAProxy notices /readyz within its check interval: no event here
+	}
+	if sub2 == nil {
+		t.Fatal("the drained node's client never came back through HAProxy")
+	}
+	if now := nodeOf("lb-sub"); now == at || now < 0 {
+		t.Fatalf("client on node %d after draining node %d", now, at)
+	}
+	if pubAt == at { // drained too
+		pub = connectRetry(t, lb, &packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-pub", CleanStart: true, KeepAlive: 60})
+	}
+	pub.Send(&packets.Publish{Topic: "lb/2", QoS: 1, PacketID: 2, Payload: []byte("after drain")})
+	pub.Recv()
+	if p := recvPublish(t, sub2); string(p.Payload) != "after drain" {
+		t.Fatalf("got %q", p.Payload)
+	}
 }
