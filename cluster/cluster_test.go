@@ -462,3 +462,56 @@ func TestWillOfDeadNode(t *testing.T) {
 		t.Fatalf("more than the one will: %+v", pk)
 	}
 }
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Nodes of two clusters that list each other as peers refuse each
+// other's routes and say why (neither becomes ready: without its peers a
+// node cannot tell it is not in a minority).
+func TestMismatchedClusterNames(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	var logs [2]syncBuffer
+	var cls [2]*Cluster
+	for i, name := range []string{"one", "two"} {
+		log := slog.New(slog.NewTextHandler(&logs[i], nil))
+		srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := New(srv, Options{Name: name, Node: fmt.Sprintf("m%d", i), Listen: addrs[i], Peers: addrs, Replicas: 1,
+			DataDir: filepath.Join(t.TempDir(), name), LeaseTTL: 3 * time.Second, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.AddHook(cl)
+		wrap(t, srv)
+		cls[i] = cl
+	}
+	terntest.Eventually(t, "a route refused for its cluster name", func() bool {
+		return strings.Contains(logs[0].String()+logs[1].String(), "does not match")
+	})
+	for _, cl := range cls {
+		if cl.ns.NumRoutes() != 0 || cl.Ready() {
+			t.Fatalf("node %s has %d routes, ready %v", cl.Node(), cl.ns.NumRoutes(), cl.Ready())
+		}
+	}
+	if _, err := New(nil, Options{Node: "a.b", DataDir: "x"}); err == nil {
+		t.Fatal("a node name with a dot accepted")
+	}
+}
