@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -516,6 +517,42 @@ func TestClusterBench(t *testing.T) {
 		t.Logf("cluster, across nodes, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[1].mqtt, byte(q), 4))
 	}
 	t.Logf("cluster, across nodes, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, ps[0].mqtt, ps[1].mqtt, 0, 4, "--rate", "10000"))
+
+	// Pauses: QoS 1 one at a time from n1 to a subscriber on n2 while n3
+	// is stopped with SIGTERM (a rolling restart), then killed with
+	// SIGKILL: the longest wait for a PUBACK.
+	sub := dialProc(t, ps[1].mqtt)
+	sub.MustConnect("gap-sub")
+	subscribe(t, sub, "gap/#", 1)
+	col := newCollector()
+	go col.run(sub)
+	for _, how := range []string{"SIGTERM", "SIGKILL"} {
+		pc := &publisher{t: t, addr: ps[0].mqtt, id: "gap-pub-" + how}
+		var longest time.Duration
+		stop := time.Now().Add(4 * time.Second)
+		killed := false
+		for seq := 0; time.Now().Before(stop); seq++ {
+			if !killed && time.Until(stop) < 3*time.Second {
+				killed = true
+				go func() {
+					if how == "SIGTERM" {
+						ps[2].cmd.Process.Signal(syscall.SIGTERM)
+					} else {
+						ps[2].kill()
+					}
+				}()
+			}
+			t0 := time.Now()
+			if !pc.publish("gap/x", seq) {
+				t.Fatalf("%s: message %d not acknowledged", how, seq)
+			}
+			longest = max(longest, time.Since(t0))
+		}
+		<-ps[2].exited
+		t.Logf("n3 stopped with %s: longest PUBACK wait between n1 and n2 %v", how, longest.Round(100*time.Microsecond))
+		ps[2].start()
+		ps[2].ready()
+	}
 
 	// Takeover: a persistent session moves between n1 and n2, 200 times.
 	connect := &packets.Connect{ClientID: "bench-mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
