@@ -4,6 +4,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
@@ -298,6 +299,26 @@ func TestServeCertificateValidity(t *testing.T) {
 		if !strings.Contains(l, want) {
 			t.Errorf("log lacks %q:\n%s", want, l)
 		}
+	}
+	// Each TLS listener presents its own certificate.
+	presented := 0
+	for _, l := range b.mqtt {
+		want := map[string]string{"tls[0]": "expired", "tls[1]": "future"}[l.ID()]
+		if want == "" {
+			continue
+		}
+		conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true}) // the dates are wrong on purpose
+		if err != nil {
+			t.Fatalf("%s: %v", l.ID(), err)
+		}
+		if cn := conn.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != want {
+			t.Errorf("listener %s presents %q, want %q", l.ID(), cn, want)
+		}
+		conn.Close()
+		presented++
+	}
+	if presented != 2 {
+		t.Fatalf("%d TLS listeners found", presented)
 	}
 	// A reload of a certificate that expires within two weeks warns too.
 	soonCrt, soonKey := certificate(t, dir, "soon", now.Add(-time.Hour), now.Add(72*time.Hour))
