@@ -18,7 +18,7 @@
 # (TERN_AUTH_ALLOW_ANONYMOUS=true), and a token or API keys for the admin
 # API (TERN_ADMIN_TOKEN, TERN_ADMIN_API_KEYS).
 
-FROM golang:1.26 AS build
+FROM docker.io/library/golang:1.26 AS build
 WORKDIR /src
 COPY go.mod go.sum ./
 RUN --mount=type=cache,target=/go/pkg/mod go mod download

@@ -354,8 +354,9 @@ func fileHint(err error) error {
 		}
 	}
 	uid, gid := os.Getuid(), os.Getgid()
-	return fmt.Errorf("%w: tern runs as uid %d gid %d, which cannot read it%s: make it readable by that user "+
-		"(chown %d %s, keeping mode 0600; or group-readable, mode 0640, with group %d)", err, uid, gid, owner, uid, pe.Path, gid)
+	return fmt.Errorf("%w: tern runs as uid %d gid %d, which cannot read it%s: make it readable by uid %d "+
+		"(chown %d %s, keeping mode 0600; or mode 0640 with group %d); in a container, change the file mounted there on the host",
+		err, uid, gid, owner, uid, uid, pe.Path, gid)
 }
 
 // certificateWarnBefore is how long before its expiry a certificate is

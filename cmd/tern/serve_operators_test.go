@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -354,7 +355,9 @@ func TestFilePermissionHint(t *testing.T) {
 	os.WriteFile(f, []byte("x"), 0o600)
 	err := fileHint(&fs.PathError{Op: "open", Path: f, Err: syscall.EACCES})
 	msg := err.Error()
-	for _, want := range []string{"permission denied", "tern runs as uid ", "which cannot read it", "with mode 0600", "chown "} {
+	uid := fmt.Sprint(os.Getuid())
+	for _, want := range []string{"permission denied", "tern runs as uid " + uid + " ", "which cannot read it", "with mode 0600",
+		"readable by uid " + uid, "chown " + uid + " " + f + ", keeping mode 0600", "mode 0640 with group " + fmt.Sprint(os.Getgid())} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q lacks %q", msg, want)
 		}
