@@ -14,8 +14,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/hooks/auth"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 )
 

@@ -15,7 +15,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 	"go.yaml.in/yaml/v3"
 )
 

@@ -14,7 +14,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 )
 
 // healthcheckOptions are the flags of tern healthcheck besides serve's.

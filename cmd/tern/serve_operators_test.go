@@ -25,7 +25,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/terntest"
@@ -478,7 +478,7 @@ func TestServePerListenerACLAfterRestart(t *testing.T) {
 	expiry := uint32(3600)
 	login := &packets.Connect{ClientID: "alice-1", UsernameFlag: true, Username: "alice", PasswordFlag: true,
 		Password: []byte("apw"), Properties: packets.Properties{SessionExpiry: &expiry}}
-	b, a, _ := start() // the second listener is used after the restart
+	b, a, _ := start()
 	c := a.Dial(t, packets.V5)
 	c.Connect(login)
 	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "#", QoS: 1}}})
