@@ -81,7 +81,7 @@ func setupMQTT(srv *tern.Server, cfg *config.Config, log *slog.Logger) (*mqttSet
 		out.certs = append(out.certs, namedTLS{name, st})
 		out.reloads = append(out.reloads, reloader{"TLS certificates (" + name + ")", func() error {
 			if err := st.Reload(); err != nil {
-				return err
+				return fileHint(err)
 			}
 			checkCertificate(log, name, st)
 			return nil
@@ -242,7 +242,7 @@ func loadAuth(where, pwFile, aclFile string, anon bool, log *slog.Logger, out *m
 			return nil, fmt.Errorf("%s.password_file: %w", where, fileHint(err))
 		}
 		set.pw = h
-		out.reloads = append(out.reloads, reloader{"password file " + pwFile, h.Reload})
+		out.reloads = append(out.reloads, reloader{"password file " + pwFile, func() error { return fileHint(h.Reload()) }})
 		log.Info("password file loaded", "for", where, "file", pwFile, "users", h.Len(), "allow_anonymous", anon)
 	}
 	if aclFile != "" {
@@ -251,7 +251,7 @@ func loadAuth(where, pwFile, aclFile string, anon bool, log *slog.Logger, out *m
 			return nil, fmt.Errorf("%s.acl_file: %w", where, fileHint(err))
 		}
 		set.acl = h
-		out.reloads = append(out.reloads, reloader{"ACL file " + aclFile, h.Reload})
+		out.reloads = append(out.reloads, reloader{"ACL file " + aclFile, func() error { return fileHint(h.Reload()) }})
 		log.Info("ACL file loaded", "for", where, "file", aclFile)
 	}
 	return set, nil
