@@ -113,8 +113,9 @@ var engineVariants = []struct {
 	engine          string
 	global, runArgs []string
 }{
-	{"podman", nil, nil},
-	{"podman", []string{"--cgroup-manager=cgroupfs", "--runtime", "runc"}, []string{"--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}},
+	{"podman", nil, []string{"--read-only-tmpfs=false"}},
+	{"podman", []string{"--cgroup-manager=cgroupfs", "--runtime", "runc"},
+		[]string{"--read-only-tmpfs=false", "--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024"}},
 	{"docker", nil, nil},
 }
 
@@ -219,6 +220,7 @@ func TestContainerImage(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { e.run(context.Background(), "rmi", "-f", tag) })
+	t.Log("image built")
 	if out, err := e.run(ctx, "image", "inspect", tag); err != nil || !strings.Contains(out, "healthcheck") {
 		t.Errorf("the image has no HEALTHCHECK running tern healthcheck: %v", err)
 	}
@@ -238,6 +240,9 @@ func TestContainerImage(t *testing.T) {
 			e.run(context.Background(), "volume", "rm", "-f", name+"-data")
 		})
 		args := append(append([]string{"run", "-d", "--name", name}, e.runArgs...),
+			// As Kubernetes' readOnlyRootFilesystem (deploy/kubernetes): only
+			// the volume is writable.
+			"--read-only",
 			"-p", "127.0.0.1::1883", "-p", "127.0.0.1::18083",
 			"-v", name+"-data:/var/lib/tern", // a new volume takes the image's directory, owned by its user
 			"-v", passwd+":/etc/tern/passwd:ro",
@@ -273,6 +278,7 @@ func TestContainerImage(t *testing.T) {
 		}
 	}
 
+	t.Log("unreadable password file checked")
 	// The README's fix.
 	if err := os.Chown(passwd, imageUID, imageUID); err != nil {
 		if e.name != "podman" {
@@ -297,6 +303,7 @@ func TestContainerImage(t *testing.T) {
 		logs, _ := e.run(ctx, "logs", name)
 		t.Fatalf("tern healthcheck never reported ready:\n%s", logs)
 	}
+	t.Log("ready")
 	port, err := e.run(ctx, "port", name, "1883/tcp")
 	if err != nil {
 		t.Fatalf("port: %v: %s", err, port)
