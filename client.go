@@ -32,8 +32,10 @@ type Client struct {
 	aliasMaxOut uint16 // the client's Topic Alias Maximum
 	version     byte
 	cleanStart  bool
+	bridge      bool // a 3.x bridge (protocol level with the bridge bit): see bridging.go
 	problemInfo bool // the client's Request Problem Information
 	authMethod  string
+	connectUser []packets.UserProperty // the CONNECT's user properties (v5)
 	will        atomic.Pointer[packets.Will]
 
 	// Owned by the reading goroutine (which may change while the
@@ -42,6 +44,8 @@ type Client struct {
 	lastPacket int64         // while parked: when the last complete packet came, unix nanoseconds
 	aliasesIn  map[uint16]string
 	rates      *clientRates // nil until a publish rate limit applies
+	inMsgs     int64        // PUBLISH packets read, not yet added to Stats (flushCounts)
+	inBytes    int64        // bytes of packets read, likewise
 	fd         int          // descriptor for the idle poller, or -1
 	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 
@@ -62,6 +66,7 @@ type Client struct {
 	outWake      chan struct{}   // closed when the output drains: the reader waits on it
 	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
 	events       []hookEvent     // hook calls to make once the lock is released
+	outMsgs      int64           // PUBLISH packets encoded, not yet added to Stats (per write)
 	subIDBuf     [1]uint32
 
 	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
@@ -220,6 +225,10 @@ func (c *Client) flush() {
 		}
 		c.outDrainedLocked()
 		if len(c.out) == 0 {
+			if c.outMsgs != 0 { // written by another writer's batch... or dropped before: count now
+				s.stats.MessagesSent.Add(c.outMsgs)
+				c.outMsgs = 0
+			}
 			c.flushing = false
 			closing := c.closing
 			c.releaseBuffersLocked()
@@ -235,6 +244,10 @@ func (c *Client) flush() {
 			return
 		}
 		events := c.takeEventsLocked()
+		if c.outMsgs != 0 {
+			s.stats.MessagesSent.Add(c.outMsgs)
+			c.outMsgs = 0
+		}
 		full := c.outBuf
 		*full = c.out // keep the array if appends grew it
 		if mine == nil {
@@ -613,7 +626,7 @@ func (c *Client) fillLocked(now int64) {
 			c.needSync = true
 		}
 		ss.seq++
-		ss.addInflightLocked(&inflightMsg{delivery: dv, id: id, seq: ss.seq})
+		ss.addInflightLocked(inflightMsg{delivery: dv, id: id, seq: ss.seq})
 		c.srv.stats.InflightOut.Add(1)
 	}
 }
@@ -626,7 +639,7 @@ func (c *Client) resendPendingLocked(now int64) bool {
 	for len(c.resend) > 0 && len(ss.inflight)-len(c.resend) < int(c.sendQuota) && len(c.out) < flushChunk && !c.closing {
 		id := c.resend[0]
 		c.resend = c.resend[1:]
-		if m := ss.inflight[id]; m != nil && !c.writePublishLocked(&m.delivery, id, true, now) {
+		if m, ok := ss.inflight[id]; ok && !c.writePublishLocked(&m.delivery, id, true, now) {
 			delete(ss.inflight, id)
 			ss.finishLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
@@ -699,7 +712,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		}
 		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
-	c.srv.stats.MessagesSent.Add(1)
+	c.outMsgs++ // added to Stats once per write
 	if len(c.srv.hooks.publishes) > 0 {
 		c.events = append(c.events, hookEvent{msg: m})
 	}

@@ -103,6 +103,7 @@ func (c *Client) resume() { c.runReader() }
 // tells whether it had a session to detach.
 func (c *Client) finish(err error, established bool) {
 	s := c.srv
+	c.flushCounts()
 	if established {
 		s.connectionEnded(c)
 	}
@@ -123,7 +124,7 @@ func (c *Client) readPacket() (packets.Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.srv.stats.BytesReceived.Add(int64(h.PacketSize()))
+	c.inBytes += int64(h.PacketSize()) // added to Stats once per read batch: flushCounts
 	switch h.Type {
 	case packets.PUBLISH: // the hot packets are decoded into pooled structs
 		p := publishPool.Get().(*packets.Publish)
@@ -227,6 +228,8 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.id = pk.ClientID
 	c.username = pk.Username
 	c.cleanStart = pk.CleanStart
+	c.bridge = pk.Bridge
+	c.connectUser = pk.Properties.User
 	c.keepAlive = pk.KeepAlive
 	v5 := c.version == packets.V5
 	p := &pk.Properties
@@ -267,7 +270,10 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
 	}
 
-	// Authentication.
+	// Gates (a ban list, ...), then authentication.
+	if code := s.hooks.checkConnect(c, pk); code != packets.Success {
+		return c.refuse(code, "refused by a connect gate")
+	}
 	ack := &packets.Connack{}
 	if v5 && p.AuthMethod != "" {
 		h := s.hooks.enhancedFor(p.AuthMethod)
@@ -284,7 +290,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		ack.Properties.AuthData = data
 	} else if !s.hooks.authenticate(c, pk) {
 		s.stats.AuthFailures.Add(1)
-		return c.refuse(packets.BadUserNameOrPassword, "authentication failed")
+		return c.refuse(c.refusal(packets.BadUserNameOrPassword), "authentication failed")
 	}
 	c.username = pk.Username // an authenticator may have set it, e.g. from a certificate
 	c.conn.SetReadDeadline(time.Time{})
@@ -327,6 +333,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if expiry != asked {
 			ap.SessionExpiry = packets.Uint32(expiry) // section 3.2.2.3.2: tell the client the interval in force
 		}
+		s.answerNode(pk, ap)
 		if m := cfg.MaxKeepAlive; m > 0 && (c.keepAlive == 0 || c.keepAlive > m) {
 			c.keepAlive = m
 			ap.ServerKeepAlive = packets.Uint16(m) // [MQTT-3.2.2-21]

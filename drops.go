@@ -129,8 +129,12 @@ func (ss *session) countDrop(i int, log bool) {
 		return
 	}
 	cfg := s.cfg
+	maxMsgs, maxBytes := cfg.MaxQueuedMessages, cfg.MaxQueuedBytes
+	if l := ss.limits.Load(); l != nil { // the session's own (SetSessionLimits)
+		maxMsgs, maxBytes = l.maxMessages, l.maxBytes
+	}
 	s.log.Warn("dropping messages for a client", "client", ss.id, "reason", string(DropReasons[i]),
-		"dropped", d.counts.snapshot(), "max_queued_messages", cfg.MaxQueuedMessages,
-		"max_queued_bytes", cfg.MaxQueuedBytes, "max_pending_bytes", cfg.MaxPendingBytes,
+		"dropped", d.counts.snapshot(), "max_queued_messages", maxMsgs,
+		"max_queued_bytes", maxBytes, "max_pending_bytes", cfg.MaxPendingBytes,
 		"max_message_memory", cfg.MaxMessageMemory, "message_memory", s.mem.used.Load())
 }

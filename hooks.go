@@ -2,6 +2,7 @@ package tern
 
 import (
 	"context"
+	"errors"
 
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
@@ -15,10 +16,12 @@ import (
 // and called in the order they were added.
 //
 //	interface              when                                      on the goroutine of        may block
+//	ConnectGate            a CONNECT, before any authenticator       the connection             briefly
 //	Authenticator          a CONNECT, before the session is attached the connection             briefly (an HTTP call)
 //	EnhancedAuthenticator  v5 AUTH exchanges, at CONNECT and later   the connection             briefly
 //	Authorizer             PUBLISH (Write), SUBSCRIBE (Read), each   the publisher / subscriber no: Deliver is per message
 //	                       message about to go to a client (Deliver)
+//	                       (RequestAuthorizer: also given QoS, retain)
 //	PublishInterceptor     each PUBLISH, after authorization         the publisher              no
 //	ConnectObserver        a session established on a connection     the connection             no
 //	DisconnectObserver     a connection ended                        the connection             no
@@ -118,11 +121,18 @@ type Authorizer interface {
 // and before routing. It may modify pk but must not keep it after the call:
 // the server reuses the struct; returning an error rejects the
 // message: a packets.ReasonCode error is sent to v5 clients in the
-// acknowledgement, anything else as 0x80 Unspecified error.
+// acknowledgement, anything else as 0x80 Unspecified error. Returning
+// ErrDiscard drops the message quietly: it is acknowledged as if routed,
+// and neither routed nor counted as refused (a bridge drops a copy that
+// another path already brought).
 type PublishInterceptor interface {
 	Hook
 	OnPublish(c *Client, pk *packets.Publish) error
 }
+
+// ErrDiscard is what a PublishInterceptor returns to drop a message
+// quietly.
+var ErrDiscard = errors.New("tern: message discarded by a hook")
 
 // ConnectObserver is told of each session established on a connection.
 type ConnectObserver interface {
@@ -212,6 +222,8 @@ type hookSet struct {
 	authenticators []Authenticator
 	enhancedAuth   []EnhancedAuthenticator
 	authorizers    []Authorizer
+	requestAuth    []RequestAuthorizer // parallel to authorizers: nil where one is not
+	gates          []ConnectGate
 	interceptors   []PublishInterceptor
 	connects       []ConnectObserver
 	disconnects    []DisconnectObserver
@@ -236,6 +248,11 @@ func (hs *hookSet) add(h Hook) bool {
 	}
 	if v, ok := h.(Authorizer); ok {
 		hs.authorizers = append(hs.authorizers, v)
+		ra, _ := h.(RequestAuthorizer)
+		hs.requestAuth = append(hs.requestAuth, ra)
+	}
+	if v, ok := h.(ConnectGate); ok {
+		hs.gates = append(hs.gates, v)
 	}
 	if v, ok := h.(PublishInterceptor); ok {
 		hs.interceptors = append(hs.interceptors, v)
@@ -278,7 +295,7 @@ func (hs *hookSet) add(h Hook) bool {
 func (hs *hookSet) count() int {
 	return len(hs.authenticators) + len(hs.enhancedAuth) + len(hs.authorizers) + len(hs.interceptors) +
 		len(hs.connects) + len(hs.disconnects) + len(hs.sessions) + len(hs.subscribes) + len(hs.publishes) +
-		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers)
+		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates)
 }
 
 // authenticate runs the authenticators; with none, everyone may connect.
@@ -300,15 +317,7 @@ func (hs *hookSet) authenticate(c *Client, pk *packets.Connect) bool {
 // authorize runs the authorizers; access is allowed unless one denies
 // before any allows.
 func (hs *hookSet) authorize(c *Client, topic string, a Access) bool {
-	for _, h := range hs.authorizers {
-		switch h.Authorize(c, topic, a) {
-		case Allow:
-			return true
-		case Deny:
-			return false
-		}
-	}
-	return true
+	return hs.authorizeRequest(c, AccessRequest{Topic: topic, Access: a})
 }
 
 func (hs *hookSet) enhancedFor(method string) EnhancedAuthenticator {

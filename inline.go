@@ -77,12 +77,14 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 		return ErrInvalidQoS
 	}
 	c := s.inline.client
-	if !s.hooks.authorize(c, topic, Write) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: topic, Access: Write, QoS: qos, Retain: retain}) {
 		return ErrNotAuthorized
 	}
 	pk := &packets.Publish{Topic: topic, Payload: append([]byte(nil), payload...), Retain: retain, QoS: qos}
 	for _, h := range s.hooks.interceptors {
-		if err := h.OnPublish(c, pk); err != nil {
+		if err := h.OnPublish(c, pk); err == ErrDiscard {
+			return nil
+		} else if err != nil {
 			return err
 		}
 	}
@@ -118,7 +120,7 @@ func (s *Server) Subscribe(filter string, id int, handler MessageHandler) error 
 		return errors.Join(ErrInvalidTopic, err)
 	}
 	c := s.inline.client
-	if !s.hooks.authorize(c, filter, Read) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: filter, Access: Read, QoS: 2}) {
 		return ErrNotAuthorized
 	}
 	pid := inlinePrefix + strconv.Itoa(id)

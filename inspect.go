@@ -25,6 +25,7 @@ type ClientInfo struct {
 	Listener        string    // ID of the listener it connected through
 	ProtocolVersion byte      // 3 (MQTT 3.1), 4 (3.1.1) or 5
 	CleanStart      bool      // clean start (v5) or clean session (v3)
+	Bridge          bool      // a 3.x bridge: it connected with the bridge bit (see packets.BridgeBit)
 	KeepAlive       uint16    // seconds, as in force (after MaxKeepAlive)
 	ConnectedAt     time.Time // when the session was established
 	SessionExpiry   uint32    // seconds; NeverExpire for never
@@ -57,16 +58,73 @@ type SessionInfo struct {
 
 // Clients returns the clients connected now (those whose CONNECT
 // handshake is complete), sorted by client identifier. Their Subscriptions
-// are left nil; use [Server.ClientInfo] for one client's.
+// are left nil; use [Server.ClientInfo] for one client's. ClientsPage
+// lists a page at a time.
 func (s *Server) Clients() []ClientInfo {
+	out, _ := s.ClientsPage(ListOptions{Limit: -1})
+	return out
+}
+
+// ListOptions selects a page of a listing in client identifier order: the
+// entries after After (from the first when ""), whose client identifier
+// starts with Prefix, at most Limit of them (0: 100; negative: all).
+type ListOptions struct {
+	After  string
+	Prefix string
+	Limit  int
+}
+
+func (o ListOptions) limit() int {
+	switch {
+	case o.Limit == 0:
+		return 100
+	case o.Limit < 0:
+		return int(^uint(0) >> 1)
+	}
+	return o.Limit
+}
+
+// page walks the sessions for a listing: fn returns whether it took the
+// session (counted towards the limit). It returns the cursor of the next
+// page, "" after the last.
+func (s *Server) page(o ListOptions, fn func(ss *session) bool) (next string) {
+	n, limit := 0, o.limit()
+	last := ""
+	visit := func(ss *session) bool {
+		if o.Prefix != "" && !strings.HasPrefix(ss.id, o.Prefix) {
+			return false // past the identifiers with the prefix
+		}
+		if n == limit {
+			next = last
+			return false
+		}
+		if fn(ss) {
+			n++
+			last = ss.id
+		}
+		return true
+	}
+	if o.Prefix > o.After { // the first identifier with the prefix is the prefix or after it
+		s.sessions.ascend(o.Prefix, false, visit)
+	} else {
+		s.sessions.ascend(o.After, o.After != "", visit)
+	}
+	return next
+}
+
+// ClientsPage returns a page of the clients connected now, in client
+// identifier order, and the cursor of the next page (its After), "" after
+// the last. It costs the page, however many sessions there are.
+func (s *Server) ClientsPage(o ListOptions) ([]ClientInfo, string) {
 	var out []ClientInfo
-	s.sessions.each(func(ss *session) {
-		if ci, ok := ss.clientInfo(); ok {
+	next := s.page(o, func(ss *session) bool {
+		ci, ok := ss.clientInfo()
+		if ok {
 			out = append(out, ci)
 		}
+		return ok
 	})
-	slices.SortFunc(out, func(a, b ClientInfo) int { return strings.Compare(a.ID, b.ID) })
-	return out
+	return out, next
 }
 
 // ClientInfo returns a snapshot of the connected client with the
@@ -99,6 +157,7 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 		Listener:        c.listener,
 		ProtocolVersion: c.version,
 		CleanStart:      c.cleanStart,
+		Bridge:          c.bridge,
 		KeepAlive:       c.keepAlive,
 		ConnectedAt:     c.ConnectedAt(),
 		SessionExpiry:   ss.expiry,
@@ -113,14 +172,23 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 // Sessions returns every session, online and offline, sorted by client
 // identifier. The in-process client has no session and is not listed.
 func (s *Server) Sessions() []SessionInfo {
+	out, _ := s.SessionsPage(ListOptions{Limit: -1})
+	return out
+}
+
+// SessionsPage returns a page of the sessions, online and offline, in
+// client identifier order, and the cursor of the next page, "" after the
+// last.
+func (s *Server) SessionsPage(o ListOptions) ([]SessionInfo, string) {
 	var out []SessionInfo
-	s.sessions.each(func(ss *session) {
-		if si, ok := s.sessionInfo(ss); ok {
+	next := s.page(o, func(ss *session) bool {
+		si, ok := s.sessionInfo(ss)
+		if ok {
 			out = append(out, si)
 		}
+		return ok
 	})
-	slices.SortFunc(out, func(a, b SessionInfo) int { return strings.Compare(a.ClientID, b.ClientID) })
-	return out
+	return out, next
 }
 
 // SessionInfo returns a snapshot of the session of the client identifier

@@ -175,6 +175,11 @@ type Options struct {
 	// InlineClientID is the client identifier of the in-process client,
 	// used as the origin of its messages for no-local. Default "$inline".
 	InlineClientID string
+
+	// NodeID names this broker to other brokers: bridges carry it in the
+	// hop list of the messages they forward (see bridging.go). Default:
+	// the host name.
+	NodeID string
 }
 
 // QueueFullPolicy says which message a full session queue drops.
@@ -279,6 +284,9 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.InlineClientID == "" {
 		c.InlineClientID = "$inline"
+	}
+	if c.NodeID == "" {
+		c.NodeID = defaultNodeID()
 	}
 	c.maxQoS = 2
 	if c.MaxQoS != nil {

@@ -14,7 +14,7 @@ import (
 func (c *Client) handlePublish(pk *packets.Publish) error {
 	s := c.srv
 	cfg := s.cfg
-	s.stats.MessagesReceived.Add(1)
+	c.inMsgs++ // added to Stats once per read batch: flushCounts
 	if err := c.checkRates(pk); err != nil {
 		return err
 	}
@@ -68,11 +68,16 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 
 	code := packets.Success
 	durable := false
-	if !s.hooks.authorize(c, pk.Topic, Write) {
+	discarded := false
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: pk.Topic, Access: Write, QoS: pk.QoS, Retain: pk.Retain}) {
 		code = packets.NotAuthorized
 	} else {
 		for _, h := range s.hooks.interceptors {
 			if err := h.OnPublish(c, pk); err != nil {
+				if err == ErrDiscard {
+					discarded = true
+					break
+				}
 				code = packets.CodeOf(err)
 				if !code.IsError() || !code.ValidFor(packets.PUBACK) {
 					code = packets.UnspecifiedError
@@ -89,7 +94,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		} else {
 			s.countDrop(nil, DropNotAuthorized)
 		}
-	} else {
+	} else if !discarded {
 		m := newMessage(pk, c.id, c.rd.at) // the time of the read: no clock read per message
 		// A v5 publisher learns that its retained message was refused
 		// for the retained limits; others' are delivered, not retained.
@@ -429,7 +434,7 @@ func (s *Server) deliverable(ss *session, m *Message) bool {
 		// rather than drop what the broker already acknowledged.
 		return true
 	}
-	return s.hooks.authorize(c, m.Topic, Deliver)
+	return s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Deliver, QoS: m.QoS, Retain: m.Retain})
 }
 
 // routeShared delivers m to one member of a shared group, round-robin among
@@ -525,7 +530,7 @@ func (s *Server) publishWill(c *Client, m *Message) {
 		c = &Client{srv: s, id: m.Origin, fd: -1}
 	}
 	clientID := c.id
-	if !s.hooks.authorize(c, m.Topic, Write) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Write, QoS: m.QoS, Retain: m.Retain}) {
 		s.log.Info("will refused by ACL", "client", clientID, "topic", m.Topic)
 		return
 	}

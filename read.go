@@ -38,7 +38,11 @@ func (c *Client) readLoop() (err error, parked bool) {
 	// or has fallen deadlineSlack behind: each move reads the clock and
 	// updates a timer.
 	var deadlineSet time.Time
+	defer c.flushCounts()
 	for {
+		if c.rd.empty() {
+			c.flushCounts() // about to wait for the socket: the batch is done
+		}
 		if !c.stopping.Load() { // stopping: keep the drain deadline
 			want := c.readDeadline(keepAlive, c.rd.empty(), start)
 			if !want.Equal(deadlineSet) && (want.IsZero() || deadlineSet.IsZero() ||
@@ -89,6 +93,19 @@ func (c *Client) readLoop() (err error, parked bool) {
 		if c.outFull.Load() {
 			c.waitOutput() // the client does not read its replies: read nothing more from it
 		}
+	}
+}
+
+// flushCounts adds what the reader counted since the last time to the
+// server's Stats: one shared atomic update per read batch, not per packet.
+func (c *Client) flushCounts() {
+	if c.inMsgs != 0 {
+		c.srv.stats.MessagesReceived.Add(c.inMsgs)
+		c.inMsgs = 0
+	}
+	if c.inBytes != 0 {
+		c.srv.stats.BytesReceived.Add(c.inBytes)
+		c.inBytes = 0
 	}
 }
 
@@ -252,6 +269,7 @@ func (c *Client) handlePubrec(id uint16) error {
 		code = packets.PacketIdentifierNotFound
 	} else {
 		m.released = true
+		ss.inflight[id] = m
 		c.unpendLocked(id)
 		if ss.storeInflightLocked(&m.delivery, id, true) {
 			c.needSync = true // PUBREL only once the release is durable

@@ -91,7 +91,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 	ss.pseq = max(ss.pseq, rec.Seq)
 	if rec.PacketID != 0 {
 		ss.seq++
-		ss.addInflightLocked(&inflightMsg{delivery: d, id: rec.PacketID, seq: ss.seq, released: rec.Released})
+		ss.addInflightLocked(inflightMsg{delivery: d, id: rec.PacketID, seq: ss.seq, released: rec.Released})
 		ss.nextID = rec.PacketID
 		r.s.stats.InflightOut.Add(1)
 	} else {

@@ -85,6 +85,8 @@ type Server struct {
 	retainedBytes int64        // topic and payload bytes of the retained messages
 	retainLog     time.Time    // when a refused retained message was last logged
 
+	sessionLimits sync.Map // client id -> *queueLimits: see SetSessionLimits
+
 	wg      sync.WaitGroup // every goroutine the server starts
 	serving atomic.Bool
 	done    chan struct{}

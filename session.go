@@ -25,11 +25,11 @@ type session struct {
 	client   *Client // the attached connection; nil while offline
 	identity *Client // the last connection's client: user name and listener for ACL checks while offline
 	q        queue
-	qBytes   int // what the queued deliveries count towards MaxQueuedBytes
-	qQoS0    int // queued QoS 0 deliveries
-	q0Bytes  int // what the queued QoS 0 deliveries count towards MaxPendingBytes
-	inflight map[uint16]*inflightMsg
-	seq      uint64 // send order of inflight messages
+	qBytes   int                    // what the queued deliveries count towards MaxQueuedBytes
+	qQoS0    int                    // queued QoS 0 deliveries
+	q0Bytes  int                    // what the queued QoS 0 deliveries count towards MaxPendingBytes
+	inflight map[uint16]inflightMsg // by value: no allocation per message sent
+	seq      uint64                 // send order of inflight messages
 	nextID   uint16
 	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
 	streams  int                 // retained streams in the queue
@@ -37,6 +37,7 @@ type session struct {
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
+	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
 	qos0Full atomic.Bool                  // the online client's pending output is full: QoS 0 is dropped without the lock
@@ -57,13 +58,17 @@ type inflightMsg struct {
 }
 
 func newSession(s *Server, id string) *session {
-	return &session{srv: s, id: id}
+	ss := &session{srv: s, id: id}
+	if l, ok := s.sessionLimits.Load(id); ok {
+		ss.limits.Store(l.(*queueLimits))
+	}
+	return ss
 }
 
 // addInflightLocked records a message sent and not yet acknowledged.
-func (ss *session) addInflightLocked(m *inflightMsg) {
+func (ss *session) addInflightLocked(m inflightMsg) {
 	if ss.inflight == nil {
-		ss.inflight = make(map[uint16]*inflightMsg)
+		ss.inflight = make(map[uint16]inflightMsg)
 	}
 	ss.inflight[m.id] = m
 }
@@ -112,11 +117,15 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		return DropOfflineQoS0, d.msg
 	}
 	size := d.msg.size()
+	maxMsgs, maxBytes := cfg.MaxQueuedMessages, cfg.MaxQueuedBytes
+	if l := ss.limits.Load(); l != nil {
+		maxMsgs, maxBytes = l.maxMessages, l.maxBytes
+	}
 	switch {
 	case d.qos == 0 && c != nil && c.pendingLocked()+size > cfg.MaxPendingBytes:
 		why = DropSlowConsumer
 		ss.qos0Full.Store(true) // until the writer drains: see Client.outDrainedLocked
-	case ss.queuedLocked() >= cfg.MaxQueuedMessages || ss.qBytes+size > cfg.MaxQueuedBytes:
+	case ss.queuedLocked() >= maxMsgs || ss.qBytes+size > maxBytes:
 		why = DropQueueFull
 	case s.mem.full(d.msg):
 		why = DropMemoryFull
@@ -127,7 +136,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	// Make room by the policy, or drop the new message.
 	victim, evicted := ss.makeRoomLocked(d, charge)
 	if !evicted {
-		if why == DropQueueFull && cfg.QueueFullPolicy == DropNew && ss.qQoS0 == 0 {
+		if why == DropQueueFull && !ss.dropOldestLocked() && ss.qQoS0 == 0 {
 			// Nothing can make room until the queue shrinks: drop
 			// without the lock until then (see unaccountLocked).
 			ss.qFull.Store(true)
@@ -145,7 +154,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 // queued message of any QoS. A QoS 0 message never takes the place of a
 // QoS 1 or 2 one.
 func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
-	oldest := ss.srv.cfg.QueueFullPolicy == DropOldest
+	oldest := ss.dropOldestLocked()
 	if d.qos == 0 && !oldest {
 		return delivery{}, false
 	}
@@ -215,12 +224,12 @@ func (ss *session) finishLocked(d *delivery) {
 
 // sortedInflightLocked returns the inflight messages in the order they were
 // first sent.
-func (ss *session) sortedInflightLocked() []*inflightMsg {
-	out := make([]*inflightMsg, 0, len(ss.inflight))
+func (ss *session) sortedInflightLocked() []inflightMsg {
+	out := make([]inflightMsg, 0, len(ss.inflight))
 	for _, m := range ss.inflight {
 		out = append(out, m)
 	}
-	slices.SortFunc(out, func(a, b *inflightMsg) int { return int(a.seq - b.seq) })
+	slices.SortFunc(out, func(a, b inflightMsg) int { return int(a.seq - b.seq) })
 	return out
 }
 

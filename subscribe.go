@@ -23,6 +23,7 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
 	var sendRetained []topics.Subscription
 	for i, req := range pk.Subscriptions {
+		c.bridgeOptions(&req)
 		code, sub, existed, err := s.subscribe(c, req, subID)
 		if err != nil {
 			return err
@@ -77,7 +78,7 @@ func (s *Server) subscribe(c *Client, req packets.Subscription, subID uint32) (p
 	if !cfg.wildcardSubAvailable && strings.ContainsAny(filter, "+#") {
 		return packets.WildcardSubsNotSupported, sub, false, nil
 	}
-	if !s.hooks.authorize(c, req.Filter, Read) {
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: req.Filter, Access: Read, QoS: req.QoS}) {
 		return packets.NotAuthorized, sub, false, nil
 	}
 	if max := cfg.MaxSubscriptionsPerClient; max > 0 {

@@ -17,6 +17,11 @@
 //	GET    /api/v1/retained/{topic...}   one retained message, with its payload
 //	DELETE /api/v1/retained/{topic...}   delete it
 //	POST   /api/v1/publish               publish a message
+//	GET    /api/v1/bans                  banned clients (paged; ?as=), with Options.Bans
+//	POST   /api/v1/bans                  ban a client id, user name or address
+//	DELETE /api/v1/bans/{as}/{who...}    lift a ban
+//
+// Other packages add routes with Handle (bridge.Manager's /api/v1/bridges).
 //
 // Lists take page (from 1) and limit (1 to 1000, default 100) and answer
 // {"data": [...], "meta": {"page", "limit", "count", "hasnext"}}. Errors
@@ -76,6 +81,8 @@ type Options struct {
 	// Logger receives the HTTP server's errors and the log of changes made
 	// through the API; nil uses slog.Default().
 	Logger *slog.Logger
+	// Bans, when set, is served at /api/v1/bans (see bans.go).
+	Bans Bans
 
 	// AllowedHosts are the host names (without port) a request's Host
 	// header may carry besides "localhost", IP addresses and the host of
@@ -163,6 +170,12 @@ func (a *Server) server() *tern.Server { return a.srv.Load() }
 // Registry returns the Prometheus registry /metrics serves, for an
 // embedder to add its own collectors to.
 func (a *Server) Registry() *prometheus.Registry { return a.registry }
+
+// Handle serves pattern (a net/http.ServeMux pattern, such as
+// "GET /api/v1/bridges") with h, behind the same authentication as the
+// rest of the API: how other packages (bridge.Manager.Handler) add routes.
+// Call it before Serve.
+func (a *Server) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, h) }
 
 // SetReady sets whether /readyz may answer 200; it answers 503 while the
 // broker is not serving whatever this says. Set it to false when a

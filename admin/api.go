@@ -28,6 +28,7 @@ func (a *Server) routes() {
 	m.HandleFunc("GET /api/v1/subscriptions", a.withServer(a.listSubscriptions))
 	m.HandleFunc("GET /api/v1/retained", a.withServer(a.listRetained))
 	m.HandleFunc("POST /api/v1/publish", a.withServer(a.publish))
+	a.banRoutes()
 	// One client, session or retained message: rawRoute, which takes the
 	// path as it is encoded (the mux would clean "a//b" into "a/b").
 	a.raw = []rawRoute{

@@ -1,6 +1,8 @@
 package admin_test
 
 import (
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"reflect"
 	"slices"
@@ -295,5 +297,24 @@ func TestStats(t *testing.T) {
 	if st.Version != tern.Version || st.ClientsConnected != 1 || st.Sessions != 1 || st.ConnectionsAccepted != 1 ||
 		st.MessagesReceived != 1 || st.Retained != 1 || st.BytesReceived == 0 || time.Since(st.StartedAt) > time.Minute {
 		t.Errorf("stats %+v", st)
+	}
+}
+
+// Handle adds a route behind the API's authentication.
+func TestHandleAddsAuthenticatedRoute(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	a := admin.New(srv.Server, admin.Options{Tokens: []string{"0123456789abcdef0123"}})
+	a.Handle("GET /api/v1/extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("extra")) }))
+	rec := httptest.NewRecorder()
+	a.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/api/v1/extra", nil))
+	if rec.Code != http.StatusUnauthorized {
+		t.Fatalf("without a token: %d", rec.Code)
+	}
+	req := httptest.NewRequest("GET", "http://127.0.0.1/api/v1/extra", nil)
+	req.Header.Set("Authorization", "Bearer 0123456789abcdef0123")
+	rec = httptest.NewRecorder()
+	a.ServeHTTP(rec, req)
+	if rec.Code != http.StatusOK || rec.Body.String() != "extra" {
+		t.Fatalf("with a token: %d %q", rec.Code, rec.Body.String())
 	}
 }

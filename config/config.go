@@ -38,6 +38,15 @@ type Config struct {
 	Persistence Persistence `yaml:"persistence"`
 	Log         Log         `yaml:"log"`
 	Admin       Admin       `yaml:"admin"`
+	Bans        Bans        `yaml:"bans"`
+	Events      Events      `yaml:"events"`
+
+	// NodeID names this broker to other brokers: bridges carry it in the
+	// hop list of what they forward. Default: the host name.
+	NodeID string `yaml:"node_id" usage:"name of this broker for bridges' loop guard (default: the host name)"`
+	// Bridges connect this broker to others (package bridge); they are
+	// reloaded on SIGHUP. Set in the file only.
+	Bridges []Bridge `yaml:"bridges" flag:"-" usage:"bridges to other brokers (in the file only)"`
 
 	// SysInterval is the period of the $SYS/broker topics; 0 (or a
 	// negative value) turns them off.
@@ -166,6 +175,10 @@ type Auth struct {
 	PasswordFile   string `yaml:"password_file" usage:"Mosquitto-format password file (see tern passwd); clients must log in"`
 	ACLFile        string `yaml:"acl_file" usage:"Mosquitto-format ACL file; what it does not allow is denied"`
 	AllowAnonymous bool   `yaml:"allow_anonymous" usage:"admit clients without a user name (with a password file), or allow network listeners without one"`
+	// JWT authenticates clients by JSON Web Tokens (see config/extauth.go).
+	JWT JWT `yaml:"jwt"`
+	// HTTP asks an HTTP service who may connect and what they may do.
+	HTTP HTTPAuth `yaml:"http"`
 }
 
 // Limits are the broker's limits and MQTT features, the fields of
@@ -248,7 +261,8 @@ func Default() *Config {
 			TCP:    []NetListener{{Address: "127.0.0.1:1883"}},
 			WSPath: "/mqtt",
 		},
-		TLS: TLS{MinVersion: "1.2"},
+		TLS:  TLS{MinVersion: "1.2"},
+		Auth: Auth{JWT: defaultJWT(), HTTP: defaultHTTPAuth()},
 		Limits: Limits{
 			MaxPacketSize:                   1 << 20,
 			ReceiveMaximum:                  1024,
@@ -275,6 +289,7 @@ func Default() *Config {
 		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second)},
 		Log:             Log{Level: "info", Format: "text", ConnectionMessages: true},
 		Admin:           Admin{Listen: "127.0.0.1:18083"},
+		Bans:            defaultBans(),
 		SysInterval:     Duration(10 * time.Second),
 		ShutdownTimeout: Duration(10 * time.Second),
 	}
@@ -309,6 +324,7 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		ConnectTimeout:       time.Duration(l.ConnectTimeout),
 		WriteTimeout:         time.Duration(l.WriteTimeout),
 		SysInterval:          time.Duration(c.SysInterval),
+		NodeID:               c.NodeID,
 		SyncInterval:         time.Duration(c.Persistence.SyncInterval),
 
 		MaxConnections:            l.MaxConnections,

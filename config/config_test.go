@@ -138,6 +138,19 @@ admin:
 sys_interval: 0
 drain_delay: 5s
 shutdown_timeout: 1m
+bans:
+  file: /var/lib/tern/bans.json
+  flapping: {max_connects: 15, window: 2m, ban_time: 10m}
+events:
+  node: broker-1
+  presence: true
+  webhooks:
+    - https://hooks.example/all
+    - url: http://127.0.0.1:9000/mqtt
+      events: [client.connected, message.publish]
+      topics: ["sensors/#"]
+      batch_size: 50
+      max_backoff: 10s
 `
 
 func TestGoodFile(t *testing.T) {
@@ -172,7 +185,12 @@ func TestGoodFile(t *testing.T) {
 			APIKeys:     []APIKey{{Key: "ops", Secret: "0123456789abcdef"}, {Key: "ci", Secret: "fedcba9876543210"}}},
 		DrainDelay:      Duration(5 * time.Second),
 		ShutdownTimeout: Duration(time.Minute),
+		Bans:            Bans{File: "/var/lib/tern/bans.json", Flapping: Flapping{MaxConnects: 15, Window: Duration(2 * time.Minute), BanTime: Duration(10 * time.Minute)}},
+		Events: Events{Node: "broker-1", Presence: true, Webhooks: []Webhook{{URL: "https://hooks.example/all"},
+			{URL: "http://127.0.0.1:9000/mqtt", Events: []string{"client.connected", "message.publish"}, Topics: []string{"sensors/#"},
+				BatchSize: 50, MaxBackoff: Duration(10 * time.Second)}}},
 	}
+	want.Auth.JWT, want.Auth.HTTP = defaultJWT(), defaultHTTPAuth()
 	if !equal(c, want) {
 		got, _ := c.YAML()
 		t.Fatalf("got\n%s", got)
@@ -215,6 +233,7 @@ func TestEveryOptionIsConfigurable(t *testing.T) {
 		"ConnectTimeout": "limits.connect_timeout", "WriteTimeout": "limits.write_timeout", "SysInterval": "sys_interval",
 		"Logger":         "", // log.level and log.format build it
 		"InlineClientID": "", // only matters to embedders using the in-process client
+		"NodeID":         "node_id",
 		"MaxConnections": "limits.max_connections", "MaxSubscriptionsPerClient": "limits.max_subscriptions_per_client",
 		"MaxPublishRate": "limits.max_publish_rate", "MaxPublishBytesRate": "limits.max_publish_bytes_rate",
 		"QueueFullPolicy": "limits.queue_full_policy", "MaxPendingBytes": "limits.max_pending_bytes",
@@ -492,6 +511,9 @@ func TestKeysHaveUniqueFlagsAndUsage(t *testing.T) {
 	for _, k := range Keys() {
 		if k.Usage == "" {
 			t.Errorf("%s has no usage text", k.Name)
+		}
+		if k.Flag == "-" {
+			continue // in the file only
 		}
 		if prev, ok := seen[k.Flag]; ok {
 			t.Errorf("flag --%s is used by %s and %s", k.Flag, prev, k.Name)

@@ -195,6 +195,8 @@ func (d *decoder) value(n *yaml.Node, v reflect.Value, key string) {
 		d.mapping(n, v, key)
 	case v.Kind() == reflect.Slice:
 		d.sequence(n, v, key)
+	case v.Kind() == reflect.Map:
+		d.stringMap(n, v, key)
 	case n.Kind != yaml.ScalarNode:
 		d.fail(n, "%s: want a single value, not a list or mapping", key)
 	case isNull(n) && v.Kind() != reflect.String:
@@ -236,6 +238,39 @@ func (d *decoder) mapping(n *yaml.Node, v reflect.Value, key string) {
 	}
 }
 
+// stringMap decodes a mapping of names to single values (a StringMap).
+func (d *decoder) stringMap(n *yaml.Node, v reflect.Value, key string) {
+	d.c.setOrigin(key, fmt.Sprintf("%s:%d", d.file, n.Line))
+	if isNull(n) {
+		v.Set(reflect.Zero(v.Type()))
+		return
+	}
+	if n.Kind != yaml.MappingNode {
+		d.fail(n, "%s: want a mapping of names to values", key)
+		return
+	}
+	m := reflect.MakeMap(v.Type())
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		kn, vn := n.Content[i], n.Content[i+1]
+		if vn.Kind == yaml.AliasNode {
+			vn = vn.Alias
+		}
+		if vn.Kind != yaml.ScalarNode {
+			d.fail(vn, "%s.%s: want a single value", key, kn.Value)
+			continue
+		}
+		if m.MapIndex(reflect.ValueOf(kn.Value)).IsValid() {
+			d.fail(kn, "%s: %q given twice", key, kn.Value)
+			continue
+		}
+		m.SetMapIndex(reflect.ValueOf(kn.Value), reflect.ValueOf(vn.Value))
+	}
+	if m.Len() == 0 {
+		m = reflect.Zero(v.Type()) // "{}" is the default's nil
+	}
+	v.Set(m)
+}
+
 func (d *decoder) sequence(n *yaml.Node, v reflect.Value, key string) {
 	d.c.setOrigin(key, fmt.Sprintf("%s:%d", d.file, n.Line))
 	items := n.Content
@@ -254,6 +289,9 @@ func (d *decoder) sequence(n *yaml.Node, v reflect.Value, key string) {
 			en = en.Alias
 		}
 		ev := reflect.New(v.Type().Elem()).Elem()
+		if d, ok := ev.Addr().Interface().(defaulter); ok {
+			d.setDefaults()
+		}
 		ek := fmt.Sprintf("%s[%d]", key, i)
 		if ts, ok := ev.Addr().Interface().(textSetter); ok && en.Kind == yaml.ScalarNode && !isNull(en) {
 			if err := ts.setText(en.Value); err != nil {
@@ -428,6 +466,9 @@ func setScalar(v reflect.Value, s string) error {
 // setString parses the form environment variables and flags use: a single
 // value, or for a list comma-separated elements ("" for an empty list).
 func setString(v reflect.Value, s string) error {
+	if v.Kind() == reflect.Map {
+		return setMapString(v, s)
+	}
 	if v.Kind() != reflect.Slice {
 		return setScalar(v, s)
 	}
@@ -456,8 +497,38 @@ func setString(v reflect.Value, s string) error {
 	return nil
 }
 
+// setMapString parses name=value,name=value into a StringMap.
+func setMapString(v reflect.Value, s string) error {
+	m := reflect.MakeMap(v.Type())
+	for part := range strings.SplitSeq(s, ",") {
+		part = strings.TrimSpace(part)
+		if part == "" {
+			continue
+		}
+		name, val, ok := strings.Cut(part, "=")
+		if !ok || strings.TrimSpace(name) == "" {
+			return fmt.Errorf("%q is not name=value", part)
+		}
+		m.SetMapIndex(reflect.ValueOf(strings.TrimSpace(name)), reflect.ValueOf(strings.TrimSpace(val)))
+	}
+	if m.Len() == 0 {
+		m = reflect.Zero(v.Type())
+	}
+	v.Set(m)
+	return nil
+}
+
 // formatValue writes a setting the way setString reads it.
 func formatValue(v reflect.Value) string {
+	if v.Kind() == reflect.Map {
+		keys := v.MapKeys()
+		parts := make([]string, len(keys))
+		for i, k := range keys {
+			parts[i] = k.String() + "=" + v.MapIndex(k).String()
+		}
+		slices.Sort(parts)
+		return strings.Join(parts, ",")
+	}
 	if v.Kind() == reflect.Slice {
 		parts := make([]string, v.Len())
 		for i := range parts {
@@ -473,7 +544,12 @@ func formatValue(v reflect.Value) string {
 
 func (c *Config) applyEnv(environ []string) error {
 	byEnv := make(map[string]*Key)
+	fileOnly := make(map[string]string)
 	for i, k := range keys() {
+		if k.Flag == "-" {
+			fileOnly[k.Env] = k.Name
+			continue
+		}
 		byEnv[k.Env] = &keys()[i]
 	}
 	c.ignoredEnv = nil
@@ -481,6 +557,10 @@ func (c *Config) applyEnv(environ []string) error {
 	for _, kv := range environ {
 		name, val, _ := strings.Cut(kv, "=")
 		if !strings.HasPrefix(name, EnvPrefix) || name == EnvConfigFile {
+			continue
+		}
+		if key, ok := fileOnly[name]; ok {
+			errs = append(errs, fmt.Errorf("config: %s: %s is set in the configuration file only", name, key))
 			continue
 		}
 		k, ok := byEnv[name]
@@ -550,7 +630,7 @@ func (f *flagValue) Set(s string) error {
 	if err := setString(reflect.New(f.key.typ).Elem(), s); err != nil {
 		return err
 	}
-	if f.key.typ.Kind() == reflect.Slice {
+	if k := f.key.typ.Kind(); k == reflect.Slice || k == reflect.Map {
 		f.vals = append(f.vals, s)
 	} else {
 		f.vals = []string{s}
@@ -572,6 +652,10 @@ func (f *flagValue) Type() string {
 		return "path"
 	case t.Kind() == reflect.Slice && t.Elem() == reflect.TypeFor[APIKey]():
 		return "key:secret"
+	case t.Kind() == reflect.Slice && t.Elem() == reflect.TypeFor[Webhook]():
+		return "url"
+	case t.Kind() == reflect.Map:
+		return "name=value"
 	case t.Kind() == reflect.Slice:
 		return "address"
 	case t.Kind() == reflect.String && strings.HasSuffix(f.key.Name, "_file"):
@@ -588,6 +672,9 @@ func RegisterFlags(fs *pflag.FlagSet) {
 	def := Default()
 	for i := range keys() {
 		k := &keys()[i]
+		if k.Flag == "-" {
+			continue // in the file only
+		}
 		v := &flagValue{key: k, def: formatValue(def.field(k))}
 		if v.def == "0s" {
 			v.def = "0" // which the help does not show as a default

@@ -11,7 +11,8 @@ import (
 )
 
 // YAML returns the configuration as a YAML file that Load reads back, with
-// secrets (admin.token, the API keys' secrets) replaced by "<redacted>".
+// secrets (admin.token, the API keys' secrets, bridge passwords, HTTP
+// header values) replaced by "<redacted>".
 // Sizes, durations and rates are printed as they were written (10000000
 // stays 10000000, 168h stays 168h); the defaults in their shortest form
 // that parses back.
@@ -23,6 +24,21 @@ func (c *Config) YAML() ([]byte, error) {
 	cp.Admin.APIKeys = slices.Clone(cp.Admin.APIKeys)
 	for i := range cp.Admin.APIKeys {
 		cp.Admin.APIKeys[i].Secret = redacted
+	}
+	cp.Bridges = slices.Clone(cp.Bridges)
+	for i := range cp.Bridges {
+		if cp.Bridges[i].Password != "" {
+			cp.Bridges[i].Password = redacted
+		}
+		if cp.Bridges[i].LocalPassword != "" {
+			cp.Bridges[i].LocalPassword = redacted
+		}
+	}
+	// Header values (Authorization: ...) are secrets too.
+	cp.Auth.HTTP.Headers = redactValues(cp.Auth.HTTP.Headers)
+	cp.Events.Webhooks = slices.Clone(cp.Events.Webhooks)
+	for i := range cp.Events.Webhooks {
+		cp.Events.Webhooks[i].Headers = redactValues(cp.Events.Webhooks[i].Headers)
 	}
 	var doc yaml.Node
 	if err := doc.Encode(&cp); err != nil {
@@ -39,6 +55,17 @@ func (c *Config) YAML() ([]byte, error) {
 		return nil, err
 	}
 	return buf.Bytes(), nil
+}
+
+func redactValues(m StringMap) StringMap {
+	if m == nil {
+		return nil
+	}
+	out := make(StringMap, len(m))
+	for k := range m {
+		out[k] = redacted
+	}
+	return out
 }
 
 // asWritten walks the encoded node n of value v (the setting at key) and

@@ -45,6 +45,8 @@ func (c *Config) Validate() error {
 	if l := c.Limits.MaxPublishBytesRate; l < 0 {
 		v.fail("limits.max_publish_bytes_rate", "must not be negative (0: no limit)")
 	}
+	c.validateBridges(v)
+	c.validateExtAuth(v)
 	v.nonNegative("drain_delay", c.DrainDelay)
 	if c.ShutdownTimeout <= 0 {
 		v.fail("shutdown_timeout", "must be positive")
@@ -54,9 +56,9 @@ func (c *Config) Validate() error {
 }
 
 // CheckExposure reports, as Validate does, MQTT listeners reachable from
-// the network that anyone could use: neither auth.password_file nor
-// auth.allow_anonymous is set and, for TLS ones, no client certificate is
-// required.
+// the network that anyone could use: neither auth.password_file, auth.jwt,
+// auth.http.authn_url nor auth.allow_anonymous is set and, for TLS ones, no
+// client certificate is required.
 func (c *Config) CheckExposure() error {
 	v := &validator{c: c}
 	c.validateExposure(v)
@@ -363,12 +365,12 @@ func (c *Config) validateExposure(v *validator) {
 				"%s is reachable from the network, and with neither a password_file of its own nor allow_anonymous: true anyone could connect", addr)
 			return
 		}
-		if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous {
+		if c.Auth.PasswordFile != "" || c.Auth.AllowAnonymous || c.Auth.JWT.Enabled() || c.Auth.HTTP.AuthnURL != "" {
 			return
 		}
 		v.fail(fmt.Sprintf("listeners.%s[%d]", kind, i),
-			"%s is reachable from the network, and with neither auth.password_file (--password-file, TERN_AUTH_PASSWORD_FILE) "+
-				"nor auth.allow_anonymous: true (--allow-anonymous, TERN_AUTH_ALLOW_ANONYMOUS=true) anyone could connect", addr)
+			"%s is reachable from the network, and with neither auth.password_file (--password-file, TERN_AUTH_PASSWORD_FILE), "+
+				"auth.jwt, auth.http.authn_url nor auth.allow_anonymous: true (--allow-anonymous, TERN_AUTH_ALLOW_ANONYMOUS=true) anyone could connect", addr)
 	}
 	for i, n := range l.TCP {
 		check("tcp", i, n.Address, false, &n.PerListener)

@@ -22,7 +22,16 @@ type Connect struct {
 	PasswordFlag    bool
 	Password        []byte
 	Properties      Properties
+	// Bridge is set when a 3.1 or 3.1.1 CONNECT carries its protocol level
+	// with the high bit set (0x83, 0x84): the client says it is a bridge
+	// (Mosquitto's try_private). ProtocolVersion holds the level without
+	// the bit. It is not part of MQTT; v5 bridges use No Local instead.
+	Bridge bool
 }
+
+// BridgeBit is the bit a bridge sets in the protocol level of a 3.1 or
+// 3.1.1 CONNECT (Mosquitto's try_private).
+const BridgeBit = 0x80
 
 // Type implements Packet.
 func (*Connect) Type() Type { return CONNECT }
@@ -59,6 +68,9 @@ func (c *Connect) Decode(h FixedHeader, body []byte, _ byte) error {
 	c.ProtocolVersion = r.byte()
 	if r.err != nil {
 		return r.err
+	}
+	if v := c.ProtocolVersion &^ BridgeBit; c.ProtocolVersion&BridgeBit != 0 && (v == V31 || v == V311) {
+		c.ProtocolVersion, c.Bridge = v, true
 	}
 	switch {
 	case c.ProtocolName == "MQTT" && (c.ProtocolVersion == V311 || c.ProtocolVersion == V5),
@@ -216,7 +228,11 @@ func (c *Connect) Encode(dst []byte, version byte) ([]byte, error) {
 		return dst, err
 	}
 	dst = appendString(dst, name)
-	dst = append(dst, version, flags)
+	level := version
+	if c.Bridge && version != V5 {
+		level |= BridgeBit
+	}
+	dst = append(dst, level, flags)
 	dst = appendUint16(dst, c.KeepAlive)
 	if v5 {
 		dst = c.Properties.appendTo(dst)

@@ -42,6 +42,13 @@ func fixtures() []fixture {
 		// alive 60.
 		{"connect/3.1", V31, `10 12 00 06 4d 51 49 73 64 70 03 02 00 3c 00 04 74 65 72 6e`,
 			&Connect{ProtocolName: "MQIsdp", ProtocolVersion: V31, CleanStart: true, KeepAlive: 60, ClientID: "tern"}},
+		// Mosquitto's try_private: a bridge sets the high bit of the
+		// protocol level (0x84 for 3.1.1, 0x83 for 3.1). Not part of MQTT;
+		// Mosquitto, EMQX and Tern accept it as a bridge.
+		{"connect/3.1.1 bridge", V311, `10 10 00 04 4d 51 54 54 84 00 00 3c 00 04 74 65 72 6e`,
+			&Connect{ProtocolName: "MQTT", ProtocolVersion: V311, KeepAlive: 60, ClientID: "tern", Bridge: true}},
+		{"connect/3.1 bridge", V31, `10 12 00 06 4d 51 49 73 64 70 83 02 00 3c 00 04 74 65 72 6e`,
+			&Connect{ProtocolName: "MQIsdp", ProtocolVersion: V31, CleanStart: true, KeepAlive: 60, ClientID: "tern", Bridge: true}},
 		// 3.1.1 section 3.2.2.2: Session Present; 3.2.2.3 Table 3.1: 0x05
 		// "Connection Refused, not authorized".
 		{"connack/session present", V311, `20 02 01 00`, &Connack{SessionPresent: true}},

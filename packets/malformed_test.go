@@ -266,6 +266,20 @@ func TestUnsupportedVersionKeepsLevel(t *testing.T) {
 	}
 }
 
+// TestBridgeBitOnlyForV3 checks that the bridge bit is accepted on 3.1 and
+// 3.1.1 levels only: 0x85 (v5 with the bit) stays an unsupported level
+// [MQTT-3.1.2-2], and the bit is never encoded for v5.
+func TestBridgeBitOnlyForV3(t *testing.T) {
+	p, err := decodeBytes(pk(0x10, "00 04 4d 51 54 54 85 02 00 3c 00 00 01 63"), V5, 0)
+	if c, ok := p.(*Connect); CodeOf(err) != UnsupportedProtocolVersion || !ok || c.Bridge {
+		t.Fatalf("level 0x85: got %#v, %v", p, err)
+	}
+	b := mustEncode(t, &Connect{ProtocolVersion: V5, ClientID: "c", Bridge: true}, V5)
+	if b[8] != V5 {
+		t.Fatalf("v5 CONNECT with Bridge encodes level 0x%02x", b[8])
+	}
+}
+
 // limitedReader serves data and fails the test if anything reads past it.
 type limitedReader struct {
 	t    *testing.T

@@ -5,6 +5,7 @@
 //	tern passwd           manage a password file (as mosquitto_passwd)
 //	tern pub              publish a message (as mosquitto_pub)
 //	tern sub              subscribe and print messages (as mosquitto_sub)
+//	tern ban              list, add and lift bans (through the admin API)
 package main
 
 import (
@@ -33,7 +34,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd())
+	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd(), banCmd())
 	return root
 }
 

@@ -18,6 +18,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
+	"github.com/ternmq/tern/bridge"
 	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/storage/pebble"
 )
@@ -58,7 +59,8 @@ is turned off with =false (--retain-available=false).
 Signals: SIGTERM or SIGINT drain gracefully (/readyz turns 503, the
 listeners close, v5 clients receive DISCONNECT 0x8B Server shutting down);
 a second one exits at once. SIGHUP reloads the password file, the ACL
-file, the TLS certificates and the log level.`,
+file, the TLS certificates, the log level, the bridges, the ban list's file
+and the auth.http and bans.flapping settings.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error {
 			if configFile == "" {
@@ -106,6 +108,8 @@ type broker struct {
 	store   *pebble.Store // nil when persistence.durability is off
 	mqtt    []tern.Listener
 	reloads []reloader
+	bridges *bridge.Manager
+	ext     *extAuth // the ban list, JWT and HTTP auth, events
 
 	adm      *admin.Server // nil when admin.listen is ""
 	admLn    net.Listener
@@ -164,11 +168,32 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 			if b.admLn != nil {
 				b.admLn.Close()
 			}
+			b.ext.close()
 		}
 	}()
+	// Before the password and ACL files: the chain is ban list, JWT, HTTP,
+	// password file (and for authorization JWT, HTTP, ACL file).
+	if b.ext, err = setupExtAuth(srv, cfg, log); err != nil {
+		return nil, err
+	}
 	if b.mqtt, b.reloads, err = setupMQTT(srv, cfg, log); err != nil {
 		return nil, err
 	}
+	// Bridges run even when none is configured, so that SIGHUP can add some.
+	bcfgs, err := cfg.BridgeConfigs()
+	if err != nil {
+		return nil, err
+	}
+	if b.bridges, err = bridge.NewManager(log, bcfgs...); err != nil {
+		return nil, err
+	}
+	if err := srv.AddHook(b.bridges); err != nil {
+		return nil, err
+	}
+	if len(bcfgs) > 0 {
+		log.Info("bridges", "count", len(bcfgs), "node_id", srv.NodeID())
+	}
+	b.reloads = append(b.reloads, b.ext.reloaders()...)
 	if cfg.Admin.Listen != "" {
 		obs := admin.NewObserver()
 		if err := srv.AddHook(obs); err != nil { // before Serve
@@ -182,7 +207,12 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 		if cfg.Admin.Token != "" {
 			tokens = append(tokens, cfg.Admin.Token)
 		}
-		b.adm = admin.New(srv, admin.Options{APIKeys: keys, Tokens: tokens, Observer: obs, Logger: log})
+		b.adm = admin.New(srv, admin.Options{APIKeys: keys, Tokens: tokens, Observer: obs, Logger: log, Bans: banAdapter{b.ext.bans}})
+		bh := b.bridges.Handler()
+		b.adm.Handle("/api/v1/bridges", bh)
+		b.adm.Handle("/api/v1/bridges/", bh)
+		b.adm.Registry().MustRegister(b.bridges.Collector())
+		b.adm.Registry().MustRegister(b.ext.collectors()...)
 		if b.admLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
 			return nil, fmt.Errorf("admin.listen: %w", err)
 		}
@@ -285,9 +315,10 @@ func (b *broker) shutdown(sig <-chan os.Signal, exit func(int)) error {
 }
 
 // reload is SIGHUP: it reads the configuration again and applies the log
-// level, and re-reads the password file, the ACL file and the TLS
-// certificates. A file that does not load leaves the old one in force.
-// Other changed settings are reported as needing a restart.
+// level and the auth.http and bans.flapping settings, and re-reads the
+// password file, the ACL file, the TLS certificates and the ban list. A
+// file that does not load leaves the old one in force. Other changed
+// settings are reported as needing a restart.
 func (b *broker) reload() {
 	notify(b.log, daemon.SdNotifyReloading+"\n"+daemon.SdNotifyMonotonicUsec())
 	defer notify(b.log, daemon.SdNotifyReady)
@@ -300,10 +331,12 @@ func (b *broker) reload() {
 		default:
 			var restart []string
 			for _, k := range config.Changed(b.cfg, cfg) {
-				if k != "log.level" {
+				if k != "log.level" && k != "bridges" && !liveKeys(k) {
 					restart = append(restart, k)
 				}
 			}
+			b.reloadBridges(cfg)
+			restart = append(restart, b.ext.reload(b.cfg, cfg)...)
 			if cfg.Log.Level != b.cfg.Log.Level {
 				b.level.Set(cfg.Log.SlogLevel())
 				b.cfg.Log.Level = cfg.Log.Level
@@ -315,6 +348,21 @@ func (b *broker) reload() {
 		}
 	}
 	runReloads(b.reloads, b.log)
+}
+
+// reloadBridges applies the bridges of cfg: unchanged ones keep their
+// connection. A configuration that does not work leaves them all as they
+// are.
+func (b *broker) reloadBridges(cfg *config.Config) {
+	bcfgs, err := cfg.BridgeConfigs()
+	if err == nil {
+		err = b.bridges.Update(bcfgs)
+	}
+	if err != nil {
+		b.log.Error("bridges not reloaded; the ones in force stay", "err", err)
+		return
+	}
+	b.cfg.Bridges = cfg.Bridges
 }
 
 func runReloads(rs []reloader, log *slog.Logger) {

@@ -213,7 +213,10 @@ func substitute(r aclRule, username, clientID string) (string, bool) {
 // and each message delivered to a client (tern.Deliver), so a subscription
 // a deny rule only partly covers is allowed and its denied topics are
 // filtered out message by message. The server's in-process client
-// (c.IsInline()) is not subject to it: ACL abstains for it.
+// (c.IsInline()) is not subject to it: ACL abstains for it, and for
+// connections made in the process (tern.Server.DialInProcess: a bridge's
+// local side) without a user name; one with a user name is checked as that
+// user (Mosquitto's local_username for bridges).
 //
 // It is safe for concurrent use; Reload swaps the whole rule set at once.
 type ACL struct {
@@ -266,7 +269,7 @@ func (a *ACL) Rules() *ACLRules { return a.rules.Load() }
 
 // Authorize implements tern.Authorizer.
 func (a *ACL) Authorize(c *tern.Client, topic string, acc tern.Access) tern.Decision {
-	if c.IsInline() {
+	if c.IsInline() || trustedInProcess(c) {
 		return tern.Abstain
 	}
 	if a.rules.Load().Allowed(Username(c), c.ID(), topic, acc) {

@@ -13,4 +13,8 @@
 // A client connected through a TLS listener that uses the client
 // certificate's name as the user name (listeners.TLSOptions
 // IdentityAsUsername) is known to both hooks by that name; see [Username].
+//
+// Connections made in the process with tern.Server.DialInProcess (the local
+// side of a bridge) are trusted when they give no user name, as the
+// in-process client is; with a user name they are checked as that user.
 package auth

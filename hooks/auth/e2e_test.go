@@ -1,6 +1,7 @@
 package auth_test
 
 import (
+	"bufio"
 	"os"
 	"path/filepath"
 	"strings"
@@ -245,5 +246,55 @@ func TestEndToEndDeliverACLShared(t *testing.T) {
 	}
 	if n := srv.Stats().DeliveriesDenied; n != 0 {
 		t.Errorf("DeliveriesDenied = %d, want 0 (another member took every message)", n)
+	}
+}
+
+// A connection made in the process (DialInProcess: a bridge's local side)
+// without a user name is trusted: it connects, subscribes to "#" and
+// publishes anywhere. With a user name it is checked as that user.
+func TestEndToEndInProcessTrusted(t *testing.T) {
+	srv := newSecuredServer(t)
+	dial := func(cp *packets.Connect) (*bufio.Reader, func(packets.Packet), packets.ReasonCode) {
+		nc, err := srv.DialInProcess()
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		nc.SetDeadline(time.Now().Add(terntest.Timeout))
+		r := bufio.NewReader(nc)
+		send := func(pk packets.Packet) {
+			b, _ := pk.Encode(nil, packets.V5)
+			nc.Write(b)
+		}
+		cp.ProtocolVersion = packets.V5
+		send(cp)
+		pk, err := packets.ReadPacket(r, packets.V5, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return r, send, pk.(*packets.Connack).ReasonCode
+	}
+	r, send, code := dial(&packets.Connect{ClientID: "$bridge/x", CleanStart: true})
+	if code != packets.Success {
+		t.Fatalf("in-process connection refused: %v", code)
+	}
+	send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "#", QoS: 1}}})
+	pk, _ := packets.ReadPacket(r, packets.V5, 0)
+	if ack, ok := pk.(*packets.Suback); !ok || ack.ReasonCodes[0] != 1 {
+		t.Fatalf("SUBACK %+v", pk)
+	}
+	send(&packets.Publish{Topic: "secret/x", QoS: 1, PacketID: 2, Payload: []byte("p")})
+	for range 2 { // its PUBACK and its own message
+		pk, err := packets.ReadPacket(r, packets.V5, 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if a, ok := pk.(*packets.Puback); ok && a.ReasonCode.IsError() {
+			t.Fatalf("publish refused: %v", a.ReasonCode)
+		}
+	}
+	if _, _, code := dial(&packets.Connect{ClientID: "as-bob", CleanStart: true, UsernameFlag: true, Username: "bob",
+		PasswordFlag: true, Password: []byte("wrong")}); code != packets.BadUserNameOrPassword {
+		t.Fatalf("in-process connection with a wrong password: %v", code)
 	}
 }

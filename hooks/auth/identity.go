@@ -14,6 +14,14 @@ func Username(c *tern.Client) string {
 	return c.Username()
 }
 
+// trustedInProcess reports whether c is a connection made in the process
+// with tern.Server.DialInProcess (a bridge's local side, say) and without a
+// user name: code in the process is trusted as the in-process client is.
+// One that gives a user name is checked as that user.
+func trustedInProcess(c *tern.Client) bool {
+	return c.Listener() == tern.InProcessListener && c.Username() == ""
+}
+
 // identity returns the certificate identity of the client's connection.
 func identity(c *tern.Client) string {
 	if conn := c.Conn(); conn != nil {

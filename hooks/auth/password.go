@@ -26,6 +26,8 @@ type PasswordOptions struct {
 //
 //   - a connection with a verified certificate identity (see [Username]):
 //     Allow, the certificate having authenticated the client;
+//   - a connection made in the process (tern.Server.DialInProcess, such as
+//     a bridge's local side) without a user name: Allow;
 //   - no user name: Allow with AllowAnonymous, else Deny;
 //   - a user in the file: Allow when the password matches, else Deny;
 //   - a user not in the file: Abstain, so that another authenticator may
@@ -80,7 +82,7 @@ var dummy = func() passwordHash {
 
 // Authenticate implements tern.Authenticator.
 func (p *PasswordFile) Authenticate(c *tern.Client, pk *packets.Connect) tern.Decision {
-	if identity(c) != "" {
+	if identity(c) != "" || c.Listener() == tern.InProcessListener && pk.Username == "" {
 		return tern.Allow
 	}
 	if pk.Username == "" {

@@ -1,0 +1,127 @@
+package bridge
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/listeners"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// testPKI writes a CA, a server certificate for 127.0.0.1 and a client
+// certificate, and returns their file names.
+type testPKI struct{ ca, serverCert, serverKey, clientCert, clientKey string }
+
+func newPKI(t *testing.T, dir string) testPKI {
+	t.Helper()
+	key := func() *ecdsa.PrivateKey {
+		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return k
+	}
+	write := func(name, typ string, der []byte) string {
+		p := filepath.Join(dir, name)
+		writeTestFile(t, p, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})))
+		return p
+	}
+	caKey := key()
+	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
+		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
+	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, _ := x509.ParseCertificate(caDER)
+	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
+		k := key()
+		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
+			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
+		if err != nil {
+			t.Fatal(err)
+		}
+		kd, _ := x509.MarshalECPrivateKey(k)
+		return write(name+".crt", "CERTIFICATE", der), write(name+".key", "EC PRIVATE KEY", kd)
+	}
+	p := testPKI{ca: write("ca.crt", "CERTIFICATE", caDER)}
+	p.serverCert, p.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
+	p.clientCert, p.clientKey = leaf("edge", 3, x509.ExtKeyUsageClientAuth)
+	return p
+}
+
+// A bridge over mutual TLS: it verifies the remote with its CA file and
+// presents its client certificate. With the wrong CA it stays in state
+// error with the certificate error as its last error; without a client
+// certificate the remote refuses it.
+func TestMutualTLS(t *testing.T) {
+	pki := newPKI(t, t.TempDir())
+	other := newPKI(t, t.TempDir())
+	st, err := listeners.NewServerTLS(listeners.TLSOptions{CertFile: pki.serverCert, KeyFile: pki.serverKey, ClientCAFile: pki.ca})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := terntest.NewServer(t, &tern.Options{NodeID: "B", Logger: testLog()})
+	tl := listeners.NewTLS("tls", "127.0.0.1:0", st)
+	if err := tl.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	b.AddListener(tl)
+	addr := "tls://" + tl.Addr().String()
+	topics := []Topic{{Pattern: "#", Direction: Both, QoS: 1}}
+	_, m := broker(t, "A", nil,
+		fast(Config{Name: "good", Addresses: []string{addr}, Topics: topics,
+			TLSFiles: &TLSFiles{CAFile: pki.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}}),
+		fast(Config{Name: "wrongca", Addresses: []string{addr}, Topics: topics,
+			TLSFiles: &TLSFiles{CAFile: other.ca, CertFile: pki.clientCert, KeyFile: pki.clientKey}}),
+		fast(Config{Name: "nocert", Addresses: []string{addr}, Topics: topics, TLSFiles: &TLSFiles{CAFile: pki.ca}}))
+	good, _ := m.Bridge("good")
+	wrong, _ := m.Bridge("wrongca")
+	nocert, _ := m.Bridge("nocert")
+	terntest.Eventually(t, "the mTLS bridge to connect", func() bool { return good.Status().State == StateConnected })
+	terntest.Eventually(t, "the bridge with the wrong CA to fail", func() bool { return wrong.Status().State == StateError })
+	if e := wrong.Status().LastError; !strings.Contains(e, "x509") || !strings.Contains(e, "certificate") {
+		t.Errorf("last error %q", e)
+	}
+	terntest.Eventually(t, "the bridge without a certificate to fail", func() bool { return nocert.Status().LastError != "" })
+	if st := nocert.Status(); st.State == StateConnected {
+		t.Errorf("connected without a client certificate: %+v", st)
+	}
+	if ci, ok := b.ClientInfo(good.s.ClientID); !ok || ci.Listener != "tls" || ci.ProtocolVersion != packets.V5 {
+		t.Errorf("remote sees %+v", ci)
+	}
+}
+
+// A bridge over WebSocket (ws://host:port/path).
+func TestWebSocket(t *testing.T) {
+	b, _ := broker(t, "B", nil)
+	ws := listeners.NewWebSocket("ws", "127.0.0.1:0")
+	if err := ws.Listen(); err != nil {
+		t.Fatal(err)
+	}
+	b.AddListener(ws)
+	a, m := broker(t, "A", nil, fast(Config{Name: "ab", Addresses: []string{"ws://" + ws.Addr().String() + "/mqtt"},
+		Topics: []Topic{{Pattern: "#", Direction: Both, QoS: 1}}}))
+	waitConnected(t, m)
+	sub := dialClient(t, b.Addr, "sub", packets.V5, true, 0)
+	sub.subscribe("w/#", 1)
+	time.Sleep(50 * time.Millisecond)
+	pub := dialClient(t, a.Addr, "pub", packets.V5, true, 0)
+	pub.publish("w/1", "over ws", 1, false)
+	sub.expect(1)
+}

@@ -1,0 +1,5 @@
+//go:build !race
+
+package httpauth
+
+const raceEnabled = false
