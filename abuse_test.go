@@ -127,6 +127,9 @@ func TestAbusePublishRates(t *testing.T) {
 			if n := srv.Stats().RateLimited; n != 2 {
 				t.Fatalf("RateLimited = %d, want 2", n)
 			}
+			if n := srv.Stats().ProtocolErrors; n != 0 {
+				t.Fatalf("ProtocolErrors = %d, want 0: a rate limit is not a protocol error", n)
+			}
 		})
 	}
 }

@@ -106,6 +106,10 @@ func (c *Client) Listener() string { return c.listener }
 // ProtocolVersion returns 3 (MQTT 3.1), 4 (3.1.1) or 5.
 func (c *Client) ProtocolVersion() byte { return c.version }
 
+// KeepAlive returns the keep alive in force, in seconds: the client's, or
+// MaxKeepAlive when that replaced it.
+func (c *Client) KeepAlive() uint16 { return c.keepAlive }
+
 // IsInline reports whether c is the server's in-process client.
 func (c *Client) IsInline() bool { return c.conn == nil && c.listener == inlineListener }
 

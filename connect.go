@@ -29,6 +29,7 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 		nc.Close()
 		return
 	}
+	overRate := s.overConnectionRateLocked(listener)
 	s.perListen[listener]++
 	s.clients[c] = struct{}{}
 	s.wg.Add(1) // under mu, so Shutdown's Wait sees it; Done in c.finish
@@ -49,6 +50,15 @@ func (s *Server) serveConn(nc net.Conn, listener string) {
 		s.log.Debug("first packet is not CONNECT", "remote", c.RemoteAddr(), "type", pk.Type().String())
 		s.stats.ProtocolErrors.Add(1)
 		c.closeWith(nil) // [MQTT-3.1.0-1]
+		c.finish(nil, false)
+		return
+	}
+	if overRate {
+		c.version = connect.ProtocolVersion
+		c.id, c.username = connect.ClientID, connect.Username
+		c.refuse(packets.ConnectionRateExceeded, "listener connection rate limit")
+		s.stats.ConnectsRefused.Add(1)
+		c.closeWith(nil)
 		c.finish(nil, false)
 		return
 	}
@@ -207,7 +217,7 @@ func validV3Refusal(code packets.ReasonCode) bool {
 
 // refuse answers CONNECT with an error code and reports false.
 func (c *Client) refuse(code packets.ReasonCode, why string) bool {
-	c.srv.log.Info("connection refused", "client", c.id, "remote", c.RemoteAddr(), "reason", code.String(), "why", why)
+	c.srv.log.Info("connection refused", "client", c.id, "user", c.username, "remote", c.RemoteAddr(), "reason", code.String(), "why", why)
 	c.writeConnack(&packets.Connack{ReasonCode: code})
 	return false
 }

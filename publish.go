@@ -157,14 +157,14 @@ func (c *Client) checkRates(pk *packets.Publish) error {
 	if cfg.MaxPublishRate > 0 && !c.rates.packets.take(1, cfg.MaxPublishRate, cfg.MaxPublishRate, c.rd.at) {
 		c.srv.stats.RateLimited.Add(1)
 		c.srv.log.Warn("client over max publish rate: disconnecting", "client", c.id, "remote", c.RemoteAddr(), "max_publish_rate", cfg.MaxPublishRate)
-		return &packets.Error{Code: packets.MessageRateTooHigh, Msg: "publish rate limit"}
+		return rateLimited(packets.MessageRateTooHigh, "publish rate limit")
 	}
 	if r := cfg.MaxPublishBytesRate; r > 0 {
 		n := float64(len(pk.Topic) + len(pk.Payload))
 		if !c.rates.bytes.take(n, r, max(r, float64(cfg.MaxPacketSize)), c.rd.at) {
 			c.srv.stats.RateLimited.Add(1)
 			c.srv.log.Warn("client over max publish bytes rate: disconnecting", "client", c.id, "remote", c.RemoteAddr(), "max_publish_bytes_rate", r)
-			return &packets.Error{Code: packets.QuotaExceeded, Msg: "publish bandwidth limit"}
+			return rateLimited(packets.QuotaExceeded, "publish bandwidth limit")
 		}
 	}
 	return nil

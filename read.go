@@ -186,12 +186,14 @@ func (c *Client) readFailed(err error) error {
 // DISCONNECT with the reason code [MQTT-4.13.1-1]; v3 connections are
 // closed.
 func (c *Client) protocolFailure(err error) error {
-	c.srv.stats.ProtocolErrors.Add(1)
 	code := packets.CodeOf(err)
 	if !code.IsError() {
 		code = packets.ProtocolError
 	}
-	c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.RemoteAddr(), "err", err)
+	if _, limit := err.(rateLimitError); !limit { // counted and logged by checkRates
+		c.srv.stats.ProtocolErrors.Add(1)
+		c.srv.log.Info("closing connection: protocol error", "client", c.id, "remote", c.RemoteAddr(), "err", err)
+	}
 	if c.version == packets.V5 && packets.DisconnectWithWill != code && code.ValidFor(packets.DISCONNECT) {
 		c.disconnect(code)
 		c.drain()

@@ -57,6 +57,16 @@ type base struct {
 	// accepted (tern.ConnectionLimiter).
 	MaxConnections int
 
+	// MaxConnectionRate caps the new connections per second through this
+	// listener, with a burst of one second's worth; 0 means no limit. The
+	// server refuses a CONNECT beyond it, MQTT 5 clients with CONNACK 0x9F
+	// Connection rate exceeded (tern.ConnectionRateLimiter).
+	MaxConnectionRate float64
+
+	rateMu     sync.Mutex
+	rateTokens float64
+	rateAt     time.Time
+
 	id      string
 	network string // "tcp" or "unix"
 	address string
@@ -72,6 +82,30 @@ func (b *base) ID() string { return b.id }
 
 // ConnectionLimit implements tern.ConnectionLimiter.
 func (b *base) ConnectionLimit() int { return b.MaxConnections }
+
+// AllowConnection implements tern.ConnectionRateLimiter: it takes a token
+// from the listener's bucket of MaxConnectionRate per second.
+func (b *base) AllowConnection() bool {
+	rate := b.MaxConnectionRate
+	if rate <= 0 {
+		return true
+	}
+	burst := max(rate, 1)
+	now := time.Now()
+	b.rateMu.Lock()
+	defer b.rateMu.Unlock()
+	if b.rateAt.IsZero() {
+		b.rateTokens = burst
+	} else {
+		b.rateTokens = min(burst, b.rateTokens+now.Sub(b.rateAt).Seconds()*rate)
+	}
+	b.rateAt = now
+	if b.rateTokens < 1 {
+		return false
+	}
+	b.rateTokens--
+	return true
+}
 
 // open opens the socket unless it is open already.
 func (b *base) open(listen func() (net.Listener, error)) error {

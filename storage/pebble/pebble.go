@@ -316,7 +316,8 @@ func (s *Store) Close() error {
 // logger passes Pebble's messages to a slog.Logger.
 type logger struct{ l *slog.Logger }
 
-func (g logger) Infof(format string, args ...any) { g.l.Info(fmt.Sprintf(format, args...)) }
+// Infof is Pebble's chatter (flushes, compactions, WAL recycling): DEBUG.
+func (g logger) Infof(format string, args ...any) { g.l.Debug(fmt.Sprintf(format, args...)) }
 
 func (g logger) Errorf(format string, args ...any) { g.l.Error(fmt.Sprintf(format, args...)) }
 
