@@ -83,6 +83,8 @@ type Client struct {
 
 	closed     atomic.Bool
 	disconnErr atomic.Pointer[error]
+
+	counts connCounts // messages and bytes in and out (listing.go)
 }
 
 // ID returns the client identifier.
@@ -231,6 +233,7 @@ func (c *Client) flush() {
 		if len(c.out) == 0 {
 			if c.outMsgs != 0 { // written by another writer's batch... or dropped before: count now
 				s.stats.MessagesSent.Add(c.outMsgs)
+				c.counts.msgsOut.Add(c.outMsgs)
 				c.outMsgs = 0
 			}
 			c.flushing = false
@@ -250,6 +253,7 @@ func (c *Client) flush() {
 		events := c.takeEventsLocked()
 		if c.outMsgs != 0 {
 			s.stats.MessagesSent.Add(c.outMsgs)
+			c.counts.msgsOut.Add(c.outMsgs)
 			c.outMsgs = 0
 		}
 		full := c.outBuf
@@ -275,6 +279,7 @@ func (c *Client) flush() {
 
 		n, err := w.write(*full, now)
 		s.stats.BytesSent.Add(int64(n))
+		c.counts.bytesOut.Add(int64(n))
 		if cap(*full) <= maxPooledCap {
 			mine = full // the next buffer to swap in
 		}

@@ -463,6 +463,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	}
 	ss.mu.Lock()
 	ss.client = c
+	ss.offlineSince = 0
 	ss.qos0Full.Store(false)
 	ss.identity = c
 	ss.expiry = expiry

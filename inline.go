@@ -67,6 +67,11 @@ var (
 // rules and hooks (authorizers, interceptors, observers) as a network
 // client's PUBLISH.
 func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return s.publish(topic, payload, retain, qos, nil)
+}
+
+// publish is Publish with properties (PublishWith).
+func (s *Server) publish(topic string, payload []byte, retain bool, qos byte, props *packets.Properties) error {
 	if s.isClosing() {
 		return ErrServerClosed
 	}
@@ -81,6 +86,9 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 		return ErrNotAuthorized
 	}
 	pk := &packets.Publish{Topic: topic, Payload: append([]byte(nil), payload...), Retain: retain, QoS: qos}
+	if props != nil {
+		pk.Properties = *props
+	}
 	for _, h := range s.hooks.interceptors {
 		if err := h.OnPublish(c, pk); err == ErrDiscard {
 			return nil

@@ -101,10 +101,12 @@ func (c *Client) readLoop() (err error, parked bool) {
 func (c *Client) flushCounts() {
 	if c.inMsgs != 0 {
 		c.srv.stats.MessagesReceived.Add(c.inMsgs)
+		c.counts.msgsIn.Add(c.inMsgs)
 		c.inMsgs = 0
 	}
 	if c.inBytes != 0 {
 		c.srv.stats.BytesReceived.Add(c.inBytes)
+		c.counts.bytesIn.Add(c.inBytes)
 		c.inBytes = 0
 	}
 }
