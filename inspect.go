@@ -36,6 +36,8 @@ type ClientInfo struct {
 	// Dropped counts the messages dropped instead of delivered to the
 	// session, by reason; nil when none were.
 	Dropped map[DropReason]int64
+	// Counts are what the connection carried.
+	Counts ConnectionCounts
 
 	// Subscriptions is filled by [Server.ClientInfo] and left nil by
 	// [Server.Clients].
@@ -175,6 +177,7 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 		QueuedBytes:     ss.qBytes,
 		PendingBytes:    c.pendingLocked(),
 		Dropped:         ss.dropCounts(),
+		Counts:          c.counts.snapshot(),
 	}, true
 }
 

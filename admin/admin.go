@@ -65,6 +65,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/hooks/trace"
 )
 
 // Options configures the admin interface. The zero value serves without
@@ -95,8 +96,17 @@ type Options struct {
 	// refused with 403. None by default.
 	CORSOrigins []string
 	// Certificates, when set, returns the TLS certificates in use, for the
-	// tern_tls_certificate_* metrics.
+	// tern_tls_certificate_* metrics and /api/v1/listeners.
 	Certificates func() []Certificate
+
+	// Tracer, when it was added to the server as a hook before Serve,
+	// serves the live trace, /api/v1/trace.
+	Tracer *trace.Tracer
+	// Config, when set, returns the configuration in force as YAML with
+	// its secrets hidden, for /api/v1/config.
+	Config func() ([]byte, error)
+	// DisableDashboard turns the web dashboard at / off; the API stays.
+	DisableDashboard bool
 }
 
 // Certificate is a TLS certificate in use, as the metrics show it.
@@ -187,6 +197,7 @@ func (a *Server) hasCredentials() bool { return len(a.keys) > 0 || len(a.tokens)
 
 // ServeHTTP implements http.Handler.
 func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
 	if !a.admit(w, r) {
 		return
 	}
@@ -224,7 +235,7 @@ func (a *Server) route(w http.ResponseWriter, r *http.Request) (http.HandlerFunc
 		writeError(w, cw.status, strings.ToLower(http.StatusText(cw.status)))
 		return nil, false
 	}
-	public := pattern == "GET /healthz" || pattern == "GET /readyz"
+	public := pattern == "GET /healthz" || pattern == "GET /readyz" || dashboardPatterns[pattern]
 	return a.mux.ServeHTTP, public // which sets the path values that Handler does not
 }
 

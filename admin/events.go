@@ -1,0 +1,95 @@
+package admin
+
+import (
+	"compress/gzip"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// eventStream writes Server-Sent Events (text/event-stream) to a client
+// that reads them as they come.
+type eventStream struct {
+	w  http.ResponseWriter
+	rc *http.ResponseController
+}
+
+// streamWriteWait is how long writing one event may take: a reader that
+// takes nothing for that long is dropped.
+const streamWriteWait = 30 * time.Second
+
+// startEvents answers the request with an event stream. The stream
+// outlives the HTTP server's WriteTimeout: each event has its own
+// deadline.
+func startEvents(w http.ResponseWriter) *eventStream {
+	h := w.Header()
+	h.Set("Content-Type", "text/event-stream")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Accel-Buffering", "no") // nginx and the like: do not buffer
+	es := &eventStream{w: w, rc: http.NewResponseController(w)}
+	es.rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+	w.WriteHeader(http.StatusOK)
+	es.rc.Flush()
+	return es
+}
+
+// send writes one event; data must be one line (JSON is).
+func (es *eventStream) send(event string, data []byte) error {
+	es.rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+	if _, err := es.w.Write([]byte("event: " + event + "\ndata: ")); err != nil {
+		return err
+	}
+	if _, err := es.w.Write(data); err != nil {
+		return err
+	}
+	if _, err := es.w.Write([]byte("\n\n")); err != nil {
+		return err
+	}
+	return es.rc.Flush()
+}
+
+// ping writes a comment, so that proxies and the reader see the stream
+// alive while no event comes.
+func (es *eventStream) ping() error {
+	es.rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+	if _, err := es.w.Write([]byte(": ping\n\n")); err != nil {
+		return err
+	}
+	return es.rc.Flush()
+}
+
+// writeBody writes a large answer, compressed when the client accepts
+// gzip.
+func writeBody(w http.ResponseWriter, r *http.Request, contentType string, body []byte) {
+	h := w.Header()
+	h.Set("Content-Type", contentType)
+	h.Set("Cache-Control", "no-store")
+	h.Add("Vary", "Accept-Encoding")
+	if len(body) < 1024 || !acceptsGzip(r) {
+		w.Write(body)
+		return
+	}
+	h.Set("Content-Encoding", "gzip")
+	gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
+	gz.Write(body)
+	gz.Close()
+}
+
+// acceptsGzip reports whether the request's Accept-Encoding lists gzip
+// with a weight above 0.
+func acceptsGzip(r *http.Request) bool {
+	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
+		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
+		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+			continue
+		}
+		q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+		if !ok {
+			return true
+		}
+		w, err := strconv.ParseFloat(q, 64)
+		return err == nil && w > 0
+	}
+	return false
+}

@@ -1,0 +1,112 @@
+// The dashboard's shell: the login page, the navigation and the router
+// (#/page in the address, so that the server serves one page only).
+import { html, render, useState, useEffect, Confirm, Notice } from './lib.js';
+import { api, onAuthNeeded, login, logout, credentials, basic, ApiError } from './api.js';
+import { Overview } from './pages/overview.js';
+import { Clients } from './pages/clients.js';
+import { Subscriptions } from './pages/subscriptions.js';
+import { Retained } from './pages/retained.js';
+import { Topics } from './pages/topics.js';
+import { Trace } from './pages/trace.js';
+import { Publish } from './pages/publish.js';
+import { Listeners } from './pages/listeners.js';
+import { Cluster } from './pages/cluster.js';
+
+const pages = [
+  ['overview', 'Overview', Overview],
+  ['clients', 'Clients', Clients],
+  ['subscriptions', 'Subscriptions', Subscriptions],
+  ['retained', 'Retained', Retained],
+  ['topics', 'Topics', Topics],
+  ['trace', 'Live trace', Trace],
+  ['publish', 'Publish', Publish],
+  ['listeners', 'Listeners & config', Listeners],
+  ['cluster', 'Cluster', Cluster],
+];
+
+// route returns the page the address names.
+function route() {
+  const name = location.hash.replace(/^#\/?/, '').split('?')[0];
+  return pages.find((p) => p[0] === name) || pages[0];
+}
+
+function Login({ onDone }) {
+  const [kind, setKind] = useState('token');
+  const [key, setKey] = useState('');
+  const [secret, setSecret] = useState('');
+  const [error, setError] = useState(null);
+  const [busy, setBusy] = useState(false);
+  const submit = async (e) => {
+    e.preventDefault();
+    setBusy(true);
+    setError(null);
+    login(kind === 'token' ? 'Bearer ' + secret.trim() : basic(key, secret));
+    try {
+      await api('stats');
+      onDone();
+    } catch (err) {
+      logout();
+      setError(err instanceof ApiError && err.status === 401 ? new Error('Not accepted: check the key or token.') : err);
+    } finally {
+      setBusy(false);
+    }
+  };
+  return html`<main class="login">
+    <form class="login-box" onSubmit=${submit} data-testid="login">
+      <h1><span class="logo">◆</span> Tern</h1>
+      <p>This admin API needs credentials: an API key (admin.api_keys) or the admin token.</p>
+      <div class="radio-row">
+        <label><input type="radio" name="kind" checked=${kind === 'token'} onChange=${() => setKind('token')}/> Token</label>
+        <label><input type="radio" name="kind" checked=${kind === 'key'} onChange=${() => setKind('key')}/> API key</label>
+      </div>
+      ${kind === 'key' && html`<label>Key <input autocomplete="username" value=${key} onInput=${(e) => setKey(e.target.value)} required/></label>`}
+      <label>${kind === 'key' ? 'Secret' : 'Token'}
+        <input type="password" autocomplete="current-password" data-testid="login-secret" value=${secret}
+          onInput=${(e) => setSecret(e.target.value)} required/></label>
+      <${Notice} error=${error}/>
+      <button class="btn primary" type="submit" disabled=${busy}>Log in</button>
+      <p class="hint">Kept for this browser tab only (sessionStorage), sent as Authorization.</p>
+    </form>
+  </main>`;
+}
+
+function App() {
+  const [page, setPage] = useState(route());
+  const [needAuth, setNeedAuth] = useState(false);
+  const [info, setInfo] = useState(null);
+  const [starting, setStarting] = useState(null);
+
+  useEffect(() => {
+    const onHash = () => setPage(route());
+    addEventListener('hashchange', onHash);
+    const off = onAuthNeeded(() => setNeedAuth(true));
+    return () => { removeEventListener('hashchange', onHash); off(); };
+  }, []);
+
+  useEffect(() => {
+    if (needAuth) return;
+    api('stats').then((st) => { setInfo(st); setStarting(null); }).catch((e) => {
+      if (e.status === 503) setStarting(e);
+    });
+  }, [needAuth]);
+
+  if (needAuth) return html`<${Login} onDone=${() => setNeedAuth(false)}/>`;
+  const [id, , Page] = page;
+  return html`<div class="shell">
+    <nav class="side">
+      <div class="brand"><span class="logo">◆</span> Tern</div>
+      ${pages.map(([pid, label]) => html`<a href=${'#/' + pid} class=${pid === id ? 'active' : ''} data-testid=${'nav-' + pid}>${label}</a>`)}
+      <div class="side-foot">
+        ${info && html`<div>version ${info.version}</div>`}
+        ${credentials() && html`<button type="button" class="btn small" onClick=${() => { logout(); setNeedAuth(true); }}>Log out</button>`}
+      </div>
+    </nav>
+    <main class="content" data-page=${id}>
+      <${Notice} error=${starting} kind="warn"/>
+      <${Page} key=${id}/>
+    </main>
+    <${Confirm}/>
+  </div>`;
+}
+
+render(html`<${App}/>`, document.getElementById('app'));
