@@ -74,7 +74,7 @@ func TestAbuseListenerMaxConnections(t *testing.T) {
 }
 
 // MaxSubscriptionsPerClient: a filter beyond the cap gets 0x97 Quota
-// exceeded (3.1.1: 0x80) [MQTT-3.9.3-?]; replacing an existing one is
+// exceeded (3.1.1: 0x80), section 3.9.3; replacing an existing one is
 // allowed.
 func TestAbuseMaxSubscriptions(t *testing.T) {
 	srv := terntest.NewServer(t, &tern.Options{MaxSubscriptionsPerClient: 2})
@@ -136,7 +136,7 @@ func TestAbusePublishRates(t *testing.T) {
 
 // A flood of half-open connections (TCP only, or a CONNECT cut short) and
 // of connections sending garbage leaves a healthy client's traffic intact;
-// the half-open ones are closed by the CONNECT timeout [MQTT-3.1.4-?].
+// the half-open ones are closed by the CONNECT timeout (section 3.1.4).
 func TestAbuseFloodOfBadConnections(t *testing.T) {
 	t.Parallel()
 	// MaxKeepAlive: garbage after a v5 CONNECT may look like the start of

@@ -45,7 +45,10 @@ type Client struct {
 	aliasesIn  map[uint16]string
 	rates      *clientRates // nil until a publish rate limit applies
 	inMsgs     int64        // PUBLISH packets read, not yet added to Stats (flushCounts)
+	inPayload  int64        // and their payload bytes
 	inBytes    int64        // bytes of packets read, likewise
+	inAcked    int64        // outbound QoS 1/2 messages acknowledged, likewise (InflightOut)
+	inFreed    int64        // the budget memory they gave back, likewise
 	fd         int          // descriptor for the idle poller, or -1
 	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 
@@ -67,12 +70,14 @@ type Client struct {
 	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
 	events       []hookEvent     // hook calls to make once the lock is released
 	outMsgs      int64           // PUBLISH packets encoded, not yet added to Stats (per write)
+	outBytes     int64           // and their payload bytes
 	subIDBuf     [1]uint32
 
-	acksWaiting atomic.Int32 // publisher acknowledgements waiting for a commit
-	stopping    atomic.Bool  // the server is ending the connection: ignore further packets
-	outFull     atomic.Bool  // the output is past MaxPendingBytes: the reader waits
-	stopBy      atomic.Int64 // set by Shutdown: the last write deadline, unix nanoseconds
+	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
+	acksWaiting atomic.Int32  // acknowledgements queued and not yet written
+	stopping    atomic.Bool   // the server is ending the connection: ignore further packets
+	outFull     atomic.Bool   // the output is past MaxPendingBytes: the reader waits
+	stopBy      atomic.Int64  // set by Shutdown: the last write deadline, unix nanoseconds
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
@@ -234,7 +239,8 @@ func (c *Client) flush() {
 			if c.outMsgs != 0 { // written by another writer's batch... or dropped before: count now
 				s.stats.MessagesSent.Add(c.outMsgs)
 				c.counts.msgsOut.Add(c.outMsgs)
-				c.outMsgs = 0
+				s.stats.PublishBytesSent.Add(c.outBytes)
+				c.outMsgs, c.outBytes = 0, 0
 			}
 			c.flushing = false
 			closing := c.closing
@@ -254,7 +260,8 @@ func (c *Client) flush() {
 		if c.outMsgs != 0 {
 			s.stats.MessagesSent.Add(c.outMsgs)
 			c.counts.msgsOut.Add(c.outMsgs)
-			c.outMsgs = 0
+			s.stats.PublishBytesSent.Add(c.outBytes)
+			c.outMsgs, c.outBytes = 0, 0
 		}
 		full := c.outBuf
 		*full = c.out // keep the array if appends grew it
@@ -270,9 +277,10 @@ func (c *Client) flush() {
 		c.unlock()
 		c.fire(events)
 		if needSync {
-			// QoS 2 handovers in this buffer must be durable before they are
-			// on the wire, so a restart cannot deliver a message twice.
-			if err := s.persist.wait(); err != nil {
+			// QoS 2 handovers in this buffer must be durable (fsync'd, in
+			// either mode) before they are on the wire, so a restart cannot
+			// deliver a message twice.
+			if err := s.persist.waitDurable(); err != nil {
 				c.closeWith(err)
 			}
 		}
@@ -482,31 +490,38 @@ func (c *Client) closeWith(err error) {
 // disconnect ends the connection with a reason: v5 clients get a
 // DISCONNECT with the code first. What is already queued to be written is
 // written first.
-func (c *Client) disconnect(code packets.ReasonCode) {
+func (c *Client) disconnect(code packets.ReasonCode) bool { return c.disconnectRef(code, "") }
+
+// disconnectRef is disconnect with a Server Reference (property 0x1C) in
+// the v5 DISCONNECT when ref is not empty. It reports whether this call
+// began the disconnection.
+func (c *Client) disconnectRef(code packets.ReasonCode, ref string) bool {
 	err := error(code)
-	c.disconnErr.CompareAndSwap(nil, &err)
+	first := c.disconnErr.CompareAndSwap(nil, &err)
 	c.stopping.Store(true)
 	if !c.established.Load() { // still in its handshake: just close
 		c.closeWith(err)
-		return
+		return first
 	}
 	c.lock()
 	defer c.unlock()
 	if c.closing || c.closed.Load() {
-		return
+		return false
 	}
 	c.closing = true
 	if c.version == packets.V5 && c.sess != nil {
 		pk := packets.Disconnect{ReasonCode: code}
-		c.ensureOutLocked(64)
+		pk.Properties.ServerReference = ref
+		c.ensureOutLocked(64 + len(ref))
 		c.out, _ = pk.Encode(c.out, packets.V5)
 	}
 	if c.sess == nil {
 		c.closeWith(err)
-		return
+		return first
 	}
 	c.kickLocked()
 	c.wakeReader()
+	return first
 }
 
 // wakeReader resumes reading on a parked connection, so that it sees the
@@ -722,6 +737,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
 	c.outMsgs++ // added to Stats once per write
+	c.outBytes += int64(len(m.Payload))
 	if len(c.srv.hooks.publishes) > 0 {
 		c.events = append(c.events, hookEvent{msg: m})
 	}

@@ -212,13 +212,20 @@ func (c *Client) writeConnack(ack *packets.Connack) {
 
 func validV3Refusal(code packets.ReasonCode) bool {
 	return packets.ConnackCodeV3(code) != packets.ConnRefusedServer || code == packets.ServerUnavailable ||
-		code == packets.ServerBusy
+		code == packets.ServerBusy || code == packets.UseAnotherServer || code == packets.ServerMoved
 }
 
-// refuse answers CONNECT with an error code and reports false.
+// refuse answers CONNECT with an error code (and the Server Reference a
+// hook set, for v5) and reports false.
 func (c *Client) refuse(code packets.ReasonCode, why string) bool {
-	c.srv.log.Info("connection refused", "client", c.id, "user", c.username, "remote", c.RemoteAddr(), "reason", code.String(), "why", why)
-	c.writeConnack(&packets.Connack{ReasonCode: code})
+	ref := c.serverReference()
+	c.srv.log.Info("connection refused", "client", c.id, "user", c.username, "remote", c.RemoteAddr(), "reason", code.String(), "why", why,
+		"server_reference", ref)
+	ack := &packets.Connack{ReasonCode: code}
+	if c.version == packets.V5 {
+		ack.Properties.ServerReference = ref
+	}
+	c.writeConnack(ack)
 	return false
 }
 
@@ -305,13 +312,28 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.username = pk.Username // an authenticator may have set it, e.g. from a certificate
 	c.conn.SetReadDeadline(time.Time{})
 
-	// The session.
+	// The session: the session gates first (a cluster claims the client
+	// identifier, and may bring the session over from another node).
 	expiry := s.sessionExpiry(pk)
+	if c.refuseConnect(expiry) {
+		return c.refuse(packets.ServerUnavailable, "store unavailable: cannot keep a persistent session")
+	}
+	if code := s.hooks.attachGate(c, expiry); code != packets.Success {
+		return c.refuse(code, "refused by a session gate")
+	}
+	wasStored := s.persist.sessionStored(c.id)
 	ss, present, after, ok := s.attachSession(c, expiry)
 	if !ok {
 		return c.refuse(packets.ServerUnavailable, "server closing")
 	}
 	after() // wills and hooks of what the takeover ended, outside the server lock
+	if expiry > 0 || wasStored {
+		// The CONNACK promises the session (and, after a clean start, the
+		// end of the old one, with its will): it goes once that is durable.
+		if err := s.persist.settle(); err != nil {
+			return c.refuseAttached(packets.ServerUnavailable, err)
+		}
+	}
 
 	if v5 {
 		ap := &ack.Properties
@@ -423,32 +445,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	}
 	old := s.session(c.id)
 	if old != nil {
-		old.mu.Lock()
-		prev := old.client
-		old.client = nil
-		if old.expiryTimer != nil {
-			old.expiryTimer.Stop()
-		}
-		if !c.cleanStart {
-			// A new connection before the will delay passed: no will [MQTT-3.1.3-9].
-			if old.pendingWill != nil {
-				old.storeWillLocked(nil, time.Time{})
-			}
-			old.pendingWill, old.pendingWillFrom = nil, nil
-			if old.willTimer != nil {
-				old.willTimer.Stop()
-			}
-		}
-		old.mu.Unlock()
-		if prev != nil {
-			// [MQTT-3.1.4-3]: the existing connection is closed; its will is
-			// published unless the session goes on and the will has a delay.
-			if w := prev.will.Swap(nil); w != nil && (c.cleanStart || prev.willDelay == 0) {
-				afters = append(afters, func() { s.publishWill(prev, willMessage(prev.id, w)) })
-			}
-			prev.disconnect(packets.SessionTakenOver)
-			s.log.Info("session taken over", "client", c.id, "old_remote", prev.RemoteAddr(), "new_remote", c.RemoteAddr())
-		}
+		s.takeOverLocked(old, c.cleanStart, c.RemoteAddr(), &afters)
 		if c.cleanStart {
 			afters = append(afters, s.endSessionLocked(old, false)) // publishes a pending will [MQTT-3.1.2-8]
 			old = nil
@@ -464,6 +461,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	ss.mu.Lock()
 	ss.client = c
 	ss.offlineSince = 0
+	ss.bridge = c.bridge || isBridgeID(c.id)
 	ss.qos0Full.Store(false)
 	ss.identity = c
 	ss.expiry = expiry

@@ -9,11 +9,17 @@ import (
 	"errors"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"testing/synctest"
+	"time"
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/storage/memory"
+	"github.com/ternmq/tern/terntest"
 	"github.com/ternmq/tern/topics"
 )
 
@@ -155,5 +161,134 @@ func TestStatsSnapshot(t *testing.T) {
 	st.MessagesReceived = 1000
 	if n := srv.Stats().MessagesReceived; n != 1 {
 		t.Fatalf("MessagesReceived = %d, want 1", n)
+	}
+}
+
+// blockingStore, once armed, holds every Commit until release is closed,
+// and says when one is waiting.
+type blockingStore struct {
+	*memory.Store
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (b *blockingStore) Commit(bt storage.Batch, sync bool) error {
+	if !b.armed.Load() {
+		return b.Store.Commit(bt, sync)
+	}
+	select {
+	case b.entered <- struct{}{}:
+	default:
+	}
+	<-b.release
+	return b.Store.Commit(bt, sync)
+}
+
+// Shutdown returns only once nothing is committing to the store, even when
+// its context ends first, so an embedder may close the store right after
+// (virtual time).
+func TestShutdownWaitsForTheStore(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		st := &blockingStore{Store: memory.New(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+		srv, err := tern.New(&tern.Options{SysInterval: -1, Store: st})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := srv.Serve(); err != nil {
+			t.Fatal(err)
+		}
+		st.armed.Store(true)
+		nc, _ := srv.DialInProcess()
+		c := terntest.NewConn(t, nc, packets.V5)
+		c.Send(&packets.Connect{ClientID: "keep", ProtocolVersion: packets.V5,
+			Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+		<-st.entered // the session's commit, which the CONNACK waits for
+
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- srv.Shutdown(ctx) }()
+		time.Sleep(2 * time.Second) // virtual: ctx has ended
+		synctest.Wait()             // everything is blocked: the commit on release, Shutdown on it
+		select {
+		case err := <-done:
+			t.Fatalf("Shutdown returned %v while a commit was running", err)
+		default:
+		}
+		close(st.release)
+		if err := <-done; !errors.Is(err, context.DeadlineExceeded) {
+			t.Fatalf("Shutdown = %v, want the context's error", err)
+		}
+		var sessions int
+		st.Store.Load(loaderFunc(func(*storage.Session) { sessions++ }))
+		if sessions != 1 {
+			t.Fatalf("%d sessions stored, want 1", sessions)
+		}
+	})
+}
+
+// Close is immediate: a client that does not read holds it up for no more
+// than a moment to take its DISCONNECT, where Shutdown gives it time to
+// take what is queued (virtual time).
+func TestCloseIsImmediate(t *testing.T) {
+	for _, graceful := range []bool{false, true} {
+		synctest.Test(t, func(t *testing.T) {
+			srv, _ := tern.New(&tern.Options{SysInterval: -1})
+			srv.Serve()
+			nc, _ := srv.DialInProcess()
+			c := terntest.NewConn(t, nc, packets.V5)
+			c.MustConnect("stuck") // and never reads again: the DISCONNECT blocks
+			start := time.Now()
+			if graceful {
+				srv.Shutdown(context.Background())
+			} else {
+				srv.Close()
+			}
+			took := time.Since(start)
+			if !graceful && took > 50*time.Millisecond {
+				t.Fatalf("Close took %v", took)
+			}
+			if graceful && took <= 50*time.Millisecond {
+				t.Fatal("Shutdown gave the client no time to read") // the test's premise
+			}
+		})
+	}
+}
+
+// loaderFunc is a storage.Loader that counts sessions with fn and ignores
+// the rest.
+type loaderFunc func(*storage.Session)
+
+func (f loaderFunc) Message(*storage.Message) error           { return nil }
+func (f loaderFunc) Session(s *storage.Session) error         { f(s); return nil }
+func (f loaderFunc) Subscription(*storage.Subscription) error { return nil }
+func (f loaderFunc) Delivery(*storage.Delivery) error         { return nil }
+func (f loaderFunc) Inbound(string, uint16) error             { return nil }
+func (f loaderFunc) Retained(string, uint64) error            { return nil }
+func (f loaderFunc) Will(*storage.Will) error                 { return nil }
+
+// New names the option that is out of range, in an error embedders can
+// match.
+func TestNewRejectsBadOptions(t *testing.T) {
+	q := byte(3)
+	for _, tc := range []struct {
+		field string
+		opts  tern.Options
+	}{
+		{"MaxQoS", tern.Options{MaxQoS: &q}},
+		{"MaxPacketSize", tern.Options{MaxPacketSize: 10}},
+		{"MaxPendingBytes", tern.Options{MaxPendingBytes: -1}},
+		{"QueueFullPolicy", tern.Options{QueueFullPolicy: 7}},
+		{"SharedStrategy", tern.Options{SharedStrategy: 9}},
+		{"MaxConnections", tern.Options{MaxConnections: -1}},
+		{"MaxPublishRate", tern.Options{MaxPublishRate: -2}},
+		{"MaxClientIDLength", tern.Options{MaxClientIDLength: 70000}},
+	} {
+		_, err := tern.New(&tc.opts)
+		var oe *tern.OptionError
+		if !errors.Is(err, tern.ErrInvalidOptions) || !errors.As(err, &oe) || oe.Field != tc.field {
+			t.Errorf("%s: New = %v, want an OptionError for the field", tc.field, err)
+		}
 	}
 }

@@ -3,6 +3,7 @@ package tern
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
@@ -23,6 +24,7 @@ import (
 //	                       message about to go to a client (Deliver)
 //	                       (RequestAuthorizer: also given QoS, retain)
 //	PublishInterceptor     each PUBLISH, after authorization         the publisher              no
+//	SharedChooser          a message for a $share group              the publisher              no
 //	ConnectObserver        a session established on a connection     the connection             no
 //	DisconnectObserver     a connection ended                        the connection             no
 //	SessionObserver        a session ended                           whoever ended it           no
@@ -224,6 +226,7 @@ type hookSet struct {
 	authorizers    []Authorizer
 	requestAuth    []RequestAuthorizer // parallel to authorizers: nil where one is not
 	gates          []ConnectGate
+	choosers       []SharedChooser
 	interceptors   []PublishInterceptor
 	connects       []ConnectObserver
 	disconnects    []DisconnectObserver
@@ -234,6 +237,9 @@ type hookSet struct {
 	wills          []WillObserver
 	starters       []Starter
 	stoppers       []Stopper
+	retainers      []RetainObserver
+	sessionGates   []SessionGate
+	filters        []FilterObserver
 }
 
 // add adds h to the slices of the interfaces it implements and reports
@@ -256,6 +262,9 @@ func (hs *hookSet) add(h Hook) bool {
 	}
 	if v, ok := h.(PublishInterceptor); ok {
 		hs.interceptors = append(hs.interceptors, v)
+	}
+	if v, ok := h.(SharedChooser); ok {
+		hs.choosers = append(hs.choosers, v)
 	}
 	if v, ok := h.(ConnectObserver); ok {
 		hs.connects = append(hs.connects, v)
@@ -284,6 +293,15 @@ func (hs *hookSet) add(h Hook) bool {
 	if v, ok := h.(Stopper); ok {
 		hs.stoppers = append(hs.stoppers, v)
 	}
+	if v, ok := h.(RetainObserver); ok {
+		hs.retainers = append(hs.retainers, v)
+	}
+	if v, ok := h.(SessionGate); ok {
+		hs.sessionGates = append(hs.sessionGates, v)
+	}
+	if v, ok := h.(FilterObserver); ok {
+		hs.filters = append(hs.filters, v)
+	}
 	if hs.count() == n {
 		return false
 	}
@@ -295,7 +313,8 @@ func (hs *hookSet) add(h Hook) bool {
 func (hs *hookSet) count() int {
 	return len(hs.authenticators) + len(hs.enhancedAuth) + len(hs.authorizers) + len(hs.interceptors) +
 		len(hs.connects) + len(hs.disconnects) + len(hs.sessions) + len(hs.subscribes) + len(hs.publishes) +
-		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates)
+		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates) + len(hs.choosers) +
+		len(hs.retainers) + len(hs.sessionGates) + len(hs.filters)
 }
 
 // authenticate runs the authenticators; with none, everyone may connect.
@@ -314,12 +333,6 @@ func (hs *hookSet) authenticate(c *Client, pk *packets.Connect) bool {
 	return false
 }
 
-// authorize runs the authorizers; access is allowed unless one denies
-// before any allows.
-func (hs *hookSet) authorize(c *Client, topic string, a Access) bool {
-	return hs.authorizeRequest(c, AccessRequest{Topic: topic, Access: a})
-}
-
 func (hs *hookSet) enhancedFor(method string) EnhancedAuthenticator {
 	for _, h := range hs.enhancedAuth {
 		if h.SupportsAuthMethod(method) {
@@ -327,4 +340,52 @@ func (hs *hookSet) enhancedFor(method string) EnhancedAuthenticator {
 		}
 	}
 	return nil
+}
+
+// SharedChooser picks the member of a shared subscription group
+// ($share/{group}/{filter}) that a message is offered to first, in place of
+// the default round robin: EMQX's random, hash_topic or hash_clientid
+// strategies, or a cluster preferring members on its own node. It returns
+// an index into g.Members, or -1 to leave the choice to the next chooser
+// (and finally to round robin). The server still skips members that are
+// offline, that the authorizers deny the message to, or that would get
+// their own message back (No Local): it tries the members in order from
+// the chosen one, and falls back to an offline member's queue when none
+// is online, so a chooser never makes a message go nowhere.
+//
+// ChooseShared runs on the publisher's goroutine for every message to a
+// group: it must be quick and must not block. g and m must not be
+// modified.
+type SharedChooser interface {
+	Hook
+	ChooseShared(m *Message, g *topics.SharedGroup) int
+}
+
+// chooseShared returns the index of the member of g to offer m first: the
+// hooks' choice, or the strategy's.
+func (hs *hookSet) chooseShared(m *Message, g *topics.SharedGroup, strategy SharedStrategy) uint32 {
+	for _, h := range hs.choosers {
+		if i := h.ChooseShared(m, g); i >= 0 && i < len(g.Members) {
+			return uint32(i)
+		}
+	}
+	n := uint32(len(g.Members))
+	switch strategy {
+	case SharedRandom:
+		return rand.Uint32N(n)
+	case SharedHashTopic:
+		return hashString(m.Topic) % n
+	case SharedHashClientID:
+		return hashString(m.Origin) % n
+	}
+	return g.Next()
+}
+
+// hashString is 32-bit FNV-1a: no allocation, stable across runs.
+func hashString(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h = (h ^ uint32(s[i])) * 16777619
+	}
+	return h
 }

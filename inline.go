@@ -4,7 +4,6 @@ import (
 	"errors"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -16,14 +15,11 @@ import (
 type MessageHandler func(m *Message)
 
 // inlineClient is the server's in-process client. Each in-process
-// subscriber id is a pseudo client in the index, named with a leading NUL,
-// which no network client identifier can contain.
+// subscription is indexed under a pseudo client identifier with a leading
+// NUL, which no network client identifier can contain, and delivers to a
+// handlerTarget.
 type inlineClient struct {
-	srv    *Server
 	client *Client // what hooks see as the publishing or subscribing client
-
-	mu       sync.RWMutex
-	handlers map[string]MessageHandler
 }
 
 const inlinePrefix = "\x00inline/"
@@ -32,28 +28,13 @@ const inlinePrefix = "\x00inline/"
 const inlineListener = "inline"
 
 func (ic *inlineClient) init(s *Server) {
-	ic.srv = s
 	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: inlineListener, version: packets.V5}
-	ic.handlers = make(map[string]MessageHandler)
 }
 
+// handles reports whether a client id in the index is an in-process
+// subscription's.
 func (ic *inlineClient) handles(clientID string) bool {
 	return strings.HasPrefix(clientID, inlinePrefix)
-}
-
-func (ic *inlineClient) deliver(clientID string, d delivery) {
-	ic.mu.RLock()
-	h := ic.handlers[clientID]
-	ic.mu.RUnlock()
-	if h == nil || d.msg.expired(time.Now().UnixNano()) {
-		return
-	}
-	defer func() {
-		if r := recover(); r != nil {
-			ic.srv.log.Error("in-process message handler panicked", "subscriber", clientID[len(inlinePrefix):], "panic", r)
-		}
-	}()
-	h(d.msg)
 }
 
 // Errors of the in-process client.
@@ -67,11 +48,11 @@ var (
 // rules and hooks (authorizers, interceptors, observers) as a network
 // client's PUBLISH.
 func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
-	return s.publish(topic, payload, retain, qos, nil)
+	return s.publishInline(topic, payload, retain, qos, nil)
 }
 
-// publish is Publish with properties (PublishWith).
-func (s *Server) publish(topic string, payload []byte, retain bool, qos byte, props *packets.Properties) error {
+// publishInline is Publish with properties (PublishWith).
+func (s *Server) publishInline(topic string, payload []byte, retain bool, qos byte, props *packets.Properties) error {
 	if s.isClosing() {
 		return ErrServerClosed
 	}
@@ -81,28 +62,20 @@ func (s *Server) publish(topic string, payload []byte, retain bool, qos byte, pr
 	if qos > s.cfg.maxQoS {
 		return ErrInvalidQoS
 	}
-	c := s.inline.client
-	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: topic, Access: Write, QoS: qos, Retain: retain}) {
-		return ErrNotAuthorized
-	}
 	pk := &packets.Publish{Topic: topic, Payload: append([]byte(nil), payload...), Retain: retain, QoS: qos}
 	if props != nil {
 		pk.Properties = *props
 	}
-	for _, h := range s.hooks.interceptors {
-		if err := h.OnPublish(c, pk); err == ErrDiscard {
-			return nil
-		} else if err != nil {
-			return err
-		}
-	}
 	s.stats.MessagesReceived.Add(1)
-	m := newMessage(pk, c.id, time.Now())
-	if r := s.route(m, true); r.retainRefused {
+	s.stats.PublishBytesReceived.Add(int64(len(pk.Payload)))
+	res := s.publish(s.inline.client, pk, time.Now(), true)
+	switch {
+	case res.code == packets.NotAuthorized && res.err == nil:
+		return ErrNotAuthorized
+	case res.code.IsError():
+		return res.err
+	case res.r.retainRefused:
 		return ErrQuotaExceeded
-	}
-	for _, h := range s.hooks.publishes {
-		h.OnPublished(c, m)
 	}
 	return nil
 }
@@ -132,14 +105,19 @@ func (s *Server) Subscribe(filter string, id int, handler MessageHandler) error 
 		return ErrNotAuthorized
 	}
 	pid := inlinePrefix + strconv.Itoa(id)
-	s.inline.mu.Lock()
-	s.inline.handlers[pid] = handler
-	s.inline.mu.Unlock()
 	group, f, _ := topics.ParseShared(filter)
-	sub := topics.Subscription{ClientID: pid, Filter: f, Group: group, QoS: 2}
+	t := &handlerTarget{id: id, h: handler}
+	sub := topics.Subscription{ClientID: pid, Filter: f, Group: group, QoS: 2, Target: t}
 	if !s.index.Subscribe(sub) {
 		s.stats.Subscriptions.Add(1)
+		if err := s.waitFilter(s.filterAdd(group, f), group, f); err != nil {
+			if s.index.Unsubscribe(pid, group, f) {
+				s.stats.Subscriptions.Add(-1)
+			}
+			return err
+		}
 	}
+	sub.Target = nil // the core's own: hooks do not see it
 	for _, h := range s.hooks.subscribes {
 		h.OnSubscribed(c, sub)
 	}
@@ -147,7 +125,7 @@ func (s *Server) Subscribe(filter string, id int, handler MessageHandler) error 
 		now := time.Now().UnixNano()
 		s.retained.Match(f, func(_ string, m *Message) bool {
 			if !m.expired(now) {
-				s.inline.deliver(pid, delivery{msg: m, qos: m.QoS, retain: true})
+				s.deliverHandler(t, delivery{msg: m, qos: m.QoS, retain: true})
 			}
 			return true
 		})
@@ -162,13 +140,6 @@ func (s *Server) Unsubscribe(filter string, id int) error {
 	group, f, _ := topics.ParseShared(filter)
 	if !s.unsubscribe(pid, s.inline.client, group, f) {
 		return ErrNoSubscription
-	}
-	found := false
-	s.index.ClientSubscriptions(pid, func(*topics.Subscription) bool { found = true; return false })
-	if !found {
-		s.inline.mu.Lock()
-		delete(s.inline.handlers, pid)
-		s.inline.mu.Unlock()
 	}
 	return nil
 }

@@ -15,7 +15,7 @@ import (
 
 // This file holds the read-only views of the server that operations tools
 // (the admin API, metrics) need, and Kick. Each returns a snapshot: copies
-// taken under the locks of doc.go's lock order, never live state.
+// taken under the locks in ARCHITECTURE.md's lock order, never live state.
 
 // ClientInfo is a snapshot of one connected client.
 type ClientInfo struct {
@@ -306,13 +306,19 @@ func (s *Server) RetainedMessage(topic string) (*Message, bool) {
 
 // DeleteRetained removes the retained message of the topic, as a retained
 // PUBLISH with an empty payload would, and reports whether there was one.
+// With a store it returns once the deletion is committed (fsync'd in
+// DurabilitySync).
 func (s *Server) DeleteRetained(topic string) bool {
-	return s.deleteRetained(topic, nil)
+	ok := s.deleteRetained(topic, nil)
+	if ok && s.persist != nil {
+		s.persist.wait()
+	}
+	return ok
 }
 
 // Kick disconnects the connected client with the identifier, sending MQTT
 // 5 clients a DISCONNECT with reason 0x98 (Administrative action), and
-// reports whether it was connected. Its session stays, subject to its
+// reports whether this call disconnected it. Its session stays, subject to its
 // expiry interval, as after any other disconnection.
 func (s *Server) Kick(id string) bool {
 	return s.Disconnect(id, packets.AdministrativeAction)
@@ -322,7 +328,8 @@ func (s *Server) Kick(id string) bool {
 // Kick does, with the reason code given for MQTT 5 clients (0xA0 Maximum
 // connect time, 0x9C Use another server, ...; a code that is not a
 // DISCONNECT reason [MQTT-3.14.2-1], such as 0x8A Banned, is sent as 0x98
-// Administrative action), and reports whether it was connected. What is
+// Administrative action), and reports whether this call disconnected it:
+// false when it is not connected or is already being disconnected. What is
 // already queued for the client is written first.
 func (s *Server) Disconnect(id string, code packets.ReasonCode) bool {
 	if !code.ValidFor(packets.DISCONNECT) || !code.IsError() {
@@ -338,8 +345,7 @@ func (s *Server) Disconnect(id string, code packets.ReasonCode) bool {
 	if c == nil || !c.established.Load() {
 		return false
 	}
-	c.disconnect(code)
-	return true
+	return c.disconnect(code)
 }
 
 // MessageMemory returns the memory held by queued and inflight messages

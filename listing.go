@@ -305,7 +305,7 @@ func (s *Server) PublishWith(topic string, payload []byte, retain bool, qos byte
 			}
 		}
 	}
-	return s.publish(topic, payload, retain, qos, props)
+	return s.publishInline(topic, payload, retain, qos, props)
 }
 
 // ErrInvalidProperty is returned by PublishWith for a property MQTT does

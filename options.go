@@ -97,6 +97,11 @@ type Options struct {
 	SubIDAvailable       *bool
 	SharedSubAvailable   *bool
 
+	// SharedStrategy chooses the member of a $share group each message
+	// goes to first (a SharedChooser hook may choose instead). Default
+	// SharedRoundRobin.
+	SharedStrategy SharedStrategy
+
 	// TopicAliasMaximum is the number of topic aliases a v5 client may use
 	// towards the server. Default 65535; a non-nil 0 disables them.
 	TopicAliasMaximum *uint16
@@ -181,6 +186,27 @@ type Options struct {
 	// the host name.
 	NodeID string
 }
+
+// SharedStrategy says which member of a shared subscription group a message
+// is offered to first. Whatever the strategy, a member that is offline, is
+// denied the message or published it with No Local is passed over for the
+// next one.
+type SharedStrategy int
+
+// Shared subscription strategies, named as in EMQX.
+const (
+	// SharedRoundRobin offers each message to the next member in turn.
+	SharedRoundRobin SharedStrategy = iota
+	// SharedRandom offers each message to a member chosen at random.
+	SharedRandom
+	// SharedHashTopic offers every message on one topic to the same
+	// member while the group's members stay the same: per-topic order.
+	SharedHashTopic
+	// SharedHashClientID offers every message of one publisher to the same
+	// member while the group's members stay the same: per-publisher
+	// order.
+	SharedHashClientID
+)
 
 // QueueFullPolicy says which message a full session queue drops.
 type QueueFullPolicy int
@@ -301,19 +327,43 @@ func newConfig(o *Options) (*config, error) {
 	c.subIDAvailable = boolOr(c.SubIDAvailable, true)
 	c.sharedSubAvailable = boolOr(c.SharedSubAvailable, true)
 	c.queueQoS0Offline = boolOr(c.QueueQoS0Offline, true)
+	bad := func(field, msg string) (*config, error) { return nil, &OptionError{Field: field, Msg: msg} }
 	switch {
 	case c.maxQoS > 2:
-		return nil, errors.New("tern: MaxQoS must be 0, 1 or 2")
+		return bad("MaxQoS", "must be 0, 1 or 2")
 	case c.MaxPacketSize < 64 || c.MaxPacketSize > 268435460:
-		return nil, errors.New("tern: MaxPacketSize must be between 64 and 268435460 bytes")
+		return bad("MaxPacketSize", "must be between 64 and 268435460 bytes")
 	case c.MaxPendingBytes < 0:
-		return nil, errors.New("tern: MaxPendingBytes must not be negative")
+		return bad("MaxPendingBytes", "must not be negative")
 	case c.QueueFullPolicy != DropNew && c.QueueFullPolicy != DropOldest:
-		return nil, errors.New("tern: QueueFullPolicy must be DropNew or DropOldest")
-	case c.MaxConnections < 0 || c.MaxSubscriptionsPerClient < 0 || c.MaxPublishRate < 0 || c.MaxPublishBytesRate < 0:
-		return nil, errors.New("tern: MaxConnections, MaxSubscriptionsPerClient, MaxPublishRate and MaxPublishBytesRate must not be negative")
+		return bad("QueueFullPolicy", "must be DropNew or DropOldest")
+	case c.SharedStrategy < SharedRoundRobin || c.SharedStrategy > SharedHashClientID:
+		return bad("SharedStrategy", "is not one of the Shared... constants")
+	case c.MaxConnections < 0:
+		return bad("MaxConnections", "must not be negative")
+	case c.MaxSubscriptionsPerClient < 0:
+		return bad("MaxSubscriptionsPerClient", "must not be negative")
+	case c.MaxPublishRate < 0:
+		return bad("MaxPublishRate", "must not be negative")
+	case c.MaxPublishBytesRate < 0:
+		return bad("MaxPublishBytesRate", "must not be negative")
 	case c.MaxClientIDLength < 1 || c.MaxClientIDLength > 65535:
-		return nil, errors.New("tern: MaxClientIDLength must be between 1 and 65535")
+		return bad("MaxClientIDLength", "must be between 1 and 65535")
 	}
 	return c, nil
 }
+
+// ErrInvalidOptions is matched (errors.Is) by every error New returns for
+// an option out of range; the error is an *OptionError naming the field.
+var ErrInvalidOptions = errors.New("tern: invalid options")
+
+// OptionError is New's error for an option out of range.
+type OptionError struct {
+	Field string // the Options field, e.g. "MaxQoS"
+	Msg   string // what is wrong with it
+}
+
+func (e *OptionError) Error() string { return "tern: Options." + e.Field + " " + e.Msg }
+
+// Is makes errors.Is(err, ErrInvalidOptions) true.
+func (e *OptionError) Is(target error) bool { return target == ErrInvalidOptions }

@@ -16,11 +16,11 @@ import (
 
 func no() *bool { f := false; return &f }
 
-// Features switched off are advertised in CONNACK ([MQTT-3.2.2-?]: 0x28,
-// 0x29, 0x2A) and a SUBSCRIBE that needs one gets the matching reason code
-// for that filter only: 0xA2 wildcards [MQTT-3.8.3-?], 0x9E shared
+// Features switched off are advertised in CONNACK (0x28, 0x29, 0x2A: sections
+// 3.2.2.3.14-16) and a SUBSCRIBE that needs one gets the matching reason code
+// for that filter only: 0xA2 wildcards, 0x9E shared
 // subscriptions, and a subscription identifier ends the connection with
-// 0xA1 ([MQTT-3.2.2-?], section 3.2.2.3.12).
+// 0xA1 (section 3.2.2.3.16).
 func TestOptionsFeaturesOff(t *testing.T) {
 	srv := terntest.NewServer(t, &tern.Options{WildcardSubAvailable: no(), SharedSubAvailable: no(), SubIDAvailable: no()})
 	c := srv.Dial(t, packets.V5)
@@ -72,7 +72,7 @@ func TestOptionsServerKeepAlive(t *testing.T) {
 }
 
 // MaxSessionExpiry caps what a client asks for, and the CONNACK says what
-// is in force ([MQTT-3.2.2-?], section 3.2.2.3.2).
+// is in force (section 3.2.2.3.2).
 func TestOptionsMaxSessionExpiry(t *testing.T) {
 	srv := terntest.NewServer(t, &tern.Options{MaxSessionExpiry: 60})
 	c := srv.Dial(t, packets.V5)
@@ -88,7 +88,7 @@ func TestOptionsMaxSessionExpiry(t *testing.T) {
 }
 
 // A client identifier longer than MaxClientIDLength is refused with 0x85
-// (3.1.1: return code 2) [MQTT-3.1.3-5], [MQTT-3.2.2-?].
+// (3.1.1: return code 2) [MQTT-3.1.3-9] (v5: [MQTT-3.1.3-8]).
 func TestOptionsMaxClientIDLength(t *testing.T) {
 	srv := terntest.NewServer(t, &tern.Options{MaxClientIDLength: 8})
 	for _, v := range []byte{packets.V311, packets.V5} {

@@ -4,6 +4,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/topics"
 )
@@ -12,13 +13,21 @@ import (
 type Durability int
 
 const (
-	// DurabilitySync acknowledges a QoS 1/2 PUBLISH, a SUBSCRIBE and a
-	// QoS 2 handover only once what they changed is fsync'd. Commits are
-	// grouped, so many acknowledgements share one fsync.
+	// DurabilitySync makes every change durable (fsync'd) before anything
+	// that depends on it is acknowledged: PUBACK and PUBREC of a stored
+	// message, PUBCOMP (the release of an inbound QoS 2 packet
+	// identifier), SUBACK, UNSUBACK, the CONNACK of a persistent session
+	// (or of a clean start that ended one), the PUBACK of a retained
+	// message set or cleared, and the admin API's deletes. Every commit is
+	// fsync'd, so changes nobody waits for (acknowledged deliveries, ended
+	// sessions) are durable within one commit too. Commits are grouped, so
+	// many acknowledgements share one fsync.
 	DurabilitySync Durability = iota
 	// DurabilityPeriodic writes changes at once but fsyncs every
-	// SyncInterval: a crash of the machine (not of the process) may lose
-	// what was acknowledged in the last interval.
+	// SyncInterval: a crash (of the process or the machine) loses at most
+	// what was acknowledged in the last SyncInterval, plus the commit in
+	// progress. QoS 2 handovers to subscribers are still fsync'd before the
+	// PUBLISH is sent, so no QoS 2 message is delivered twice.
 	DurabilityPeriodic
 )
 
@@ -35,29 +44,53 @@ type persister struct {
 	store storage.Store
 	sync  bool
 
-	mu      sync.Mutex
-	batch   storage.Batch
-	waiters []func(error)
-	running bool
-	nextID  uint64 // next message id
-	idle    *sync.Cond
-	failed  bool // a commit failed: logged once
+	mu       sync.Mutex
+	batch    storage.Batch   // the batch changes go to
+	full     []storage.Batch // earlier batches not yet committed, oldest first
+	waiters  []func(error)
+	syncNext bool // the pending batch must be fsync'd (periodic mode)
+	holds    int  // open holds: the pending batch is not to be committed yet
+	gate     bool // the committer waits for the holds to end: no new ones
+	gateOpen *sync.Cond
+	holdsEnd chan struct{} // closed when holds falls to 0 while gate is set
+	running  bool
+	nextID   uint64 // next message id
+	idle     *sync.Cond
+	failed   bool // a commit failed: logged once
+
+	sh storeHealth
 }
 
 func newPersister(s *Server, st storage.Store, d Durability) *persister {
 	p := &persister{srv: s, store: st, sync: d == DurabilitySync, nextID: 1}
 	p.idle = sync.NewCond(&p.mu)
+	p.gateOpen = sync.NewCond(&p.mu)
+	if hr, ok := st.(storage.HealthReporter); ok {
+		p.sh.reporter = hr
+	}
 	return p
 }
 
-// addLocked runs fn on the pending batch; p.mu is held.
+// maxBatchOps is how many changes a batch takes before the next ones go
+// to a new batch, committed after it in the same round. Pebble turns a
+// batch of more than half a memtable into a table of its own, sorted and
+// flushed at once; under load, with an fsync in progress, the changes
+// waiting for the next commit can pass that, and committing them in parts
+// keeps them in the memtable.
+var maxBatchOps = 4096 // a variable for tests
+
+// batchLocked returns the batch changes go to now; p.mu is held.
 func (p *persister) batchLocked() storage.Batch {
-	if p.batch == nil {
+	switch {
+	case p.batch == nil:
+		p.batch = p.store.NewBatch()
+	case p.holds == 0 && p.batch.Len() >= maxBatchOps: // never inside a hold: it is one commit
+		p.full = append(p.full, p.batch)
 		p.batch = p.store.NewBatch()
 	}
 	if !p.running {
 		p.running = true
-		go p.commitLoop()
+		go p.commitLoop() // ends when no batch is pending; Shutdown waits for that (drain)
 	}
 	return p.batch
 }
@@ -85,22 +118,112 @@ func (p *persister) wait() error {
 	return <-ch
 }
 
+// afterDurable is after, with the commit fsync'd in either mode.
+func (p *persister) afterDurable(done func(error)) {
+	p.mu.Lock()
+	p.batchLocked()
+	p.syncNext = true
+	p.waiters = append(p.waiters, done)
+	p.mu.Unlock()
+}
+
+// waitDurable blocks until every change made so far is fsync'd, in either
+// mode.
+func (p *persister) waitDurable() error {
+	ch := make(chan error, 1)
+	p.afterDurable(func(err error) { ch <- err })
+	return <-ch
+}
+
+// hold keeps the changes made from now until release in one commit: the
+// committer does not take the pending batch while a hold is open. It is
+// what makes the packet id of an inbound QoS 2 message and every delivery
+// of it one atomic change. Holds are short (one routing); a hold open for
+// over holdLimit stops holding (logged), so that no hook can block the
+// committer for ever. A nil persister holds nothing.
+func (p *persister) hold() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	for p.gate {
+		p.gateOpen.Wait()
+	}
+	p.holds++
+	p.mu.Unlock()
+}
+
+// release ends a hold.
+func (p *persister) release() {
+	if p == nil {
+		return
+	}
+	p.mu.Lock()
+	p.holds--
+	if p.holds == 0 && p.holdsEnd != nil {
+		close(p.holdsEnd)
+		p.holdsEnd = nil
+	}
+	p.mu.Unlock()
+}
+
+// holdLimit bounds how long the committer waits for holds to end.
+const holdLimit = time.Second
+
+// waitHoldsLocked waits, with p.mu held, until no hold is open, letting no
+// new one start meanwhile.
+func (p *persister) waitHoldsLocked() {
+	if p.holds == 0 {
+		return
+	}
+	p.gate = true
+	end := make(chan struct{})
+	p.holdsEnd = end
+	p.mu.Unlock()
+	t := time.NewTimer(holdLimit)
+	select {
+	case <-end:
+	case <-t.C:
+		p.srv.log.Warn("a routing held the store's commit for over a second: committing it in two parts")
+	}
+	t.Stop()
+	p.mu.Lock()
+	p.holdsEnd = nil
+	p.gate = false
+	p.gateOpen.Broadcast()
+}
+
 func (p *persister) commitLoop() {
 	for {
 		p.mu.Lock()
-		b, w := p.batch, p.waiters
-		p.batch, p.waiters = nil, nil
-		if b == nil {
+		p.waitHoldsLocked()
+		bs, w, syncNext := p.full, p.waiters, p.syncNext
+		if p.batch != nil {
+			bs = append(bs, p.batch)
+		}
+		p.batch, p.full, p.waiters, p.syncNext = nil, nil, nil, false
+		if len(bs) == 0 {
 			p.running = false
 			p.idle.Broadcast()
 			p.mu.Unlock()
 			return
 		}
 		p.mu.Unlock()
+		// In sync mode every commit is fsync'd: a change nobody waits for
+		// (a deletion, most often) is durable within one commit, instead
+		// of whenever the next acknowledgement comes. In periodic mode
+		// only a QoS 2 handover asks for the fsync.
+		// The parts of one round are committed in order, the last one
+		// with the fsync that makes them all durable.
+		fsync := p.sync || syncNext
 		var err error
-		if b.Len() > 0 || (p.sync && len(w) > 0) {
-			// Only a batch someone waits on needs the fsync.
-			err = p.store.Commit(b, p.sync && len(w) > 0)
+		for i, b := range bs {
+			last := i == len(bs)-1
+			if b.Len() > 0 || (last && fsync && len(w) > 0) {
+				if err = p.store.Commit(b, fsync && last); err != nil {
+					break // what follows cannot go before it
+				}
+			}
 		}
 		if err != nil {
 			p.srv.stats.StoreFailures.Add(1)
@@ -282,7 +405,7 @@ func (ss *session) storeWillLocked(m *Message, fireAt time.Time) {
 	p.change(func(b storage.Batch) { b.PutWill(w) })
 }
 
-// storeSession writes the session record (connected when at is zero).
+// storeSessionLocked writes the session record (connected when at is zero).
 func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 	p := ss.srv.persist
 	if p == nil {
@@ -304,4 +427,40 @@ func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 		rec.DisconnectedAt = disconnectedAt.UnixNano()
 	}
 	p.change(func(b storage.Batch) { b.PutSession(rec) })
+}
+
+// settle waits until every change made so far is committed; without a
+// store it returns at once.
+func (p *persister) settle() error {
+	if p == nil {
+		return nil
+	}
+	return p.wait()
+}
+
+// sessionStored reports whether the client id has a session in the store.
+func (p *persister) sessionStored(id string) bool {
+	if p == nil {
+		return false
+	}
+	ss := p.srv.session(id)
+	if ss == nil {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	return ss.stored
+}
+
+// refuseAttached refuses a connection whose session is already attached
+// (its CONNACK waited for the store, which failed): CONNACK with code, and
+// the session detached as when a connection ends, without the will.
+func (c *Client) refuseAttached(code packets.ReasonCode, err error) bool {
+	s := c.srv
+	s.log.Error("connection refused: storing its session failed", "client", c.id, "remote", c.RemoteAddr(), "err", err)
+	c.writeConnack(&packets.Connack{ReasonCode: code})
+	c.will.Store(nil)
+	s.stats.ClientsConnected.Add(1) // connectionEnded counts it out
+	s.connectionEnded(c)
+	return false
 }

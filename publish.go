@@ -15,6 +15,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	s := c.srv
 	cfg := s.cfg
 	c.inMsgs++ // added to Stats once per read batch: flushCounts
+	c.inPayload += int64(len(pk.Payload))
 	if err := c.checkRates(pk); err != nil {
 		return err
 	}
@@ -54,52 +55,42 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	if pk.QoS == 2 {
 		ss.mu.Lock()
 		_, dup := ss.inQoS2[pk.PacketID]
+		persistent := ss.persistentLocked()
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
 			ss.mu.Unlock()
 			return &packets.Error{Code: packets.ReceiveMaximumExceeded, Msg: "receive maximum exceeded"} // [MQTT-3.3.4-7]
 		}
 		ss.mu.Unlock()
 		if dup {
-			// Already received and routed: acknowledge again, deliver once [MQTT-4.3.3-10].
-			c.send(&packets.Pubrec{PacketID: pk.PacketID})
+			// Already received and routed: acknowledge again, deliver once
+			// [MQTT-4.3.3-10]. The first PUBREC may still wait for its
+			// commit: this one waits too.
+			c.sendAck(packets.PUBREC, pk.PacketID, packets.Success, persistent, nil)
 			return nil
 		}
 	}
 
-	code := packets.Success
-	durable := false
-	discarded := false
-	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: pk.Topic, Access: Write, QoS: pk.QoS, Retain: pk.Retain}) {
-		code = packets.NotAuthorized
-	} else {
-		for _, h := range s.hooks.interceptors {
-			if err := h.OnPublish(c, pk); err != nil {
-				if err == ErrDiscard {
-					discarded = true
-					break
-				}
-				code = packets.CodeOf(err)
-				if !code.IsError() || !code.ValidFor(packets.PUBACK) {
-					code = packets.UnspecifiedError
-				}
-				break
-			}
+	// A v5 publisher learns that its retained message was refused for the
+	// retained limits; others' are delivered, not retained.
+	strict := c.version == packets.V5 && pk.QoS > 0
+	res := s.admitPublish(c, pk, c.rd.at) // the time of the read: no clock read per message
+	code, durable, inbound := res.code, false, false
+	if code == packets.Success && !res.discarded {
+		if refused, err := c.refusePublish(pk); refused {
+			return err // the store cannot write: see storehealth.go
 		}
-	}
-	if code.IsError() {
-		s.stats.PublishDenied.Add(1)
-		s.log.Debug("publish refused", "client", c.id, "topic", pk.Topic, "reason", code.String())
-		if len(s.hooks.drops) > 0 {
-			s.dropped(nil, newMessage(pk, c.id, time.Now()), DropNotAuthorized)
-		} else {
-			s.countDrop(nil, DropNotAuthorized)
+		if pk.QoS == 2 {
+			// The packet id goes to the store in one commit with every
+			// delivery of the message: a PUBLISH resent with DUP after a
+			// crash is then either known and delivered, or unknown and not
+			// delivered, never known and lost or unknown and delivered
+			// again.
+			s.persist.hold()
+			durable = c.receivedQoS2(pk.PacketID)
+			inbound = true
 		}
-	} else if !discarded {
-		m := newMessage(pk, c.id, c.rd.at) // the time of the read: no clock read per message
-		// A v5 publisher learns that its retained message was refused
-		// for the retained limits; others' are delivered, not retained.
-		strict := c.version == packets.V5 && pk.QoS > 0
-		r := s.route(m, strict)
+		s.routePublished(c, pk, &res, strict)
+		r := &res.r
 		switch {
 		case r.retainRefused && strict:
 			code = packets.QuotaExceeded
@@ -108,12 +99,15 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		case r.queued == 0:
 			code = packets.NoMatchingSubscribers
 		}
-		durable = s.persist.touched(m)
-		if !(r.retainRefused && strict) {
-			for _, h := range s.hooks.publishes {
-				h.OnPublished(c, m)
-			}
+		if inbound && code.IsError() && c.version == packets.V5 {
+			// An error PUBREC ends the exchange (section 4.3.3): the id
+			// is free again, in the same commit.
+			c.forgetQoS2(pk.PacketID)
 		}
+		if inbound {
+			s.persist.release()
+		}
+		durable = durable || s.persist.touched(res.m)
 	}
 	if c.version != packets.V5 {
 		// 3.1.1 has no negative acknowledgement: a refused message is
@@ -123,24 +117,118 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 
 	switch pk.QoS {
 	case 1:
-		c.sendAck(packets.PUBACK, pk.PacketID, code, durable)
+		c.sendAck(packets.PUBACK, pk.PacketID, code, durable, res.r.ack)
 	case 2:
-		if !code.IsError() { // an error PUBREC ends the exchange (section 4.3.3)
-			ss.mu.Lock()
-			if ss.inQoS2 == nil {
-				ss.inQoS2 = make(map[uint16]struct{})
-			}
-			ss.inQoS2[pk.PacketID] = struct{}{}
-			if ss.persistentLocked() {
-				id := pk.PacketID
-				s.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id) })
-				durable = true
-			}
-			ss.mu.Unlock()
+		if !code.IsError() && !inbound {
+			// A 3.1.1 refusal is acknowledged as a success and completed
+			// like one. An error PUBREC ends the exchange (section 4.3.3).
+			durable = c.receivedQoS2(pk.PacketID) || durable
 		}
-		c.sendAck(packets.PUBREC, pk.PacketID, code, durable)
+		c.sendAck(packets.PUBREC, pk.PacketID, code, durable, res.r.ack)
 	}
 	return nil
+}
+
+// receivedQoS2 records the packet id of a QoS 2 PUBLISH awaiting PUBREL,
+// in the store too for a persistent session, and reports whether it went
+// to the store.
+func (c *Client) receivedQoS2(id uint16) bool {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if ss.inQoS2 == nil {
+		ss.inQoS2 = make(map[uint16]struct{})
+	}
+	ss.inQoS2[id] = struct{}{}
+	if !ss.persistentLocked() {
+		return false
+	}
+	ss.srv.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id) })
+	return true
+}
+
+// forgetQoS2 undoes receivedQoS2 for a message refused with an error
+// PUBREC.
+func (c *Client) forgetQoS2(id uint16) {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	delete(ss.inQoS2, id)
+	if ss.persistentLocked() {
+		ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })
+	}
+}
+
+// published is what became of a message on the publish path.
+type published struct {
+	code      packets.ReasonCode // Success, or why it was refused (for a PUBACK or PUBREC)
+	err       error              // the interceptor's error, when one refused it
+	discarded bool               // an interceptor discarded it quietly
+	m         *Message           // the message routed; nil when refused or discarded
+	r         routed
+}
+
+// publish is the path every message a client publishes takes, over the
+// network (handlePublish, which routes between the two halves so that a
+// QoS 2 packet id is stored with the deliveries) or in-process (Publish):
+// admitPublish, then routePublished. With strict set a retained message
+// the retained limits refuse goes nowhere (see route). The caller has
+// validated the topic and QoS.
+func (s *Server) publish(c *Client, pk *packets.Publish, now time.Time, strict bool) published {
+	res := s.admitPublish(c, pk, now)
+	if res.code == packets.Success && !res.discarded {
+		s.routePublished(c, pk, &res, strict)
+	}
+	return res
+}
+
+// admitPublish runs authorization (Write) and the interceptors on a
+// message. A refusal is counted and reported to drop observers here.
+func (s *Server) admitPublish(c *Client, pk *packets.Publish, now time.Time) (res published) {
+	res.code = packets.Success
+	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: pk.Topic, Access: Write, QoS: pk.QoS, Retain: pk.Retain}) {
+		res.code = packets.NotAuthorized
+	} else {
+		for _, h := range s.hooks.interceptors {
+			err := h.OnPublish(c, pk)
+			if err == nil {
+				continue
+			}
+			if err == ErrDiscard {
+				res.discarded = true
+				return res
+			}
+			res.err = err
+			res.code = packets.CodeOf(err)
+			if !res.code.IsError() || !res.code.ValidFor(packets.PUBACK) {
+				res.code = packets.UnspecifiedError
+			}
+			break
+		}
+	}
+	if res.code.IsError() {
+		s.stats.PublishDenied.Add(1)
+		s.log.Debug("publish refused", "client", c.id, "topic", pk.Topic, "reason", res.code.String())
+		if len(s.hooks.drops) > 0 {
+			s.dropped(nil, newMessage(pk, c.id, now), DropNotAuthorized)
+		} else {
+			s.countDrop(nil, DropNotAuthorized)
+		}
+		return res
+	}
+	res.m = newMessage(pk, c.id, now)
+	return res
+}
+
+// routePublished routes an admitted message and tells the observers.
+func (s *Server) routePublished(c *Client, pk *packets.Publish, res *published, strict bool) {
+	m := res.m
+	res.r = s.routeMsg(m, routeOpts{strict: strict, acks: pk.QoS > 0 && c.conn != nil})
+	if !(res.r.retainRefused && strict) {
+		for _, h := range s.hooks.publishes {
+			h.OnPublished(c, m)
+		}
+	}
 }
 
 // checkRates charges a PUBLISH to the client's rate limits. A client over a
@@ -198,41 +286,26 @@ func (b *tokenBucket) take(n, rate, burst float64, now time.Time) bool {
 	return true
 }
 
-// sendAck sends a publisher's acknowledgement: at once, or, when the
-// message went to the store or an earlier acknowledgement is still
-// waiting, once the store has committed, in the order the PUBLISH packets
-// came [MQTT-4.6.0-2]. If the commit fails the connection is closed
-// instead: nothing is acknowledged that was not stored.
-func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, durable bool) {
-	p := c.srv.persist
-	if p == nil || !durable && c.acksWaiting.Load() == 0 {
-		c.lock()
-		c.writeAckLocked(t, id, code)
-		c.unlock()
-		return
-	}
-	c.acksWaiting.Add(1)
-	p.after(func(err error) {
-		if err != nil {
-			c.acksWaiting.Add(-1)
-			c.disconnect(packets.ImplementationSpecificError)
-			return
-		}
-		c.lock()
-		c.writeAckLocked(t, id, code)
-		c.acksWaiting.Add(-1) // only once written, so no later ack can overtake it
-		c.unlock()
-	})
-}
-
 // routed is what became of a routed message.
 type routed struct {
-	queued        int   // sessions (and in-process subscriptions) it went to
+	queued        int   // sessions, handlers and remote targets it went to
 	full          int   // sessions that dropped it for a limit (queue, memory, pending output)
 	retainRefused bool  // retained, but over MaxRetainedMessages or MaxRetainedBytes
 	charge        int64 // memory the queued deliveries hold, added to the budget at the end
+	ack           *Ack  // what the publisher's acknowledgement waits for; nil when nothing
 
 	drops [numDropReasons]int32 // drops by reason, added to the server's counts at the end
+	opts  routeOpts
+}
+
+// routeOpts says how to route a message.
+type routeOpts struct {
+	strict bool // a retained message the retained limits refuse goes nowhere
+	acks   bool // a publisher waits for an acknowledgement: remote targets may hold it
+	local  bool // this server's own targets only, the retained store untouched: a message from another node
+	// group and filter restrict a local route to one member of that
+	// shared group (a message another node chose this one for).
+	group, filter string
 }
 
 // done adds what the routing of a message changed to the server's counts,
@@ -250,17 +323,30 @@ func (s *Server) routeDone(r *routed) {
 // subscription. With strict set a message the retained store refuses
 // goes nowhere; otherwise it is delivered without being retained.
 func (s *Server) route(m *Message, strict bool) routed {
-	var r routed
-	if m.Retain && !s.storeRetained(m) {
-		r.retainRefused = true
-		if strict {
-			return r
+	return s.routeMsg(m, routeOpts{strict: strict})
+}
+
+// routeMsg routes m as o says: see route and routeOpts.
+func (s *Server) routeMsg(m *Message, o routeOpts) routed {
+	r := routed{opts: o}
+	if m.Retain && !o.local {
+		if !s.storeRetained(m) {
+			r.retainRefused = true
+			if o.strict {
+				return r
+			}
+		} else if !m.sys {
+			s.retainedChanged(m, &r)
 		}
 	}
 	res := s.index.Match(m.Topic)
-	s.routeSubscriptions(m, res.Subscriptions, &r)
+	if o.group == "" {
+		s.routeSubscriptions(m, res.Subscriptions, &r)
+	}
 	for _, g := range res.Shared {
-		s.routeShared(m, g, "", &r)
+		if o.group == "" || g.Name == o.group && g.Filter == o.filter {
+			s.routeShared(m, g, "", &r)
+		}
 	}
 	s.routeDone(&r)
 	return r
@@ -278,7 +364,10 @@ func (s *Server) storeRetained(m *Message) bool {
 		if had && s.retained.Delete(m.Topic) {
 			s.stats.Retained.Add(-1)
 			s.retainedBytes -= int64(old.size())
-			s.persistRetained(m.Topic, nil, old)
+			if s.persistRetained(m.Topic, nil, old) {
+				// The clear went to the store: the PUBACK waits for it.
+				m.stored.Store(true)
+			}
 		}
 		return true
 	}
@@ -307,19 +396,20 @@ func (s *Server) storeRetained(m *Message) bool {
 }
 
 // persistRetained tells the store that topic's retained message is now m
-// (nil: none) instead of old (nil: none). $SYS messages are never stored,
-// so they count for neither side.
-func (s *Server) persistRetained(topic string, m, old *Message) {
+// (nil: none) instead of old (nil: none), and reports whether the store
+// changed. $SYS messages are never stored, so they count for neither side.
+func (s *Server) persistRetained(topic string, m, old *Message) bool {
 	if m != nil && m.sys {
 		m = nil
 	}
 	if old != nil && old.sys {
 		old = nil
 	}
-	if m == nil && old == nil {
-		return
+	if s.persist == nil || m == nil && old == nil {
+		return false
 	}
 	s.persist.retain(topic, m, old)
+	return true
 }
 
 // routeSubscriptions delivers m to the sessions of the matching non-shared
@@ -378,19 +468,28 @@ func (s *Server) deliveryFor(m *Message, sub *topics.Subscription) delivery {
 	}
 }
 
-// deliver hands a delivery to its target, the session of a subscription
-// (or clientID's, for an in-process subscriber), and records the outcome in
-// r. With authorizers added, a delivery to a network client they deny
-// (Deliver) is skipped and counted in DeliveriesDenied.
-func (s *Server) deliver(clientID string, target any, d delivery, r *routed) {
-	ss, _ := target.(*session)
-	if ss == nil {
-		if s.inline.handles(clientID) {
-			s.inline.deliver(clientID, d)
-			r.queued++
+// deliver hands a delivery to its target (a subscription's Target: see
+// targets.go), and records the outcome in r. With authorizers added, a
+// delivery to a client they deny (Deliver) is skipped and counted in
+// DeliveriesDenied.
+func (s *Server) deliver(clientID string, t any, d delivery, r *routed) {
+	switch x := t.(type) {
+	case *session:
+		s.deliverSession(x, d, r)
+	case *handlerTarget:
+		s.deliverHandler(x, d)
+		r.queued++
+	case *remoteTarget:
+		if r.opts.local || d.msg.sys {
+			return // never back to another node; $SYS is this server's own
 		}
-		return
+		s.forward(x, clientID, d, r)
+		r.queued++
 	}
+}
+
+// deliverSession queues a delivery for a session.
+func (s *Server) deliverSession(ss *session, d delivery, r *routed) {
 	if d.qos == 0 && ss.qos0Full.Load() || ss.qFull.Load() {
 		// The client is not taking its messages: drop without the lock.
 		why := DropQueueFull
@@ -407,6 +506,11 @@ func (s *Server) deliver(clientID string, target any, d delivery, r *routed) {
 		return
 	}
 	why, dropped := ss.enqueue(d, &r.charge)
+	if why == dropMoved { // the session moved to another node while this was on its way
+		s.forward(ss.moved, ss.id, d, r)
+		r.queued++
+		return
+	}
 	if dropped != d.msg {
 		r.queued++
 	} else if why.overload() {
@@ -416,6 +520,41 @@ func (s *Server) deliver(clientID string, target any, d delivery, r *routed) {
 		r.drops[dropIndex(why)]++
 		s.sessionDropped(ss, dropped, why)
 	}
+}
+
+// forward hands a delivery to a remote target. The publisher's
+// acknowledgement, when it waits, is made on the first remote that needs
+// it and shared by the others.
+func (s *Server) forward(rt *remoteTarget, clientID string, d delivery, r *routed) {
+	dv := Delivery{Route: rt.route, QoS: d.msg.QoS, Retain: d.msg.Retain}
+	if rt.route == "" { // a moved session: what its subscriptions made of it
+		dv.ClientID, dv.QoS, dv.Retain, dv.SubID, dv.SubIDs = clientID, d.qos, d.retain, d.subID, d.subIDList()
+	}
+	if g := d.share(); g != nil {
+		dv.Group, dv.Filter = g.Name, g.Filter
+	}
+	var a *Ack
+	if r.opts.acks && dv.QoS > 0 {
+		if r.ack == nil {
+			r.ack = newAck()
+		}
+		a = r.ack
+	}
+	rt.r.Forward(d.msg, dv, a)
+}
+
+// deliverHandler calls an in-process handler, on the routing goroutine; a
+// handler that panics is logged, not fatal.
+func (s *Server) deliverHandler(h *handlerTarget, d delivery) {
+	if d.msg.expired(time.Now().UnixNano()) {
+		return
+	}
+	defer func() {
+		if p := recover(); p != nil {
+			s.log.Error("in-process message handler panicked", "subscriber", h.id, "panic", p)
+		}
+	}()
+	h.h(d.msg)
 }
 
 // deliverable asks the authorizers whether m may be delivered to the
@@ -437,14 +576,17 @@ func (s *Server) deliverable(ss *session, m *Message) bool {
 	return s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Deliver, QoS: m.QoS, Retain: m.Retain})
 }
 
-// routeShared delivers m to one member of a shared group, round-robin among
-// the members that are online, skipping the client exclude and members
-// the authorizers deny it to (Deliver). It falls back to an offline member
-// when none is online. The outcome goes to r.
+// routeShared delivers m to one member of a shared group, skipping the
+// client exclude and members the authorizers deny it to (Deliver). It
+// tries the members in order from the one a SharedChooser names (by
+// default Options.SharedStrategy's choice) and prefers: members here that
+// are online (and in-process handlers), then remote members that are
+// reachable, then offline members here, then remote members that are not
+// reachable. The outcome goes to r.
 func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, r *routed) {
 	n := uint32(len(g.Members))
-	start := g.Next()
-	var fallback *topics.Subscription
+	start := s.hooks.chooseShared(m, g, s.cfg.SharedStrategy)
+	var remote, offline, unreachable *topics.Subscription
 	denied := false
 	for i := uint32(0); i < n; i++ {
 		sub := g.Members[(start+i)%n]
@@ -454,23 +596,40 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 		if sub.NoLocal && sub.ClientID == m.Origin {
 			continue
 		}
-		ss, _ := sub.Target.(*session)
-		if len(s.hooks.authorizers) > 0 && ss != nil && !s.deliverable(ss, m) {
-			// A member the authorizers deny the message to is passed over.
-			denied = true
-			continue
+		switch t := sub.Target.(type) {
+		case *session:
+			if len(s.hooks.authorizers) > 0 && !s.deliverable(t, m) {
+				// A member the authorizers deny the message to is passed over.
+				denied = true
+				continue
+			}
+			if t.online() {
+				s.deliver(sub.ClientID, t, s.sharedDelivery(m, sub, g), r)
+				return
+			}
+			if offline == nil {
+				offline = sub
+			}
+		case *handlerTarget:
+			s.deliver(sub.ClientID, t, s.sharedDelivery(m, sub, g), r)
+			return
+		case *remoteTarget:
+			switch {
+			case r.opts.local || m.sys:
+			case t.r.Reachable():
+				if remote == nil {
+					remote = sub
+				}
+			case unreachable == nil:
+				unreachable = sub
+			}
 		}
-		if ss == nil && s.inline.handles(sub.ClientID) || ss != nil && ss.online() {
+	}
+	for _, sub := range [...]*topics.Subscription{remote, offline, unreachable} {
+		if sub != nil {
 			s.deliver(sub.ClientID, sub.Target, s.sharedDelivery(m, sub, g), r)
 			return
 		}
-		if fallback == nil {
-			fallback = sub
-		}
-	}
-	if fallback != nil {
-		s.deliver(fallback.ClientID, fallback.Target, s.sharedDelivery(m, fallback, g), r)
-		return
 	}
 	if denied {
 		s.stats.DeliveriesDenied.Add(1)

@@ -38,7 +38,11 @@ func (c *Client) readLoop() (err error, parked bool) {
 	// or has fallen deadlineSlack behind: each move reads the clock and
 	// updates a timer.
 	var deadlineSet time.Time
-	defer c.flushCounts()
+	defer func() {
+		if !parked { // a parked connection belongs to whoever resumes it
+			c.flushCounts()
+		}
+	}()
 	for {
 		if c.rd.empty() {
 			c.flushCounts() // about to wait for the socket: the batch is done
@@ -64,6 +68,7 @@ func (c *Client) readLoop() (err error, parked bool) {
 					// part of one arrived [MQTT-3.1.2-24].
 					return c.readFailed(err), false
 				case c.rd.empty() && c.fd >= 0 && time.Since(c.rd.at) >= parkAfter && time.Since(start) >= parkAfter:
+					c.flushCounts() // the batch ends here, before c goes to the poller
 					if c.park(keepAlive) {
 						return nil, true
 					}
@@ -82,7 +87,7 @@ func (c *Client) readLoop() (err error, parked bool) {
 		err = c.handle(pk)
 		releasePacket(pk)
 		if err != nil {
-			if err == errClientDisconn {
+			if err == errClientDisconn || err == errStoreRefused {
 				return err, false
 			}
 			return c.protocolFailure(err), false
@@ -97,17 +102,24 @@ func (c *Client) readLoop() (err error, parked bool) {
 }
 
 // flushCounts adds what the reader counted since the last time to the
-// server's Stats: one shared atomic update per read batch, not per packet.
+// server's Stats, and gives the memory of acknowledged messages back to the
+// budget: one shared atomic update each per read batch, not per packet.
 func (c *Client) flushCounts() {
 	if c.inMsgs != 0 {
 		c.srv.stats.MessagesReceived.Add(c.inMsgs)
 		c.counts.msgsIn.Add(c.inMsgs)
-		c.inMsgs = 0
+		c.srv.stats.PublishBytesReceived.Add(c.inPayload)
+		c.inMsgs, c.inPayload = 0, 0
 	}
 	if c.inBytes != 0 {
 		c.srv.stats.BytesReceived.Add(c.inBytes)
 		c.counts.bytesIn.Add(c.inBytes)
 		c.inBytes = 0
+	}
+	if c.inAcked != 0 {
+		c.srv.stats.InflightOut.Add(-c.inAcked)
+		c.srv.mem.add(-c.inFreed)
+		c.inAcked, c.inFreed = 0, 0
 	}
 }
 
@@ -147,6 +159,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 		deadline = rd.pktAt.Add(keepAlive).UnixNano()
 	}
 	c.lastPacket = rd.pktAt.UnixNano()
+	c.flushCounts()
 	rd.release()
 	c.rd = nil
 	if c.srv.poller.park(c, deadline) {
@@ -251,9 +264,9 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	m, ok := ss.inflight[id]
 	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
 		c.unpendLocked(id)
-		ss.finishLocked(&m.delivery)
+		c.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
 		delete(ss.inflight, id)
-		c.srv.stats.InflightOut.Add(-1)
+		c.inAcked++
 		if ss.q.len() > 0 || len(c.resend) > 0 {
 			c.kickLocked() // the window has room again
 		}
@@ -283,21 +296,27 @@ func (c *Client) handlePubrec(id uint16) error {
 	return nil
 }
 
-// handlePubrel completes an inbound QoS 2 message with PUBCOMP.
+// handlePubrel completes an inbound QoS 2 message with PUBCOMP. The
+// PUBCOMP frees the packet identifier for a new message at once
+// [MQTT-4.3.3-13]: for a persistent session it is sent only once the
+// release is durable, so that a restart cannot take the new message for a
+// resend of the old one.
 func (c *Client) handlePubrel(id uint16) error {
 	ss := c.sess
 	ss.mu.Lock()
-	defer ss.mu.Unlock()
 	code := packets.Success
+	durable := false
 	if _, ok := ss.inQoS2[id]; ok {
 		delete(ss.inQoS2, id)
 		if ss.persistentLocked() {
 			ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })
+			durable = true
 		}
 	} else {
 		code = packets.PacketIdentifierNotFound
 	}
-	c.writeAckLocked(packets.PUBCOMP, id, code)
+	ss.mu.Unlock()
+	c.sendAck(packets.PUBCOMP, id, code, durable, nil)
 	return nil
 }
 

@@ -18,8 +18,9 @@ type restorer struct {
 	version  map[string]byte
 	offline  map[string]int64 // when each session went offline, unix ns; 0 = cut off by a crash
 	maxID    uint64
-	skipped  int      // records that refer to something missing
-	timers   []func() // will and expiry timers, started once everything is restored
+	skipped  int                   // records that refer to something missing
+	junk     []func(storage.Batch) // their deletions
+	timers   []func()              // will and expiry timers, started once everything is restored
 	counts   struct{ sessions, subscriptions, deliveries, retained, wills int }
 }
 
@@ -51,9 +52,17 @@ func (r *restorer) Session(rec *storage.Session) error {
 	return nil
 }
 
+// skip counts a record that refers to something missing and deletes it,
+// so that it cannot come back to life when what it refers to is created
+// again (a new session of the client, a message id used again).
+func (r *restorer) skip(del func(storage.Batch)) {
+	r.skipped++
+	r.junk = append(r.junk, del)
+}
+
 func (r *restorer) Subscription(rec *storage.Subscription) error {
 	if r.sessions[rec.ClientID] == nil {
-		r.skipped++
+		r.skip(func(b storage.Batch) { b.DeleteSubscription(rec.ClientID, rec.Group, rec.Filter) })
 		return nil
 	}
 	r.s.index.Subscribe(topics.Subscription{
@@ -70,7 +79,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 	ss := r.sessions[rec.ClientID]
 	m := r.messages[rec.MessageID]
 	if ss == nil || m == nil {
-		r.skipped++
+		r.skip(func(b storage.Batch) { b.DeleteDelivery(rec.ClientID, rec.Seq) })
 		return nil
 	}
 	d := delivery{msg: m, qos: rec.QoS, retain: rec.Retain, pseq: rec.Seq}
@@ -106,7 +115,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 func (r *restorer) Inbound(clientID string, packetID uint16) error {
 	ss := r.sessions[clientID]
 	if ss == nil {
-		r.skipped++
+		r.skip(func(b storage.Batch) { b.DeleteInbound(clientID, packetID) })
 		return nil
 	}
 	if ss.inQoS2 == nil {
@@ -119,7 +128,7 @@ func (r *restorer) Inbound(clientID string, packetID uint16) error {
 func (r *restorer) Retained(topic string, id uint64) error {
 	m := r.messages[id]
 	if m == nil {
-		r.skipped++
+		r.skip(func(b storage.Batch) { b.DeleteRetained(topic) })
 		return nil
 	}
 	m.refs++
@@ -133,7 +142,7 @@ func (r *restorer) Retained(topic string, id uint64) error {
 func (r *restorer) Will(w *storage.Will) error {
 	ss := r.sessions[w.ClientID]
 	if ss == nil {
-		r.skipped++
+		r.skip(func(b storage.Batch) { b.DeleteWill(w.ClientID) })
 		return nil
 	}
 	var m storage.Message = w.Message
@@ -164,7 +173,7 @@ func (s *Server) restore() error {
 	}
 	p := s.persist
 	p.nextID = r.maxID + 1
-	b := s.cfg.Store.NewBatch()
+	var expired []func(storage.Batch)
 	// Sessions: offline now; they expire counting from when they went
 	// offline (or from now, for those the crash cut off).
 	for id, ss := range r.sessions {
@@ -176,7 +185,8 @@ func (s *Server) restore() error {
 			if d.msg.expired(start.UnixNano()) {
 				ss.unaccountLocked(&d)
 				s.mem.add(-s.mem.release(d.msg))
-				b.DeleteDelivery(id, d.pseq)
+				seq := d.pseq
+				expired = append(expired, func(b storage.Batch) { b.DeleteDelivery(id, seq) })
 				d.msg.refs--
 				continue
 			}
@@ -196,24 +206,33 @@ func (s *Server) restore() error {
 			})
 		}
 	}
-	// Messages nothing refers to any more are garbage.
-	orphans := 0
+	// Messages nothing refers to any more are garbage. The clean-up goes
+	// through the persister like any change: New does not wait for it (the
+	// store may be unable to write for now, see Server.StoreHealth).
+	var orphans []uint64
 	for id, m := range r.messages {
 		if m.refs <= 0 {
-			b.DeleteMessage(id)
-			orphans++
+			orphans = append(orphans, id)
 		}
 	}
-	if err := s.cfg.Store.Commit(b, true); err != nil {
-		return fmt.Errorf("tern: cleaning the store after restore: %w", err)
-	}
+	p.change(func(b storage.Batch) {
+		for _, del := range expired {
+			del(b)
+		}
+		for _, del := range r.junk {
+			del(b)
+		}
+		for _, id := range orphans {
+			b.DeleteMessage(id)
+		}
+	})
 	for _, start := range r.timers { // only now: a timer already due fires at once
 		start()
 	}
 	s.log.Info("restored state from the store",
 		"sessions", r.counts.sessions, "subscriptions", r.counts.subscriptions,
 		"queued_or_inflight", r.counts.deliveries, "retained", r.counts.retained,
-		"wills", r.counts.wills, "messages", len(r.messages)-orphans, "orphans_removed", orphans,
+		"wills", r.counts.wills, "messages", len(r.messages)-len(orphans), "orphans_removed", len(orphans),
 		"skipped", r.skipped, "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }

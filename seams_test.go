@@ -7,6 +7,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -15,6 +16,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
+	"github.com/ternmq/tern/topics"
 )
 
 // lifecycleHook records Start and Stop calls in a shared log.
@@ -165,5 +167,168 @@ func TestClientValues(t *testing.T) {
 		}
 	case <-time.After(terntest.Timeout):
 		t.Fatal("no disconnect")
+	}
+}
+
+// preferMember is a SharedChooser that offers every message to the member
+// with a given client id, or abstains (-1) when it is not in the group.
+type preferMember struct{ id string }
+
+func (p preferMember) ID() string { return "prefer-" + p.id }
+func (p preferMember) ChooseShared(_ *tern.Message, g *topics.SharedGroup) int {
+	for i, sub := range g.Members {
+		if sub.ClientID == p.id {
+			return i
+		}
+	}
+	return -1
+}
+
+// sharedDeliveries connects members m0, m1, m2 to $share/g/s/#, publishes
+// one QoS 0 message per entry of pubs ({publisher, topic}) from raw
+// publishers, and returns the member each message went to, by index.
+func sharedDeliveries(t *testing.T, opts *tern.Options, pubs [][2]string, hooks ...tern.Hook) []string {
+	t.Helper()
+	srv := terntest.NewServer(t, opts, hooks...)
+	type got struct {
+		member string
+		i      int
+	}
+	ch := make(chan got, len(pubs))
+	for _, id := range []string{"m0", "m1", "m2"} {
+		c := srv.Dial(t, 5)
+		c.MustConnect(id)
+		c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/s/#"}}})
+		if _, ok := c.Recv().(*packets.Suback); !ok {
+			t.Fatal("no SUBACK")
+		}
+		go func() {
+			for {
+				pk, err := c.TryRecv(terntest.Timeout)
+				if err != nil {
+					return
+				}
+				if p, ok := pk.(*packets.Publish); ok {
+					var i int
+					fmt.Sscan(string(p.Payload), &i)
+					ch <- got{id, i}
+				}
+			}
+		}()
+	}
+	conns := map[string]*terntest.Conn{}
+	for i, p := range pubs {
+		c := conns[p[0]]
+		if c == nil {
+			c = srv.Dial(t, 5)
+			c.MustConnect(p[0])
+			conns[p[0]] = c
+		}
+		c.Send(&packets.Publish{Topic: p[1], Payload: []byte(fmt.Sprint(i))})
+	}
+	out := make([]string, len(pubs))
+	for range pubs {
+		select {
+		case g := <-ch:
+			out[g.i] = g.member
+		case <-time.After(terntest.Timeout):
+			t.Fatalf("deliveries so far %q", out)
+		}
+	}
+	return out
+}
+
+// Each message to a $share group goes to one member [MQTT-4.8.2-2]: the
+// one a SharedChooser hook names, else the one Options.SharedStrategy
+// picks; hash strategies keep one topic (or one publisher) on one member.
+func TestSharedChoice(t *testing.T) {
+	var pubs [][2]string
+	for i := 0; i < 60; i++ {
+		pubs = append(pubs, [2]string{fmt.Sprintf("p%d", i%3), fmt.Sprintf("s/%d", i%4)})
+	}
+	// sameFor checks that messages with the same key (publisher or topic)
+	// went to one member, and that more than one member was used overall.
+	sameFor := func(key int) func(t *testing.T, to []string) {
+		return func(t *testing.T, to []string) {
+			member := map[string]string{}
+			used := map[string]bool{}
+			for i, m := range to {
+				k := pubs[i][key]
+				if prev, ok := member[k]; ok && prev != m {
+					t.Fatalf("%s went to %s and %s", k, prev, m)
+				}
+				member[k] = m
+				used[m] = true
+			}
+			if len(used) < 2 {
+				t.Fatalf("all to %v", used)
+			}
+		}
+	}
+	spread := func(t *testing.T, to []string) {
+		n := map[string]int{}
+		for _, m := range to {
+			n[m]++
+		}
+		if len(n) != 3 {
+			t.Fatalf("members used %v, want all 3", n)
+		}
+	}
+	tests := []struct {
+		name     string
+		strategy tern.SharedStrategy
+		hooks    []tern.Hook
+		check    func(t *testing.T, to []string)
+	}{
+		{"round robin", tern.SharedRoundRobin, nil, func(t *testing.T, to []string) {
+			n := map[string]int{}
+			for _, m := range to {
+				n[m]++
+			}
+			if n["m0"] != 20 || n["m1"] != 20 || n["m2"] != 20 {
+				t.Fatalf("per member %v, want 20 each", n)
+			}
+		}},
+		{"random", tern.SharedRandom, nil, spread},
+		{"hash topic", tern.SharedHashTopic, nil, sameFor(1)},
+		{"hash client id", tern.SharedHashClientID, nil, sameFor(0)},
+		{"hook", tern.SharedRandom, []tern.Hook{preferMember{"m1"}}, func(t *testing.T, to []string) {
+			for i, m := range to {
+				if m != "m1" {
+					t.Fatalf("message %d went to %s, want m1", i, m)
+				}
+			}
+		}},
+		{"hook abstains", tern.SharedRoundRobin, []tern.Hook{preferMember{"nobody"}}, spread},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			tc.check(t, sharedDeliveries(t, &tern.Options{SharedStrategy: tc.strategy}, pubs, tc.hooks...))
+		})
+	}
+}
+
+// A member the chooser names that is offline is passed over for the next
+// online one: a chooser never sends a message to a queue while a member
+// could take it now.
+func TestSharedChoiceSkipsOffline(t *testing.T) {
+	srv := terntest.NewServer(t, nil, preferMember{"away"})
+	away := srv.Dial(t, 5)
+	away.Connect(&packets.Connect{ClientID: "away", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}})
+	away.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/s/#"}}})
+	away.Recv()
+	away.Send(&packets.Disconnect{})
+	away.ExpectClosed()
+	here := srv.Dial(t, 5)
+	here.MustConnect("here")
+	here.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/s/#"}}})
+	here.Recv()
+	terntest.Eventually(t, "away offline", func() bool { return srv.Stats().ClientsConnected == 1 })
+	if err := srv.Publish("s/1", []byte("x"), false, 0); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := here.Recv().(*packets.Publish); !ok || string(p.Payload) != "x" {
+		t.Fatalf("online member got %v", p)
 	}
 }

@@ -85,7 +85,8 @@ type Server struct {
 	retainedBytes int64        // topic and payload bytes of the retained messages
 	retainLog     time.Time    // when a refused retained message was last logged
 
-	sessionLimits sync.Map // client id -> *queueLimits: see SetSessionLimits
+	sessionLimits sync.Map                   // client id -> *queueLimits: see SetSessionLimits
+	filters       atomic.Pointer[filterRefs] // subscriptions by filter, for FilterObservers (filters.go); nil without
 
 	wg      sync.WaitGroup // every goroutine the server starts
 	serving atomic.Bool
@@ -201,6 +202,7 @@ func (s *Server) Serve() error {
 	s.serveCalled = true
 	s.mu.Unlock()
 
+	s.startFilters()
 	// Hooks start without the lock: they may call back into the server.
 	stopHooks := func(n int) {
 		for j := n - 1; j >= 0; j-- {
@@ -252,6 +254,9 @@ func (s *Server) Serve() error {
 	if s.persist != nil && s.cfg.Durability == DurabilityPeriodic {
 		s.goTracked(s.syncLoop)
 	}
+	if s.persist != nil && s.persist.sh.reporter != nil {
+		s.goTracked(s.storeWatch)
+	}
 	return nil
 }
 
@@ -301,18 +306,38 @@ func (s *Server) isClosing() bool {
 	}
 }
 
-// Close stops the server at once: listeners close and every client is
-// disconnected (v5 clients with 0x8B Server shutting down).
+// Close stops the server at once: listeners close, hooks are stopped,
+// and every client is disconnected (v5 clients with 0x8B Server shutting
+// down) with closeGrace to take that DISCONNECT and nothing more: what is
+// queued for it stays in its session. Like Shutdown it returns only once
+// the server's goroutines have ended and the store has every change, so
+// the store may be closed right after.
 func (s *Server) Close() error {
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), closeGrace)
 	defer cancel()
-	return s.Shutdown(ctx)
+	if err := s.shutdown(ctx, closeGrace); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return err
+	}
+	return nil
 }
 
-// Shutdown stops accepting connections, disconnects every client (v5
-// clients with 0x8B Server shutting down) after flushing what is queued for
-// it, and waits for the server's goroutines to end or ctx to expire.
+// closeGrace is how long Close lets clients take their DISCONNECT.
+const closeGrace = 50 * time.Millisecond
+
+// Shutdown stops accepting connections, stops the hooks (Stopper), and
+// disconnects every client (v5 clients with 0x8B Server shutting down)
+// after flushing what is queued for it, for at most 2 seconds or
+// WriteTimeout. When ctx ends first, the connections still open are closed
+// at once and Shutdown returns ctx's error, but only after the server's
+// goroutines have ended and the store has every change made so far: a
+// caller may close the store as soon as Shutdown returns, whatever it
+// returns.
 func (s *Server) Shutdown(ctx context.Context) error {
+	return s.shutdown(ctx, min(s.cfg.WriteTimeout, shutdownFlush))
+}
+
+// shutdown is Shutdown giving clients flush to take what is queued.
+func (s *Server) shutdown(ctx context.Context, flush time.Duration) error {
 	s.mu.Lock()
 	if s.closing {
 		s.mu.Unlock()
@@ -341,7 +366,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
-	stopBy := time.Now().Add(min(s.cfg.WriteTimeout, shutdownFlush))
+	stopBy := time.Now().Add(flush)
 	for _, c := range clients {
 		// What is queued for a client gets a moment to go out, not the
 		// whole WriteTimeout: a stuck client must not hold up the end.
@@ -369,6 +394,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		for _, c := range clients {
 			c.conn.Close()
 		}
+		<-waited // connections closed: their goroutines end; the store drains
 		return ctx.Err()
 	}
 }

@@ -37,6 +37,8 @@ type session struct {
 	pseq     uint64              // last storage key given to a delivery
 	stored   bool                // a session record is in the store
 	ended    bool
+	bridge   bool                        // the local session of a bridge (see KindBridge)
+	moved    *remoteTarget               // set when it ended by moving to another node: where late deliveries go
 	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
@@ -114,6 +116,9 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.ended {
+		if ss.moved != nil {
+			return dropMoved, d.msg // not a drop: the caller forwards it
+		}
 		return DropSessionEnded, d.msg
 	}
 	c := ss.client
@@ -324,9 +329,11 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 	if expired {
 		s.stats.ClientsExpired.Add(1)
 	}
+	gone := s.subscriptionsOf(ss.id)
 	n := s.index.UnsubscribeAll(ss.id)
 	s.stats.Subscriptions.Add(-int64(n))
 	return func() {
+		s.filtersRemoved(gone)
 		if will != nil {
 			s.publishWill(from, will)
 		}

@@ -9,6 +9,7 @@ type Stats struct {
 	ClientsTotal         int64 // sessions now, online and offline
 	ClientsMaximum       int64 // most ClientsConnected seen
 	ClientsExpired       int64 // sessions ended by expiry
+	Connects             int64 // CONNECTs that established a session
 	ConnectionsAccepted  int64 // network connections accepted
 	ConnectsRefused      int64 // CONNECTs refused (auth, protocol, ...)
 	AuthFailures         int64 // CONNECTs refused by authentication
@@ -24,6 +25,8 @@ type Stats struct {
 	DeliveriesDenied     int64 // deliveries to a client skipped because an authorizer denied Deliver access
 	BytesReceived        int64 // bytes of MQTT packets received
 	BytesSent            int64 // bytes written to clients
+	PublishBytesReceived int64 // payload bytes of the PUBLISH packets received, in-process publishes included
+	PublishBytesSent     int64 // payload bytes of the PUBLISH packets sent
 	Retained             int64 // retained messages stored now
 	RetainedRefused      int64 // retained messages refused for MaxRetainedMessages or MaxRetainedBytes
 	Subscriptions        int64 // subscriptions now
@@ -32,6 +35,7 @@ type Stats struct {
 	WillsSent            int64 // will messages published
 	StoreFailures        int64 // store commits that failed (their acknowledgements were withheld)
 	WriteTimeouts        int64 // connections reset because the client took nothing for WriteTimeout
+	StoreRefused         int64 // operations refused because the store could not write (see Server.StoreHealth)
 
 	drops [numDropReasons]int64
 }
@@ -45,6 +49,7 @@ type counters struct {
 	ClientsTotal         atomic.Int64
 	ClientsMaximum       atomic.Int64
 	ClientsExpired       atomic.Int64
+	Connects             atomic.Int64
 	ConnectionsAccepted  atomic.Int64
 	ConnectsRefused      atomic.Int64
 	AuthFailures         atomic.Int64
@@ -58,6 +63,8 @@ type counters struct {
 	DeliveriesDenied     atomic.Int64
 	BytesReceived        atomic.Int64
 	BytesSent            atomic.Int64
+	PublishBytesReceived atomic.Int64
+	PublishBytesSent     atomic.Int64
 	Retained             atomic.Int64
 	RetainedRefused      atomic.Int64
 	Subscriptions        atomic.Int64
@@ -65,11 +72,13 @@ type counters struct {
 	WillsSent            atomic.Int64
 	StoreFailures        atomic.Int64
 	WriteTimeouts        atomic.Int64
+	StoreRefused         atomic.Int64
 
 	drops drops // by reason
 }
 
 func (st *counters) connected() {
+	st.Connects.Add(1)
 	n := st.ClientsConnected.Add(1)
 	for {
 		m := st.ClientsMaximum.Load()
@@ -94,7 +103,9 @@ func (s *Server) Stats() Stats {
 		DeliveriesDenied: c.DeliveriesDenied.Load(), BytesReceived: c.BytesReceived.Load(),
 		BytesSent: c.BytesSent.Load(), Retained: c.Retained.Load(), RetainedRefused: c.RetainedRefused.Load(),
 		Subscriptions: c.Subscriptions.Load(), InflightOut: c.InflightOut.Load(), WillsSent: c.WillsSent.Load(),
-		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(),
+		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(), StoreRefused: c.StoreRefused.Load(),
+		Connects: c.Connects.Load(), PublishBytesReceived: c.PublishBytesReceived.Load(),
+		PublishBytesSent: c.PublishBytesSent.Load(),
 	}
 	for i := range c.drops {
 		st.drops[i] = c.drops[i].Load()

@@ -20,18 +20,51 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		}
 		subID = ids[0]
 	}
+	if c.refuseSubscribe(pk) {
+		return nil // the store cannot write: see storehealth.go
+	}
 	ack := &packets.Suback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Subscriptions))}
 	var sendRetained []topics.Subscription
+	type made struct {
+		sub     topics.Subscription
+		existed bool
+		pending *filterRef // a FilterObserver's answer to wait for
+	}
+	subs := make([]made, len(pk.Subscriptions))
 	for i, req := range pk.Subscriptions {
 		c.bridgeOptions(&req)
 		code, sub, existed, err := s.subscribe(c, req, subID)
 		if err != nil {
+			for j := range subs[:i] { // the connection ends: let the filters settle
+				s.waitFilter(subs[j].pending, subs[j].sub.Group, subs[j].sub.Filter)
+			}
 			return err
 		}
 		ack.ReasonCodes[i] = code
-		if code.IsError() {
+		if !code.IsError() {
+			subs[i] = made{sub, existed, nil}
+			if !existed {
+				subs[i].pending = s.filterAdd(sub.Group, sub.Filter)
+			}
+		}
+	}
+	for i := range subs {
+		m := &subs[i]
+		if ack.ReasonCodes[i].IsError() {
 			continue
 		}
+		if err := s.waitFilter(m.pending, m.sub.Group, m.sub.Filter); err != nil {
+			s.log.Warn("subscription refused: filter not accepted", "client", c.id, "filter", m.sub.Filter, "err", err)
+			if s.index.Unsubscribe(c.id, m.sub.Group, m.sub.Filter) {
+				s.stats.Subscriptions.Add(-1)
+				for _, h := range s.hooks.subscribes {
+					h.OnUnsubscribed(c, m.sub.Group, m.sub.Filter)
+				}
+			}
+			ack.ReasonCodes[i] = errFilterRefused
+			continue
+		}
+		sub, existed := m.sub, m.existed
 		c.sess.storeSubscription(&sub, false)
 		// Retained messages: never for shared subscriptions (section 4.8.2);
 		// Retain Handling 0 always, 1 only for a new subscription, 2 never
@@ -134,6 +167,9 @@ func (s *Server) deleteRetained(topic string, cond func(*Message) bool) bool {
 // handleUnsubscribe handles UNSUBSCRIBE [MQTT-3.10.4-1].
 func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 	s := c.srv
+	if refused, err := c.refuseUnsubscribe(pk); refused {
+		return err // the store cannot write: see storehealth.go
+	}
 	ack := &packets.Unsuback{PacketID: pk.PacketID, ReasonCodes: make([]packets.ReasonCode, len(pk.Filters))}
 	for i, f := range pk.Filters {
 		group, filter, _ := topics.ParseShared(f)
@@ -142,6 +178,16 @@ func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 			ack.ReasonCodes[i] = packets.Success
 		} else {
 			ack.ReasonCodes[i] = packets.NoSubscriptionExisted
+		}
+	}
+	c.sess.mu.Lock()
+	persistent := c.sess.persistentLocked()
+	c.sess.mu.Unlock()
+	if persistent {
+		// The UNSUBACK promises the subscription is gone: a crash must not
+		// bring it back.
+		if err := s.persist.wait(); err != nil {
+			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the unsubscription failed"}
 		}
 	}
 	c.send(ack) // [MQTT-3.10.4-4]
@@ -155,6 +201,7 @@ func (s *Server) unsubscribe(id string, c *Client, group, filter string) bool {
 		return false
 	}
 	s.stats.Subscriptions.Add(-1)
+	s.filterRemove(group, filter)
 	for _, h := range s.hooks.subscribes {
 		h.OnUnsubscribed(c, group, filter)
 	}

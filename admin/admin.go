@@ -3,7 +3,7 @@
 // act on a running broker.
 //
 //	GET    /healthz                      200 while the process is alive
-//	GET    /readyz                       200 when accepting clients, else 503 with Retry-After
+//	GET    /readyz                       200 when accepting clients and the store writes, else 503 with Retry-After (and the cause)
 //	GET    /metrics                      Prometheus metrics
 //	GET    /api/v1/stats                 the broker's counters
 //	GET    /api/v1/clients               connected clients (paged)
@@ -139,6 +139,7 @@ type Server struct {
 	hosts         hostCheck
 	origins       map[string]bool
 	raw           []rawRoute
+	bans          Bans // nil: no /api/v1/bans
 }
 
 // New returns the admin interface of srv. It is ready (see SetReady) as
@@ -149,7 +150,7 @@ func New(srv *tern.Server, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Server{opts: opts, keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
+	a := &Server{opts: opts, bans: opts.Bans, keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
 	for k, s := range opts.APIKeys {
 		a.keys[k] = sha256.Sum256([]byte(s))
 	}
@@ -370,6 +371,13 @@ func (a *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		st := a.startupState(srv)
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, st)
+		return
+	}
+	if err := srv.StoreHealth(); err != nil {
+		// The broker serves, but refuses what needs its store (a full
+		// or failing disk): take it out of rotation until that passes.
+		w.Header().Set("Retry-After", "5")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable", "state": "store_unavailable", "cause": err.Error()})
 		return
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "state": StateReady})

@@ -41,7 +41,6 @@ func (a *Server) routes() {
 	m.HandleFunc("GET /api/v1/metrics/history", a.metricsHistory)
 	m.HandleFunc("GET /api/v1/metrics/stream", a.metricsStream)
 	m.HandleFunc("GET /api/v1/trace", a.trace)
-	a.banRoutes()
 	a.dashboardRoutes()
 	// One client, session or retained message: rawRoute, which takes the
 	// path as it is encoded (the mux would clean "a//b" into "a/b").
@@ -53,6 +52,7 @@ func (a *Server) routes() {
 		{"/api/v1/retained/", map[string]func(http.ResponseWriter, *http.Request, string){
 			http.MethodGet: a.getRetained, http.MethodDelete: a.deleteRetained}},
 	}
+	a.banRoutes()
 }
 
 // rawRoute is a route whose last part, a client id or a topic, is taken
@@ -429,6 +429,11 @@ func (a *Server) getRetained(w http.ResponseWriter, _ *http.Request, topic strin
 }
 
 func (a *Server) deleteRetained(w http.ResponseWriter, r *http.Request, topic string) {
+	if err := a.server().StoreHealth(); err != nil {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "the store cannot write now: "+err.Error())
+		return
+	}
 	if !a.server().DeleteRetained(topic) {
 		writeError(w, http.StatusNotFound, "no retained message on that topic")
 		return

@@ -324,11 +324,14 @@ func TestHandleAddsAuthenticatedRoute(t *testing.T) {
 	a := admin.New(srv.Server, admin.Options{Tokens: []string{"0123456789abcdef0123"}})
 	a.Handle("GET /api/v1/extra", http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) { w.Write([]byte("extra")) }))
 	rec := httptest.NewRecorder()
-	a.ServeHTTP(rec, httptest.NewRequest("GET", "http://127.0.0.1/api/v1/extra", nil))
+	req := httptest.NewRequest("GET", "/api/v1/extra", nil)
+	req.Host = "127.0.0.1" // httptest's example.com is no allowed host
+	a.ServeHTTP(rec, req)
 	if rec.Code != http.StatusUnauthorized {
 		t.Fatalf("without a token: %d", rec.Code)
 	}
-	req := httptest.NewRequest("GET", "http://127.0.0.1/api/v1/extra", nil)
+	req = httptest.NewRequest("GET", "/api/v1/extra", nil)
+	req.Host = "127.0.0.1"
 	req.Header.Set("Authorization", "Bearer 0123456789abcdef0123")
 	rec = httptest.NewRecorder()
 	a.ServeHTTP(rec, req)

@@ -49,8 +49,16 @@ type BanRequest struct {
 	Duration string `json:"duration"`
 }
 
+// ServeBans serves the ban list at /api/v1/bans, for a list made after
+// New (tern serve makes it once the broker exists); Options.Bans does the
+// same at New. Call it once.
+func (a *Server) ServeBans(b Bans) {
+	a.bans = b
+	a.banRoutes()
+}
+
 func (a *Server) banRoutes() {
-	if a.opts.Bans == nil {
+	if a.bans == nil {
 		return
 	}
 	a.mux.HandleFunc("GET /api/v1/bans", a.listBans)
@@ -59,7 +67,7 @@ func (a *Server) banRoutes() {
 }
 
 func (a *Server) listBans(w http.ResponseWriter, r *http.Request) {
-	bans := a.opts.Bans.List()
+	bans := a.bans.List()
 	if as := r.URL.Query().Get("as"); as != "" {
 		out := bans[:0]
 		for _, b := range bans {
@@ -108,19 +116,20 @@ func (a *Server) addBan(w http.ResponseWriter, r *http.Request) {
 		t := time.Now().Add(d)
 		b.Until = &t
 	}
-	got, err := a.opts.Bans.Add(b)
+	got, err := a.bans.Add(b)
 	switch {
 	case errors.Is(err, ErrInvalidBan):
 		writeError(w, http.StatusBadRequest, err.Error())
 	case err != nil:
 		writeError(w, http.StatusInternalServerError, err.Error())
 	default:
+		a.logChange(r, "ban added", "as", got.As, "who", got.Who, "reason", got.Reason)
 		writeJSON(w, http.StatusCreated, got)
 	}
 }
 
 func (a *Server) deleteBan(w http.ResponseWriter, r *http.Request) {
-	ok, err := a.opts.Bans.Delete(r.PathValue("as"), r.PathValue("who"))
+	ok, err := a.bans.Delete(r.PathValue("as"), r.PathValue("who"))
 	switch {
 	case errors.Is(err, ErrInvalidBan):
 		writeError(w, http.StatusBadRequest, err.Error())
@@ -129,6 +138,7 @@ func (a *Server) deleteBan(w http.ResponseWriter, r *http.Request) {
 	case !ok:
 		writeError(w, http.StatusNotFound, "no such ban")
 	default:
+		a.logChange(r, "ban lifted", "as", r.PathValue("as"), "who", r.PathValue("who"))
 		w.WriteHeader(http.StatusNoContent)
 	}
 }

@@ -154,6 +154,9 @@ var statMetrics = []statMetric{
 	newStatMetric("deliveries_denied_total", "Deliveries skipped because an authorizer denied the message to the subscriber.", counterT, func(s *tern.Stats) int64 { return s.DeliveriesDenied }),
 	newStatMetric("received_bytes_total", "Bytes of MQTT packets received.", counterT, func(s *tern.Stats) int64 { return s.BytesReceived }),
 	newStatMetric("sent_bytes_total", "Bytes written to clients.", counterT, func(s *tern.Stats) int64 { return s.BytesSent }),
+	newStatMetric("publish_received_bytes_total", "Payload bytes of the PUBLISH packets received, in-process publishes included.", counterT, func(s *tern.Stats) int64 { return s.PublishBytesReceived }),
+	newStatMetric("publish_sent_bytes_total", "Payload bytes of the PUBLISH packets sent.", counterT, func(s *tern.Stats) int64 { return s.PublishBytesSent }),
+	newStatMetric("connects_total", "CONNECTs that established a session.", counterT, func(s *tern.Stats) int64 { return s.Connects }),
 	newStatMetric("retained_messages", "Retained messages stored now.", gaugeT, func(s *tern.Stats) int64 { return s.Retained }),
 	newStatMetric("subscriptions", "Subscriptions now.", gaugeT, func(s *tern.Stats) int64 { return s.Subscriptions }),
 	newStatMetric("inflight_messages", "QoS 1 and 2 messages sent and not yet acknowledged.", gaugeT, func(s *tern.Stats) int64 { return s.InflightOut }),
@@ -161,6 +164,7 @@ var statMetrics = []statMetric{
 	newStatMetric("retained_refused_total", "Retained messages refused for max_retained_messages or max_retained_bytes.", counterT, func(s *tern.Stats) int64 { return s.RetainedRefused }),
 	newStatMetric("write_timeouts_total", "Connections reset because the client took nothing for write_timeout.", counterT, func(s *tern.Stats) int64 { return s.WriteTimeouts }),
 	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures }),
+	newStatMetric("store_refused_total", "Operations refused because the store could not write (a full or failing disk): connects, publishes, subscribes, unsubscribes.", counterT, func(s *tern.Stats) int64 { return s.StoreRefused }),
 	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent }),
 }
 
@@ -172,6 +176,7 @@ var (
 	memoryDesc      = prometheus.NewDesc("tern_message_memory_bytes", "Memory held by queued and inflight messages (max_message_memory counts it).", nil, nil)
 	memoryLimitDesc = prometheus.NewDesc("tern_message_memory_limit_bytes", "max_message_memory; 0: no limit.", nil, nil)
 	startDesc       = prometheus.NewDesc("tern_start_time_seconds", "When the broker started, in seconds since the Unix epoch.", nil, nil)
+	storeDesc       = prometheus.NewDesc("tern_store_available", "1 while the store writes (or there is none), 0 while it cannot (a full or failing disk) and the broker refuses what needs it.", nil, nil)
 	infoDesc        = prometheus.NewDesc("tern_build_info", "Always 1; the version is a label.", []string{"version"}, nil)
 )
 
@@ -200,6 +205,7 @@ func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- memoryDesc
 	ch <- memoryLimitDesc
 	ch <- startDesc
+	ch <- storeDesc
 	ch <- infoDesc
 	ch <- certNotAfterDesc
 	ch <- certNotBeforeDesc
@@ -241,6 +247,11 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	ch <- prometheus.MustNewConstMetric(memoryDesc, gaugeT, float64(used))
 	ch <- prometheus.MustNewConstMetric(memoryLimitDesc, gaugeT, float64(limit))
 	ch <- prometheus.MustNewConstMetric(startDesc, gaugeT, float64(srv.StartedAt().UnixNano())/1e9)
+	available := 1.0
+	if srv.StoreHealth() != nil {
+		available = 0
+	}
+	ch <- prometheus.MustNewConstMetric(storeDesc, gaugeT, available)
 }
 
 func newRegistry(a *Server) *prometheus.Registry {

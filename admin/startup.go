@@ -210,3 +210,12 @@ func (c *countingLoader) Will(w *storage.Will) error {
 	c.o.counts[kWill].Add(1)
 	return c.l.Will(w)
 }
+
+// Health passes on the store's storage.HealthReporter (nil when it has
+// none), so that the broker still sees a full disk through the wrapper.
+func (o *observedStore) Health() error {
+	if hr, ok := o.Store.(storage.HealthReporter); ok {
+		return hr.Health()
+	}
+	return nil
+}

@@ -59,8 +59,9 @@ type Result struct {
 	Partial  *PartialStats  `json:"partial,omitempty"`
 	Filters  *FiltersStats  `json:"filters,omitempty"`
 
-	// Errors counts connection failures during the run (refused or failed
-	// connects are in Connect); FirstError describes the first.
+	// Errors counts failures: connections refused or failed (also counted
+	// in Connect.Failed) and connections lost during the run; FirstError
+	// describes the first.
 	Errors     int64  `json:"errors"`
 	FirstError string `json:"first_error,omitempty"`
 }

@@ -438,7 +438,7 @@ func (r *runner) collect(res *Result) {
 		})
 	}
 	res.Latency = latencyStats(&lat)
-	res.Errors = r.errs.Load()
+	res.Errors = r.errs.Load() + int64(res.Connect.Failed)
 	r.errMu.Lock()
 	if r.firstErr != nil {
 		res.FirstError = r.firstErr.Error()

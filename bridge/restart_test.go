@@ -162,7 +162,7 @@ func (c *counter) run(first chan struct{}) {
 			case *packets.Publish:
 				n, _ := strconv.Atoi(string(p.Payload))
 				c.mu.Lock()
-				if p.QoS < 2 || !c.inQoS2[p.PacketID] { // [MQTT-4.3.3-?] method B: a QoS 2 id not yet released is the same message
+				if p.QoS < 2 || !c.inQoS2[p.PacketID] { // [MQTT-4.3.3-10]: a QoS 2 id not yet released is the same message
 					c.seen[n]++
 					c.total.Add(1)
 				}

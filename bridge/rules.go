@@ -260,7 +260,7 @@ func (r *rule) compileCapture() error {
 	var filter []string
 	for _, l := range strings.Split(r.Remote, "/") {
 		if strings.ContainsAny(l, "+#") {
-			return fmt.Errorf("remote %q: wildcards are written {1}, {2}, ...", r.Remote)
+			return fmt.Errorf("remote %q: wildcards are written {1}, {2} and so on", r.Remote)
 		}
 		if strings.HasPrefix(l, "{") && strings.HasSuffix(l, "}") {
 			n, err := strconv.Atoi(l[1 : len(l)-1])

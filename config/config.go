@@ -200,6 +200,7 @@ type Limits struct {
 	WildcardSubscriptionAvailable   bool     `yaml:"wildcard_subscription_available" usage:"allow wildcard subscriptions"`
 	SubscriptionIdentifierAvailable bool     `yaml:"subscription_identifier_available" usage:"allow subscription identifiers"`
 	SharedSubscriptionAvailable     bool     `yaml:"shared_subscription_available" usage:"allow shared subscriptions"`
+	SharedSubscriptionStrategy      string   `yaml:"shared_subscription_strategy" usage:"member of a $share group a message goes to: round_robin, random, hash_topic or hash_clientid"`
 	MaxTopicAlias                   uint16   `yaml:"max_topic_alias" usage:"topic aliases a v5 client may use towards the broker (0: none)"`
 	MaxKeepalive                    Duration `yaml:"max_keepalive" usage:"longest keep alive a v5 client may use (0: no limit)"`
 	MaxSessionExpiry                Duration `yaml:"max_session_expiry" usage:"cap on session expiry, also for v3 persistent sessions (0: no cap)"`
@@ -270,6 +271,7 @@ func Default() *Config {
 			MaxQueuedMessages:               10_000,
 			MaxQueuedBytes:                  64 << 20,
 			QueueFullPolicy:                 "drop_new",
+			SharedSubscriptionStrategy:      "round_robin",
 			MaxPendingBytes:                 1 << 20,
 			MaxMessageMemory:                SizeAuto,
 			MaxRetainedMessages:             1_000_000,
@@ -355,6 +357,7 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 	if l.QueueFullPolicy == "drop_oldest" {
 		o.QueueFullPolicy = tern.DropOldest
 	}
+	o.SharedStrategy = sharedStrategies[l.SharedSubscriptionStrategy]
 	if o.SysInterval <= 0 {
 		o.SysInterval = -1
 	}
@@ -368,4 +371,12 @@ func (l Log) SlogLevel() slog.Level {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(l.Level)) // checked by Validate
 	return lv
+}
+
+// sharedStrategies maps limits.shared_subscription_strategy to the option.
+var sharedStrategies = map[string]tern.SharedStrategy{
+	"round_robin":   tern.SharedRoundRobin,
+	"random":        tern.SharedRandom,
+	"hash_topic":    tern.SharedHashTopic,
+	"hash_clientid": tern.SharedHashClientID,
 }

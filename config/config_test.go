@@ -119,6 +119,7 @@ limits:
   max_session_expiry: 1d
   max_client_id_length: 64
   max_topic_levels: 8
+  shared_subscription_strategy: hash_topic
   connect_timeout: 5s
   write_timeout: 1m
   max_publish_bytes_rate: 64KiB
@@ -176,7 +177,7 @@ func TestGoodFile(t *testing.T) {
 		Limits: Limits{MaxPacketSize: 256 << 10, ReceiveMaximum: 10, MaxInflightMessages: 20, MaxQueuedMessages: 30,
 			MaxQueuedBytes: 1e6, QueueFullPolicy: "drop_oldest", MaxPendingBytes: 512 << 10, MaxMessageMemory: 256 << 20,
 			MaxRetainedMessages: 1000, MaxRetainedBytes: SizeAuto, MaxQoS: 1, MaxKeepalive: Duration(300 * time.Second), MaxSessionExpiry: Duration(24 * time.Hour),
-			MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: Duration(5 * time.Second), WriteTimeout: Duration(time.Minute),
+			MaxClientIDLength: 64, MaxTopicLevels: 8, SharedSubscriptionStrategy: "hash_topic", ConnectTimeout: Duration(5 * time.Second), WriteTimeout: Duration(time.Minute),
 			MaxPublishBytesRate: 64 << 10},
 		Persistence: Persistence{Durability: "periodic", DataDir: "/var/lib/tern", SyncInterval: Duration(250 * time.Millisecond)},
 		Log:         Log{Level: "debug", Format: "json"},
@@ -212,7 +213,7 @@ func TestGoodFile(t *testing.T) {
 		QueueQoS0Offline: &f, MaxQoS: ptr[byte](1), RetainAvailable: &f, WildcardSubAvailable: &f, SubIDAvailable: &f,
 		SharedSubAvailable: &f, TopicAliasMaximum: ptr[uint16](0), MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: 5 * time.Second, WriteTimeout: time.Minute, SysInterval: -1,
-		Durability: tern.DurabilityPeriodic, SyncInterval: 250 * time.Millisecond, MaxPublishBytesRate: 64 << 10,
+		Durability: tern.DurabilityPeriodic, SyncInterval: 250 * time.Millisecond, SharedStrategy: tern.SharedHashTopic, MaxPublishBytesRate: 64 << 10,
 	}
 	if !reflect.DeepEqual(*o, wantOpts) {
 		t.Errorf("ServerOptions:\n got %+v\nwant %+v", *o, wantOpts)
@@ -227,7 +228,7 @@ func TestEveryOptionIsConfigurable(t *testing.T) {
 		"MaxQueuedBytes": "limits.max_queued_bytes", "QueueQoS0Offline": "limits.queue_qos0_messages",
 		"MaxQoS": "limits.max_qos", "RetainAvailable": "limits.retain_available",
 		"WildcardSubAvailable": "limits.wildcard_subscription_available", "SubIDAvailable": "limits.subscription_identifier_available",
-		"SharedSubAvailable": "limits.shared_subscription_available", "TopicAliasMaximum": "limits.max_topic_alias",
+		"SharedSubAvailable": "limits.shared_subscription_available", "SharedStrategy": "limits.shared_subscription_strategy", "TopicAliasMaximum": "limits.max_topic_alias",
 		"MaxKeepAlive": "limits.max_keepalive", "MaxSessionExpiry": "limits.max_session_expiry",
 		"MaxClientIDLength": "limits.max_client_id_length", "MaxTopicLevels": "limits.max_topic_levels",
 		"ConnectTimeout": "limits.connect_timeout", "WriteTimeout": "limits.write_timeout", "SysInterval": "sys_interval",
@@ -276,6 +277,7 @@ func TestBadFiles(t *testing.T) {
 		{"packet size too small", "limits:\n  max_packet_size: 10\n", []string{`limits.max_packet_size`, `between 64 and 268435460`}},
 		{"log level", "log:\n  level: loud\n", []string{`log.level (from `, `"loud" is not debug, info, warn or error`}},
 		{"log format", "log:\n  format: xml\n", []string{`log.format`}},
+		{"shared strategy", "limits:\n  shared_subscription_strategy: sticky\n", []string{`limits.shared_subscription_strategy (from `, `"sticky" is not round_robin, random`}},
 		{"bad address", "listeners:\n  tcp: [\"local host\"]\n", []string{`listeners.tcp[0].address (from `, `"local host" is not host:port`}},
 		{"named port", "listeners:\n  tcp: [localhost:mqtt]\n", []string{`listeners.tcp[0].address (from `, `the port "mqtt" is not a number from 0 to 65535`}},
 		{"port out of range", "listeners:\n  tcp: [127.0.0.1:99999]\n", []string{`listeners.tcp[0].address (from `, `the port "99999"`}},

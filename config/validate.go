@@ -42,11 +42,11 @@ func (c *Config) Validate() error {
 		v.fail("log.format", "%q is not text or json", c.Log.Format)
 	}
 	c.validateAdmin(v)
+	c.validateBridges(v)
+	c.validateExtAuth(v)
 	if l := c.Limits.MaxPublishBytesRate; l < 0 {
 		v.fail("limits.max_publish_bytes_rate", "must not be negative (0: no limit)")
 	}
-	c.validateBridges(v)
-	c.validateExtAuth(v)
 	v.nonNegative("drain_delay", c.DrainDelay)
 	if c.ShutdownTimeout <= 0 {
 		v.fail("shutdown_timeout", "must be positive")
@@ -288,6 +288,9 @@ func (c *Config) validateLimits(v *validator) {
 	}
 	if l.QueueFullPolicy != "drop_new" && l.QueueFullPolicy != "drop_oldest" {
 		v.fail("limits.queue_full_policy", "%q is not drop_new or drop_oldest", l.QueueFullPolicy)
+	}
+	if _, ok := sharedStrategies[l.SharedSubscriptionStrategy]; !ok {
+		v.fail("limits.shared_subscription_strategy", "%q is not round_robin, random, hash_topic or hash_clientid", l.SharedSubscriptionStrategy)
 	}
 	for key, z := range map[string]Size{"limits.max_message_memory": l.MaxMessageMemory, "limits.max_retained_bytes": l.MaxRetainedBytes} {
 		if z < 0 && z != SizeAuto {

@@ -129,6 +129,26 @@ func (s *ServerTLS) Reload() error {
 	return nil
 }
 
+// Certificate returns the server certificate (the leaf of the chain) the
+// last load read, for its validity dates.
+func (s *ServerTLS) Certificate() *x509.Certificate {
+	c := s.cert.Load()
+	if c == nil {
+		return nil
+	}
+	if c.Leaf != nil {
+		return c.Leaf
+	}
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return nil
+	}
+	return leaf
+}
+
+// CertFile returns the certificate file's name.
+func (s *ServerTLS) CertFile() string { return s.opts.CertFile }
+
 // Config returns the tls.Config to serve with. It stays the same across
 // reloads; its callbacks return what the last Reload loaded. Do not
 // modify it.

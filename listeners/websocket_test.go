@@ -88,12 +88,19 @@ func (c *rawWS) frame(op ws.OpCode, fin bool, payload []byte) {
 func (c *rawWS) readFrame() ws.Frame {
 	c.t.Helper()
 	c.nc.SetReadDeadline(time.Now().Add(timeout))
-	f, err := ws.ReadFrame(c.br)
+	h, err := ws.ReadHeader(c.br)
 	if err != nil {
 		c.t.Fatalf("reading a frame: %v", err)
 	}
-	if f.Header.Masked {
+	if h.Masked {
 		c.t.Fatal("server frame is masked")
+	}
+	if h.Length > 1<<20 {
+		c.t.Fatalf("server frame of %d bytes", h.Length)
+	}
+	f := ws.Frame{Header: h, Payload: make([]byte, h.Length)}
+	if _, err := io.ReadFull(c.br, f.Payload); err != nil {
+		c.t.Fatalf("reading a frame: %v", err)
 	}
 	return f
 }

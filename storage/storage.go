@@ -35,6 +35,28 @@ var ErrClosed = errors.New("storage: store is closed")
 // one made by another store or one already committed.
 var ErrBatch = errors.New("storage: batch is spent or belongs to another store")
 
+// ErrUnavailable is wrapped by the errors a store gives, from Health or
+// from a method, while it cannot write: its disk is full or failing, or it
+// was opened read-only for lack of space. Such a store keeps what it has;
+// how it resumes is up to the store (see [HealthReporter]).
+var ErrUnavailable = errors.New("storage: store cannot write now")
+
+// HealthReporter is implemented by stores whose writes can fail for a
+// while, such as a store on a disk that fills up. The broker asks it before
+// it accepts work that needs the store, and refuses that work while Health
+// returns an error.
+//
+// A store that reports itself unavailable still accepts Commit, which
+// waits until the batch is written (or the store is closed): changes are
+// never dropped and never acknowledged before they are durable. When the
+// cause goes away (space is freed), the store resumes by itself and Health
+// returns nil again.
+type HealthReporter interface {
+	// Health returns nil while the store writes normally, or an error
+	// wrapping ErrUnavailable that says why it does not.
+	Health() error
+}
+
 // Message is an application message, stored once however many sessions it
 // is queued for.
 type Message struct {

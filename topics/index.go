@@ -69,6 +69,7 @@ type Index struct {
 	root    node
 	clients map[string]*client
 	count   int
+	shared  int // subscriptions with a group
 
 	cache resultCache
 }
@@ -153,6 +154,9 @@ func (ix *Index) Subscribe(sub Subscription) (existed bool) {
 	} else {
 		s.Filter, s.Group = strings.Clone(sub.Filter), strings.Clone(sub.Group)
 		ix.count++
+		if s.Group != "" {
+			ix.shared++
+		}
 	}
 	c.put(s)
 	ix.root.insert(s)
@@ -179,6 +183,9 @@ func (ix *Index) Unsubscribe(clientID, group, filter string) bool {
 		delete(ix.clients, clientID)
 	}
 	ix.count--
+	if s.Group != "" {
+		ix.shared--
+	}
 	ix.root.remove(s)
 	ix.cache.invalidate(s.Filter)
 	return true
@@ -200,6 +207,9 @@ func (ix *Index) UnsubscribeAll(clientID string) int {
 	c.each(func(s *Subscription) {
 		ix.root.remove(s)
 		filters = append(filters, s.Filter)
+		if s.Group != "" {
+			ix.shared--
+		}
 	})
 	ix.count -= c.len()
 	ix.cache.invalidate(filters...)
@@ -232,6 +242,23 @@ func (ix *Index) Match(topic string) *Result {
 	return r
 }
 
+// Clients calls fn with the identifier of each client that has
+// subscriptions, in no particular order, until fn returns false. fn runs
+// without the index lock held.
+func (ix *Index) Clients(fn func(clientID string) bool) {
+	ix.mu.RLock()
+	ids := make([]string, 0, len(ix.clients))
+	for id := range ix.clients {
+		ids = append(ids, id)
+	}
+	ix.mu.RUnlock()
+	for _, id := range ids {
+		if !fn(id) {
+			return
+		}
+	}
+}
+
 // ClientSubscriptions calls fn for each subscription of clientID, in no
 // particular order, until fn returns false. fn runs without the index lock
 // held, so it may call back into the Index; it must not modify the
@@ -257,6 +284,14 @@ func (ix *Index) Count() int {
 	ix.mu.RLock()
 	defer ix.mu.RUnlock()
 	return ix.count
+}
+
+// SharedCount returns the number of shared subscriptions ($share/...) in
+// the index, one per member of each group.
+func (ix *Index) SharedCount() int {
+	ix.mu.RLock()
+	defer ix.mu.RUnlock()
+	return ix.shared
 }
 
 // Get returns a copy of the subscription keyed by (clientID, group, filter)

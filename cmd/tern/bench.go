@@ -5,7 +5,9 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
+	"math"
 	"net"
 	"os"
 	"os/signal"
@@ -16,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/packets"
 )
 
@@ -94,8 +97,9 @@ func stressFlags(cmd *cobra.Command, sc bench.Scenario, f *benchFlags) {
 	case bench.Partial:
 		fl.StringVar(&f.partialParts, "parts", "abc", "parts to run: any of a, b, c")
 		fl.IntVar(&s.Large, "large", 200, "(b) connections")
-		fl.IntVar(&s.Declared, "declared", 1_000_000, "(b, c) remaining length the PUBLISH header declares")
-		fl.IntVar(&s.Body, "body", 900_000, "(b) bytes of that body each connection sends")
+		s.Declared, s.Body = 1_000_000, 900_000
+		fl.Var(sizeFlag{&s.Declared}, "declared", "(b, c) remaining length the PUBLISH header declares (bytes, or 1MiB, ...)")
+		fl.Var(sizeFlag{&s.Body}, "body", "(b) bytes of that body each connection sends (or 512KiB, ...)")
 		fl.DurationVar(&s.CloseBound, "close-bound", 0, "(a) most to wait for each close (default 4 keep alives)")
 		fl.DurationVar(&s.DripMax, "drip-max", 60*time.Second, "(c) most to drip")
 	case bench.Filters:
@@ -154,7 +158,8 @@ did: who it served, what it closed and when, and its memory (give
 	fl.VarP(durationFlag{&f.cfg.ConnectInterval, time.Millisecond}, "interval", "i", "pause between two connects (bare number: ms; 0: as fast as --parallel allows)")
 	fl.VarP(durationFlag{&f.cfg.PublishInterval, time.Millisecond}, "pub-interval", "I", "pause between two messages of one publisher (bare number: ms; 0: no limit)")
 	fl.Float64Var(&f.cfg.Rate, "rate", 0, "total messages per second over all publishers (overrides -I; latency: default 1000)")
-	fl.IntVarP(&f.cfg.PayloadSize, "size", "s", 64, fmt.Sprintf("payload size in bytes (at least %d)", bench.HeaderSize))
+	f.cfg.PayloadSize = 64
+	fl.VarP(sizeFlag{&f.cfg.PayloadSize}, "size", "s", fmt.Sprintf("payload size in bytes, or with a unit: 1KiB, 1MiB (at least %d)", bench.HeaderSize))
 	fl.Uint8VarP(&f.cfg.QoS, "qos", "q", 0, "QoS of publications and subscriptions: 0, 1 or 2")
 	fl.IntVar(&f.cfg.Window, "window", 100, "most unacknowledged QoS 1/2 messages per publisher")
 	fl.IntVar(&f.flow, "flow", 1000, "keep each publisher at most this many messages ahead of its slowest subscriber (0: open loop)")
@@ -261,10 +266,28 @@ func runBench(cmd *cobra.Command, sc bench.Scenario, f *benchFlags) error {
 	if f.json {
 		enc := json.NewEncoder(cmd.OutOrStdout())
 		enc.SetIndent("", "  ")
-		return enc.Encode(res)
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		res.WriteText(cmd.OutOrStdout())
 	}
-	res.WriteText(cmd.OutOrStdout())
-	return nil
+	return benchFailed(sc, res)
+}
+
+// benchFailed returns the error that makes tern bench exit non-zero: any
+// connection that could not be made, and for the load scenarios any error
+// at all. (The stress scenarios expect the broker to end some of their
+// connections.)
+func benchFailed(sc bench.Scenario, res *bench.Result) error {
+	if res.Connect.Failed == 0 && (stressScenario(sc) || res.Errors == 0) {
+		return nil
+	}
+	msg := fmt.Sprintf("%d errors, %d of %d connections failed", res.Errors, res.Connect.Failed, res.Connect.Attempted)
+	if res.FirstError != "" {
+		msg += " (first: " + res.FirstError + ")"
+	}
+	return errors.New(msg)
 }
 
 // protocolFlag parses -V in the forms mosquitto_pub and emqtt-bench accept.
@@ -283,6 +306,26 @@ func (p *protocolFlag) Set(s string) error {
 	default:
 		return fmt.Errorf("%q is not 3, 4 or 5", s)
 	}
+	return nil
+}
+
+// sizeFlag is a size in bytes, written as a number or with a unit (KB,
+// MB, GB, KiB, MiB, GiB), as the configuration's sizes are.
+type sizeFlag struct{ n *int }
+
+func (f sizeFlag) String() string {
+	if f.n == nil {
+		return "0"
+	}
+	return strconv.Itoa(*f.n)
+}
+func (f sizeFlag) Type() string { return "size" }
+func (f sizeFlag) Set(s string) error {
+	z, err := config.ParseSize(s)
+	if err != nil || z < 0 || int64(z) > math.MaxInt32 {
+		return fmt.Errorf("%q is not a size (like 256, 64KiB or 1MiB)", s)
+	}
+	*f.n = int(z)
 	return nil
 }
 

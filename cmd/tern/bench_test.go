@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"net"
+	"strings"
 	"testing"
 	"time"
 
@@ -211,4 +212,55 @@ func TestBenchStressAgainstTern(t *testing.T) {
 			}
 		}
 	})
+}
+
+// Connections that fail are errors: counted, and tern bench exits
+// non-zero.
+func TestBenchFailedConnections(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close() // nothing listens there now
+	host, port, _ := net.SplitHostPort(addr)
+	for _, asJSON := range []bool{false, true} {
+		var out, errOut bytes.Buffer
+		root := rootCmd()
+		root.SetOut(&out)
+		root.SetErr(&errOut)
+		args := []string{"bench", "pairs", "-h", host, "-p", port, "-c", "3", "-d", "1s", "--drain", "0s", "--quiet"}
+		if asJSON {
+			args = append(args, "--json")
+		}
+		root.SetArgs(args)
+		err := root.Execute()
+		if err == nil || !strings.Contains(err.Error(), "6 errors, 6 of 6 connections failed") || !strings.Contains(err.Error(), "refused") {
+			t.Errorf("json %v: error %v, want 6 failed connections", asJSON, err)
+		}
+		if asJSON {
+			var res bench.Result
+			if err := json.Unmarshal(out.Bytes(), &res); err != nil || res.Errors != 6 || res.Connect.Failed != 6 {
+				t.Errorf("summary: %+v, %v", res, err)
+			}
+		} else if !strings.Contains(out.String(), "errors       6") {
+			t.Errorf("summary:\n%s", out.String())
+		}
+	}
+}
+
+// Sizes take units, as everywhere else.
+func TestBenchSizeUnits(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	if res := runBenchCLI(t, srv, "pub", "-c", "1", "-d", "200ms", "-s", "1KiB"); res.PayloadSize != 1024 {
+		t.Errorf("-s 1KiB: payload size %d", res.PayloadSize)
+	}
+	var errOut bytes.Buffer
+	root := rootCmd()
+	root.SetOut(&errOut)
+	root.SetErr(&errOut)
+	root.SetArgs([]string{"bench", "pub", "-s", "lots"})
+	if err := root.Execute(); err == nil || !strings.Contains(err.Error(), `"lots" is not a size`) {
+		t.Errorf("-s lots: %v", err)
+	}
 }

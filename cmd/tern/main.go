@@ -9,6 +9,7 @@
 package main
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"runtime"
@@ -22,9 +23,20 @@ func main() {
 	if os.Getenv("TERN_MEMPROFILE") == "" {
 		runtime.MemProfileRate = 0
 	}
-	if err := rootCmd().Execute(); err != nil {
-		os.Exit(1)
+	root := rootCmd()
+	root.SetArgs(joinPropertyArgs(os.Args[1:]))
+	if err := root.Execute(); err != nil {
+		os.Exit(exitCode(err))
 	}
+}
+
+// exitCode is tern's exit status after err: 27 when tern sub's -W passed
+// (as mosquitto_sub), 1 otherwise.
+func exitCode(err error) int {
+	if errors.Is(err, errTimedOut) {
+		return exitTimedOut
+	}
+	return 1
 }
 
 func rootCmd() *cobra.Command {

@@ -8,9 +8,12 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -20,6 +23,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/spf13/pflag"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
 )
 
 // clientFlags are the connection flags tern pub and tern sub share, named
@@ -37,6 +41,17 @@ type clientFlags struct {
 	insecure, osCert bool
 	userProps        []string
 	timeout          time.Duration
+	persistent       bool   // -c: keep the session (clean start / clean session off)
+	expiry           string // -x: session expiry interval
+	debug            bool   // -d: print the packets
+	properties       []string
+	willTopic        string
+	willPayload      string
+	willQoS          int
+	willRetain       bool
+
+	props    *props5   // parsed -D options
+	debugOut io.Writer // where -d prints
 }
 
 func (f *clientFlags) register(fl *pflag.FlagSet, what string) {
@@ -49,6 +64,14 @@ func (f *clientFlags) register(fl *pflag.FlagSet, what string) {
 	fl.StringVarP(&f.username, "username", "u", "", "user name")
 	fl.StringVarP(&f.password, "pw", "P", "", "password")
 	fl.StringVarP(&f.version, "protocol-version", "V", "5", "MQTT `version`: mqttv5 (5), mqttv311 (311, 4) or mqttv31 (31, 3)")
+	fl.BoolVarP(&f.persistent, "disable-clean-session", "c", false, "keep the session when disconnected (needs -i); MQTT 5: session expiry never, unless -x")
+	fl.StringVarP(&f.expiry, "session-expiry-interval", "x", "", "MQTT 5 session expiry interval in `seconds` (-1 or ∞: never)")
+	fl.BoolVarP(&f.debug, "debug", "d", false, "print the packets sent and received to standard error")
+	fl.StringArrayVarP(&f.properties, "property", "D", nil, "MQTT 5 property: -D `command identifier value` (see below), repeatable")
+	fl.StringVar(&f.willTopic, "will-topic", "", "topic of the will message, published if the connection ends abnormally")
+	fl.StringVar(&f.willPayload, "will-payload", "", "payload of the will message")
+	fl.IntVar(&f.willQoS, "will-qos", 0, "QoS of the will message: 0, 1 or 2")
+	fl.BoolVar(&f.willRetain, "will-retain", false, "retain the will message")
 	fl.StringVar(&f.cafile, "cafile", "", "PEM `file` of the CA certificates to verify the broker with (turns TLS on)")
 	fl.StringVar(&f.cert, "cert", "", "PEM `file` of a client certificate, with --key (turns TLS on)")
 	fl.StringVar(&f.key, "key", "", "PEM `file` of the private key of --cert")
@@ -56,6 +79,61 @@ func (f *clientFlags) register(fl *pflag.FlagSet, what string) {
 	fl.BoolVar(&f.osCert, "tls-use-os-certs", false, "TLS, verifying the broker with the system's CA certificates")
 	fl.StringArrayVar(&f.userProps, "user-property", nil, "MQTT 5 user property `key=value`, repeatable")
 	fl.DurationVar(&f.timeout, "connect-timeout", 10*time.Second, "how long to wait for the connection")
+}
+
+// propertiesHelp explains -D, for the commands' help.
+const propertiesHelp = `
+MQTT 5 properties are set with -D command identifier value (user-property
+takes a key and a value), as in mosquitto_pub and mosquitto_sub:
+  connect      maximum-packet-size, receive-maximum, request-problem-information,
+               request-response-information, session-expiry-interval,
+               topic-alias-maximum, user-property
+  publish      content-type, correlation-data, message-expiry-interval,
+               payload-format-indicator, response-topic, user-property
+  subscribe    subscription-identifier, user-property
+  unsubscribe  user-property
+  disconnect   reason-string, session-expiry-interval, user-property
+  will         content-type, correlation-data, message-expiry-interval,
+               payload-format-indicator, response-topic, user-property,
+               will-delay-interval`
+
+// sessionExpiry returns the session expiry -c and -x ask for: -x, else
+// never with -c, else 0 (nil: the property is left out).
+func (f *clientFlags) sessionExpiry() (*uint32, error) {
+	switch f.expiry {
+	case "":
+		if f.persistent {
+			v := uint32(math.MaxUint32)
+			return &v, nil
+		}
+		return nil, nil
+	case "-1", "∞", "inf", "infinity":
+		v := uint32(math.MaxUint32)
+		return &v, nil
+	}
+	n, err := strconv.ParseUint(f.expiry, 10, 32)
+	if err != nil {
+		return nil, fmt.Errorf("-x %q: want seconds from 0 to 4294967295, or -1 for never", f.expiry)
+	}
+	v := uint32(n)
+	return &v, nil
+}
+
+// will returns the will message the flags describe, or nil.
+func (f *clientFlags) will() (*paho5.WillMessage, error) {
+	if f.willTopic == "" {
+		if f.willPayload != "" || f.willQoS != 0 || f.willRetain {
+			return nil, errors.New("--will-payload, --will-qos and --will-retain need --will-topic")
+		}
+		return nil, nil
+	}
+	if err := topics.ValidateName(f.willTopic); err != nil {
+		return nil, fmt.Errorf("--will-topic %q: %w", f.willTopic, err)
+	}
+	if f.willQoS < 0 || f.willQoS > 2 {
+		return nil, fmt.Errorf("--will-qos %d: want 0, 1 or 2", f.willQoS)
+	}
+	return &paho5.WillMessage{Topic: f.willTopic, Payload: []byte(f.willPayload), QoS: byte(f.willQoS), Retain: f.willRetain}, nil
 }
 
 // protocolLevel parses -V.
@@ -146,11 +224,13 @@ func (f *clientFlags) dial(ctx context.Context) (net.Conn, error) {
 	return (&net.Dialer{}).DialContext(ctx, "tcp", addr)
 }
 
-// message is a received application message.
-type message struct {
-	topic   string
-	payload []byte
-	retain  bool
+// dialTraced opens the connection, printing its packets with -d.
+func (f *clientFlags) dialTraced(ctx context.Context, id string) (net.Conn, error) {
+	c, err := f.dial(ctx)
+	if err != nil || !f.debug {
+		return c, err
+	}
+	return newTraceConn(c, id, f.debugOut), nil
 }
 
 // mqttClient is the little tern pub and tern sub need of an MQTT client,
@@ -181,8 +261,20 @@ func (f *clientFlags) connect(ctx context.Context, what string, onMessage func(m
 	if len(props) > 0 && level != 5 {
 		return nil, errors.New("--user-property needs MQTT 5 (-V 5)")
 	}
+	if f.props, err = parseProperties(f.properties); err != nil {
+		return nil, err
+	}
+	if level != 5 && (f.props.any || f.expiry != "") {
+		return nil, errors.New("-D and -x need MQTT 5 (-V 5)")
+	}
 	if f.keepAlive < 0 || f.keepAlive > 65535 {
 		return nil, fmt.Errorf("-k %d: want 0 to 65535 seconds", f.keepAlive)
+	}
+	if f.persistent && f.id == "" {
+		return nil, errors.New("-c needs a client id (-i): the session is found again by it")
+	}
+	if f.debugOut == nil {
+		f.debugOut = io.Discard
 	}
 	id := f.id
 	if id == "" {
@@ -199,28 +291,48 @@ func (f *clientFlags) connect(ctx context.Context, what string, onMessage func(m
 }
 
 type client5 struct {
+	f       *clientFlags
 	c       *paho5.Client
 	props   paho5.UserProperties
 	srvDisc chan *paho5.Disconnect // the broker's DISCONNECT, if it sent one
 }
 
 func (f *clientFlags) connect5(ctx context.Context, id string, props paho5.UserProperties, onMessage func(message)) (*client5, error) {
-	conn, err := f.dial(ctx)
+	expiry, err := f.sessionExpiry()
 	if err != nil {
 		return nil, err
 	}
-	c5 := &client5{props: props, srvDisc: make(chan *paho5.Disconnect, 1)}
+	will, err := f.will()
+	if err != nil {
+		return nil, err
+	}
+	conn, err := f.dialTraced(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	c5 := &client5{f: f, props: props, srvDisc: make(chan *paho5.Disconnect, 1)}
 	c := paho5.NewClient(paho5.ClientConfig{
 		Conn:               pahopackets.NewThreadSafeConn(conn),
 		OnServerDisconnect: func(d *paho5.Disconnect) { c5.srvDisc <- d },
 		OnPublishReceived: []func(paho5.PublishReceived) (bool, error){func(pr paho5.PublishReceived) (bool, error) {
-			onMessage(message{topic: pr.Packet.Topic, payload: pr.Packet.Payload, retain: pr.Packet.Retain})
+			p := pr.Packet
+			onMessage(message{topic: p.Topic, payload: p.Payload, retain: p.Retain, qos: p.QoS, mid: p.PacketID,
+				dup: p.Duplicate(), props: p.Properties, at: time.Now()})
 			return true, nil
 		}},
 		OnClientError: func(error) {},
 	})
-	cp := &paho5.Connect{ClientID: id, KeepAlive: uint16(f.keepAlive), CleanStart: true,
-		Username: f.username, UsernameFlag: f.username != "", Password: []byte(f.password), PasswordFlag: f.password != ""}
+	cprops := f.props.connect
+	if expiry != nil {
+		cprops.SessionExpiryInterval = expiry
+	}
+	cp := &paho5.Connect{ClientID: id, KeepAlive: uint16(f.keepAlive), CleanStart: !f.persistent,
+		Username: f.username, UsernameFlag: f.username != "", Password: []byte(f.password), PasswordFlag: f.password != "",
+		Properties: &cprops}
+	if will != nil {
+		wp := f.props.will
+		cp.WillMessage, cp.WillProperties = will, &wp
+	}
 	ack, err := c.Connect(ctx, cp)
 	if err != nil {
 		conn.Close()
@@ -253,10 +365,9 @@ func (c *client5) err(err error) error {
 }
 
 func (c *client5) publish(ctx context.Context, topic string, payload []byte, qos byte, retain bool) error {
-	pk := &paho5.Publish{Topic: topic, Payload: payload, QoS: qos, Retain: retain}
-	if len(c.props) > 0 {
-		pk.Properties = &paho5.PublishProperties{User: c.props}
-	}
+	pp := c.f.props.publish
+	pp.User = append(slices.Clone(c.props), pp.User...)
+	pk := &paho5.Publish{Topic: topic, Payload: payload, QoS: qos, Retain: retain, Properties: &pp}
 	ctx, cancel := untilLost(ctx, c.lost())
 	defer cancel()
 	resp, err := c.c.Publish(ctx, pk)
@@ -280,12 +391,11 @@ func untilLost(ctx context.Context, lost <-chan struct{}) (context.Context, cont
 }
 
 func (c *client5) subscribe(ctx context.Context, filters []string, qos byte) error {
-	s := &paho5.Subscribe{}
+	sp := c.f.props.subscribe
+	sp.User = append(slices.Clone(c.props), sp.User...)
+	s := &paho5.Subscribe{Properties: &sp}
 	for _, f := range filters {
 		s.Subscriptions = append(s.Subscriptions, paho5.SubscribeOptions{Topic: f, QoS: qos})
-	}
-	if len(c.props) > 0 {
-		s.Properties = &paho5.SubscribeProperties{User: c.props}
 	}
 	ctx, cancel := untilLost(ctx, c.lost())
 	defer cancel()
@@ -296,7 +406,10 @@ func (c *client5) subscribe(ctx context.Context, filters []string, qos byte) err
 	return c.err(err)
 }
 
-func (c *client5) disconnect()           { c.c.Disconnect(&paho5.Disconnect{}) }
+func (c *client5) disconnect() {
+	dp := c.f.props.disconnect
+	c.c.Disconnect(&paho5.Disconnect{Properties: &dp})
+}
 func (c *client5) lost() <-chan struct{} { return c.c.Done() }
 func (c *client5) lostErr() error        { return c.err(errConnectionLost) }
 
@@ -320,16 +433,24 @@ type client3 struct {
 }
 
 func (f *clientFlags) connect3(ctx context.Context, id string, level byte, onMessage func(message)) (*client3, error) {
+	will, err := f.will()
+	if err != nil {
+		return nil, err
+	}
 	c3 := &client3{lostCh: make(chan struct{})}
 	opts := mqtt.NewClientOptions().
 		AddBroker("tcp://broker"). // the connection comes from dial
-		SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return f.dial(ctx) }).
+		SetCustomOpenConnectionFn(func(*url.URL, mqtt.ClientOptions) (net.Conn, error) { return f.dialTraced(ctx, id) }).
 		SetClientID(id).SetKeepAlive(time.Duration(f.keepAlive) * time.Second).SetProtocolVersion(uint(level)).
-		SetCleanSession(true).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(f.timeout).
+		SetCleanSession(!f.persistent).SetAutoReconnect(false).SetConnectRetry(false).SetConnectTimeout(f.timeout).
 		SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
-			onMessage(message{topic: m.Topic(), payload: m.Payload(), retain: m.Retained()})
+			onMessage(message{topic: m.Topic(), payload: m.Payload(), retain: m.Retained(), qos: m.Qos(),
+				mid: m.MessageID(), dup: m.Duplicate(), at: time.Now()})
 		}).
 		SetConnectionLostHandler(func(mqtt.Client, error) { close(c3.lostCh) })
+	if will != nil {
+		opts.SetBinaryWill(will.Topic, will.Payload, will.QoS, will.Retain)
+	}
 	if f.username != "" {
 		opts.SetUsername(f.username)
 	}

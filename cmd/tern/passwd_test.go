@@ -18,7 +18,7 @@ func runTern(t *testing.T, stdin string, args ...string) error {
 	root.SetIn(strings.NewReader(stdin))
 	root.SetOut(&out)
 	root.SetErr(&out)
-	root.SetArgs(args)
+	root.SetArgs(joinPropertyArgs(args))
 	return root.Execute()
 }
 
@@ -91,7 +91,7 @@ func TestPasswdKeepsOtherLines(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := readFile(t, file)
-	if !strings.HasPrefix(got, "# users of site A\nzed:"+h+"\r\n\nalice:$7$101$") || strings.Count(got, "alice:") != 1 || !strings.HasSuffix(got, "\n") {
+	if !strings.HasPrefix(got, "# users of site A\nzed:"+h+"\r\n\nalice:$7$210000$") || strings.Count(got, "alice:") != 1 || !strings.HasSuffix(got, "\n") {
 		t.Errorf("file is now:\n%s", got)
 	}
 }
@@ -103,4 +103,72 @@ func readFile(t *testing.T, p string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// -H and -I choose the hash and its cost; the defaults follow OWASP.
+func TestPasswdHashAndIterations(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+	for _, tc := range []struct {
+		args   []string
+		prefix string
+	}{
+		{[]string{"-c", "-b", file, "u", "pw"}, "u:$7$210000$"},
+		{[]string{"-b", "-I", "5000", file, "u", "pw"}, "u:$7$5000$"},
+		{[]string{"-b", "-H", "argon2id", file, "u", "pw"}, "u:$argon2id$v=19$m=19456,t=2,p=1$"},
+		{[]string{"-b", "-H", "argon2id", "-I", "3", file, "u", "pw"}, "u:$argon2id$v=19$m=19456,t=3,p=1$"},
+		{[]string{"-b", "-H", "sha512", file, "u", "pw"}, "u:$6$"},
+	} {
+		if err := runTern(t, "", append([]string{"passwd"}, tc.args...)...); err != nil {
+			t.Fatalf("%v: %v", tc.args, err)
+		}
+		if got := readFile(t, file); !strings.HasPrefix(got, tc.prefix) {
+			t.Errorf("%v: %q, want %s...", tc.args, got, tc.prefix)
+		}
+		p, err := auth.NewPasswordFile(file, auth.PasswordOptions{})
+		if err != nil || !p.Check("u", "pw") {
+			t.Errorf("%v: the password does not work (%v)", tc.args, err)
+		}
+	}
+	for _, bad := range [][]string{{"-H", "md5"}, {"-I", "-1"}, {"-H", "argon2id", "-I", "1000"}} {
+		if err := runTern(t, "", append(append([]string{"passwd"}, bad...), "-b", file, "u", "pw")...); err == nil {
+			t.Errorf("%v accepted", bad)
+		}
+	}
+}
+
+// -U hashes a file of plain-text passwords in place, leaving hashes alone.
+func TestPasswdUpdatePlainFile(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "passwd")
+	h, _ := auth.HashPasswordWith("kept", auth.HashOptions{Iterations: 1000})
+	os.WriteFile(file, []byte("# plain\nalice:a pw\nbob:b:with:colons\r\n\ncarol:"+h+"\n"), 0o644)
+	var out bytes.Buffer
+	root := rootCmd()
+	root.SetOut(&out)
+	root.SetErr(&out)
+	root.SetArgs([]string{"passwd", "-U", "-I", "1000", file})
+	if err := root.Execute(); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(out.String(), "2 passwords hashed, 1 already hashed") {
+		t.Errorf("output %q", out.String())
+	}
+	got := readFile(t, file)
+	if !strings.HasPrefix(got, "# plain\nalice:$7$1000$") || !strings.Contains(got, "\ncarol:"+h+"\n") || strings.Contains(got, "a pw") {
+		t.Errorf("file is now:\n%s", got)
+	}
+	p, err := auth.NewPasswordFile(file, auth.PasswordOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for user, pw := range map[string]string{"alice": "a pw", "bob": "b:with:colons", "carol": "kept"} {
+		if !p.Check(user, pw) {
+			t.Errorf("%s: %q does not work", user, pw)
+		}
+	}
+	if fi, _ := os.Stat(file); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode().Perm())
+	}
+	if err := runTern(t, "", "passwd", "-U", file, "alice"); err == nil {
+		t.Error("-U with a user name accepted")
+	}
 }

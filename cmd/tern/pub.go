@@ -38,11 +38,15 @@ The message is given by exactly one of -m (text), -f (a file's contents),
 message) or -n (an empty message, which with -r clears a retained one).
 
 TLS is on when --cafile, --cert, --insecure or --tls-use-os-certs is
-given. MQTT 5 is the default; -V mqttv311 for 3.1.1.`,
+given. MQTT 5 is the default; -V mqttv311 for 3.1.1. -d prints the
+packets sent and received.
+` + propertiesHelp,
 		Example: `  tern pub -t sensors/1/temp -m 21.5 -q 1
   tern pub -h broker -p 8883 --cafile ca.crt -u alice -P secret -t a/b -m hi
   tern pub -t status -r -n            # clear the retained message of "status"
-  tail -f log | tern pub -t logs -l`,
+  tail -f log | tern pub -t logs -l
+  tern pub -t a -m hi -D publish content-type text/plain -D publish user-property site 7
+  tern pub -t a -m hi --will-topic status/me --will-payload gone -d`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runPub(cmd, &f) },
 	}
@@ -99,6 +103,7 @@ func runPub(cmd *cobra.Command, f *pubFlags) error {
 
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+	f.debugOut = cmd.ErrOrStderr()
 	c, err := f.connect(ctx, "pub", func(message) {})
 	if err != nil {
 		return err

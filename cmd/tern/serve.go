@@ -11,6 +11,8 @@ import (
 	"os/signal"
 	"runtime"
 	"runtime/debug"
+	"slices"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -20,6 +22,7 @@ import (
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/bridge"
 	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/storage/pebble"
 )
 
@@ -105,13 +108,13 @@ type broker struct {
 	log     *slog.Logger
 	level   *slog.LevelVar
 	srv     *tern.Server
-	store   *pebble.Store // nil when persistence.durability is off
+	store   storage.Store // nil when persistence.durability is off
 	mqtt    []tern.Listener
 	reloads []reloader
 	bridges *bridge.Manager
 	ext     *extAuth // the ban list, JWT and HTTP auth, events
 
-	adm      *admin.Server // nil when admin.listen is ""
+	adm      *admin.Server // always there; it serves only when admin.listen is set
 	admLn    net.Listener
 	admDone  chan error
 	watchdog chan struct{} // closed to stop the systemd watchdog pings
@@ -133,50 +136,85 @@ func newLogger(format string, level slog.Leveler, w io.Writer) *slog.Logger {
 	return slog.New(slog.NewTextHandler(w, opts))
 }
 
+// openStore opens the store of persistence.data_dir; tests replace it.
+var openStore = func(dir string, log *slog.Logger) (storage.Store, error) {
+	return pebble.Open(dir, pebble.Options{Logger: log}) // which adds component=pebble
+}
+
+// restoreLogEvery is the period of the progress lines of a long restore.
+var restoreLogEvery = 2 * time.Second
+
 // startBroker starts the broker cfg describes, logging to logOut: the
-// admin interface first (so /readyz answers 503 while the broker starts),
-// then the MQTT listeners. It tells systemd READY=1 when NOTIFY_SOCKET is
-// set. load, when not nil, reads the configuration again on reload.
+// admin interface first, so that /healthz answers and /readyz says how the
+// restore from the store is going (503, state restoring, progress), then
+// the store and the MQTT listeners. It tells systemd READY=1 when
+// NOTIFY_SOCKET is set. load, when not nil, reads the configuration again
+// on reload.
 func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut io.Writer) (_ *broker, err error) {
 	level := new(slog.LevelVar)
 	level.Set(cfg.Log.SlogLevel())
 	log := newLogger(cfg.Log.Format, level, logOut)
+	logIgnoredEnv(log, cfg)
+	b := &broker{cfg: cfg, load: load, log: log, level: level}
+	defer func() {
+		if err == nil {
+			return
+		}
+		if b.srv != nil {
+			b.srv.Close()
+		}
+		if b.store != nil {
+			b.store.Close()
+		}
+		if b.admLn != nil {
+			b.adm.Shutdown(context.Background())
+			<-b.admDone
+		}
+		b.ext.close()
+	}()
+	var setup *mqttSetup // the listeners, once made, for the certificate metrics
+	var setupDone atomic.Bool
+	obs := admin.NewObserver()
+	b.adm = admin.New(nil, admin.Options{APIKeys: apiKeys(cfg), Tokens: tokens(cfg), Observer: obs, Logger: log,
+		AllowedHosts: allowedHosts(cfg), CORSOrigins: cfg.Admin.CORSOrigins,
+		Certificates: func() []admin.Certificate {
+			if !setupDone.Load() {
+				return nil
+			}
+			return setup.certificates()
+		}})
+	if cfg.Admin.Listen != "" {
+		if b.admLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			return nil, fmt.Errorf("admin.listen: %w", err)
+		}
+		b.admDone = make(chan error, 1)
+		go func() { b.admDone <- b.adm.Serve(b.admLn) }()
+		log.Info("admin API listening", "addr", b.admLn.Addr().String(), "auth", len(cfg.Admin.APIKeys) > 0 || cfg.Admin.Token != "")
+	}
+
+	log.Info("tern starting", "version", tern.Version)
 	opts := cfg.ServerOptions(log)
-	var store *pebble.Store
 	if cfg.Persistence.Durability != "off" {
-		store, err = pebble.Open(cfg.Persistence.DataDir, pebble.Options{Logger: log.With("component", "store")})
+		st, err := openStore(cfg.Persistence.DataDir, log)
 		if err != nil {
 			return nil, fmt.Errorf("persistence.data_dir: %w", err)
 		}
-		opts.Store = store
+		b.store = st
+		opts.Store = b.adm.ObserveStore(st)
 		log.Info("persistence", "data_dir", cfg.Persistence.DataDir, "durability", cfg.Persistence.Durability)
 	}
-	srv, err := tern.New(opts)
+	stopProgress := b.logRestoreProgress()
+	b.srv, err = tern.New(opts)
+	stopProgress()
 	if err != nil {
-		if store != nil {
-			store.Close()
-		}
 		return nil, err
 	}
-	b := &broker{cfg: cfg, load: load, log: log, level: level, srv: srv, store: store}
-	defer func() {
-		if err != nil {
-			srv.Close()
-			if store != nil {
-				store.Close()
-			}
-			if b.admLn != nil {
-				b.admLn.Close()
-			}
-			b.ext.close()
-		}
-	}()
+	if err := b.srv.AddHook(obs); err != nil { // before Serve
+		return nil, err
+	}
 	// Before the password and ACL files: the chain is ban list, JWT, HTTP,
 	// password file (and for authorization JWT, HTTP, ACL file).
-	if b.ext, err = setupExtAuth(srv, cfg, log); err != nil {
-		return nil, err
-	}
-	if b.mqtt, b.reloads, err = setupMQTT(srv, cfg, log); err != nil {
+	if b.ext, err = setupExtAuth(b.srv, cfg, log); err != nil {
 		return nil, err
 	}
 	// Bridges run even when none is configured, so that SIGHUP can add some.
@@ -187,41 +225,32 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	if b.bridges, err = bridge.NewManager(log, bcfgs...); err != nil {
 		return nil, err
 	}
-	if err := srv.AddHook(b.bridges); err != nil {
+	if err := b.srv.AddHook(b.bridges); err != nil {
 		return nil, err
 	}
 	if len(bcfgs) > 0 {
-		log.Info("bridges", "count", len(bcfgs), "node_id", srv.NodeID())
+		log.Info("bridges", "count", len(bcfgs), "node_id", b.srv.NodeID())
 	}
-	b.reloads = append(b.reloads, b.ext.reloaders()...)
-	if cfg.Admin.Listen != "" {
-		obs := admin.NewObserver()
-		if err := srv.AddHook(obs); err != nil { // before Serve
+	if b.ext.bans != nil {
+		b.adm.ServeBans(banAdapter{b.ext.bans})
+	}
+	bh := b.bridges.Handler()
+	b.adm.Handle("/api/v1/bridges", bh)
+	b.adm.Handle("/api/v1/bridges/", bh)
+	b.adm.Registry().MustRegister(b.bridges.Collector())
+	b.adm.Registry().MustRegister(b.ext.collectors()...)
+	b.adm.SetServer(b.srv)
+	if cfg.Log.ConnectionMessages {
+		if err := b.srv.AddHook(connectionLog{log}); err != nil {
 			return nil, err
 		}
-		keys := make(map[string]string)
-		for _, k := range cfg.Admin.APIKeys {
-			keys[k.Key] = k.Secret
-		}
-		var tokens []string
-		if cfg.Admin.Token != "" {
-			tokens = append(tokens, cfg.Admin.Token)
-		}
-		b.adm = admin.New(srv, admin.Options{APIKeys: keys, Tokens: tokens, Observer: obs, Logger: log, Bans: banAdapter{b.ext.bans}})
-		bh := b.bridges.Handler()
-		b.adm.Handle("/api/v1/bridges", bh)
-		b.adm.Handle("/api/v1/bridges/", bh)
-		b.adm.Registry().MustRegister(b.bridges.Collector())
-		b.adm.Registry().MustRegister(b.ext.collectors()...)
-		if b.admLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			return nil, fmt.Errorf("admin.listen: %w", err)
-		}
-		b.admDone = make(chan error, 1)
-		go func() { b.admDone <- b.adm.Serve(b.admLn) }()
-		log.Info("admin API listening", "addr", b.admLn.Addr().String(), "auth", len(keys)+len(tokens) > 0)
 	}
-	log.Info("tern starting", "version", tern.Version)
-	if err = srv.Serve(); err != nil {
+	if setup, err = setupMQTT(b.srv, cfg, log); err != nil {
+		return nil, err
+	}
+	setupDone.Store(true)
+	b.mqtt, b.reloads = setup.listeners, append(setup.reloads, b.ext.reloaders()...)
+	if err = b.srv.Serve(); err != nil {
 		return nil, err
 	}
 	notify(log, daemon.SdNotifyReady)
@@ -229,6 +258,88 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	b.trimDone = make(chan struct{})
 	startMemoryTrim(log, b.trimDone)
 	return b, nil
+}
+
+// logRestoreProgress logs, every restoreLogEvery while the store is read,
+// how far the restore has got and how long it should still take; it
+// returns the function that stops it.
+func (b *broker) logRestoreProgress() (stop func()) {
+	done := make(chan struct{})
+	stopped := make(chan struct{})
+	go func() {
+		defer close(stopped)
+		t := time.NewTicker(restoreLogEvery)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+			}
+			p, ok := b.adm.RestoreProgress()
+			if !ok {
+				continue
+			}
+			args := []any{"records", p.Records, "messages", p.Messages, "sessions", p.Sessions,
+				"subscriptions", p.Subscriptions, "queued_or_inflight", p.Deliveries, "retained", p.Retained,
+				"elapsed", p.Elapsed.Round(100 * time.Millisecond).String()}
+			switch {
+			case p.Loaded:
+				b.log.Info("restoring from the store: every record read, finishing", args...)
+			case p.EstimatedRecords > p.Records:
+				args = append(args, "estimated_records", p.EstimatedRecords,
+					"percent", fmt.Sprintf("%.0f", 100*float64(p.Records)/float64(p.EstimatedRecords)),
+					"remaining", p.Remaining.Round(100*time.Millisecond).String())
+				b.log.Info("restoring from the store", args...)
+			default:
+				b.log.Info("restoring from the store", args...)
+			}
+		}
+	}()
+	return func() {
+		close(done)
+		<-stopped
+	}
+}
+
+// logIgnoredEnv logs the TERN_ variables that are no configuration key:
+// Kubernetes' service links at DEBUG, others at DEBUG too unless their
+// name is close to a key's, a likely misspelling, which gets a warning.
+func logIgnoredEnv(log *slog.Logger, cfg *config.Config) {
+	for _, v := range cfg.IgnoredEnv() {
+		switch {
+		case v.Suggest != "":
+			log.Warn("environment variable ignored: it is no configuration key", "variable", v.Name, "did_you_mean", v.Suggest)
+		case v.ServiceLink:
+			log.Debug("environment variable ignored: a Kubernetes service link, no configuration key", "variable", v.Name)
+		default:
+			log.Debug("environment variable ignored: it is no configuration key", "variable", v.Name)
+		}
+	}
+}
+
+func apiKeys(cfg *config.Config) map[string]string {
+	keys := make(map[string]string)
+	for _, k := range cfg.Admin.APIKeys {
+		keys[k.Key] = k.Secret
+	}
+	return keys
+}
+
+func tokens(cfg *config.Config) []string {
+	if cfg.Admin.Token == "" {
+		return nil
+	}
+	return []string{cfg.Admin.Token}
+}
+
+// allowedHosts are admin.allowed_hosts and the host of admin.listen.
+func allowedHosts(cfg *config.Config) []string {
+	out := slices.Clone(cfg.Admin.AllowedHosts)
+	if h, _, err := net.SplitHostPort(cfg.Admin.Listen); err == nil && h != "" {
+		out = append(out, h)
+	}
+	return out
 }
 
 // run serves until ctx ends or SIGINT or SIGTERM arrives on sig, reloading
@@ -261,9 +372,7 @@ func (b *broker) shutdown(sig <-chan os.Signal, exit func(int)) error {
 	if b.watchdog != nil {
 		close(b.watchdog)
 	}
-	if b.adm != nil {
-		b.adm.SetReady(false)
-	}
+	b.adm.SetReady(false)
 	done := make(chan struct{})
 	defer close(done)
 	hurry := make(chan struct{}) // closed on a second signal, if exit returns
@@ -302,7 +411,7 @@ func (b *broker) shutdown(sig <-chan os.Signal, exit func(int)) error {
 			b.log.Error("closing the store", "err", err)
 		}
 	}
-	if b.adm != nil {
+	if b.admDone != nil {
 		actx, acancel := context.WithTimeout(context.Background(), 2*time.Second)
 		defer acancel()
 		b.adm.Shutdown(actx)

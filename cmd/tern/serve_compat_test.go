@@ -62,8 +62,11 @@ func (s *securityFlags) setup(srv *tern.Server, tcpListen string, log *slog.Logg
 	if err := cfg.Validate(); err != nil {
 		return nil, nil, err
 	}
-	ls, reloads, err := setupMQTT(srv, cfg, log)
-	return ls, func() { runReloads(reloads, log) }, err
+	m, err := setupMQTT(srv, cfg, log)
+	if err != nil {
+		return nil, nil, err
+	}
+	return m.listeners, func() { runReloads(m.reloads, log) }, nil
 }
 
 func isLoopback(addr string) bool { return config.IsLoopback(addr) }

@@ -7,6 +7,7 @@ package main
 // answers, the ACL file.
 
 import (
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -122,7 +123,7 @@ func (x *extAuth) close() {
 		x.bans.Close()
 	}
 	if x.jwt != nil {
-		x.jwt.Stop(nil)
+		x.jwt.Stop(context.Background())
 	}
 }
 

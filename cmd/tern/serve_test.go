@@ -28,7 +28,7 @@ func runTernOutput(t *testing.T, stdin string, args ...string) (string, error) {
 	root.SetIn(strings.NewReader(stdin))
 	root.SetOut(&out)
 	root.SetErr(&errOut)
-	root.SetArgs(args)
+	root.SetArgs(joinPropertyArgs(args))
 	err := root.Execute()
 	return out.String(), err
 }

@@ -22,10 +22,16 @@ type subFlags struct {
 	noRetained bool // -R: skip messages with the retain flag
 	timeout    int  // -W: exit after this many seconds
 	noNewline  bool // -N: no newline after each payload
+	format     string
 }
 
-// errTimedOut is sub's error when -W passes.
+// errTimedOut is sub's error when -W passes; tern exits with
+// exitTimedOut, as mosquitto_sub does.
 var errTimedOut = errors.New("timed out")
+
+// exitTimedOut is the exit status of tern sub when -W passes: 27, as
+// mosquitto_sub's.
+const exitTimedOut = 27
 
 func subCmd() *cobra.Command {
 	var f subFlags
@@ -37,12 +43,26 @@ received, like mosquitto_sub: its payload, or with -v its topic and
 payload, one message a line.
 
 It runs until interrupted, until -C messages were printed, or until -W
-seconds pass (which is an error, as in mosquitto_sub). TLS is on when
---cafile, --cert, --insecure or --tls-use-os-certs is given. MQTT 5 is the
-default; -V mqttv311 for 3.1.1.`,
+seconds pass (which is an error, exit status 27, as in mosquitto_sub).
+-c with -i keeps the session while disconnected, so that messages sent
+meanwhile arrive at the next run (MQTT 5: -x sets how long it is kept).
+TLS is on when --cafile, --cert, --insecure or --tls-use-os-certs is
+given. MQTT 5 is the default; -V mqttv311 for 3.1.1. -d prints the
+packets sent and received.
+
+-F prints each message in a format of your own, as mosquitto_sub -F:
+%t topic, %p payload, %l length, %q QoS, %r retain, %m message id,
+%x/%X payload in hex, %j/%J JSON (J with properties), %I ISO-8601 time,
+%U Unix time, %C content type, %D correlation data, %E expiry, %F
+payload format, %P user properties, %R response topic, %S subscription
+identifier, %A topic alias, %% a percent sign; @Y @m @d @H @M @S @z @s
+date and time; \n \t escapes. A newline follows unless -N.
+` + propertiesHelp,
 		Example: `  tern sub -t 'sensors/#' -v
   tern sub -h broker -p 8883 --cafile ca.crt -u alice -P secret -t a/b -C 1 -W 10
-  tern sub -t '$SYS/broker/clients/connected' -C 1`,
+  tern sub -t '$SYS/broker/clients/connected' -C 1
+  tern sub -t 'sensors/#' -F '%I %t %j'
+  tern sub -c -i dashboard -x 3600 -t 'alerts/#' -q 1`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, _ []string) error { return runSub(cmd, &f) },
 	}
@@ -55,6 +75,7 @@ default; -V mqttv311 for 3.1.1.`,
 	fl.BoolVarP(&f.noRetained, "retained-skip", "R", false, "do not print retained (stale) messages")
 	fl.IntVarP(&f.timeout, "timeout", "W", 0, "exit with an error after this many seconds")
 	fl.BoolVarP(&f.noNewline, "no-newline", "N", false, "do not print a newline after each payload")
+	fl.StringVarP(&f.format, "format", "F", "", "print each message in this `format` (see above; overrides -v)")
 	f.clientFlags.register(fl, "sub")
 	return cmd
 }
@@ -77,6 +98,7 @@ func runSub(cmd *cobra.Command, f *subFlags) error {
 	ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 
+	f.debugOut = cmd.ErrOrStderr()
 	msgs := make(chan message, 64)
 	done := make(chan struct{})
 	c, err := f.connect(ctx, "sub", func(m message) {
@@ -109,11 +131,16 @@ func runSub(cmd *cobra.Command, f *subFlags) error {
 			if f.noRetained && m.retain {
 				continue
 			}
-			if f.verbose {
+			switch {
+			case f.format != "":
+				out.Write(formatMessage(f.format, m))
+			case f.verbose:
 				out.WriteString(m.topic)
 				out.WriteByte(' ')
+				out.Write(m.payload)
+			default:
+				out.Write(m.payload)
 			}
-			out.Write(m.payload)
 			if !f.noNewline {
 				out.WriteByte('\n')
 			}

@@ -11,11 +11,24 @@ import (
 // ordered the way [storage.Loader] promises. It reads a snapshot: commits
 // may run meanwhile. Damage found on the way (a table's checksum, a record
 // that does not decode) gives an error wrapping [storage.ErrCorrupt].
+//
+// A store opened read-only for lack of space loads from the read-only
+// database; one being reopened for writing waits for it.
 func (s *Store) Load(l storage.Loader) error {
 	s.mu.RLock()
+	for s.db == nil && !s.closed && !(s.readOnly && s.fresh) {
+		s.mu.RUnlock() // being reopened for writing
+		if err := s.waitWritable(); err != nil {
+			return err
+		}
+		s.mu.RLock()
+	}
 	defer s.mu.RUnlock()
 	if s.closed {
 		return storage.ErrClosed
+	}
+	if s.db == nil {
+		return nil // read-only and fresh: nothing stored
 	}
 	it, err := s.db.NewIter(nil)
 	if err != nil {

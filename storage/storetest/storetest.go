@@ -79,24 +79,24 @@ var kindRank = map[string]int{"message": 0, "session": 1, "subscription": 2, "de
 func checkOrder(r *Recorder) error {
 	for i := 1; i < len(r.Kinds); i++ {
 		if kindRank[r.Kinds[i]] < kindRank[r.Kinds[i-1]] {
-			return fmt.Errorf("Load order: %s after %s (call %d)", r.Kinds[i], r.Kinds[i-1], i)
+			return fmt.Errorf("load order: %s after %s (call %d)", r.Kinds[i], r.Kinds[i-1], i)
 		}
 	}
 	for i := 1; i < len(r.Messages); i++ {
 		if r.Messages[i].ID <= r.Messages[i-1].ID {
-			return fmt.Errorf("Load order: message %d after %d", r.Messages[i].ID, r.Messages[i-1].ID)
+			return fmt.Errorf("load order: message %d after %d", r.Messages[i].ID, r.Messages[i-1].ID)
 		}
 	}
 	done := map[string]bool{}
 	for i, d := range r.Deliveries {
 		if i > 0 && r.Deliveries[i-1].ClientID == d.ClientID {
 			if d.Seq <= r.Deliveries[i-1].Seq {
-				return fmt.Errorf("Load order: client %q delivery %d after %d", d.ClientID, d.Seq, r.Deliveries[i-1].Seq)
+				return fmt.Errorf("load order: client %q delivery %d after %d", d.ClientID, d.Seq, r.Deliveries[i-1].Seq)
 			}
 			continue
 		}
 		if done[d.ClientID] {
-			return fmt.Errorf("Load order: deliveries of client %q not together", d.ClientID)
+			return fmt.Errorf("load order: deliveries of client %q not together", d.ClientID)
 		}
 		done[d.ClientID] = true
 	}

@@ -1,6 +1,7 @@
 package jwt
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -143,6 +144,6 @@ func newHook(t testing.TB, srv *jwksServer, change func(*Options)) *Hook {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { h.Stop(nil) })
+	t.Cleanup(func() { h.Stop(context.Background()) })
 	return h
 }

@@ -1,0 +1,423 @@
+package tern
+
+// Sessions that move between servers: the seam a cluster uses when a
+// client connects to one node while its session lives on another. The
+// node the client connected to asks its SessionGate hooks before it
+// attaches the session; a cluster's gate claims the client identifier
+// (compare-and-set in a replicated registry), has the old node take the
+// session out with ExportSession and puts it in here with ImportSession,
+// all before the CONNACK.
+
+import (
+	"errors"
+	"slices"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/topics"
+)
+
+// SessionGate is asked about every CONNECT that passed authentication,
+// before the client's session is looked up and attached: the point where
+// a cluster claims the client identifier and brings the session over from
+// another node (ImportSession). It runs on the connection's goroutine and
+// may block, within its own bounds (a replicated compare-and-set, a
+// handover from another node). It returns Success, or the CONNACK error
+// code to refuse the client with: 0x88 Server unavailable while the
+// session's node cannot be reached, 0x9C Use another server (with
+// Client.SetServerReference) while this node is fenced or draining.
+type SessionGate interface {
+	Hook
+	AttachSession(c *Client, cleanStart bool, expiry uint32) packets.ReasonCode
+}
+
+// attachGate runs the session gates; it returns Success or the first
+// refusal.
+func (hs *hookSet) attachGate(c *Client, expiry uint32) packets.ReasonCode {
+	for _, g := range hs.sessionGates {
+		if code := g.AttachSession(c, c.cleanStart, expiry); code != packets.Success {
+			if !code.IsError() || !code.ValidFor(packets.CONNACK) {
+				code = packets.ServerUnavailable
+			}
+			return code
+		}
+	}
+	return packets.Success
+}
+
+// CleanStart reports whether the client connected with Clean Start (3.1.1:
+// Clean Session).
+func (c *Client) CleanStart() bool { return c.cleanStart }
+
+// serverRefKey is the client value holding the Server Reference of a
+// refusal.
+type serverRefKey struct{}
+
+// SetServerReference sets the MQTT 5 Server Reference (property 0x1C)
+// sent with the CONNACK that refuses the client (0x9C Use another server,
+// 0x9D Server moved): the address of another node it should use. Call it
+// before refusing from a ConnectGate or SessionGate; 3.1.1 clients are not
+// told.
+func (c *Client) SetServerReference(ref string) { c.SetValue(serverRefKey{}, ref) }
+
+// serverReference returns the reference set with SetServerReference.
+func (c *Client) serverReference() string {
+	ref, _ := c.Value(serverRefKey{}).(string)
+	return ref
+}
+
+// DisconnectAll disconnects every connected client with the reason code
+// (sent to MQTT 5 clients; a code that is not a DISCONNECT reason is sent
+// as 0x98 Administrative action) and, when ref is not empty, the Server
+// Reference ref: with 0x9C Use another server, to move clients to another
+// node while this one drains. It returns how many it disconnected. What is
+// already queued for a client is written first.
+func (s *Server) DisconnectAll(code packets.ReasonCode, ref string) int {
+	if !code.ValidFor(packets.DISCONNECT) || !code.IsError() {
+		code = packets.AdministrativeAction
+	}
+	s.mu.Lock()
+	clients := make([]*Client, 0, len(s.clients))
+	for c := range s.clients {
+		clients = append(clients, c)
+	}
+	s.mu.Unlock()
+	n := 0
+	for _, c := range clients {
+		if c.established.Load() && !c.closed.Load() && !c.stopping.Load() {
+			c.disconnectRef(code, ref)
+			n++
+		}
+	}
+	return n
+}
+
+// SessionState is a session on its way from one server to another: what
+// ExportSession takes out and ImportSession puts in. It is made of storage
+// records, so it travels in their encoding (storage.AppendMessage, ...).
+type SessionState struct {
+	// Session holds the client identifier, protocol version, expiry
+	// interval and user name.
+	Session storage.Session
+	// Subscriptions are the session's subscriptions.
+	Subscriptions []storage.Subscription
+	// Messages are the messages Deliveries refer to, by ID (IDs local to
+	// this state).
+	Messages []storage.Message
+	// Deliveries are the QoS 1 and 2 messages in flight (PacketID set; a
+	// QoS 2 one Released once PUBREC came) and those queued, oldest
+	// first.
+	Deliveries []storage.Delivery
+	// Inbound are the packet identifiers of QoS 2 messages received from
+	// the client and not yet released.
+	Inbound []uint16
+}
+
+// Errors of the handover.
+var (
+	ErrSessionOnline = errors.New("tern: session is connected here")
+)
+
+// takeOverLocked takes the session old from its connection for a new one
+// (cleanStart as the new CONNECT asks), as [MQTT-3.1.4-3] says: the
+// existing connection is closed with 0x8E Session taken over and its will
+// published unless the session goes on and the will has a delay; a
+// pending will is dropped if the session goes on. The caller holds s.mu;
+// wills go to afters, to publish once it is released.
+func (s *Server) takeOverLocked(old *session, cleanStart bool, by string, afters *[]func()) {
+	old.mu.Lock()
+	prev := old.client
+	old.client = nil
+	if old.expiryTimer != nil {
+		old.expiryTimer.Stop()
+	}
+	if !cleanStart {
+		// A new connection before the will delay passed: no will [MQTT-3.1.3-9].
+		if old.pendingWill != nil {
+			old.storeWillLocked(nil, time.Time{})
+		}
+		old.pendingWill, old.pendingWillFrom = nil, nil
+		if old.willTimer != nil {
+			old.willTimer.Stop()
+		}
+	}
+	old.mu.Unlock()
+	if prev != nil {
+		if w := prev.will.Swap(nil); w != nil && (cleanStart || prev.willDelay == 0) {
+			*afters = append(*afters, func() { s.publishWill(prev, willMessage(prev.id, w)) })
+		}
+		prev.disconnect(packets.SessionTakenOver)
+		s.log.Info("session taken over", "client", old.id, "old_remote", prev.RemoteAddr(), "by", by)
+	}
+}
+
+// ExportSession takes the session of clientID out of this server for
+// another node, where its client just connected with cleanStart. Its
+// connection here, if any, ends with 0x8E Session taken over, and wills
+// go as for a takeover on one server [MQTT-3.1.4-3]. With cleanStart the
+// session ends here (a pending will is published [MQTT-3.1.2-8]) and the
+// state is nil; otherwise the state is returned and the session removed
+// without a will, drops or SessionObserver calls: it lives on elsewhere.
+// A nil state and nil error also mean there was no session here.
+//
+// When moved is not nil, the session's subscriptions stay here for drain,
+// passing what matches them to moved (Remote.Forward, with
+// Delivery.ClientID set) instead of queueing it, so that nothing published
+// while the other nodes learn where the session went is lost; so do
+// deliveries already on their way. FilterObservers see the filters go only
+// after drain.
+func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, drain time.Duration) (*SessionState, error) {
+	var afters []func()
+	defer func() {
+		for _, fn := range afters {
+			fn()
+		}
+	}()
+	s.mu.Lock()
+	old := s.session(clientID)
+	if old == nil {
+		s.mu.Unlock()
+		return nil, nil
+	}
+	s.takeOverLocked(old, cleanStart, "another node", &afters)
+	if cleanStart {
+		afters = append(afters, s.endSessionLocked(old, false))
+		s.mu.Unlock()
+		return nil, nil
+	}
+	var mt *remoteTarget
+	if moved != nil {
+		mt = &remoteTarget{r: moved}
+	}
+	st := old.exportLocked(mt)
+	s.sessions.remove(old)
+	s.stats.ClientsTotal.Add(-1)
+
+	var gone []filterKey
+	var subs []topics.Subscription
+	s.index.ClientSubscriptions(clientID, func(sub *topics.Subscription) bool {
+		subs = append(subs, *sub)
+		return true
+	})
+	s.stats.Subscriptions.Add(-int64(len(subs)))
+	for _, sub := range subs {
+		st.Subscriptions = append(st.Subscriptions, storage.Subscription{
+			ClientID: clientID, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS, NoLocal: sub.NoLocal,
+			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier,
+		})
+	}
+	if mt != nil && drain > 0 {
+		for _, sub := range subs {
+			sub.Target = mt
+			s.index.Subscribe(sub)
+		}
+		time.AfterFunc(drain, func() { s.endDrain(clientID, mt) })
+	} else {
+		gone = s.subscriptionsOf(clientID)
+		s.index.UnsubscribeAll(clientID)
+	}
+	s.mu.Unlock()
+	s.filtersRemoved(gone)
+	return st, nil
+}
+
+// endDrain removes the subscriptions a moved session left behind, unless
+// the session came back here meanwhile.
+func (s *Server) endDrain(clientID string, mt *remoteTarget) {
+	var gone []filterKey
+	s.mu.Lock()
+	s.index.ClientSubscriptions(clientID, func(sub *topics.Subscription) bool {
+		if sub.Target == mt {
+			gone = append(gone, filterKey{sub.Group, sub.Filter})
+		}
+		return true
+	})
+	for _, k := range gone {
+		s.index.Unsubscribe(clientID, k.group, k.filter)
+	}
+	s.mu.Unlock()
+	s.filtersRemoved(gone)
+}
+
+// exportLocked takes the session's state out and leaves it ended
+// (deliveries still on their way go to moved, when not nil). What was
+// queued under shared subscriptions moves with the session; retained
+// messages still to be sent for a new subscription (a retained stream) do
+// not. The caller holds s.mu.
+func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
+	s := ss.srv
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	st := &SessionState{Session: storage.Session{ClientID: ss.id, Expiry: ss.expiry}}
+	if c := ss.identity; c != nil {
+		st.Session.Username, st.Session.Version = c.username, c.version
+	}
+	ids := make(map[*Message]uint64)
+	add := func(d *delivery, packetID uint16, released bool) {
+		id, ok := ids[d.msg]
+		if !ok {
+			id = uint64(len(ids) + 1)
+			ids[d.msg] = id
+			r := d.msg.record()
+			r.ID = id
+			st.Messages = append(st.Messages, *r)
+		}
+		rec := ss.deliveryRecord(d, packetID, released)
+		rec.MessageID, rec.Seq = id, uint64(len(st.Deliveries)+1)
+		st.Deliveries = append(st.Deliveries, *rec)
+	}
+	for _, m := range ss.sortedInflightLocked() {
+		add(&m.delivery, m.id, m.released)
+		ss.finishLocked(&m.delivery)
+	}
+	s.stats.InflightOut.Add(-int64(len(ss.inflight)))
+	ss.inflight = nil
+	for _, d := range ss.q.drain() {
+		if d.msg == nil { // a retained stream
+			continue
+		}
+		add(&d, 0, false)
+		ss.unaccountLocked(&d)
+		ss.finishLocked(&d)
+	}
+	ss.streams = 0
+	for id := range ss.inQoS2 {
+		st.Inbound = append(st.Inbound, id)
+	}
+	slices.Sort(st.Inbound)
+	ss.inQoS2 = nil
+	ss.ended = true
+	ss.moved = moved
+	if ss.willTimer != nil {
+		ss.willTimer.Stop()
+	}
+	if ss.stored && s.persist != nil {
+		ss.stored = false
+		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
+	}
+	return st
+}
+
+// ImportSession puts a session another node exported (ExportSession) into
+// this server, offline, for its client that is about to attach: call it
+// from a SessionGate. Its subscriptions are made (FilterObservers are
+// waited for, so the other nodes route to this one before the CONNACK),
+// its messages queued, in-flight ones with their packet identifiers, and
+// everything stored when it is persistent. A session of that client
+// already here (messages a node shipped late) is merged into: messages are
+// appended to its queue.
+func (s *Server) ImportSession(st *SessionState) error {
+	id := st.Session.ClientID
+	if id == "" || id[0] == 0 {
+		return errors.New("tern: importing a session without a client identifier")
+	}
+	msgs := make(map[uint64]*Message, len(st.Messages))
+	for i := range st.Messages {
+		msgs[st.Messages[i].ID] = MessageFromRecord(&st.Messages[i])
+	}
+	s.mu.Lock()
+	if s.closing {
+		s.mu.Unlock()
+		return ErrServerClosed
+	}
+	ss := s.session(id)
+	fresh := ss == nil
+	if fresh {
+		ss = newSession(s, id)
+		ss.expiry = st.Session.Expiry
+		if st.Session.Username != "" {
+			ss.identity = &Client{srv: s, id: id, username: st.Session.Username, version: st.Session.Version, fd: -1}
+		}
+		s.sessions.put(ss)
+		s.stats.ClientsTotal.Add(1)
+	}
+	var subs []topics.Subscription
+	var added []filterKey
+	for _, r := range st.Subscriptions {
+		sub := topics.Subscription{ClientID: id, Group: r.Group, Filter: r.Filter, QoS: r.QoS, NoLocal: r.NoLocal,
+			RetainAsPublished: r.RetainAsPublished, RetainHandling: r.RetainHandling, Identifier: r.Identifier, Target: ss}
+		old, had := s.index.Get(id, r.Group, r.Filter)
+		if !had {
+			added = append(added, filterKey{r.Group, r.Filter})
+		}
+		if !had || targetKind(old.Target) == KindRemote { // new, or replacing what a move left behind
+			s.stats.Subscriptions.Add(1)
+		}
+		s.index.Subscribe(sub)
+		subs = append(subs, sub)
+	}
+	var charge int64
+	ss.mu.Lock()
+	if fresh {
+		ss.storeSessionLocked(st.Session.Version, time.Now())
+	}
+	for _, r := range st.Deliveries {
+		m := msgs[r.MessageID]
+		if m == nil {
+			continue
+		}
+		d := delivery{msg: m, qos: r.QoS, retain: r.Retain}
+		switch len(r.SubIDs) {
+		case 0:
+		case 1:
+			d.subID = r.SubIDs[0]
+		default:
+			d.ext = &deliveryExt{subIDs: r.SubIDs}
+		}
+		if r.ShareGroup != "" {
+			if d.ext == nil {
+				d.ext = &deliveryExt{}
+			}
+			d.ext.share = &topics.SharedGroup{Name: r.ShareGroup, Filter: r.ShareFilter}
+		}
+		if _, used := ss.inflight[r.PacketID]; r.PacketID != 0 && fresh && !used && ss.client == nil {
+			ss.storeQueuedLocked(&d)
+			ss.storeInflightLocked(&d, r.PacketID, r.Released)
+			ss.seq++
+			ss.addInflightLocked(inflightMsg{delivery: d, id: r.PacketID, seq: ss.seq, released: r.Released})
+			ss.nextID = max(ss.nextID, r.PacketID)
+			s.stats.InflightOut.Add(1)
+			charge += s.mem.hold(m)
+			continue
+		}
+		if r.Released {
+			continue // received by the client already: its PUBREL went with the old connection
+		}
+		charge += ss.pushLocked(d)
+	}
+	for _, pid := range st.Inbound {
+		if ss.inQoS2 == nil {
+			ss.inQoS2 = make(map[uint16]struct{})
+		}
+		ss.inQoS2[pid] = struct{}{}
+		if ss.persistentLocked() {
+			p := pid
+			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p) })
+		}
+	}
+	if fresh && ss.client == nil && ss.expiry != 0 && ss.expiry != NeverExpire {
+		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
+	}
+	ss.mu.Unlock()
+	s.mem.add(charge)
+	s.mu.Unlock()
+	for i := range subs {
+		ss.storeSubscription(&subs[i], false)
+	}
+	var err error
+	for _, k := range added {
+		if e := s.waitFilter(s.filterAdd(k.group, k.filter), k.group, k.filter); e != nil && err == nil {
+			err = e
+		}
+	}
+	if fresh && st.Session.Expiry == 0 && len(subs) == 0 && len(st.Deliveries) == 0 {
+		return err
+	}
+	if s.persist != nil && ss.expiry > 0 {
+		if e := s.persist.wait(); e != nil && err == nil {
+			err = e
+		}
+	}
+	return err
+}

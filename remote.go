@@ -1,0 +1,175 @@
+package tern
+
+// Seams for a cluster layer (package cluster): routes to other nodes that
+// routing consults like any subscription, messages that come from another
+// node routed to this server's own subscribers only, and the retained
+// messages other nodes set. The core knows nothing of how nodes talk.
+
+import (
+	"errors"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/topics"
+)
+
+// remotePrefix starts the index key of a remote route id: a NUL, which no
+// client identifier can contain.
+const remotePrefix = "\x00remote/"
+
+// ErrInvalidRoute is returned for a remote route with an empty id or an
+// invalid filter.
+var ErrInvalidRoute = errors.New("tern: invalid remote route")
+
+// AddRemoteRoute routes the messages that match filter to r, as the remote
+// route id (a node name): routing consults remote routes like
+// subscriptions, in the same index, so a message that matches several
+// routes of one id is forwarded to it once (see Remote.Forward). With group
+// set, the route is a member of that shared group: each message of the
+// group goes to one member, here or remote. Remote routes are not
+// subscriptions of this server: they are not counted, listed or stored, and
+// hooks are not told of them. Adding a route that exists does nothing.
+func (s *Server) AddRemoteRoute(id string, r Remote, group, filter string) error {
+	if id == "" || r == nil || topics.ValidateFilter(filter) != nil {
+		return ErrInvalidRoute
+	}
+	s.index.Subscribe(topics.Subscription{ClientID: remotePrefix + id, Group: group, Filter: filter, QoS: 2,
+		RetainAsPublished: true, Target: &remoteTarget{r: r, route: id}})
+	return nil
+}
+
+// RemoveRemoteRoute removes one remote route and reports whether it
+// existed.
+func (s *Server) RemoveRemoteRoute(id, group, filter string) bool {
+	return s.index.Unsubscribe(remotePrefix+id, group, filter)
+}
+
+// RemoveRemoteRoutes removes every route of the remote route id and returns
+// how many there were.
+func (s *Server) RemoveRemoteRoutes(id string) int {
+	return s.index.UnsubscribeAll(remotePrefix + id)
+}
+
+// RemoteRoutes calls fn with each route of the remote route id.
+func (s *Server) RemoteRoutes(id string, fn func(group, filter string) bool) {
+	s.index.ClientSubscriptions(remotePrefix+id, func(sub *topics.Subscription) bool {
+		return fn(sub.Group, sub.Filter)
+	})
+}
+
+// Injected is what became of a message given to Inject.
+type Injected struct {
+	// Queued counts the sessions and handlers it went to.
+	Queued int
+	// Stored reports that it went to the store: it is durable once
+	// AfterStore calls back.
+	Stored bool
+}
+
+// Inject routes a message that arrived from another node to this server's
+// own subscribers only: remote routes are skipped (so it is never
+// forwarded again), the retained store is left alone (each node keeps its
+// own, see SetRetained), and neither authorizers (Write) nor interceptors
+// are asked, as they were where it was published; deliveries are still
+// checked (Deliver) and observers told of them. With group set, the message
+// goes to one member of that shared group on filter and to nothing else:
+// the node that published it chose this one for the group.
+func (s *Server) Inject(m *Message, group, filter string) Injected {
+	if s.isClosing() {
+		return Injected{}
+	}
+	r := s.routeMsg(m, routeOpts{local: true, group: group, filter: filter})
+	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
+}
+
+// InjectTo queues a message for one session of this server, with the QoS,
+// RETAIN flag and subscription identifiers d gives, as a subscription of it
+// would have: for messages another node routed to a session that has since
+// moved here (see ExportSession). It reports whether the session exists
+// and took the message, and whether the message went to the store.
+func (s *Server) InjectTo(clientID string, m *Message, d Delivery) Injected {
+	ss := s.session(clientID)
+	if ss == nil {
+		return Injected{}
+	}
+	dv := delivery{msg: m, qos: min(d.QoS, m.QoS), retain: d.Retain, subID: d.SubID}
+	if len(d.SubIDs) > 0 {
+		dv.subID = 0
+		dv.ext = &deliveryExt{subIDs: d.SubIDs}
+	}
+	r := routed{opts: routeOpts{local: true}}
+	s.deliverSession(ss, dv, &r)
+	s.routeDone(&r)
+	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
+}
+
+// AfterStore calls done once every change the server made so far is in
+// its store (durable with DurabilitySync): at once, on the caller's
+// goroutine, when there is no store; otherwise on the store's committer
+// goroutine, in the order of the calls. done must not block.
+func (s *Server) AfterStore(done func(error)) {
+	if s.persist == nil {
+		done(nil)
+		return
+	}
+	s.persist.after(done)
+}
+
+// RetainObserver is told of every change a message published here makes
+// to the retained store (a new or replaced message, or a deletion: an
+// empty payload), before it is delivered, on the goroutine that routes it:
+// it must not block. ack is as for Remote.Forward: a cluster holds the
+// publisher's acknowledgement until the change is replicated. Changes made
+// with SetRetained, and $SYS messages, are not reported.
+type RetainObserver interface {
+	Hook
+	OnRetained(m *Message, ack *Ack)
+}
+
+// retainedChanged tells the retain observers of a change m made.
+func (s *Server) retainedChanged(m *Message, r *routed) {
+	if len(s.hooks.retainers) == 0 {
+		return
+	}
+	var a *Ack
+	if r.opts.acks && m.QoS > 0 {
+		if r.ack == nil {
+			r.ack = newAck()
+		}
+		a = r.ack
+	}
+	for _, h := range s.hooks.retainers {
+		h.OnRetained(m, a)
+	}
+}
+
+// SetRetained makes m the retained message of its topic (or, with an empty
+// payload, deletes it), in memory and in the store, without routing it and
+// without telling RetainObserver hooks: for retained messages set on
+// another node. It reports false when the retained limits refuse it.
+func (s *Server) SetRetained(m *Message) bool {
+	m.Retain = true
+	return s.storeRetained(m)
+}
+
+// Record returns the storage form of m, the form in which it travels
+// between nodes (storage.AppendMessage). Its ID is zero.
+func (m *Message) Record() *storage.Message {
+	r := m.record()
+	r.ID = 0
+	return r
+}
+
+// MessageFromRecord returns the message a storage record describes: one
+// that came from another node or from outside the server. The record's ID
+// is ignored; its payload and properties are kept, not copied.
+func MessageFromRecord(r *storage.Message) *Message {
+	pk := packets.Publish{Topic: r.Topic, Payload: r.Payload, QoS: r.QoS, Retain: r.Retain}
+	if r.Properties != nil {
+		pk.Properties = *r.Properties
+	}
+	m := newMessage(&pk, r.Origin, time.Unix(0, r.Created))
+	m.expireAt = r.ExpireAt
+	return m
+}

@@ -1,0 +1,381 @@
+package tern_test
+
+// Tests of the seams a cluster plugs into: remote routes and the
+// acknowledgements that wait for them, messages from other nodes, the
+// filters a node subscribes to, sessions that move between servers, and
+// refusals that name another server.
+
+import (
+	"errors"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/terntest"
+)
+
+// fakeRemote records what it is given; it holds acknowledgements until
+// release is called.
+type fakeRemote struct {
+	mu        sync.Mutex
+	got       []tern.Delivery
+	msgs      []*tern.Message
+	acks      []*tern.Ack
+	reachable bool
+	hold      bool
+}
+
+func (f *fakeRemote) Forward(m *tern.Message, d tern.Delivery, ack *tern.Ack) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.got = append(f.got, d)
+	f.msgs = append(f.msgs, m)
+	if ack != nil && f.hold {
+		ack.Hold()
+		f.acks = append(f.acks, ack)
+	}
+}
+
+func (f *fakeRemote) Reachable() bool { return f.reachable }
+
+func (f *fakeRemote) count() int {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return len(f.got)
+}
+
+// release releases every held acknowledgement with err.
+func (f *fakeRemote) release(err error) {
+	f.mu.Lock()
+	acks := f.acks
+	f.acks = nil
+	f.mu.Unlock()
+	for _, a := range acks {
+		a.Release(err)
+	}
+}
+
+// A message matching several routes of one remote is forwarded to it once;
+// a QoS 1 PUBACK waits until the remote releases its hold, in PUBLISH
+// order [MQTT-4.6.0-2]; $SYS messages and messages from other nodes
+// (Inject) never go to a remote.
+func TestRemoteRoutes(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	r := &fakeRemote{reachable: true, hold: true}
+	for _, f := range []string{"a/+", "a/#", "a/b"} {
+		if err := srv.AddRemoteRoute("node2", r, "", f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := srv.AddRemoteRoute("", r, "", "x"); !errors.Is(err, tern.ErrInvalidRoute) {
+		t.Fatalf("empty id: %v", err)
+	}
+	pub := srv.Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "a/b", QoS: 1, PacketID: 1, Payload: []byte("1")})
+	pub.Send(&packets.Publish{Topic: "a/b", QoS: 1, PacketID: 2, Payload: []byte("2")})
+	terntest.Eventually(t, "two forwards", func() bool { return r.count() == 2 })
+	if _, err := pub.TryRecv(100 * time.Millisecond); err == nil {
+		t.Fatal("PUBACK before the remote released the message")
+	}
+	r.release(nil)
+	for _, want := range []uint16{1, 2} {
+		ack, ok := pub.Recv().(*packets.Puback)
+		if !ok || ack.PacketID != want || ack.ReasonCode != packets.Success {
+			t.Fatalf("got %+v, want PUBACK %d", ack, want)
+		}
+	}
+	r.mu.Lock()
+	d := r.got[0]
+	r.mu.Unlock()
+	if d.Route != "node2" || d.ClientID != "" || d.QoS != 1 || d.Group != "" {
+		t.Fatalf("delivery %+v", d)
+	}
+
+	// In-process publishes wait for nothing; Inject never forwards.
+	r.hold = false
+	srv.Publish("a/c", []byte("x"), false, 1)
+	if n := r.count(); n != 3 {
+		t.Fatalf("%d forwards after an in-process publish, want 3", n)
+	}
+	inj := srv.Inject(tern.MessageFromRecord(&storage.Message{Topic: "a/b", Payload: []byte("remote"), QoS: 1}), "", "")
+	if n := r.count(); n != 3 || inj.Queued != 0 {
+		t.Fatalf("Inject forwarded (%d forwards, queued %d)", n, inj.Queued)
+	}
+	if n := srv.RemoveRemoteRoutes("node2"); n != 3 {
+		t.Fatalf("removed %d routes, want 3", n)
+	}
+}
+
+// A remote that fails to make a message safe gets the publisher
+// disconnected instead of acknowledged, so the client sends it again.
+func TestRemoteAckFailure(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	r := &fakeRemote{reachable: true, hold: true}
+	srv.AddRemoteRoute("node2", r, "", "t")
+	pub := srv.Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("x")})
+	terntest.Eventually(t, "forward", func() bool { return r.count() == 1 })
+	r.release(errors.New("node gone, nowhere to park"))
+	for _, pk := range pub.ExpectClosed() {
+		if _, ok := pk.(*packets.Pubrec); ok {
+			t.Fatal("PUBREC for a message the remote failed")
+		}
+	}
+}
+
+// Inject delivers a message from another node to local subscribers; with a
+// group, to one member of that group only.
+func TestInject(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	var mu sync.Mutex
+	var got []string
+	handler := func(name string) tern.MessageHandler {
+		return func(m *tern.Message) {
+			mu.Lock()
+			got = append(got, name+":"+string(m.Payload))
+			mu.Unlock()
+		}
+	}
+	srv.Subscribe("s/+", 1, handler("plain"))
+	srv.Subscribe("$share/g/s/+", 2, handler("g1"))
+	srv.Subscribe("$share/g/s/+", 3, handler("g2"))
+	srv.Inject(tern.MessageFromRecord(&storage.Message{Topic: "s/1", Payload: []byte("a")}), "", "")
+	srv.Inject(tern.MessageFromRecord(&storage.Message{Topic: "s/1", Payload: []byte("b")}), "g", "s/+")
+	mu.Lock()
+	defer mu.Unlock()
+	slices.Sort(got)
+	if len(got) != 3 || got[2] != "plain:a" || got[0] != "g1:a" && got[0] != "g2:a" || got[1] != "g1:b" && got[1] != "g2:b" {
+		t.Fatalf("got %v: want plain:a, one member with a, one with b", got)
+	}
+}
+
+// A shared group prefers a member here that is online, then a reachable
+// remote member, then an offline member here.
+func TestSharedPrefersLocal(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	r := &fakeRemote{reachable: true}
+	srv.AddRemoteRoute("node2", r, "g", "t")
+	off := srv.Dial(t, packets.V5)
+	off.Connect(&packets.Connect{ClientID: "off", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(300)}})
+	off.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/t", QoS: 1}}})
+	off.Recv()
+	off.Send(&packets.Disconnect{})
+	off.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := srv.ClientInfo("off"); return !ok })
+
+	for range 4 {
+		srv.Publish("t", []byte("x"), false, 1)
+	}
+	if n := r.count(); n != 4 {
+		t.Fatalf("reachable remote got %d of 4 with only an offline member here", n)
+	}
+	var n int
+	var mu sync.Mutex
+	srv.Subscribe("$share/g/t", 1, func(*tern.Message) { mu.Lock(); n++; mu.Unlock() })
+	for range 4 {
+		srv.Publish("t", []byte("x"), false, 1)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if n != 4 || r.count() != 4 {
+		t.Fatalf("local handler got %d, remote %d more: want 4 and 0", n, r.count()-4)
+	}
+}
+
+// filterLog is a FilterObserver that records filters and answers after a
+// delay, or refuses one filter.
+type filterLog struct {
+	mu      sync.Mutex
+	events  []string
+	refuse  string
+	delayed chan func()
+}
+
+func (f *filterLog) ID() string { return "filter-log" }
+func (f *filterLog) FilterAdded(group, filter string, done func(error)) {
+	f.mu.Lock()
+	f.events = append(f.events, "+"+group+"/"+filter)
+	f.mu.Unlock()
+	switch {
+	case filter == f.refuse:
+		done(errors.New("no route"))
+	case f.delayed != nil:
+		f.delayed <- func() { done(nil) }
+	default:
+		done(nil)
+	}
+}
+func (f *filterLog) FilterRemoved(group, filter string) {
+	f.mu.Lock()
+	f.events = append(f.events, "-"+group+"/"+filter)
+	f.mu.Unlock()
+}
+func (f *filterLog) log() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return slices.Clone(f.events)
+}
+
+// FilterObservers see the first subscription to a filter and the last one
+// going, over sessions and in-process handlers; the SUBACK waits for them,
+// and a refusal is SUBACK 0x80.
+func TestFilterObserver(t *testing.T) {
+	fl := &filterLog{refuse: "no/route", delayed: make(chan func(), 1)}
+	srv := terntest.NewServer(t, nil, fl)
+	c1 := srv.Dial(t, packets.V5)
+	c1.MustConnect("c1")
+	c1.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "a/#", QoS: 1}}})
+	release := <-fl.delayed
+	if _, err := c1.TryRecv(100 * time.Millisecond); err == nil {
+		t.Fatal("SUBACK before the observer accepted the filter")
+	}
+	release()
+	if ack := c1.Recv().(*packets.Suback); ack.ReasonCodes[0] != 1 {
+		t.Fatalf("SUBACK %v", ack.ReasonCodes)
+	}
+	fl.delayed = nil
+	c2 := srv.Dial(t, packets.V5)
+	c2.MustConnect("c2")
+	c2.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "a/#", QoS: 1}, {Filter: "no/route", QoS: 1}}})
+	if ack := c2.Recv().(*packets.Suback); !slices.Equal(ack.ReasonCodes, []packets.ReasonCode{1, packets.UnspecifiedError}) {
+		t.Fatalf("SUBACK %v, want granted and 0x80", ack.ReasonCodes)
+	}
+	srv.Subscribe("$share/g/b", 1, func(*tern.Message) {})
+	c1.Send(&packets.Disconnect{})
+	c1.ExpectClosed()
+	c2.Send(&packets.Unsubscribe{PacketID: 2, Filters: []string{"a/#"}})
+	c2.Recv()
+	srv.Unsubscribe("$share/g/b", 1)
+	want := []string{"+/a/#", "+/no/route", "+g/b", "-/a/#", "-g/b"}
+	terntest.Eventually(t, "filter events", func() bool { return slices.Equal(fl.log(), want) })
+}
+
+// A session moves from one server to another: the client's connection on
+// the first ends with 0x8E, and on the second it finds its subscriptions,
+// its queued messages and its QoS 2 message in flight with the same packet
+// identifier [MQTT-4.4.0-1]; a delivery routed on the first after the move
+// reaches the moved-to remote.
+func TestExportImportSession(t *testing.T) {
+	a := terntest.NewServer(t, nil)
+	b := terntest.NewServer(t, nil)
+	sub := a.Dial(t, packets.V5)
+	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "m/#", QoS: 2}}})
+	sub.Recv()
+	a.Publish("m/1", []byte("inflight"), false, 2)
+	p := sub.Recv().(*packets.Publish) // not acknowledged: stays in flight
+	sub.Send(&packets.Disconnect{})
+	sub.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := a.ClientInfo("mover"); return !ok })
+	a.Publish("m/2", []byte("queued"), false, 1)
+
+	moved := &fakeRemote{reachable: true}
+	st, err := a.ExportSession("mover", false, moved, time.Minute)
+	if err != nil || st == nil {
+		t.Fatalf("export: %v %v", st, err)
+	}
+	if len(st.Subscriptions) != 1 || len(st.Deliveries) != 2 || st.Deliveries[0].PacketID != p.PacketID {
+		t.Fatalf("state %+v", st)
+	}
+	if _, ok := a.SessionInfo("mover"); ok {
+		t.Fatal("session still on the first server")
+	}
+	a.Publish("m/3", []byte("late"), false, 1)
+	if moved.count() != 1 || moved.got[0].ClientID != "mover" {
+		t.Fatalf("late delivery not forwarded: %+v", moved.got)
+	}
+
+	if err := b.ImportSession(st); err != nil {
+		t.Fatal(err)
+	}
+	c := b.Dial(t, packets.V5)
+	ack := c.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	if !ack.SessionPresent {
+		t.Fatal("session not present after import")
+	}
+	re := c.Recv().(*packets.Publish)
+	if !re.Dup || re.PacketID != p.PacketID || string(re.Payload) != "inflight" {
+		t.Fatalf("resent %+v", re)
+	}
+	if q := c.Recv().(*packets.Publish); string(q.Payload) != "queued" {
+		t.Fatalf("queued %q", q.Payload)
+	}
+	b.Publish("m/4", []byte("new"), false, 0)
+	if n := c.Recv().(*packets.Publish); string(n.Payload) != "new" {
+		t.Fatalf("subscription not imported: got %q", n.Payload)
+	}
+}
+
+// gateRefuser refuses CONNECTs with 0x9C and a Server Reference.
+type gateRefuser struct{}
+
+func (gateRefuser) ID() string { return "refuser" }
+func (gateRefuser) AttachSession(c *tern.Client, _ bool, _ uint32) packets.ReasonCode {
+	c.SetServerReference("other:1883")
+	return packets.UseAnotherServer
+}
+
+// A SessionGate refusal carries its Server Reference to v5 clients
+// (property 0x1C, section 4.11 Server redirection); a 3.1.1 client gets
+// return code 3 Server unavailable. DisconnectAll sends one too.
+func TestServerReference(t *testing.T) {
+	srv := terntest.NewServer(t, nil, gateRefuser{})
+	c := srv.Dial(t, packets.V5)
+	ack := c.Connect(&packets.Connect{ClientID: "x", CleanStart: true})
+	if ack.ReasonCode != packets.UseAnotherServer || ack.Properties.ServerReference != "other:1883" {
+		t.Fatalf("CONNACK %v %q", ack.ReasonCode, ack.Properties.ServerReference)
+	}
+	c3 := srv.Dial(t, packets.V311)
+	if ack := c3.Connect(&packets.Connect{ClientID: "y", CleanStart: true}); ack.ReasonCode != packets.ServerUnavailable {
+		t.Fatalf("3.1.1 CONNACK %v", ack.ReasonCode)
+	}
+
+	open := terntest.NewServer(t, nil)
+	v5 := open.Dial(t, packets.V5)
+	v5.MustConnect("v5")
+	if n := open.DisconnectAll(packets.UseAnotherServer, "b:1883"); n != 1 {
+		t.Fatalf("disconnected %d", n)
+	}
+	got := v5.ExpectClosed()
+	d, ok := got[len(got)-1].(*packets.Disconnect)
+	if !ok || d.ReasonCode != packets.UseAnotherServer || d.Properties.ServerReference != "b:1883" {
+		t.Fatalf("got %+v", got)
+	}
+}
+
+// retainLog is a RetainObserver.
+type retainLog struct {
+	mu     sync.Mutex
+	topics []string
+}
+
+func (r *retainLog) ID() string { return "retain-log" }
+func (r *retainLog) OnRetained(m *tern.Message, _ *tern.Ack) {
+	r.mu.Lock()
+	r.topics = append(r.topics, m.Topic+"="+string(m.Payload))
+	r.mu.Unlock()
+}
+
+// RetainObservers see retained changes published here, not those set with
+// SetRetained (from another node) nor $SYS.
+func TestRetainObserver(t *testing.T) {
+	rl := &retainLog{}
+	srv := terntest.NewServer(t, nil, rl)
+	srv.Publish("r/1", []byte("a"), true, 1)
+	srv.Publish("r/1", nil, true, 1)
+	srv.SetRetained(tern.MessageFromRecord(&storage.Message{Topic: "r/2", Payload: []byte("b"), Retain: true}))
+	if m, ok := srv.RetainedMessage("r/2"); !ok || string(m.Payload) != "b" {
+		t.Fatal("SetRetained did not set")
+	}
+	rl.mu.Lock()
+	defer rl.mu.Unlock()
+	if !slices.Equal(rl.topics, []string{"r/1=a", "r/1="}) {
+		t.Fatalf("observed %v", rl.topics)
+	}
+}
