@@ -21,6 +21,22 @@
 //	POST   /api/v1/bans                  ban a client id, user name or address
 //	DELETE /api/v1/bans/{as}/{who...}    lift a ban
 //
+// and for the web dashboard (Options.DisableDashboard turns it off), also
+// usable from scripts:
+//
+//	GET    /  and /ui/...                the dashboard (dashboard.go): public files, no data
+//	GET    /api/v1/metrics/history       rates and levels of the last 15m at 1 s, or up to 24h at 10 s (live.go)
+//	GET    /api/v1/metrics/stream        the same, a sample a second, as Server-Sent Events, with the stats
+//	GET    /api/v1/trace                 a live trace of a client, topic filter or address (tracing.go)
+//	POST   /api/v1/clients/disconnect    disconnect many clients; POST /api/v1/sessions/delete ends many sessions
+//	GET    /api/v1/subscriptions/filters filters with subscribers; /subscriptions/shared shared groups (browse.go)
+//	GET    /api/v1/topics                the tree of filters and retained topics, a level at a time
+//	DELETE /api/v1/retained?filter=      delete the retained messages a filter matches
+//	GET    /api/v1/listeners             listeners, connections, certificate expiry; /config, /cluster
+//
+// Clients and sessions take search, filters, sorts and cursors besides
+// page and limit (listing.go).
+//
 // Other packages add routes with Handle (bridge.Manager's /api/v1/bridges).
 //
 // Lists take page (from 1) and limit (1 to 1000, default 100) and answer
@@ -60,6 +76,7 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -139,6 +156,8 @@ type Server struct {
 	hosts         hostCheck
 	origins       map[string]bool
 	raw           []rawRoute
+	closing       chan struct{} // closed by Shutdown: the event streams end
+	closeOnce     sync.Once
 	bans          Bans // nil: no /api/v1/bans
 }
 
@@ -150,7 +169,7 @@ func New(srv *tern.Server, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Server{opts: opts, bans: opts.Bans, keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
+	a := &Server{opts: opts, bans: opts.Bans, closing: make(chan struct{}), keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
 	for k, s := range opts.APIKeys {
 		a.keys[k] = sha256.Sum256([]byte(s))
 	}
@@ -207,7 +226,11 @@ func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // answered
 	}
 	if !public && !a.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="tern admin", charset="UTF-8"`)
+		// Not to a page's fetch: the browser would ask for a password
+		// itself, over the dashboard's own login.
+		if m := r.Header.Get("Sec-Fetch-Mode"); m == "" || m == "navigate" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="tern admin", charset="UTF-8"`)
+		}
 		writeError(w, http.StatusUnauthorized, "an API key (HTTP Basic auth) or a bearer token is required")
 		return
 	}
@@ -339,7 +362,8 @@ func (a *Server) Serve(ln net.Listener) error {
 // Shutdown stops the HTTP server gracefully, waiting for requests in
 // progress until ctx ends.
 func (a *Server) Shutdown(ctx context.Context) error {
-	if a.http.CompareAndSwap(nil, shutDown) { // before Serve: it will not serve
+	a.closeOnce.Do(func() { close(a.closing) }) // streams never go idle by themselves
+	if a.http.CompareAndSwap(nil, shutDown) {   // before Serve: it will not serve
 		return nil
 	}
 	if hs := a.http.Load(); hs != shutDown {

@@ -38,6 +38,7 @@ func (a *Server) routes() {
 	m.HandleFunc("DELETE /api/v1/retained", a.withServer(a.deleteRetainedByFilter))
 	m.HandleFunc("GET /api/v1/listeners", a.withServer(a.listeners))
 	m.HandleFunc("GET /api/v1/config", a.config)
+	m.HandleFunc("GET /api/v1/cluster", a.withServer(a.cluster))
 	m.HandleFunc("GET /api/v1/metrics/history", a.metricsHistory)
 	m.HandleFunc("GET /api/v1/metrics/stream", a.metricsStream)
 	m.HandleFunc("GET /api/v1/trace", a.trace)

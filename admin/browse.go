@@ -9,7 +9,8 @@ package admin
 //	GET    /api/v1/topics?parent=a/b                 the levels below a/b of the tree of filters and retained topics
 //	DELETE /api/v1/retained?filter=a/#               delete the retained messages a filter matches
 //	GET    /api/v1/listeners                         listeners: address, connections, certificate expiry
-//	GET    /api/v1/config                            the configuration in force, secrets hidden (YAML)
+//	GET    /api/v1/config                            the configuration in force, secrets hidden (YAML); 204 when not known
+//	GET    /api/v1/cluster                           the nodes of the cluster and their state (this one alone, so far)
 //	POST   /api/v1/clients/disconnect                {"client_ids": [...]}: disconnect them
 //	POST   /api/v1/sessions/delete                   {"client_ids": [...]}: end their sessions
 //
@@ -158,9 +159,34 @@ func (a *Server) listeners(w http.ResponseWriter, r *http.Request) {
 	paginate(w, r, out)
 }
 
+// Cluster is the answer of /api/v1/cluster.
+type Cluster struct {
+	Clustered bool   `json:"clustered"`
+	Nodes     []Node `json:"nodes"`
+}
+
+// Node is a broker of the cluster.
+type Node struct {
+	ID        string    `json:"id"`
+	Self      bool      `json:"self"`
+	State     string    `json:"state"` // running, starting or stopping
+	Version   string    `json:"version"`
+	StartedAt time.Time `json:"started_at"`
+}
+
+func (a *Server) cluster(w http.ResponseWriter, r *http.Request) {
+	srv := a.server()
+	state := "running"
+	if !srv.Serving() || !a.ready.Load() {
+		state = "stopping"
+	}
+	writeJSON(w, http.StatusOK, Cluster{Nodes: []Node{{ID: srv.NodeID(), Self: true, State: state, Version: tern.Version,
+		StartedAt: srv.StartedAt().UTC()}}})
+}
+
 func (a *Server) config(w http.ResponseWriter, r *http.Request) {
-	if a.opts.Config == nil {
-		writeError(w, http.StatusNotFound, "the configuration is not known to the admin API (an embedded broker)")
+	if a.opts.Config == nil { // an embedded broker: no configuration file
+		w.WriteHeader(http.StatusNoContent)
 		return
 	}
 	b, err := a.opts.Config()

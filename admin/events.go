@@ -3,9 +3,9 @@ package admin
 import (
 	"compress/gzip"
 	"net/http"
-	"strconv"
-	"strings"
 	"time"
+
+	"github.com/ternmq/tern/admin/ui"
 )
 
 // eventStream writes Server-Sent Events (text/event-stream) to a client
@@ -66,7 +66,7 @@ func writeBody(w http.ResponseWriter, r *http.Request, contentType string, body 
 	h.Set("Content-Type", contentType)
 	h.Set("Cache-Control", "no-store")
 	h.Add("Vary", "Accept-Encoding")
-	if len(body) < 1024 || !acceptsGzip(r) {
+	if len(body) < 1024 || !ui.AcceptsGzip(r.Header.Get("Accept-Encoding")) {
 		w.Write(body)
 		return
 	}
@@ -74,22 +74,4 @@ func writeBody(w http.ResponseWriter, r *http.Request, contentType string, body 
 	gz, _ := gzip.NewWriterLevel(w, gzip.BestSpeed)
 	gz.Write(body)
 	gz.Close()
-}
-
-// acceptsGzip reports whether the request's Accept-Encoding lists gzip
-// with a weight above 0.
-func acceptsGzip(r *http.Request) bool {
-	for _, part := range strings.Split(r.Header.Get("Accept-Encoding"), ",") {
-		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
-			continue
-		}
-		q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
-		if !ok {
-			return true
-		}
-		w, err := strconv.ParseFloat(q, 64)
-		return err == nil && w > 0
-	}
-	return false
 }

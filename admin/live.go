@@ -236,6 +236,8 @@ func (a *Server) metricsStream(w http.ResponseWriter, r *http.Request) {
 		select {
 		case <-r.Context().Done():
 			return
+		case <-a.closing:
+			return
 		case ev, ok := <-sub.ch:
 			if !ok {
 				return // the broker stopped

@@ -270,6 +270,17 @@ func newRegistry(a *Server) *prometheus.Registry {
 	)
 	if o := a.opts.Observer; o != nil {
 		reg.MustRegister(o.connectSeconds, o.deliverSeconds)
+		h := &o.live.hub
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_admin_metric_streams",
+				Help: "Open /api/v1/metrics/stream requests (dashboards showing the overview)."},
+				func() float64 { return float64(h.open()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tern_admin_metric_streams_refused_total",
+				Help: "/api/v1/metrics/stream requests refused: MaxMetricStreams were open."},
+				func() float64 { return float64(h.refused.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tern_admin_stream_events_dropped_total",
+				Help: "Samples not sent to a metrics stream whose reader fell behind."},
+				func() float64 { return float64(h.dropped.Load()) }))
 	}
 	return reg
 }

@@ -77,14 +77,14 @@ func (a *Server) trace(w http.ResponseWriter, r *http.Request) {
 	a.opts.Logger.Info("admin API: trace started", "client_id", f.ClientID, "topic", f.Topic, "address", f.Address,
 		"by", caller(r), "remote", r.RemoteAddr)
 	if jsonl {
-		streamJSONL(w, r, tr, d)
+		streamJSONL(w, r, tr, d, a.closing)
 		return
 	}
-	streamTrace(w, r, tr, d)
+	streamTrace(w, r, tr, d, a.closing)
 }
 
 // streamTrace sends the trace's events as Server-Sent Events.
-func streamTrace(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration) {
+func streamTrace(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration, closing <-chan struct{}) {
 	es := startEvents(w)
 	end := time.NewTimer(d)
 	defer end.Stop()
@@ -94,6 +94,8 @@ func streamTrace(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-closing:
 			return
 		case <-end.C:
 			es.send("end", []byte(`{"reason":"duration"}`))
@@ -120,7 +122,7 @@ func streamTrace(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time
 }
 
 // streamJSONL sends the trace's events as JSON lines.
-func streamJSONL(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration) {
+func streamJSONL(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration, closing <-chan struct{}) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	w.Header().Set("Cache-Control", "no-store")
 	rc := http.NewResponseController(w)
@@ -133,6 +135,8 @@ func streamJSONL(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time
 	for {
 		select {
 		case <-r.Context().Done():
+			return
+		case <-closing:
 			return
 		case <-end.C:
 			return

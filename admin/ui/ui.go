@@ -20,6 +20,7 @@ import (
 	"io/fs"
 	"net/http"
 	"path"
+	"strconv"
 	"strings"
 	"sync"
 )
@@ -124,7 +125,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	body, tag := f.body, f.etag
 	hd := w.Header()
 	hd.Add("Vary", "Accept-Encoding")
-	if acceptsGzip(r.Header.Get("Accept-Encoding")) {
+	if AcceptsGzip(r.Header.Get("Accept-Encoding")) {
 		if gz, gzTag := f.gzipped(); gz != nil {
 			body, tag = gz, gzTag
 			hd.Set("Content-Encoding", "gzip")
@@ -152,15 +153,20 @@ func matches(header, tag string) bool {
 	return false
 }
 
-// acceptsGzip reports whether an Accept-Encoding header lists gzip, not
-// refused with q=0.
-func acceptsGzip(header string) bool {
+// AcceptsGzip reports whether an Accept-Encoding header lists gzip with
+// a weight above 0.
+func AcceptsGzip(header string) bool {
 	for _, part := range strings.Split(header, ",") {
 		name, params, _ := strings.Cut(strings.TrimSpace(part), ";")
-		if strings.EqualFold(strings.TrimSpace(name), "gzip") {
-			q := strings.ReplaceAll(params, " ", "")
-			return q != "q=0" && q != "q=0.0" && q != "q=0.00" && q != "q=0.000"
+		if !strings.EqualFold(strings.TrimSpace(name), "gzip") {
+			continue
 		}
+		q, ok := strings.CutPrefix(strings.ReplaceAll(params, " ", ""), "q=")
+		if !ok {
+			return true
+		}
+		w, err := strconv.ParseFloat(q, 64)
+		return err == nil && w > 0
 	}
 	return false
 }

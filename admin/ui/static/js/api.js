@@ -91,6 +91,8 @@ export async function stream(path, onEvent, signal) {
   const res = await fetch('api/v1/' + path, { headers: headers({ Accept: 'text/event-stream' }), signal });
   if (!res.ok) throw await errorOf(res);
   const reader = res.body.pipeThrough(new TextDecoderStream()).getReader();
+  // Stop reading at once when the page lets the stream go.
+  if (signal) signal.addEventListener('abort', () => reader.cancel().catch(() => {}), { once: true });
   let buf = '';
   try {
     for (;;) {
