@@ -161,7 +161,7 @@ function ClientDetail({ id, onClose, onAct }) {
         ['Disconnected', s.disconnected_at && fmtTime(s.disconnected_at)], ['Last disconnect reason', s.disconnect_reason],
         ['Keep alive', c && c.keep_alive + ' s'], ['Clean start', c && String(c.clean_start)]])}
       <h3>Session</h3>
-      ${kv([['Expiry', s.expiry + ' s'], ['Queued', fmtNum(s.queued) + ' (' + fmtBytes(s.queued_bytes) + ')'], ['In flight', fmtNum(s.inflight)],
+      ${kv([['Expiry', s.session_expiry_interval === 4294967295 ? 'never' : s.session_expiry_interval + ' s'], ['Queued', fmtNum(s.queued) + ' (' + fmtBytes(s.queued_bytes) + ')'], ['In flight', fmtNum(s.inflight)],
         ['Pending bytes', c && fmtBytes(c.pending_bytes)],
         ['Dropped', s.dropped ? Object.entries(s.dropped).map(([k, v]) => k + ' ' + fmtNum(v)).join(', ') : '0']])}
       <h3>Counters (this connection)</h3>
