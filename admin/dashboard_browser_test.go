@@ -55,26 +55,56 @@ type browser struct {
 	errs []string
 }
 
+// chrome is the one Chromium process the tests share, each in a tab of
+// its own; TestMain ends it.
+var chrome struct {
+	once   sync.Once
+	ctx    context.Context // the browser's first tab, which keeps it running
+	cancel func()
+	err    error
+}
+
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if chrome.cancel != nil {
+		chrome.cancel()
+	}
+	os.Exit(code)
+}
+
+// newBrowser opens a tab in the shared Chromium, started on first use.
 func newBrowser(t *testing.T) *browser {
 	t.Helper()
 	path := chromiumPath()
 	if path == "" {
 		t.Skip("no Chromium on PATH (apt-get install chromium, or set TERN_CHROMIUM): the dashboard's browser tests are skipped")
 	}
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
-		chromedp.WindowSize(1280, 860), chromedp.Flag("disable-dev-shm-usage", true),
-		chromedp.UserDataDir(t.TempDir()))
-	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	chrome.once.Do(func() {
+		dir, err := os.MkdirTemp("", "dash-chromium-")
+		if err != nil {
+			chrome.err = err
+			return
+		}
+		opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(path), chromedp.NoSandbox,
+			chromedp.WindowSize(1280, 860), chromedp.Flag("disable-dev-shm-usage", true), chromedp.UserDataDir(dir))
+		actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+		ctx, cancel := chromedp.NewContext(actx)
+		chrome.ctx, chrome.cancel = ctx, func() { cancel(); cancelAlloc(); os.RemoveAll(dir) }
+		// The first Run starts the browser, with no timeout (see chromedp.Run).
+		chrome.err = chromedp.Do(ctx, chromedp.Navigate("about:blank"))
+	})
+	if chrome.err != nil {
+		t.Fatalf("starting %s: %v", path, chrome.err)
+	}
 	b := &browser{}
-	ctx, cancel := chromedp.NewContext(actx, chromedp.WithListener(b.listen))
-	t.Cleanup(func() { cancel(); cancelAlloc() })
+	ctx, cancel := chromedp.NewContext(chrome.ctx, chromedp.WithListener(b.listen))
+	t.Cleanup(cancel)
 	b.ctx = ctx
-	// The first Run starts the browser, with no timeout (see chromedp.Run).
 	if err := chromedp.Do(ctx, chromedp.Func(func(ctx context.Context, tg *chromedp.Target) error {
 		_, err := cdp.Call(ctx, tg, log.Enable, cdp.Empty{})
 		return err
 	})); err != nil {
-		t.Fatalf("starting %s: %v", path, err)
+		t.Fatalf("a new tab: %v", err)
 	}
 	return b
 }
@@ -237,10 +267,12 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="kick-victim"]`)),
 		chromedp.Click(chromedp.CSS(`[data-testid="kick-victim"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=confirm]`)))
-	b.screenshot(t, "clients-confirm")
 	b.run(t, "confirm the kick", chromedp.Click(chromedp.CSS(`[data-testid=confirm]`)))
 	victim.ExpectClosed()
 	terntest.Eventually(t, "the victim to be gone", func() bool { _, ok := e.ts.ClientInfo("victim"); return !ok })
+	b.run(t, "the victim leaves the list", chromedp.Click(chromedp.CSS(`[data-testid=refresh]`)),
+		waitJS(`!document.querySelector('[data-testid="kick-victim"]')`))
+	b.screenshot(t, "clients")
 	b.run(t, "search the clients", chromedp.SendKeys(chromedp.CSS(`[data-testid=client-search]`), "client-1"),
 		waitJS(`document.querySelectorAll('[data-testid=clients-table] tbody tr').length === 1`),
 		chromedp.Click(chromedp.CSS(`tr[data-client="client-1"] button.link`)),

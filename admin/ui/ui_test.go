@@ -86,6 +86,18 @@ func TestNoInlineScriptOrStyle(t *testing.T) {
 	}
 }
 
+// index.html preloads every module, so that the browser fetches them at
+// once rather than one level of imports after another.
+func TestIndexPreloadsEveryModule(t *testing.T) {
+	page, _ := static.ReadFile("static/index.html")
+	for name := range New().Files() {
+		if (strings.HasSuffix(name, ".js") || strings.HasSuffix(name, ".mjs")) && name != "js/app.js" && name != "vendor/uPlot.iife.min.js" &&
+			!bytes.Contains(page, []byte(`<link rel="modulepreload" href="ui/`+name+`">`)) {
+			t.Errorf("index.html does not preload %s", name)
+		}
+	}
+}
+
 func get(t *testing.T, h http.Handler, path string, hdr ...string) *httptest.ResponseRecorder {
 	t.Helper()
 	req := httptest.NewRequest("GET", path, nil)

@@ -93,7 +93,7 @@ export function Clients() {
         ${sorts.map(([v, label]) => html`<option value=${v}>sort: ${label}</option>`)}
       </select>
       <span class="grow"></span>
-      <button type="button" class="btn" onClick=${refresh}>Refresh</button>
+      <button type="button" class="btn" data-testid="refresh" onClick=${refresh}>Refresh</button>
       <button type="button" class="btn" disabled=${!selected.size} data-testid="bulk-kick" onClick=${() => act('kick', [...selected])}>Disconnect ${selected.size || ''}</button>
       <button type="button" class="btn danger" disabled=${!selected.size} onClick=${() => act('delete', [...selected])}>Delete sessions ${selected.size || ''}</button>
     </div>
