@@ -267,8 +267,10 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid="kick-victim"]`)),
 		chromedp.Click(chromedp.CSS(`[data-testid="kick-victim"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=confirm]`)))
+	kicked := time.Now()
 	b.run(t, "confirm the kick", chromedp.Click(chromedp.CSS(`[data-testid=confirm]`)))
 	victim.ExpectClosed()
+	t.Logf("the kicked client was disconnected %v after the click", time.Since(kicked).Round(time.Millisecond))
 	terntest.Eventually(t, "the victim to be gone", func() bool { _, ok := e.ts.ClientInfo("victim"); return !ok })
 	b.run(t, "the victim leaves the list", chromedp.Click(chromedp.CSS(`[data-testid=refresh]`)),
 		waitJS(`!document.querySelector('[data-testid="kick-victim"]')`))
@@ -312,11 +314,13 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`[data-testid=trace-start]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=trace-stop]`)))
 	terntest.Eventually(t, "the trace to run", func() bool { return tracer.Stats().Active == 1 })
+	traced := time.Now()
 	if err := e.ts.Publish("t/hello", []byte("traced"), false, 0); err != nil {
 		t.Fatal(err)
 	}
 	b.run(t, "the trace shows the message",
 		waitJS(`[...document.querySelectorAll('[data-testid=trace-table] tr[data-type=publish]')].some((r) => r.textContent.includes('t/hello'))`))
+	t.Logf("the trace showed the message %v after it was published", time.Since(traced).Round(time.Millisecond))
 	b.screenshot(t, "trace")
 	b.run(t, "stop the trace", chromedp.Click(chromedp.CSS(`[data-testid=trace-stop]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=trace-start]`)))

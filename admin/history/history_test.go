@@ -2,6 +2,7 @@ package history
 
 import (
 	"math"
+	"runtime"
 	"testing"
 	"time"
 )
@@ -75,4 +76,30 @@ func same(got float32, want float64) bool {
 		return math.IsNaN(float64(got))
 	}
 	return math.Abs(float64(got)-want) < 1e-6
+}
+
+// BenchmarkHistory reports what a History of the admin's 19 series holds
+// (bytes allocated by New: both rings) and what one Record costs.
+//
+//	go test -run X -bench History ./admin/history/
+func BenchmarkHistory(b *testing.B) {
+	series := make([]Series, 19)
+	for i := range series {
+		series[i] = Series{Name: "s", Counter: i < 15}
+	}
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	h := New(series...)
+	runtime.ReadMemStats(&after)
+	vals := make([]int64, len(series))
+	t := time.Unix(1_000_000, 0)
+	b.ResetTimer()
+	for b.Loop() {
+		t = t.Add(time.Second)
+		for i := range vals {
+			vals[i] += 7
+		}
+		h.Record(t, vals)
+	}
+	b.ReportMetric(float64(after.TotalAlloc-before.TotalAlloc), "bytes/history")
 }

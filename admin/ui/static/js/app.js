@@ -1,28 +1,35 @@
 // The dashboard's shell: the login page, the navigation and the router
-// (#/page in the address, so that the server serves one page only).
+// (#/page in the address, so that the server serves one page only). A
+// page's module is loaded when it is first shown, so that the first load
+// fetches the shell and one page.
 import { html, render, useState, useEffect, Confirm, Notice } from './lib.js';
 import { api, onAuthNeeded, login, logout, credentials, basic, ApiError } from './api.js';
-import { Overview } from './pages/overview.js';
-import { Clients } from './pages/clients.js';
-import { Subscriptions } from './pages/subscriptions.js';
-import { Retained } from './pages/retained.js';
-import { Topics } from './pages/topics.js';
-import { Trace } from './pages/trace.js';
-import { Publish } from './pages/publish.js';
-import { Listeners } from './pages/listeners.js';
-import { Cluster } from './pages/cluster.js';
 
+// id, label, module (pages/<id>.js) and the component it exports.
 const pages = [
-  ['overview', 'Overview', Overview],
-  ['clients', 'Clients', Clients],
-  ['subscriptions', 'Subscriptions', Subscriptions],
-  ['retained', 'Retained', Retained],
-  ['topics', 'Topics', Topics],
-  ['trace', 'Live trace', Trace],
-  ['publish', 'Publish', Publish],
-  ['listeners', 'Listeners & config', Listeners],
-  ['cluster', 'Cluster', Cluster],
+  ['overview', 'Overview', 'Overview'],
+  ['clients', 'Clients', 'Clients'],
+  ['subscriptions', 'Subscriptions', 'Subscriptions'],
+  ['retained', 'Retained', 'Retained'],
+  ['topics', 'Topics', 'Topics'],
+  ['trace', 'Live trace', 'Trace'],
+  ['publish', 'Publish', 'Publish'],
+  ['listeners', 'Listeners & config', 'Listeners'],
+  ['cluster', 'Cluster', 'Cluster'],
 ];
+
+// Page loads the module of page id and shows its component.
+const loaded = {};
+function Page({ id, name }) {
+  const [C, setC] = useState(() => loaded[id]);
+  const [error, setError] = useState(null);
+  useEffect(() => {
+    if (C) return;
+    import('./pages/' + id + '.js').then((m) => { loaded[id] = m[name]; setC(() => m[name]); }).catch(setError);
+  }, [id]);
+  if (error) return html`<${Notice} error=${error}/>`;
+  return C ? html`<${C}/>` : null;
+}
 
 // route returns the page the address names.
 function route() {
@@ -91,7 +98,7 @@ function App() {
   }, [needAuth]);
 
   if (needAuth) return html`<${Login} onDone=${() => setNeedAuth(false)}/>`;
-  const [id, , Page] = page;
+  const [id, , name] = page;
   return html`<div class="shell">
     <nav class="side">
       <div class="brand"><span class="logo">◆</span> Tern</div>
@@ -103,7 +110,7 @@ function App() {
     </nav>
     <main class="content" data-page=${id}>
       <${Notice} error=${starting} kind="warn"/>
-      <${Page} key=${id}/>
+      <${Page} key=${id} id=${id} name=${name}/>
     </main>
     <${Confirm}/>
   </div>`;

@@ -18,6 +18,7 @@ export function Clients() {
   const [listeners, setListeners] = useState([]);
   const [reload, setReload] = useState(0);
   const seq = useRef(0);
+  const [typed, setTyped] = useState(f.search); // the search box, applied once typing pauses
 
   useEffect(() => { api('listeners').then((r) => setListeners(r.data || [])).catch(() => {}); }, []);
 
@@ -36,7 +37,12 @@ export function Clients() {
     }).catch((e) => { if (n === seq.current) setError(e); });
   }, [f, after, reload]);
 
-  const set = (k, v) => { setF(Object.assign({}, f, { [k]: v })); setCursors(['']); setSelected(new Set()); };
+  const set = (k, v) => { setF((cur) => Object.assign({}, cur, { [k]: v })); setCursors(['']); setSelected(new Set()); };
+  useEffect(() => {
+    if (typed === f.search) return undefined;
+    const id = setTimeout(() => set('search', typed), 150);
+    return () => clearTimeout(id);
+  }, [typed]);
   const refresh = () => setReload((x) => x + 1);
   const rows = data ? data.data : [];
   const toggle = (id) => {
@@ -75,8 +81,8 @@ export function Clients() {
       <select aria-label="Search by" value=${f.search_by} onChange=${(e) => set('search_by', e.target.value)}>
         <option value="client_id">Client id</option><option value="username">User</option><option value="address">Address</option>
       </select>
-      <input type="search" placeholder="starts with…" aria-label="Search" data-testid="client-search" value=${f.search}
-        onInput=${(e) => set('search', e.target.value)}/>
+      <input type="search" placeholder="starts with…" aria-label="Search" data-testid="client-search" value=${typed}
+        onInput=${(e) => setTyped(e.target.value)}/>
       <select aria-label="State" value=${f.state} onChange=${(e) => set('state', e.target.value)} data-testid="filter-state">
         <option value="">online and offline</option><option value="online">online</option><option value="offline">offline</option>
       </select>
