@@ -312,6 +312,19 @@ func TestMetricsHistoryAndStream(t *testing.T) {
 	for _, bad := range []string{"0s", "25h", "day"} {
 		e.errorOf(t, "GET", "/api/v1/metrics/history?range="+bad, "", 400)
 	}
+
+	// Shutdown ends the streams: it does not wait for them until its
+	// context ends.
+	ctx, cancel := context.WithTimeout(context.Background(), terntest.Timeout)
+	defer cancel()
+	if err := e.adm.Shutdown(ctx); err != nil {
+		t.Errorf("Shutdown with a stream open: %v", err)
+	}
+	for {
+		if _, err := rd.ReadString('\n'); err != nil {
+			break // the stream ended
+		}
+	}
 }
 
 func TestTraceStream(t *testing.T) {

@@ -20,18 +20,26 @@ type eventStream struct {
 const streamWriteWait = 30 * time.Second
 
 // startEvents answers the request with an event stream. The stream
-// outlives the HTTP server's WriteTimeout: each event has its own
-// deadline.
+// outlives the HTTP server's timeouts: each event has its own write
+// deadline (see startStream).
 func startEvents(w http.ResponseWriter) *eventStream {
 	h := w.Header()
 	h.Set("Content-Type", "text/event-stream")
-	h.Set("Cache-Control", "no-store")
 	h.Set("X-Accel-Buffering", "no") // nginx and the like: do not buffer
-	es := &eventStream{w: w, rc: http.NewResponseController(w)}
-	es.rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+	return &eventStream{w: w, rc: startStream(w)}
+}
+
+// startStream sends the headers of an answer that goes on for as long as
+// the request is open, past the server's WriteTimeout: the caller moves
+// the write deadline on before each write. (The server's ReadTimeout does
+// not end it: net/http lifts the read deadline while a handler runs.)
+func startStream(w http.ResponseWriter) *http.ResponseController {
+	w.Header().Set("Cache-Control", "no-store")
+	rc := http.NewResponseController(w)
+	rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
 	w.WriteHeader(http.StatusOK)
-	es.rc.Flush()
-	return es
+	rc.Flush()
+	return rc
 }
 
 // send writes one event; data must be one line (JSON is).

@@ -124,11 +124,7 @@ func streamTrace(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time
 // streamJSONL sends the trace's events as JSON lines.
 func streamJSONL(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration, closing <-chan struct{}) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
-	w.Header().Set("Cache-Control", "no-store")
-	rc := http.NewResponseController(w)
-	rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
-	w.WriteHeader(http.StatusOK)
-	rc.Flush()
+	rc := startStream(w)
 	end := time.NewTimer(d)
 	defer end.Stop()
 	enc := json.NewEncoder(w)

@@ -116,6 +116,29 @@ export async function stream(path, onEvent, signal) {
   }
 }
 
+// keepStreaming is stream, opened again when the answer ends or fails
+// (the broker restarted, a proxy cut it), after 1 s, then up to 30 s
+// between tries; onState(error or null) tells how it goes. It ends when
+// signal aborts, or at a 401.
+export async function keepStreaming(path, onEvent, signal, onState) {
+  let wait = 1000;
+  while (!signal.aborted) {
+    try {
+      await stream(path, (name, data) => { wait = 1000; onState(null); onEvent(name, data); }, signal);
+      if (signal.aborted) return;
+      onState(new Error('The live stream ended; opening it again…'));
+    } catch (e) {
+      if (isAbort(e) || (e instanceof ApiError && e.status === 401)) return;
+      onState(e);
+    }
+    await new Promise((resolve) => {
+      const id = setTimeout(resolve, wait);
+      signal.addEventListener('abort', () => { clearTimeout(id); resolve(); }, { once: true });
+    });
+    wait = Math.min(wait * 2, 30000);
+  }
+}
+
 // isAbort reports whether an error is an aborted fetch (a page left).
 export function isAbort(e) {
   return e && e.name === 'AbortError';

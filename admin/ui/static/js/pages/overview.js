@@ -3,7 +3,7 @@
 // (GET /api/v1/metrics/stream, one sample a second) moves them on and
 // refreshes the cards, so an open overview makes one request a second.
 import { html, useState, useEffect, useRef, Card, Notice, fmtNum, fmtBytes, fmtDuration } from '../lib.js';
-import { api, stream, isAbort } from '../api.js';
+import { api, keepStreaming, isAbort } from '../api.js';
 import { Chart } from '../chart.js';
 
 const ranges = [['15m', '15 min', 1], ['1h', '1 hour', 10], ['24h', '24 hours', 10]];
@@ -62,16 +62,15 @@ export function Overview() {
         hist.current = new History(names, maxPoints[range]);
         hist.current.load(h);
         setTick((t) => t + 1);
-        await stream('metrics/stream', (name, ev) => {
+        await keepStreaming('metrics/stream', (name, ev) => {
           if (name !== 'sample') return;
           setStats(ev.stats);
-          setError(null);
           const p = range === '15m' ? ev : ev.coarse;
           if (p) {
             hist.current.add(p.time, p.values);
             setTick((t) => t + 1);
           }
-        }, ctl.signal);
+        }, ctl.signal, setError);
       } catch (e) {
         if (!isAbort(e)) setError(e);
       }
