@@ -64,9 +64,9 @@ function Login({ onDone }) {
       <p>This admin API needs credentials: an API key (admin.api_keys) or the admin token.</p>
       <div class="radio-row">
         <label><input type="radio" name="kind" checked=${kind === 'token'} onChange=${() => setKind('token')}/> Token</label>
-        <label><input type="radio" name="kind" checked=${kind === 'key'} onChange=${() => setKind('key')}/> API key</label>
+        <label><input type="radio" name="kind" data-testid="login-kind-key" checked=${kind === 'key'} onChange=${() => setKind('key')}/> API key</label>
       </div>
-      ${kind === 'key' && html`<label>Key <input autocomplete="username" value=${key} onInput=${(e) => setKey(e.target.value)} required/></label>`}
+      ${kind === 'key' && html`<label>Key <input autocomplete="username" data-testid="login-key" value=${key} onInput=${(e) => setKey(e.target.value)} required/></label>`}
       <label>${kind === 'key' ? 'Secret' : 'Token'}
         <input type="password" autocomplete="current-password" data-testid="login-secret" value=${secret}
           onInput=${(e) => setSecret(e.target.value)} required/></label>
@@ -105,7 +105,7 @@ function App() {
       ${pages.map(([pid, label]) => html`<a href=${'#/' + pid} class=${pid === id ? 'active' : ''} data-testid=${'nav-' + pid}>${label}</a>`)}
       <div class="side-foot">
         ${info && html`<div>version ${info.version}</div>`}
-        ${credentials() && html`<button type="button" class="btn small" onClick=${() => { logout(); setNeedAuth(true); }}>Log out</button>`}
+        ${credentials() && html`<button type="button" class="btn small" data-testid="logout" onClick=${() => { logout(); setNeedAuth(true); }}>Log out</button>`}
       </div>
     </nav>
     <main class="content" data-page=${id}>
