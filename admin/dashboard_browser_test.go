@@ -265,6 +265,12 @@ func TestDashboardInBrowser(t *testing.T) {
 	stop()
 	pubs.Wait()
 	b.screenshot(t, "overview")
+	// The longer ranges come from the 10 s history.
+	for _, r := range []string{"24h", "1h"} {
+		b.run(t, "range "+r, chromedp.Evaluate[chromedp.Void](`(() => { const s = document.querySelector('[data-testid=range]');
+			s.value = '`+r+`'; s.dispatchEvent(new Event('change', { bubbles: true })); })()`),
+			waitJS(`document.querySelector('[data-testid=range]').value === '`+r+`' && document.querySelector('[data-testid=chart-messages] canvas') !== null`))
+	}
 	b.noErrors(t, "overview")
 
 	// Clients: kicking one in the page disconnects it.
