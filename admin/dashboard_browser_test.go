@@ -264,7 +264,6 @@ func TestDashboardInBrowser(t *testing.T) {
 		waitJS(`Number(document.querySelector('[data-testid=chart-messages] ')?.dataset.last) > 0`))
 	stop()
 	pubs.Wait()
-	b.screenshot(t, "overview")
 	// The longer ranges come from the 10 s history.
 	for _, r := range []string{"24h", "1h"} {
 		b.run(t, "range "+r, chromedp.Evaluate[chromedp.Void](`(() => { const s = document.querySelector('[data-testid=range]');
@@ -385,6 +384,11 @@ func TestDashboardInBrowser(t *testing.T) {
 		chromedp.Click(chromedp.CSS(`[data-path="a"] button.toggle`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-path="a/b"]`)))
 	b.noErrors(t, "subscriptions and topics")
+	// The overview again, with what the test did in its charts.
+	b.run(t, "overview at the end", chromedp.Navigate(e.base+"/"),
+		waitJS(`Number(document.querySelector('[data-testid=card-retained-value]')?.textContent) === 1`))
+	b.screenshot(t, "overview")
+	b.noErrors(t, "overview at the end")
 }
 
 // Without credentials, on an admin API that has some, the page shows the

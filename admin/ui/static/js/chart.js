@@ -8,8 +8,8 @@ const palette = ['#2563eb', '#16a34a', '#dc2626', '#9333ea', '#ea580c', '#0891b2
 const height = 180;
 
 // Chart draws columns (times in seconds, then one array per series) with
-// the series' labels.
-export function Chart({ title, labels, columns, id, unit }) {
+// the series' labels, over the last span seconds.
+export function Chart({ title, labels, columns, id, unit, span }) {
   const box = useRef(null);
   const plot = useRef(null);
   const last = columns[1] && columns[1].length ? columns[1][columns[1].length - 1] : null;
@@ -21,7 +21,10 @@ export function Chart({ title, labels, columns, id, unit }) {
       height,
       legend: { live: true },
       cursor: { drag: { x: false, y: false } },
-      scales: { x: { time: true }, y: { range: (u, lo, hi) => [0, Math.max(hi, 1)] } },
+      scales: {
+        x: { time: true, range: (u, lo, hi) => [Math.max(lo, hi - span), hi] }, // a young broker: its whole life
+        y: { range: (u, lo, hi) => [0, Math.max(hi, 1)] },
+      },
       axes: [
         { stroke: '#6b7280', grid: { stroke: '#eef0f3' } },
         { stroke: '#6b7280', grid: { stroke: '#eef0f3' }, size: 56, values: (u, vals) => vals.map((v) => fmtShort(v) + (unit || '')) },
@@ -44,7 +47,7 @@ export function Chart({ title, labels, columns, id, unit }) {
       plot.current.destroy();
       plot.current = null;
     };
-  }, [labels.join()]);
+  }, [labels.join(), span]);
 
   useEffect(() => {
     if (plot.current) plot.current.setData(columns);

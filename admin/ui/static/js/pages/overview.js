@@ -6,7 +6,8 @@ import { html, useState, useEffect, useRef, Card, Notice, fmtNum, fmtBytes, fmtD
 import { api, keepStreaming, isAbort } from '../api.js';
 import { Chart } from '../chart.js';
 
-const ranges = [['15m', '15 min', 1], ['1h', '1 hour', 10], ['24h', '24 hours', 10]];
+// value, label, seconds shown
+const ranges = [['15m', '15 min', 900], ['1h', '1 hour', 3600], ['24h', '24 hours', 86400]];
 
 // The charts: title, series, unit.
 const charts = [
@@ -81,6 +82,7 @@ export function Overview() {
   const st = stats;
   const dropped = st ? Object.entries(st.messages_dropped_by_reason || {}).filter(([, v]) => v > 0) : [];
   const h = hist.current;
+  const span = ranges.find((r) => r[0] === range)[2];
   const dropNames = h ? h.names.filter((n) => n.startsWith('dropped_')) : [];
   return html`<div>
     <div class="toolbar"><h1 class="grow">Overview</h1>
@@ -103,9 +105,9 @@ export function Overview() {
         sub=${st && fmtBytes(st.heap_bytes) + ' heap, ' + fmtNum(st.goroutines) + ' goroutines'}/>
     </div>
     ${h && html`<div class="charts">
-      ${charts.map(([id, title, series, unit]) => html`<${Chart} key=${id + range} id=${id} title=${title} unit=${unit}
+      ${charts.map(([id, title, series, unit]) => html`<${Chart} key=${id + range} id=${id} title=${title} unit=${unit} span=${span}
         labels=${series.map((s) => s[1])} columns=${h.columns(series.map((s) => s[0]))}/>`)}
-      <${Chart} key=${'drops' + range} id="chart-dropped" title="Dropped per second, by reason"
+      <${Chart} key=${'drops' + range} id="chart-dropped" title="Dropped per second, by reason" span=${span}
         labels=${dropNames.map((n) => n.slice(8))} columns=${h.columns(dropNames)}/>
     </div>`}
   </div>`;
