@@ -150,3 +150,35 @@ func TestServeETagAndGzip(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkFirstLoad is the server's part of a first load: the page and
+// every file it names, gzipped, as a browser with an empty cache asks.
+//
+//	go test -run X -bench FirstLoad ./admin/ui/
+func BenchmarkFirstLoad(b *testing.B) {
+	h := New()
+	page, _ := static.ReadFile("static/index.html")
+	paths := []string{"/", "/ui/js/pages/overview.js"}
+	for _, m := range regexp.MustCompile(`(?:href|src)="(ui/[^"]+)"`).FindAllSubmatch(page, -1) {
+		paths = append(paths, "/"+string(m[1]))
+	}
+	reqs := make([]*http.Request, len(paths))
+	for i, p := range paths {
+		reqs[i] = httptest.NewRequest("GET", p, nil)
+		reqs[i].Header.Set("Accept-Encoding", "gzip, deflate, br")
+	}
+	sent := 0
+	for b.Loop() {
+		sent = 0
+		for _, req := range reqs {
+			rec := httptest.NewRecorder()
+			h.ServeHTTP(rec, req)
+			if rec.Code != 200 {
+				b.Fatalf("%s: %d", req.URL, rec.Code)
+			}
+			sent += rec.Body.Len()
+		}
+	}
+	b.ReportMetric(float64(len(reqs)), "files")
+	b.ReportMetric(float64(sent), "bytes")
+}
