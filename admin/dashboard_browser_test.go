@@ -335,6 +335,18 @@ func TestDashboardInBrowser(t *testing.T) {
 		waitJS(`[...document.querySelectorAll('[data-testid=trace-table] tr[data-type=publish]')].some((r) => r.textContent.includes('t/hello'))`))
 	t.Logf("the trace showed the message %v after it was published", time.Since(traced).Round(time.Millisecond))
 	b.screenshot(t, "trace")
+	// A burst: what the trace's limits let through, the page keeps, and
+	// shows the last maxRows (1,000) of.
+	const burst = 1500
+	for i := range burst {
+		e.ts.Publish(fmt.Sprintf("t/burst/%d", i), []byte("x"), false, 0)
+	}
+	b.run(t, "the burst is counted",
+		waitJS(fmt.Sprintf(`(() => { const c = document.querySelector('[data-testid=trace-count]');
+			return Number(c.dataset.events) + Number(c.dataset.dropped) >= %d; })()`, burst+1)))
+	if rows := eval[int](t, b, `document.querySelectorAll('[data-testid=trace-table] tbody tr').length`); rows > 1000 {
+		t.Errorf("the trace shows %d rows", rows)
+	}
 	b.run(t, "stop the trace", chromedp.Click(chromedp.CSS(`[data-testid=trace-stop]`)),
 		chromedp.WaitVisible(chromedp.CSS(`[data-testid=trace-start]`)))
 	terntest.Eventually(t, "the trace to stop", func() bool { return tracer.Stats().Active == 0 })

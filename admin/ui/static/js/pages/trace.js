@@ -76,7 +76,7 @@ export function Trace() {
       <button type="button" class="btn" onClick=${clear}>Clear</button>
       <button type="button" class="btn" onClick=${download} disabled=${!events.current.length}>Download JSON lines</button>
       <span class="grow"></span>
-      <span class="muted" data-testid="trace-count">${fmtNum(events.current.length)} events${dropped ? ', ' + fmtNum(dropped) + ' dropped by the limits' : ''}</span>
+      <span class="muted" data-testid="trace-count" data-events=${events.current.length} data-dropped=${dropped}>${fmtNum(events.current.length)} events${dropped ? ', ' + fmtNum(dropped) + ' dropped by the limits' : ''}</span>
     </form>
     <${Notice} error=${error}/>
     ${running && html`<p class="muted">Tracing${paused ? ' (paused: new events are not kept)' : ''}; the newest first, the last ${fmtNum(maxRows)} shown.</p>`}
