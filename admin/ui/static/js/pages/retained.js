@@ -2,7 +2,7 @@
 // one viewed as text, JSON or hex (GET /api/v1/retained/{topic}),
 // deleted one at a time (DELETE /api/v1/retained/{topic}) or all those a
 // filter matches (DELETE /api/v1/retained?filter=), after a confirmation.
-import { html, useState, useEffect, Notice, Modal, Tabs, Pager, confirmAction, fmtNum, fmtBytes, fmtTime } from '../lib.js';
+import { html, useState, useEffect, useRef, Notice, Modal, Tabs, Pager, confirmAction, fmtNum, fmtBytes, fmtTime } from '../lib.js';
 import { api, query, enc } from '../api.js';
 
 // bytesOf returns a payload's bytes from the API's encoding.
@@ -61,8 +61,12 @@ export function Retained() {
   const [notice, setNotice] = useState(null);
   const [view, setView] = useState(null);
   const [reload, setReload] = useState(0);
+  const seq = useRef(0); // the latest request: an older answer is let go
   useEffect(() => {
-    api('retained' + query({ filter, page, limit: 100 })).then((r) => { setRes(r); setError(null); }).catch(setError);
+    const n = ++seq.current;
+    api('retained' + query({ filter, page, limit: 100 }))
+      .then((r) => { if (n === seq.current) { setRes(r); setError(null); } })
+      .catch((e) => { if (n === seq.current) setError(e); });
   }, [filter, page, reload]);
   const refresh = () => setReload((x) => x + 1);
 

@@ -2,7 +2,7 @@
 // subscribers of one with GET /api/v1/subscriptions?filter=), by client
 // (GET /api/v1/subscriptions?client_id=) and shared groups with their
 // members (GET /api/v1/subscriptions/shared).
-import { html, useState, useEffect, Notice, Tabs, Modal, Pager, fmtNum } from '../lib.js';
+import { html, useState, useEffect, useRef, Notice, Tabs, Modal, Pager, fmtNum } from '../lib.js';
 import { api, query } from '../api.js';
 
 // usePaged loads a paged listing; page numbers from 1.
@@ -10,10 +10,14 @@ function usePaged(path, params, deps) {
   const [page, setPage] = useState(1);
   const [res, setRes] = useState(null);
   const [error, setError] = useState(null);
+  const seq = useRef(0); // the latest request: an older answer is let go
   useEffect(() => { setPage(1); }, deps);
   useEffect(() => {
+    const n = ++seq.current;
     if (path === null) { setRes(null); return; }
-    api(path + query(Object.assign({ page, limit: 100 }, params))).then((r) => { setRes(r); setError(null); }).catch(setError);
+    api(path + query(Object.assign({ page, limit: 100 }, params)))
+      .then((r) => { if (n === seq.current) { setRes(r); setError(null); } })
+      .catch((e) => { if (n === seq.current) setError(e); });
   }, [page, path, ...deps]);
   return { res, error, page, setPage };
 }
