@@ -21,7 +21,7 @@ export function Listeners() {
         <td>${l.certificate ? html`<span class=${'badge ' + (l.certificate.days_left < 14 ? 'warn' : 'on')}>${fmtTime(l.certificate.not_after)} (${l.certificate.days_left} days)</span>` : '–'}</td></tr>`)}
       </tbody></table></div>
     <h2>Configuration in force</h2>
-    <p class="muted">As tern serve --print-config shows it: secrets are replaced by &lt;redacted&gt;.</p>
+    <p class="muted">As tern serve --print-config shows it: secrets are replaced by ${'<redacted>'}.</p>
     ${cfgError ? html`<${Notice} error=${cfgError} kind="warn"/>` : html`<pre data-testid="config">${cfg === undefined ? '…' : cfg === null ? 'Not known: an embedded broker (admin.Options.Config).' : cfg}</pre>`}
   </div>`;
 }
