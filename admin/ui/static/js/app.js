@@ -82,6 +82,9 @@ function App() {
   const [needAuth, setNeedAuth] = useState(false);
   const [info, setInfo] = useState(null);
   const [starting, setStarting] = useState(null);
+  // The credentials are checked (one call) before a page makes its own
+  // calls, so that a page that needs a login shows it at once.
+  const [checked, setChecked] = useState(false);
 
   useEffect(() => {
     const onHash = () => setPage(route());
@@ -92,8 +95,9 @@ function App() {
 
   useEffect(() => {
     if (needAuth) return;
-    api('stats').then((st) => { setInfo(st); setStarting(null); }).catch((e) => {
+    api('stats').then((st) => { setInfo(st); setStarting(null); setChecked(true); }).catch((e) => {
       if (e.status === 503) setStarting(e);
+      if (e.status !== 401) setChecked(true);
     });
   }, [needAuth]);
 
@@ -110,7 +114,7 @@ function App() {
     </nav>
     <main class="content" data-page=${id}>
       <${Notice} error=${starting} kind="warn"/>
-      <${Page} key=${id} id=${id} name=${name}/>
+      ${checked && html`<${Page} key=${id} id=${id} name=${name}/>`}
     </main>
     <${Confirm}/>
   </div>`;
