@@ -83,51 +83,60 @@ func (a *Server) trace(w http.ResponseWriter, r *http.Request) {
 	streamTrace(w, r, tr, d, a.closing)
 }
 
-// streamTrace sends the trace's events as Server-Sent Events.
+// traceOutput is how a trace's events are written.
+type traceOutput struct {
+	event func(trace.Event) error
+	tick  func(dropped int64) error // each second
+	end   func()                    // the duration passed
+}
+
+// streamTrace sends the trace's events as Server-Sent Events: "trace"
+// events, a "status" event with the count of events dropped when it
+// changes (else a ping) each second, and "end" when the duration passed.
 func streamTrace(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration, closing <-chan struct{}) {
 	es := startEvents(w)
-	end := time.NewTimer(d)
-	defer end.Stop()
-	tick := time.NewTicker(time.Second)
-	defer tick.Stop()
 	reported := int64(-1)
-	for {
-		select {
-		case <-r.Context().Done():
-			return
-		case <-closing:
-			return
-		case <-end.C:
-			es.send("end", []byte(`{"reason":"duration"}`))
-			return
-		case ev := <-tr.Events():
+	follow(r, tr, d, closing, traceOutput{
+		event: func(ev trace.Event) error {
 			b, _ := json.Marshal(ev)
-			if es.send("trace", b) != nil {
-				return
+			return es.send("trace", b)
+		},
+		tick: func(n int64) error {
+			if n == reported {
+				return es.ping()
 			}
-		case <-tick.C:
-			// The count of dropped events when it changes, else a ping.
-			var err error
-			if n := tr.Dropped(); n != reported {
-				reported = n
-				err = es.send("status", fmt.Appendf(nil, `{"dropped":%d}`, n))
-			} else {
-				err = es.ping()
-			}
-			if err != nil {
-				return
-			}
-		}
-	}
+			reported = n
+			return es.send("status", fmt.Appendf(nil, `{"dropped":%d}`, n))
+		},
+		end: func() { es.send("end", []byte(`{"reason":"duration"}`)) },
+	})
 }
 
 // streamJSONL sends the trace's events as JSON lines.
 func streamJSONL(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time.Duration, closing <-chan struct{}) {
 	w.Header().Set("Content-Type", "application/x-ndjson")
 	rc := startStream(w)
+	enc := json.NewEncoder(w)
+	follow(r, tr, d, closing, traceOutput{
+		event: func(ev trace.Event) error {
+			rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
+			if err := enc.Encode(ev); err != nil {
+				return err
+			}
+			return rc.Flush()
+		},
+		tick: func(int64) error { return nil },
+		end:  func() {},
+	})
+}
+
+// follow writes the trace's events to out until the request ends, the
+// admin server shuts down, the duration passes or a write fails.
+func follow(r *http.Request, tr *trace.Trace, d time.Duration, closing <-chan struct{}, out traceOutput) {
 	end := time.NewTimer(d)
 	defer end.Stop()
-	enc := json.NewEncoder(w)
+	tick := time.NewTicker(time.Second)
+	defer tick.Stop()
 	for {
 		select {
 		case <-r.Context().Done():
@@ -135,10 +144,14 @@ func streamJSONL(w http.ResponseWriter, r *http.Request, tr *trace.Trace, d time
 		case <-closing:
 			return
 		case <-end.C:
+			out.end()
 			return
 		case ev := <-tr.Events():
-			rc.SetWriteDeadline(time.Now().Add(streamWriteWait))
-			if enc.Encode(ev) != nil || rc.Flush() != nil {
+			if out.event(ev) != nil {
+				return
+			}
+		case <-tick.C:
+			if out.tick(tr.Dropped()) != nil {
 				return
 			}
 		}
