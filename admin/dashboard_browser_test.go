@@ -129,7 +129,11 @@ func (b *browser) listen(ev any) {
 			msg = "console." + string(ev.Type) + ": " + strings.Join(parts, " ")
 		}
 	case *log.EventEntryAdded:
-		if ev.Entry.Level == log.EntryLevelError {
+		// ERR_NETWORK_CHANGED: the browser saw the machine's interfaces
+		// change (other jobs' network namespaces) and cut its requests in
+		// flight; not the page's doing, and the waits on the DOM tell
+		// whether the page still came up.
+		if ev.Entry.Level == log.EntryLevelError && !strings.Contains(ev.Entry.Text, "net::ERR_NETWORK_CHANGED") {
 			msg = "log: " + ev.Entry.Text + " " + ev.Entry.URL
 		}
 	}
