@@ -88,6 +88,8 @@ type Client struct {
 
 	closed     atomic.Bool
 	disconnErr atomic.Pointer[error]
+
+	counts connCounts // messages and bytes in and out (listing.go)
 }
 
 // ID returns the client identifier.
@@ -236,6 +238,7 @@ func (c *Client) flush() {
 		if len(c.out) == 0 {
 			if c.outMsgs != 0 { // written by another writer's batch... or dropped before: count now
 				s.stats.MessagesSent.Add(c.outMsgs)
+				c.counts.msgsOut.Add(c.outMsgs)
 				s.stats.PublishBytesSent.Add(c.outBytes)
 				c.outMsgs, c.outBytes = 0, 0
 			}
@@ -256,6 +259,7 @@ func (c *Client) flush() {
 		events := c.takeEventsLocked()
 		if c.outMsgs != 0 {
 			s.stats.MessagesSent.Add(c.outMsgs)
+			c.counts.msgsOut.Add(c.outMsgs)
 			s.stats.PublishBytesSent.Add(c.outBytes)
 			c.outMsgs, c.outBytes = 0, 0
 		}
@@ -283,6 +287,7 @@ func (c *Client) flush() {
 
 		n, err := w.write(*full, now)
 		s.stats.BytesSent.Add(int64(n))
+		c.counts.bytesOut.Add(int64(n))
 		if cap(*full) <= maxPooledCap {
 			mine = full // the next buffer to swap in
 		}

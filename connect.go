@@ -460,6 +460,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 	}
 	ss.mu.Lock()
 	ss.client = c
+	ss.offlineSince = 0
 	ss.bridge = c.bridge || isBridgeID(c.id)
 	ss.qos0Full.Store(false)
 	ss.identity = c

@@ -3,6 +3,7 @@ package tern
 import (
 	"errors"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -30,6 +31,12 @@ func (ic *inlineClient) init(s *Server) {
 	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: inlineListener, version: packets.V5}
 }
 
+// handles reports whether a client id in the index is an in-process
+// subscription's.
+func (ic *inlineClient) handles(clientID string) bool {
+	return strings.HasPrefix(clientID, inlinePrefix)
+}
+
 // Errors of the in-process client.
 var (
 	ErrInvalidTopic  = errors.New("tern: invalid topic")
@@ -41,6 +48,11 @@ var (
 // rules and hooks (authorizers, interceptors, observers) as a network
 // client's PUBLISH.
 func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) error {
+	return s.publishInline(topic, payload, retain, qos, nil)
+}
+
+// publishInline is Publish with properties (PublishWith).
+func (s *Server) publishInline(topic string, payload []byte, retain bool, qos byte, props *packets.Properties) error {
 	if s.isClosing() {
 		return ErrServerClosed
 	}
@@ -51,6 +63,9 @@ func (s *Server) Publish(topic string, payload []byte, retain bool, qos byte) er
 		return ErrInvalidQoS
 	}
 	pk := &packets.Publish{Topic: topic, Payload: append([]byte(nil), payload...), Retain: retain, QoS: qos}
+	if props != nil {
+		pk.Properties = *props
+	}
 	s.stats.MessagesReceived.Add(1)
 	s.stats.PublishBytesReceived.Add(int64(len(pk.Payload)))
 	res := s.publish(s.inline.client, pk, time.Now(), true)

@@ -36,6 +36,8 @@ type ClientInfo struct {
 	// Dropped counts the messages dropped instead of delivered to the
 	// session, by reason; nil when none were.
 	Dropped map[DropReason]int64
+	// Counts are what the connection carried.
+	Counts ConnectionCounts
 
 	// Subscriptions is filled by [Server.ClientInfo] and left nil by
 	// [Server.Clients].
@@ -91,9 +93,6 @@ func (s *Server) page(o ListOptions, fn func(ss *session) bool) (next string) {
 	n, limit := 0, o.limit()
 	last := ""
 	visit := func(ss *session) bool {
-		if o.Prefix != "" && !strings.HasPrefix(ss.id, o.Prefix) {
-			return false // past the identifiers with the prefix
-		}
 		if n == limit {
 			next = last
 			return false
@@ -104,12 +103,24 @@ func (s *Server) page(o ListOptions, fn func(ss *session) bool) (next string) {
 		}
 		return true
 	}
+	s.ascend(o, visit)
+	return next
+}
+
+// ascend calls fn with the sessions after o.After whose client identifier
+// starts with o.Prefix, in identifier order, until fn returns false.
+func (s *Server) ascend(o ListOptions, fn func(ss *session) bool) {
+	visit := func(ss *session) bool {
+		if o.Prefix != "" && !strings.HasPrefix(ss.id, o.Prefix) {
+			return false // past the identifiers with the prefix
+		}
+		return fn(ss)
+	}
 	if o.Prefix > o.After { // the first identifier with the prefix is the prefix or after it
 		s.sessions.ascend(o.Prefix, false, visit)
 	} else {
 		s.sessions.ascend(o.After, o.After != "", visit)
 	}
-	return next
 }
 
 // ClientsPage returns a page of the clients connected now, in client
@@ -166,6 +177,7 @@ func (ss *session) clientInfo() (ClientInfo, bool) {
 		QueuedBytes:     ss.qBytes,
 		PendingBytes:    c.pendingLocked(),
 		Dropped:         ss.dropCounts(),
+		Counts:          c.counts.snapshot(),
 	}, true
 }
 

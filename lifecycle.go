@@ -24,6 +24,7 @@ func (s *Server) connectionEnded(c *Client) {
 		return
 	}
 	ss.client = nil
+	ss.offlineSince = time.Now().UnixNano()
 	ss.qos0Full.Store(false)
 	shared := ss.takeSharedLocked()
 	expiry := ss.expiry

@@ -107,11 +107,13 @@ func (c *Client) readLoop() (err error, parked bool) {
 func (c *Client) flushCounts() {
 	if c.inMsgs != 0 {
 		c.srv.stats.MessagesReceived.Add(c.inMsgs)
+		c.counts.msgsIn.Add(c.inMsgs)
 		c.srv.stats.PublishBytesReceived.Add(c.inPayload)
 		c.inMsgs, c.inPayload = 0, 0
 	}
 	if c.inBytes != 0 {
 		c.srv.stats.BytesReceived.Add(c.inBytes)
+		c.counts.bytesIn.Add(c.inBytes)
 		c.inBytes = 0
 	}
 	if c.inAcked != 0 {

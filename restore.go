@@ -42,8 +42,9 @@ func (r *restorer) Session(rec *storage.Session) error {
 	if rec.Username != "" {
 		// Authorizers are asked about its deliveries as this user until the
 		// client comes back.
-		ss.identity = &Client{srv: r.s, id: rec.ClientID, username: rec.Username, fd: -1}
+		ss.identity = &Client{srv: r.s, id: rec.ClientID, username: rec.Username, version: rec.Version, fd: -1}
 	}
+	ss.offlineSince = rec.DisconnectedAt
 	r.sessions[rec.ClientID] = ss
 	r.version[rec.ClientID] = rec.Version
 	r.offline[rec.ClientID] = rec.DisconnectedAt

@@ -49,6 +49,10 @@ type session struct {
 	pendingWill     *Message // will waiting for its delay to pass
 	pendingWillFrom *Client  // the connection that set it
 	willTimer       *time.Timer
+
+	// offlineSince is when the last connection ended (unix nanoseconds; 0
+	// while online or when unknown), for listings. Guarded by mu.
+	offlineSince int64
 }
 
 // inflightMsg is a QoS 1 or 2 message sent and not yet fully acknowledged.

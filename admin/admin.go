@@ -21,6 +21,22 @@
 //	POST   /api/v1/bans                  ban a client id, user name or address
 //	DELETE /api/v1/bans/{as}/{who...}    lift a ban
 //
+// and for the web dashboard (Options.DisableDashboard turns it off), also
+// usable from scripts:
+//
+//	GET    /  and /ui/...                the dashboard (dashboard.go): public files, no data
+//	GET    /api/v1/metrics/history       rates and levels of the last 15m at 1 s, or up to 24h at 10 s (live.go)
+//	GET    /api/v1/metrics/stream        the same, a sample a second, as Server-Sent Events, with the stats
+//	GET    /api/v1/trace                 a live trace of a client, topic filter or address (tracing.go)
+//	POST   /api/v1/clients/disconnect    disconnect many clients; POST /api/v1/sessions/delete ends many sessions
+//	GET    /api/v1/subscriptions/filters filters with subscribers; /subscriptions/shared shared groups (browse.go)
+//	GET    /api/v1/topics                the tree of filters and retained topics, a level at a time
+//	DELETE /api/v1/retained?filter=      delete the retained messages a filter matches
+//	GET    /api/v1/listeners             listeners, connections, certificate expiry; /config, /cluster
+//
+// Clients and sessions take search, filters, sorts and cursors besides
+// page and limit (listing.go).
+//
 // Other packages add routes with Handle (bridge.Manager's /api/v1/bridges).
 //
 // Lists take page (from 1) and limit (1 to 1000, default 100) and answer
@@ -60,11 +76,13 @@ import (
 	"net"
 	"net/http"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/hooks/trace"
 )
 
 // Options configures the admin interface. The zero value serves without
@@ -95,8 +113,17 @@ type Options struct {
 	// refused with 403. None by default.
 	CORSOrigins []string
 	// Certificates, when set, returns the TLS certificates in use, for the
-	// tern_tls_certificate_* metrics.
+	// tern_tls_certificate_* metrics and /api/v1/listeners.
 	Certificates func() []Certificate
+
+	// Tracer, when it was added to the server as a hook before Serve,
+	// serves the live trace, /api/v1/trace.
+	Tracer *trace.Tracer
+	// Config, when set, returns the configuration in force as YAML with
+	// its secrets hidden, for /api/v1/config.
+	Config func() ([]byte, error)
+	// DisableDashboard turns the web dashboard at / off; the API stays.
+	DisableDashboard bool
 }
 
 // Certificate is a TLS certificate in use, as the metrics show it.
@@ -122,14 +149,18 @@ type Server struct {
 	registry *prometheus.Registry
 	ready    atomic.Bool
 	checks   atomic.Pointer[[]ReadyCheck]
-	state    atomic.Pointer[startState]
-	store    atomic.Pointer[observedStore]
-	http     atomic.Pointer[http.Server]
+	// clusterView answers /api/v1/cluster when the broker is clustered.
+	clusterView atomic.Pointer[func() Cluster]
+	state       atomic.Pointer[startState]
+	store       atomic.Pointer[observedStore]
+	http        atomic.Pointer[http.Server]
 
 	commitSeconds prometheus.Histogram
 	hosts         hostCheck
 	origins       map[string]bool
 	raw           []rawRoute
+	closing       chan struct{} // closed by Shutdown: the event streams end
+	closeOnce     sync.Once
 	bans          Bans // nil: no /api/v1/bans
 }
 
@@ -141,7 +172,7 @@ func New(srv *tern.Server, opts Options) *Server {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
-	a := &Server{opts: opts, bans: opts.Bans, keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
+	a := &Server{opts: opts, bans: opts.Bans, closing: make(chan struct{}), keys: make(map[string][32]byte), mux: http.NewServeMux(), origins: make(map[string]bool)}
 	for k, s := range opts.APIKeys {
 		a.keys[k] = sha256.Sum256([]byte(s))
 	}
@@ -213,6 +244,7 @@ func (a *Server) hasCredentials() bool { return len(a.keys) > 0 || len(a.tokens)
 
 // ServeHTTP implements http.Handler.
 func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	securityHeaders(w.Header())
 	if !a.admit(w, r) {
 		return
 	}
@@ -221,7 +253,11 @@ func (a *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return // answered
 	}
 	if !public && !a.authorized(r) {
-		w.Header().Set("WWW-Authenticate", `Basic realm="tern admin", charset="UTF-8"`)
+		// Not to a page's fetch: the browser would ask for a password
+		// itself, over the dashboard's own login.
+		if m := r.Header.Get("Sec-Fetch-Mode"); m == "" || m == "navigate" {
+			w.Header().Set("WWW-Authenticate", `Basic realm="tern admin", charset="UTF-8"`)
+		}
 		writeError(w, http.StatusUnauthorized, "an API key (HTTP Basic auth) or a bearer token is required")
 		return
 	}
@@ -250,7 +286,7 @@ func (a *Server) route(w http.ResponseWriter, r *http.Request) (http.HandlerFunc
 		writeError(w, cw.status, strings.ToLower(http.StatusText(cw.status)))
 		return nil, false
 	}
-	public := pattern == "GET /healthz" || pattern == "GET /readyz"
+	public := pattern == "GET /healthz" || pattern == "GET /readyz" || dashboardPatterns[pattern]
 	return a.mux.ServeHTTP, public // which sets the path values that Handler does not
 }
 
@@ -353,7 +389,8 @@ func (a *Server) Serve(ln net.Listener) error {
 // Shutdown stops the HTTP server gracefully, waiting for requests in
 // progress until ctx ends.
 func (a *Server) Shutdown(ctx context.Context) error {
-	if a.http.CompareAndSwap(nil, shutDown) { // before Serve: it will not serve
+	a.closeOnce.Do(func() { close(a.closing) }) // streams never go idle by themselves
+	if a.http.CompareAndSwap(nil, shutDown) {   // before Serve: it will not serve
 		return nil
 	}
 	if hs := a.http.Load(); hs != shutDown {

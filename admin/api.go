@@ -8,12 +8,14 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
 	"unicode/utf8"
 
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/topics"
 )
 
@@ -28,6 +30,19 @@ func (a *Server) routes() {
 	m.HandleFunc("GET /api/v1/subscriptions", a.withServer(a.listSubscriptions))
 	m.HandleFunc("GET /api/v1/retained", a.withServer(a.listRetained))
 	m.HandleFunc("POST /api/v1/publish", a.withServer(a.publish))
+	m.HandleFunc("POST /api/v1/clients/disconnect", a.withServer(a.bulkDisconnect))
+	m.HandleFunc("POST /api/v1/sessions/delete", a.withServer(a.bulkDeleteSessions))
+	m.HandleFunc("GET /api/v1/subscriptions/filters", a.withServer(a.subscriptionFilters))
+	m.HandleFunc("GET /api/v1/subscriptions/shared", a.withServer(a.sharedGroups))
+	m.HandleFunc("GET /api/v1/topics", a.withServer(a.topicTree))
+	m.HandleFunc("DELETE /api/v1/retained", a.withServer(a.deleteRetainedByFilter))
+	m.HandleFunc("GET /api/v1/listeners", a.withServer(a.listeners))
+	m.HandleFunc("GET /api/v1/config", a.config)
+	m.HandleFunc("GET /api/v1/cluster", a.withServer(a.cluster))
+	m.HandleFunc("GET /api/v1/metrics/history", a.metricsHistory)
+	m.HandleFunc("GET /api/v1/metrics/stream", a.metricsStream)
+	m.HandleFunc("GET /api/v1/trace", a.trace)
+	a.dashboardRoutes()
 	// One client, session or retained message: rawRoute, which takes the
 	// path as it is encoded (the mux would clean "a//b" into "a/b").
 	a.raw = []rawRoute{
@@ -58,6 +73,11 @@ func (a *Server) rawRoute(w http.ResponseWriter, r *http.Request) http.HandlerFu
 		rest, ok := strings.CutPrefix(path, rr.prefix)
 		if !ok {
 			continue
+		}
+		if _, ok := rr.methods[r.Method]; !ok {
+			if _, pattern := a.mux.Handler(r); pattern != "" {
+				return nil // POST /api/v1/clients/disconnect and the like
+			}
 		}
 		return func(w http.ResponseWriter, r *http.Request) {
 			name, err := url.PathUnescape(rest)
@@ -126,6 +146,9 @@ type Meta struct {
 	Limit   int  `json:"limit"`   // most items a page holds
 	Count   int  `json:"count"`   // items in the whole list
 	HasNext bool `json:"hasnext"` // a later page has items
+	// Next is the cursor of the next page (the after parameter), in the
+	// listings of clients and sessions; "" on the last page.
+	Next string `json:"next,omitempty"`
 }
 
 // Page is the answer to a list request.
@@ -182,6 +205,7 @@ type Client struct {
 	Dropped map[string]int64 `json:"dropped,omitempty"`
 	// Subscriptions is given for one client, not in lists.
 	Subscriptions []Subscription `json:"subscriptions,omitempty"`
+	Counts
 }
 
 func clientJSON(ci tern.ClientInfo) Client {
@@ -190,6 +214,7 @@ func clientJSON(ci tern.ClientInfo) Client {
 		ProtocolVersion: ci.ProtocolVersion, CleanStart: ci.CleanStart, KeepAlive: ci.KeepAlive,
 		ConnectedAt: ci.ConnectedAt.UTC(), SessionExpiry: ci.SessionExpiry, Inflight: ci.Inflight,
 		Queued: ci.Queued, QueuedBytes: ci.QueuedBytes, PendingBytes: ci.PendingBytes, Dropped: dropsJSON(ci.Dropped),
+		Counts: countsJSON(ci.Counts),
 	}
 }
 
@@ -229,15 +254,6 @@ func subscriptionsJSON(subs []topics.Subscription) []Subscription {
 	return out
 }
 
-func (a *Server) listClients(w http.ResponseWriter, r *http.Request) {
-	cs := a.server().Clients()
-	out := make([]Client, len(cs))
-	for i, c := range cs {
-		out[i] = clientJSON(c)
-	}
-	paginate(w, r, out)
-}
-
 func (a *Server) getClient(w http.ResponseWriter, _ *http.Request, id string) {
 	ci, ok := a.server().ClientInfo(id)
 	if !ok {
@@ -269,29 +285,60 @@ type Session struct {
 	Subscriptions int    `json:"subscriptions"`
 	// Dropped counts messages dropped instead of delivered, by reason.
 	Dropped map[string]int64 `json:"dropped,omitempty"`
+	// The connection attached, or the last one while offline (see
+	// tern.SessionSummary): who, from where, what it carried, and when and
+	// why it ended.
+	Username         string     `json:"username,omitempty"`
+	RemoteAddr       string     `json:"remote_addr,omitempty"`
+	Listener         string     `json:"listener,omitempty"`
+	ProtocolVersion  byte       `json:"protocol_version,omitempty"`
+	ConnectedAt      *time.Time `json:"connected_at,omitempty"`
+	DisconnectedAt   *time.Time `json:"disconnected_at,omitempty"`
+	DisconnectReason string     `json:"disconnect_reason,omitempty"`
+	Counts
 }
 
-func sessionJSON(si tern.SessionInfo) Session {
-	return Session{ClientID: si.ClientID, Online: si.Online, Expiry: si.Expiry, Inflight: si.Inflight,
-		Queued: si.Queued, QueuedBytes: si.QueuedBytes, Subscriptions: si.Subscriptions, Dropped: dropsJSON(si.Dropped)}
+// Counts are what a connection carried.
+type Counts struct {
+	MessagesReceived int64 `json:"messages_received"`
+	MessagesSent     int64 `json:"messages_sent"`
+	BytesReceived    int64 `json:"bytes_received"`
+	BytesSent        int64 `json:"bytes_sent"`
 }
 
-func (a *Server) listSessions(w http.ResponseWriter, r *http.Request) {
-	ss := a.server().Sessions()
-	out := make([]Session, len(ss))
-	for i, s := range ss {
-		out[i] = sessionJSON(s)
+func countsJSON(c tern.ConnectionCounts) Counts {
+	return Counts{MessagesReceived: c.MessagesReceived, MessagesSent: c.MessagesSent,
+		BytesReceived: c.BytesReceived, BytesSent: c.BytesSent}
+}
+
+// sessionRow returns the Session of a summary, with what SessionInfo adds.
+func (a *Server) sessionRow(srv *tern.Server, sum *tern.SessionSummary) Session {
+	out := Session{ClientID: sum.ClientID, Online: sum.Online, Inflight: sum.Inflight, Queued: sum.Queued,
+		Username: sum.Username, RemoteAddr: sum.RemoteAddr(), Listener: sum.Listener, ProtocolVersion: sum.ProtocolVersion,
+		DisconnectReason: sum.DisconnectReason, Counts: countsJSON(sum.Counts)}
+	if si, ok := srv.SessionInfo(sum.ClientID); ok {
+		out.Expiry, out.QueuedBytes, out.Subscriptions, out.Dropped = si.Expiry, si.QueuedBytes, si.Subscriptions, dropsJSON(si.Dropped)
 	}
-	paginate(w, r, out)
+	for _, t := range []struct {
+		src time.Time
+		dst **time.Time
+	}{{sum.ConnectedAt, &out.ConnectedAt}, {sum.DisconnectedAt, &out.DisconnectedAt}} {
+		if !t.src.IsZero() {
+			u := t.src.UTC()
+			*t.dst = &u
+		}
+	}
+	return out
 }
 
 func (a *Server) getSession(w http.ResponseWriter, _ *http.Request, id string) {
-	si, ok := a.server().SessionInfo(id)
+	srv := a.server()
+	sum, ok := srv.SessionSummary(id)
 	if !ok {
 		writeError(w, http.StatusNotFound, "no session with that client id")
 		return
 	}
-	writeJSON(w, http.StatusOK, sessionJSON(si))
+	writeJSON(w, http.StatusOK, a.sessionRow(srv, &sum))
 }
 
 func (a *Server) deleteSession(w http.ResponseWriter, r *http.Request, id string) {
@@ -304,7 +351,16 @@ func (a *Server) deleteSession(w http.ResponseWriter, r *http.Request, id string
 }
 
 func (a *Server) listSubscriptions(w http.ResponseWriter, r *http.Request) {
-	paginate(w, r, subscriptionsJSON(a.server().Subscriptions(r.URL.Query().Get("client_id"))))
+	q := r.URL.Query()
+	if q.Has("filter") {
+		if q.Has("client_id") {
+			writeError(w, http.StatusBadRequest, "give client_id or filter, not both")
+			return
+		}
+		paginate(w, r, subscriptionsJSON(a.server().FilterSubscriptions(q.Get("filter"))))
+		return
+	}
+	paginate(w, r, subscriptionsJSON(a.server().Subscriptions(q.Get("client_id"))))
 }
 
 // Retained is a retained message as the API shows it. Lists leave the
@@ -387,13 +443,31 @@ func (a *Server) deleteRetained(w http.ResponseWriter, r *http.Request, topic st
 	w.WriteHeader(http.StatusNoContent)
 }
 
-// PublishRequest is the body of POST /api/v1/publish.
+// PublishRequest is the body of POST /api/v1/publish. The MQTT 5
+// properties (content type, response topic, message expiry, user
+// properties) go to MQTT 5 subscribers.
 type PublishRequest struct {
-	Topic           string `json:"topic"`
-	Payload         string `json:"payload"`
-	PayloadEncoding string `json:"payload_encoding"` // "plain" (the default: the payload as UTF-8) or "base64"
-	QoS             int    `json:"qos"`
-	Retain          bool   `json:"retain"`
+	Topic           string         `json:"topic"`
+	Payload         string         `json:"payload"`
+	PayloadEncoding string         `json:"payload_encoding"` // "plain" (the default: the payload as UTF-8) or "base64"
+	QoS             int            `json:"qos"`
+	Retain          bool           `json:"retain"`
+	ContentType     string         `json:"content_type"`
+	ResponseTopic   string         `json:"response_topic"`
+	MessageExpiry   uint32         `json:"message_expiry_interval"` // seconds; 0: none
+	UserProperties  []UserProperty `json:"user_properties"`
+}
+
+// properties returns the request's MQTT 5 properties, nil when none.
+func (req *PublishRequest) properties() *packets.Properties {
+	if req.ContentType == "" && req.ResponseTopic == "" && req.MessageExpiry == 0 && len(req.UserProperties) == 0 {
+		return nil
+	}
+	p := &packets.Properties{ContentType: req.ContentType, ResponseTopic: req.ResponseTopic, MessageExpiry: req.MessageExpiry}
+	for _, u := range req.UserProperties {
+		p.User = append(p.User, packets.UserProperty{Key: u.Key, Value: u.Value})
+	}
+	return p
 }
 
 // maxPublishBody bounds the body of a publish request.
@@ -432,13 +506,15 @@ func (a *Server) publish(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, fmt.Sprintf("qos: %d is not 0, 1 or 2", req.QoS))
 		return
 	}
-	err := a.server().Publish(req.Topic, payload, req.Retain, byte(req.QoS))
+	err := a.server().PublishWith(req.Topic, payload, req.Retain, byte(req.QoS), req.properties())
 	switch {
 	case err == nil:
 		a.logChange(r, "message published", "topic", req.Topic, "qos", req.QoS, "retain", req.Retain, "payload_size", len(payload))
 		writeJSON(w, http.StatusOK, map[string]any{"topic": req.Topic, "payload_size": len(payload)})
 	case errors.Is(err, tern.ErrInvalidTopic):
 		writeError(w, http.StatusBadRequest, "topic: "+err.Error())
+	case errors.Is(err, tern.ErrInvalidProperty):
+		writeError(w, http.StatusBadRequest, err.Error())
 	case errors.Is(err, tern.ErrInvalidQoS):
 		writeError(w, http.StatusBadRequest, "qos: above the broker's maximum QoS")
 	case errors.Is(err, tern.ErrNotAuthorized):
@@ -478,10 +554,17 @@ type Stats struct {
 	MessageMemoryLimit  int64            `json:"message_memory_limit_bytes"` // 0: no limit
 	RetainedRefused     int64            `json:"retained_refused"`
 	WriteTimeouts       int64            `json:"write_timeouts"`
+	MemoryBytes         int64            `json:"memory_bytes"` // memory the Go runtime holds from the system
+	HeapBytes           int64            `json:"heap_bytes"`   // of which live and unswept heap objects
+	Goroutines          int64            `json:"goroutines"`
 }
 
 func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
-	srv := a.server()
+	writeJSON(w, http.StatusOK, statsOf(a.server()))
+}
+
+// statsOf returns the /api/v1/stats answer of srv.
+func statsOf(srv *tern.Server) Stats {
 	st := srv.Stats()
 	started := srv.StartedAt()
 	mem, memLimit := srv.MessageMemory()
@@ -489,7 +572,8 @@ func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
 	for _, r := range tern.DropReasons {
 		byReason[string(r)] = st.Dropped(r)
 	}
-	writeJSON(w, http.StatusOK, Stats{
+	rt := readRuntime()
+	return Stats{
 		Version: tern.Version, StartedAt: started.UTC(), UptimeSeconds: int64(time.Since(started).Seconds()),
 		ClientsConnected: st.ClientsConnected, ClientsMaximum: st.ClientsMaximum,
 		Sessions: st.ClientsTotal, SessionsExpired: st.ClientsExpired,
@@ -502,5 +586,28 @@ func (a *Server) stats(w http.ResponseWriter, _ *http.Request) {
 		Queued: st.Queued, WillsSent: st.WillsSent, DroppedByReason: byReason,
 		MessageMemory: mem, MessageMemoryLimit: memLimit, RetainedRefused: st.RetainedRefused,
 		WriteTimeouts: st.WriteTimeouts,
-	})
+		MemoryBytes:   rt.total, HeapBytes: rt.heap, Goroutines: rt.goroutines,
+	}
+}
+
+// runtimeStats are the process's memory and goroutines.
+type runtimeStats struct{ total, heap, goroutines int64 }
+
+// runtimeSamples are what readRuntime reads (runtime/metrics: no
+// stop-the-world, unlike runtime.ReadMemStats).
+var runtimeSamples = []string{"/memory/classes/total:bytes", "/memory/classes/heap/objects:bytes", "/sched/goroutines:goroutines"}
+
+func readRuntime() runtimeStats {
+	s := make([]metrics.Sample, len(runtimeSamples))
+	for i, n := range runtimeSamples {
+		s[i].Name = n
+	}
+	metrics.Read(s)
+	v := func(i int) int64 {
+		if s[i].Value.Kind() == metrics.KindUint64 {
+			return int64(s[i].Value.Uint64())
+		}
+		return 0
+	}
+	return runtimeStats{total: v(0), heap: v(1), goroutines: v(2)}
 }

@@ -75,6 +75,10 @@ func TestClients(t *testing.T) {
 	for _, tt := range tests {
 		var p admin.Page[admin.Client]
 		e.getJSON(t, "GET", "/api/v1/clients"+tt.query, "", 200, &p)
+		if p.Meta.HasNext == (p.Meta.Next == "") {
+			t.Errorf("%s: hasnext %v, next %q", tt.query, p.Meta.HasNext, p.Meta.Next)
+		}
+		p.Meta.Next = ""
 		if got := ids(p.Data, func(c admin.Client) string { return c.ClientID }); !slices.Equal(got, tt.ids) || p.Meta != tt.meta || p.Data == nil {
 			t.Errorf("%s: %v %+v", tt.query, got, p.Meta)
 		}
@@ -149,11 +153,25 @@ func TestSessionsAndSubscriptions(t *testing.T) {
 	}
 	// The online client's copy of the message may still be on its way.
 	page.Data[1].Inflight, page.Data[1].Queued, page.Data[1].QueuedBytes = 0, 0, 0
+	// What the last connection was (tested in listing_test.go).
+	for i := range page.Data {
+		s := &page.Data[i]
+		if s.Listener != "tcp" || s.ProtocolVersion != 5 || s.ConnectedAt == nil || (s.DisconnectedAt == nil) == (s.ClientID == "offline") {
+			t.Errorf("session %s: %+v", s.ClientID, s)
+		}
+		s.RemoteAddr, s.Listener, s.ProtocolVersion, s.ConnectedAt, s.DisconnectedAt, s.DisconnectReason, s.Counts =
+			"", "", 0, nil, nil, "", admin.Counts{}
+	}
 	if !reflect.DeepEqual(page.Data, want) || page.Meta.Count != 2 {
 		t.Errorf("sessions:\n got %+v\nwant %+v", page.Data, want)
 	}
 	var one admin.Session
 	e.getJSON(t, "GET", "/api/v1/sessions/offline", "", 200, &one)
+	if one.DisconnectReason != "client_disconnect" {
+		t.Errorf("session: %+v", one)
+	}
+	one.RemoteAddr, one.Listener, one.ProtocolVersion, one.ConnectedAt, one.DisconnectedAt, one.DisconnectReason, one.Counts =
+		"", "", 0, nil, nil, "", admin.Counts{}
 	if !reflect.DeepEqual(one, want[0]) {
 		t.Errorf("session: %+v", one)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/admin/history"
 )
 
 // Observer is a hook that counts and times what the server's Stats do not:
@@ -20,8 +21,12 @@ import (
 // and (sampled) how long messages take from their PUBLISH to their
 // subscribers. Add it to the server (AddHook) before Serve and give it to
 // New in Options.
+//
+// The Observer also samples the broker once a second while it runs, for
+// /api/v1/metrics/history and /api/v1/metrics/stream (see live.go).
 type Observer struct {
 	disconnects sync.Map // tern.DisconnectReason label -> *atomic.Int64
+	live        sampler
 
 	connectSeconds prometheus.Histogram
 	deliverSeconds prometheus.Histogram
@@ -33,6 +38,8 @@ var (
 	_ tern.DisconnectObserver = (*Observer)(nil)
 	_ tern.ConnectObserver    = (*Observer)(nil)
 	_ tern.PublishObserver    = (*Observer)(nil)
+	_ tern.Starter            = (*Observer)(nil)
+	_ tern.Stopper            = (*Observer)(nil)
 )
 
 // DeliverySampling is how many deliveries the Observer lets pass between
@@ -43,6 +50,7 @@ const DeliverySampling = 64
 // NewObserver returns an Observer with every counter at 0.
 func NewObserver() *Observer {
 	return &Observer{
+		live:        sampler{hist: history.New(historySeries...)},
 		sampleEvery: DeliverySampling,
 		connectSeconds: prometheus.NewHistogram(prometheus.HistogramOpts{
 			Name: "tern_connect_handling_seconds",
@@ -262,6 +270,17 @@ func newRegistry(a *Server) *prometheus.Registry {
 	)
 	if o := a.opts.Observer; o != nil {
 		reg.MustRegister(o.connectSeconds, o.deliverSeconds)
+		h := &o.live.hub
+		reg.MustRegister(
+			prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_admin_metric_streams",
+				Help: "Open /api/v1/metrics/stream requests (dashboards showing the overview)."},
+				func() float64 { return float64(h.open()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tern_admin_metric_streams_refused_total",
+				Help: "/api/v1/metrics/stream requests refused: MaxMetricStreams were open."},
+				func() float64 { return float64(h.refused.Load()) }),
+			prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tern_admin_stream_events_dropped_total",
+				Help: "Samples not sent to a metrics stream whose reader fell behind."},
+				func() float64 { return float64(h.dropped.Load()) }))
 	}
 	return reg
 }

@@ -16,10 +16,12 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	pahopackets "github.com/eclipse/paho.golang/packets"
 	paho5 "github.com/eclipse/paho.golang/paho"
+	"github.com/eclipse/paho.golang/paho/session/state"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/spf13/pflag"
 	"github.com/ternmq/tern/packets"
@@ -295,6 +297,65 @@ type client5 struct {
 	c       *paho5.Client
 	props   paho5.UserProperties
 	srvDisc chan *paho5.Disconnect // the broker's DISCONNECT, if it sent one
+	acks    *ackWait
+}
+
+// ackWait is the client's session state, counting the QoS 1/2 messages
+// handed to the program whose acknowledgement has not been sent: paho
+// sends it after the handler returns, and a client that leaves after its
+// last message (sub -C) waits for it, as mosquitto_sub does, so that the
+// broker does not send that message again to the next persistent run.
+type ackWait struct {
+	*state.State
+	mu      sync.Mutex
+	pending int
+	idle    chan struct{} // a value when pending fell to 0
+}
+
+func newAckWait() *ackWait { return &ackWait{State: state.NewInMemory(), idle: make(chan struct{}, 1)} }
+
+// received counts a QoS 1/2 message about to be handed to the program.
+func (a *ackWait) received() {
+	a.mu.Lock()
+	a.pending++
+	a.mu.Unlock()
+}
+
+// Ack sends the acknowledgement and counts it.
+func (a *ackWait) Ack(pb *pahopackets.Publish) error {
+	err := a.State.Ack(pb)
+	a.mu.Lock()
+	if pb.QoS > 0 && a.pending > 0 {
+		if a.pending--; a.pending == 0 {
+			select {
+			case a.idle <- struct{}{}:
+			default:
+			}
+		}
+	}
+	a.mu.Unlock()
+	return err
+}
+
+// wait returns once every acknowledgement is sent, the connection is
+// lost, or after a second.
+func (a *ackWait) wait(lost <-chan struct{}) {
+	deadline := time.After(time.Second)
+	for {
+		a.mu.Lock()
+		n := a.pending
+		a.mu.Unlock()
+		if n == 0 {
+			return
+		}
+		select {
+		case <-a.idle:
+		case <-lost:
+			return
+		case <-deadline:
+			return
+		}
+	}
 }
 
 func (f *clientFlags) connect5(ctx context.Context, id string, props paho5.UserProperties, onMessage func(message)) (*client5, error) {
@@ -310,12 +371,16 @@ func (f *clientFlags) connect5(ctx context.Context, id string, props paho5.UserP
 	if err != nil {
 		return nil, err
 	}
-	c5 := &client5{f: f, props: props, srvDisc: make(chan *paho5.Disconnect, 1)}
+	c5 := &client5{f: f, props: props, srvDisc: make(chan *paho5.Disconnect, 1), acks: newAckWait()}
 	c := paho5.NewClient(paho5.ClientConfig{
 		Conn:               pahopackets.NewThreadSafeConn(conn),
+		Session:            c5.acks,
 		OnServerDisconnect: func(d *paho5.Disconnect) { c5.srvDisc <- d },
 		OnPublishReceived: []func(paho5.PublishReceived) (bool, error){func(pr paho5.PublishReceived) (bool, error) {
 			p := pr.Packet
+			if p.QoS > 0 {
+				c5.acks.received()
+			}
 			onMessage(message{topic: p.Topic, payload: p.Payload, retain: p.Retain, qos: p.QoS, mid: p.PacketID,
 				dup: p.Duplicate(), props: p.Properties, at: time.Now()})
 			return true, nil
@@ -336,6 +401,7 @@ func (f *clientFlags) connect5(ctx context.Context, id string, props paho5.UserP
 	ack, err := c.Connect(ctx, cp)
 	if err != nil {
 		conn.Close()
+		c5.acks.Close()
 		if ack != nil {
 			return nil, fmt.Errorf("connection refused: 0x%02X %s", ack.ReasonCode, reasonName(ack.ReasonCode))
 		}
@@ -407,8 +473,10 @@ func (c *client5) subscribe(ctx context.Context, filters []string, qos byte) err
 }
 
 func (c *client5) disconnect() {
+	c.acks.wait(c.lost())
 	dp := c.f.props.disconnect
 	c.c.Disconnect(&paho5.Disconnect{Properties: &dp})
+	c.acks.Close() // paho closes only a session it made
 }
 func (c *client5) lost() <-chan struct{} { return c.c.Done() }
 func (c *client5) lostErr() error        { return c.err(errConnectionLost) }

@@ -12,6 +12,7 @@ import (
 	"runtime"
 	"runtime/debug"
 	"slices"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -22,6 +23,7 @@ import (
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/bridge"
 	"github.com/ternmq/tern/cluster"
+	"github.com/ternmq/tern/hooks/trace"
 	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/storage/pebblestore"
@@ -115,6 +117,7 @@ type broker struct {
 	bridges *bridge.Manager
 	cluster *cluster.Cluster // nil unless cluster.listen is set
 	ext     *extAuth         // the ban list, JWT and HTTP auth, events
+	cfgMu   sync.Mutex       // held by reload while it changes cfg, and by the admin API's /api/v1/config
 
 	adm      *admin.Server // always there; it serves only when admin.listen is set
 	admLn    net.Listener
@@ -177,8 +180,10 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 	var setup *mqttSetup // the listeners, once made, for the certificate metrics
 	var setupDone atomic.Bool
 	obs := admin.NewObserver()
+	tracer := trace.New(trace.Limits{})
 	b.adm = admin.New(nil, admin.Options{APIKeys: apiKeys(cfg), Tokens: tokens(cfg), Observer: obs, Logger: log,
 		AllowedHosts: allowedHosts(cfg), CORSOrigins: cfg.Admin.CORSOrigins,
+		Tracer: tracer, DisableDashboard: !cfg.Admin.Dashboard, Config: b.configYAML,
 		Certificates: func() []admin.Certificate {
 			if !setupDone.Load() {
 				return nil
@@ -212,6 +217,9 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 		return nil, err
 	}
 	if err := b.srv.AddHook(obs); err != nil { // before Serve
+		return nil, err
+	}
+	if err := b.srv.AddHook(tracer); err != nil { // /api/v1/trace
 		return nil, err
 	}
 	// Before the password and ACL files: the chain is ban list, JWT, HTTP,
@@ -438,6 +446,8 @@ func (b *broker) reload() {
 	defer notify(b.log, daemon.SdNotifyReady)
 	b.log.Info("reloading")
 	if b.load != nil {
+		b.cfgMu.Lock()
+		defer b.cfgMu.Unlock()
 		cfg, err := b.load()
 		switch {
 		case err != nil:
@@ -462,6 +472,14 @@ func (b *broker) reload() {
 		}
 	}
 	runReloads(b.reloads, b.log)
+}
+
+// configYAML is the configuration in force with its secrets hidden, for
+// the admin API's /api/v1/config.
+func (b *broker) configYAML() ([]byte, error) {
+	b.cfgMu.Lock()
+	defer b.cfgMu.Unlock()
+	return b.cfg.YAML()
 }
 
 // reloadBridges applies the bridges of cfg: unchanged ones keep their

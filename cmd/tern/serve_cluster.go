@@ -67,9 +67,22 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 	if err := b.srv.AddHook(cl); err != nil {
 		return err
 	}
-	h := cl.Handler()
-	b.adm.Handle("/api/v1/cluster", h)
-	b.adm.Handle("/api/v1/cluster/", h)
+	b.adm.Handle("POST /api/v1/cluster/drain", cl.Handler())
+	b.adm.SetClusterView(func() admin.Cluster {
+		st := cl.Status()
+		out := admin.Cluster{Clustered: true, Detail: st}
+		for _, n := range st.Nodes {
+			state := "running"
+			switch {
+			case n.Self:
+				state = st.State
+			case !n.Alive:
+				state = "gone"
+			}
+			out.Nodes = append(out.Nodes, admin.Node{ID: n.Name, Self: n.Self, State: state, Version: n.Version})
+		}
+		return out
+	})
 	b.adm.AddReadyCheck(admin.ReadyCheck{Check: func() (string, error) {
 		if cl.Ready() {
 			return "", nil

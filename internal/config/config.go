@@ -245,6 +245,8 @@ type Admin struct {
 	// CORSOrigins are the web origins (https://dash.example) whose pages
 	// may call the API from a browser; none by default.
 	CORSOrigins []string `yaml:"cors_origins" flag:"admin-cors-origin" usage:"web origin allowed to call the admin API from a browser (CORS), repeatable"`
+	// Dashboard serves the web dashboard at / of the admin listener.
+	Dashboard bool `yaml:"dashboard" flag:"admin-dashboard" usage:"serve the web dashboard at / of the admin listener"`
 }
 
 // APIKey is a key and secret for the admin API's HTTP Basic auth (the key
@@ -291,7 +293,7 @@ func Default() *Config {
 		},
 		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second)},
 		Log:             Log{Level: "info", Format: "text", ConnectionMessages: true},
-		Admin:           Admin{Listen: "127.0.0.1:18083"},
+		Admin:           Admin{Listen: "127.0.0.1:18083", Dashboard: true},
 		Bans:            defaultBans(),
 		Cluster:         defaultCluster(),
 		SysInterval:     Duration(10 * time.Second),

@@ -186,7 +186,7 @@ func TestGoodFile(t *testing.T) {
 			MaxPublishBytesRate: 64 << 10},
 		Persistence: Persistence{Durability: "periodic", DataDir: "/var/lib/tern", SyncInterval: Duration(250 * time.Millisecond)},
 		Log:         Log{Level: "debug", Format: "json"},
-		Admin: Admin{Listen: "0.0.0.0:18083", Token: "a-long-bearer-token", AllowedHosts: []string{"tern.example.svc"},
+		Admin: Admin{Listen: "0.0.0.0:18083", Token: "a-long-bearer-token", AllowedHosts: []string{"tern.example.svc"}, Dashboard: true,
 			CORSOrigins: []string{"https://dash.example"},
 			APIKeys:     []APIKey{{Key: "ops", Secret: "0123456789abcdef"}, {Key: "ci", Secret: "fedcba9876543210"}}},
 		DrainDelay:      Duration(5 * time.Second),
