@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"bytes"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -312,6 +313,21 @@ func TestProcessKill(t *testing.T) {
 	ps := newProcs(t, 3)
 	formed := startProcs(t, ps)
 	t.Logf("3 nodes formed in %v", formed.Round(time.Millisecond))
+	// The admin API tells the cluster's view.
+	resp, err := http.Get("http://" + ps[0].admin + "/api/v1/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view struct {
+		Clustered bool
+		Nodes     []struct{ ID, State string }
+		Detail    Status
+	}
+	json.NewDecoder(resp.Body).Decode(&view)
+	resp.Body.Close()
+	if !view.Clustered || len(view.Nodes) != 3 || view.Detail.State != "ready" || view.Detail.Node != "n1" {
+		t.Fatalf("/api/v1/cluster: %+v", view)
+	}
 	defer func() {
 		for _, p := range ps {
 			p.checkLog()
