@@ -148,9 +148,12 @@ type Server struct {
 	mux      *http.ServeMux
 	registry *prometheus.Registry
 	ready    atomic.Bool
-	state    atomic.Pointer[startState]
-	store    atomic.Pointer[observedStore]
-	http     atomic.Pointer[http.Server]
+	checks   atomic.Pointer[[]ReadyCheck]
+	// clusterView answers /api/v1/cluster when the broker is clustered.
+	clusterView atomic.Pointer[func() Cluster]
+	state       atomic.Pointer[startState]
+	store       atomic.Pointer[observedStore]
+	http        atomic.Pointer[http.Server]
 
 	commitSeconds prometheus.Histogram
 	hosts         hostCheck
@@ -212,6 +215,30 @@ func (a *Server) Handle(pattern string, h http.Handler) { a.mux.Handle(pattern, 
 // graceful shutdown begins, so that load balancers stop sending clients
 // before the listeners close.
 func (a *Server) SetReady(ready bool) { a.ready.Store(ready) }
+
+// ReadyCheck is a condition /readyz needs besides a serving broker and a
+// healthy store: Check returns nil when it is met, else why not; State
+// names it in the 503 answer ("cluster_joining", ...).
+type ReadyCheck struct {
+	Check func() (state string, err error)
+}
+
+// AddReadyCheck adds a condition to /readyz: a clustered node that has
+// not joined, is fenced or drains is taken out of the load balancer's
+// rotation.
+func (a *Server) AddReadyCheck(rc ReadyCheck) {
+	for {
+		old := a.checks.Load()
+		var next []ReadyCheck
+		if old != nil {
+			next = append(next, *old...)
+		}
+		next = append(next, rc)
+		if a.checks.CompareAndSwap(old, &next) {
+			return
+		}
+	}
+}
 
 func (a *Server) hasCredentials() bool { return len(a.keys) > 0 || len(a.tokens) > 0 }
 
@@ -403,6 +430,15 @@ func (a *Server) readyz(w http.ResponseWriter, _ *http.Request) {
 		w.Header().Set("Retry-After", "5")
 		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "store unavailable", "state": "store_unavailable", "cause": err.Error()})
 		return
+	}
+	if cs := a.checks.Load(); cs != nil {
+		for _, rc := range *cs {
+			if state, err := rc.Check(); err != nil {
+				w.Header().Set("Retry-After", "5")
+				writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "not ready", "state": state, "cause": err.Error()})
+				return
+			}
+		}
 	}
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ready", "state": StateReady})
 }

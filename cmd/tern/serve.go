@@ -22,6 +22,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/bridge"
+	"github.com/ternmq/tern/cluster"
 	"github.com/ternmq/tern/hooks/trace"
 	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/storage"
@@ -114,8 +115,9 @@ type broker struct {
 	mqtt    []tern.Listener
 	reloads []reloader
 	bridges *bridge.Manager
-	ext     *extAuth   // the ban list, JWT and HTTP auth, events
-	cfgMu   sync.Mutex // held by reload while it changes cfg, and by the admin API's /api/v1/config
+	cluster *cluster.Cluster // nil unless cluster.listen is set
+	ext     *extAuth         // the ban list, JWT and HTTP auth, events
+	cfgMu   sync.Mutex       // held by reload while it changes cfg, and by the admin API's /api/v1/config
 
 	adm      *admin.Server // always there; it serves only when admin.listen is set
 	admLn    net.Listener
@@ -252,6 +254,9 @@ func startBroker(cfg *config.Config, load func() (*config.Config, error), logOut
 		if err := b.srv.AddHook(connectionLog{log}); err != nil {
 			return nil, err
 		}
+	}
+	if err := b.setupCluster(cfg, log); err != nil {
+		return nil, err
 	}
 	if setup, err = setupMQTT(b.srv, cfg, log); err != nil {
 		return nil, err

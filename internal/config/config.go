@@ -40,6 +40,7 @@ type Config struct {
 	Admin       Admin       `yaml:"admin"`
 	Bans        Bans        `yaml:"bans"`
 	Events      Events      `yaml:"events"`
+	Cluster     Cluster     `yaml:"cluster"`
 
 	// NodeID names this broker to other brokers: bridges carry it in the
 	// hop list of what they forward. Default: the host name.
@@ -294,6 +295,7 @@ func Default() *Config {
 		Log:             Log{Level: "info", Format: "text", ConnectionMessages: true},
 		Admin:           Admin{Listen: "127.0.0.1:18083", Dashboard: true},
 		Bans:            defaultBans(),
+		Cluster:         defaultCluster(),
 		SysInterval:     Duration(10 * time.Second),
 		ShutdownTimeout: Duration(10 * time.Second),
 	}

@@ -152,6 +152,11 @@ events:
       topics: ["sensors/#"]
       batch_size: 50
       max_backoff: 10s
+cluster:
+  node: tern-0
+  listen: 0.0.0.0:7946
+  peers: [tern-1.tern:7946, tern-2.tern:7946]
+  lease_ttl: 6s
 `
 
 func TestGoodFile(t *testing.T) {
@@ -192,6 +197,9 @@ func TestGoodFile(t *testing.T) {
 				BatchSize: 50, MaxBackoff: Duration(10 * time.Second)}}},
 	}
 	want.Auth.JWT, want.Auth.HTTP = defaultJWT(), defaultHTTPAuth()
+	want.Cluster = defaultCluster()
+	want.Cluster.Node, want.Cluster.Listen, want.Cluster.LeaseTTL = "tern-0", "0.0.0.0:7946", Duration(6*time.Second)
+	want.Cluster.Peers = []string{"tern-1.tern:7946", "tern-2.tern:7946"}
 	if !equal(c, want) {
 		got, _ := c.YAML()
 		t.Fatalf("got\n%s", got)

@@ -44,6 +44,7 @@ func (c *Config) Validate() error {
 	c.validateAdmin(v)
 	c.validateBridges(v)
 	c.validateExtAuth(v)
+	c.validateCluster(v)
 	if l := c.Limits.MaxPublishBytesRate; l < 0 {
 		v.fail("limits.max_publish_bytes_rate", "must not be negative (0: no limit)")
 	}

@@ -1,0 +1,517 @@
+package cluster
+
+// In-process tests: several Tern servers in this process, each with its
+// embedded nats-server, routes on 127.0.0.1, clients over TCP.
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/listeners"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// testNode is one node of an in-process cluster.
+type testNode struct {
+	*terntest.Server
+	cl *Cluster
+}
+
+// freeAddrs returns n loopback addresses nothing listens on now.
+func freeAddrs(t testing.TB, n int) []string {
+	t.Helper()
+	var lns []net.Listener
+	var out []string
+	for range n {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		lns = append(lns, ln)
+		out = append(out, ln.Addr().String())
+	}
+	for _, ln := range lns {
+		ln.Close()
+	}
+	return out
+}
+
+// testLogger logs to the test's output when TERN_CLUSTER_LOG is set.
+func testLogger(t testing.TB, node string) *slog.Logger {
+	if os.Getenv("TERN_CLUSTER_LOG") == "" {
+		return slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelDebug})).With("test", t.Name())
+}
+
+// startCluster starts n nodes (n1, n2, ...) and waits until each is ready.
+func startCluster(t testing.TB, n int, tweak func(i int, o *Options)) []*testNode {
+	t.Helper()
+	addrs := freeAddrs(t, n)
+	nodes := make([]*testNode, n)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var errs []string
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			name := fmt.Sprintf("n%d", i+1)
+			srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: testLogger(t, name)})
+			if err != nil {
+				panic(err)
+			}
+			o := Options{Name: "test", Node: name, Listen: addrs[i], Peers: addrs, Replicas: min(n, 3),
+				DataDir: filepath.Join(t.TempDir(), name), LeaseTTL: 3 * time.Second, ForwardTimeout: time.Second,
+				Logger: testLogger(t, name), DrainTime: 2 * time.Second}
+			if tweak != nil {
+				tweak(i, &o)
+			}
+			cl, err := New(srv, o)
+			if err != nil {
+				mu.Lock()
+				errs = append(errs, err.Error())
+				mu.Unlock()
+				return
+			}
+			srv.AddHook(cl)
+			ts := wrap(t, srv)
+			nodes[i] = &testNode{Server: ts, cl: cl}
+		}()
+	}
+	wg.Wait()
+	if len(errs) > 0 {
+		t.Fatal(strings.Join(errs, "; "))
+	}
+	for _, nd := range nodes {
+		waitReady(t, nd.cl)
+	}
+	// Every node sees every other alive.
+	terntest.Eventually(t, "every node to see the others", func() bool {
+		for _, nd := range nodes {
+			if nd.cl.nodes.liveCount() != n {
+				return false
+			}
+		}
+		return true
+	})
+	return nodes
+}
+
+// wrap serves srv on a loopback port, closed when the test ends.
+func wrap(t testing.TB, srv *tern.Server) *terntest.Server {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.AddListener(listeners.NewTCPFromListener("tcp", ln)); err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Serve(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		srv.Shutdown(ctx)
+	})
+	return &terntest.Server{Server: srv, Addr: ln.Addr().String()}
+}
+
+func waitReady(t testing.TB, cl *Cluster) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	if err := cl.WaitReady(ctx); err != nil {
+		t.Fatalf("node %s not ready: %v", cl.Node(), err)
+	}
+}
+
+func subscribe(t testing.TB, c *terntest.Conn, filter string, qos byte) {
+	t.Helper()
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: qos}}})
+	ack, ok := c.Recv().(*packets.Suback)
+	if !ok || ack.ReasonCodes[0] != packets.ReasonCode(qos) {
+		t.Fatalf("SUBACK %+v", ack)
+	}
+}
+
+// recvPublish reads packets until a PUBLISH, acknowledging QoS 1.
+func recvPublish(t testing.TB, c *terntest.Conn) *packets.Publish {
+	t.Helper()
+	for {
+		pk := c.Recv()
+		if p, ok := pk.(*packets.Publish); ok {
+			if p.QoS == 1 {
+				c.Send(&packets.Puback{PacketID: p.PacketID})
+			}
+			return p
+		}
+	}
+}
+
+// Three nodes form a cluster; a QoS 0 and a QoS 1 message published on one
+// node reach subscribers on the two others, and the QoS 1 PUBACK comes
+// once the other nodes acknowledged it.
+func TestCrossNodePublish(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	subs := make([]*terntest.Conn, 2)
+	for i := range subs {
+		subs[i] = nodes[i+1].Dial(t, packets.V5)
+		subs[i].MustConnect(fmt.Sprintf("sub%d", i))
+		subscribe(t, subs[i], "x/#", 1)
+	}
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "x/0", Payload: []byte("zero")})
+	pub.Send(&packets.Publish{Topic: "x/1", QoS: 1, PacketID: 7, Payload: []byte("one")})
+	if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.PacketID != 7 || ack.ReasonCode != 0 {
+		t.Fatalf("PUBACK %+v", ack)
+	}
+	for _, s := range subs {
+		if p := recvPublish(t, s); string(p.Payload) != "zero" {
+			t.Fatalf("got %q", p.Payload)
+		}
+		if p := recvPublish(t, s); string(p.Payload) != "one" || p.QoS != 1 {
+			t.Fatalf("got %q QoS %d", p.Payload, p.QoS)
+		}
+	}
+	if c := nodes[0].cl.fwd.counters(); c.Acked != 2 || c.Sent < 4 {
+		t.Fatalf("counters %+v", c)
+	}
+}
+
+// A publish on any node sent after the SUBACK on another is delivered:
+// the SUBACK waits until every node has the route.
+func TestRoutesConverge(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	pubs := make([]*terntest.Conn, 3)
+	for i := range pubs {
+		pubs[i] = nodes[i].Dial(t, packets.V311)
+		pubs[i].MustConnect(fmt.Sprintf("pub%d", i))
+	}
+	sub := nodes[1].Dial(t, packets.V311)
+	sub.MustConnect("sub")
+	for i := range 100 {
+		topic := fmt.Sprintf("conv/%d", i)
+		sub.Send(&packets.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packets.Subscription{{Filter: topic}}})
+		if _, ok := sub.Recv().(*packets.Suback); !ok {
+			t.Fatal("no SUBACK")
+		}
+		from := pubs[(i%2)*2] // nodes 1 and 3
+		from.Send(&packets.Publish{Topic: topic, Payload: []byte("x")})
+		if p := recvPublish(t, sub); p.Topic != topic {
+			t.Fatalf("trial %d: got %q", i, p.Topic)
+		}
+	}
+	// Unsubscribed: the route goes from the other nodes.
+	sub.Send(&packets.Unsubscribe{PacketID: 1, Filters: []string{"conv/0"}})
+	sub.Recv()
+	terntest.Eventually(t, "the route to go", func() bool {
+		n := 0
+		nodes[0].RemoteRoutes("n2", func(_, f string) bool {
+			if f == "conv/0" {
+				n++
+			}
+			return true
+		})
+		return n == 0
+	})
+}
+
+// A shared subscription with members on two nodes: each message published
+// on a third goes to exactly one member.
+func TestSharedAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	var members []*terntest.Conn
+	for i := 1; i <= 2; i++ {
+		m := nodes[i].Dial(t, packets.V5)
+		m.MustConnect(fmt.Sprintf("m%d", i))
+		subscribe(t, m, "$share/g/work/+", 1)
+		members = append(members, m)
+	}
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	const n = 20
+	for i := range n {
+		pub.Send(&packets.Publish{Topic: "work/a", QoS: 1, PacketID: uint16(i + 1), Payload: []byte{byte(i)}})
+		pub.Recv()
+	}
+	got := map[byte]int{}
+	counts := make([]int, 2)
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for i, m := range members {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for {
+				pk, err := m.TryRecv(300 * time.Millisecond)
+				if err != nil {
+					return
+				}
+				if p, ok := pk.(*packets.Publish); ok {
+					m.Send(&packets.Puback{PacketID: p.PacketID})
+					mu.Lock()
+					got[p.Payload[0]]++
+					counts[i]++
+					mu.Unlock()
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if len(got) != n {
+		t.Fatalf("%d distinct messages of %d delivered", len(got), n)
+	}
+	for k, v := range got {
+		if v != 1 {
+			t.Fatalf("message %d delivered %d times", k, v)
+		}
+	}
+	if counts[0] == 0 || counts[1] == 0 {
+		t.Fatalf("one member got nothing: %v", counts)
+	}
+}
+
+// A retained message published on one node is served by the others, and
+// deleted everywhere by an empty one.
+func TestRetainedReplicated(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "r/a b/.c", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("kept")})
+	pub.Recv()
+	for _, nd := range nodes[1:] {
+		terntest.Eventually(t, "the retained message on "+nd.cl.Node(), func() bool {
+			m, ok := nd.RetainedMessage("r/a b/.c")
+			return ok && string(m.Payload) == "kept"
+		})
+	}
+	sub := nodes[2].Dial(t, packets.V5)
+	sub.MustConnect("sub")
+	subscribe(t, sub, "r/#", 1)
+	if p := recvPublish(t, sub); !p.Retain || string(p.Payload) != "kept" {
+		t.Fatalf("got %+v", p)
+	}
+	pub.Send(&packets.Publish{Topic: "r/a b/.c", QoS: 1, PacketID: 2, Retain: true})
+	pub.Recv()
+	terntest.Eventually(t, "the retained message gone", func() bool {
+		_, ok := nodes[1].RetainedMessage("r/a b/.c")
+		return !ok
+	})
+}
+
+// A persistent client reconnecting on another node gets its session:
+// session present, the message queued while it was away, the QoS 1
+// message it had not acknowledged, and its subscription, now served
+// from the new node.
+func TestTakeover(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	connect := &packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	a := nodes[0].Dial(t, packets.V5)
+	if ack := a.Connect(connect); ack.SessionPresent {
+		t.Fatal("session present on a first connection")
+	}
+	subscribe(t, a, "mv/#", 1)
+	pub := nodes[2].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "mv/1", QoS: 1, PacketID: 1, Payload: []byte("inflight")})
+	pub.Recv()
+	if p := a.Recv().(*packets.Publish); string(p.Payload) != "inflight" {
+		t.Fatalf("got %q", p.Payload)
+	} // not acknowledged
+	a.Send(&packets.Disconnect{})
+	a.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := nodes[0].ClientInfo("mover"); return !ok })
+	pub.Send(&packets.Publish{Topic: "mv/2", QoS: 1, PacketID: 2, Payload: []byte("queued")})
+	pub.Recv()
+
+	b := nodes[1].Dial(t, packets.V5)
+	ack := b.Connect(connect)
+	if !ack.SessionPresent || ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %+v: want session present", ack)
+	}
+	var got []string
+	for len(got) < 2 {
+		got = append(got, string(recvPublish(t, b).Payload))
+	}
+	if !slices.Equal(got, []string{"inflight", "queued"}) {
+		t.Fatalf("got %v", got)
+	}
+	pub.Send(&packets.Publish{Topic: "mv/3", QoS: 1, PacketID: 3, Payload: []byte("after")})
+	pub.Recv()
+	if p := recvPublish(t, b); string(p.Payload) != "after" {
+		t.Fatalf("got %q", p.Payload)
+	}
+	if _, ok := nodes[0].SessionInfo("mover"); ok {
+		t.Fatal("the session is still on the first node")
+	}
+
+	// While connected on B, a CONNECT on C takes it over: B's connection
+	// ends with 0x8E Session taken over.
+	c := nodes[2].Dial(t, packets.V5)
+	if ack := c.Connect(connect); !ack.SessionPresent {
+		t.Fatal("no session present on the third node")
+	}
+	got2 := b.ExpectClosed()
+	if d, ok := got2[len(got2)-1].(*packets.Disconnect); !ok || d.ReasonCode != packets.SessionTakenOver {
+		t.Fatalf("first connection got %+v", got2)
+	}
+}
+
+// Two connections racing for one client identifier on two nodes end with
+// exactly one connected.
+func TestTakeoverRace(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	const trials = 30
+	for i := range trials {
+		id := fmt.Sprintf("racer%d", i)
+		conns := []*terntest.Conn{nodes[0].Dial(t, packets.V5), nodes[1].Dial(t, packets.V5)}
+		var wg sync.WaitGroup
+		for _, c := range conns {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c.Send(&packets.Connect{ProtocolVersion: packets.V5, ClientID: id, KeepAlive: 60})
+			}()
+		}
+		wg.Wait()
+		terntest.Eventually(t, "exactly one connection", func() bool {
+			n := 0
+			for _, nd := range nodes {
+				if _, ok := nd.ClientInfo(id); ok {
+					n++
+				}
+			}
+			return n == 1
+		})
+		for _, c := range conns {
+			c.Close()
+		}
+	}
+}
+
+// A node that cannot renew its lease fences itself: its clients are
+// disconnected with 0x9C and a Server Reference to another node, new
+// CONNECTs are refused the same way, and it serves again once the lease
+// is renewed.
+func TestFencing(t *testing.T) {
+	nodes := startCluster(t, 3, func(i int, o *Options) { o.MQTTAdvertise = fmt.Sprintf("mqtt-%d:1883", i+1) })
+	c := nodes[0].Dial(t, packets.V5)
+	c.MustConnect("victim")
+	cut := func() bool { return true }
+	nodes[0].cl.faults.Store(&cut)
+	got := c.ExpectClosed()
+	d, ok := got[len(got)-1].(*packets.Disconnect)
+	if !ok || d.ReasonCode != packets.UseAnotherServer || !strings.HasPrefix(d.Properties.ServerReference, "mqtt-") {
+		t.Fatalf("got %+v", got)
+	}
+	c2 := nodes[0].Dial(t, packets.V5)
+	if ack := c2.Connect(&packets.Connect{ClientID: "late", CleanStart: true}); ack.ReasonCode != packets.UseAnotherServer {
+		t.Fatalf("CONNACK %v while fenced", ack.ReasonCode)
+	}
+	nodes[0].cl.faults.Store(nil)
+	terntest.Eventually(t, "the fence lifted", func() bool { return !nodes[0].cl.Fenced() })
+	c3 := nodes[0].Dial(t, packets.V5)
+	if ack := c3.Connect(&packets.Connect{ClientID: "back", CleanStart: true}); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %v after the fence", ack.ReasonCode)
+	}
+}
+
+// The will of a client connected to a node that dies is published by the
+// others once the node is taken for gone, exactly once.
+func TestWillOfDeadNode(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	sub := nodes[0].Dial(t, packets.V5)
+	sub.MustConnect("watcher")
+	subscribe(t, sub, "will/#", 1)
+	c := nodes[2].Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ClientID: "dying", KeepAlive: 60,
+		Will: &packets.Will{Topic: "will/dying", Payload: []byte("bye"), QoS: 1}}); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %v", ack.ReasonCode)
+	}
+	// A client that disconnects normally leaves no will behind.
+	c2 := nodes[2].Dial(t, packets.V5)
+	c2.Connect(&packets.Connect{ClientID: "polite", KeepAlive: 60, Will: &packets.Will{Topic: "will/polite", Payload: []byte("no")}})
+	c2.Send(&packets.Disconnect{})
+	c2.ExpectClosed()
+	terntest.Eventually(t, "the polite will removed", func() bool {
+		_, err := nodes[0].cl.kvWills.Get(context.Background(), willKVKey("n3", "polite"))
+		return err != nil
+	})
+	nodes[2].cl.ns.Shutdown() // n3 dies: its routes close, no goodbye
+	p := recvPublish(t, sub)
+	if p.Topic != "will/dying" || string(p.Payload) != "bye" {
+		t.Fatalf("got %s %q", p.Topic, p.Payload)
+	}
+	if pk, err := sub.TryRecv(500 * time.Millisecond); err == nil {
+		t.Fatalf("more than the one will: %+v", pk)
+	}
+}
+
+// syncBuffer is a log sink safe for concurrent writes.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// Nodes of two clusters that list each other as peers refuse each
+// other's routes and say why (neither becomes ready: without its peers a
+// node cannot tell it is not in a minority).
+func TestMismatchedClusterNames(t *testing.T) {
+	addrs := freeAddrs(t, 2)
+	var logs [2]syncBuffer
+	var cls [2]*Cluster
+	for i, name := range []string{"one", "two"} {
+		log := slog.New(slog.NewTextHandler(&logs[i], nil))
+		srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cl, err := New(srv, Options{Name: name, Node: fmt.Sprintf("m%d", i), Listen: addrs[i], Peers: addrs, Replicas: 1,
+			DataDir: filepath.Join(t.TempDir(), name), LeaseTTL: 3 * time.Second, Logger: log})
+		if err != nil {
+			t.Fatal(err)
+		}
+		srv.AddHook(cl)
+		wrap(t, srv)
+		cls[i] = cl
+	}
+	terntest.Eventually(t, "a route refused for its cluster name", func() bool {
+		return strings.Contains(logs[0].String()+logs[1].String(), "does not match")
+	})
+	for _, cl := range cls {
+		if cl.ns.NumRoutes() != 0 || cl.Ready() {
+			t.Fatalf("node %s has %d routes, ready %v", cl.Node(), cl.ns.NumRoutes(), cl.Ready())
+		}
+	}
+	if _, err := New(nil, Options{Node: "a.b", DataDir: "x"}); err == nil {
+		t.Fatal("a node name with a dot accepted")
+	}
+}

@@ -1,0 +1,453 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ternmq/tern"
+)
+
+// nodeRemote is another node as a delivery target of the local index.
+type nodeRemote struct {
+	c       *Cluster
+	node    string
+	subject string
+	alive   atomic.Bool
+}
+
+// Forward implements tern.Remote.
+func (r *nodeRemote) Forward(m *tern.Message, d tern.Delivery, ack *tern.Ack) {
+	r.c.fwd.send(r, m, d, ack)
+}
+
+// Reachable implements tern.Remote: the node was heard from within LeaseTTL.
+func (r *nodeRemote) Reachable() bool { return r.alive.Load() }
+
+// pending is a QoS 1/2 message sent to another node whose reply the
+// publisher's acknowledgement waits for.
+type pending struct {
+	ack      *tern.Ack
+	node     string
+	data     []byte
+	deadline time.Time
+}
+
+// Counters of the forwarding, for the admin API and metrics.
+type Counters struct {
+	Sent        uint64 `json:"sent"`         // messages sent to other nodes
+	Acked       uint64 `json:"acked"`        // QoS 1/2 sends another node acknowledged
+	Timeouts    uint64 `json:"timeouts"`     // sends not acknowledged within ForwardTimeout
+	Parked      uint64 `json:"parked"`       // messages parked for a node that was gone
+	Received    uint64 `json:"received"`     // messages from other nodes
+	Unparked    uint64 `json:"unparked"`     // parked messages this node took back
+	Dropped     uint64 `json:"dropped"`      // QoS 0 messages for a node that was gone
+	Failed      uint64 `json:"failed"`       // QoS 1/2 messages neither acknowledged nor parked
+	Takeovers   uint64 `json:"takeovers"`    // sessions taken from another node
+	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
+	RouteWrites uint64 `json:"route_writes"` // route table changes written
+}
+
+// forwarder sends messages to other nodes and receives theirs.
+type forwarder struct {
+	c     *Cluster
+	inbox string // prefix of the reply subjects
+	seq   atomic.Uint64
+	mu    sync.Mutex
+	pend  map[uint64]*pending
+	subs  []*nats.Subscription
+	park  jetstream.Stream
+	// acks are the acknowledgements owed to other nodes, by their reply
+	// prefix: sent as one message per node once the messages waiting in
+	// the subscription are handled (receive's goroutine only).
+	acks    map[string][]byte
+	dataSub *nats.Subscription
+	cnt     struct {
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, takeovers, handedOver, routeWrites atomic.Uint64
+	}
+	drainOnce sync.Once
+	// parkCaughtUp is closed once what was parked for this node when it
+	// started has been taken.
+	parkCaughtUp chan struct{}
+	caughtUp     sync.Once
+}
+
+func newForwarder(c *Cluster) *forwarder {
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), parkCaughtUp: make(chan struct{})}
+}
+
+func (f *forwarder) counters() Counters {
+	return Counters{Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
+		Parked: f.cnt.parked.Load(), Received: f.cnt.received.Load(), Unparked: f.cnt.unparked.Load(),
+		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), Takeovers: f.cnt.takeovers.Load(),
+		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load()}
+}
+
+// subscribe listens to this node's subjects: messages, replies, route
+// synchronisation and session handover.
+func (f *forwarder) subscribe() error {
+	c := f.c
+	self := c.opts.Node
+	f.inbox = "tern.r." + self + "." + c.instance + "."
+	type sub struct {
+		nc   *nats.Conn
+		subj string
+		h    nats.MsgHandler
+	}
+	for _, s := range []sub{
+		{c.data, "tern.n." + self + ".d", f.receive},
+		{c.data, f.inbox + "*", f.reply},
+		{c.nc, "tern.n." + self + ".sync", c.routes.syncRequest},
+		{c.nc, "tern.n." + self + ".route", c.routes.routeRequest},
+		{c.nc, "tern.n." + self + ".ctl", c.reg.control},
+	} {
+		ns, err := s.nc.Subscribe(s.subj, s.h)
+		if err != nil {
+			return err
+		}
+		ns.SetPendingLimits(-1, -1) // never dropped: a QoS 1/2 sender would wait for ForwardTimeout
+		f.subs = append(f.subs, ns)
+		if s.subj == "tern.n."+self+".d" {
+			f.dataSub = ns
+		}
+	}
+	for _, nc := range []*nats.Conn{c.data, c.nc} {
+		if err := nc.Flush(); err != nil {
+			return err
+		}
+	}
+	c.goTracked(f.sweep)
+	return nil
+}
+
+// send forwards m to the node of r. A QoS 1/2 message with an ack waits
+// for the node's reply; a node that is gone gets it parked.
+func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *tern.Ack) {
+	data := encodeForward(m, d)
+	if !r.alive.Load() {
+		if d.QoS == 0 {
+			f.cnt.dropped.Add(1)
+			return
+		}
+		if ack != nil {
+			ack.Hold()
+		}
+		f.parkMsg(r.node, data, ack)
+		return
+	}
+	f.cnt.sent.Add(1)
+	if ack == nil || d.QoS == 0 {
+		if err := f.c.data.Publish(r.subject, data); err != nil && d.QoS > 0 {
+			f.parkMsg(r.node, data, nil)
+		}
+		return
+	}
+	ack.Hold()
+	id := f.seq.Add(1)
+	f.mu.Lock()
+	f.pend[id] = &pending{ack: ack, node: r.node, data: data, deadline: time.Now().Add(f.c.opts.ForwardTimeout)}
+	f.mu.Unlock()
+	msg := &nats.Msg{Subject: r.subject, Reply: f.inbox + strconv.FormatUint(id, 10), Data: data}
+	if err := f.c.data.PublishMsg(msg); err != nil {
+		if p := f.take(id); p != nil {
+			f.parkMsg(p.node, p.data, p.ack)
+		}
+	}
+}
+
+// take removes and returns a pending send, nil if it was answered.
+func (f *forwarder) take(id uint64) *pending {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	p := f.pend[id]
+	delete(f.pend, id)
+	return p
+}
+
+// reply takes another node's answer to a QoS 1/2 send.
+func (f *forwarder) reply(msg *nats.Msg) {
+	suffix := msg.Subject[len(f.inbox):]
+	if suffix == "b" {
+		f.batchReply(msg.Data)
+		return
+	}
+	id, err := strconv.ParseUint(suffix, 10, 64)
+	if err != nil {
+		return
+	}
+	p := f.take(id)
+	if p == nil {
+		return // timed out, parked already
+	}
+	if msg.Header.Get("Status") == "503" { // no responders: the node is gone
+		f.parkMsg(p.node, p.data, p.ack)
+		return
+	}
+	f.cnt.acked.Add(1)
+	if len(msg.Data) > 0 {
+		p.ack.Release(errors.New("cluster: node " + p.node + ": " + string(msg.Data)))
+		return
+	}
+	p.ack.Release(nil)
+}
+
+// batchReply takes another node's acknowledgement of several sends: their
+// ids, in order.
+func (f *forwarder) batchReply(b []byte) {
+	for len(b) > 0 {
+		id, n := binary.Uvarint(b)
+		if n <= 0 {
+			return
+		}
+		b = b[n:]
+		if p := f.take(id); p != nil {
+			f.cnt.acked.Add(1)
+			p.ack.Release(nil)
+		}
+	}
+}
+
+// sweep parks the sends not answered within ForwardTimeout.
+func (f *forwarder) sweep() {
+	every := max(f.c.opts.ForwardTimeout/4, 20*time.Millisecond)
+	t := time.NewTicker(every)
+	defer t.Stop()
+	for {
+		select {
+		case <-f.c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		var late []*pending
+		f.mu.Lock()
+		for id, p := range f.pend {
+			if now.After(p.deadline) {
+				late = append(late, p)
+				delete(f.pend, id)
+			}
+		}
+		f.mu.Unlock()
+		for _, p := range late {
+			f.cnt.timeouts.Add(1)
+			f.parkMsg(p.node, p.data, p.ack)
+		}
+	}
+}
+
+// stop fails what still waits for a reply: the publishers' connections
+// are closing anyway.
+func (f *forwarder) stop() {
+	f.mu.Lock()
+	pend := f.pend
+	f.pend = make(map[uint64]*pending)
+	f.mu.Unlock()
+	for _, p := range pend {
+		p.ack.Release(errors.New("cluster: node stopping"))
+	}
+}
+
+// receive takes a message another node routed here.
+func (f *forwarder) receive(msg *nats.Msg) {
+	c := f.c
+	defer func() {
+		if len(f.acks) > 0 {
+			// The message being handled still counts as pending.
+			if n, _, _ := f.dataSub.Pending(); n <= 1 {
+				f.flushAcks()
+			}
+		}
+	}()
+	m, d, err := decodeForward(msg.Data)
+	if err != nil {
+		c.log.Warn("message from another node refused", "err", err)
+		if msg.Reply != "" {
+			c.data.Publish(msg.Reply, []byte(err.Error()))
+		}
+		return
+	}
+	f.cnt.received.Add(1)
+	in := f.inject(m, d)
+	if msg.Reply == "" {
+		return
+	}
+	reply := msg.Reply
+	respond := func(err error) {
+		var b []byte
+		if err != nil {
+			b = []byte(err.Error())
+		}
+		c.data.Publish(reply, b)
+	}
+	if in.Stored {
+		c.srv.AfterStore(respond)
+		return
+	}
+	// Acknowledged in a batch, once the messages already waiting are
+	// handled: one reply per node and burst rather than per message.
+	if i := strings.LastIndexByte(reply, '.'); i > 0 && strings.HasPrefix(reply, "tern.r.") {
+		if id, err := strconv.ParseUint(reply[i+1:], 10, 64); err == nil {
+			prefix := reply[:i+1]
+			f.acks[prefix] = binary.AppendUvarint(f.acks[prefix], id)
+			if len(f.acks[prefix]) > 256 { // about 80 ids: the sender's publishers wait for them
+				f.flushAcks()
+			}
+			return
+		}
+	}
+	respond(nil)
+}
+
+// flushAcks sends the batched acknowledgements.
+func (f *forwarder) flushAcks() {
+	for prefix, b := range f.acks {
+		f.c.data.Publish(prefix+"b", b)
+		delete(f.acks, prefix)
+	}
+}
+
+// inject routes a message from another node to this node's subscribers,
+// or to the session it was sent for.
+func (f *forwarder) inject(m *tern.Message, d tern.Delivery) tern.Injected {
+	if d.ClientID != "" {
+		return f.c.srv.InjectTo(d.ClientID, m, d)
+	}
+	return f.c.srv.Inject(m, d.Group, d.Filter)
+}
+
+// parkStream is the stream of messages for nodes that were gone.
+const parkStream = "tern_park"
+
+// setupPark creates the park stream.
+func (f *forwarder) setupPark(ctx context.Context, replicas int) error {
+	if f.park != nil {
+		return nil
+	}
+	lctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	s, err := f.c.js.Stream(lctx, parkStream)
+	cancel()
+	if errors.Is(err, jetstream.ErrStreamNotFound) && f.c.ns.JetStreamIsLeader() {
+		s, err = f.c.js.CreateStream(ctx, jetstream.StreamConfig{Name: parkStream, Subjects: []string{"tern.park.>"},
+			Replicas: replicas, Storage: jetstream.FileStorage, MaxAge: 7 * 24 * time.Hour})
+		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
+			s, err = f.c.js.Stream(ctx, parkStream)
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", parkStream, err)
+	}
+	f.park = s
+	return nil
+}
+
+// parkMsg stores a QoS 1/2 message for a node that did not take it, and
+// releases ack (when not nil) once a quorum has it.
+func (f *forwarder) parkMsg(node string, data []byte, ack *tern.Ack) {
+	fut, err := f.c.js.PublishAsync("tern.park."+node, data)
+	if err != nil {
+		f.cnt.failed.Add(1)
+		if ack != nil {
+			ack.Release(err)
+		}
+		return
+	}
+	go func() {
+		var err error
+		select {
+		case <-fut.Ok():
+			f.cnt.parked.Add(1)
+		case err = <-fut.Err():
+			f.cnt.failed.Add(1)
+			f.c.log.Warn("a message for a node that is gone could not be parked", "peer", node, "err", err)
+		}
+		if ack != nil {
+			ack.Release(err)
+		}
+	}()
+}
+
+// startDrainPark takes back, from then on, what other nodes parked for
+// this one, and removes it from the stream once stored here.
+func (f *forwarder) startDrainPark() {
+	f.drainOnce.Do(func() { f.c.goTracked(f.drainPark) })
+}
+
+func (f *forwarder) drainPark() {
+	c := f.c
+	subj := "tern.park." + c.opts.Node
+	var last atomic.Uint64
+	var cons jetstream.ConsumeContext
+	for cons == nil {
+		oc, err := f.park.OrderedConsumer(c.ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+		if err == nil {
+			cons, err = oc.Consume(func(msg jetstream.Msg) {
+				m, d, err := decodeForward(msg.Data())
+				if err == nil {
+					f.inject(m, d)
+					f.cnt.unparked.Add(1)
+				}
+				if md, err := msg.Metadata(); err == nil {
+					last.Store(md.Sequence.Stream)
+					if md.NumPending == 0 {
+						f.caughtUp.Do(func() { close(f.parkCaughtUp) })
+					}
+				}
+			})
+		}
+		if err != nil {
+			if c.ctx.Err() != nil {
+				return
+			}
+			c.log.Warn("reading the park stream", "err", err)
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
+		}
+	}
+	defer cons.Stop()
+	ictx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	if info, err := f.park.Info(ictx, jetstream.WithSubjectFilter(subj)); err == nil && info.State.Subjects[subj] == 0 {
+		f.caughtUp.Do(func() { close(f.parkCaughtUp) }) // nothing parked
+	}
+	cancel()
+	t := time.NewTicker(500 * time.Millisecond)
+	defer t.Stop()
+	var purged uint64
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		seq := last.Load()
+		if seq <= purged {
+			continue
+		}
+		done := make(chan error, 1)
+		c.srv.AfterStore(func(err error) { done <- err })
+		select {
+		case err := <-done:
+			if err != nil {
+				continue
+			}
+		case <-c.ctx.Done():
+			return
+		}
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		err := f.park.Purge(ctx, jetstream.WithPurgeSubject(subj), jetstream.WithPurgeSequence(seq+1))
+		cancel()
+		if err == nil {
+			purged = seq
+		}
+	}
+}

@@ -1,0 +1,732 @@
+package cluster
+
+// Multi-process tests: `tern serve` nodes on 127.0.0.1, killed with
+// SIGKILL by PID and restarted on their data directories.
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// procWait bounds each wait of the process tests.
+const procWait = 60 * time.Second
+
+var build struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// ternBinary builds cmd/tern once per test process.
+func ternBinary(t testing.TB) string {
+	t.Helper()
+	build.once.Do(func() {
+		gobin, err := exec.LookPath("go")
+		if err != nil {
+			build.err = err
+			return
+		}
+		build.path = filepath.Join(os.TempDir(), "tern")
+		out, err := exec.Command(gobin, "build", "-o", build.path, "github.com/ternmq/tern/cmd/tern").CombinedOutput()
+		if err != nil {
+			build.err = fmt.Errorf("go build ./cmd/tern: %v\n%s", err, out)
+		}
+	})
+	if build.err != nil {
+		t.Fatal(build.err)
+	}
+	return build.path
+}
+
+func TestMain(m *testing.M) {
+	// Temporary files of these tests, the binary included, go under
+	// /tmp/cluster-*.
+	dir, err := os.MkdirTemp("", "cluster-test-")
+	if err != nil {
+		panic(err)
+	}
+	os.Setenv("TMPDIR", dir)
+	terntest.Timeout = 30 * time.Second // a parked message may wait for a JetStream election
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// proc is one `tern serve` node, started again and again on the same
+// ports and data directory.
+type proc struct {
+	t                  testing.TB
+	name               string
+	mqtt, admin, route string
+	peers              []string
+	dataDir, logDir    string
+	runs               int
+	extra              []string // more tern serve arguments
+	yamlListen         bool     // the MQTT listener is in the file given in extra
+	cmd                *exec.Cmd
+	exited             chan struct{}
+	log                string
+}
+
+// newProcs prepares n nodes n1..nn, not started.
+func newProcs(t testing.TB, n int) []*proc {
+	addrs := freeAddrs(t, 3*n)
+	var routes []string
+	for i := range n {
+		routes = append(routes, addrs[3*i+2])
+	}
+	ps := make([]*proc, n)
+	for i := range n {
+		p := &proc{t: t, name: fmt.Sprintf("n%d", i+1), mqtt: addrs[3*i], admin: addrs[3*i+1], route: addrs[3*i+2],
+			peers: routes, dataDir: filepath.Join(t.TempDir(), "data"), logDir: t.TempDir()}
+		t.Cleanup(func() {
+			if t.Failed() && p.log != "" {
+				t.Logf("log of %s (%s):\n%s", p.name, p.log, p.tail())
+			}
+			p.kill()
+		})
+		ps[i] = p
+	}
+	return ps
+}
+
+// start starts the node; ready waits for /readyz.
+func (p *proc) start() {
+	p.t.Helper()
+	p.runs++
+	p.log = filepath.Join(p.logDir, fmt.Sprintf("%s-%02d.log", p.name, p.runs))
+	f, err := os.Create(p.log)
+	if err != nil {
+		p.t.Fatal(err)
+	}
+	args := []string{"serve", "--admin-listen", p.admin, "--data-dir", p.dataDir,
+		"--sys-interval", "0", "--max-queued-messages", "0", "--max-queued-bytes", "0",
+		"--cluster-name", "ptest", "--cluster-node", p.name, "--cluster-listen", p.route,
+		"--cluster-peers", strings.Join(p.peers, ","), "--cluster-mqtt-advertise", p.mqtt,
+		"--cluster-lease-ttl", "3s", "--cluster-forward-timeout", "1s", "--cluster-drain-time", "5s"}
+	if !p.yamlListen {
+		args = append(args, "--listen", p.mqtt)
+	}
+	p.cmd = exec.Command(ternBinary(p.t), append(args, p.extra...)...)
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "TERN_") {
+			p.cmd.Env = append(p.cmd.Env, kv)
+		}
+	}
+	p.cmd.Stdout, p.cmd.Stderr = f, f
+	if err := p.cmd.Start(); err != nil {
+		p.t.Fatal(err)
+	}
+	p.exited = make(chan struct{})
+	cmd, exited := p.cmd, p.exited
+	go func() {
+		cmd.Wait()
+		f.Close()
+		close(exited)
+	}()
+}
+
+// ready waits until /readyz answers 200.
+func (p *proc) ready() {
+	p.t.Helper()
+	deadline := time.Now().Add(procWait)
+	for time.Now().Before(deadline) {
+		select {
+		case <-p.exited:
+			p.t.Fatalf("%s exited:\n%s", p.name, p.tail())
+		default:
+		}
+		resp, err := http.Get("http://" + p.admin + "/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return
+			}
+		}
+		time.Sleep(20 * time.Millisecond) // polling the probe: no event to wait on
+	}
+	p.t.Fatalf("%s not ready in %v:\n%s", p.name, procWait, p.tail())
+}
+
+// kill sends SIGKILL and waits for the process to be gone.
+func (p *proc) kill() {
+	if p.cmd == nil || p.cmd.Process == nil {
+		return
+	}
+	select {
+	case <-p.exited:
+		return
+	default:
+	}
+	p.cmd.Process.Kill()
+	<-p.exited
+}
+
+func (p *proc) tail() string {
+	b, _ := os.ReadFile(p.log)
+	if len(b) > 8000 {
+		b = b[len(b)-8000:]
+	}
+	return string(b)
+}
+
+// checkLog fails on a panic in any run's log.
+func (p *proc) checkLog() {
+	for i := 1; i <= p.runs; i++ {
+		b, _ := os.ReadFile(filepath.Join(p.logDir, fmt.Sprintf("%s-%02d.log", p.name, i)))
+		if bytes.Contains(b, []byte("panic:")) || bytes.Contains(b, []byte("fatal error:")) {
+			p.t.Errorf("%s run %d panicked:\n%s", p.name, i, b)
+		}
+	}
+}
+
+func dialProc(t testing.TB, addr string) *terntest.Conn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", addr, procWait)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return terntest.NewConn(t, nc, packets.V5)
+}
+
+// startProcs starts the nodes together and waits until all are ready,
+// returning how long that took.
+func startProcs(t testing.TB, ps []*proc) time.Duration {
+	t.Helper()
+	t0 := time.Now()
+	for _, p := range ps {
+		p.start()
+	}
+	for _, p := range ps {
+		p.ready()
+	}
+	return time.Since(t0)
+}
+
+// collector reads a persistent subscriber's QoS 1 messages (payload: the
+// publisher's sequence number) and acknowledges them.
+type collector struct {
+	mu   sync.Mutex
+	got  map[int]int
+	cond *sync.Cond
+}
+
+func newCollector() *collector {
+	c := &collector{got: make(map[int]int)}
+	c.cond = sync.NewCond(&c.mu)
+	return c
+}
+
+// run reads from conn until it fails.
+func (c *collector) run(conn *terntest.Conn) {
+	for {
+		pk, err := conn.TryRecv(time.Hour)
+		if err != nil {
+			return
+		}
+		p, ok := pk.(*packets.Publish)
+		if !ok {
+			continue
+		}
+		seq, _ := strconv.Atoi(string(p.Payload))
+		c.mu.Lock()
+		c.got[seq]++
+		c.cond.Broadcast()
+		c.mu.Unlock()
+		b, _ := (&packets.Puback{PacketID: p.PacketID}).Encode(nil, packets.V5)
+		if _, err := conn.NetConn().Write(b); err != nil {
+			return
+		}
+	}
+}
+
+// missing returns the sequence numbers in want not received.
+func (c *collector) missing(want []int) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for _, s := range want {
+		if c.got[s] == 0 {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+// waitAll waits until every sequence number in want was received, or
+// procWait passes.
+func (c *collector) waitAll(t testing.TB, want []int) {
+	t.Helper()
+	deadline := time.Now().Add(procWait)
+	for {
+		m := c.missing(want)
+		if len(m) == 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d acknowledged messages never delivered, first %v", len(m), len(want), m[:min(len(m), 10)])
+		}
+		// Woken by each delivery; a timer breaks the wait for the deadline.
+		done := make(chan struct{})
+		go func() {
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+				c.cond.Broadcast()
+			}
+		}()
+		c.mu.Lock()
+		c.cond.Wait()
+		c.mu.Unlock()
+		close(done)
+	}
+}
+
+// Three `tern serve` processes form a cluster; a QoS 1 publisher on n1
+// and a persistent subscriber on n2 go on while n3 (a bystander) is
+// killed with SIGKILL and restarted, then while n2 (the subscriber's
+// node) is killed: the subscriber reconnects to n3 at once, and once n2
+// is restarted every message PUBACKed has been delivered (what n2 had
+// queued and what was parked for it is shipped to n3).
+func TestProcessKill(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts and kills tern serve processes; skipped with -short")
+	}
+	ternBinary(t)
+	ps := newProcs(t, 3)
+	formed := startProcs(t, ps)
+	t.Logf("3 nodes formed in %v", formed.Round(time.Millisecond))
+	// The admin API tells the cluster's view.
+	resp, err := http.Get("http://" + ps[0].admin + "/api/v1/cluster")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var view struct {
+		Clustered bool
+		Nodes     []struct{ ID, State string }
+		Detail    Status
+	}
+	json.NewDecoder(resp.Body).Decode(&view)
+	resp.Body.Close()
+	if !view.Clustered || len(view.Nodes) != 3 || view.Detail.State != "ready" || view.Detail.Node != "n1" {
+		t.Fatalf("/api/v1/cluster: %+v", view)
+	}
+	defer func() {
+		for _, p := range ps {
+			p.checkLog()
+		}
+	}()
+
+	subConnect := &packets.Connect{ClientID: "psub", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	sub := dialProc(t, ps[1].mqtt)
+	sub.Connect(subConnect)
+	subscribe(t, sub, "k/#", 1)
+	col := newCollector()
+	go col.run(sub)
+
+	const n = 900
+	var acked []int
+	pc := &publisher{t: t, addr: ps[0].mqtt, id: "ppub"}
+	publish := func(seq int) {
+		if pc.publish("k/x", seq) {
+			acked = append(acked, seq)
+		}
+	}
+	for seq := 1; seq <= n; seq++ {
+		switch seq {
+		case n / 3:
+			t0 := time.Now()
+			ps[2].kill()
+			ps[2].start()
+			ps[2].ready()
+			t.Logf("bystander n3 killed and back in %v", time.Since(t0).Round(time.Millisecond))
+		case 2 * n / 3:
+			// The subscriber's node dies; the subscriber reconnects to n3,
+			// where its session is not (its node is gone): it subscribes
+			// again.
+			ps[1].kill()
+			t0 := time.Now()
+			sub2 := connectRetry(t, ps[2].mqtt, subConnect)
+			subscribe(t, sub2, "k/#", 1)
+			go col.run(sub2)
+			t.Logf("subscriber back on n3 in %v", time.Since(t0).Round(time.Millisecond))
+		}
+		publish(seq)
+	}
+	t.Logf("%d of %d published messages acknowledged", len(acked), n)
+	// n2 restarts: what it had queued for the subscriber, and what was
+	// parked for it, goes to n3 now.
+	t0 := time.Now()
+	ps[1].start()
+	ps[1].ready()
+	t.Logf("subscriber's old node n2 back in %v", time.Since(t0).Round(time.Millisecond))
+	col.waitAll(t, acked)
+	t.Logf("every acknowledged message delivered %v after n2's restart", time.Since(t0).Round(time.Millisecond))
+	if len(acked) < n*9/10 {
+		t.Fatalf("only %d of %d acknowledged", len(acked), n)
+	}
+	// And the publisher can still reach it through the restarted node.
+	publish(n + 1)
+	col.waitAll(t, []int{n + 1})
+}
+
+// connectRetry connects until the node accepts the CONNECT: while a
+// JetStream leader is being elected after a node died, a CONNECT may be
+// refused with 0x88 for some seconds.
+func connectRetry(t testing.TB, addr string, pk *packets.Connect) *terntest.Conn {
+	t.Helper()
+	deadline := time.Now().Add(procWait)
+	for time.Now().Before(deadline) {
+		nc, err := net.DialTimeout("tcp", addr, time.Second)
+		if err != nil {
+			time.Sleep(50 * time.Millisecond) // not listening yet: no event to wait on
+			continue
+		}
+		c := terntest.NewConn(t, nc, packets.V5)
+		c.Send(pk)
+		if pk, err := c.TryRecv(10 * time.Second); err == nil {
+			if ack, ok := pk.(*packets.Connack); ok && ack.ReasonCode == 0 {
+				return c
+			}
+		}
+		c.Close()
+	}
+	t.Fatalf("no CONNECT accepted by %s in %v", addr, procWait)
+	return nil
+}
+
+// publisher publishes QoS 1 messages one at a time, as a client would:
+// after a lost connection it connects again and sends the message again.
+type publisher struct {
+	t    testing.TB
+	addr string
+	id   string
+	conn *terntest.Conn
+	nc   net.Conn
+}
+
+// publish sends the message with the sequence number seq until it is
+// PUBACKed (true) or procWait passes (false).
+func (p *publisher) publish(topic string, seq int) bool {
+	deadline := time.Now().Add(procWait)
+	for time.Now().Before(deadline) {
+		if p.conn == nil {
+			nc, err := net.DialTimeout("tcp", p.addr, time.Second)
+			if err != nil {
+				time.Sleep(50 * time.Millisecond) // the node is restarting: no event to wait on
+				continue
+			}
+			c := terntest.NewConn(p.t, nc, packets.V5)
+			nc.SetDeadline(time.Now().Add(procWait))
+			b, _ := (&packets.Connect{ProtocolVersion: packets.V5, ClientID: p.id, CleanStart: true, KeepAlive: 60}).Encode(nil, packets.V5)
+			nc.Write(b)
+			pk, err := c.TryRecv(procWait)
+			if ack, ok := pk.(*packets.Connack); err != nil || !ok || ack.ReasonCode != 0 {
+				nc.Close()
+				time.Sleep(50 * time.Millisecond)
+				continue
+			}
+			p.conn, p.nc = c, nc
+		}
+		b, _ := (&packets.Publish{Topic: topic, QoS: 1, PacketID: uint16(seq%60000 + 1), Payload: []byte(strconv.Itoa(seq))}).Encode(nil, packets.V5)
+		if _, err := p.nc.Write(b); err != nil {
+			p.nc.Close()
+			p.conn = nil
+			continue
+		}
+		for {
+			pk, err := p.conn.TryRecv(procWait)
+			if err != nil {
+				p.nc.Close()
+				p.conn = nil
+				break
+			}
+			if ack, ok := pk.(*packets.Puback); ok {
+				return ack.ReasonCode == 0
+			}
+		}
+	}
+	return false
+}
+
+// runBench runs `tern bench` with args and returns its summary.
+func runBench(t testing.TB, args ...string) string {
+	t.Helper()
+	cmd := exec.Command(ternBinary(t), append([]string{"bench", "--quiet"}, args...)...)
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("tern bench %v: %v\n%s", args, err, out)
+	}
+	return string(out)
+}
+
+// benchPubSub runs one `tern bench sub` on subAddr and `tern bench pub`
+// with pubs publishers on pubAddr, and returns the subscriber's summary.
+func benchPubSub(t testing.TB, pubAddr, subAddr string, qos byte, pubs int, extra ...string) string {
+	t.Helper()
+	port := func(a string) string { _, p, _ := net.SplitHostPort(a); return p }
+	topic := fmt.Sprintf("b%d", time.Now().UnixNano())
+	subDone := make(chan string, 1)
+	go func() {
+		subDone <- runBench(t, "sub", "-p", port(subAddr), "-c", "1", "-q", strconv.Itoa(int(qos)), "-t", topic,
+			"-d", "12s", "--client-prefix", topic+"s")
+	}()
+	time.Sleep(time.Second) // let the subscriber's SUBACK (and route) come first; bench sub has no ready signal
+	runBench(t, append([]string{"pub", "-p", port(pubAddr), "-c", strconv.Itoa(pubs), "-q", strconv.Itoa(int(qos)), "-t", topic,
+		"-d", "5s", "--client-prefix", topic + "p"}, extra...)...)
+	return <-subDone
+}
+
+// Measurements for BENCHMARKS.md: throughput and latency of publishes
+// across nodes against one node, takeover time. Run with
+// TERN_CLUSTER_BENCH=1 go test ./cluster -run TestClusterBench -v.
+func TestClusterBench(t *testing.T) {
+	if os.Getenv("TERN_CLUSTER_BENCH") != "1" {
+		t.Skip("set TERN_CLUSTER_BENCH=1 to measure the cluster (about 2 minutes)")
+	}
+	ternBinary(t)
+	// The single-node baseline: a `tern serve` without cluster.
+	single := newProcs(t, 1)[0]
+	single.runs++
+	single.log = filepath.Join(single.logDir, "single.log")
+	f, _ := os.Create(single.log)
+	single.cmd = exec.Command(ternBinary(t), "serve", "--listen", single.mqtt, "--admin-listen", single.admin,
+		"--data-dir", single.dataDir, "--sys-interval", "0", "--durability", "off")
+	single.cmd.Stdout, single.cmd.Stderr = f, f
+	if err := single.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	single.exited = make(chan struct{})
+	go func() { single.cmd.Wait(); close(single.exited) }()
+	single.ready()
+	for _, q := range []int{0, 1} {
+		t.Logf("single node, QoS %d, 4 publishers -> 1 subscriber:\n%s", q, benchPubSub(t, single.mqtt, single.mqtt, byte(q), 4))
+	}
+	t.Logf("single node, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, single.mqtt, single.mqtt, 0, 4, "--rate", "10000"))
+	single.kill()
+
+	ps := newProcs(t, 3)
+	for _, p := range ps {
+		p.extra = []string{"--durability", "off"} // as the single node
+	}
+	formed := startProcs(t, ps)
+	t.Logf("3 nodes formed in %v", formed.Round(time.Millisecond))
+	for _, q := range []int{0, 1} {
+		t.Logf("cluster, same node, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[0].mqtt, byte(q), 4))
+		t.Logf("cluster, across nodes, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[1].mqtt, byte(q), 4))
+	}
+	t.Logf("cluster, across nodes, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, ps[0].mqtt, ps[1].mqtt, 0, 4, "--rate", "10000"))
+
+	// Pauses: QoS 1 one at a time from n1 to a subscriber on n2 while n3
+	// is stopped with SIGTERM (a rolling restart), then killed with
+	// SIGKILL: the longest wait for a PUBACK.
+	sub := dialProc(t, ps[1].mqtt)
+	sub.MustConnect("gap-sub")
+	subscribe(t, sub, "gap/#", 1)
+	col := newCollector()
+	go col.run(sub)
+	for _, how := range []string{"SIGTERM", "SIGKILL"} {
+		pc := &publisher{t: t, addr: ps[0].mqtt, id: "gap-pub-" + how}
+		var longest time.Duration
+		stop := time.Now().Add(4 * time.Second)
+		killed := false
+		for seq := 0; time.Now().Before(stop); seq++ {
+			if !killed && time.Until(stop) < 3*time.Second {
+				killed = true
+				go func() {
+					if how == "SIGTERM" {
+						ps[2].cmd.Process.Signal(syscall.SIGTERM)
+					} else {
+						ps[2].kill()
+					}
+				}()
+			}
+			t0 := time.Now()
+			if !pc.publish("gap/x", seq) {
+				t.Fatalf("%s: message %d not acknowledged", how, seq)
+			}
+			longest = max(longest, time.Since(t0))
+		}
+		<-ps[2].exited
+		t.Logf("n3 stopped with %s: longest PUBACK wait between n1 and n2 %v", how, longest.Round(100*time.Microsecond))
+		ps[2].start()
+		ps[2].ready()
+	}
+
+	// Takeover: a persistent session moves between n1 and n2, 200 times.
+	connect := &packets.Connect{ClientID: "bench-mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	var times []time.Duration
+	var prev *terntest.Conn
+	for i := range 200 {
+		c := dialProc(t, ps[i%2].mqtt)
+		t0 := time.Now()
+		ack := c.Connect(connect)
+		times = append(times, time.Since(t0))
+		if i > 0 && !ack.SessionPresent {
+			t.Fatalf("takeover %d: no session present", i)
+		}
+		if i == 0 {
+			subscribe(t, c, "bench/mover/#", 1)
+		}
+		if prev != nil {
+			prev.Close()
+		}
+		prev = c
+	}
+	slices.Sort(times)
+	t.Logf("takeover CONNACK over 200 moves between two live nodes: p50 %v, p99 %v, max %v",
+		times[len(times)/2].Round(10*time.Microsecond), times[len(times)*99/100].Round(10*time.Microsecond), times[len(times)-1].Round(10*time.Microsecond))
+}
+
+// The HAProxy example (deploy/haproxy/haproxy.cfg) in front of three
+// nodes: clients connect through it with the PROXY protocol, a client
+// identifier sticks to one node, messages cross nodes, and a node that
+// drains (0x9C with a Server Reference) leaves the rotation: its clients
+// come back through HAProxy on another node.
+func TestHAProxy(t *testing.T) {
+	if testing.Short() {
+		t.Skip("starts tern serve processes and HAProxy; skipped with -short")
+	}
+	haproxy, err := exec.LookPath("haproxy")
+	if err != nil {
+		t.Skip("haproxy is not installed (apt-get install haproxy): the load balancer example is not tested")
+	}
+	ternBinary(t)
+	ps := newProcs(t, 3)
+	lb := freeAddrs(t, 1)[0]
+	cfg, err := os.ReadFile("../deploy/haproxy/haproxy.cfg")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := strings.Replace(string(cfg), "bind :1883", "bind "+lb, 1)
+	text = strings.Replace(text, "maxconn 200000", "maxconn 1000", 1)
+	var servers []string
+	for i, p := range ps {
+		_, aport, _ := net.SplitHostPort(p.admin)
+		servers = append(servers, fmt.Sprintf("    server tern-%d %s check port %s", i+1, p.mqtt, aport))
+		// The MQTT listener takes PROXY headers from HAProxy only.
+		yml := filepath.Join(p.logDir, "tern.yaml")
+		os.WriteFile(yml, []byte(fmt.Sprintf("listeners:\n  tcp:\n    - address: %s\n      proxy_protocol: true\n      proxy_trusted: [127.0.0.1]\n", p.mqtt)), 0o600)
+		p.extra, p.yamlListen = []string{"-c", yml}, true
+	}
+	var lines []string
+	for _, l := range strings.Split(text, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "server tern-") {
+			lines = append(lines, l)
+		}
+	}
+	text = strings.Join(lines, "\n") + strings.Join(servers, "\n") + "\n"
+	cfgFile := filepath.Join(t.TempDir(), "haproxy.cfg")
+	os.WriteFile(cfgFile, []byte(text), 0o600)
+	if out, err := exec.Command(haproxy, "-c", "-f", cfgFile).CombinedOutput(); err != nil {
+		t.Fatalf("haproxy -c: %v\n%s", err, out)
+	}
+	startProcs(t, ps)
+	hp := exec.Command(haproxy, "-db", "-f", cfgFile)
+	var hlog bytes.Buffer
+	hp.Stdout, hp.Stderr = &hlog, &hlog
+	if err := hp.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		hp.Process.Kill()
+		hp.Wait()
+		if t.Failed() {
+			t.Logf("haproxy:\n%s", hlog.String())
+		}
+	})
+
+	// nodeOf returns the node a client is connected to, by the admin API.
+	nodeOf := func(id string) int {
+		for i, p := range ps {
+			resp, err := http.Get("http://" + p.admin + "/api/v1/clients/" + id)
+			if err == nil {
+				resp.Body.Close()
+				if resp.StatusCode == 200 {
+					return i
+				}
+			}
+		}
+		return -1
+	}
+	sub := connectRetry(t, lb, &packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-sub", KeepAlive: 60,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	subscribe(t, sub, "lb/#", 1)
+	pub := connectRetry(t, lb, &packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-pub", CleanStart: true, KeepAlive: 60})
+	at, pubAt := nodeOf("lb-sub"), nodeOf("lb-pub")
+	if at < 0 || pubAt < 0 {
+		t.Fatal("clients not found on any node")
+	}
+	pub.Send(&packets.Publish{Topic: "lb/1", QoS: 1, PacketID: 1, Payload: []byte("via haproxy")})
+	pub.Recv()
+	if p := recvPublish(t, sub); string(p.Payload) != "via haproxy" {
+		t.Fatalf("got %q", p.Payload)
+	}
+
+	// The subscriber's node drains: 0x9C with a Server Reference, /readyz
+	// 503, and the client comes back through HAProxy on another node with
+	// its session.
+	resp, err := http.Post("http://"+ps[at].admin+"/api/v1/cluster/drain", "application/json", strings.NewReader("{}"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("drain: %s %s", resp.Status, body)
+	}
+	t.Logf("drained n%d: %s", at+1, body)
+	got := sub.ExpectClosed()
+	if d, ok := got[len(got)-1].(*packets.Disconnect); !ok || d.ReasonCode != packets.UseAnotherServer || d.Properties.ServerReference == "" {
+		t.Fatalf("drain sent %+v", got)
+	}
+	var sub2 *terntest.Conn
+	deadline := time.Now().Add(procWait)
+	for sub2 == nil && time.Now().Before(deadline) {
+		c := dialProc(t, lb)
+		c.Send(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-sub", KeepAlive: 60,
+			Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+		if pk, err := c.TryRecv(5 * time.Second); err == nil {
+			if ack, ok := pk.(*packets.Connack); ok && ack.ReasonCode == 0 {
+				if !ack.SessionPresent {
+					t.Fatal("session not present after the move")
+				}
+				sub2 = c
+				break
+			}
+		}
+		c.Close()
+		time.Sleep(200 * time.Millisecond) // HAProxy notices /readyz within its check interval: no event here
+	}
+	if sub2 == nil {
+		t.Fatal("the drained node's client never came back through HAProxy")
+	}
+	if now := nodeOf("lb-sub"); now == at || now < 0 {
+		t.Fatalf("client on node %d after draining node %d", now, at)
+	}
+	if pubAt == at { // drained too
+		pub = connectRetry(t, lb, &packets.Connect{ProtocolVersion: packets.V5, ClientID: "lb-pub", CleanStart: true, KeepAlive: 60})
+	}
+	pub.Send(&packets.Publish{Topic: "lb/2", QoS: 1, PacketID: 2, Payload: []byte("after drain")})
+	pub.Recv()
+	if p := recvPublish(t, sub2); string(p.Payload) != "after drain" {
+		t.Fatalf("got %q", p.Payload)
+	}
+}

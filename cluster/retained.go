@@ -1,0 +1,87 @@
+package cluster
+
+import (
+	"context"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/storage"
+)
+
+// retainer replicates retained messages through tern_retained: a change
+// published here is written there (the publisher's acknowledgement waits
+// for it), and every node applies the bucket's changes to its own index.
+// A deletion is written as a message with an empty payload, so that the
+// watcher needs no key to topic mapping.
+type retainer struct {
+	c     *Cluster
+	watch jetstream.KeyWatcher
+}
+
+// start loads the retained messages and follows the bucket.
+func (r *retainer) start(ctx context.Context) error {
+	if r.watch != nil {
+		return nil
+	}
+	w, err := r.c.kvRet.WatchAll(r.c.ctx)
+	if err != nil {
+		return err
+	}
+	n := 0
+	for e := range w.Updates() {
+		if e == nil {
+			break
+		}
+		r.apply(e)
+		n++
+	}
+	r.watch = w
+	r.c.goTracked(func() {
+		for e := range w.Updates() {
+			if e != nil {
+				r.apply(e)
+			}
+		}
+	})
+	if n > 0 {
+		r.c.log.Info("retained messages loaded from the cluster", "count", n)
+	}
+	return nil
+}
+
+func (r *retainer) apply(e jetstream.KeyValueEntry) {
+	if e.Operation() != jetstream.KeyValuePut {
+		return
+	}
+	var rec storage.Message
+	if err := storage.DecodeMessage(e.Value(), &rec); err != nil {
+		r.c.log.Warn("retained message from the cluster refused", "key", e.Key(), "err", err)
+		return
+	}
+	r.c.srv.SetRetained(tern.MessageFromRecord(&rec))
+}
+
+// OnRetained implements tern.RetainObserver.
+func (c *Cluster) OnRetained(m *tern.Message, ack *tern.Ack) {
+	if !c.ready.Load() {
+		return
+	}
+	rec := m.Record()
+	fut, err := c.js.PublishAsync("$KV.tern_retained."+retainedKey(m.Topic), storage.AppendMessage(nil, rec))
+	if err != nil {
+		c.log.Warn("retained message not replicated", "topic", m.Topic, "err", err)
+		return
+	}
+	if ack == nil {
+		return
+	}
+	ack.Hold()
+	go func() {
+		select {
+		case <-fut.Ok():
+			ack.Release(nil)
+		case err := <-fut.Err():
+			ack.Release(err)
+		}
+	}()
+}

@@ -1,0 +1,255 @@
+package cluster
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"errors"
+	"strings"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/storage"
+)
+
+// wireVersion starts every message between nodes.
+const wireVersion = 1
+
+var errCorrupt = errors.New("cluster: corrupt message from another node")
+
+// encodeForward encodes a message routed to another node and what it is
+// for: the delivery's header, then the message in the storage codec.
+func encodeForward(m *tern.Message, d tern.Delivery) []byte {
+	b := make([]byte, 0, 64+len(m.Topic)+len(m.Payload))
+	f := d.QoS & 3
+	if d.Retain {
+		f |= 4
+	}
+	b = append(b, wireVersion, f)
+	b = appendStr(b, d.ClientID)
+	b = appendStr(b, d.Group)
+	b = appendStr(b, d.Filter)
+	switch {
+	case len(d.SubIDs) > 0:
+		b = binary.AppendUvarint(b, uint64(len(d.SubIDs)))
+		for _, id := range d.SubIDs {
+			b = binary.AppendUvarint(b, uint64(id))
+		}
+	case d.SubID != 0:
+		b = append(b, 1)
+		b = binary.AppendUvarint(b, uint64(d.SubID))
+	default:
+		b = append(b, 0)
+	}
+	return storage.AppendMessage(b, m.Record())
+}
+
+// decodeForward decodes what encodeForward made.
+func decodeForward(b []byte) (*tern.Message, tern.Delivery, error) {
+	var d tern.Delivery
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return nil, d, errors.New("cluster: message from a node of another wire version")
+	}
+	f := r.byte()
+	d.QoS, d.Retain = f&3, f&4 != 0
+	d.ClientID, d.Group, d.Filter = r.str(), r.str(), r.str()
+	n := r.uvarint()
+	if n > 1<<16 {
+		return nil, d, errCorrupt
+	}
+	for range n {
+		d.SubIDs = append(d.SubIDs, uint32(r.uvarint()))
+	}
+	if len(d.SubIDs) == 1 {
+		d.SubID, d.SubIDs = d.SubIDs[0], nil
+	}
+	if r.err {
+		return nil, d, errCorrupt
+	}
+	var rec storage.Message
+	if err := storage.DecodeMessage(r.b, &rec); err != nil {
+		return nil, d, err
+	}
+	return tern.MessageFromRecord(&rec), d, nil
+}
+
+func appendStr(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// reader reads what appendStr and binary.AppendUvarint wrote; err is set
+// on a short or bad input.
+type reader struct {
+	b   []byte
+	err bool
+}
+
+func (r *reader) byte() byte {
+	if len(r.b) == 0 {
+		r.err = true
+		return 0
+	}
+	c := r.b[0]
+	r.b = r.b[1:]
+	return c
+}
+
+func (r *reader) uvarint() uint64 {
+	v, n := binary.Uvarint(r.b)
+	if n <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
+func (r *reader) str() string {
+	n := r.uvarint()
+	if r.err || n > uint64(len(r.b)) {
+		r.err = true
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
+
+func (r *reader) bytes() []byte {
+	n := r.uvarint()
+	if r.err || n > uint64(len(r.b)) {
+		r.err = true
+		return nil
+	}
+	s := r.b[:n:n]
+	r.b = r.b[n:]
+	return s
+}
+
+// hashKey returns a KV key token for strings of any content.
+func hashKey(parts ...string) string {
+	h := sha256.New()
+	for _, p := range parts {
+		h.Write([]byte(p))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil)[:16])
+}
+
+// retainedKey maps a topic to a KV key: levels become tokens; bytes other
+// than letters, digits, - and _ are written =XX, and an empty level =__.
+func retainedKey(topic string) string {
+	var sb strings.Builder
+	for i, level := range strings.Split(topic, "/") {
+		if i > 0 {
+			sb.WriteByte('.')
+		}
+		if level == "" {
+			sb.WriteString("=__")
+			continue
+		}
+		for j := 0; j < len(level); j++ {
+			c := level[j]
+			if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' {
+				sb.WriteByte(c)
+			} else {
+				const hexd = "0123456789ABCDEF"
+				sb.WriteByte('=')
+				sb.WriteByte(hexd[c>>4])
+				sb.WriteByte(hexd[c&15])
+			}
+		}
+	}
+	return sb.String()
+}
+
+// encodeSession encodes a session on its way to another node.
+func encodeSession(st *tern.SessionState) []byte {
+	b := []byte{wireVersion}
+	b = appendStr(b, st.Session.ClientID)
+	b = appendBytes(b, storage.AppendSession(nil, &st.Session))
+	b = binary.AppendUvarint(b, uint64(len(st.Subscriptions)))
+	for i := range st.Subscriptions {
+		sub := &st.Subscriptions[i]
+		b = appendStr(b, sub.Group)
+		b = appendStr(b, sub.Filter)
+		b = appendBytes(b, storage.AppendSubscription(nil, sub))
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.Messages)))
+	for i := range st.Messages {
+		b = binary.AppendUvarint(b, st.Messages[i].ID)
+		b = appendBytes(b, storage.AppendMessage(nil, &st.Messages[i]))
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.Deliveries)))
+	for i := range st.Deliveries {
+		b = binary.AppendUvarint(b, st.Deliveries[i].Seq)
+		b = appendBytes(b, storage.AppendDelivery(nil, &st.Deliveries[i]))
+	}
+	b = binary.AppendUvarint(b, uint64(len(st.Inbound)))
+	for _, id := range st.Inbound {
+		b = binary.AppendUvarint(b, uint64(id))
+	}
+	return b
+}
+
+func appendBytes(b, v []byte) []byte {
+	b = binary.AppendUvarint(b, uint64(len(v)))
+	return append(b, v...)
+}
+
+// decodeSession decodes what encodeSession made.
+func decodeSession(b []byte) (*tern.SessionState, error) {
+	r := reader{b: b}
+	if r.byte() != wireVersion {
+		return nil, errors.New("cluster: session from a node of another wire version")
+	}
+	st := new(tern.SessionState)
+	id := r.str()
+	if err := storage.DecodeSession(r.bytes(), &st.Session); err != nil {
+		return nil, err
+	}
+	st.Session.ClientID = id
+	count := func() int {
+		n := r.uvarint()
+		if n > uint64(len(r.b)) {
+			r.err = true
+			return 0
+		}
+		return int(n)
+	}
+	for range count() {
+		var s storage.Subscription
+		group, filter := r.str(), r.str()
+		if err := storage.DecodeSubscription(r.bytes(), &s); err != nil {
+			return nil, err
+		}
+		s.ClientID, s.Group, s.Filter = st.Session.ClientID, group, filter
+		st.Subscriptions = append(st.Subscriptions, s)
+	}
+	for range count() {
+		id := r.uvarint()
+		var m storage.Message
+		if err := storage.DecodeMessage(r.bytes(), &m); err != nil {
+			return nil, err
+		}
+		m.ID = id
+		st.Messages = append(st.Messages, m)
+	}
+	for range count() {
+		seq := r.uvarint()
+		var d storage.Delivery
+		if err := storage.DecodeDelivery(r.bytes(), &d); err != nil {
+			return nil, err
+		}
+		d.ClientID, d.Seq = st.Session.ClientID, seq
+		st.Deliveries = append(st.Deliveries, d)
+	}
+	for range count() {
+		st.Inbound = append(st.Inbound, uint16(r.uvarint()))
+	}
+	if r.err {
+		return nil, errCorrupt
+	}
+	return st, nil
+}

@@ -1,0 +1,146 @@
+package main
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/ternmq/tern/admin"
+	"github.com/ternmq/tern/cluster"
+	"github.com/ternmq/tern/internal/config"
+)
+
+// setupCluster joins the broker to its cluster when cluster.listen is
+// set: the node is a hook of the server, its status and drain are on the
+// admin API, /readyz waits for it and /metrics counts its traffic.
+func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
+	cc := cfg.Cluster
+	if !cc.Enabled() {
+		return nil
+	}
+	opts := cluster.Options{Name: cc.Name, Node: cc.Node, Listen: cc.Listen, Advertise: cc.Advertise, Peers: cc.Peers,
+		DataDir: cc.DataDir, Replicas: cc.Replicas, MQTTAdvertise: cc.MQTTAdvertise, LeaseTTL: time.Duration(cc.LeaseTTL),
+		ForwardTimeout: time.Duration(cc.ForwardTimeout), DrainTime: time.Duration(cc.DrainTime), User: cc.User, Logger: log}
+	if opts.Node == "" {
+		opts.Node = nodeName(b.srv.NodeID())
+	}
+	if opts.DataDir == "" {
+		opts.DataDir = filepath.Join(cfg.Persistence.DataDir, "cluster")
+	}
+	if cc.PasswordFile != "" {
+		pw, err := os.ReadFile(cc.PasswordFile)
+		if err != nil {
+			return fmt.Errorf("cluster.password_file: %w", err)
+		}
+		opts.Password = strings.TrimSpace(string(pw))
+	}
+	if cc.CertFile != "" {
+		cert, err := tls.LoadX509KeyPair(cc.CertFile, cc.KeyFile)
+		if err != nil {
+			return fmt.Errorf("cluster.cert_file: %w", err)
+		}
+		tc := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
+		if cc.ClientCAFile != "" {
+			pem, err := os.ReadFile(cc.ClientCAFile)
+			if err != nil {
+				return fmt.Errorf("cluster.ca_file: %w", err)
+			}
+			pool := x509.NewCertPool()
+			if !pool.AppendCertsFromPEM(pem) {
+				return fmt.Errorf("cluster.ca_file: no PEM certificate in %s", cc.ClientCAFile)
+			}
+			tc.RootCAs, tc.ClientCAs, tc.ClientAuth = pool, pool, tls.RequireAndVerifyClientCert
+		}
+		opts.TLS = tc
+	}
+	cl, err := cluster.New(b.srv, opts)
+	if err != nil {
+		return err
+	}
+	if err := b.srv.AddHook(cl); err != nil {
+		return err
+	}
+	b.adm.Handle("POST /api/v1/cluster/drain", cl.Handler())
+	b.adm.SetClusterView(func() admin.Cluster {
+		st := cl.Status()
+		out := admin.Cluster{Clustered: true, Detail: st}
+		for _, n := range st.Nodes {
+			state := "running"
+			switch {
+			case n.Self:
+				state = st.State
+			case !n.Alive:
+				state = "gone"
+			}
+			out.Nodes = append(out.Nodes, admin.Node{ID: n.Name, Self: n.Self, State: state, Version: n.Version})
+		}
+		return out
+	})
+	b.adm.AddReadyCheck(admin.ReadyCheck{Check: func() (string, error) {
+		if cl.Ready() {
+			return "", nil
+		}
+		st := cl.Status().State
+		return "cluster_" + st, errors.New("cluster node " + st)
+	}})
+	b.adm.Registry().MustRegister(clusterCollectors(cl)...)
+	b.cluster = cl
+	log.Info("clustering", "cluster", opts.Name, "node", opts.Node, "listen", opts.Listen, "peers", len(opts.Peers))
+	return nil
+}
+
+// nodeName turns a host name into a node name: letters, digits, - and _.
+func nodeName(s string) string {
+	b := []byte(s)
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			b[i] = '-'
+		}
+	}
+	if len(b) > 128 {
+		b = b[:128]
+	}
+	return string(b)
+}
+
+// clusterCollectors are the tern_cluster_* metrics.
+func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
+	counter := func(name, help string, v func(c cluster.Counters) uint64) prometheus.Collector {
+		return prometheus.NewCounterFunc(prometheus.CounterOpts{Name: "tern_cluster_" + name, Help: help},
+			func() float64 { return float64(v(cl.Status().Forward)) })
+	}
+	return []prometheus.Collector{
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_cluster_nodes", Help: "Nodes holding a lease, this one included."},
+			func() float64 {
+				n := 0
+				for _, nd := range cl.Status().Nodes {
+					if nd.Alive {
+						n++
+					}
+				}
+				return float64(n)
+			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_cluster_routes", Help: "Routes of other nodes in this node's index."},
+			func() float64 { return float64(cl.Status().RemoteRoutes) }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_cluster_fenced", Help: "1 while this node is fenced (lease lost)."},
+			func() float64 {
+				if cl.Fenced() {
+					return 1
+				}
+				return 0
+			}),
+		counter("forward_sent_total", "Messages sent to other nodes.", func(c cluster.Counters) uint64 { return c.Sent }),
+		counter("forward_acked_total", "QoS 1/2 messages other nodes acknowledged.", func(c cluster.Counters) uint64 { return c.Acked }),
+		counter("forward_timeouts_total", "QoS 1/2 messages not acknowledged within forward_timeout.", func(c cluster.Counters) uint64 { return c.Timeouts }),
+		counter("forward_parked_total", "QoS 1/2 messages parked for a node that was gone.", func(c cluster.Counters) uint64 { return c.Parked }),
+		counter("forward_received_total", "Messages received from other nodes.", func(c cluster.Counters) uint64 { return c.Received }),
+		counter("takeovers_total", "Sessions taken over from another node.", func(c cluster.Counters) uint64 { return c.Takeovers }),
+	}
+}
