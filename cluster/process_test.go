@@ -726,7 +726,14 @@ func TestHAProxy(t *testing.T) {
 	}
 	pub.Send(&packets.Publish{Topic: "lb/2", QoS: 1, PacketID: 2, Payload: []byte("after drain")})
 	pub.Recv()
-	if p := recvPublish(t, sub2); string(p.Payload) != "after drain" {
-		t.Fatalf("got %q", p.Payload)
+	p := recvPublish(t, sub2)
+	if p.Dup && string(p.Payload) == "via haproxy" {
+		// The drain may end the connection before its PUBACK was read:
+		// the first message is still in flight and comes again with DUP
+		// (at least once [MQTT-4.4.0-1]).
+		p = recvPublish(t, sub2)
+	}
+	if string(p.Payload) != "after drain" {
+		t.Fatalf("got %q (dup %v)", p.Payload, p.Dup)
 	}
 }
