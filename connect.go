@@ -381,6 +381,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	if present {
 		c.resendLocked()
 	}
+	if ss.pg.active() {
+		c.kickLocked() // paged deliveries wait to be read back
+	}
 	ss.mu.Unlock()
 
 	s.stats.connected()

@@ -249,6 +249,10 @@ func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
 	s := ss.srv
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	// Read first: the lock is released meanwhile, and deliveries that
+	// come then go to moved.
+	ss.moved = moved
+	paged, pagedIDs := s.takePagedLocked(ss)
 	st := &SessionState{Session: storage.Session{ClientID: ss.id, Expiry: ss.expiry}}
 	if c := ss.identity; c != nil {
 		st.Session.Username, st.Session.Version = c.username, c.version
@@ -281,6 +285,19 @@ func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
 		ss.unaccountLocked(&d)
 		ss.finishLocked(&d)
 	}
+	// Paged deliveries, read back from the store, go after those in
+	// memory: they are newer.
+	msgs := make(map[*storage.Message]*Message)
+	for i := range paged {
+		r := paged[i].Message
+		m := msgs[r]
+		if m == nil {
+			m = MessageFromRecord(r)
+			msgs[r] = m
+		}
+		d := queuedDelivery(&paged[i].Delivery, m)
+		add(&d, 0, false)
+	}
 	ss.streams = 0
 	for id := range ss.inQoS2 {
 		st.Inbound = append(st.Inbound, id)
@@ -296,6 +313,7 @@ func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
 		ss.stored = false
 		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
 	}
+	s.persist.unrefPaged(pagedIDs)
 	return st
 }
 

@@ -3,6 +3,7 @@ package tern
 import (
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
@@ -55,6 +56,11 @@ type persister struct {
 	holdsEnd chan struct{} // closed when holds falls to 0 while gate is set
 	running  bool
 	nextID   uint64 // next message id
+	// refs counts the stored references of messages that a paged delivery
+	// refers to, by id: such a delivery holds no *Message, and a Message
+	// read back for it may be a copy, so the count cannot live in one
+	// Message (see mapLocked).
+	refs map[uint64]msgRef
 	idle     *sync.Cond
 	failed   bool // a commit failed: logged once
 
@@ -253,6 +259,16 @@ func (p *persister) drain() {
 // refLocked records one more stored reference to m, storing the message on
 // the first.
 func (p *persister) refLocked(b storage.Batch, m *Message) {
+	if m.mapped {
+		r := p.refs[m.id]
+		if r.n == 0 {
+			b.PutMessage(m.record())
+			r.live = weak.Make(m)
+		}
+		r.n++
+		p.refs[m.id] = r
+		return
+	}
 	if m.refs == 0 {
 		if m.id == 0 {
 			m.id = p.nextID
@@ -267,10 +283,73 @@ func (p *persister) refLocked(b storage.Batch, m *Message) {
 // unrefLocked drops a stored reference to m, deleting the message with the
 // last.
 func (p *persister) unrefLocked(b storage.Batch, m *Message) {
+	if m.mapped {
+		p.unrefIDLocked(b, m.id)
+		return
+	}
 	m.refs--
 	if m.refs == 0 {
 		b.DeleteMessage(m.id)
 	}
+}
+
+// msgRef is the count of a mapped message's stored references, and a
+// Message of that id still in memory, if any, for reading back.
+type msgRef struct {
+	n    int32
+	live weak.Pointer[Message]
+}
+
+// unrefIDLocked drops a stored reference to the mapped message id.
+func (p *persister) unrefIDLocked(b storage.Batch, id uint64) {
+	switch r := p.refs[id]; {
+	case r.n > 1:
+		r.n--
+		p.refs[id] = r
+	case r.n == 1:
+		delete(p.refs, id)
+		b.DeleteMessage(id)
+	}
+}
+
+// liveMessage returns the Message of a paged delivery read back: one
+// still in memory with that id (so that its bytes count once), or else
+// a copy made from r, which later reads find in turn.
+func (p *persister) liveMessage(r *storage.Message) *Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ref, ok := p.refs[r.ID]
+	if m := ref.live.Value(); m != nil {
+		return m
+	}
+	m := MessageFromRecord(r)
+	m.id = r.ID
+	m.mapped = true
+	m.stored.Store(true)
+	if ok {
+		ref.live = weak.Make(m)
+		p.refs[r.ID] = ref
+	}
+	return m
+}
+
+// mapLocked moves the count of m's stored references, which must have
+// been stored, into p.refs, where the references of its paged deliveries
+// are counted: from now on every Message of that id (the original and
+// those read back from the store) counts there.
+func (p *persister) mapLocked(m *Message) {
+	if m.mapped {
+		return
+	}
+	if p.refs == nil {
+		p.refs = make(map[uint64]msgRef)
+	}
+	r := p.refs[m.id]
+	r.n += m.refs
+	r.live = weak.Make(m)
+	p.refs[m.id] = r
+	m.refs = 0
+	m.mapped = true
 }
 
 // touched reports whether m went to the store, without the persister's
@@ -336,6 +415,7 @@ func (ss *session) storeQueuedLocked(d *delivery) {
 	}
 	ss.pseq++
 	d.pseq = ss.pseq
+	ss.holdStoredLocked(d.pseq)
 	p := ss.srv.persist
 	p.mu.Lock()
 	b := p.batchLocked()

@@ -35,6 +35,7 @@ type session struct {
 	streams  int                 // retained streams in the queue
 	expiry   uint32              // session expiry interval, seconds
 	pseq     uint64              // last storage key given to a delivery
+	pg       pagedQueue          // the part of the queue that lives only in the store (paging.go)
 	stored   bool                // a session record is in the store
 	ended    bool
 	bridge   bool                        // the local session of a bridge (see KindBridge)
@@ -111,7 +112,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	cfg := s.cfg
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.ended {
+	if ss.ended || ss.pg.ending {
 		if ss.moved != nil {
 			return dropMoved, d.msg // not a drop: the caller forwards it
 		}
@@ -132,6 +133,9 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		ss.qos0Full.Store(true) // until the writer drains: see Client.outDrainedLocked
 	case ss.queuedLocked() >= maxMsgs || ss.qBytes+size > maxBytes:
 		why = DropQueueFull
+	case ss.pageableLocked(&d) && ss.shouldPageLocked(&d):
+		ss.pageOutLocked(&d) // in the store only: nothing held in memory
+		return "", nil
 	case s.mem.full(d.msg):
 		why = DropMemoryFull
 	default:
@@ -149,6 +153,9 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		return why, d.msg
 	}
 	*charge += ss.pushLocked(d)
+	if victim.msg == nil {
+		return "", nil // a paged delivery made room: counted already
+	}
 	return why, victim.msg
 }
 
@@ -166,6 +173,12 @@ func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
 	victim, ok := ss.q.removeOldestQoS0()
 	if !ok && d.qos > 0 && oldest {
 		victim, ok = ss.q.removeOldest()
+		if !ok && ss.skipPagedLocked() {
+			// The oldest is paged: counted now, reported to hooks when
+			// it is read back.
+			ss.srv.countDrop(ss, DropQueueFull)
+			return delivery{}, true
+		}
 	}
 	if !ok {
 		return delivery{}, false
@@ -179,6 +192,10 @@ func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
 // is persistent and counted towards the session's limits, and returns what
 // it costs in memory (see memBudget.hold).
 func (ss *session) pushLocked(d delivery) int64 {
+	if ss.pageableLocked(&d) && ss.shouldPageLocked(&d) {
+		ss.pageOutLocked(&d)
+		return 0
+	}
 	ss.storeQueuedLocked(&d)
 	ss.q.push(d)
 	ss.accountLocked(&d)
@@ -290,6 +307,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		ss.mu.Unlock()
 		return func() {}
 	}
+	paged, pagedIDs := s.takePagedLocked(ss) // releases ss.mu for a while
 	ss.ended = true
 	if ss.expiryTimer != nil {
 		ss.expiryTimer.Stop()
@@ -318,6 +336,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		ss.stored = false
 		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
 	}
+	s.persist.unrefPaged(pagedIDs) // their deliveries went with the session
 	ss.mu.Unlock()
 
 	s.sessions.remove(ss)
@@ -338,6 +357,9 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 			if d.msg != nil && d.qos > 0 {
 				s.dropped(ss, d.msg, DropSessionEnded)
 			}
+		}
+		for i := range paged {
+			s.dropped(ss, MessageFromRecord(paged[i].Message), DropSessionEnded)
 		}
 		for _, h := range s.hooks.sessions {
 			h.OnSessionEnded(ss.id)
