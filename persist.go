@@ -60,9 +60,9 @@ type persister struct {
 	// refers to, by id: such a delivery holds no *Message, and a Message
 	// read back for it may be a copy, so the count cannot live in one
 	// Message (see mapLocked).
-	refs map[uint64]msgRef
-	idle     *sync.Cond
-	failed   bool // a commit failed: logged once
+	refs   map[uint64]msgRef
+	idle   *sync.Cond
+	failed bool // a commit failed: logged once
 
 	sh storeHealth
 }

@@ -16,7 +16,7 @@ type restorer struct {
 	messages map[uint64]*Message
 	sessions map[string]*session
 	version  map[string]byte
-	offline  map[string]int64 // when each session went offline, unix ns; 0 = cut off by a crash
+	offline  map[string]int64  // when each session went offline, unix ns; 0 = cut off by a crash
 	mapping  map[*Message]bool // those in toMap
 	maxID    uint64
 	skipped  int                   // records that refer to something missing
