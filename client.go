@@ -65,7 +65,7 @@ type Client struct {
 	closing      bool // write what is in out, then close
 	needSync     bool // out holds packets that may go only once the store has committed
 	wantPage     bool // the writer is to read a page of the session's queue back from the store
-	pageStalled  bool // reading back failed in this run of the writer: not again until it is woken
+	pageStalled  bool // reading back made no progress: not again until the writer is kicked
 	aliasesOut   map[string]uint16
 	resend       []uint16        // inflight ids of a resumed session still to be sent again, oldest first
 	outWake      chan struct{}   // closed when the output drains: the reader waits on it
@@ -177,8 +177,10 @@ var (
 	errUnexpectedPack = &packets.Error{Code: packets.ProtocolError, Msg: "unexpected packet type"}
 )
 
-// kickLocked starts the writer if it is not running.
+// kickLocked starts the writer if it is not running, and lets it read
+// paged deliveries back again.
 func (c *Client) kickLocked() {
+	c.pageStalled = false
 	if !c.flushing && !c.closed.Load() {
 		c.flushing = true
 		c.srv.goTracked(c.flush)
@@ -209,9 +211,6 @@ func (c *Client) flush() {
 	s := c.srv
 	var mine *[]byte // the buffer this goroutine owns between writes, nil when none
 	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0, stopBy: &c.stopBy}
-	c.lock()
-	c.pageStalled = false
-	c.unlock()
 	for {
 		now := time.Now()
 		c.lock()
