@@ -255,7 +255,7 @@ func (s *Server) restore() error {
 	}
 	s.log.Info("restored state from the store",
 		"sessions", r.counts.sessions, "subscriptions", r.counts.subscriptions,
-		"queued_or_inflight", r.counts.deliveries, "retained", r.counts.retained,
+		"queued_or_inflight", r.counts.deliveries, "paged", s.stats.Paged.Load(), "retained", r.counts.retained,
 		"wills", r.counts.wills, "messages", len(r.messages)-len(orphans), "orphans_removed", len(orphans),
 		"skipped", r.skipped, "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
