@@ -70,8 +70,9 @@ type Options struct {
 	// least 64 MiB; a negative value means no limit.
 	MaxMessageMemory int64
 
-	// MaxQueueMemory is how many topic and payload bytes of one persistent
-	// session's queue are held in memory when there is a Store. Beyond
+	// MaxQueueMemory is how much of one persistent session's queue is held
+	// in memory when there is a Store: topic and payload bytes plus about
+	// 64 bytes per queued message. Beyond
 	// it, and whenever holding a message would pass MaxMessageMemory, the
 	// session's QoS 1 and 2 messages stay only in the store, where they
 	// are written anyway, and are read back in order, a page at a time,

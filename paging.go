@@ -77,7 +77,14 @@ func (ss *session) shouldPageLocked(d *delivery) bool {
 		return true
 	}
 	share := s.cfg.MaxQueueMemory
-	return share > 0 && ss.qBytes-ss.pg.bytes+d.msg.size() > share
+	return share > 0 && ss.heldBytesLocked()+deliveryCost+d.msg.size() > share
+}
+
+// heldBytesLocked is what the session's queue holds in memory, for
+// MaxQueueMemory: the topic and payload bytes of the deliveries in memory
+// and the cost of their queue slots.
+func (ss *session) heldBytesLocked() int {
+	return ss.qBytes - ss.pg.bytes + ss.q.len()*deliveryCost
 }
 
 // pageOutLocked stores d, pageable, without holding it in memory.
@@ -215,7 +222,7 @@ func (s *Server) pageIn(c *Client) bool {
 				cost += m.cost()
 			}
 			if ss.q.len()-ss.qQoS0-ss.streams > 0 && (s.mem.limit != 0 && s.mem.used.Load()+charge+cost > s.mem.limit ||
-				share > 0 && ss.qBytes-pq.bytes+m.size() > share) {
+				share > 0 && ss.heldBytesLocked()+deliveryCost+m.size() > share) {
 				full = true
 				break
 			}
@@ -264,6 +271,9 @@ func (s *Server) pageIn(c *Client) bool {
 	s.mem.add(charge)
 	s.stats.Paged.Add(-in)
 	s.stats.PageIns.Add(in)
+	if cl := ss.client; cl != nil && cl != c && in > 0 {
+		cl.kickLocked() // the session was taken over meanwhile: its new writer sends them
+	}
 	if !full && pq.cursor == after && pq.active() {
 		// Nothing read back although part of the queue is paged: the
 		// store lost it. Forget the paged part rather than try for ever.

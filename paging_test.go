@@ -148,8 +148,8 @@ func TestPagingAtBudget(t *testing.T) {
 	if st.Paged < 3*(n-150) {
 		t.Fatalf("Stats().Paged = %d, want at least %d", st.Paged, 3*(n-150))
 	}
-	if si, _ := srv.SessionInfo("pg0"); si.Queued != n {
-		t.Fatalf("SessionInfo.Queued = %d, want %d", si.Queued, n)
+	if si, _ := srv.SessionInfo("pg0"); si.Queued != n || si.Paged < n-150 {
+		t.Fatalf("SessionInfo: queued %d, paged %d; want %d queued, at least %d paged", si.Queued, si.Paged, n, n-150)
 	}
 	const window = 20
 	for i := range 3 {
@@ -440,4 +440,38 @@ func TestPagingRestart(t *testing.T) {
 			}
 		})
 	}
+}
+
+// A session moving to another node (ExportSession) takes its paged part
+// along, after the part in memory, in order; the first server's store
+// keeps nothing of it.
+func TestPagingExport(t *testing.T) {
+	t.Parallel()
+	const n = 300
+	st := memory.New()
+	a := pagingServer(t, st, 2<<10, nil)
+	b := terntest.NewServer(t, nil)
+	offlineSubscriber(t, a, "mv", "mv/t", 1)
+	pub := mustConnect(t, a, packets.V5, "mv-pub")
+	publishNumbered(t, pub, "mv/t", 0, n, 100, nil)
+	pub.Close()
+	if a.Stats().Paged == 0 {
+		t.Fatal("nothing paged")
+	}
+	state, err := a.ExportSession("mv", false, nil, 0)
+	if err != nil || state == nil || len(state.Deliveries) != n {
+		t.Fatalf("export: %v, %v", state, err)
+	}
+	if st := a.Stats(); st.Paged != 0 || st.Queued != 0 {
+		t.Fatalf("after export: paged %d, queued %d", st.Paged, st.Queued)
+	}
+	if msgs, ds := storeContents(t, a, st); msgs != 0 || ds != 0 {
+		t.Fatalf("first store holds %d messages and %d deliveries, want none", msgs, ds)
+	}
+	if err := b.ImportSession(state); err != nil {
+		t.Fatal(err)
+	}
+	c := reconnectWindow(t, b, "mv", 50)
+	checkSequence(t, "moved session", receiveNumbered(t, c, n), 0, n)
+	drained(t, c)
 }

@@ -266,6 +266,7 @@ type Session struct {
 	Inflight      int    `json:"inflight"`
 	Queued        int    `json:"queued"`
 	QueuedBytes   int    `json:"queued_bytes"`
+	Paged         int    `json:"paged,omitempty"` // of queued, kept only in the store
 	Subscriptions int    `json:"subscriptions"`
 	// Dropped counts messages dropped instead of delivered, by reason.
 	Dropped map[string]int64 `json:"dropped,omitempty"`
@@ -273,7 +274,7 @@ type Session struct {
 
 func sessionJSON(si tern.SessionInfo) Session {
 	return Session{ClientID: si.ClientID, Online: si.Online, Expiry: si.Expiry, Inflight: si.Inflight,
-		Queued: si.Queued, QueuedBytes: si.QueuedBytes, Subscriptions: si.Subscriptions, Dropped: dropsJSON(si.Dropped)}
+		Queued: si.Queued, QueuedBytes: si.QueuedBytes, Paged: si.Paged, Subscriptions: si.Subscriptions, Dropped: dropsJSON(si.Dropped)}
 }
 
 func (a *Server) listSessions(w http.ResponseWriter, r *http.Request) {
