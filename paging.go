@@ -320,7 +320,19 @@ func (s *Server) takePagedLocked(ss *session) (es []storage.QueueEntry, ids []ui
 	pq.ending = true
 	after, last, skip := pq.cursor, pq.last, pq.skip
 	ss.mu.Unlock()
-	err := s.persist.wait()
+	// The newest paged deliveries may wait in the pending batch. While the
+	// store cannot write (a full disk), a commit waits for space: not
+	// with s.mu held. What is committed is read, and the messages of the
+	// rest stay in the store until the next start removes them.
+	err := s.persist.health()
+	if err == nil {
+		err = s.persist.wait()
+	}
+	if err != nil {
+		s.log.Error("ending a paged session without waiting for the store: some of its messages stay in the store until restart",
+			"client", ss.id, "err", err)
+		err = nil
+	}
 	for err == nil && after < last {
 		var page []storage.QueueEntry
 		page, err = s.cfg.Store.ReadQueue(ss.id, after, 1024)
