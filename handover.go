@@ -375,20 +375,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 		if m == nil {
 			continue
 		}
-		d := delivery{msg: m, qos: r.QoS, retain: r.Retain}
-		switch len(r.SubIDs) {
-		case 0:
-		case 1:
-			d.subID = r.SubIDs[0]
-		default:
-			d.ext = &deliveryExt{subIDs: r.SubIDs}
-		}
-		if r.ShareGroup != "" {
-			if d.ext == nil {
-				d.ext = &deliveryExt{}
-			}
-			d.ext.share = &topics.SharedGroup{Name: r.ShareGroup, Filter: r.ShareFilter}
-		}
+		d := queuedDelivery(&r, m)
 		if _, used := ss.inflight[r.PacketID]; r.PacketID != 0 && fresh && !used && ss.client == nil {
 			ss.storeQueuedLocked(&d)
 			ss.storeInflightLocked(&d, r.PacketID, r.Released)

@@ -255,6 +255,7 @@ func (s *Server) pageIn(c *Client) bool {
 			continue
 		}
 		d := queuedDelivery(rec, m)
+		d.pseq = rec.Seq
 		n := m.size()
 		pq.n--
 		pq.bytes -= n
@@ -287,9 +288,10 @@ func (s *Server) pageIn(c *Client) bool {
 	return pq.cursor != after
 }
 
-// queuedDelivery returns the queued delivery a stored record describes.
+// queuedDelivery returns the delivery of m that a record describes, not
+// yet stored (pseq 0).
 func queuedDelivery(rec *storage.Delivery, m *Message) delivery {
-	d := delivery{msg: m, qos: rec.QoS, retain: rec.Retain, pseq: rec.Seq}
+	d := delivery{msg: m, qos: rec.QoS, retain: rec.Retain}
 	switch len(rec.SubIDs) {
 	case 0:
 	case 1:

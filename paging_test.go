@@ -186,6 +186,14 @@ func storeContents(t *testing.T, srv *terntest.Server, st storage.Store) (messag
 	return len(r.Messages), len(r.Deliveries)
 }
 
+// storeEmpty fails unless the store holds no message and no delivery.
+func storeEmpty(t *testing.T, srv *terntest.Server, st storage.Store) {
+	t.Helper()
+	if msgs, ds := storeContents(t, srv, st); msgs != 0 || ds != 0 {
+		t.Fatalf("store holds %d messages and %d deliveries, want none", msgs, ds)
+	}
+}
+
 // pagingServer starts a server on st whose sessions keep at most share
 // bytes of their queue in memory.
 func pagingServer(t *testing.T, st storage.Store, share int, more func(o *tern.Options)) *terntest.Server {
@@ -233,9 +241,7 @@ func TestPagingSessionShare(t *testing.T) {
 	c := reconnectWindow(t, srv, "share", 50)
 	checkSequence(t, "session share", receiveNumbered(t, c, n), 0, n)
 	drained(t, c)
-	if msgs, ds := storeContents(t, srv, st); msgs != 0 || ds != 0 {
-		t.Fatalf("store holds %d messages and %d deliveries after all were acknowledged, want none", msgs, ds)
-	}
+	storeEmpty(t, srv, st)
 	if used, _ := srv.MessageMemory(); used != 0 {
 		t.Fatalf("message memory %d after draining", used)
 	}
@@ -308,9 +314,7 @@ func TestPagingQueueLimits(t *testing.T) {
 			c := reconnectWindow(t, srv, "lim", 30)
 			checkSequence(t, "session lim", receiveNumbered(t, c, limit), from, from+limit)
 			drained(t, c)
-			if msgs, ds := storeContents(t, srv, st); msgs != 0 || ds != 0 {
-				t.Fatalf("store holds %d messages and %d deliveries after draining, want none", msgs, ds)
-			}
+			storeEmpty(t, srv, st)
 		})
 	}
 }
@@ -339,9 +343,7 @@ func TestPagingExpiry(t *testing.T) {
 	if n := srv.Stats().Dropped(tern.DropExpired); n != 100 {
 		t.Fatalf("Dropped(expired) = %d, want 100", n)
 	}
-	if msgs, ds := storeContents(t, srv, st); msgs != 0 || ds != 0 {
-		t.Fatalf("store holds %d messages and %d deliveries, want none", msgs, ds)
-	}
+	storeEmpty(t, srv, st)
 }
 
 // A session taken over by a new connection keeps its paged part: what
@@ -401,9 +403,7 @@ func TestPagingTakeover(t *testing.T) {
 	c4 := reconnectWindow(t, srv, "other", 100)
 	checkSequence(t, "other session", receiveNumbered(t, c4, n), 0, n)
 	drained(t, c4)
-	if msgs, ds := storeContents(t, srv, st); msgs != 0 || ds != 0 {
-		t.Fatalf("store holds %d messages and %d deliveries at the end, want none", msgs, ds)
-	}
+	storeEmpty(t, srv, st)
 }
 
 // On restart the paged part stays in the store: the restored sessions
@@ -435,9 +435,7 @@ func TestPagingRestart(t *testing.T) {
 				checkSequence(t, id, receiveNumbered(t, c, n), 0, n)
 				drained(t, c)
 			}
-			if msgs, ds := storeContents(t, srv, r.st); msgs != 0 || ds != 0 {
-				t.Fatalf("store holds %d messages and %d deliveries at the end, want none", msgs, ds)
-			}
+			storeEmpty(t, srv, r.st)
 		})
 	}
 }
@@ -465,9 +463,7 @@ func TestPagingExport(t *testing.T) {
 	if st := a.Stats(); st.Paged != 0 || st.Queued != 0 {
 		t.Fatalf("after export: paged %d, queued %d", st.Paged, st.Queued)
 	}
-	if msgs, ds := storeContents(t, a, st); msgs != 0 || ds != 0 {
-		t.Fatalf("first store holds %d messages and %d deliveries, want none", msgs, ds)
-	}
+	storeEmpty(t, a, st)
 	if err := b.ImportSession(state); err != nil {
 		t.Fatal(err)
 	}

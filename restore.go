@@ -85,6 +85,7 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 		return nil
 	}
 	d := queuedDelivery(rec, m)
+	d.pseq = rec.Seq
 	if rec.PacketID == 0 && ss.pageableLocked(&d) {
 		if m.expired(r.now.UnixNano()) {
 			id, seq := rec.ClientID, rec.Seq
