@@ -12,7 +12,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 	"github.com/ternmq/tern/topics"
 )
 
@@ -51,7 +51,7 @@ func (accessHook) Authorize(c *tern.Client, topic string, access tern.Access) te
 func Example() {
 	dir, _ := os.MkdirTemp("", "tern-example")
 	defer os.RemoveAll(dir)
-	store, err := pebble.Open(dir, pebble.Options{})
+	store, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

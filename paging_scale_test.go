@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/storage"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 )
 
 // TestPagingScale measures the memory of many offline persistent sessions
@@ -63,7 +63,7 @@ func (r scaleResult) String() string {
 // pagingScale queues msgs QoS 1 messages for each of sessions offline
 // persistent sessions and reports the memory held then.
 func pagingScale(t *testing.T, sessions, msgs int, opts *Options) scaleResult {
-	st, err := pebble.Open(t.TempDir(), pebble.Options{})
+	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

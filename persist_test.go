@@ -11,7 +11,7 @@ import (
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/storage/memory"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -28,7 +28,7 @@ func stores(t *testing.T) map[string]func() storage.Store {
 			return mem
 		},
 		"pebble": func() storage.Store {
-			st, err := pebble.Open(dir, pebble.Options{})
+			st, err := pebblestore.Open(dir, pebblestore.Options{})
 			if err != nil {
 				t.Fatalf("open pebble: %v", err)
 			}

@@ -7,7 +7,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 )
 
 // TestRestoreMillionRetained stores 1,000,000 retained messages through the
@@ -20,7 +20,7 @@ func TestRestoreMillionRetained(t *testing.T) {
 	}
 	const n = 1_000_000
 	dir := t.TempDir()
-	st, err := pebble.Open(dir, pebble.Options{})
+	st, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +40,7 @@ func TestRestoreMillionRetained(t *testing.T) {
 	st.Close()
 	size := dirSize(dir)
 
-	st, err = pebble.Open(dir, pebble.Options{})
+	st, err = pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

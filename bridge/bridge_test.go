@@ -13,6 +13,7 @@ import (
 // imported, and the remote subscription's No Local keeps B from sending
 // back what the bridge published there.
 func TestBothWaysOneCopy(t *testing.T) {
+	t.Parallel()
 	for _, v := range []byte{packets.V5, packets.V311, packets.V31} {
 		t.Run(map[byte]string{5: "v5", 4: "v3.1.1", 3: "v3.1"}[v], func(t *testing.T) {
 			b, _ := broker(t, "B", nil)

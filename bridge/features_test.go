@@ -16,6 +16,7 @@ import (
 // memory holds only the queue, and other clients are served meanwhile.
 // When the remote returns, the queued messages arrive.
 func TestBoundedQueue(t *testing.T) {
+	t.Parallel()
 	const limit = 300
 	b := newNode(t, "B", newMemStore())
 	b.stop()
@@ -55,6 +56,7 @@ func TestBoundedQueue(t *testing.T) {
 // it answers again (probed every reconnect max). Round robin moves on at
 // each failure and stays.
 func TestFailover(t *testing.T) {
+	t.Parallel()
 	primary := newNode(t, "P", nil)
 	secondary := newNode(t, "S", nil)
 	const max = 500 * time.Millisecond
@@ -98,6 +100,7 @@ func TestFailover(t *testing.T) {
 // bridge's local side is trusted, its remote side logs in; a wrong
 // password leaves it in state error with the CONNACK's reason.
 func TestCredentials(t *testing.T) {
+	t.Parallel()
 	pw := t.TempDir() + "/passwd"
 	h, _ := auth.HashPassword("right")
 	writeTestFile(t, pw, "edge:"+h+"\n")
@@ -127,6 +130,7 @@ func TestCredentials(t *testing.T) {
 // messages arrive exactly once at QoS 2; message properties pass through
 // with the hop list added.
 func TestRetainQoS2Properties(t *testing.T) {
+	t.Parallel()
 	b, _ := broker(t, "B", nil)
 	a, m := broker(t, "A", nil, fast(Config{Name: "ab", Addresses: []string{b.Addr},
 		Topics: []Topic{{Pattern: "#", Direction: Both, QoS: 2}}}))
@@ -178,6 +182,7 @@ func TestRetainQoS2Properties(t *testing.T) {
 // A message larger than the remote's Maximum Packet Size is not sent; it
 // is counted (packet_too_large) and the bridge goes on.
 func TestRemoteMaxPacketSize(t *testing.T) {
+	t.Parallel()
 	b, _ := broker(t, "B", &tern.Options{MaxPacketSize: 1024})
 	a, m := broker(t, "A", nil, fast(Config{Name: "ab", Addresses: []string{b.Addr}, Topics: []Topic{{Pattern: "#", QoS: 1}}}))
 	waitConnected(t, m)
@@ -199,6 +204,7 @@ func TestRemoteMaxPacketSize(t *testing.T) {
 // Notifications: retained "1" on the notification topic, here and on the
 // remote, while connected; "0" when the bridge stops.
 func TestNotifications(t *testing.T) {
+	t.Parallel()
 	b, _ := broker(t, "B", nil)
 	a := newNode(t, "A", nil, fast(Config{Name: "ab", ClientID: "edge.ab", Addresses: []string{b.Addr},
 		Topics: []Topic{{Pattern: "x/#", QoS: 1}}}))
@@ -220,6 +226,7 @@ func TestNotifications(t *testing.T) {
 // subscription in the bridge's session there, so the bridge unsubscribes
 // (Mosquitto's bridge_attempt_unsubscribe) and nothing more comes in.
 func TestReloadUnsubscribesRemote(t *testing.T) {
+	t.Parallel()
 	b, _ := broker(t, "B", nil)
 	a, m := broker(t, "A", nil)
 	cfg := func(d Direction) []Config {
@@ -264,6 +271,7 @@ func TestReloadUnsubscribesRemote(t *testing.T) {
 // on both sides: the bridge pings each side as it asks, and an idle link
 // stays up.
 func TestServerKeepAlive(t *testing.T) {
+	t.Parallel()
 	b, _ := broker(t, "B", &tern.Options{MaxKeepAlive: 1})
 	_, m := broker(t, "A", &tern.Options{MaxKeepAlive: 1}, fast(Config{Name: "ab", Addresses: []string{b.Addr},
 		Topics: []Topic{{Pattern: "#", Direction: Both, QoS: 1}}}))
@@ -281,6 +289,7 @@ func TestServerKeepAlive(t *testing.T) {
 // before the first message with that id, which then arrives instead of
 // being taken for a duplicate.
 func TestFreshRemoteSessionQoS2(t *testing.T) {
+	t.Parallel()
 	a, m := broker(t, "A", nil)
 	// A stale QoS 2 receipt, id 1, in the bridge's local session.
 	stale := a.Dial(t, packets.V5)

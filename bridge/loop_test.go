@@ -81,6 +81,7 @@ func expectCopiesFrom(t *testing.T, from, order []string, srvs map[string]*ternt
 // announced its pull in its CONNECT, see peers.go), so one copy arrives,
 // and A and B receive no more than 3 messages between them for a publish.
 func TestBothSidesConfigured(t *testing.T) {
+	t.Parallel()
 	order := []string{"A", "B"}
 	srvs, subs := mesh(t, order, map[string][]string{"A": {"B"}, "B": {"A"}}, 0)
 	before := srvs["A"].Stats().MessagesReceived + srvs["B"].Stats().MessagesReceived
@@ -95,6 +96,7 @@ func TestBothSidesConfigured(t *testing.T) {
 // A chain A - B - C (bridges A->B and B->C, "# both 1"): one copy
 // everywhere, whichever broker the message comes from.
 func TestChainOneCopy(t *testing.T) {
+	t.Parallel()
 	order := []string{"C", "B", "A"}
 	srvs, subs := mesh(t, order, map[string][]string{"A": {"B"}, "B": {"C"}}, 0)
 	expectCopies(t, order, srvs, subs, map[string]int{"A": 1, "B": 1, "C": 1})
@@ -107,6 +109,7 @@ func TestChainOneCopy(t *testing.T) {
 // refused (a direct link from the origin exists: see peers.go). With
 // max_hops 1 the longer path is never taken at all.
 func TestTriangleOneCopy(t *testing.T) {
+	t.Parallel()
 	for _, hops := range []int{0, 1} {
 		t.Run(fmt.Sprintf("max_hops %d", hops), func(t *testing.T) {
 			order := []string{"A", "B", "C"}
@@ -121,6 +124,7 @@ func TestTriangleOneCopy(t *testing.T) {
 // both ways round the ring (the hop list stops loops, not the two paths of
 // a ring), every other one once.
 func TestRingNoLoop(t *testing.T) {
+	t.Parallel()
 	order := []string{"A", "B", "C", "D"}
 	srvs, subs := mesh(t, order, map[string][]string{"A": {"B"}, "B": {"C"}, "C": {"D"}, "D": {"A"}}, 0)
 	pub := dialClient(t, srvs["A"].Addr, "pub", packets.V5, true, 0)

@@ -123,6 +123,7 @@ func expectOneEach(t *testing.T, addrs map[string]string, topic string) {
 // bridge, and a message published on either side reaches a subscriber on
 // each side exactly once.
 func TestMosquittoBridgeIntoTern(t *testing.T) {
+	t.Parallel()
 	mosquittoPath(t)
 	for _, tc := range []struct{ name, conf string }{
 		{"3.1.1 try_private", ""},
@@ -148,6 +149,7 @@ func TestMosquittoBridgeIntoTern(t *testing.T) {
 // Tern's bridge into a stock Mosquitto ("# both 1"), as MQTT 5 (No Local)
 // and as 3.1.1 with try_private: one copy on each side.
 func TestTernBridgeIntoMosquitto(t *testing.T) {
+	t.Parallel()
 	mosquittoPath(t)
 	for _, v := range []byte{packets.V5, packets.V311} {
 		t.Run(map[byte]string{5: "v5", 4: "v3.1.1"}[v], func(t *testing.T) {

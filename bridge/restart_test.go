@@ -266,6 +266,7 @@ func publishNumberedQoS(t testing.TB, addr, topic string, qos byte, n, rate int,
 // remote's persistent subscriber, and a restart duplicates at most the
 // bridge's inflight window.
 func TestNoLossRemoteRestart(t *testing.T) {
+	t.Parallel()
 	const n, inflight = 4000, 50
 	b := newNode(t, "B", newMemStore())
 	a := newNode(t, "A", newMemStore(), fast(Config{Name: "ab", Addresses: []string{b.addr}, MaxInflight: inflight,
@@ -296,6 +297,7 @@ func TestNoLossRemoteRestart(t *testing.T) {
 // are up again. Then the remote publishes while the bridge is away: its
 // persistent session there keeps them for the bridge.
 func TestNoLossLocalRestart(t *testing.T) {
+	t.Parallel()
 	const n = 2000
 	b := newNode(t, "B", newMemStore())
 	a := newNode(t, "A", newMemStore(), fast(Config{Name: "ab", Addresses: []string{b.addr},

@@ -13,6 +13,7 @@ import (
 // way ("" when the rule's filter does not match, or the topic cannot be
 // mapped).
 func TestTopicMapping(t *testing.T) {
+	t.Parallel()
 	type pair struct{ local, remote string }
 	tests := []struct {
 		line         string
@@ -91,6 +92,7 @@ func TestTopicMapping(t *testing.T) {
 // wildcard [MQTT-4.7.2-1]: "# both" does not forward $SYS topics; a rule
 // naming $SYS does.
 func TestDollarTopicsNotMatchedByWildcard(t *testing.T) {
+	t.Parallel()
 	rs, err := compileRules([]Topic{{Pattern: "#", Direction: Both}, {Pattern: "+/x", Direction: Both}})
 	if err != nil {
 		t.Fatal(err)
@@ -112,6 +114,7 @@ func TestDollarTopicsNotMatchedByWildcard(t *testing.T) {
 // The capture form: {N} stands for what the N-th wildcard of the local
 // filter matched (nanomq#2139, rmqtt#318: reorder, drop and repeat levels).
 func TestCaptureMapping(t *testing.T) {
+	t.Parallel()
 	tests := []struct {
 		local, remote string
 		dir           Direction
@@ -155,6 +158,7 @@ func TestCaptureMapping(t *testing.T) {
 
 // Rules that cannot work are refused with a message that says why.
 func TestBadRules(t *testing.T) {
+	t.Parallel()
 	lines := map[string]string{
 		`"" out 0 local ""`:     "empty pattern needs both",
 		`"" out 0 "" remote`:    "empty pattern needs both",
@@ -192,6 +196,7 @@ func TestBadRules(t *testing.T) {
 
 // String writes a rule back as a Mosquitto line that parses to it.
 func TestTopicString(t *testing.T) {
+	t.Parallel()
 	for _, line := range []string{`# both 2 local/topic/ remote/topic/`, `"" out 0 a b`, `x in 1 "" "r p/"`, `a/b out 0`} {
 		top, err := ParseTopic(line)
 		if err != nil {

@@ -70,6 +70,7 @@ func newPKI(t *testing.T, dir string) testPKI {
 // error with the certificate error as its last error; without a client
 // certificate the remote refuses it.
 func TestMutualTLS(t *testing.T) {
+	t.Parallel()
 	pki := newPKI(t, t.TempDir())
 	other := newPKI(t, t.TempDir())
 	st, err := listeners.NewServerTLS(listeners.TLSOptions{CertFile: pki.serverCert, KeyFile: pki.serverKey, ClientCAFile: pki.ca})
@@ -109,6 +110,7 @@ func TestMutualTLS(t *testing.T) {
 
 // A bridge over WebSocket (ws://host:port/path).
 func TestWebSocket(t *testing.T) {
+	t.Parallel()
 	b, _ := broker(t, "B", nil)
 	ws := listeners.NewWebSocket("ws", "127.0.0.1:0")
 	if err := ws.Listen(); err != nil {

@@ -17,8 +17,8 @@ import (
 
 	"github.com/spf13/cobra"
 	"github.com/ternmq/tern/admin"
-	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/hooks/ban"
+	"github.com/ternmq/tern/internal/config"
 )
 
 // banOptions are the flags of tern ban.

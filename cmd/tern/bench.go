@@ -17,8 +17,8 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
-	"github.com/ternmq/tern/bench"
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/bench"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 )
 

@@ -8,7 +8,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/internal/bench"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/terntest"
 )

@@ -21,9 +21,9 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/bridge"
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/storage"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 )
 
 // version describes the build: "0.1.0 (1a2b3c4d5e6f) go1.26.8 linux/amd64".
@@ -138,7 +138,7 @@ func newLogger(format string, level slog.Leveler, w io.Writer) *slog.Logger {
 
 // openStore opens the store of persistence.data_dir; tests replace it.
 var openStore = func(dir string, log *slog.Logger) (storage.Store, error) {
-	return pebble.Open(dir, pebble.Options{Logger: log}) // which adds component=pebble
+	return pebblestore.Open(dir, pebblestore.Options{Logger: log}) // which adds component=pebble
 }
 
 // restoreLogEvery is the period of the progress lines of a long restore.

@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/bridge"
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
 )

@@ -4,7 +4,7 @@ import (
 	"log/slog"
 
 	"github.com/ternmq/tern"
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 )
 
 // securityFlags has the shape the serve flags had before the config

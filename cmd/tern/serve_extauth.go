@@ -22,11 +22,11 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
-	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/hooks/auth/httpauth"
 	"github.com/ternmq/tern/hooks/auth/jwt"
 	"github.com/ternmq/tern/hooks/ban"
 	"github.com/ternmq/tern/hooks/events"
+	"github.com/ternmq/tern/internal/config"
 )
 
 // extAuth is what setupExtAuth added to the server.

@@ -19,8 +19,8 @@ import (
 	"time"
 
 	"github.com/ternmq/tern"
-	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/hooks/events"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
 )

@@ -11,8 +11,8 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/admin"
-	"github.com/ternmq/tern/config"
 	"github.com/ternmq/tern/hooks/auth"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
 )

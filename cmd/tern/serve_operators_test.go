@@ -23,7 +23,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/terntest"
@@ -454,7 +454,7 @@ func TestServePerListenerACLAfterRestart(t *testing.T) {
 	expiry := uint32(3600)
 	login := &packets.Connect{ClientID: "alice-1", UsernameFlag: true, Username: "alice", PasswordFlag: true,
 		Password: []byte("apw"), Properties: packets.Properties{SessionExpiry: &expiry}}
-	b, a, open := start()
+	b, a, _ := start()
 	c := a.Dial(t, packets.V5)
 	c.Connect(login)
 	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "#", QoS: 1}}})
@@ -468,7 +468,7 @@ func TestServePerListenerACLAfterRestart(t *testing.T) {
 	})
 	b.shutdown(nil, func(int) {})
 
-	b, a, open = start()
+	b, a, open := start()
 	defer b.shutdown(nil, func(int) {})
 	p := open.Dial(t, packets.V5)
 	p.MustConnect("publisher")

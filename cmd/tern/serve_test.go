@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/config"
+	"github.com/ternmq/tern/internal/config"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
 )

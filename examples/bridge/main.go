@@ -17,11 +17,11 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/bridge"
 	"github.com/ternmq/tern/listeners"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 )
 
 func main() {
-	store, err := pebble.Open("bridge-data", pebble.Options{})
+	store, err := pebblestore.Open("bridge-data", pebblestore.Options{})
 	if err != nil {
 		log.Fatal(err)
 	}

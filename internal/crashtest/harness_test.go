@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -85,7 +84,8 @@ func ternBinary(t testing.TB) string {
 		}
 		gobin, err := exec.LookPath("go")
 		if err != nil {
-			gobin = filepath.Join(runtime.GOROOT(), "bin", "go")
+			build.err = err
+			return
 		}
 		build.path = filepath.Join(dir, "tern")
 		args := []string{"build", "-o", build.path}
@@ -741,5 +741,3 @@ func list(s []string) string {
 	}
 	return strings.Join(s, ", ")
 }
-
-var errStop = errors.New("stopped")

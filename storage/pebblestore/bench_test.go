@@ -1,4 +1,4 @@
-package pebble_test
+package pebblestore_test
 
 import (
 	"fmt"
@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/storage"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 )
 
 // BenchmarkQoS1 runs the broker's QoS 1 workload: for each message, a
@@ -26,7 +26,7 @@ func BenchmarkQoS1(b *testing.B) {
 }
 
 func benchQoS1(b *testing.B, writers int) {
-	s, err := pebble.Open(b.TempDir(), pebble.Options{})
+	s, err := pebblestore.Open(b.TempDir(), pebblestore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -111,7 +111,7 @@ func BenchmarkLoad1M(b *testing.B) {
 	}
 	const n = 1_000_000
 	dir := b.TempDir()
-	s, err := pebble.Open(dir, pebble.Options{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func BenchmarkLoad1M(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Logf("wrote %d retained messages in %v", n, time.Since(start).Round(time.Millisecond))
-	if s, err = pebble.Open(dir, pebble.Options{}); err != nil {
+	if s, err = pebblestore.Open(dir, pebblestore.Options{}); err != nil {
 		b.Fatal(err)
 	}
 	defer s.Close()

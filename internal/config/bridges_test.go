@@ -14,7 +14,7 @@ import (
 // The commented bridge in tern.example.yaml loads, with the defaults it
 // shows.
 func TestExampleBridgeLoads(t *testing.T) {
-	data, err := os.ReadFile("../tern.example.yaml")
+	data, err := os.ReadFile("../../tern.example.yaml")
 	if err != nil {
 		t.Fatal(err)
 	}

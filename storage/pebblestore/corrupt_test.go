@@ -1,4 +1,4 @@
-package pebble_test
+package pebblestore_test
 
 import (
 	"context"
@@ -12,7 +12,7 @@ import (
 	"testing"
 
 	"github.com/ternmq/tern/storage"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 	"github.com/ternmq/tern/storage/storetest"
 )
 
@@ -21,7 +21,7 @@ import (
 func makeStore(t *testing.T) string {
 	t.Helper()
 	dir := t.TempDir()
-	s, err := pebble.Open(dir, pebble.Options{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -148,7 +148,7 @@ func TestCorruptFiles(t *testing.T) {
 			dir := makeStore(t)
 			c.damage(t, dir)
 			before := fingerprint(t, dir)
-			s, err := pebble.Open(dir, pebble.Options{})
+			s, err := pebblestore.Open(dir, pebblestore.Options{})
 			if c.atLoad {
 				if err != nil {
 					t.Fatalf("Open: %v", err)
@@ -199,7 +199,7 @@ func TestSeal(t *testing.T) {
 func TestOpenInUse(t *testing.T) {
 	dir := t.TempDir()
 	s := openAt(t, dir)
-	if _, err := pebble.Open(dir, pebble.Options{}); err == nil || errors.Is(err, storage.ErrCorrupt) {
+	if _, err := pebblestore.Open(dir, pebblestore.Options{}); err == nil || errors.Is(err, storage.ErrCorrupt) {
 		t.Fatalf("second Open: %v, want an in-use error", err)
 	}
 	b := s.NewBatch()

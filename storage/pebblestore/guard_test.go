@@ -1,4 +1,4 @@
-package pebble_test
+package pebblestore_test
 
 import (
 	"context"
@@ -15,7 +15,7 @@ import (
 	"github.com/cockroachdb/pebble/v2/vfs"
 	"github.com/cockroachdb/pebble/v2/vfs/errorfs"
 	"github.com/ternmq/tern/storage"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 )
 
 // faultFS injects an error into the operations that match, while on, and
@@ -132,7 +132,7 @@ func TestFaultWaitsAndResumes(t *testing.T) {
 		name  string
 		err   error
 		match func(errorfs.Op) bool
-		work  func(t *testing.T, s *pebble.Store) error // what runs into the fault
+		work  func(t *testing.T, s *pebblestore.Store) error // what runs into the fault
 	}{
 		{"log write ENOSPC", syscall.ENOSPC, onFiles(".log", writes...), commitSync},
 		{"log fsync EIO", syscall.EIO, onFiles(".log", syncs...), commitSync},
@@ -149,7 +149,7 @@ func TestFaultWaitsAndResumes(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			fs := newFaultFS(tc.err, tc.match)
-			s, err := pebble.Open(dir, pebble.Options{FS: fs})
+			s, err := pebblestore.Open(dir, pebblestore.Options{FS: fs})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -187,7 +187,7 @@ func TestFaultWaitsAndResumes(t *testing.T) {
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
-			s, err = pebble.Open(dir, pebble.Options{})
+			s, err = pebblestore.Open(dir, pebblestore.Options{})
 			if err != nil {
 				t.Fatalf("reopen: %v", err)
 			}
@@ -202,11 +202,13 @@ func TestFaultWaitsAndResumes(t *testing.T) {
 }
 
 // commitSync commits messages 200-299 with sync.
-func commitSync(_ *testing.T, s *pebble.Store) error { return s.Commit(putMessages(s, 200, 300), true) }
+func commitSync(_ *testing.T, s *pebblestore.Store) error {
+	return s.Commit(putMessages(s, 200, 300), true)
+}
 
 // flush commits messages 200-299 and compacts, which writes tables, a
 // MANIFEST and the directory.
-func flush(_ *testing.T, s *pebble.Store) error {
+func flush(_ *testing.T, s *pebblestore.Store) error {
 	if err := s.Commit(putMessages(s, 200, 300), false); err != nil {
 		return err
 	}
@@ -221,7 +223,7 @@ func TestOpenReadOnlyWhenFull(t *testing.T) {
 		t.Run(fmt.Sprintf("fresh=%v", fresh), func(t *testing.T) {
 			dir := t.TempDir()
 			if !fresh {
-				s, err := pebble.Open(dir, pebble.Options{})
+				s, err := pebblestore.Open(dir, pebblestore.Options{})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -234,7 +236,7 @@ func TestOpenReadOnlyWhenFull(t *testing.T) {
 			}
 			fs := newFaultFS(nil, func(errorfs.Op) bool { return false })
 			fs.free.Store(1000)
-			s, err := pebble.Open(dir, pebble.Options{FS: fs})
+			s, err := pebblestore.Open(dir, pebblestore.Options{FS: fs})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -273,11 +275,11 @@ func TestOpenReadOnlyWhenFull(t *testing.T) {
 // Pebble's Fatalf does not end the process: the store refuses writes from
 // then on and says why.
 func TestFatalDoesNotPanic(t *testing.T) {
-	s, err := pebble.Open(t.TempDir(), pebble.Options{})
+	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	pebble.Fatal(s, "an invariant broke")
+	pebblestore.Fatal(s, "an invariant broke")
 	if err := s.Health(); !errors.Is(err, storage.ErrUnavailable) || !strings.Contains(err.Error(), "an invariant broke") {
 		t.Fatalf("Health() = %v", err)
 	}
@@ -293,7 +295,7 @@ func TestFatalDoesNotPanic(t *testing.T) {
 // too): Close returns at once with ErrUnavailable.
 func TestCloseWhileStalled(t *testing.T) {
 	fs := newFaultFS(syscall.ENOSPC, onFiles(".log", writes...))
-	s, err := pebble.Open(t.TempDir(), pebble.Options{FS: fs})
+	s, err := pebblestore.Open(t.TempDir(), pebblestore.Options{FS: fs})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package pebble
+package pebblestore
 
 // Fatal calls the store's Pebble logger's Fatalf, as Pebble does when it
 // cannot go on.

@@ -33,7 +33,7 @@ func equal(a, b *Config) bool {
 }
 
 func TestExampleFileIsTheDefaults(t *testing.T) {
-	c, err := Load("../tern.example.yaml", nil, nil)
+	c, err := Load("../../tern.example.yaml", nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +42,7 @@ func TestExampleFileIsTheDefaults(t *testing.T) {
 		t.Errorf("tern.example.yaml differs from Default():\n%s", got)
 	}
 	// Every key is written (and so documented) in the example.
-	data, _ := os.ReadFile("../tern.example.yaml")
+	data, _ := os.ReadFile("../../tern.example.yaml")
 	var doc map[string]any
 	if err := yaml.Unmarshal(data, &doc); err != nil {
 		t.Fatal(err)
@@ -541,13 +541,13 @@ func TestIsLoopback(t *testing.T) {
 // The container image's configuration starts once auth is chosen, and not
 // before.
 func TestDockerConfig(t *testing.T) {
-	_, err := Load("../deploy/docker.yaml", nil, nil)
+	_, err := Load("../../deploy/docker.yaml", nil, nil)
 	for _, key := range []string{"listeners.tcp[0]", "TERN_AUTH_ALLOW_ANONYMOUS", "admin.listen", "TERN_ADMIN_TOKEN"} {
 		if err == nil || !strings.Contains(err.Error(), key) {
 			t.Errorf("docker.yaml without auth: %v; want it to name %s", err, key)
 		}
 	}
-	c, err := Load("../deploy/docker.yaml", []string{"TERN_AUTH_ALLOW_ANONYMOUS=true", "TERN_ADMIN_TOKEN=0123456789abcdef"}, nil)
+	c, err := Load("../../deploy/docker.yaml", []string{"TERN_AUTH_ALLOW_ANONYMOUS=true", "TERN_ADMIN_TOKEN=0123456789abcdef"}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

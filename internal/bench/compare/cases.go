@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/internal/bench"
 )
 
 // benchCase is one line of the comparison: a "tern bench" run and the

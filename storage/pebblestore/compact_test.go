@@ -1,4 +1,4 @@
-package pebble_test
+package pebblestore_test
 
 import (
 	"context"

@@ -7,7 +7,7 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/internal/bench"
 )
 
 // outcome is what one broker did in one round of one case.

@@ -17,7 +17,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/internal/bench"
 )
 
 // stressOptions are the settings of the stress comparison (--stress).

@@ -1,6 +1,6 @@
 //go:build race
 
-package pebble_test
+package pebblestore_test
 
 // raceEnabled makes the big tests smaller under the race detector, which
 // slows Pebble down tenfold.

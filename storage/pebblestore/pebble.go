@@ -1,4 +1,4 @@
-// Package pebble is the embedded, durable [storage.Store]: a Pebble
+// Package pebblestore is the embedded, durable [storage.Store]: a Pebble
 // (LSM-tree) database in one directory.
 //
 // Sync commits wait for the write-ahead log to be fsync'd; Pebble's commit
@@ -21,7 +21,7 @@
 // opened with too little free space to replay its log is opened read-only,
 // so that its state can be loaded and served, and is reopened for writing
 // by itself once space returns; commits wait until then.
-package pebble
+package pebblestore
 
 import (
 	"context"

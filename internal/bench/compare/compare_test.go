@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ternmq/tern/bench"
+	"github.com/ternmq/tern/internal/bench"
 )
 
 func TestLatestMatching(t *testing.T) {

@@ -1,5 +1,5 @@
 //go:build !race
 
-package pebble_test
+package pebblestore_test
 
 const raceEnabled = false

@@ -1,18 +1,18 @@
-package pebble_test
+package pebblestore_test
 
 import (
 	"path/filepath"
 	"testing"
 
 	"github.com/ternmq/tern/storage"
-	"github.com/ternmq/tern/storage/pebble"
+	"github.com/ternmq/tern/storage/pebblestore"
 	"github.com/ternmq/tern/storage/storetest"
 )
 
 // openAt opens the store in dir and closes it when the test ends.
-func openAt(t testing.TB, dir string) *pebble.Store {
+func openAt(t testing.TB, dir string) *pebblestore.Store {
 	t.Helper()
-	s, err := pebble.Open(dir, pebble.Options{})
+	s, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -24,7 +24,7 @@ func TestConformance(t *testing.T) {
 	storetest.Run(t,
 		func(t *testing.T) storage.Store { return openAt(t, t.TempDir()) },
 		func(t *testing.T, s storage.Store) storage.Store {
-			dir := s.(*pebble.Store).Dir()
+			dir := s.(*pebblestore.Store).Dir()
 			if err := s.Close(); err != nil {
 				t.Fatal(err)
 			}
