@@ -186,7 +186,13 @@ func (s *Server) pageIn(c *Client) bool {
 	after := ss.pg.cursor
 	ss.mu.Unlock()
 	// The paged deliveries may still be in the persister's pending batch.
-	err := s.persist.wait()
+	// A store that cannot write (a full disk) would hold the commit, and
+	// this writer with it: what is committed is read instead.
+	var err error
+	waited := s.persist.health() == nil
+	if waited {
+		err = s.persist.wait()
+	}
 	var es []storage.QueueEntry
 	if err == nil {
 		es, err = s.cfg.Store.ReadQueue(ss.id, after, pageSize)
@@ -275,7 +281,7 @@ func (s *Server) pageIn(c *Client) bool {
 	if cl := ss.client; cl != nil && cl != c && in > 0 {
 		cl.kickLocked() // the session was taken over meanwhile: its new writer sends them
 	}
-	if !full && pq.cursor == after && pq.active() {
+	if waited && !full && pq.cursor == after && pq.active() {
 		// Nothing read back although part of the queue is paged: the
 		// store lost it. Forget the paged part rather than try for ever.
 		s.log.Error("paged deliveries missing from the store: forgotten", "client", ss.id,
@@ -306,6 +312,18 @@ func queuedDelivery(rec *storage.Delivery, m *Message) delivery {
 		d.ext.share = &topics.SharedGroup{Name: rec.ShareGroup, Filter: rec.ShareFilter}
 	}
 	return d
+}
+
+// kickPaged wakes the writers of the online sessions that have a paged
+// part, which may have stopped reading it back (see pageIn).
+func (s *Server) kickPaged() {
+	s.sessions.each(func(ss *session) {
+		ss.mu.Lock()
+		if c := ss.client; c != nil && ss.pg.active() {
+			c.kickLocked()
+		}
+		ss.mu.Unlock()
+	})
 }
 
 // takePagedLocked reads back every paged delivery of a session that is
