@@ -3,6 +3,7 @@ package tern_test
 import (
 	"bytes"
 	"fmt"
+	"slices"
 	"strconv"
 	"testing"
 	"time"
@@ -196,12 +197,12 @@ func storeEmpty(t *testing.T, srv *terntest.Server, st storage.Store) {
 
 // pagingServer starts a server on st whose sessions keep at most share
 // bytes of their queue in memory.
-func pagingServer(t *testing.T, st storage.Store, share int, more func(o *tern.Options)) *terntest.Server {
+func pagingServer(t *testing.T, st storage.Store, share int, more func(o *tern.Options), hooks ...tern.Hook) *terntest.Server {
 	o := &tern.Options{Store: st, MaxQueueMemory: share, MaxQueuedMessages: -1, MaxQueuedBytes: -1}
 	if more != nil {
 		more(o)
 	}
-	return terntest.NewServer(t, o)
+	return terntest.NewServer(t, o, hooks...)
 }
 
 // offlineSubscriber makes a persistent session subscribed to filter at
@@ -283,7 +284,8 @@ func reconnectWindowNew(t *testing.T, srv *terntest.Server, id string, window ui
 // MaxQueuedMessages counts paged messages, and QueueFullPolicy applies to
 // the whole queue: DropNew refuses the newest, DropOldest drops the
 // oldest, in memory first and then paged ones (deleted from the store
-// when reading back reaches them). Every drop is counted.
+// when reading back reaches them). Every drop is counted, and reported to
+// DropObserver hooks (a paged one when reading back reaches it).
 func TestPagingQueueLimits(t *testing.T) {
 	t.Parallel()
 	const (
@@ -294,9 +296,10 @@ func TestPagingQueueLimits(t *testing.T) {
 		t.Run(fmt.Sprint(policy), func(t *testing.T) {
 			t.Parallel()
 			st := memory.New()
+			rec := &dropRecorder{}
 			srv := pagingServer(t, st, 2<<10, func(o *tern.Options) {
 				o.MaxQueuedMessages, o.QueueFullPolicy = limit, policy
-			})
+			}, rec)
 			offlineSubscriber(t, srv, "lim", "l/t", 1)
 			pub := mustConnect(t, srv, packets.V311, "lim-pub") // no 0x97 for a v3 publisher
 			publishNumbered(t, pub, "l/t", 0, n, 100, nil)
@@ -314,6 +317,19 @@ func TestPagingQueueLimits(t *testing.T) {
 			c := reconnectWindow(t, srv, "lim", 30)
 			checkSequence(t, "session lim", receiveNumbered(t, c, limit), from, from+limit)
 			drained(t, c)
+			var dropped []int
+			for _, d := range rec.get() {
+				if d.client != "lim" || d.reason != tern.DropQueueFull {
+					t.Fatalf("drop reported: %+v", d)
+				}
+				dropped = append(dropped, payloadNumber(t, []byte(d.payload)))
+			}
+			slices.Sort(dropped)
+			if policy == tern.DropOldest {
+				checkSequence(t, "dropped", dropped, 0, n-limit)
+			} else {
+				checkSequence(t, "dropped", dropped, limit, n)
+			}
 			storeEmpty(t, srv, st)
 		})
 	}
