@@ -252,7 +252,8 @@ func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
 	// Read first: the lock is released meanwhile, and deliveries that
 	// come then go to moved.
 	ss.moved = moved
-	paged, pagedIDs := s.takePagedLocked(ss)
+	var paged []storage.QueueEntry
+	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry) { paged = append(paged, *e) })
 	st := &SessionState{Session: storage.Session{ClientID: ss.id, Expiry: ss.expiry}}
 	if c := ss.identity; c != nil {
 		st.Session.Username, st.Session.Version = c.username, c.version

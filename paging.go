@@ -1,6 +1,8 @@
 package tern
 
 import (
+	"maps"
+
 	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/topics"
 )
@@ -327,18 +329,20 @@ func (s *Server) kickPaged() {
 }
 
 // takePagedLocked reads back every paged delivery of a session that is
-// ending or moving, in order (skipped ones left out), and returns them
-// with the message ids of all, skipped ones included, whose references
+// ending or moving, in order, a page at a time: fn is called with each
+// (skipped ones, and those whose message is missing, left out). It returns
+// the message ids of all of them, skipped ones included, whose references
 // the caller drops. The caller holds s.mu and ss.mu; ss.mu is released
-// while the store is read, with the session marked ending so that
-// nothing more is paged and the writer reads nothing back.
-func (s *Server) takePagedLocked(ss *session) (es []storage.QueueEntry, ids []uint64) {
+// while the store is read, with the session marked ending so that nothing
+// more is paged and the writer reads nothing back.
+func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry)) (ids []uint64) {
 	pq := &ss.pg
 	if !pq.active() {
-		return nil, nil
+		return nil
 	}
 	pq.ending = true
 	after, last, skip := pq.cursor, pq.last, pq.skip
+	held := maps.Clone(pq.held)
 	ss.mu.Unlock()
 	// The newest paged deliveries may wait in the pending batch. While the
 	// store cannot write (a full disk), a commit waits for space: not
@@ -359,38 +363,34 @@ func (s *Server) takePagedLocked(ss *session) (es []storage.QueueEntry, ids []ui
 		if len(page) == 0 {
 			break
 		}
-		for _, e := range page {
+		for i := range page {
+			e := &page[i]
 			if e.Delivery.Seq > last {
 				after = last
 				break
 			}
 			after = e.Delivery.Seq
-			es = append(es, e)
+			if _, ok := held[e.Delivery.Seq]; ok {
+				continue
+			}
+			ids = append(ids, e.Delivery.MessageID)
+			switch {
+			case skip > 0:
+				skip--
+			case e.Message != nil:
+				fn(e)
+			}
 		}
 	}
-	ss.mu.Lock()
 	if err != nil {
 		s.log.Error("reading a paged queue from the store: its messages stay in the store until restart",
 			"client", ss.id, "err", err)
 	}
-	out := es[:0]
-	for _, e := range es {
-		if _, ok := pq.held[e.Delivery.Seq]; ok {
-			continue
-		}
-		ids = append(ids, e.Delivery.MessageID)
-		if skip > 0 {
-			skip--
-			continue
-		}
-		if e.Message != nil {
-			out = append(out, e)
-		}
-	}
+	ss.mu.Lock()
 	s.stats.Paged.Add(-int64(pq.n))
 	ss.qBytes -= pq.bytes
 	*pq = pagedQueue{ending: true}
-	return out, ids
+	return ids
 }
 
 // unrefPaged drops the stored references of the messages of paged

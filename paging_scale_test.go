@@ -62,19 +62,32 @@ func (r scaleResult) String() string {
 
 // pagingScale queues msgs QoS 1 messages for each of sessions offline
 // persistent sessions and reports the memory held then.
+//
+// With TERN_PAGING_DIR the store is kept in that directory; with
+// TERN_PAGING_RESTORE=1 as well, nothing is published: the server is
+// restored from the store there, and what it holds then is reported (run
+// it as a process of its own to see the restore's peak RSS).
 func pagingScale(t *testing.T, sessions, msgs int, opts *Options) scaleResult {
-	st, err := pebblestore.Open(t.TempDir(), pebblestore.Options{})
+	dir := os.Getenv("TERN_PAGING_DIR")
+	if dir == "" {
+		dir = t.TempDir()
+	}
+	st, err := pebblestore.Open(dir, pebblestore.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer st.Close()
 	o := *opts
 	o.Store = st
+	start := time.Now()
 	s, err := New(&o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Shutdown(t.Context())
+	if os.Getenv("TERN_PAGING_RESTORE") != "" {
+		return measureScale(t, s, time.Since(start))
+	}
 	for i := range sessions {
 		id := fmt.Sprintf("scale-%03d", i)
 		err := s.ImportSession(&SessionState{Session: storage.Session{ClientID: id, Version: 5, Expiry: 3600},
@@ -84,7 +97,7 @@ func pagingScale(t *testing.T, sessions, msgs int, opts *Options) scaleResult {
 		}
 	}
 	payload := bytes.Repeat([]byte("s"), 100)
-	start := time.Now()
+	start = time.Now()
 	for i := range msgs {
 		if err := s.Publish("scale/t", payload, false, 1); err != nil {
 			t.Fatal(err)
@@ -102,6 +115,12 @@ func pagingScale(t *testing.T, sessions, msgs int, opts *Options) scaleResult {
 	if q := s.Stats().Queued; q != int64(sessions*msgs) {
 		t.Fatalf("queued %d, want %d", q, sessions*msgs)
 	}
+	return measureScale(t, s, took)
+}
+
+// measureScale reports what s holds now.
+func measureScale(t *testing.T, s *Server, took time.Duration) scaleResult {
+	t.Logf("queued %d", s.Stats().Queued)
 	runtime.GC()
 	var ms runtime.MemStats
 	runtime.ReadMemStats(&ms)

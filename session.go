@@ -307,7 +307,16 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		ss.mu.Unlock()
 		return func() {}
 	}
-	paged, pagedIDs := s.takePagedLocked(ss) // releases ss.mu for a while
+	// Its paged deliveries are dropped: counted, and reported to hooks
+	// (which need their messages) once s.mu is released.
+	pagedDrops := 0
+	var paged []*Message
+	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry) { // releases ss.mu for a while
+		pagedDrops++
+		if len(s.hooks.drops) > 0 {
+			paged = append(paged, MessageFromRecord(e.Message))
+		}
+	})
 	ss.ended = true
 	if ss.expiryTimer != nil {
 		ss.expiryTimer.Stop()
@@ -358,8 +367,14 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 				s.dropped(ss, d.msg, DropSessionEnded)
 			}
 		}
-		for i := range paged {
-			s.dropped(ss, MessageFromRecord(paged[i].Message), DropSessionEnded)
+		for _, m := range paged {
+			s.sessionDropped(ss, m, DropSessionEnded)
+		}
+		s.stats.drops[dropIndex(DropSessionEnded)].Add(int64(pagedDrops))
+		if len(paged) == 0 {
+			for range pagedDrops {
+				ss.countDrop(dropIndex(DropSessionEnded), false)
+			}
 		}
 		for _, h := range s.hooks.sessions {
 			h.OnSessionEnded(ss.id)
