@@ -487,3 +487,41 @@ func TestPagingExport(t *testing.T) {
 	checkSequence(t, "moved session", receiveNumbered(t, c, n), 0, n)
 	drained(t, c)
 }
+
+// Only what is stored anyway is paged: at the broker's budget a clean
+// session's QoS 1 messages are dropped (memory_full) as without a store,
+// while the persistent session's are paged. With DisablePaging the
+// persistent session's are dropped too.
+func TestPagingOnlyPersistent(t *testing.T) {
+	t.Parallel()
+	const limit = 64 << 10
+	for _, disabled := range []bool{false, true} {
+		t.Run(fmt.Sprint("DisablePaging=", disabled), func(t *testing.T) {
+			t.Parallel()
+			srv := pagingServer(t, memory.New(), -1, func(o *tern.Options) {
+				o.MaxMessageMemory, o.DisablePaging = limit, disabled
+			})
+			offlineSubscriber(t, srv, "kept", "o/t", 1)
+			clean := srv.Dial(t, packets.V5)
+			clean.Connect(&packets.Connect{ClientID: "clean", CleanStart: true, KeepAlive: 60,
+				Properties: packets.Properties{ReceiveMaximum: 1}})
+			subscribeRaw(t, clean, 1, packets.Subscription{Filter: "o/t", QoS: 1})
+			pub := mustConnect(t, srv, packets.V311, "o-pub")
+			publishNumbered(t, pub, "o/t", 0, 300, 1000, nil)
+			if used, _ := srv.MessageMemory(); used > limit {
+				t.Fatalf("message memory %d over its cap %d", used, limit)
+			}
+			kept, _ := srv.SessionInfo("kept")
+			cl, _ := srv.SessionInfo("clean")
+			if cl.Dropped[tern.DropMemoryFull] == 0 || cl.Paged != 0 {
+				t.Fatalf("clean session: dropped %v, paged %d; want memory_full drops, nothing paged", cl.Dropped, cl.Paged)
+			}
+			switch {
+			case !disabled && (kept.Queued != 300 || kept.Paged == 0 || len(kept.Dropped) != 0):
+				t.Fatalf("persistent session: queued %d, paged %d, dropped %v; want all 300 queued, paged", kept.Queued, kept.Paged, kept.Dropped)
+			case disabled && (kept.Paged != 0 || kept.Dropped[tern.DropMemoryFull] == 0):
+				t.Fatalf("paging disabled: paged %d, dropped %v; want memory_full drops", kept.Paged, kept.Dropped)
+			}
+		})
+	}
+}
