@@ -215,7 +215,7 @@ func (s *Server) sessionInfo(ss *session) (SessionInfo, bool) {
 		Inflight:    len(ss.inflight),
 		Queued:      ss.queuedLocked(),
 		QueuedBytes: ss.qBytes,
-		Paged:       ss.pg.n,
+		Paged:       ss.pg.count(),
 		Dropped:     ss.dropCounts(),
 	}
 	ss.mu.Unlock()

@@ -54,8 +54,29 @@ type pagedQueue struct {
 	ending  bool // the session is ending: nothing more is paged or read back
 }
 
-// active reports whether part of the queue is paged.
-func (pq *pagedQueue) active() bool { return pq.n+pq.skip > 0 }
+// active reports whether part of the queue is paged. A session holds a
+// pagedQueue only while it pages (or reads back), so that the many that
+// never do pay 8 bytes for it: these methods take a nil one.
+func (pq *pagedQueue) active() bool { return pq != nil && pq.n+pq.skip > 0 }
+
+// count returns how many deliveries are paged.
+func (pq *pagedQueue) count() int {
+	if pq == nil {
+		return 0
+	}
+	return pq.n
+}
+
+// size returns what the paged deliveries count towards MaxQueuedBytes.
+func (pq *pagedQueue) size() int {
+	if pq == nil {
+		return 0
+	}
+	return pq.bytes
+}
+
+// isEnding reports whether the session is ending.
+func (pq *pagedQueue) isEnding() bool { return pq != nil && pq.ending }
 
 // pagingOn reports whether the server pages queues: it has a store and
 // paging is not disabled.
@@ -86,12 +107,16 @@ func (ss *session) shouldPageLocked(d *delivery) bool {
 // MaxQueueMemory: the topic and payload bytes of the deliveries in memory
 // and the cost of their queue slots.
 func (ss *session) heldBytesLocked() int {
-	return ss.qBytes - ss.pg.bytes + ss.q.len()*deliveryCost
+	return ss.qBytes - ss.pg.size() + ss.q.len()*deliveryCost
 }
 
 // pageOutLocked stores d, pageable, without holding it in memory.
 func (ss *session) pageOutLocked(d *delivery) {
-	pq := &ss.pg
+	pq := ss.pg
+	if pq == nil { // kept while a page is being read back: see pageIn
+		pq = &pagedQueue{}
+		ss.pg = pq
+	}
 	if !pq.active() {
 		// Every stored delivery in memory has a sequence number up to
 		// here: the paged part starts after it.
@@ -120,7 +145,7 @@ func (ss *session) pageOutLocked(d *delivery) {
 // holdStoredLocked notes that the stored delivery with sequence number seq
 // lives in memory although it is above the paged part's cursor.
 func (ss *session) holdStoredLocked(seq uint64) {
-	pq := &ss.pg
+	pq := ss.pg
 	if !pq.active() || seq <= pq.cursor {
 		return
 	}
@@ -135,8 +160,8 @@ func (ss *session) holdStoredLocked(seq uint64) {
 // Its size is not known until then: the average of the paged part is
 // taken from the queue's bytes, made exact when the paged part empties.
 func (ss *session) skipPagedLocked() bool {
-	pq := &ss.pg
-	if pq.n == 0 || pq.ending {
+	pq := ss.pg
+	if pq == nil || pq.n == 0 || pq.ending {
 		return false
 	}
 	est := pq.bytes / pq.n
@@ -166,7 +191,7 @@ func (pq *pagedQueue) settleLocked(ss *session) {
 // inflight window has room. It marks the read as started.
 func (c *Client) wantPageLocked() bool {
 	ss := c.sess
-	pq := &ss.pg
+	pq := ss.pg
 	if !pq.active() || pq.reading || pq.ending || c.pageStalled {
 		return false
 	}
@@ -185,6 +210,10 @@ func (c *Client) wantPageLocked() bool {
 func (s *Server) pageIn(c *Client) bool {
 	ss := c.sess
 	ss.mu.Lock()
+	if ss.pg == nil { // the session ended since the read was asked for
+		ss.mu.Unlock()
+		return false
+	}
 	after := ss.pg.cursor
 	ss.mu.Unlock()
 	// The paged deliveries may still be in the persister's pending batch.
@@ -201,8 +230,16 @@ func (s *Server) pageIn(c *Client) bool {
 	}
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	pq := &ss.pg
+	pq := ss.pg
+	if pq == nil {
+		return false // the session ended meanwhile
+	}
 	pq.reading = false
+	defer func() {
+		if !pq.active() && ss.pg == pq {
+			ss.pg = nil // read back to the end: nothing left to describe
+		}
+	}()
 	if err != nil {
 		s.log.Error("reading a paged queue back from the store", "client", ss.id, "err", err)
 		return false
@@ -336,7 +373,7 @@ func (s *Server) kickPaged() {
 // while the store is read, with the session marked ending so that nothing
 // more is paged and the writer reads nothing back.
 func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry)) (ids []uint64) {
-	pq := &ss.pg
+	pq := ss.pg
 	if !pq.active() {
 		return nil
 	}
@@ -389,7 +426,7 @@ func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry)) (i
 	ss.mu.Lock()
 	s.stats.Paged.Add(-int64(pq.n))
 	ss.qBytes -= pq.bytes
-	*pq = pagedQueue{ending: true}
+	ss.pg = nil // the caller ends the session under this lock
 	return ids
 }
 

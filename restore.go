@@ -94,7 +94,10 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 		}
 		if ss.shouldPageLocked(&d) {
 			// Left in the store: only counted (see paging.go).
-			pq := &ss.pg
+			if ss.pg == nil {
+				ss.pg = &pagedQueue{}
+			}
+			pq := ss.pg
 			if !pq.active() {
 				pq.cursor, pq.last, pq.held = ss.pseq, ss.pseq, nil
 			}

@@ -31,14 +31,14 @@ type session struct {
 	inflight map[uint16]inflightMsg // by value: no allocation per message sent
 	seq      uint64                 // send order of inflight messages
 	nextID   uint16
-	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
-	streams  int                 // retained streams in the queue
-	expiry   uint32              // session expiry interval, seconds
-	pseq     uint64              // last storage key given to a delivery
-	pg       pagedQueue          // the part of the queue that lives only in the store (paging.go)
-	stored   bool                // a session record is in the store
+	stored   bool // a session record is in the store
 	ended    bool
 	bridge   bool                        // the local session of a bridge (see KindBridge)
+	inQoS2   map[uint16]struct{}         // inbound QoS 2 packet ids awaiting PUBREL
+	streams  int                         // retained streams in the queue
+	expiry   uint32                      // session expiry interval, seconds
+	pseq     uint64                      // last storage key given to a delivery
+	pg       *pagedQueue                 // the part of the queue that lives only in the store (paging.go); nil when none
 	moved    *remoteTarget               // set when it ended by moving to another node: where late deliveries go
 	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
@@ -112,7 +112,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	cfg := s.cfg
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.ended || ss.pg.ending {
+	if ss.ended || ss.pg.isEnding() {
 		if ss.moved != nil {
 			return dropMoved, d.msg // not a drop: the caller forwards it
 		}
