@@ -163,4 +163,3 @@ func TestKillPaged(t *testing.T) {
 		t.Logf("%s: %d messages (%d acknowledged), %d QoS 1 redeliveries", s.id, len(r.got), len(acked), r.qos1Dups)
 	}
 }
-
