@@ -462,6 +462,18 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 		ss, present = old, true
 	}
 	ss.mu.Lock()
+	if expiry == 0 && ss.pg.active() {
+		// Resumed with a Session Expiry of 0: the session stops being
+		// persistent and its stored deliveries go; the paged ones are
+		// read back into memory first.
+		if err := s.unpageLocked(ss, &afters); err != nil {
+			// The store cannot write: the session keeps its expiry, and
+			// the CONNACK, which waits for the store, most likely fails.
+			s.log.Error("resuming a paged session with expiry 0: reading its paged part back failed; it keeps its expiry",
+				"client", c.id, "err", err)
+			expiry = ss.expiry
+		}
+	}
 	ss.client = c
 	ss.bridge = c.bridge || isBridgeID(c.id)
 	ss.qos0Full.Store(false)

@@ -46,6 +46,7 @@ type pagedQueue struct {
 	skip   int    // the oldest paged deliveries, dropped to make room (DropOldest): deleted when read
 	cursor uint64 // the last sequence number read back (or passed)
 	last   uint64 // the sequence number of the newest paged delivery
+	round  uint64 // the persister's round of commits that takes the newest paged delivery
 	// held are the sequence numbers above cursor of stored deliveries
 	// that live in memory (through a shared subscription, retained, or
 	// inflight when restored): reading back passes them.
@@ -130,6 +131,7 @@ func (ss *session) pageOutLocked(d *delivery) {
 	p.refLocked(b, d.msg)
 	p.mapLocked(d.msg)
 	b.PutDelivery(ss.deliveryRecord(d, 0, false))
+	pq.round = p.pendingRoundLocked()
 	p.mu.Unlock()
 	n := d.msg.size()
 	pq.n++
@@ -214,20 +216,9 @@ func (s *Server) pageIn(c *Client) bool {
 		ss.mu.Unlock()
 		return false
 	}
-	after := ss.pg.cursor
+	after, round := ss.pg.cursor, ss.pg.round
 	ss.mu.Unlock()
-	// The paged deliveries may still be in the persister's pending batch.
-	// A store that cannot write (a full disk) would hold the commit, and
-	// this writer with it: what is committed is read instead.
-	var err error
-	waited := s.persist.health() == nil
-	if waited {
-		err = s.persist.wait()
-	}
-	var es []storage.QueueEntry
-	if err == nil {
-		es, err = s.cfg.Store.ReadQueue(ss.id, after, pageSize)
-	}
+	es, sure, err := s.readPaged(ss.id, after, round)
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	pq := ss.pg
@@ -239,6 +230,11 @@ func (s *Server) pageIn(c *Client) bool {
 		if !pq.active() && ss.pg == pq {
 			ss.pg = nil // read back to the end: nothing left to describe
 		}
+		if cl := ss.client; cl != nil && cl != c && pq.active() {
+			// The session was taken over meanwhile: its new writer, which
+			// left the reading to this one, reads on.
+			cl.kickLocked()
+		}
 	}()
 	if err != nil {
 		s.log.Error("reading a paged queue back from the store", "client", ss.id, "err", err)
@@ -247,11 +243,59 @@ func (s *Server) pageIn(c *Client) bool {
 	if ss.ended || pq.ending || pq.cursor != after || !pq.active() {
 		return false
 	}
+	full := s.takePageLocked(ss, pq, es, true, &c.events)
+	if sure && !full && pq.cursor == after && pq.active() {
+		s.forgetPagedLocked(ss, pq, after)
+		return false
+	}
+	return pq.cursor != after
+}
+
+// readPaged reads a page of a session's paged deliveries after the
+// sequence number after, the newest of them taken by the persister's
+// round of commits round. The paged deliveries may still be in the
+// persister's pending batch: it waits for their commit, unless the store
+// cannot write (a full disk), which would hold the commit, and the caller
+// with it: what is committed is read instead. sure reports whether every
+// paged delivery was committed before the read, so that what the read
+// misses is lost.
+func (s *Server) readPaged(id string, after, round uint64) (es []storage.QueueEntry, sure bool, err error) {
+	p := s.persist
+	sure = p.committedRound(round)
+	if !sure && p.health() == nil {
+		if err = p.wait(); err != nil {
+			return nil, false, err
+		}
+		sure = true
+	}
+	es, err = s.cfg.Store.ReadQueue(id, after, pageSize)
+	return es, sure, err
+}
+
+// forgetPagedLocked gives up the paged part of a session, nothing of which
+// a read after the sequence number after found although every paged
+// delivery was committed: the store lost it. Forgetting it is better than
+// trying for ever.
+func (s *Server) forgetPagedLocked(ss *session, pq *pagedQueue, after uint64) {
+	s.log.Error("paged deliveries missing from the store: forgotten", "client", ss.id,
+		"paged", pq.n, "after_seq", after)
+	s.stats.Paged.Add(-int64(pq.n))
+	pq.n, pq.skip = 0, 0
+	pq.settleLocked(ss)
+}
+
+// takePageLocked puts the deliveries of a page read back from the store
+// into the session's queue, in order, and advances the cursor. limited,
+// it stops at what the broker's budget and the session's share of it
+// allow (but for one delivery, so that the queue moves) and reports
+// whether it stopped there. Skipped deliveries and those whose message is
+// missing are deleted from the store; drop hooks hear of the skipped ones
+// (events).
+func (s *Server) takePageLocked(ss *session, pq *pagedQueue, es []storage.QueueEntry, limited bool, events *[]hookEvent) (full bool) {
 	var charge int64
 	var in int64
 	p := s.persist
 	share := s.cfg.MaxQueueMemory
-	full := false
 	for i := range es {
 		rec := &es[i].Delivery
 		if rec.Seq > pq.last {
@@ -260,13 +304,11 @@ func (s *Server) pageIn(c *Client) bool {
 		var m *Message
 		if _, held := pq.held[rec.Seq]; !held && pq.skip == 0 && es[i].Message != nil {
 			m = p.liveMessage(es[i].Message)
-			// What is read back stays under the budget and the session's
-			// share, but for one delivery, so that the queue moves.
 			cost := int64(deliveryCost)
 			if m.held.Load() == 0 {
 				cost += m.cost()
 			}
-			if ss.q.len()-ss.qQoS0-ss.streams > 0 && (s.mem.limit != 0 && s.mem.used.Load()+charge+cost > s.mem.limit ||
+			if limited && ss.q.len()-ss.qQoS0-ss.streams > 0 && (s.mem.limit != 0 && s.mem.used.Load()+charge+cost > s.mem.limit ||
 				share > 0 && ss.heldBytesLocked()+deliveryCost+m.size() > share) {
 				full = true
 				break
@@ -288,7 +330,7 @@ func (s *Server) pageIn(c *Client) bool {
 			if pq.skip > 0 {
 				pq.skip--
 				if m := es[i].Message; m != nil && len(s.hooks.drops) > 0 {
-					c.events = append(c.events, hookEvent{msg: MessageFromRecord(m), drop: DropQueueFull})
+					*events = append(*events, hookEvent{msg: MessageFromRecord(m), drop: DropQueueFull})
 				}
 				continue
 			}
@@ -314,23 +356,76 @@ func (s *Server) pageIn(c *Client) bool {
 			break
 		}
 	}
+	// Held deliveries at or below the cursor were passed (or read back
+	// before they were noted): forget them.
+	for seq := range pq.held {
+		if seq <= pq.cursor {
+			delete(pq.held, seq)
+		}
+	}
 	s.mem.add(charge)
 	s.stats.Paged.Add(-in)
 	s.stats.PageIns.Add(in)
-	if cl := ss.client; cl != nil && cl != c && in > 0 {
-		cl.kickLocked() // the session was taken over meanwhile: its new writer sends them
+	return full
+}
+
+// unpageLocked reads the whole paged part of a session back into its
+// queue, however much memory that takes: the session stops being
+// persistent (resumed with a Session Expiry of 0), and its stored
+// deliveries, paged ones too, are about to be deleted. Deliveries that
+// arrive meanwhile are paged after the others and read back too. It fails
+// while the store cannot write and paged deliveries wait for their
+// commit; the session keeps what was not read back then. The caller holds
+// s.mu, so that the session cannot end, and ss.mu, released while the
+// store is read. Drop hooks for skipped deliveries go to afters.
+func (s *Server) unpageLocked(ss *session, afters *[]func()) error {
+	var events []hookEvent
+	defer func() {
+		if len(events) > 0 {
+			*afters = append(*afters, func() { s.fireDrops(ss.id, events) })
+		}
+	}()
+	for {
+		pq := ss.pg
+		if !pq.active() {
+			if pq != nil && !pq.reading {
+				ss.pg = nil
+			}
+			return nil
+		}
+		after, round := pq.cursor, pq.round
+		ss.mu.Unlock()
+		var es []storage.QueueEntry
+		sure := s.persist.committedRound(round)
+		err := s.persist.health()
+		if !sure && err == nil {
+			err = s.persist.wait()
+			sure = err == nil
+		}
+		if sure {
+			es, err = s.cfg.Store.ReadQueue(ss.id, after, pageSize)
+		}
+		ss.mu.Lock()
+		if err != nil {
+			return err
+		}
+		if ss.pg != pq || pq.cursor != after {
+			continue // the writer of a connection taken over read a page meanwhile
+		}
+		s.takePageLocked(ss, pq, es, false, &events)
+		if pq.cursor == after && pq.active() {
+			s.forgetPagedLocked(ss, pq, after)
+		}
 	}
-	if waited && !full && pq.cursor == after && pq.active() {
-		// Nothing read back although part of the queue is paged: the
-		// store lost it. Forget the paged part rather than try for ever.
-		s.log.Error("paged deliveries missing from the store: forgotten", "client", ss.id,
-			"paged", pq.n, "after_seq", after)
-		s.stats.Paged.Add(-int64(pq.n))
-		pq.n, pq.skip = 0, 0
-		pq.settleLocked(ss)
-		return false
+}
+
+// fireDrops reports drops found under a lock to hooks.
+func (s *Server) fireDrops(id string, events []hookEvent) {
+	for _, e := range events {
+		for _, h := range s.hooks.drops {
+			h.OnMessageDropped(id, e.msg, e.drop)
+		}
 	}
-	return pq.cursor != after
 }
 
 // queuedDelivery returns the delivery of m that a record describes, not
@@ -369,10 +464,14 @@ func (s *Server) kickPaged() {
 // ending or moving, in order, a page at a time: fn is called with each
 // (skipped ones, and those whose message is missing, left out). It returns
 // the message ids of all of them, skipped ones included, whose references
-// the caller drops. The caller holds s.mu and ss.mu; ss.mu is released
-// while the store is read, with the session marked ending so that nothing
-// more is paged and the writer reads nothing back.
-func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry)) (ids []uint64) {
+// the caller drops, and fn is called for the skipped ones too (skipped
+// true), for drop hooks. The caller holds s.mu and ss.mu; ss.mu is
+// released while the store is read, with the session marked ending so
+// that nothing more is paged and the writer reads nothing back.
+//
+// The store is read with s.mu held: a session with a very large paged
+// part holds the server lock for as long as reading it takes.
+func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry, skipped bool)) (ids []uint64) {
 	pq := ss.pg
 	if !pq.active() {
 		return nil
@@ -380,14 +479,18 @@ func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry)) (i
 	pq.ending = true
 	after, last, skip := pq.cursor, pq.last, pq.skip
 	held := maps.Clone(pq.held)
+	round := pq.round
 	ss.mu.Unlock()
 	// The newest paged deliveries may wait in the pending batch. While the
 	// store cannot write (a full disk), a commit waits for space: not
 	// with s.mu held. What is committed is read, and the messages of the
 	// rest stay in the store until the next start removes them.
-	err := s.persist.health()
-	if err == nil {
-		err = s.persist.wait()
+	var err error
+	if !s.persist.committedRound(round) {
+		err = s.persist.health()
+		if err == nil {
+			err = s.persist.wait()
+		}
 	}
 	if err != nil {
 		s.log.Error("ending a paged session without waiting for the store: some of its messages stay in the store until restart",
@@ -412,10 +515,15 @@ func (s *Server) takePagedLocked(ss *session, fn func(e *storage.QueueEntry)) (i
 			}
 			ids = append(ids, e.Delivery.MessageID)
 			switch {
+			case e.Message == nil:
+				if skip > 0 {
+					skip--
+				}
 			case skip > 0:
 				skip--
-			case e.Message != nil:
-				fn(e)
+				fn(e, true)
+			default:
+				fn(e, false)
 			}
 		}
 	}

@@ -63,6 +63,10 @@ type persister struct {
 	refs   map[uint64]msgRef
 	idle   *sync.Cond
 	failed bool // a commit failed: logged once
+	// rounds counts the rounds the committer took, and committed the
+	// last of them committed without an error: the pending batch goes
+	// in round rounds+1 (see pendingRoundLocked).
+	rounds, committed uint64
 
 	sh storeHealth
 }
@@ -115,6 +119,18 @@ func (p *persister) after(done func(error)) {
 	p.batchLocked()
 	p.waiters = append(p.waiters, done)
 	p.mu.Unlock()
+}
+
+// pendingRoundLocked returns the round of commits that takes the changes
+// made now; p.mu is held.
+func (p *persister) pendingRoundLocked() uint64 { return p.rounds + 1 }
+
+// committedRound reports whether the round of commits numbered round was
+// committed (and so every change made before it was taken).
+func (p *persister) committedRound(round uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.committed >= round
 }
 
 // wait blocks until every change made so far is committed.
@@ -214,6 +230,8 @@ func (p *persister) commitLoop() {
 			p.mu.Unlock()
 			return
 		}
+		p.rounds++
+		round := p.rounds
 		p.mu.Unlock()
 		// In sync mode every commit is fsync'd: a change nobody waits for
 		// (a deletion, most often) is durable within one commit, instead
@@ -240,6 +258,10 @@ func (p *persister) commitLoop() {
 			if first {
 				p.srv.log.Error("storage commit failed: acknowledgements withheld", "err", err)
 			}
+		} else {
+			p.mu.Lock()
+			p.committed = round
+			p.mu.Unlock()
 		}
 		for _, fn := range w {
 			fn(err)
@@ -492,6 +514,13 @@ func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 		return
 	}
 	if ss.expiry == 0 {
+		if ss.pg.active() {
+			// Deleting the session would delete its paged deliveries
+			// with it, unread: the session's end reads them back first,
+			// then deletes it (endSessionLocked), and so does a resume
+			// (unpageLocked).
+			return
+		}
 		if ss.stored {
 			ss.stored = false
 			p.change(func(b storage.Batch) { b.DeleteSession(ss.id) })

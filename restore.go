@@ -88,6 +88,9 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 	d.pseq = rec.Seq
 	if rec.PacketID == 0 && ss.pageableLocked(&d) {
 		if m.expired(r.now.UnixNano()) {
+			// Past the newest sequence number all the same: the next
+			// delivery stored must not take its number.
+			ss.pseq = max(ss.pseq, rec.Seq)
 			id, seq := rec.ClientID, rec.Seq
 			r.expired = append(r.expired, func(b storage.Batch) { b.DeleteDelivery(id, seq) })
 			return nil

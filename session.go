@@ -307,13 +307,18 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		ss.mu.Unlock()
 		return func() {}
 	}
-	// Its paged deliveries are dropped: counted, and reported to hooks
-	// (which need their messages) once s.mu is released.
-	pagedDrops := 0
-	var paged []*Message
-	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry) { // releases ss.mu for a while
-		pagedDrops++
-		if len(s.hooks.drops) > 0 {
+	// Its paged deliveries are dropped: counted, all of them, and reported
+	// to hooks (which need their messages) once s.mu is released, those
+	// read back from the store (all, unless it cannot write). Those
+	// skipped to make room were counted then: hooks hear of them now.
+	pagedDrops := ss.pg.count()
+	var paged, skipped []*Message
+	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry, skip bool) { // releases ss.mu for a while
+		switch {
+		case len(s.hooks.drops) == 0:
+		case skip:
+			skipped = append(skipped, MessageFromRecord(e.Message))
+		default:
 			paged = append(paged, MessageFromRecord(e.Message))
 		}
 	})
@@ -367,14 +372,17 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 				s.dropped(ss, d.msg, DropSessionEnded)
 			}
 		}
-		for _, m := range paged {
+		for _, m := range skipped {
+			for _, h := range s.hooks.drops {
+				h.OnMessageDropped(ss.id, m, DropQueueFull)
+			}
+		}
+		for _, m := range paged[:min(len(paged), pagedDrops)] {
 			s.sessionDropped(ss, m, DropSessionEnded)
 		}
 		s.stats.drops[dropIndex(DropSessionEnded)].Add(int64(pagedDrops))
-		if len(paged) == 0 {
-			for range pagedDrops {
-				ss.countDrop(dropIndex(DropSessionEnded), false)
-			}
+		for range pagedDrops - min(len(paged), pagedDrops) {
+			ss.countDrop(dropIndex(DropSessionEnded), false)
 		}
 		for _, h := range s.hooks.sessions {
 			h.OnSessionEnded(ss.id)
