@@ -327,18 +327,23 @@ func TestPeriodicQoS2StillDurable(t *testing.T) {
 		t.Fatalf("expected the QoS 2 PUBLISH, got %v", p)
 	}
 	// The handover record is a delivery put with its packet id: the last
-	// put of the subscriber's delivery, fsync'd by its commit or a later
-	// one (the committer may take it just before the writer asks for the
-	// fsync, which then comes with the next, possibly empty, commit).
+	// put of the subscriber's delivery, fsync'd by its own commit or a
+	// later one (the writer may ask for an fsync while the commit that
+	// holds it is already running without one). Commits are recorded
+	// before the persister runs what waits for them, so what is recorded
+	// now includes the fsync the PUBLISH waited for.
 	st.mu.Lock()
-	synced := false
-	for _, c := range st.commits {
+	last := -1
+	for i, c := range st.commits {
 		for _, op := range c.ops {
 			if strings.HasPrefix(op, "put delivery sub") {
-				synced = false
+				last = i
 			}
 		}
-		synced = synced || c.sync
+	}
+	synced := false
+	for i := max(last, 0); last >= 0 && i < len(st.commits); i++ {
+		synced = synced || st.commits[i].sync
 	}
 	st.mu.Unlock()
 	if !synced {

@@ -186,21 +186,22 @@ func TestClientDisconnect(t *testing.T) {
 	k := &keepClients{m: make(map[string]*tern.Client)}
 	srv := terntest.NewServer(t, nil, k)
 	c1 := mustConnect(t, srv, packets.V5, "same")
-	k.mu.Lock()
-	old := k.m["same"]
-	k.mu.Unlock()
+	get := func() *tern.Client {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		return k.m["same"]
+	}
+	// OnSessionEstablished may run just after the CONNACK is written.
+	terntest.Eventually(t, "the first client established", func() bool { return get() != nil })
+	old := get()
 	c2 := srv.Dial(t, packets.V5)
 	c2.Connect(&packets.Connect{ClientID: "same", CleanStart: false})
 	expectProtocolClose(t, c1, packets.SessionTakenOver)
 	if old.Disconnect(packets.MaximumConnectTime) {
 		t.Fatal("Disconnect of a connection taken over reported true")
 	}
-	k.mu.Lock()
-	cur := k.m["same"]
-	k.mu.Unlock()
-	if cur == old {
-		t.Fatal("no new client")
-	}
+	terntest.Eventually(t, "the new client established", func() bool { return get() != old })
+	cur := get()
 	if !cur.Disconnect(packets.MaximumConnectTime) {
 		t.Fatal("Disconnect of the connected client reported false")
 	}

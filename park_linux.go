@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"golang.org/x/sys/unix"
@@ -25,18 +24,27 @@ import (
 // has ended. Its two goroutines are its own: loop waits on the epoll set,
 // expire ends parked connections whose keep alive ran out, found in a heap
 // ordered by deadline, so a check costs the expired ones, not every parked
-// one.
+// one (BenchmarkParkedExpiry).
+//
+// If epoll_wait fails for any reason but EINTR (EBADF, EFAULT, EINVAL:
+// none goes away by itself), the poller gives every parked connection its
+// goroutine back, logs the error and refuses to park from then on: the
+// server goes on serving, at the memory cost of a goroutine per idle
+// connection.
 type idlePoller struct {
 	log  *slog.Logger
 	once sync.Once
 	epfd int
 	wake int // eventfd in the epoll set: written to stop loop
 	err  error
+	// wait is unix.EpollWait; tests replace it before the first park.
+	wait func(epfd int, events []unix.EpollEvent, msec int) (int, error)
 
 	mu     sync.Mutex
 	parked map[int32]*Client
 	due    parkHeap // parked connections with a keep alive, earliest deadline first
 	closed bool
+	failed bool // epoll_wait failed: nothing parks any more
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
@@ -44,7 +52,7 @@ type idlePoller struct {
 }
 
 func newIdlePoller(log *slog.Logger) *idlePoller {
-	return &idlePoller{log: log, epfd: -1, wake: -1, stop: make(chan struct{})}
+	return &idlePoller{log: log, epfd: -1, wake: -1, stop: make(chan struct{}), wait: unix.EpollWait}
 }
 
 func (p *idlePoller) init() {
@@ -113,13 +121,8 @@ func (p *idlePoller) expire() {
 			return
 		case <-t.C:
 		}
-		now := time.Now().UnixNano()
 		p.mu.Lock()
-		for len(p.due) > 0 && p.due[0].parkDeadline <= now {
-			c := heap.Pop(&p.due).(*Client)
-			p.unparkLocked(c)
-			due = append(due, c)
-		}
+		due = p.expiredLocked(time.Now().UnixNano(), due)
 		p.mu.Unlock()
 		for i, c := range due {
 			go c.resume() // the connection's goroutine: counted in Server.wg since serveConn
@@ -129,27 +132,35 @@ func (p *idlePoller) expire() {
 	}
 }
 
+// expiredLocked takes the parked connections whose keep alive deadline
+// is not after now out of the poller and appends them to due: the cost is
+// that of the expired ones, O(log n) each. The caller holds p.mu and
+// resumes them.
+func (p *idlePoller) expiredLocked(now int64, due []*Client) []*Client {
+	for len(p.due) > 0 && p.due[0].parkDeadline <= now {
+		c := p.due[0]
+		p.unparkLocked(c)
+		due = append(due, c)
+	}
+	return due
+}
+
 func (p *idlePoller) loop() {
 	defer p.wg.Done()
 	events := make([]unix.EpollEvent, 256)
-	logged := false
 	for {
-		n, err := unix.EpollWait(p.epfd, events, -1)
+		n, err := p.wait(p.epfd, events, -1)
+		if err == unix.EINTR {
+			continue // a signal: nothing happened
+		}
 		if err != nil {
-			if err == unix.EINTR {
-				continue
-			}
 			select {
 			case <-p.stop:
 				return
 			default:
 			}
-			if !logged {
-				logged = true
-				p.log.Error("idle poller: epoll_wait failed; retrying", "err", err)
-			}
-			time.Sleep(10 * time.Millisecond)
-			continue
+			p.fail(err)
+			return
 		}
 		for i := 0; i < n; i++ {
 			fd := events[i].Fd
@@ -169,6 +180,26 @@ func (p *idlePoller) loop() {
 	}
 }
 
+// fail ends the poller's use of epoll after epoll_wait failed with err:
+// every parked connection resumes on a goroutine of its own and park
+// refuses from now on, so that no connection waits for an event that will
+// not come.
+func (p *idlePoller) fail(err error) {
+	p.mu.Lock()
+	p.failed = true
+	woken := make([]*Client, 0, len(p.parked))
+	for _, c := range p.parked {
+		p.unparkLocked(c)
+		woken = append(woken, c)
+	}
+	p.mu.Unlock()
+	p.log.Error("idle poller: epoll_wait failed; idle connections keep their reading goroutines from now on",
+		"err", err, "resumed", len(woken))
+	for _, c := range woken {
+		go c.resume() // the connection's goroutine: counted in Server.wg since serveConn
+	}
+}
+
 // unparkLocked takes c out of the parked set and the deadline heap. The
 // caller holds p.mu and takes c's reading side.
 func (p *idlePoller) unparkLocked(c *Client) {
@@ -182,7 +213,7 @@ func (p *idlePoller) unparkLocked(c *Client) {
 // -1: only plain TCP and Unix sockets, whose reads have no buffering above
 // the socket.
 func parkFD(nc net.Conn) int {
-	var sc syscall.RawConn
+	var sc interface{ Control(func(fd uintptr)) error } // a syscall.RawConn
 	switch c := nc.(type) {
 	case *net.TCPConn:
 		sc, _ = c.SyscallConn()
@@ -212,9 +243,9 @@ func (p *idlePoller) park(c *Client, deadline int64) bool {
 	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.closed || c.closed.Load() || c.stopping.Load() {
-		// The server is ending the connection: its take found nothing
-		// parked, so the reader must stay to finish it.
+	if p.closed || p.failed || c.closed.Load() || c.stopping.Load() {
+		// The server is ending the connection (its take found nothing
+		// parked, so the reader must stay to finish it), or epoll failed.
 		return false
 	}
 	ev := unix.EpollEvent{Events: unix.EPOLLIN | unix.EPOLLRDHUP | unix.EPOLLONESHOT, Fd: int32(c.fd)}

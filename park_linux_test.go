@@ -1,9 +1,16 @@
 package tern
 
 import (
+	"bytes"
+	"log/slog"
 	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
@@ -169,19 +176,7 @@ func TestTwoServersParkApart(t *testing.T) {
 		srv.Serve()
 		return srv, ln.Addr().String()
 	}
-	connect := func(addr, id string) *rawClient {
-		nc, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { nc.Close() })
-		r := &rawClient{t: t, nc: nc, v: packets.V311}
-		r.send(&packets.Connect{ProtocolVersion: packets.V311, ClientID: id, CleanStart: true, KeepAlive: 60})
-		if _, err := r.recv(); err != nil {
-			t.Fatal(err)
-		}
-		return r
-	}
+	connect := func(addr, id string) *rawClient { return dialRaw(t, addr, id, 60) }
 	a, addrA := start()
 	b, addrB := start()
 	defer b.Close()
@@ -255,5 +250,123 @@ func TestParkedPingAnsweredByPoller(t *testing.T) {
 	}
 	if n := srv.poller.pings.Load() - before; n != 3 {
 		t.Fatalf("poller answered %d PINGREQs, want 3", n)
+	}
+}
+
+// dialRaw connects a 3.1.1 client with keepAlive to the broker at addr.
+func dialRaw(t *testing.T, addr, id string, keepAlive uint16) *rawClient {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	r := &rawClient{t: t, nc: nc, v: packets.V311}
+	r.send(&packets.Connect{ProtocolVersion: packets.V311, ClientID: id, CleanStart: true, KeepAlive: keepAlive})
+	if _, err := r.recv(); err != nil {
+		t.Fatal(err)
+	}
+	return r
+}
+
+// lockedBuffer is a log destination safe for the server's goroutines.
+type lockedBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *lockedBuffer) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuffer) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+// epoll_wait interrupted by a signal (EINTR) is called again and the
+// poller goes on; any other error is logged, every parked connection gets
+// its reader back (one with no keep alive too, which nothing else would
+// wake) and no connection parks again, so the server keeps serving.
+func TestPollerEpollWaitErrors(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name   string
+		err    error
+		failed bool
+	}{
+		{"EINTR is retried", unix.EINTR, false},
+		{"EBADF ends parking", unix.EBADF, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			logs := new(lockedBuffer)
+			srv, err := New(&Options{SysInterval: -1, Logger: slog.New(slog.NewTextHandler(logs, nil))})
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Returned by epoll_wait instead of waiting: EINTR once, other
+			// errors for good, as a real EBADF would be.
+			var inject atomic.Pointer[error]
+			srv.poller.wait = func(epfd int, events []unix.EpollEvent, msec int) (int, error) {
+				if e := inject.Load(); e != nil {
+					if *e == unix.EINTR {
+						inject.CompareAndSwap(e, nil)
+					}
+					return 0, *e
+				}
+				return unix.EpollWait(epfd, events, msec)
+			}
+			l := listeners.NewTCP("tcp", "127.0.0.1:0")
+			srv.AddListener(l)
+			if err := srv.Serve(); err != nil {
+				t.Fatal(err)
+			}
+			defer srv.Close()
+			addr := l.Addr().String()
+			ping := func(r *rawClient) {
+				t.Helper()
+				r.send(&packets.Pingreq{})
+				if pk, err := r.recv(); err != nil || pk.Type() != packets.PINGRESP {
+					t.Fatalf("got %v, %v; want PINGRESP", pk, err)
+				}
+			}
+			never, b := dialRaw(t, addr, "no-keep-alive", 0), dialRaw(t, addr, "b", 60)
+			waitParked(t, srv, 2)
+
+			// The wake for b's PINGREQ is served; the next epoll_wait
+			// returns the error.
+			inject.Store(&tc.err)
+			ping(b)
+			ping(never) // woken by the poller, or by the fallback
+			ping(b)
+
+			srv.poller.mu.Lock()
+			failed := srv.poller.failed
+			srv.poller.mu.Unlock()
+			if failed != tc.failed {
+				t.Fatalf("poller failed: %v, want %v", failed, tc.failed)
+			}
+			logged := strings.Contains(logs.String(), "epoll_wait failed")
+			if logged != tc.failed {
+				t.Fatalf("error logged: %v, want %v:\n%s", logged, tc.failed, logs)
+			}
+			if !tc.failed {
+				waitParked(t, srv, 2)
+				return
+			}
+			if n := parkedCount(srv); n != 0 {
+				t.Fatalf("%d connections parked after the failure", n)
+			}
+			if srv.poller.park(&Client{fd: 1 << 20}, 0) {
+				t.Fatal("a connection parked after the failure")
+			}
+			if !strings.Contains(logs.String(), "resumed=2") {
+				t.Fatalf("the log does not count the resumed connections:\n%s", logs)
+			}
+		})
 	}
 }

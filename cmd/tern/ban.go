@@ -7,7 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/url"
 	"os"
@@ -300,14 +299,7 @@ func (o *banOptions) endpoint() (base, token, key, secret string, err error) {
 		if cfg.Admin.Listen == "" {
 			return "", "", "", "", errors.New("admin.listen is empty: the broker has no admin API (use --url, or --offline when it is stopped)")
 		}
-		host, port, _ := net.SplitHostPort(cfg.Admin.Listen)
-		switch host {
-		case "", "0.0.0.0":
-			host = "127.0.0.1"
-		case "::", "[::]":
-			host = "::1"
-		}
-		base = "http://" + net.JoinHostPort(host, port)
+		base = adminBaseURL(cfg.Admin.Listen)
 	}
 	if token == "" && key == "" {
 		if token = cfg.Admin.Token; token == "" && len(cfg.Admin.APIKeys) > 0 {

@@ -6,6 +6,7 @@
 //	tern pub              publish a message (as mosquitto_pub)
 //	tern sub              subscribe and print messages (as mosquitto_sub)
 //	tern ban              list, add and lift bans (through the admin API)
+//	tern healthcheck      exit 0 when the broker is ready (/readyz), 1 otherwise
 package main
 
 import (
@@ -46,7 +47,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd(), banCmd())
+	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd(), banCmd(), healthcheckCmd())
 	return root
 }
 

@@ -81,7 +81,7 @@ func setupMQTT(srv *tern.Server, cfg *config.Config, log *slog.Logger) (*mqttSet
 		out.certs = append(out.certs, namedTLS{name, st})
 		out.reloads = append(out.reloads, reloader{"TLS certificates (" + name + ")", func() error {
 			if err := st.Reload(); err != nil {
-				return err
+				return fileHint(err)
 			}
 			checkCertificate(log, name, st)
 			return nil
@@ -242,7 +242,7 @@ func loadAuth(where, pwFile, aclFile string, anon bool, log *slog.Logger, out *m
 			return nil, fmt.Errorf("%s.password_file: %w", where, fileHint(err))
 		}
 		set.pw = h
-		out.reloads = append(out.reloads, reloader{"password file " + pwFile, h.Reload})
+		out.reloads = append(out.reloads, reloader{"password file " + pwFile, func() error { return fileHint(h.Reload()) }})
 		log.Info("password file loaded", "for", where, "file", pwFile, "users", h.Len(), "allow_anonymous", anon)
 	}
 	if aclFile != "" {
@@ -251,7 +251,7 @@ func loadAuth(where, pwFile, aclFile string, anon bool, log *slog.Logger, out *m
 			return nil, fmt.Errorf("%s.acl_file: %w", where, fileHint(err))
 		}
 		set.acl = h
-		out.reloads = append(out.reloads, reloader{"ACL file " + aclFile, h.Reload})
+		out.reloads = append(out.reloads, reloader{"ACL file " + aclFile, func() error { return fileHint(h.Reload()) }})
 		log.Info("ACL file loaded", "for", where, "file", aclFile)
 	}
 	return set, nil
@@ -354,8 +354,9 @@ func fileHint(err error) error {
 		}
 	}
 	uid, gid := os.Getuid(), os.Getgid()
-	return fmt.Errorf("%w: tern runs as uid %d gid %d, which cannot read it%s: make it readable by that user "+
-		"(chown %d %s, keeping mode 0600; or group-readable, mode 0640, with group %d)", err, uid, gid, owner, uid, pe.Path, gid)
+	return fmt.Errorf("%w: tern runs as uid %d gid %d, which cannot read it%s: make it readable by uid %d "+
+		"(chown %d %s, keeping mode 0600; or mode 0640 with group %d); in a container, change the file mounted there on the host",
+		err, uid, gid, owner, uid, uid, pe.Path, gid)
 }
 
 // certificateWarnBefore is how long before its expiry a certificate is

@@ -4,11 +4,13 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"log/slog"
@@ -299,6 +301,26 @@ func TestServeCertificateValidity(t *testing.T) {
 			t.Errorf("log lacks %q:\n%s", want, l)
 		}
 	}
+	// Each TLS listener presents its own certificate.
+	presented := 0
+	for _, l := range b.mqtt {
+		want := map[string]string{"tls[0]": "expired", "tls[1]": "future"}[l.ID()]
+		if want == "" {
+			continue
+		}
+		conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{InsecureSkipVerify: true}) // the dates are wrong on purpose
+		if err != nil {
+			t.Fatalf("%s: %v", l.ID(), err)
+		}
+		if cn := conn.ConnectionState().PeerCertificates[0].Subject.CommonName; cn != want {
+			t.Errorf("listener %s presents %q, want %q", l.ID(), cn, want)
+		}
+		conn.Close()
+		presented++
+	}
+	if presented != 2 {
+		t.Fatalf("%d TLS listeners found", presented)
+	}
 	// A reload of a certificate that expires within two weeks warns too.
 	soonCrt, soonKey := certificate(t, dir, "soon", now.Add(-time.Hour), now.Add(72*time.Hour))
 	os.Rename(soonCrt, expiredCrt)
@@ -333,7 +355,9 @@ func TestFilePermissionHint(t *testing.T) {
 	os.WriteFile(f, []byte("x"), 0o600)
 	err := fileHint(&fs.PathError{Op: "open", Path: f, Err: syscall.EACCES})
 	msg := err.Error()
-	for _, want := range []string{"permission denied", "tern runs as uid ", "which cannot read it", "with mode 0600", "chown "} {
+	uid := fmt.Sprint(os.Getuid())
+	for _, want := range []string{"permission denied", "tern runs as uid " + uid + " ", "which cannot read it", "with mode 0600",
+		"readable by uid " + uid, "chown " + uid + " " + f + ", keeping mode 0600", "mode 0640 with group " + fmt.Sprint(os.Getgid())} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("%q lacks %q", msg, want)
 		}

@@ -70,3 +70,40 @@ func BenchmarkConnect(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkCheck is the password check of one login with the default
+// cost: "cached" a password verified before (what a reconnecting client
+// pays), "hash" one that is not (NoCache: every login). CPU only, so
+// steadier than BenchmarkConnect on a shared machine; compare "cached"
+// with BenchmarkConnect/none (BENCHMARKS.md).
+//
+//	go test -run - -bench Check ./hooks/auth
+func BenchmarkCheck(b *testing.B) {
+	for _, algo := range []string{auth.PBKDF2SHA512, auth.Argon2id} {
+		h, err := auth.HashPasswordWith("secret", auth.HashOptions{Algorithm: algo})
+		if err != nil {
+			b.Fatal(err)
+		}
+		file := filepath.Join(b.TempDir(), "passwd")
+		os.WriteFile(file, []byte("device:"+h+"\n"), 0o600)
+		for _, noCache := range []bool{false, true} {
+			name := algo + "/cached"
+			if noCache {
+				name = algo + "/hash"
+			}
+			b.Run(name, func(b *testing.B) {
+				pw, err := auth.NewPasswordFile(file, auth.PasswordOptions{NoCache: noCache})
+				if err != nil {
+					b.Fatal(err)
+				}
+				pw.Check("device", "secret") // the first login pays the hash
+				b.ResetTimer()
+				for range b.N {
+					if !pw.Check("device", "secret") {
+						b.Fatal("refused")
+					}
+				}
+			})
+		}
+	}
+}

@@ -184,15 +184,15 @@ type Auth struct {
 // Limits are the broker's limits and MQTT features, the fields of
 // tern.Options. Where Mosquitto has the setting, the key is its name.
 type Limits struct {
-	MaxPacketSize                   Size     `yaml:"max_packet_size" usage:"largest packet accepted (advertised to v5 clients)"`
+	MaxPacketSize                   Size     `yaml:"max_packet_size" usage:"largest packet accepted, in bytes (advertised to v5 clients)"`
 	ReceiveMaximum                  uint16   `yaml:"receive_maximum" usage:"QoS 1/2 messages a client may have unacknowledged towards the broker"`
 	MaxInflightMessages             uint16   `yaml:"max_inflight_messages" usage:"QoS 1/2 messages unacknowledged towards one client (0: 65535)"`
 	MaxQueuedMessages               int      `yaml:"max_queued_messages" usage:"messages queued per session (0: no limit)"`
 	MaxQueuedBytes                  Size     `yaml:"max_queued_bytes" usage:"topic and payload bytes queued per session (0: no limit)"`
 	QueueFullPolicy                 string   `yaml:"queue_full_policy" usage:"which message a full queue drops: drop_new or drop_oldest"`
 	MaxPendingBytes                 Size     `yaml:"max_pending_bytes" usage:"bytes waiting to be written to one client (encoded packets and queued QoS 0 messages); QoS 0 beyond it is dropped"`
-	MaxMessageMemory                Size     `yaml:"max_message_memory" usage:"broker-wide memory for queued and inflight messages (auto: a quarter of the memory available; 0: no limit)"`
-	MaxQueueMemory                  Size     `yaml:"max_queue_memory" usage:"memory for one persistent session's queue (topic and payload bytes, plus 64 a message); beyond, its QoS 1/2 messages are paged to the store (0: no per-session share)"`
+	MaxMessageMemory                Size     `yaml:"max_message_memory" usage:"bytes of broker-wide memory for queued and inflight messages (auto: a quarter of the memory available; 0: no limit)"`
+	MaxQueueMemory                  Size     `yaml:"max_queue_memory" usage:"bytes of memory for one persistent session's queue (topic and payload, plus 64 a message); beyond, its QoS 1/2 messages are paged to the store (0: no per-session share)"`
 	MaxRetainedMessages             int      `yaml:"max_retained_messages" usage:"retained messages kept (0: no limit)"`
 	MaxRetainedBytes                Size     `yaml:"max_retained_bytes" usage:"topic and payload bytes of retained messages (auto: an eighth of the memory available, at most 1GiB; 0: no limit)"`
 	QueueQoS0Messages               bool     `yaml:"queue_qos0_messages" usage:"queue QoS 0 messages for offline persistent sessions"`

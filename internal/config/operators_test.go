@@ -1,8 +1,12 @@
 package config
 
 import (
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
+
+	"github.com/spf13/pflag"
 )
 
 // KubernetesServiceLinks are the variables Kubernetes puts in every
@@ -144,5 +148,70 @@ func TestPerListenerExposure(t *testing.T) {
 		if tc.ok != (err == nil) {
 			t.Errorf("%s: %v", tc.name, err)
 		}
+	}
+}
+
+// Every size takes a unit (KiB, MiB), from the file, the environment and
+// the flags; a key about bytes is a size; a rate says what per second,
+// and a size its unit, in its help.
+func TestSizesAndRatesSayTheirUnits(t *testing.T) {
+	sizes := 0
+	for _, k := range Keys() {
+		isSize := k.typ == sizeType
+		if strings.Contains(k.Name, "bytes") || strings.Contains(k.Name, "memory") || strings.HasSuffix(k.Name, "packet_size") {
+			if !isSize {
+				t.Errorf("%s: a size that does not take units (%s)", k.Name, k.typ)
+			}
+		}
+		if strings.HasSuffix(k.Name, "_rate") && !strings.Contains(k.Usage, "per second") {
+			t.Errorf("%s: the help does not say per what: %q", k.Name, k.Usage)
+		}
+		if !isSize {
+			continue
+		}
+		sizes++
+		if !strings.Contains(k.Usage, "bytes") {
+			t.Errorf("%s: the help does not say what it counts: %q", k.Name, k.Usage)
+		}
+		for _, tc := range []struct {
+			layer string
+			env   []string
+			flags []string
+			text  string
+			want  Size
+		}{
+			{"environment", []string{k.Env + "=3MiB"}, nil, "", 3 << 20},
+			{"flag", nil, []string{"--" + k.Flag, "2MiB"}, "", 2 << 20},
+			{"file", nil, nil, "3072KiB", 3 << 20},
+		} {
+			file := ""
+			if tc.text != "" {
+				file = filepath.Join(t.TempDir(), "tern.yaml")
+				top, leaf, nested := strings.Cut(k.Name, ".")
+				yaml := top + ": " + tc.text + "\n"
+				if nested {
+					yaml = top + ":\n  " + leaf + ": " + tc.text + "\n"
+				}
+				if err := os.WriteFile(file, []byte(yaml), 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			fs := pflag.NewFlagSet("serve", pflag.ContinueOnError)
+			RegisterFlags(fs)
+			if err := fs.Parse(tc.flags); err != nil {
+				t.Fatalf("%s: %v", k.Name, err)
+			}
+			c, err := Load(file, tc.env, fs)
+			if err != nil {
+				t.Errorf("%s from the %s: %v", k.Name, tc.layer, err)
+				continue
+			}
+			if got := c.field(&k).Interface().(Size); got != tc.want {
+				t.Errorf("%s from the %s: %d, want %d", k.Name, tc.layer, got, tc.want)
+			}
+		}
+	}
+	if sizes < 6 {
+		t.Fatalf("%d size keys found", sizes)
 	}
 }
