@@ -3,6 +3,7 @@ package tern_test
 import (
 	"errors"
 	"fmt"
+	"net"
 	"testing"
 	"time"
 
@@ -225,6 +226,12 @@ func TestPagingTakeoverDuringSkippedRead(t *testing.T) {
 		got := 0
 		for got < limit {
 			pk, err := c2.TryRecv(10 * time.Second)
+			if ne := net.Error(nil); err != nil && !(errors.As(err, &ne) && ne.Timeout()) {
+				// c1's CONNECT came second and took the session over from
+				// c2: not the case tested.
+				t.Logf("attempt %d: c2 closed (%v): c1 came second", attempt, err)
+				break
+			}
 			if err != nil {
 				t.Fatalf("attempt %d: stalled after %d of %d (paged %d queued %d): %v", attempt, got, limit,
 					srv.Stats().Paged, srv.Stats().Queued, err)
