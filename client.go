@@ -64,6 +64,8 @@ type Client struct {
 	flushing     bool
 	closing      bool // write what is in out, then close
 	needSync     bool // out holds packets that may go only once the store has committed
+	wantPage     bool // the writer is to read a page of the session's queue back from the store
+	pageStalled  bool // reading back made no progress: not again until the writer is kicked
 	aliasesOut   map[string]uint16
 	resend       []uint16        // inflight ids of a resumed session still to be sent again, oldest first
 	outWake      chan struct{}   // closed when the output drains: the reader waits on it
@@ -177,8 +179,10 @@ var (
 	errUnexpectedPack = &packets.Error{Code: packets.ProtocolError, Msg: "unexpected packet type"}
 )
 
-// kickLocked starts the writer if it is not running.
+// kickLocked starts the writer if it is not running, and lets it read
+// paged deliveries back again.
 func (c *Client) kickLocked() {
+	c.pageStalled = false
 	if !c.flushing && !c.closed.Load() {
 		c.flushing = true
 		c.srv.goTracked(c.flush)
@@ -218,6 +222,19 @@ func (c *Client) flush() {
 		if c.established.Load() && c.sess != nil && c.sess.client == c && !c.closed.Load() {
 			for {
 				c.fillLocked(now.UnixNano())
+				if c.wantPage {
+					// Paged deliveries read back from the store, outside
+					// the lock.
+					c.wantPage = false
+					c.unlock()
+					ok := s.pageIn(c)
+					c.lock()
+					c.pageStalled = c.pageStalled || !ok
+					if c.sess.client != c || c.closed.Load() {
+						break
+					}
+					continue
+				}
 				st := c.wantSnapshot
 				if st == nil {
 					break
@@ -598,6 +615,9 @@ func (c *Client) fillLocked(now int64) {
 	}
 	var freed int64 // memory given back, added to the budget once
 	defer func() { c.srv.mem.add(-freed) }()
+	if c.wantPageLocked() {
+		c.wantPage = true // the writer reads a page back, then fills again
+	}
 	for ss.q.len() > 0 && len(c.out) < flushChunk && !c.closing {
 		var dv delivery
 		h := ss.q.peek()

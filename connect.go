@@ -381,6 +381,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	if present {
 		c.resendLocked()
 	}
+	if ss.pg.active() {
+		c.kickLocked() // paged deliveries wait to be read back
+	}
 	ss.mu.Unlock()
 
 	s.stats.connected()
@@ -459,6 +462,18 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 		ss, present = old, true
 	}
 	ss.mu.Lock()
+	if expiry == 0 && ss.pg.active() {
+		// Resumed with a Session Expiry of 0: the session stops being
+		// persistent and its stored deliveries go; the paged ones are
+		// read back into memory first.
+		if err := s.unpageLocked(ss, &afters); err != nil {
+			// The store cannot write: the session keeps its expiry, and
+			// the CONNACK, which waits for the store, most likely fails.
+			s.log.Error("resuming a paged session with expiry 0: reading its paged part back failed; it keeps its expiry",
+				"client", c.id, "err", err)
+			expiry = ss.expiry
+		}
+	}
 	ss.client = c
 	ss.offlineSince = 0
 	ss.bridge = c.bridge || isBridgeID(c.id)

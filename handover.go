@@ -10,6 +10,7 @@ package tern
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"time"
 
@@ -117,6 +118,12 @@ type SessionState struct {
 // Errors of the handover.
 var (
 	ErrSessionOnline = errors.New("tern: session is connected here")
+	// ErrStoreUnavailable is returned by ExportSession while the store
+	// cannot write (see Server.StoreHealth) and part of the session's
+	// queue, paged out of memory, is only in a commit waiting for it: the
+	// session stays here (offline) and the caller tries again later. It
+	// wraps storage.ErrUnavailable.
+	ErrStoreUnavailable = fmt.Errorf("tern: %w: paged messages of the session wait for it", storage.ErrUnavailable)
 )
 
 // takeOverLocked takes the session old from its connection for a new one
@@ -159,7 +166,10 @@ func (s *Server) takeOverLocked(old *session, cleanStart bool, by string, afters
 // session ends here (a pending will is published [MQTT-3.1.2-8]) and the
 // state is nil; otherwise the state is returned and the session removed
 // without a will, drops or SessionObserver calls: it lives on elsewhere.
-// A nil state and nil error also mean there was no session here.
+// A nil state and nil error also mean there was no session here. While
+// the store cannot write, a session whose paged messages wait for their
+// commit is not exported: ErrStoreUnavailable, the session stays here,
+// offline, and the caller tries again.
 //
 // When moved is not nil, the session's subscriptions stay here for drain,
 // passing what matches them to moved (Remote.Forward, with
@@ -190,7 +200,18 @@ func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, d
 	if moved != nil {
 		mt = &remoteTarget{r: moved}
 	}
-	st := old.exportLocked(mt)
+	st, err := old.exportLocked(mt, &afters)
+	if err != nil {
+		old.mu.Lock()
+		old.expireLaterLocked() // taken over: offline here
+		end := old.expiry == 0
+		old.mu.Unlock()
+		if end {
+			afters = append(afters, s.endSessionLocked(old, false))
+		}
+		s.mu.Unlock()
+		return nil, err
+	}
 	s.sessions.remove(old)
 	s.stats.ClientsTotal.Add(-1)
 
@@ -222,6 +243,22 @@ func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, d
 	return st, nil
 }
 
+// expireLaterLocked starts the expiry of a session taken over from its
+// connection and left here offline (ExportSession that failed): the
+// connection's end, which would have, finds the session taken.
+func (ss *session) expireLaterLocked() {
+	if ss.ended || ss.client != nil {
+		return
+	}
+	if c := ss.identity; c != nil {
+		ss.storeSessionLocked(c.version, time.Now())
+	}
+	if ss.expiry != 0 && ss.expiry != NeverExpire {
+		s := ss.srv
+		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
+	}
+}
+
 // endDrain removes the subscriptions a moved session left behind, unless
 // the session came back here meanwhile.
 func (s *Server) endDrain(clientID string, mt *remoteTarget) {
@@ -244,11 +281,33 @@ func (s *Server) endDrain(clientID string, mt *remoteTarget) {
 // (deliveries still on their way go to moved, when not nil). What was
 // queued under shared subscriptions moves with the session; retained
 // messages still to be sent for a new subscription (a retained stream) do
-// not. The caller holds s.mu.
-func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
+// not. The caller holds s.mu. Drop hooks for paged deliveries skipped to
+// make room go to afters. It fails, changing nothing, while the store
+// cannot write and paged deliveries wait for their commit: reading back
+// what is committed would leave them out.
+func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*SessionState, error) {
 	s := ss.srv
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
+	if pq := ss.pg; pq.active() && !s.persist.committedRound(pq.round) && s.persist.health() != nil {
+		return nil, ErrStoreUnavailable
+	}
+	// Read first: the lock is released meanwhile, and deliveries that
+	// come then go to moved.
+	ss.moved = moved
+	var paged []storage.QueueEntry
+	var skipped []hookEvent
+	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry, skip bool) {
+		switch {
+		case !skip:
+			paged = append(paged, *e)
+		case len(s.hooks.drops) > 0:
+			skipped = append(skipped, hookEvent{msg: MessageFromRecord(e.Message), drop: DropQueueFull})
+		}
+	})
+	if len(skipped) > 0 {
+		*afters = append(*afters, func() { s.fireDrops(ss.id, skipped) })
+	}
 	st := &SessionState{Session: storage.Session{ClientID: ss.id, Expiry: ss.expiry}}
 	if c := ss.identity; c != nil {
 		st.Session.Username, st.Session.Version = c.username, c.version
@@ -281,6 +340,19 @@ func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
 		ss.unaccountLocked(&d)
 		ss.finishLocked(&d)
 	}
+	// Paged deliveries, read back from the store, go after those in
+	// memory: they are newer.
+	msgs := make(map[*storage.Message]*Message)
+	for i := range paged {
+		r := paged[i].Message
+		m := msgs[r]
+		if m == nil {
+			m = MessageFromRecord(r)
+			msgs[r] = m
+		}
+		d := queuedDelivery(&paged[i].Delivery, m)
+		add(&d, 0, false)
+	}
 	ss.streams = 0
 	for id := range ss.inQoS2 {
 		st.Inbound = append(st.Inbound, id)
@@ -296,7 +368,8 @@ func (ss *session) exportLocked(moved *remoteTarget) *SessionState {
 		ss.stored = false
 		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
 	}
-	return st
+	s.persist.unrefPaged(pagedIDs)
+	return st, nil
 }
 
 // ImportSession puts a session another node exported (ExportSession) into
@@ -357,20 +430,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 		if m == nil {
 			continue
 		}
-		d := delivery{msg: m, qos: r.QoS, retain: r.Retain}
-		switch len(r.SubIDs) {
-		case 0:
-		case 1:
-			d.subID = r.SubIDs[0]
-		default:
-			d.ext = &deliveryExt{subIDs: r.SubIDs}
-		}
-		if r.ShareGroup != "" {
-			if d.ext == nil {
-				d.ext = &deliveryExt{}
-			}
-			d.ext.share = &topics.SharedGroup{Name: r.ShareGroup, Filter: r.ShareFilter}
-		}
+		d := queuedDelivery(&r, m)
 		if _, used := ss.inflight[r.PacketID]; r.PacketID != 0 && fresh && !used && ss.client == nil {
 			ss.storeQueuedLocked(&d)
 			ss.storeInflightLocked(&d, r.PacketID, r.Released)

@@ -50,8 +50,9 @@ type SessionInfo struct {
 	Online        bool   // a connection is attached
 	Expiry        uint32 // session expiry interval, seconds; NeverExpire for never
 	Inflight      int
-	Queued        int
+	Queued        int // paged ones included
 	QueuedBytes   int
+	Paged         int // of Queued, those kept only in the store (see Options.MaxQueueMemory)
 	Subscriptions int
 	// Dropped counts the messages dropped instead of delivered to the
 	// session, by reason; nil when none were.
@@ -226,6 +227,7 @@ func (s *Server) sessionInfo(ss *session) (SessionInfo, bool) {
 		Inflight:    len(ss.inflight),
 		Queued:      ss.queuedLocked(),
 		QueuedBytes: ss.qBytes,
+		Paged:       ss.pg.count(),
 		Dropped:     ss.dropCounts(),
 	}
 	ss.mu.Unlock()

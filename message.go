@@ -33,8 +33,9 @@ type Message struct {
 	stored atomic.Bool // it has been put in the store (set under the persister's lock)
 
 	// Guarded by the persister's lock.
-	id   uint64 // storage id, 0 until first stored
-	refs int32  // stored references: deliveries to persistent sessions, retained
+	id     uint64 // storage id, 0 until first stored
+	refs   int32  // stored references: deliveries to persistent sessions, retained
+	mapped bool   // its references are counted in persister.refs instead (see persister.mapLocked)
 }
 
 // expired reports whether the message's expiry interval has passed.

@@ -70,6 +70,24 @@ type Options struct {
 	// least 64 MiB; a negative value means no limit.
 	MaxMessageMemory int64
 
+	// MaxQueueMemory is how much of one persistent session's queue is held
+	// in memory when there is a Store: topic and payload bytes plus about
+	// 64 bytes per queued message. Beyond
+	// it, and whenever holding a message would pass MaxMessageMemory, the
+	// session's QoS 1 and 2 messages stay only in the store, where they
+	// are written anyway, and are read back in order, a page at a time,
+	// as its client takes them ("paging"); they still count towards
+	// MaxQueuedMessages and MaxQueuedBytes. Messages through shared
+	// subscriptions, and QoS 0 ones, are never paged. Default 1 MiB; a
+	// negative value means no per-session share (only MaxMessageMemory
+	// pages).
+	MaxQueueMemory int
+
+	// DisablePaging keeps every queued message in memory, as without a
+	// store: at MaxMessageMemory QoS 1 and 2 messages are dropped
+	// (memory_full) instead of paged.
+	DisablePaging bool
+
 	// MaxRetainedMessages and MaxRetainedBytes cap the retained messages
 	// (count, and topic plus payload bytes). A retained PUBLISH that would
 	// pass a cap is refused: a v5 client's QoS 1 or 2 one with 0x97 Quota
@@ -286,6 +304,12 @@ func newConfig(o *Options) (*config, error) {
 	}
 	if c.MaxPendingBytes == 0 {
 		c.MaxPendingBytes = 1 << 20
+	}
+	switch {
+	case c.MaxQueueMemory == 0:
+		c.MaxQueueMemory = 1 << 20
+	case c.MaxQueueMemory < 0:
+		c.MaxQueueMemory = 0 // no share
 	}
 	switch {
 	case c.MaxMessageMemory == 0:

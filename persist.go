@@ -3,6 +3,7 @@ package tern
 import (
 	"sync"
 	"time"
+	"weak"
 
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
@@ -55,8 +56,17 @@ type persister struct {
 	holdsEnd chan struct{} // closed when holds falls to 0 while gate is set
 	running  bool
 	nextID   uint64 // next message id
-	idle     *sync.Cond
-	failed   bool // a commit failed: logged once
+	// refs counts the stored references of messages that a paged delivery
+	// refers to, by id: such a delivery holds no *Message, and a Message
+	// read back for it may be a copy, so the count cannot live in one
+	// Message (see mapLocked).
+	refs   map[uint64]msgRef
+	idle   *sync.Cond
+	failed bool // a commit failed: logged once
+	// rounds counts the rounds the committer took, and committed the
+	// last of them committed without an error: the pending batch goes
+	// in round rounds+1 (see pendingRoundLocked).
+	rounds, committed uint64
 
 	sh storeHealth
 }
@@ -109,6 +119,18 @@ func (p *persister) after(done func(error)) {
 	p.batchLocked()
 	p.waiters = append(p.waiters, done)
 	p.mu.Unlock()
+}
+
+// pendingRoundLocked returns the round of commits that takes the changes
+// made now; p.mu is held.
+func (p *persister) pendingRoundLocked() uint64 { return p.rounds + 1 }
+
+// committedRound reports whether the round of commits numbered round was
+// committed (and so every change made before it was taken).
+func (p *persister) committedRound(round uint64) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.committed >= round
 }
 
 // wait blocks until every change made so far is committed.
@@ -208,6 +230,8 @@ func (p *persister) commitLoop() {
 			p.mu.Unlock()
 			return
 		}
+		p.rounds++
+		round := p.rounds
 		p.mu.Unlock()
 		// In sync mode every commit is fsync'd: a change nobody waits for
 		// (a deletion, most often) is durable within one commit, instead
@@ -234,6 +258,10 @@ func (p *persister) commitLoop() {
 			if first {
 				p.srv.log.Error("storage commit failed: acknowledgements withheld", "err", err)
 			}
+		} else {
+			p.mu.Lock()
+			p.committed = round
+			p.mu.Unlock()
 		}
 		for _, fn := range w {
 			fn(err)
@@ -253,6 +281,16 @@ func (p *persister) drain() {
 // refLocked records one more stored reference to m, storing the message on
 // the first.
 func (p *persister) refLocked(b storage.Batch, m *Message) {
+	if m.mapped {
+		r := p.refs[m.id]
+		if r.n == 0 {
+			b.PutMessage(m.record())
+			r.live = weak.Make(m)
+		}
+		r.n++
+		p.refs[m.id] = r
+		return
+	}
 	if m.refs == 0 {
 		if m.id == 0 {
 			m.id = p.nextID
@@ -267,10 +305,73 @@ func (p *persister) refLocked(b storage.Batch, m *Message) {
 // unrefLocked drops a stored reference to m, deleting the message with the
 // last.
 func (p *persister) unrefLocked(b storage.Batch, m *Message) {
+	if m.mapped {
+		p.unrefIDLocked(b, m.id)
+		return
+	}
 	m.refs--
 	if m.refs == 0 {
 		b.DeleteMessage(m.id)
 	}
+}
+
+// msgRef is the count of a mapped message's stored references, and a
+// Message of that id still in memory, if any, for reading back.
+type msgRef struct {
+	n    int32
+	live weak.Pointer[Message]
+}
+
+// unrefIDLocked drops a stored reference to the mapped message id.
+func (p *persister) unrefIDLocked(b storage.Batch, id uint64) {
+	switch r := p.refs[id]; {
+	case r.n > 1:
+		r.n--
+		p.refs[id] = r
+	case r.n == 1:
+		delete(p.refs, id)
+		b.DeleteMessage(id)
+	}
+}
+
+// liveMessage returns the Message of a paged delivery read back: one
+// still in memory with that id (so that its bytes count once), or else
+// a copy made from r, which later reads find in turn.
+func (p *persister) liveMessage(r *storage.Message) *Message {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	ref, ok := p.refs[r.ID]
+	if m := ref.live.Value(); m != nil {
+		return m
+	}
+	m := MessageFromRecord(r)
+	m.id = r.ID
+	m.mapped = true
+	m.stored.Store(true)
+	if ok {
+		ref.live = weak.Make(m)
+		p.refs[r.ID] = ref
+	}
+	return m
+}
+
+// mapLocked moves the count of m's stored references, which must have
+// been stored, into p.refs, where the references of its paged deliveries
+// are counted: from now on every Message of that id (the original and
+// those read back from the store) counts there.
+func (p *persister) mapLocked(m *Message) {
+	if m.mapped {
+		return
+	}
+	if p.refs == nil {
+		p.refs = make(map[uint64]msgRef)
+	}
+	r := p.refs[m.id]
+	r.n += m.refs
+	r.live = weak.Make(m)
+	p.refs[m.id] = r
+	m.refs = 0
+	m.mapped = true
 }
 
 // touched reports whether m went to the store, without the persister's
@@ -336,6 +437,7 @@ func (ss *session) storeQueuedLocked(d *delivery) {
 	}
 	ss.pseq++
 	d.pseq = ss.pseq
+	ss.holdStoredLocked(d.pseq)
 	p := ss.srv.persist
 	p.mu.Lock()
 	b := p.batchLocked()
@@ -412,6 +514,13 @@ func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 		return
 	}
 	if ss.expiry == 0 {
+		if ss.pg.active() {
+			// Deleting the session would delete its paged deliveries
+			// with it, unread: the session's end reads them back first,
+			// then deletes it (endSessionLocked), and so does a resume
+			// (unpageLocked).
+			return
+		}
 		if ss.stored {
 			ss.stored = false
 			p.change(func(b storage.Batch) { b.DeleteSession(ss.id) })

@@ -267,7 +267,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 		c.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
 		delete(ss.inflight, id)
 		c.inAcked++
-		if ss.q.len() > 0 || len(c.resend) > 0 {
+		if ss.q.len() > 0 || len(c.resend) > 0 || ss.pg.active() {
 			c.kickLocked() // the window has room again
 		}
 	}

@@ -16,10 +16,13 @@ type restorer struct {
 	messages map[uint64]*Message
 	sessions map[string]*session
 	version  map[string]byte
-	offline  map[string]int64 // when each session went offline, unix ns; 0 = cut off by a crash
+	offline  map[string]int64  // when each session went offline, unix ns; 0 = cut off by a crash
+	mapping  map[*Message]bool // those in toMap
 	maxID    uint64
 	skipped  int                   // records that refer to something missing
 	junk     []func(storage.Batch) // their deletions
+	expired  []func(storage.Batch) // deletions of deliveries whose message expired
+	toMap    []*Message            // messages of paged deliveries (see persister.mapLocked)
 	timers   []func()              // will and expiry timers, started once everything is restored
 	counts   struct{ sessions, subscriptions, deliveries, retained, wills int }
 }
@@ -82,22 +85,45 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 		r.skip(func(b storage.Batch) { b.DeleteDelivery(rec.ClientID, rec.Seq) })
 		return nil
 	}
-	d := delivery{msg: m, qos: rec.QoS, retain: rec.Retain, pseq: rec.Seq}
-	switch len(rec.SubIDs) {
-	case 0:
-	case 1:
-		d.subID = rec.SubIDs[0]
-	default:
-		d.ext = &deliveryExt{subIDs: rec.SubIDs}
-	}
-	if rec.ShareGroup != "" {
-		if d.ext == nil {
-			d.ext = &deliveryExt{}
+	d := queuedDelivery(rec, m)
+	d.pseq = rec.Seq
+	if rec.PacketID == 0 && ss.pageableLocked(&d) {
+		if m.expired(r.now.UnixNano()) {
+			// Past the newest sequence number all the same: the next
+			// delivery stored must not take its number.
+			ss.pseq = max(ss.pseq, rec.Seq)
+			id, seq := rec.ClientID, rec.Seq
+			r.expired = append(r.expired, func(b storage.Batch) { b.DeleteDelivery(id, seq) })
+			return nil
 		}
-		d.ext.share = &topics.SharedGroup{Name: rec.ShareGroup, Filter: rec.ShareFilter}
+		if ss.shouldPageLocked(&d) {
+			// Left in the store: only counted (see paging.go).
+			if ss.pg == nil {
+				ss.pg = &pagedQueue{}
+			}
+			pq := ss.pg
+			if !pq.active() {
+				pq.cursor, pq.last, pq.held = ss.pseq, ss.pseq, nil
+			}
+			n := m.size()
+			pq.n++
+			pq.bytes += n
+			ss.qBytes += n
+			pq.last = rec.Seq
+			ss.pseq = max(ss.pseq, rec.Seq)
+			r.s.stats.Paged.Add(1)
+			if !r.mapping[m] {
+				r.mapping[m] = true
+				r.toMap = append(r.toMap, m)
+			}
+			m.refs++
+			r.counts.deliveries++
+			return nil
+		}
 	}
 	r.s.mem.add(r.s.mem.hold(m))
 	m.refs++
+	ss.holdStoredLocked(rec.Seq)
 	ss.pseq = max(ss.pseq, rec.Seq)
 	if rec.PacketID != 0 {
 		ss.seq++
@@ -167,13 +193,14 @@ func (r *restorer) Will(w *storage.Will) error {
 func (s *Server) restore() error {
 	start := time.Now()
 	r := &restorer{s: s, now: start, messages: make(map[uint64]*Message),
-		sessions: make(map[string]*session), version: make(map[string]byte), offline: make(map[string]int64)}
+		sessions: make(map[string]*session), version: make(map[string]byte), offline: make(map[string]int64),
+		mapping: make(map[*Message]bool)}
 	if err := s.cfg.Store.Load(r); err != nil {
 		return fmt.Errorf("tern: restoring from the store: %w", err)
 	}
 	p := s.persist
 	p.nextID = r.maxID + 1
-	var expired []func(storage.Batch)
+	expired := r.expired
 	// Sessions: offline now; they expire counting from when they went
 	// offline (or from now, for those the crash cut off).
 	for id, ss := range r.sessions {
@@ -215,6 +242,11 @@ func (s *Server) restore() error {
 			orphans = append(orphans, id)
 		}
 	}
+	p.mu.Lock()
+	for _, m := range r.toMap {
+		p.mapLocked(m)
+	}
+	p.mu.Unlock()
 	p.change(func(b storage.Batch) {
 		for _, del := range expired {
 			del(b)
@@ -231,7 +263,7 @@ func (s *Server) restore() error {
 	}
 	s.log.Info("restored state from the store",
 		"sessions", r.counts.sessions, "subscriptions", r.counts.subscriptions,
-		"queued_or_inflight", r.counts.deliveries, "retained", r.counts.retained,
+		"queued_or_inflight", r.counts.deliveries, "paged", s.stats.Paged.Load(), "retained", r.counts.retained,
 		"wills", r.counts.wills, "messages", len(r.messages)-len(orphans), "orphans_removed", len(orphans),
 		"skipped", r.skipped, "took", time.Since(start).Round(time.Millisecond).String())
 	return nil

@@ -31,13 +31,14 @@ type session struct {
 	inflight map[uint16]inflightMsg // by value: no allocation per message sent
 	seq      uint64                 // send order of inflight messages
 	nextID   uint16
-	inQoS2   map[uint16]struct{} // inbound QoS 2 packet ids awaiting PUBREL
-	streams  int                 // retained streams in the queue
-	expiry   uint32              // session expiry interval, seconds
-	pseq     uint64              // last storage key given to a delivery
-	stored   bool                // a session record is in the store
+	stored   bool // a session record is in the store
 	ended    bool
 	bridge   bool                        // the local session of a bridge (see KindBridge)
+	inQoS2   map[uint16]struct{}         // inbound QoS 2 packet ids awaiting PUBREL
+	streams  int                         // retained streams in the queue
+	expiry   uint32                      // session expiry interval, seconds
+	pseq     uint64                      // last storage key given to a delivery
+	pg       *pagedQueue                 // the part of the queue that lives only in the store (paging.go); nil when none
 	moved    *remoteTarget               // set when it ended by moving to another node: where late deliveries go
 	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
@@ -115,7 +116,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	cfg := s.cfg
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.ended {
+	if ss.ended || ss.pg.isEnding() {
 		if ss.moved != nil {
 			return dropMoved, d.msg // not a drop: the caller forwards it
 		}
@@ -136,6 +137,9 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		ss.qos0Full.Store(true) // until the writer drains: see Client.outDrainedLocked
 	case ss.queuedLocked() >= maxMsgs || ss.qBytes+size > maxBytes:
 		why = DropQueueFull
+	case ss.pageableLocked(&d) && ss.shouldPageLocked(&d):
+		ss.pageOutLocked(&d) // in the store only: nothing held in memory
+		return "", nil
 	case s.mem.full(d.msg):
 		why = DropMemoryFull
 	default:
@@ -153,6 +157,9 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		return why, d.msg
 	}
 	*charge += ss.pushLocked(d)
+	if victim.msg == nil {
+		return "", nil // a paged delivery made room: counted already
+	}
 	return why, victim.msg
 }
 
@@ -170,6 +177,12 @@ func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
 	victim, ok := ss.q.removeOldestQoS0()
 	if !ok && d.qos > 0 && oldest {
 		victim, ok = ss.q.removeOldest()
+		if !ok && ss.skipPagedLocked() {
+			// The oldest is paged: counted now, reported to hooks when
+			// it is read back.
+			ss.srv.countDrop(ss, DropQueueFull)
+			return delivery{}, true
+		}
 	}
 	if !ok {
 		return delivery{}, false
@@ -183,6 +196,10 @@ func (ss *session) makeRoomLocked(d delivery, charge *int64) (delivery, bool) {
 // is persistent and counted towards the session's limits, and returns what
 // it costs in memory (see memBudget.hold).
 func (ss *session) pushLocked(d delivery) int64 {
+	if ss.pageableLocked(&d) && ss.shouldPageLocked(&d) {
+		ss.pageOutLocked(&d)
+		return 0
+	}
 	ss.storeQueuedLocked(&d)
 	ss.q.push(d)
 	ss.accountLocked(&d)
@@ -294,6 +311,21 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		ss.mu.Unlock()
 		return func() {}
 	}
+	// Its paged deliveries are dropped: counted, all of them, and reported
+	// to hooks (which need their messages) once s.mu is released, those
+	// read back from the store (all, unless it cannot write). Those
+	// skipped to make room were counted then: hooks hear of them now.
+	pagedDrops := ss.pg.count()
+	var paged, skipped []*Message
+	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry, skip bool) { // releases ss.mu for a while
+		switch {
+		case len(s.hooks.drops) == 0:
+		case skip:
+			skipped = append(skipped, MessageFromRecord(e.Message))
+		default:
+			paged = append(paged, MessageFromRecord(e.Message))
+		}
+	})
 	ss.ended = true
 	if ss.expiryTimer != nil {
 		ss.expiryTimer.Stop()
@@ -322,6 +354,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		ss.stored = false
 		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
 	}
+	s.persist.unrefPaged(pagedIDs) // their deliveries went with the session
 	ss.mu.Unlock()
 
 	s.sessions.remove(ss)
@@ -342,6 +375,18 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 			if d.msg != nil && d.qos > 0 {
 				s.dropped(ss, d.msg, DropSessionEnded)
 			}
+		}
+		for _, m := range skipped {
+			for _, h := range s.hooks.drops {
+				h.OnMessageDropped(ss.id, m, DropQueueFull)
+			}
+		}
+		for _, m := range paged[:min(len(paged), pagedDrops)] {
+			s.sessionDropped(ss, m, DropSessionEnded)
+		}
+		s.stats.drops[dropIndex(DropSessionEnded)].Add(int64(pagedDrops))
+		for range pagedDrops - min(len(paged), pagedDrops) {
+			ss.countDrop(dropIndex(DropSessionEnded), false)
 		}
 		for _, h := range s.hooks.sessions {
 			h.OnSessionEnded(ss.id)

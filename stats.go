@@ -31,7 +31,9 @@ type Stats struct {
 	RetainedRefused      int64 // retained messages refused for MaxRetainedMessages or MaxRetainedBytes
 	Subscriptions        int64 // subscriptions now
 	InflightOut          int64 // QoS 1/2 messages sent and not yet acknowledged
-	Queued               int64 // messages queued for sessions
+	Queued               int64 // messages queued for sessions, paged ones included
+	Paged                int64 // of those, deliveries kept only in the store (paged out of memory)
+	PageIns              int64 // paged deliveries read back from the store
 	WillsSent            int64 // will messages published
 	StoreFailures        int64 // store commits that failed (their acknowledgements were withheld)
 	WriteTimeouts        int64 // connections reset because the client took nothing for WriteTimeout
@@ -73,6 +75,8 @@ type counters struct {
 	StoreFailures        atomic.Int64
 	WriteTimeouts        atomic.Int64
 	StoreRefused         atomic.Int64
+	Paged                atomic.Int64
+	PageIns              atomic.Int64
 
 	drops drops // by reason
 }
@@ -105,7 +109,7 @@ func (s *Server) Stats() Stats {
 		Subscriptions: c.Subscriptions.Load(), InflightOut: c.InflightOut.Load(), WillsSent: c.WillsSent.Load(),
 		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(), StoreRefused: c.StoreRefused.Load(),
 		Connects: c.Connects.Load(), PublishBytesReceived: c.PublishBytesReceived.Load(),
-		PublishBytesSent: c.PublishBytesSent.Load(),
+		PublishBytesSent: c.PublishBytesSent.Load(), Paged: c.Paged.Load(), PageIns: c.PageIns.Load(),
 	}
 	for i := range c.drops {
 		st.drops[i] = c.drops[i].Load()

@@ -87,6 +87,7 @@ func (s *Server) storeWatch() {
 			if !down.IsZero() {
 				s.log.Warn("store available again: writes resumed", "unavailable_for", now.Sub(down).Round(time.Millisecond).String())
 				down = time.Time{}
+				s.kickPaged() // reading paged queues back waited for it
 			}
 			continue
 		}

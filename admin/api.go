@@ -282,6 +282,7 @@ type Session struct {
 	Inflight      int    `json:"inflight"`
 	Queued        int    `json:"queued"`
 	QueuedBytes   int    `json:"queued_bytes"`
+	Paged         int    `json:"paged,omitempty"` // of queued, kept only in the store
 	Subscriptions int    `json:"subscriptions"`
 	// Dropped counts messages dropped instead of delivered, by reason.
 	Dropped map[string]int64 `json:"dropped,omitempty"`
@@ -318,6 +319,7 @@ func (a *Server) sessionRow(srv *tern.Server, sum *tern.SessionSummary) Session 
 		DisconnectReason: sum.DisconnectReason, Counts: countsJSON(sum.Counts)}
 	if si, ok := srv.SessionInfo(sum.ClientID); ok {
 		out.Expiry, out.QueuedBytes, out.Subscriptions, out.Dropped = si.Expiry, si.QueuedBytes, si.Subscriptions, dropsJSON(si.Dropped)
+		out.Paged = si.Paged
 	}
 	for _, t := range []struct {
 		src time.Time

@@ -76,7 +76,7 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	before := e.scrape(t)
 	for _, name := range []string{
 		"tern_clients_connected", "tern_sessions", "tern_subscriptions", "tern_retained_messages", "tern_inflight_messages",
-		"tern_queued_messages", "tern_messages_received_total", "tern_messages_sent_total", "tern_received_bytes_total",
+		"tern_queued_messages", "tern_paged_messages", "tern_page_in_total", "tern_messages_received_total", "tern_messages_sent_total", "tern_received_bytes_total",
 		"tern_sent_bytes_total", "tern_auth_failures_total", "tern_protocol_errors_total", "tern_connections_accepted_total",
 		`tern_messages_dropped_total{reason="queue_full"}`, `tern_messages_dropped_total{reason="packet_too_large"}`,
 		`tern_build_info{version="` + tern.Version + `"}`, "tern_start_time_seconds", "go_goroutines", "process_start_time_seconds",

@@ -117,6 +117,14 @@ type Delivery struct {
 	Released    bool // QoS 2: PUBREC received, PUBREL sent
 }
 
+// QueueEntry is a delivery that [Store.ReadQueue] read back, with its
+// message. Entries of one call that refer to the same message share one
+// Message.
+type QueueEntry struct {
+	Delivery Delivery
+	Message  *Message // nil: the store holds no message of that ID
+}
+
 // Will is a will message waiting for its delay to pass.
 type Will struct {
 	ClientID string
@@ -195,6 +203,12 @@ type Store interface {
 	// Load passes the stored state to l (see [Loader] for the order). It
 	// reads a consistent snapshot; commits may run meanwhile.
 	Load(l Loader) error
+	// ReadQueue returns the client's deliveries whose Seq is above
+	// afterSeq, in Seq order, at most max of them (max > 0), each with its
+	// message (nil when no message of that id is stored). It reads what is
+	// committed; the broker uses it to read back the queue of a session
+	// it paged out of memory.
+	ReadQueue(clientID string, afterSeq uint64, max int) ([]QueueEntry, error)
 	// Size reports the store's size on disk in bytes (0 for memory).
 	Size() (int64, error)
 	// Close releases the store. Later calls return ErrClosed.

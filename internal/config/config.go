@@ -193,6 +193,7 @@ type Limits struct {
 	QueueFullPolicy                 string   `yaml:"queue_full_policy" usage:"which message a full queue drops: drop_new or drop_oldest"`
 	MaxPendingBytes                 Size     `yaml:"max_pending_bytes" usage:"bytes waiting to be written to one client (encoded packets and queued QoS 0 messages); QoS 0 beyond it is dropped"`
 	MaxMessageMemory                Size     `yaml:"max_message_memory" usage:"bytes of broker-wide memory for queued and inflight messages (auto: a quarter of the memory available; 0: no limit)"`
+	MaxQueueMemory                  Size     `yaml:"max_queue_memory" usage:"bytes of memory for one persistent session's queue (topic and payload, plus 64 a message); beyond, its QoS 1/2 messages are paged to the store (0: no per-session share)"`
 	MaxRetainedMessages             int      `yaml:"max_retained_messages" usage:"retained messages kept (0: no limit)"`
 	MaxRetainedBytes                Size     `yaml:"max_retained_bytes" usage:"topic and payload bytes of retained messages (auto: an eighth of the memory available, at most 1GiB; 0: no limit)"`
 	QueueQoS0Messages               bool     `yaml:"queue_qos0_messages" usage:"queue QoS 0 messages for offline persistent sessions"`
@@ -222,6 +223,7 @@ type Persistence struct {
 	Durability   string   `yaml:"durability" usage:"sync (acknowledge after fsync), periodic (fsync every sync_interval) or off (memory only)"`
 	DataDir      string   `yaml:"data_dir" flag:"data-dir" usage:"directory of the embedded store"`
 	SyncInterval Duration `yaml:"sync_interval" usage:"fsync period when durability is periodic"`
+	Paging       bool     `yaml:"paging" usage:"page queues of persistent sessions out of memory into the store (max_message_memory, max_queue_memory)"`
 }
 
 // Log is the log's level and format. The level is reloaded on SIGHUP.
@@ -277,6 +279,7 @@ func Default() *Config {
 			SharedSubscriptionStrategy:      "round_robin",
 			MaxPendingBytes:                 1 << 20,
 			MaxMessageMemory:                SizeAuto,
+			MaxQueueMemory:                  1 << 20,
 			MaxRetainedMessages:             1_000_000,
 			MaxRetainedBytes:                SizeAuto,
 			MaxTopicLevels:                  128,
@@ -291,7 +294,7 @@ func Default() *Config {
 			ConnectTimeout:                  Duration(10 * time.Second),
 			WriteTimeout:                    Duration(30 * time.Second),
 		},
-		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second)},
+		Persistence:     Persistence{Durability: "sync", DataDir: "tern-data", SyncInterval: Duration(time.Second), Paging: true},
 		Log:             Log{Level: "info", Format: "text", ConnectionMessages: true},
 		Admin:           Admin{Listen: "127.0.0.1:18083", Dashboard: true},
 		Bans:            defaultBans(),
@@ -314,6 +317,8 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 		MaxQueuedBytes:       int(l.MaxQueuedBytes),
 		MaxPendingBytes:      int(l.MaxPendingBytes),
 		MaxMessageMemory:     int64(l.MaxMessageMemory),
+		MaxQueueMemory:       int(l.MaxQueueMemory),
+		DisablePaging:        !c.Persistence.Paging,
 		MaxRetainedMessages:  l.MaxRetainedMessages,
 		MaxRetainedBytes:     int64(l.MaxRetainedBytes),
 		QueueQoS0Offline:     ptr(l.QueueQoS0Messages),
@@ -345,7 +350,7 @@ func (c *Config) ServerOptions(logger *slog.Logger) *tern.Options {
 	if o.MaxInflight == 0 {
 		o.MaxInflight = math.MaxUint16
 	}
-	for _, p := range []*int{&o.MaxQueuedMessages, &o.MaxQueuedBytes, &o.MaxRetainedMessages, &o.MaxTopicLevels} {
+	for _, p := range []*int{&o.MaxQueuedMessages, &o.MaxQueuedBytes, &o.MaxRetainedMessages, &o.MaxTopicLevels, &o.MaxQueueMemory} {
 		if *p == 0 {
 			*p = -1
 		}

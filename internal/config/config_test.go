@@ -183,8 +183,8 @@ func TestGoodFile(t *testing.T) {
 			MaxQueuedBytes: 1e6, QueueFullPolicy: "drop_oldest", MaxPendingBytes: 512 << 10, MaxMessageMemory: 256 << 20,
 			MaxRetainedMessages: 1000, MaxRetainedBytes: SizeAuto, MaxQoS: 1, MaxKeepalive: Duration(300 * time.Second), MaxSessionExpiry: Duration(24 * time.Hour),
 			MaxClientIDLength: 64, MaxTopicLevels: 8, SharedSubscriptionStrategy: "hash_topic", ConnectTimeout: Duration(5 * time.Second), WriteTimeout: Duration(time.Minute),
-			MaxPublishBytesRate: 64 << 10},
-		Persistence: Persistence{Durability: "periodic", DataDir: "/var/lib/tern", SyncInterval: Duration(250 * time.Millisecond)},
+			MaxPublishBytesRate: 64 << 10, MaxQueueMemory: 1 << 20},
+		Persistence: Persistence{Durability: "periodic", DataDir: "/var/lib/tern", SyncInterval: Duration(250 * time.Millisecond), Paging: true},
 		Log:         Log{Level: "debug", Format: "json"},
 		Admin: Admin{Listen: "0.0.0.0:18083", Token: "a-long-bearer-token", AllowedHosts: []string{"tern.example.svc"}, Dashboard: true,
 			CORSOrigins: []string{"https://dash.example"},
@@ -222,6 +222,7 @@ func TestGoodFile(t *testing.T) {
 		SharedSubAvailable: &f, TopicAliasMaximum: ptr[uint16](0), MaxKeepAlive: 300, MaxSessionExpiry: 86400,
 		MaxClientIDLength: 64, MaxTopicLevels: 8, ConnectTimeout: 5 * time.Second, WriteTimeout: time.Minute, SysInterval: -1,
 		Durability: tern.DurabilityPeriodic, SyncInterval: 250 * time.Millisecond, SharedStrategy: tern.SharedHashTopic, MaxPublishBytesRate: 64 << 10,
+		MaxQueueMemory: 1 << 20,
 	}
 	if !reflect.DeepEqual(*o, wantOpts) {
 		t.Errorf("ServerOptions:\n got %+v\nwant %+v", *o, wantOpts)
@@ -247,8 +248,9 @@ func TestEveryOptionIsConfigurable(t *testing.T) {
 		"MaxPublishRate": "limits.max_publish_rate", "MaxPublishBytesRate": "limits.max_publish_bytes_rate",
 		"QueueFullPolicy": "limits.queue_full_policy", "MaxPendingBytes": "limits.max_pending_bytes",
 		"MaxMessageMemory": "limits.max_message_memory", "MaxRetainedMessages": "limits.max_retained_messages",
-		"MaxRetainedBytes": "limits.max_retained_bytes",
-		"Store":            "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
+		"MaxRetainedBytes": "limits.max_retained_bytes", "MaxQueueMemory": "limits.max_queue_memory",
+		"DisablePaging": "persistence.paging",
+		"Store":         "persistence.data_dir", "Durability": "persistence.durability", "SyncInterval": "persistence.sync_interval",
 	}
 	names := make(map[string]bool)
 	for _, k := range Keys() {

@@ -325,3 +325,54 @@ func (snap *snapshot) sort() {
 		slices.Sort(c.inbound)
 	}
 }
+
+// ReadQueue returns the client's deliveries after afterSeq, in order, at
+// most max, each with its message.
+func (s *Store) ReadQueue(clientID string, afterSeq uint64, max int) ([]storage.QueueEntry, error) {
+	s.mu.RLock()
+	if s.closed {
+		s.mu.RUnlock()
+		return nil, storage.ErrClosed
+	}
+	var ds []idValue
+	if c := s.clients[clientID]; c != nil {
+		for seq, v := range c.deliveries {
+			if seq > afterSeq {
+				ds = append(ds, idValue{seq, v})
+			}
+		}
+	}
+	slices.SortFunc(ds, func(a, b idValue) int { return cmp.Compare(a.id, b.id) })
+	if max > 0 && len(ds) > max {
+		ds = ds[:max]
+	}
+	out := make([]storage.QueueEntry, len(ds))
+	msgs := make(map[uint64][]byte)
+	for i, e := range ds {
+		out[i].Delivery = storage.Delivery{ClientID: clientID, Seq: e.id}
+		if err := storage.DecodeDelivery(e.value, &out[i].Delivery); err != nil {
+			s.mu.RUnlock()
+			return nil, err
+		}
+		id := out[i].Delivery.MessageID
+		if _, ok := msgs[id]; !ok {
+			msgs[id] = s.messages[id]
+		}
+	}
+	s.mu.RUnlock()
+	decoded := make(map[uint64]*storage.Message, len(msgs))
+	for id, v := range msgs {
+		if v == nil {
+			continue
+		}
+		m := &storage.Message{ID: id}
+		if err := storage.DecodeMessage(v, m); err != nil {
+			return nil, err
+		}
+		decoded[id] = m
+	}
+	for i := range out {
+		out[i].Message = decoded[out[i].Delivery.MessageID]
+	}
+	return out, nil
+}

@@ -3,6 +3,9 @@ package pebblestore
 import (
 	"errors"
 	"fmt"
+	"math"
+
+	"github.com/cockroachdb/pebble/v2"
 
 	"github.com/ternmq/tern/storage"
 )
@@ -140,4 +143,81 @@ func loadRecord(l storage.Loader, key, val []byte) error {
 	default:
 		return fmt.Errorf("%w: unknown key kind %#x", storage.ErrCorrupt, key[0])
 	}
+}
+
+// ReadQueue returns the client's deliveries after afterSeq, in Seq order,
+// at most max, each with its message: one range scan of the client's
+// delivery keys and a point read per distinct message.
+func (s *Store) ReadQueue(clientID string, afterSeq uint64, max int) ([]storage.QueueEntry, error) {
+	s.mu.RLock()
+	for s.db == nil && !s.closed && !(s.readOnly && s.fresh) {
+		s.mu.RUnlock() // being reopened for writing
+		if err := s.waitWritable(); err != nil {
+			return nil, err
+		}
+		s.mu.RLock()
+	}
+	defer s.mu.RUnlock()
+	if s.closed {
+		return nil, storage.ErrClosed
+	}
+	if s.db == nil {
+		return nil, nil
+	}
+	lower := deliveryKey(nil, clientID, afterSeq+1)
+	if afterSeq == math.MaxUint64 {
+		return nil, nil
+	}
+	upper := successor(clientKey(nil, kindDelivery, clientID))
+	it, err := s.db.NewIter(&pebble.IterOptions{LowerBound: lower, UpperBound: upper})
+	if err != nil {
+		return nil, s.wrap(err)
+	}
+	var out []storage.QueueEntry
+	for ok := it.First(); ok && (max <= 0 || len(out) < max); ok = it.Next() {
+		v, err := it.ValueAndErr()
+		if err != nil {
+			it.Close()
+			return nil, s.wrap(err)
+		}
+		r := newKeyReader(it.Key())
+		d := storage.Delivery{ClientID: r.lp(), Seq: r.uint64()}
+		if err := r.end(); err != nil {
+			it.Close()
+			return nil, err
+		}
+		if err := storage.DecodeDelivery(v, &d); err != nil {
+			it.Close()
+			return nil, err
+		}
+		out = append(out, storage.QueueEntry{Delivery: d})
+	}
+	if err := errors.Join(it.Error(), it.Close()); err != nil {
+		return nil, s.wrap(err)
+	}
+	msgs := make(map[uint64]*storage.Message)
+	var key []byte
+	for i := range out {
+		id := out[i].Delivery.MessageID
+		m, seen := msgs[id]
+		if !seen {
+			key = messageKey(key[:0], id)
+			v, closer, err := s.db.Get(key)
+			switch {
+			case errors.Is(err, pebble.ErrNotFound):
+			case err != nil:
+				return nil, s.wrap(err)
+			default:
+				m = &storage.Message{ID: id}
+				err = storage.DecodeMessage(v, m) // copies what it keeps
+				closer.Close()
+				if err != nil {
+					return nil, fmt.Errorf("%w (store %s)", err, s.dir)
+				}
+			}
+			msgs[id] = m
+		}
+		out[i].Message = m
+	}
+	return out, nil
 }

@@ -164,6 +164,7 @@ var cases = []testCase{
 	{"Reopen", testReopen},
 	{"Concurrent", testConcurrent},
 	{"Closed", testClosed},
+	{"ReadQueue", testReadQueue},
 }
 
 func testRoundTrip(e *env) {
@@ -461,9 +462,86 @@ func testClosed(e *env) {
 		"Close":       e.s.Close(),
 	}
 	_, checks["Size"] = e.s.Size()
+	_, checks["ReadQueue"] = e.s.ReadQueue("c", 0, 1)
 	for name, err := range checks {
 		if !errors.Is(err, storage.ErrClosed) {
 			e.t.Errorf("%s after Close: %v, want ErrClosed", name, err)
+		}
+	}
+}
+
+// testReadQueue reads a client's deliveries back in pages: only that
+// client's, in Seq order, after the given Seq, each with its message (one
+// Message for the entries of a call that share it, nil when missing).
+func testReadQueue(e *env) {
+	e.change(false, func(b storage.Batch) {
+		fill(b, "a", 100) // its neighbours in key order must not leak in
+		fill(b, "ab", 200)
+		b.PutMessage(message(1))
+		b.PutMessage(message(2))
+		for seq := uint64(1); seq <= 50; seq++ {
+			id := 1 + seq%2
+			if seq == 7 {
+				id = 999 // no such message
+			}
+			b.PutDelivery(&storage.Delivery{ClientID: "a\xff", Seq: seq * 10, MessageID: id, QoS: 1, SubIDs: []uint32{uint32(seq)}})
+		}
+	})
+	e.change(true, func(b storage.Batch) { b.DeleteDelivery("a\xff", 200) })
+	var got []storage.QueueEntry
+	after := uint64(0)
+	for range 100 {
+		page, err := e.s.ReadQueue("a\xff", after, 7)
+		if err != nil {
+			e.t.Fatal(err)
+		}
+		if len(page) > 7 {
+			e.t.Fatalf("ReadQueue returned %d entries, max 7", len(page))
+		}
+		if len(page) == 0 {
+			break
+		}
+		for i := range page {
+			for j := range i {
+				if page[i].Delivery.MessageID == page[j].Delivery.MessageID && page[i].Message != page[j].Message {
+					e.t.Fatalf("entries %d and %d of one page share message %d but not its Message", j, i, page[i].Delivery.MessageID)
+				}
+			}
+		}
+		got = append(got, page...)
+		after = page[len(page)-1].Delivery.Seq
+	}
+	if len(got) != 49 {
+		e.t.Fatalf("read %d deliveries, want 49", len(got))
+	}
+	want := uint64(10)
+	for _, q := range got {
+		if want == 200 {
+			want += 10
+		}
+		d := q.Delivery
+		if d.ClientID != "a\xff" || d.Seq != want || d.QoS != 1 || len(d.SubIDs) != 1 || d.SubIDs[0] != uint32(want/10) {
+			e.t.Fatalf("read %+v, want seq %d", d, want)
+		}
+		switch {
+		case d.Seq == 70:
+			if q.Message != nil {
+				e.t.Fatalf("seq 70: message %+v, want nil (missing)", q.Message)
+			}
+		case q.Message == nil || q.Message.ID != d.MessageID || q.Message.Topic != message(d.MessageID).Topic ||
+			string(q.Message.Payload) != string(message(d.MessageID).Payload):
+			e.t.Fatalf("seq %d: message %+v, want %+v", d.Seq, q.Message, message(d.MessageID))
+		}
+		want += 10
+	}
+	for _, c := range []struct {
+		client string
+		after  uint64
+		n      int
+	}{{"a", 0, 3}, {"a", 2, 1}, {"a", 3, 0}, {"nobody", 0, 0}, {"a\xff", 500, 0}, {"a\xff", 1<<64 - 1, 0}} {
+		page, err := e.s.ReadQueue(c.client, c.after, 100)
+		if err != nil || len(page) != c.n {
+			e.t.Fatalf("ReadQueue(%q, %d): %d entries, %v; want %d", c.client, c.after, len(page), err, c.n)
 		}
 	}
 }
