@@ -15,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ternmq/tern/internal/testbin"
 )
 
 // Tests with real "tern serve" processes, killed with SIGKILL. They run
@@ -23,38 +25,12 @@ import (
 
 func soak() bool { return os.Getenv("TERN_SOAK") != "" }
 
-var ternBin struct {
-	once sync.Once
-	path string
-	err  error
-	dir  string
-}
-
 // ternBinary builds cmd/tern once for the test binary's run.
-func ternBinary(t testing.TB) string {
-	t.Helper()
-	ternBin.once.Do(func() {
-		ternBin.dir, ternBin.err = os.MkdirTemp("", "bridges-tern-bin-")
-		if ternBin.err != nil {
-			return
-		}
-		ternBin.path = filepath.Join(ternBin.dir, "tern")
-		out, err := exec.Command("go", "build", "-o", ternBin.path, "../cmd/tern").CombinedOutput()
-		if err != nil {
-			ternBin.err = fmt.Errorf("go build: %v\n%s", err, out)
-		}
-	})
-	if ternBin.err != nil {
-		t.Fatal(ternBin.err)
-	}
-	return ternBin.path
-}
+func ternBinary(t testing.TB) string { return testbin.Tern(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if ternBin.dir != "" {
-		os.RemoveAll(ternBin.dir)
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 

@@ -21,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ternmq/tern/internal/testbin"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
 )
@@ -28,32 +29,8 @@ import (
 // procWait bounds each wait of the process tests.
 const procWait = 60 * time.Second
 
-var build struct {
-	once sync.Once
-	path string
-	err  error
-}
-
 // ternBinary builds cmd/tern once per test process.
-func ternBinary(t testing.TB) string {
-	t.Helper()
-	build.once.Do(func() {
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.path = filepath.Join(os.TempDir(), "tern")
-		out, err := exec.Command(gobin, "build", "-o", build.path, "github.com/ternmq/tern/cmd/tern").CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go build ./cmd/tern: %v\n%s", err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return build.path
-}
+func ternBinary(t testing.TB) string { return testbin.Tern(t) }
 
 func TestMain(m *testing.M) {
 	// Temporary files of these tests, the binary included, go under
@@ -65,6 +42,7 @@ func TestMain(m *testing.M) {
 	os.Setenv("TMPDIR", dir)
 	terntest.Timeout = 30 * time.Second // a parked message may wait for a JetStream election
 	code := m.Run()
+	testbin.Cleanup()
 	os.RemoveAll(dir)
 	os.Exit(code)
 }

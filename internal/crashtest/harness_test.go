@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ternmq/tern/internal/testbin"
 	"github.com/ternmq/tern/packets"
 )
 
@@ -67,48 +68,13 @@ func skipUnlessLong(t *testing.T) {
 	}
 }
 
-var build struct {
-	once sync.Once
-	path string
-	err  error
-}
-
-// ternBinary builds cmd/tern once per test process and returns its path.
-func ternBinary(t testing.TB) string {
-	t.Helper()
-	build.once.Do(func() {
-		dir, err := os.MkdirTemp("", "tern-crashtest-bin-")
-		if err != nil {
-			build.err = err
-			return
-		}
-		gobin, err := exec.LookPath("go")
-		if err != nil {
-			build.err = err
-			return
-		}
-		build.path = filepath.Join(dir, "tern")
-		args := []string{"build", "-o", build.path}
-		if os.Getenv("TERN_CRASH_RACE") == "1" {
-			args = append(args, "-race") // checkLog fails on "DATA RACE"
-		}
-		cmd := exec.Command(gobin, append(args, "github.com/ternmq/tern/cmd/tern")...)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			build.err = fmt.Errorf("go build ./cmd/tern: %v\n%s", err, out)
-		}
-	})
-	if build.err != nil {
-		t.Fatal(build.err)
-	}
-	return build.path
-}
+// ternBinary builds cmd/tern once per test process (with -race under
+// TERN_CRASH_RACE=1: checkLog fails on "DATA RACE") and returns its path.
+func ternBinary(t testing.TB) string { return testbin.Tern(t) }
 
 func TestMain(m *testing.M) {
 	code := m.Run()
-	if build.path != "" {
-		os.RemoveAll(filepath.Dir(build.path))
-	}
+	testbin.Cleanup()
 	os.Exit(code)
 }
 
