@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/internal/testbin"
+	"github.com/ternmq/tern/terntest"
 )
 
 // Tests with real "tern serve" processes, killed with SIGKILL. They run
@@ -34,15 +35,7 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func freePort(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t testing.TB) string { return terntest.FreeAddr(t) }
 
 // ternProc is a tern serve process that a test kills and starts again.
 type ternProc struct {

@@ -30,12 +30,7 @@ type node struct {
 }
 
 func newNode(t testing.TB, name string, store storage.Store, cfgs ...Config) *node {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
+	addr := terntest.FreeAddr(t)
 	n := &node{t: t, name: name, addr: addr, store: store, cfgs: cfgs}
 	n.start()
 	t.Cleanup(n.stop)

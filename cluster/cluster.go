@@ -381,11 +381,20 @@ func (c *Cluster) Start(srv *tern.Server) error {
 	if err != nil {
 		return fmt.Errorf("cluster: nats-server: %w", err)
 	}
-	ns.SetLoggerV2(natsLogger{c.log.With("component", "nats")}, false, false, false)
+	nl := natsLogger{l: c.log.With("component", "nats"), fatal: new(atomic.Pointer[string])}
+	ns.SetLoggerV2(nl, false, false, false)
 	go ns.Start()
-	if !ns.ReadyForConnections(15 * time.Second) {
-		ns.Shutdown()
-		return fmt.Errorf("cluster: nats-server did not start (route listener %s)", c.opts.Listen)
+	// A fatal error (the route port taken, say) ends the wait at once;
+	// otherwise a loaded machine gets a generous minute.
+	for deadline := time.Now().Add(time.Minute); !ns.ReadyForConnections(100 * time.Millisecond); {
+		if msg := nl.fatal.Load(); msg != nil {
+			ns.Shutdown()
+			return fmt.Errorf("cluster: nats-server did not start (route listener %s): %s", c.opts.Listen, *msg)
+		}
+		if time.Now().After(deadline) {
+			ns.Shutdown()
+			return fmt.Errorf("cluster: nats-server did not start within a minute (route listener %s)", c.opts.Listen)
+		}
 	}
 	c.ns = ns
 	c.started = time.Now()
@@ -569,12 +578,19 @@ func (c *Cluster) stopNATS() {
 }
 
 // natsLogger passes nats-server's warnings and errors to slog; its
-// notices go at DEBUG.
-type natsLogger struct{ l *slog.Logger }
+// notices go at DEBUG. A fatal error is also kept for Start to report.
+type natsLogger struct {
+	l     *slog.Logger
+	fatal *atomic.Pointer[string]
+}
 
 func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
 func (n natsLogger) Warnf(format string, v ...any)   { n.l.Warn(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Fatalf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Errorf(format string, v ...any)  { n.l.Error(fmt.Sprintf(format, v...)) }
-func (n natsLogger) Debugf(format string, v ...any)  {}
-func (n natsLogger) Tracef(format string, v ...any)  {}
+func (n natsLogger) Fatalf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	n.fatal.CompareAndSwap(nil, &msg)
+	n.l.Error(msg)
+}
+func (n natsLogger) Errorf(format string, v ...any) { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Debugf(format string, v ...any) {}
+func (n natsLogger) Tracef(format string, v ...any) {}

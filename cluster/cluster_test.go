@@ -5,6 +5,7 @@ package cluster
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -30,23 +31,7 @@ type testNode struct {
 }
 
 // freeAddrs returns n loopback addresses nothing listens on now.
-func freeAddrs(t testing.TB, n int) []string {
-	t.Helper()
-	var lns []net.Listener
-	var out []string
-	for range n {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		lns = append(lns, ln)
-		out = append(out, ln.Addr().String())
-	}
-	for _, ln := range lns {
-		ln.Close()
-	}
-	return out
-}
+func freeAddrs(t testing.TB, n int) []string { return terntest.FreeAddrs(t, n) }
 
 // testLogger logs to the test's output when TERN_CLUSTER_LOG is set.
 func testLogger(t testing.TB, node string) *slog.Logger {
@@ -57,43 +42,20 @@ func testLogger(t testing.TB, node string) *slog.Logger {
 }
 
 // startCluster starts n nodes (n1, n2, ...) and waits until each is ready.
+// A start that fails (a route port taken by another process between
+// freeAddrs and the bind) is retried on fresh ports.
 func startCluster(t testing.TB, n int, tweak func(i int, o *Options)) []*testNode {
 	t.Helper()
-	addrs := freeAddrs(t, n)
-	nodes := make([]*testNode, n)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var errs []string
-	for i := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			name := fmt.Sprintf("n%d", i+1)
-			srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: testLogger(t, name)})
-			if err != nil {
-				panic(err)
-			}
-			o := Options{Name: "test", Node: name, Listen: addrs[i], Peers: addrs, Replicas: min(n, 3),
-				DataDir: filepath.Join(t.TempDir(), name), LeaseTTL: 3 * time.Second, ForwardTimeout: time.Second,
-				Logger: testLogger(t, name), DrainTime: 2 * time.Second}
-			if tweak != nil {
-				tweak(i, &o)
-			}
-			cl, err := New(srv, o)
-			if err != nil {
-				mu.Lock()
-				errs = append(errs, err.Error())
-				mu.Unlock()
-				return
-			}
-			srv.AddHook(cl)
-			ts := wrap(t, srv)
-			nodes[i] = &testNode{Server: ts, cl: cl}
-		}()
-	}
-	wg.Wait()
-	if len(errs) > 0 {
-		t.Fatal(strings.Join(errs, "; "))
+	var nodes []*testNode
+	for attempt := 1; ; attempt++ {
+		var err error
+		if nodes, err = tryStartCluster(t, n, tweak); err == nil {
+			break
+		}
+		if attempt == 3 {
+			t.Fatal(err)
+		}
+		t.Logf("cluster start attempt %d: %v; retrying on fresh ports", attempt, err)
 	}
 	for _, nd := range nodes {
 		waitReady(t, nd.cl)
@@ -110,25 +72,88 @@ func startCluster(t testing.TB, n int, tweak func(i int, o *Options)) []*testNod
 	return nodes
 }
 
+// tryStartCluster starts n nodes on fresh route ports; on any error it
+// stops the nodes it started and returns the error.
+func tryStartCluster(t testing.TB, n int, tweak func(i int, o *Options)) ([]*testNode, error) {
+	addrs := freeAddrs(t, n)
+	nodes := make([]*testNode, n)
+	errs := make([]error, n)
+	dir := t.TempDir()
+	var wg sync.WaitGroup
+	for i := range n {
+		wg.Go(func() {
+			name := fmt.Sprintf("n%d", i+1)
+			srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: testLogger(t, name)})
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			o := Options{Name: "test", Node: name, Listen: addrs[i], Peers: addrs, Replicas: min(n, 3),
+				DataDir: filepath.Join(dir, name), LeaseTTL: 3 * time.Second, ForwardTimeout: time.Second,
+				Logger: testLogger(t, name), DrainTime: 2 * time.Second}
+			if tweak != nil {
+				tweak(i, &o)
+			}
+			cl, err := New(srv, o)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			srv.AddHook(cl)
+			ts, err := serve(srv)
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			nodes[i] = &testNode{Server: ts, cl: cl}
+		})
+	}
+	wg.Wait()
+	if err := errors.Join(errs...); err != nil {
+		for _, nd := range nodes {
+			if nd != nil {
+				shutdown(nd.Server.Server)
+			}
+		}
+		return nil, err
+	}
+	for _, nd := range nodes {
+		t.Cleanup(func() { shutdown(nd.Server.Server) })
+	}
+	return nodes, nil
+}
+
+// serve serves srv on a fresh loopback port.
+func serve(srv *tern.Server) (*terntest.Server, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, err
+	}
+	if err := srv.AddListener(listeners.NewTCPFromListener("tcp", ln)); err != nil {
+		ln.Close()
+		return nil, err
+	}
+	if err := srv.Serve(); err != nil {
+		return nil, err
+	}
+	return &terntest.Server{Server: srv, Addr: ln.Addr().String()}, nil
+}
+
+func shutdown(srv *tern.Server) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	srv.Shutdown(ctx)
+}
+
 // wrap serves srv on a loopback port, closed when the test ends.
 func wrap(t testing.TB, srv *tern.Server) *terntest.Server {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ts, err := serve(srv)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := srv.AddListener(listeners.NewTCPFromListener("tcp", ln)); err != nil {
-		t.Fatal(err)
-	}
-	if err := srv.Serve(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		srv.Shutdown(ctx)
-	})
-	return &terntest.Server{Server: srv, Addr: ln.Addr().String()}
+	t.Cleanup(func() { shutdown(srv) })
+	return ts
 }
 
 func waitReady(t testing.TB, cl *Cluster) {
@@ -514,4 +539,35 @@ func TestMismatchedClusterNames(t *testing.T) {
 	if _, err := New(nil, Options{Node: "a.b", DataDir: "x"}); err == nil {
 		t.Fatal("a node name with a dot accepted")
 	}
+}
+
+// A route port that is taken fails the start at once, with nats-server's
+// reason, instead of after the start timeout.
+func TestRoutePortTaken(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: testLogger(t, "p1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	peers := []string{ln.Addr().String(), freeAddrs(t, 1)[0]}
+	cl, err := New(srv, Options{Name: "test", Node: "p1", Listen: peers[0], Peers: peers, Replicas: 1,
+		DataDir: t.TempDir(), Logger: testLogger(t, "p1")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AddHook(cl)
+	begun := time.Now()
+	_, err = serve(srv)
+	if err == nil {
+		shutdown(srv)
+		t.Fatal("served with the route port taken")
+	}
+	if !strings.Contains(err.Error(), "address already in use") {
+		t.Fatalf("error %q does not give the reason", err)
+	}
+	t.Logf("failed after %v: %v", time.Since(begun), err)
 }

@@ -107,15 +107,7 @@ func (l *gatedLoader) Retained(topic string, id uint64) error {
 	return l.Loader.Retained(topic, id)
 }
 
-func freePort(t *testing.T) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freePort(t *testing.T) string { return terntest.FreeAddr(t) }
 
 // The admin listener starts before the store is read: during a long
 // restore /healthz answers 200 and /readyz 503 with the state and the

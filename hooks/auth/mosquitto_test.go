@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
 )
 
 var installMosquitto sync.Once
@@ -107,13 +108,8 @@ func TestMosquittoAcceptsOurHashes(t *testing.T) {
 	bin := mosquittoBinary(t, "mosquitto")
 	dir := t.TempDir()
 	writeFile(t, dir, "passwd", "alice:"+mustHash(t, "wonder land")+"\n")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
+	addr := terntest.FreeAddr(t)
 	_, port, _ := net.SplitHostPort(addr)
-	ln.Close()
 	conf := fmt.Sprintf("listener %s 127.0.0.1\npassword_file %s\nallow_anonymous false\n", port, filepath.Join(dir, "passwd"))
 	if os.Geteuid() == 0 {
 		conf += "user root\n"
@@ -131,6 +127,7 @@ func TestMosquittoAcceptsOurHashes(t *testing.T) {
 	connect := func(pw string) byte {
 		t.Helper()
 		var nc net.Conn
+		var err error
 		for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(50 * time.Millisecond) {
 			if nc, err = net.Dial("tcp", addr); err == nil {
 				break

@@ -22,6 +22,7 @@ import (
 
 	"github.com/ternmq/tern/internal/testbin"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
 )
 
 // wait bounds every single wait of these tests: a broker that does not
@@ -79,15 +80,7 @@ func TestMain(m *testing.M) {
 }
 
 // freeAddr returns a loopback address with a port nothing listens on now.
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	return ln.Addr().String()
-}
+func freeAddr(t testing.TB) string { return terntest.FreeAddr(t) }
 
 // broker runs `tern serve` as a child process, again and again on the same
 // data directory and ports.
