@@ -42,6 +42,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -70,7 +71,8 @@ type Options struct {
 	// Peers are the route addresses of other nodes ("host:port"); the
 	// rest of the cluster is learnt from them. A host name that resolves
 	// to several addresses (a Kubernetes headless service) gives a route
-	// to each. Listing this node's own address does no harm.
+	// to each. Listing this node's own address does no harm; listing no
+	// other node makes a cluster of one (Single).
 	Peers []string
 	// DataDir holds the JetStream store of this node.
 	DataDir string
@@ -259,22 +261,41 @@ func (c *Cluster) RouteAddr() string {
 	return ""
 }
 
-// replicas returns the replication of buckets and streams.
+// replicas returns the replication of buckets and streams: 1 on a
+// single node.
 func (c *Cluster) replicas() int {
+	n := c.otherPeers()
+	if n == 0 {
+		return 1
+	}
 	if c.opts.Replicas > 0 {
 		return c.opts.Replicas
 	}
-	n := 1
+	return min(3, n+1)
+}
+
+// otherPeers counts the peers that are not this node's own Listen or
+// Advertise address, as written (no name is resolved: the addresses of a
+// headless service grow as its nodes start).
+func (c *Cluster) otherPeers() int {
 	self := map[string]bool{c.opts.Listen: true, c.opts.Advertise: true}
 	seen := map[string]bool{}
 	for _, p := range c.opts.Peers {
 		if !self[p] && !seen[p] {
 			seen[p] = true
-			n++
 		}
 	}
-	return min(3, n)
+	return len(seen)
 }
+
+// Single reports whether this node is a cluster of one: Peers lists no
+// other node. Its JetStream then runs without clustering (nats-server's
+// clustered JetStream needs routes to reach a quorum of two), with one
+// copy of the replicated state in DataDir/single, and no route listener
+// is opened. To add nodes, restart it with them in Peers: the cluster's
+// replicated state (retained messages, the session registry) starts
+// empty, the single node's is left in DataDir/single.
+func (c *Cluster) Single() bool { return c.otherPeers() == 0 }
 
 // natsOptions returns the embedded server's options.
 func (c *Cluster) natsOptions() (*server.Options, error) {
@@ -319,6 +340,15 @@ func (c *Cluster) natsOptions() (*server.Options, error) {
 			u.User = url.UserPassword(c.opts.User, c.opts.Password)
 		}
 		o.Routes = append(o.Routes, u)
+	}
+	if c.Single() {
+		// No route listener: with one, nats-server runs JetStream
+		// clustered, which never has a quorum alone. The state is kept
+		// apart from a clustered run's: nats-server would take streams
+		// of a single node's directory for its replicas of the cluster's
+		// streams, and the replicas would differ.
+		o.Cluster, o.Routes = server.ClusterOpts{}, nil
+		o.StoreDir = filepath.Join(c.opts.DataDir, "single")
 	}
 	if c.opts.NATS != nil {
 		c.opts.NATS(o)
@@ -419,8 +449,16 @@ func (c *Cluster) Start(srv *tern.Server) error {
 		c.stopNATS()
 		return err
 	}
-	c.log.Info("cluster node started", "cluster", c.opts.Name, "routes", c.RouteAddr(),
-		"peers", len(o.Routes), "replicas", c.replicas())
+	if c.Single() {
+		if c.opts.Replicas > 1 {
+			c.log.Warn("replicas ignored: a cluster of one node keeps one copy", "replicas", c.opts.Replicas)
+		}
+		c.log.Info("cluster node started alone: no other node in peers, no route listener; restart with peers to add nodes",
+			"cluster", c.opts.Name)
+	} else {
+		c.log.Info("cluster node started", "cluster", c.opts.Name, "routes", c.RouteAddr(),
+			"peers", len(o.Routes), "replicas", c.replicas())
+	}
 	c.goTracked(c.join)
 	return nil
 }

@@ -1,0 +1,87 @@
+package cluster
+
+// Tests of operating a cluster: one node, duplicate names, mixed wire
+// versions, route TLS.
+
+import (
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// startNode starts one node with o (Name, LeaseTTL and Logger defaulted)
+// and returns it, not waiting for it to be ready; it is shut down when
+// the test ends.
+func startNode(t testing.TB, o Options) *testNode {
+	t.Helper()
+	if o.Name == "" {
+		o.Name = "test"
+	}
+	if o.LeaseTTL == 0 {
+		o.LeaseTTL = 3 * time.Second
+	}
+	if o.Logger == nil {
+		o.Logger = testLogger(t, o.Node)
+	}
+	srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: o.Logger})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := New(srv, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv.AddHook(cl)
+	return &testNode{Server: wrap(t, srv), cl: cl}
+}
+
+// A node with no other node in its peers is a cluster of one: it becomes
+// ready, with one copy of the state and no route listener. Restarted with
+// a peer, it forms a cluster with it; the cluster's replicated state
+// starts empty (the single node's retained message is not carried over).
+func TestSingleNode(t *testing.T) {
+	dir := t.TempDir()
+	addrs := freeAddrs(t, 2)
+	n1 := startNode(t, Options{Node: "n1", Listen: addrs[0], DataDir: filepath.Join(dir, "n1")})
+	waitReady(t, n1.cl)
+	if st := n1.cl.Status(); !n1.cl.Single() || st.Replicas != 1 || st.Routes != "" || st.State != "ready" {
+		t.Fatalf("status %+v", st)
+	}
+	pub := n1.Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "r/1", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("kept")})
+	if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode >= 0x80 {
+		t.Fatalf("PUBACK %+v", ack)
+	}
+	shutdown(n1.Server.Server)
+
+	var nodes [2]*testNode
+	for i, name := range []string{"n1", "n2"} {
+		nodes[i] = startNode(t, Options{Node: name, Listen: addrs[i], Peers: addrs, DataDir: filepath.Join(dir, name)})
+	}
+	for _, nd := range nodes {
+		waitReady(t, nd.cl)
+	}
+	if nodes[0].cl.Single() || nodes[0].cl.Status().Replicas != 2 {
+		t.Fatalf("status %+v", nodes[0].cl.Status())
+	}
+	// The single node's state stays behind: its streams would be taken
+	// for replicas of the cluster's and differ from the others'.
+	for _, nd := range nodes {
+		if _, ok := nd.RetainedMessage("r/1"); ok {
+			t.Fatalf("the single node's retained message on %s", nd.cl.Node())
+		}
+	}
+	pub = nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "r/1", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("again")})
+	pub.Recv()
+	terntest.Eventually(t, "the retained message on n2", func() bool {
+		m, ok := nodes[1].RetainedMessage("r/1")
+		return ok && string(m.Payload) == "again"
+	})
+}
