@@ -101,6 +101,10 @@ type Options struct {
 	Logger *slog.Logger
 	// NATS, when set, may change the embedded nats-server's options last.
 	NATS func(*server.Options)
+
+	// wire is the wire version given in heartbeats: wireVersion, another
+	// in tests.
+	wire int
 }
 
 // Cluster is one node of a cluster: a hook for its tern.Server (add it with
@@ -144,7 +148,8 @@ type Cluster struct {
 }
 
 // Version is the Tern version carried in heartbeats: a node of another
-// version is reported as an error.
+// version is logged as a warning; the wire version, carried too, decides
+// whether nodes work together.
 const Version = tern.Version
 
 // New returns a node of the cluster opts describes for srv. Add it to srv
@@ -189,6 +194,9 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
+	}
+	if opts.wire == 0 {
+		opts.wire = wireVersion
 	}
 	if opts.Replicas < 0 || opts.Replicas > 5 {
 		return nil, fmt.Errorf("cluster: replicas %d: want 1 to 5 (0 for the default)", opts.Replicas)

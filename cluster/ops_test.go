@@ -4,7 +4,9 @@ package cluster
 // versions, route TLS.
 
 import (
+	"log/slog"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -84,4 +86,45 @@ func TestSingleNode(t *testing.T) {
 		m, ok := nodes[1].RetainedMessage("r/1")
 		return ok && string(m.Payload) == "again"
 	})
+}
+
+// A node whose heartbeats give another wire version is refused: the others
+// list it as incompatible, do not route to it and do not count it alive;
+// it, seeing no compatible majority, fences itself.
+func TestWireVersionMismatch(t *testing.T) {
+	var logs syncBuffer
+	nodes, err := tryStartCluster(t, 3, func(i int, o *Options) {
+		if i == 2 {
+			o.wire = wireVersion + 1
+		}
+		if i == 0 {
+			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, nd := range nodes[:2] {
+		waitReady(t, nd.cl)
+	}
+	terntest.Eventually(t, "n3 listed as incompatible", func() bool {
+		for _, n := range nodes[0].cl.Status().Nodes {
+			if n.Name == "n3" {
+				return n.Incompatible && !n.Alive && n.Wire == wireVersion+1
+			}
+		}
+		return false
+	})
+	if nodes[0].cl.nodes.remote("n3").Reachable() || nodes[0].cl.nodes.liveCount() != 2 {
+		t.Fatal("n3 reachable or counted alive")
+	}
+	if !strings.Contains(logs.String(), "another wire version") {
+		t.Fatalf("no log of the refusal:\n%s", logs.String())
+	}
+	terntest.Eventually(t, "n3 fenced", func() bool { return nodes[2].cl.Fenced() })
+	for _, nd := range nodes[:2] {
+		if !nd.cl.Ready() {
+			t.Fatalf("%s not ready: %+v", nd.cl.Node(), nd.cl.Status())
+		}
+	}
 }

@@ -76,6 +76,8 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 			switch {
 			case n.Self:
 				state = st.State
+			case n.Incompatible:
+				state = "incompatible"
 			case !n.Alive:
 				state = "gone"
 			}
