@@ -44,6 +44,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,6 +124,10 @@ type Cluster struct {
 
 	ready    atomic.Bool
 	readyC   chan struct{}
+	refused  atomic.Pointer[string] // why the node may not join (its name held); nil when it may
+	joinErr  atomic.Pointer[string] // why the node has not joined yet
+	natsDup  atomic.Pointer[string] // nats-server's last refusal of a route of this node's name
+	refusals atomic.Int64           // name checks that found the name held
 	fenced   atomic.Bool
 	draining atomic.Bool
 
@@ -241,7 +246,9 @@ func (c *Cluster) Node() string { return c.opts.Node }
 
 // Ready reports whether the node has joined: the replicated state is
 // loaded, and it accepts clients.
-func (c *Cluster) Ready() bool { return c.ready.Load() && !c.fenced.Load() && !c.draining.Load() }
+func (c *Cluster) Ready() bool {
+	return c.ready.Load() && c.refused.Load() == nil && !c.fenced.Load() && !c.draining.Load()
+}
 
 // Fenced reports whether the node fenced itself, cut off from the
 // majority.
@@ -419,7 +426,7 @@ func (c *Cluster) Start(srv *tern.Server) error {
 	if err != nil {
 		return fmt.Errorf("cluster: nats-server: %w", err)
 	}
-	nl := natsLogger{l: c.log.With("component", "nats"), fatal: new(atomic.Pointer[string])}
+	nl := natsLogger{l: c.log.With("component", "nats"), fatal: new(atomic.Pointer[string]), dup: &c.natsDup}
 	ns.SetLoggerV2(nl, false, false, false)
 	go ns.Start()
 	// A fatal error (the route port taken, say) ends the wait at once;
@@ -453,10 +460,6 @@ func (c *Cluster) Start(srv *tern.Server) error {
 		return err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if err := c.fwd.subscribe(); err != nil {
-		c.stopNATS()
-		return err
-	}
 	if c.Single() {
 		if c.opts.Replicas > 1 {
 			c.log.Warn("replicas ignored: a cluster of one node keeps one copy", "replicas", c.opts.Replicas)
@@ -480,25 +483,62 @@ func (c *Cluster) goTracked(fn func()) {
 	}()
 }
 
-// join creates the buckets (retrying until JetStream has its quorum),
-// loads the replicated state and starts the heartbeats, then marks the node
-// ready.
+// join checks that no other live process holds this node's name,
+// listens to the node's subjects, creates the buckets (retrying until
+// JetStream has its quorum), loads the replicated state and starts the
+// heartbeats, then marks the node ready.
 func (c *Cluster) join() {
 	t0 := time.Now()
 	nextLog := t0.Add(3 * time.Second)
+	var nextWhois time.Time
+	checked, subscribed := false, false // the name, once JetStream is current
 	for {
 		var err error
-		if !c.ns.JetStreamIsCurrent() {
+		current := c.ns.JetStreamIsCurrent()
+		if current && !checked || time.Now().After(nextWhois) {
+			// Asked before JetStream is current too: a process of this
+			// name may keep it from ever being current.
+			held, werr := c.nameHeld()
+			nextWhois = time.Now().Add(c.opts.LeaseTTL / 6)
+			switch {
+			case werr != nil:
+				err = werr
+			case held != "":
+				c.refuse(held)
+				err = errors.New(held)
+			default:
+				c.unrefuse()
+				checked = current
+			}
+		}
+		switch {
+		case err != nil:
+		case !current:
 			// No meta leader yet: a JetStream request would go unanswered
 			// until its timeout.
 			err = errors.New("no JetStream meta leader")
-		} else if err = c.setup(); err == nil {
+		case !checked:
+			err = errors.New("node name not checked yet")
+		case !subscribed:
+			// Not before the name is checked: another process of this
+			// name would take its messages.
+			if err = c.fwd.subscribe(); err == nil {
+				subscribed = true
+				continue
+			}
+		default:
+			err = c.setup()
+		}
+		if err == nil {
+			c.joinErr.Store(nil)
 			break
 		}
+		msg := err.Error()
+		c.joinErr.Store(&msg)
 		if c.ctx.Err() != nil {
 			return
 		}
-		if time.Now().After(nextLog) {
+		if time.Now().After(nextLog) && c.refused.Load() == nil {
 			c.log.Warn("waiting for the cluster: JetStream has no quorum yet (are the peers up?)",
 				"err", err, "routes", c.ns.NumRoutes(), "waited", time.Since(t0).Round(time.Second).String())
 			nextLog = time.Now().Add(5 * time.Second)
@@ -628,6 +668,9 @@ func (c *Cluster) stopNATS() {
 type natsLogger struct {
 	l     *slog.Logger
 	fatal *atomic.Pointer[string]
+	// dup keeps the last refusal of a route from a server of this one's
+	// name, shown in the status while the node joins.
+	dup *atomic.Pointer[string]
 }
 
 func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
@@ -637,6 +680,12 @@ func (n natsLogger) Fatalf(format string, v ...any) {
 	n.fatal.CompareAndSwap(nil, &msg)
 	n.l.Error(msg)
 }
-func (n natsLogger) Errorf(format string, v ...any) { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "duplicate name") {
+		n.dup.Store(&msg)
+	}
+	n.l.Error(msg)
+}
 func (n natsLogger) Debugf(format string, v ...any) {}
 func (n natsLogger) Tracef(format string, v ...any) {}

@@ -27,13 +27,14 @@ type lease struct {
 
 // NodeInfo describes a node of the cluster as this node sees it.
 type NodeInfo struct {
-	Name    string    `json:"name"`
-	Version string    `json:"version"`
-	Wire    int       `json:"wire_version"`
-	MQTT    string    `json:"mqtt_advertise,omitempty"`
-	Alive   bool      `json:"alive"`
-	Self    bool      `json:"self"`
-	Renewed time.Time `json:"last_heard"` // last heartbeat received
+	Name     string    `json:"name"`
+	Version  string    `json:"version"`
+	Wire     int       `json:"wire_version"`
+	MQTT     string    `json:"mqtt_advertise,omitempty"`
+	Alive    bool      `json:"alive"`
+	Self     bool      `json:"self"`
+	Renewed  time.Time `json:"last_heard"` // last heartbeat received
+	instance string    // the process last heard under Name
 	// Incompatible is set while the node's heartbeats give another wire
 	// version than this node's: it is not routed to and counts as absent
 	// (so a node that sees only such nodes fences itself).
@@ -157,6 +158,9 @@ func (t *nodeTable) start(ctx context.Context) error {
 	t.nodes[c.opts.Node].Alive = true
 	t.nodes[c.opts.Node].Version, t.nodes[c.opts.Node].Wire = Version, c.opts.wire
 	t.mu.Unlock()
+	if _, err := c.nc.Subscribe("tern.whois", t.whois); err != nil {
+		return err
+	}
 	sub, err := c.nc.Subscribe("tern.hb", t.heartbeat)
 	if err != nil {
 		return err
@@ -242,7 +246,7 @@ func (t *nodeTable) seen(name string, l lease) {
 	}
 	was, wasIncompatible := n.Alive, n.Incompatible
 	n.Alive, n.Incompatible = compatible, !compatible
-	n.Renewed, n.Version, n.Wire, n.MQTT = now, l.Version, l.Wire, l.MQTT
+	n.Renewed, n.Version, n.Wire, n.MQTT, n.instance = now, l.Version, l.Wire, l.MQTT, l.Instance
 	r := t.remotes[name]
 	t.mu.Unlock()
 	if r != nil {

@@ -4,6 +4,7 @@ package cluster
 // versions, route TLS.
 
 import (
+	"fmt"
 	"log/slog"
 	"path/filepath"
 	"strings"
@@ -115,16 +116,63 @@ func TestWireVersionMismatch(t *testing.T) {
 		}
 		return false
 	})
-	if nodes[0].cl.nodes.remote("n3").Reachable() || nodes[0].cl.nodes.liveCount() != 2 {
-		t.Fatal("n3 reachable or counted alive")
+	if nodes[0].cl.nodes.remote("n3").Reachable() {
+		t.Fatal("n3 reachable")
 	}
 	if !strings.Contains(logs.String(), "another wire version") {
 		t.Fatalf("no log of the refusal:\n%s", logs.String())
 	}
 	terntest.Eventually(t, "n3 fenced", func() bool { return nodes[2].cl.Fenced() })
-	for _, nd := range nodes[:2] {
-		if !nd.cl.Ready() {
-			t.Fatalf("%s not ready: %+v", nd.cl.Node(), nd.cl.Status())
+	// n1 and n2, a majority of the three members, serve (either may have
+	// been fenced for a moment before it heard the other).
+	terntest.Eventually(t, "n1 and n2 ready", func() bool {
+		return nodes[0].cl.Ready() && nodes[1].cl.Ready() && nodes[0].cl.nodes.liveCount() == 2 &&
+			nodes[1].cl.nodes.liveCount() == 2
+	})
+	if nodes[0].cl.nodes.remote("n3").Reachable() {
+		t.Fatal("n3 reachable")
+	}
+}
+
+// A node started under the name of a live node is refused: it does not
+// join (state refused, with the reason, logged once) and the cluster keeps
+// the first; once the first has left, the name is free and the refusal is
+// lifted.
+func TestDuplicateNodeName(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	var logs syncBuffer
+	peers := []string{nodes[0].cl.opts.Listen, nodes[1].cl.opts.Listen, freeAddrs(t, 1)[0]}
+	dup := startNode(t, Options{Node: "n1", Listen: peers[2], Peers: peers, Replicas: 2, DataDir: t.TempDir(),
+		Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	terntest.Eventually(t, "the second n1 refused", func() bool { return dup.cl.Status().State == "refused" })
+	if st := dup.cl.Status(); dup.cl.Ready() || !strings.Contains(st.Reason, `node name "n1" is held by another live process`) {
+		t.Fatalf("status %+v", st)
+	}
+	c := dup.Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "c", CleanStart: true}); ack.ReasonCode != packets.ServerUnavailable {
+		t.Fatalf("CONNACK %+v", ack)
+	}
+	for _, nd := range nodes {
+		if !nd.cl.Ready() || nd.cl.nodes.liveCount() != 2 {
+			t.Fatalf("%s: %+v", nd.cl.Node(), nd.cl.Status())
 		}
 	}
+	// Asked again (every LeaseTTL/6) and still refused: logged once.
+	waitRefusals(t, dup.cl, 3)
+	if n := strings.Count(logs.String(), "node refused"); n != 1 {
+		t.Fatalf("refusal logged %d times:\n%s", n, logs.String())
+	}
+	// The first n1 leaves: the name is free, the refusal lifted (joining
+	// then waits for JetStream, which takes seconds with a peer replaced).
+	shutdown(nodes[0].Server.Server)
+	terntest.Eventually(t, "the refusal lifted", func() bool { return dup.cl.refused.Load() == nil })
+	if !strings.Contains(logs.String(), "the node name is free again") {
+		t.Fatalf("no log of the lifted refusal:\n%s", logs.String())
+	}
+}
+
+// waitRefusals waits until cl's name was found held n times.
+func waitRefusals(t testing.TB, cl *Cluster, n int64) {
+	t.Helper()
+	terntest.Eventually(t, fmt.Sprintf("%d refusals", n), func() bool { return cl.refusals.Load() >= n })
 }
