@@ -467,8 +467,15 @@ func (c *Cluster) Start(srv *tern.Server) error {
 		c.log.Info("cluster node started alone: no other node in peers, no route listener; restart with peers to add nodes",
 			"cluster", c.opts.Name)
 	} else {
+		routeTLS := "off"
+		if c.opts.TLS != nil {
+			routeTLS = "on"
+			if c.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert {
+				routeTLS = "mutual"
+			}
+		}
 		c.log.Info("cluster node started", "cluster", c.opts.Name, "routes", c.RouteAddr(),
-			"peers", len(o.Routes), "replicas", c.replicas())
+			"peers", len(o.Routes), "replicas", c.replicas(), "route_tls", routeTLS, "route_auth", c.opts.User != "")
 	}
 	c.goTracked(c.join)
 	return nil
@@ -539,8 +546,15 @@ func (c *Cluster) join() {
 			return
 		}
 		if time.Now().After(nextLog) && c.refused.Load() == nil {
-			c.log.Warn("waiting for the cluster: JetStream has no quorum yet (are the peers up?)",
-				"err", err, "routes", c.ns.NumRoutes(), "waited", time.Since(t0).Round(time.Second).String())
+			if c.ns.NumRoutes() == 0 {
+				// A peer that refuses a route (TLS, credentials) says why
+				// in its own log; this side may see only a closed socket.
+				c.log.Warn("waiting for the cluster: no route to any peer (are they up? see their logs for a refused route: cluster name, TLS, credentials)",
+					"err", err, "waited", time.Since(t0).Round(time.Second).String())
+			} else {
+				c.log.Warn("waiting for the cluster: JetStream has no quorum yet (are the peers up?)",
+					"err", err, "routes", c.ns.NumRoutes(), "waited", time.Since(t0).Round(time.Second).String())
+			}
 			nextLog = time.Now().Add(5 * time.Second)
 		}
 		select {
