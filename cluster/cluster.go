@@ -42,7 +42,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -307,9 +306,10 @@ func (c *Cluster) otherPeers() int {
 // other node. Its JetStream then runs without clustering (nats-server's
 // clustered JetStream needs routes to reach a quorum of two), with one
 // copy of the replicated state in DataDir/single, and no route listener
-// is opened. To add nodes, restart it with them in Peers: the cluster's
-// replicated state (retained messages, the session registry) starts
-// empty, the single node's is left in DataDir/single.
+// is opened. To add nodes, restart it with them in Peers: its retained
+// messages and session registry are copied into the cluster's buckets
+// (keys the cluster already has are kept) and DataDir/single is renamed
+// DataDir/single.imported-<time>.
 func (c *Cluster) Single() bool { return c.otherPeers() == 0 }
 
 // natsOptions returns the embedded server's options.
@@ -361,9 +361,10 @@ func (c *Cluster) natsOptions() (*server.Options, error) {
 		// clustered, which never has a quorum alone. The state is kept
 		// apart from a clustered run's: nats-server would take streams
 		// of a single node's directory for its replicas of the cluster's
-		// streams, and the replicas would differ.
+		// streams, and the replicas would differ (importSingle copies
+		// it instead).
 		o.Cluster, o.Routes = server.ClusterOpts{}, nil
-		o.StoreDir = filepath.Join(c.opts.DataDir, "single")
+		o.StoreDir = c.singleDir()
 	}
 	if c.opts.NATS != nil {
 		c.opts.NATS(o)
@@ -611,6 +612,11 @@ func (c *Cluster) setup() error {
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if !c.Single() {
+		if err := c.importSingle(ctx); err != nil {
+			return fmt.Errorf("importing the state of the cluster of one in %s: %w", c.singleDir(), err)
+		}
 	}
 	if err := c.nodes.start(ctx); err != nil {
 		return err

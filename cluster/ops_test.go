@@ -4,8 +4,10 @@ package cluster
 // versions, route TLS.
 
 import (
+	"context"
 	"fmt"
 	"log/slog"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -44,8 +46,8 @@ func startNode(t testing.TB, o Options) *testNode {
 
 // A node with no other node in its peers is a cluster of one: it becomes
 // ready, with one copy of the state and no route listener. Restarted with
-// a peer, it forms a cluster with it; the cluster's replicated state
-// starts empty (the single node's retained message is not carried over).
+// a peer, it forms a cluster with it, and its retained message and
+// session registry are imported into the cluster's state.
 func TestSingleNode(t *testing.T) {
 	dir := t.TempDir()
 	addrs := freeAddrs(t, 2)
@@ -72,21 +74,24 @@ func TestSingleNode(t *testing.T) {
 	if nodes[0].cl.Single() || nodes[0].cl.Status().Replicas != 2 {
 		t.Fatalf("status %+v", nodes[0].cl.Status())
 	}
-	// The single node's state stays behind: its streams would be taken
-	// for replicas of the cluster's and differ from the others'.
-	for _, nd := range nodes {
-		if _, ok := nd.RetainedMessage("r/1"); ok {
-			t.Fatalf("the single node's retained message on %s", nd.cl.Node())
-		}
-	}
-	pub = nodes[0].Dial(t, packets.V5)
-	pub.MustConnect("pub")
-	pub.Send(&packets.Publish{Topic: "r/1", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("again")})
-	pub.Recv()
+	// The single node's state is imported, its directory renamed.
 	terntest.Eventually(t, "the retained message on n2", func() bool {
 		m, ok := nodes[1].RetainedMessage("r/1")
-		return ok && string(m.Payload) == "again"
+		return ok && string(m.Payload) == "kept"
 	})
+	e, err := nodes[1].cl.kvSess.Get(context.Background(), sessionKey("pub"))
+	if err != nil {
+		t.Fatalf("the registry entry of the single node's client: %v", err)
+	}
+	if owner, _ := parseOwner(e.Value()); owner != "n1" {
+		t.Fatalf("registry entry %q", e.Value())
+	}
+	if _, err := os.Stat(filepath.Join(dir, "n1", "single")); !os.IsNotExist(err) {
+		t.Fatalf("single/ not renamed: %v", err)
+	}
+	if m, _ := filepath.Glob(filepath.Join(dir, "n1", "single.imported-*")); len(m) != 1 {
+		t.Fatalf("imported directory: %v", m)
+	}
 }
 
 // A node whose heartbeats give another wire version is refused: the others
