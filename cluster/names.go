@@ -11,60 +11,74 @@ import (
 
 // A node name is held by one process at a time. Two processes of one name
 // cannot reach each other (nats-server refuses a route from a server of
-// its own name), but the other nodes hear both: before it joins, a node
-// asks them on tern.whois whether another process of its name is alive,
-// and stays out (state refused, /readyz 503) while one is.
+// its own name), but the other nodes have routes to both: before it
+// joins, a node asks them on tern.whois whether they have a route to
+// another server of its name, and stays out (state refused, /readyz 503)
+// while one does. The routes, not the heartbeats, tell: the routes of a
+// process that died close at once on its host, within three route pings
+// (about 3 s) otherwise, so a node restarted after a crash is not refused
+// for long, while a live duplicate keeps its routes.
 
-// whoisAnswer is a node's answer on tern.whois: the process that holds the
-// name asked about, as the answering node last heard it.
+// whoisAnswer is a node's answer on tern.whois: it has a route to another
+// server of the name asked about.
 type whoisAnswer struct {
 	By       string `json:"by"`
-	Instance string `json:"instance"`
-	HeardMs  int64  `json:"heard_ms_ago"`
-	Started  int64  `json:"started,omitempty"`
+	ServerID string `json:"server_id"`
+	Instance string `json:"instance,omitempty"` // the process last heard under the name
+	HeardMs  int64  `json:"heard_ms_ago,omitempty"`
 }
 
-// whoisFresh is how recently a node must have heard another process of a
-// name for it to hold the name: two heartbeats. A node restarted after a
-// crash waits at most this long for its old heartbeats to age.
-func (c *Cluster) whoisFresh() time.Duration { return c.opts.LeaseTTL / 3 }
-
-// whois answers another node's question on tern.whois when this node
-// knows another live process of the name asked about; it says nothing
-// otherwise (the asker takes silence for a free name).
+// whois answers another node's question on tern.whois when this node has
+// a route to another server of the name asked about (or is one); it says
+// nothing otherwise (the asker takes silence for a free name).
 func (t *nodeTable) whois(msg *nats.Msg) {
 	c := t.c
-	name, inst := msg.Header.Get("Node"), msg.Header.Get("Instance")
-	if name == "" || inst == "" || msg.Reply == "" {
+	name, id := msg.Header.Get("Node"), msg.Header.Get("Server")
+	if name == "" || id == "" || msg.Reply == "" {
 		return
 	}
-	var a whoisAnswer
+	a := whoisAnswer{By: c.opts.Node}
 	if name == c.opts.Node {
-		if inst == c.instance {
+		if id == c.ns.ID() {
 			return
 		}
-		a = whoisAnswer{By: c.opts.Node, Instance: c.instance, Started: c.started.UnixMilli()}
+		a.ServerID, a.Instance = c.ns.ID(), c.instance
 	} else {
-		t.mu.Lock()
-		n := t.nodes[name]
-		if n == nil || !n.Alive || n.instance == inst || time.Since(n.Renewed) > c.whoisFresh() {
-			t.mu.Unlock()
+		if a.ServerID = c.routedServer(name, id); a.ServerID == "" {
 			return
 		}
-		a = whoisAnswer{By: c.opts.Node, Instance: n.instance, HeardMs: time.Since(n.Renewed).Milliseconds()}
+		t.mu.Lock()
+		if n := t.nodes[name]; n != nil && n.Alive {
+			a.Instance, a.HeardMs = n.instance, time.Since(n.Renewed).Milliseconds()
+		}
 		t.mu.Unlock()
 	}
 	b, _ := json.Marshal(a)
 	c.nc.Publish(msg.Reply, b)
 }
 
-// nameHeld asks the other nodes whether another live process holds this
+// routedServer returns the identifier of a server named name, other than
+// except, that this node's embedded server has a route to; "" if none.
+func (c *Cluster) routedServer(name, except string) string {
+	rz, err := c.ns.Routez(nil)
+	if err != nil {
+		return ""
+	}
+	for _, r := range rz.Routes {
+		if r.RemoteName == name && r.RemoteID != except {
+			return r.RemoteID
+		}
+	}
+	return ""
+}
+
+// nameHeld asks the other nodes whether another live server holds this
 // node's name; it returns why it is held, or "" when no node says so
 // within a short wait (none at all when no node listens).
 func (c *Cluster) nameHeld() (string, error) {
 	msg := nats.NewMsg("tern.whois")
 	msg.Header.Set("Node", c.opts.Node)
-	msg.Header.Set("Instance", c.instance)
+	msg.Header.Set("Server", c.ns.ID())
 	reply, err := c.nc.RequestMsg(msg, max(c.opts.LeaseTTL/12, 100*time.Millisecond))
 	if errors.Is(err, nats.ErrNoResponders) || errors.Is(err, nats.ErrTimeout) {
 		return "", nil
@@ -76,8 +90,11 @@ func (c *Cluster) nameHeld() (string, error) {
 	if err := json.Unmarshal(reply.Data, &a); err != nil {
 		return "", fmt.Errorf("tern.whois answer: %w", err)
 	}
-	return fmt.Sprintf("node name %q is held by another live process (instance %s, heard by %s %dms ago): give each node its own cluster.node",
-		c.opts.Node, a.Instance, a.By, a.HeardMs), nil
+	why := fmt.Sprintf("node name %q is held by another live process: node %s has a route to it (server %s", c.opts.Node, a.By, a.ServerID)
+	if a.Instance != "" {
+		why += fmt.Sprintf(", instance %s, heard %dms ago", a.Instance, a.HeardMs)
+	}
+	return why + "); give each node its own cluster.node", nil
 }
 
 // refuse keeps this node out of the cluster for reason, logged once.

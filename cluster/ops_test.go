@@ -162,6 +162,15 @@ func TestDuplicateNodeName(t *testing.T) {
 			t.Fatalf("%s: %+v", nd.cl.Node(), nd.cl.Status())
 		}
 	}
+	// The cluster's replicated state still works beside the refused node.
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "r/d", QoS: 1, PacketID: 1, Retain: true, Payload: []byte("kept")})
+	pub.Recv()
+	terntest.Eventually(t, "the retained message on n2", func() bool {
+		_, ok := nodes[1].RetainedMessage("r/d")
+		return ok
+	})
 	// Asked again (every LeaseTTL/6) and still refused: logged once.
 	waitRefusals(t, dup.cl, 3)
 	if n := strings.Count(logs.String(), "node refused"); n != 1 {
