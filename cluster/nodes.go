@@ -257,7 +257,7 @@ func (t *nodeTable) seen(name string, l lease) {
 	}
 	if !compatible {
 		if was || !wasIncompatible {
-			c.log.Error("node refused: it speaks another wire version; it is not routed to and counts as absent (upgrade every node to one release)",
+			c.log.Error("node of another wire version: not routed to, counted as absent (upgrade every node to one release)",
 				"peer", name, "peer_wire_version", l.Wire, "wire_version", c.opts.wire,
 				"peer_version", l.Version, "version", Version)
 		}

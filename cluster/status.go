@@ -32,7 +32,9 @@ func (c *Cluster) Status() Status {
 		Nodes: c.nodes.list(), RemoteRoutes: c.routes.count(), Replicas: c.replicas(), Forward: c.fwd.counters()}
 	switch st.State {
 	case "refused":
-		st.Reason = *c.refused.Load()
+		if p := c.refused.Load(); p != nil { // lifted since state()
+			st.Reason = *p
+		}
 	case "joining":
 		if p := c.joinErr.Load(); p != nil {
 			st.Reason = *p
