@@ -43,6 +43,7 @@ import (
 	"net/url"
 	"os"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -70,7 +71,8 @@ type Options struct {
 	// Peers are the route addresses of other nodes ("host:port"); the
 	// rest of the cluster is learnt from them. A host name that resolves
 	// to several addresses (a Kubernetes headless service) gives a route
-	// to each. Listing this node's own address does no harm.
+	// to each. Listing this node's own address does no harm; listing no
+	// other node makes a cluster of one (Single).
 	Peers []string
 	// DataDir holds the JetStream store of this node.
 	DataDir string
@@ -99,6 +101,10 @@ type Options struct {
 	Logger *slog.Logger
 	// NATS, when set, may change the embedded nats-server's options last.
 	NATS func(*server.Options)
+
+	// wire is the wire version given in heartbeats: wireVersion, another
+	// in tests.
+	wire int
 }
 
 // Cluster is one node of a cluster: a hook for its tern.Server (add it with
@@ -117,6 +123,10 @@ type Cluster struct {
 
 	ready    atomic.Bool
 	readyC   chan struct{}
+	refused  atomic.Pointer[string] // why the node may not join (its name held); nil when it may
+	joinErr  atomic.Pointer[string] // why the node has not joined yet
+	natsDup  atomic.Pointer[string] // nats-server's last refusal of a route of this node's name
+	refusals atomic.Int64           // name checks that found the name held
 	fenced   atomic.Bool
 	draining atomic.Bool
 
@@ -142,7 +152,8 @@ type Cluster struct {
 }
 
 // Version is the Tern version carried in heartbeats: a node of another
-// version is reported as an error.
+// version is logged as a warning; the wire version, carried too, decides
+// whether nodes work together.
 const Version = tern.Version
 
 // New returns a node of the cluster opts describes for srv. Add it to srv
@@ -188,6 +199,9 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()
 	}
+	if opts.wire == 0 {
+		opts.wire = wireVersion
+	}
 	if opts.Replicas < 0 || opts.Replicas > 5 {
 		return nil, fmt.Errorf("cluster: replicas %d: want 1 to 5 (0 for the default)", opts.Replicas)
 	}
@@ -231,7 +245,9 @@ func (c *Cluster) Node() string { return c.opts.Node }
 
 // Ready reports whether the node has joined: the replicated state is
 // loaded, and it accepts clients.
-func (c *Cluster) Ready() bool { return c.ready.Load() && !c.fenced.Load() && !c.draining.Load() }
+func (c *Cluster) Ready() bool {
+	return c.ready.Load() && c.refused.Load() == nil && !c.fenced.Load() && !c.draining.Load()
+}
 
 // Fenced reports whether the node fenced itself, cut off from the
 // majority.
@@ -259,22 +275,42 @@ func (c *Cluster) RouteAddr() string {
 	return ""
 }
 
-// replicas returns the replication of buckets and streams.
+// replicas returns the replication of buckets and streams: 1 on a
+// single node.
 func (c *Cluster) replicas() int {
+	n := c.otherPeers()
+	if n == 0 {
+		return 1
+	}
 	if c.opts.Replicas > 0 {
 		return c.opts.Replicas
 	}
-	n := 1
+	return min(3, n+1)
+}
+
+// otherPeers counts the peers that are not this node's own Listen or
+// Advertise address, as written (no name is resolved: the addresses of a
+// headless service grow as its nodes start).
+func (c *Cluster) otherPeers() int {
 	self := map[string]bool{c.opts.Listen: true, c.opts.Advertise: true}
 	seen := map[string]bool{}
 	for _, p := range c.opts.Peers {
 		if !self[p] && !seen[p] {
 			seen[p] = true
-			n++
 		}
 	}
-	return min(3, n)
+	return len(seen)
 }
+
+// Single reports whether this node is a cluster of one: Peers lists no
+// other node. Its JetStream then runs without clustering (nats-server's
+// clustered JetStream needs routes to reach a quorum of two), with one
+// copy of the replicated state in DataDir/single, and no route listener
+// is opened. To add nodes, restart it with them in Peers: its retained
+// messages and session registry are copied into the cluster's buckets
+// (keys the cluster already has are kept) and DataDir/single is renamed
+// DataDir/single.imported-<time>.
+func (c *Cluster) Single() bool { return c.otherPeers() == 0 }
 
 // natsOptions returns the embedded server's options.
 func (c *Cluster) natsOptions() (*server.Options, error) {
@@ -319,6 +355,16 @@ func (c *Cluster) natsOptions() (*server.Options, error) {
 			u.User = url.UserPassword(c.opts.User, c.opts.Password)
 		}
 		o.Routes = append(o.Routes, u)
+	}
+	if c.Single() {
+		// No route listener: with one, nats-server runs JetStream
+		// clustered, which never has a quorum alone. The state is kept
+		// apart from a clustered run's: nats-server would take streams
+		// of a single node's directory for its replicas of the cluster's
+		// streams, and the replicas would differ (importSingle copies
+		// it instead).
+		o.Cluster, o.Routes = server.ClusterOpts{}, nil
+		o.StoreDir = c.singleDir()
 	}
 	if c.opts.NATS != nil {
 		c.opts.NATS(o)
@@ -381,7 +427,7 @@ func (c *Cluster) Start(srv *tern.Server) error {
 	if err != nil {
 		return fmt.Errorf("cluster: nats-server: %w", err)
 	}
-	nl := natsLogger{l: c.log.With("component", "nats"), fatal: new(atomic.Pointer[string])}
+	nl := natsLogger{l: c.log.With("component", "nats"), fatal: new(atomic.Pointer[string]), dup: &c.natsDup}
 	ns.SetLoggerV2(nl, false, false, false)
 	go ns.Start()
 	// A fatal error (the route port taken, say) ends the wait at once;
@@ -415,12 +461,23 @@ func (c *Cluster) Start(srv *tern.Server) error {
 		return err
 	}
 	c.ctx, c.cancel = context.WithCancel(context.Background())
-	if err := c.fwd.subscribe(); err != nil {
-		c.stopNATS()
-		return err
+	if c.Single() {
+		if c.opts.Replicas > 1 {
+			c.log.Warn("replicas ignored: a cluster of one node keeps one copy", "replicas", c.opts.Replicas)
+		}
+		c.log.Info("cluster node started alone: no other node in peers, no route listener; restart with peers to add nodes",
+			"cluster", c.opts.Name)
+	} else {
+		routeTLS := "off"
+		if c.opts.TLS != nil {
+			routeTLS = "on"
+			if c.opts.TLS.ClientAuth == tls.RequireAndVerifyClientCert {
+				routeTLS = "mutual"
+			}
+		}
+		c.log.Info("cluster node started", "cluster", c.opts.Name, "routes", c.RouteAddr(),
+			"peers", len(o.Routes), "replicas", c.replicas(), "route_tls", routeTLS, "route_auth", c.opts.User != "")
 	}
-	c.log.Info("cluster node started", "cluster", c.opts.Name, "routes", c.RouteAddr(),
-		"peers", len(o.Routes), "replicas", c.replicas())
 	c.goTracked(c.join)
 	return nil
 }
@@ -434,27 +491,71 @@ func (c *Cluster) goTracked(fn func()) {
 	}()
 }
 
-// join creates the buckets (retrying until JetStream has its quorum),
-// loads the replicated state and starts the heartbeats, then marks the node
-// ready.
+// join checks that no other live process holds this node's name,
+// listens to the node's subjects, creates the buckets (retrying until
+// JetStream has its quorum), loads the replicated state and starts the
+// heartbeats, then marks the node ready.
 func (c *Cluster) join() {
 	t0 := time.Now()
 	nextLog := t0.Add(3 * time.Second)
+	var nextWhois time.Time
+	checked, subscribed := false, false // the name, once JetStream is current
 	for {
 		var err error
-		if !c.ns.JetStreamIsCurrent() {
+		current := c.ns.JetStreamIsCurrent()
+		if current && !checked || time.Now().After(nextWhois) {
+			// Asked before JetStream is current too: a process of this
+			// name may keep it from ever being current.
+			held, werr := c.nameHeld()
+			nextWhois = time.Now().Add(c.opts.LeaseTTL / 6)
+			switch {
+			case werr != nil:
+				err = werr
+			case held != "":
+				c.refuse(held)
+				err = errors.New(held)
+			default:
+				c.unrefuse()
+				checked = current
+			}
+		}
+		switch {
+		case err != nil:
+		case !current:
 			// No meta leader yet: a JetStream request would go unanswered
 			// until its timeout.
 			err = errors.New("no JetStream meta leader")
-		} else if err = c.setup(); err == nil {
+		case !checked:
+			err = errors.New("node name not checked yet")
+		case !subscribed:
+			// Not before the name is checked: another process of this
+			// name would take its messages.
+			if err = c.fwd.subscribe(); err == nil {
+				subscribed = true
+				continue
+			}
+		default:
+			err = c.setup()
+		}
+		if err == nil {
+			c.joinErr.Store(nil)
 			break
 		}
+		msg := err.Error()
+		c.joinErr.Store(&msg)
 		if c.ctx.Err() != nil {
 			return
 		}
-		if time.Now().After(nextLog) {
-			c.log.Warn("waiting for the cluster: JetStream has no quorum yet (are the peers up?)",
-				"err", err, "routes", c.ns.NumRoutes(), "waited", time.Since(t0).Round(time.Second).String())
+		if time.Now().After(nextLog) && c.refused.Load() == nil {
+			if c.ns.NumRoutes() == 0 {
+				// A peer that refuses a route (TLS, credentials) says why
+				// in its own log; this side may see only a closed socket.
+				c.log.Warn("waiting for the cluster: no route to any peer (are they up? see their logs for a refused route: cluster name, TLS, credentials)",
+					"err", err, "waited", time.Since(t0).Round(time.Second).String())
+			} else {
+				c.log.Warn("waiting for the cluster: JetStream has no quorum yet (are the peers up?)",
+					"err", err, "routes", c.ns.NumRoutes(), "waited", time.Since(t0).Round(time.Second).String())
+			}
 			nextLog = time.Now().Add(5 * time.Second)
 		}
 		select {
@@ -511,6 +612,11 @@ func (c *Cluster) setup() error {
 	wg.Wait()
 	if err := errors.Join(errs...); err != nil {
 		return err
+	}
+	if !c.Single() {
+		if err := c.importSingle(ctx); err != nil {
+			return fmt.Errorf("importing the state of the cluster of one in %s: %w", c.singleDir(), err)
+		}
 	}
 	if err := c.nodes.start(ctx); err != nil {
 		return err
@@ -582,6 +688,9 @@ func (c *Cluster) stopNATS() {
 type natsLogger struct {
 	l     *slog.Logger
 	fatal *atomic.Pointer[string]
+	// dup keeps the last refusal of a route from a server of this one's
+	// name, shown in the status while the node joins.
+	dup *atomic.Pointer[string]
 }
 
 func (n natsLogger) Noticef(format string, v ...any) { n.l.Debug(fmt.Sprintf(format, v...)) }
@@ -591,6 +700,12 @@ func (n natsLogger) Fatalf(format string, v ...any) {
 	n.fatal.CompareAndSwap(nil, &msg)
 	n.l.Error(msg)
 }
-func (n natsLogger) Errorf(format string, v ...any) { n.l.Error(fmt.Sprintf(format, v...)) }
+func (n natsLogger) Errorf(format string, v ...any) {
+	msg := fmt.Sprintf(format, v...)
+	if strings.Contains(msg, "duplicate name") {
+		n.dup.Store(&msg)
+	}
+	n.l.Error(msg)
+}
 func (n natsLogger) Debugf(format string, v ...any) {}
 func (n natsLogger) Tracef(format string, v ...any) {}

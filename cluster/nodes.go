@@ -16,7 +16,10 @@ import (
 // JetStream: a Raft election, 4 to 9 s after a leader's death, must not
 // stall it), and its entry in tern_members.
 type lease struct {
-	Version  string `json:"version"`
+	Version string `json:"version"`
+	// Wire is the sender's wireVersion; absent (0) in nodes that predate
+	// it, which spoke version 1.
+	Wire     int    `json:"wire,omitempty"`
 	Instance string `json:"instance"`
 	MQTT     string `json:"mqtt,omitempty"`
 	Started  int64  `json:"started"`
@@ -24,12 +27,18 @@ type lease struct {
 
 // NodeInfo describes a node of the cluster as this node sees it.
 type NodeInfo struct {
-	Name    string    `json:"name"`
-	Version string    `json:"version"`
-	MQTT    string    `json:"mqtt_advertise,omitempty"`
-	Alive   bool      `json:"alive"`
-	Self    bool      `json:"self"`
-	Renewed time.Time `json:"last_heard"` // last heartbeat received
+	Name     string    `json:"name"`
+	Version  string    `json:"version"`
+	Wire     int       `json:"wire_version"`
+	MQTT     string    `json:"mqtt_advertise,omitempty"`
+	Alive    bool      `json:"alive"`
+	Self     bool      `json:"self"`
+	Renewed  time.Time `json:"last_heard"` // last heartbeat received
+	instance string    // the process last heard under Name
+	// Incompatible is set while the node's heartbeats give another wire
+	// version than this node's: it is not routed to and counts as absent
+	// (so a node that sees only such nodes fences itself).
+	Incompatible bool `json:"incompatible,omitempty"`
 }
 
 // nodeTable knows the members of the cluster and which are alive (heard
@@ -147,7 +156,11 @@ func (t *nodeTable) start(ctx context.Context) error {
 		t.nodes[c.opts.Node] = &NodeInfo{Name: c.opts.Node, Self: true}
 	}
 	t.nodes[c.opts.Node].Alive = true
+	t.nodes[c.opts.Node].Version, t.nodes[c.opts.Node].Wire = Version, c.opts.wire
 	t.mu.Unlock()
+	if _, err := c.nc.Subscribe("tern.whois", t.whois); err != nil {
+		return err
+	}
 	sub, err := c.nc.Subscribe("tern.hb", t.heartbeat)
 	if err != nil {
 		return err
@@ -160,7 +173,7 @@ func (t *nodeTable) start(ctx context.Context) error {
 
 func (t *nodeTable) lease() lease {
 	c := t.c
-	return lease{Version: Version, Instance: c.instance, MQTT: c.opts.MQTTAdvertise, Started: c.started.UnixMilli()}
+	return lease{Version: Version, Wire: c.opts.wire, Instance: c.instance, MQTT: c.opts.MQTTAdvertise, Started: c.started.UnixMilli()}
 }
 
 // beat sends this node's heartbeat to every node.
@@ -216,28 +229,45 @@ func (t *nodeTable) heartbeat(msg *nats.Msg) {
 	t.seen(name, l)
 }
 
-// seen records that node is alive.
+// seen records that node is alive, or that it speaks another wire
+// version: then it is neither routed to nor counted as alive.
 func (t *nodeTable) seen(name string, l lease) {
 	c := t.c
 	now := time.Now()
+	if l.Wire == 0 {
+		l.Wire = 1
+	}
+	compatible := l.Wire == c.opts.wire
 	t.mu.Lock()
 	n := t.nodes[name]
 	if n == nil {
 		n = &NodeInfo{Name: name, Self: name == c.opts.Node}
 		t.nodes[name] = n
 	}
-	was := n.Alive
-	n.Alive, n.Renewed, n.Version, n.MQTT = true, now, l.Version, l.MQTT
+	was, wasIncompatible := n.Alive, n.Incompatible
+	n.Alive, n.Incompatible = compatible, !compatible
+	n.Renewed, n.Version, n.Wire, n.MQTT, n.instance = now, l.Version, l.Wire, l.MQTT, l.Instance
 	r := t.remotes[name]
 	t.mu.Unlock()
 	if r != nil {
-		r.alive.Store(true)
+		r.alive.Store(compatible)
 	}
-	if was || name == c.opts.Node {
+	if name == c.opts.Node {
+		return
+	}
+	if !compatible {
+		if was || !wasIncompatible {
+			c.log.Error("node of another wire version: not routed to, counted as absent (upgrade every node to one release)",
+				"peer", name, "peer_wire_version", l.Wire, "wire_version", c.opts.wire,
+				"peer_version", l.Version, "version", Version)
+		}
+		return
+	}
+	if was {
 		return
 	}
 	if l.Version != Version {
-		c.log.Error("a node of another Tern version joined: mixed versions are not supported", "peer", name,
+		c.log.Warn("a node of another Tern version joined (same wire version): fine during an upgrade, not for long", "peer", name,
 			"peer_version", l.Version, "version", Version)
 	}
 	c.log.Info("node joined", "peer", name, "mqtt", l.MQTT)

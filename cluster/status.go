@@ -3,6 +3,7 @@ package cluster
 import (
 	"encoding/json"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -10,9 +11,12 @@ import (
 
 // Status is a node's view of the cluster: GET /api/v1/cluster.
 type Status struct {
-	Cluster  string     `json:"cluster"`
-	Node     string     `json:"node"`
-	State    string     `json:"state"` // joining, ready, fenced or draining
+	Cluster string `json:"cluster"`
+	Node    string `json:"node"`
+	State   string `json:"state"` // joining, refused, ready, fenced or draining
+	// Reason says why a node is refused (another live process holds its
+	// name) or, while it joins, what it waits for.
+	Reason   string     `json:"reason,omitempty"`
 	Routes   string     `json:"route_addr"`
 	LeaseAge float64    `json:"lease_age_seconds"` // since this node last sent its heartbeat
 	Nodes    []NodeInfo `json:"nodes"`
@@ -26,6 +30,19 @@ type Status struct {
 func (c *Cluster) Status() Status {
 	st := Status{Cluster: c.opts.Name, Node: c.opts.Node, State: c.state(), Routes: c.RouteAddr(),
 		Nodes: c.nodes.list(), RemoteRoutes: c.routes.count(), Replicas: c.replicas(), Forward: c.fwd.counters()}
+	switch st.State {
+	case "refused":
+		if p := c.refused.Load(); p != nil { // lifted since state()
+			st.Reason = *p
+		}
+	case "joining":
+		if p := c.joinErr.Load(); p != nil {
+			st.Reason = *p
+		}
+		if p := c.natsDup.Load(); p != nil {
+			st.Reason = strings.TrimPrefix(st.Reason+"; nats-server refused a route: "+*p, "; ")
+		}
+	}
 	c.nodes.mu.Lock()
 	if !c.nodes.renewed.IsZero() {
 		st.LeaseAge = time.Since(c.nodes.renewed).Seconds()
@@ -38,6 +55,8 @@ func (c *Cluster) state() string {
 	switch {
 	case c.draining.Load():
 		return "draining"
+	case c.refused.Load() != nil:
+		return "refused"
 	case c.fenced.Load():
 		return "fenced"
 	case c.ready.Load():

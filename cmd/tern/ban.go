@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -17,15 +16,11 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/ternmq/tern/admin"
 	"github.com/ternmq/tern/hooks/ban"
-	"github.com/ternmq/tern/internal/config"
 )
 
 // banOptions are the flags of tern ban.
 type banOptions struct {
-	config  string
-	url     string
-	token   string
-	apiKey  string
+	adminClient
 	offline bool
 	file    string
 	reason  string
@@ -60,10 +55,8 @@ directory that holds something else but no store).`,
   tern ban -c /etc/tern/tern.yaml --offline list`,
 	}
 	pf := cmd.PersistentFlags()
-	pf.StringVarP(&o.config, "config", "c", "", "the broker's YAML configuration (default $TERN_CONFIG)")
-	pf.StringVar(&o.url, "url", "", "admin API base URL (default: from admin.listen)")
-	pf.StringVar(&o.token, "token", "", "admin API bearer token (default: admin.token)")
-	pf.StringVar(&o.apiKey, "api-key", "", "admin API key as key:secret (default: the first of admin.api_keys)")
+	o.addFlags(pf)
+	o.downHint = "; --offline edits the file of one that is not"
 	pf.BoolVar(&o.offline, "offline", false, "edit the ban file of a broker that is not running")
 	pf.StringVar(&o.file, "file", "", "with --offline: the ban file (default: from the configuration)")
 
@@ -110,16 +103,6 @@ directory that holds something else but no store).`,
 	}
 	cmd.AddCommand(list, add, del)
 	return cmd
-}
-
-// loadConfig reads the broker's configuration as tern serve would, without
-// its flags.
-func (o *banOptions) loadConfig() (*config.Config, error) {
-	file := o.config
-	if file == "" {
-		file = os.Getenv(config.EnvConfigFile)
-	}
-	return config.Load(file, os.Environ(), nil)
 }
 
 // openFile opens the ban file for --offline.
@@ -226,87 +209,6 @@ func escapeWho(who string) string {
 		parts[i] = url.PathEscape(p)
 	}
 	return strings.Join(parts, "/")
-}
-
-// call makes an admin API request and decodes the answer into out.
-func (o *banOptions) call(ctx context.Context, method, path string, body []byte, out any) error {
-	base, token, key, secret, err := o.endpoint()
-	if err != nil {
-		return err
-	}
-	if ctx == nil {
-		ctx = context.Background()
-	}
-	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	defer cancel()
-	var rd io.Reader
-	if body != nil {
-		rd = bytes.NewReader(body)
-	}
-	req, err := http.NewRequestWithContext(ctx, method, strings.TrimSuffix(base, "/")+path, rd)
-	if err != nil {
-		return err
-	}
-	if body != nil {
-		req.Header.Set("Content-Type", "application/json")
-	}
-	switch {
-	case token != "":
-		req.Header.Set("Authorization", "Bearer "+token)
-	case key != "":
-		req.SetBasicAuth(key, secret)
-	}
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		return fmt.Errorf("admin API: %w (is the broker running? --offline edits the file of one that is not)", err)
-	}
-	defer resp.Body.Close()
-	data, _ := io.ReadAll(io.LimitReader(resp.Body, 16<<20))
-	if resp.StatusCode/100 != 2 {
-		var e struct {
-			Error string `json:"error"`
-		}
-		json.Unmarshal(data, &e)
-		if e.Error == "" {
-			e.Error = strings.TrimSpace(string(data))
-		}
-		return fmt.Errorf("admin API: %s: %s", resp.Status, e.Error)
-	}
-	if out != nil {
-		return json.Unmarshal(data, out)
-	}
-	return nil
-}
-
-// endpoint returns the admin API's base URL and credentials: the flags',
-// or the configuration's.
-func (o *banOptions) endpoint() (base, token, key, secret string, err error) {
-	base, token = o.url, o.token
-	if o.apiKey != "" {
-		var ok bool
-		if key, secret, ok = strings.Cut(o.apiKey, ":"); !ok {
-			return "", "", "", "", errors.New("--api-key: want key:secret")
-		}
-	}
-	if base != "" && (token != "" || key != "") {
-		return base, token, key, secret, nil
-	}
-	cfg, err := o.loadConfig()
-	if err != nil {
-		return "", "", "", "", err
-	}
-	if base == "" {
-		if cfg.Admin.Listen == "" {
-			return "", "", "", "", errors.New("admin.listen is empty: the broker has no admin API (use --url, or --offline when it is stopped)")
-		}
-		base = adminBaseURL(cfg.Admin.Listen)
-	}
-	if token == "" && key == "" {
-		if token = cfg.Admin.Token; token == "" && len(cfg.Admin.APIKeys) > 0 {
-			key, secret = cfg.Admin.APIKeys[0].Key, cfg.Admin.APIKeys[0].Secret
-		}
-	}
-	return base, token, key, secret, nil
 }
 
 func printBans(w io.Writer, bans []admin.Ban, asJSON bool) error {

@@ -7,6 +7,7 @@
 //	tern sub              subscribe and print messages (as mosquitto_sub)
 //	tern ban              list, add and lift bans (through the admin API)
 //	tern healthcheck      exit 0 when the broker is ready (/readyz), 1 otherwise
+//	tern cluster status   the cluster as a running node sees it (through the admin API)
 package main
 
 import (
@@ -47,7 +48,7 @@ func rootCmd() *cobra.Command {
 		SilenceUsage:  true,
 		SilenceErrors: false,
 	}
-	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd(), banCmd(), healthcheckCmd())
+	root.AddCommand(serveCmd(), versionCmd(), benchCmd(), passwdCmd(), pubCmd(), subCmd(), banCmd(), healthcheckCmd(), clusterCmd())
 	return root
 }
 

@@ -76,6 +76,8 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 			switch {
 			case n.Self:
 				state = st.State
+			case n.Incompatible:
+				state = "incompatible"
 			case !n.Alive:
 				state = "gone"
 			}
@@ -87,8 +89,12 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 		if cl.Ready() {
 			return "", nil
 		}
-		st := cl.Status().State
-		return "cluster_" + st, errors.New("cluster node " + st)
+		st := cl.Status()
+		cause := "cluster node " + st.State
+		if st.Reason != "" {
+			cause += ": " + st.Reason
+		}
+		return "cluster_" + st.State, errors.New(cause)
 	}})
 	b.adm.Registry().MustRegister(clusterCollectors(cl)...)
 	b.cluster = cl
