@@ -1,20 +1,12 @@
 package bridge
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
-	"math/big"
-	"net"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/internal/testcert"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
@@ -26,42 +18,10 @@ type testPKI struct{ ca, serverCert, serverKey, clientCert, clientKey string }
 
 func newPKI(t *testing.T, dir string) testPKI {
 	t.Helper()
-	key := func() *ecdsa.PrivateKey {
-		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return k
-	}
-	write := func(name, typ string, der []byte) string {
-		p := filepath.Join(dir, name)
-		writeTestFile(t, p, string(pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der})))
-		return p
-	}
-	caKey := key()
-	caTmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "test CA"},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), IsCA: true,
-		KeyUsage: x509.KeyUsageCertSign, BasicConstraintsValid: true}
-	caDER, err := x509.CreateCertificate(rand.Reader, caTmpl, caTmpl, &caKey.PublicKey, caKey)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ca, _ := x509.ParseCertificate(caDER)
-	leaf := func(name string, serial int64, usage x509.ExtKeyUsage) (string, string) {
-		k := key()
-		tmpl := &x509.Certificate{SerialNumber: big.NewInt(serial), Subject: pkix.Name{CommonName: name},
-			NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-			ExtKeyUsage: []x509.ExtKeyUsage{usage}, IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-		der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &k.PublicKey, caKey)
-		if err != nil {
-			t.Fatal(err)
-		}
-		kd, _ := x509.MarshalECPrivateKey(k)
-		return write(name+".crt", "CERTIFICATE", der), write(name+".key", "EC PRIVATE KEY", kd)
-	}
-	p := testPKI{ca: write("ca.crt", "CERTIFICATE", caDER)}
-	p.serverCert, p.serverKey = leaf("server", 2, x509.ExtKeyUsageServerAuth)
-	p.clientCert, p.clientKey = leaf("edge", 3, x509.ExtKeyUsageClientAuth)
+	ca := testcert.NewCA(t, "test CA")
+	p := testPKI{ca: ca.File(t, dir, "ca.crt")}
+	p.serverCert, p.serverKey = ca.IssueFiles(t, dir, "server", testcert.Spec{CN: "server", Server: true})
+	p.clientCert, p.clientKey = ca.IssueFiles(t, dir, "edge", testcert.Spec{CN: "edge", Client: true})
 	return p
 }
 

@@ -1,102 +1,38 @@
 package cluster
 
 import (
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"fmt"
 	"log/slog"
-	"math/big"
-	"net"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/ternmq/tern/internal/testcert"
 	"github.com/ternmq/tern/terntest"
 )
 
 // testCA is a certificate authority made for one test.
-type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
-	pool *x509.CertPool
-}
+type testCA struct{ *testcert.CA }
 
-func newTestCA(t testing.TB, name string) *testCA {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, err := x509.ParseCertificate(der)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pool := x509.NewCertPool()
-	pool.AddCert(cert)
-	return &testCA{cert: cert, key: key, pool: pool}
-}
+func newTestCA(t testing.TB, name string) *testCA { return &testCA{testcert.NewCA(t, name)} }
 
-// issue returns a certificate ca signed for node at 127.0.0.1, good for
-// both ends of a route, and its key.
-func (ca *testCA) issue(t testing.TB, node string) ([]byte, *ecdsa.PrivateKey) {
-	t.Helper()
-	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	tmpl := &x509.Certificate{SerialNumber: big.NewInt(time.Now().UnixNano()), Subject: pkix.Name{CommonName: node},
-		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
-		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return der, key
-}
-
-// nodeTLS returns the route TLS of a node whose certificate ca signed,
-// trusting ca only, both ways (mutual TLS), as cmd/tern makes it from
-// cluster.cert_file, key_file and ca_file.
+// nodeTLS returns the route TLS of a node whose certificate ca signed (at
+// 127.0.0.1, good for both ends of a route), trusting ca only, both ways
+// (mutual TLS), as cmd/tern makes it from cluster.cert_file, key_file and
+// ca_file.
 func (ca *testCA) nodeTLS(t testing.TB, node string) *tls.Config {
-	der, key := ca.issue(t, node)
-	return &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: key}},
-		RootCAs: ca.pool, ClientCAs: ca.pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
+	return &tls.Config{Certificates: []tls.Certificate{ca.Issue(t, testcert.Spec{CN: node})},
+		RootCAs: ca.Pool, ClientCAs: ca.Pool, ClientAuth: tls.RequireAndVerifyClientCert, MinVersion: tls.VersionTLS12}
 }
 
 // writeFiles writes ca's certificate and a node's certificate and key as
 // PEM files in dir, for cluster.ca_file, cert_file and key_file.
 func (ca *testCA) writeFiles(t testing.TB, dir, node string) (caFile, certFile, keyFile string) {
 	t.Helper()
-	der, key := ca.issue(t, node)
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	write := func(name, typ string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: b}), 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
-	return write("ca.pem", "CERTIFICATE", ca.cert.Raw), write(node+".pem", "CERTIFICATE", der),
-		write(node+"-key.pem", "EC PRIVATE KEY", kder)
+	certFile, keyFile = ca.IssueFiles(t, dir, node, testcert.Spec{CN: node})
+	return ca.File(t, dir, "ca.pem"), certFile, keyFile
 }
 
 // Two nodes with route TLS (mutual, one CA) and a route password form a

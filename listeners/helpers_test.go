@@ -3,24 +3,16 @@ package listeners_test
 import (
 	"bufio"
 	"context"
-	"crypto/ecdsa"
-	"crypto/elliptic"
-	"crypto/rand"
 	"crypto/tls"
-	"crypto/x509"
-	"crypto/x509/pkix"
-	"encoding/pem"
 	"log/slog"
-	"math/big"
 	"net"
 	"net/url"
-	"os"
-	"path/filepath"
 	"testing"
 	"time"
 
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/internal/testcert"
 	"github.com/ternmq/tern/packets"
 )
 
@@ -28,98 +20,30 @@ import (
 // short.
 const timeout = 10 * time.Second
 
-// testCA is a certificate authority made for one test.
+// testCA is a certificate authority made for one test, with its
+// certificate in a file.
 type testCA struct {
-	cert *x509.Certificate
-	key  *ecdsa.PrivateKey
+	*testcert.CA
 	file string // PEM of the CA certificate
-	pool *x509.CertPool
-}
-
-var serial int64
-
-func newKey(t *testing.T) *ecdsa.PrivateKey {
-	t.Helper()
-	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return k
 }
 
 func newCA(t *testing.T, name string) *testCA {
 	t.Helper()
-	key := newKey(t)
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber:          big.NewInt(serial),
-		Subject:               pkix.Name{CommonName: name},
-		NotBefore:             time.Now().Add(-time.Hour),
-		NotAfter:              time.Now().Add(24 * time.Hour),
-		IsCA:                  true,
-		BasicConstraintsValid: true,
-		KeyUsage:              x509.KeyUsageCertSign,
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cert, _ := x509.ParseCertificate(der)
-	ca := &testCA{cert: cert, key: key, pool: x509.NewCertPool()}
-	ca.pool.AddCert(cert)
-	ca.file = writePEM(t, name+"-ca.pem", "CERTIFICATE", der)
-	return ca
+	ca := testcert.NewCA(t, name)
+	return &testCA{CA: ca, file: ca.File(t, t.TempDir(), name+"-ca.pem")}
 }
 
 // issue makes a certificate signed by the CA and writes it and its key to
 // files in a temporary directory. A server certificate is for 127.0.0.1.
 func (ca *testCA) issue(t *testing.T, cn string, client bool, sans ...string) (certFile, keyFile string) {
 	t.Helper()
-	key := newKey(t)
-	serial++
-	tmpl := &x509.Certificate{
-		SerialNumber: big.NewInt(serial),
-		Subject:      pkix.Name{CommonName: cn},
-		NotBefore:    time.Now().Add(-time.Hour),
-		NotAfter:     time.Now().Add(24 * time.Hour),
-		KeyUsage:     x509.KeyUsageDigitalSignature,
-		DNSNames:     sans,
-	}
-	if client {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageClientAuth}
-	} else {
-		tmpl.ExtKeyUsage = []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth}
-		tmpl.IPAddresses = []net.IP{net.IPv4(127, 0, 0, 1)}
-	}
-	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	kder, err := x509.MarshalECPrivateKey(key)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return writePEM(t, cn+".pem", "CERTIFICATE", der), writePEM(t, cn+".key", "EC PRIVATE KEY", kder)
-}
-
-func writePEM(t *testing.T, name, typ string, der []byte) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), name)
-	if err := os.WriteFile(p, pem.EncodeToMemory(&pem.Block{Type: typ, Bytes: der}), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
+	return ca.IssueFiles(t, t.TempDir(), cn, testcert.Spec{CN: cn, Client: client, Server: !client, DNS: sans})
 }
 
 // clientCert issues a client certificate with the common name.
 func (ca *testCA) clientCert(t *testing.T, cn string) tls.Certificate {
 	t.Helper()
-	certFile, keyFile := ca.issue(t, cn, true)
-	c, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
+	return ca.Issue(t, testcert.Spec{CN: cn, Client: true})
 }
 
 // listener is what these tests need of a listener: tern.Listener and Listen.

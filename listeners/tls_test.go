@@ -43,7 +43,7 @@ func (s *tlsSetup) dial(t *testing.T, cfg *tls.Config) (*tls.Conn, error) {
 	if cfg == nil {
 		cfg = &tls.Config{}
 	}
-	cfg.RootCAs = s.ca.pool
+	cfg.RootCAs = s.ca.Pool
 	d := &net.Dialer{Timeout: timeout}
 	c, err := tls.DialWithDialer(d, "tcp", s.l.Addr().String(), cfg)
 	if err == nil {

@@ -48,7 +48,7 @@ func TestSecureWebSocket(t *testing.T) {
 	l.Path = "/custom"
 	startServer(t, l)
 	url := "wss://" + l.Addr().String() + "/custom"
-	cfg := &tls.Config{RootCAs: s.ca.pool}
+	cfg := &tls.Config{RootCAs: s.ca.Pool}
 	sub, msgs := pahoClient(t, dialWS(t, url, cfg.Clone()), "sub")
 	pub, _ := pahoClient(t, dialWS(t, url, cfg.Clone()), "pub")
 	exchange(t, pub, sub, msgs, "wss/test", 1, 20)
