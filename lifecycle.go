@@ -1,6 +1,12 @@
 package tern
 
-import "time"
+import (
+	"errors"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/topics"
+)
 
 // connectionEnded runs once after an established connection's read loop
 // ends: it detaches the session, hands shared-subscription messages to
@@ -93,4 +99,33 @@ func (s *Server) willDelayPassed(ss *session, m *Message) {
 	ss.storeWillLocked(nil, time.Time{})
 	ss.mu.Unlock()
 	s.publishWill(from, m)
+}
+
+// HasWill reports whether the connection has a will that its end will
+// publish or schedule: one set by its CONNECT and not discarded by a
+// DISCONNECT with reason 0x00 [MQTT-3.1.2-10]. During
+// DisconnectObserver.OnDisconnect it tells whether the will is still to
+// be published.
+func (c *Client) HasWill() bool { return c.will.Load() != nil }
+
+// PublishWill publishes the will of a client whose connection this server
+// did not hold (a cluster node publishing the will of a client of a node
+// that died), as the server publishes its own clients' wills: as that
+// client (Origin, and the authorizers asked about clientID and username),
+// counted in WillsSent and told to every WillObserver. The Will Delay
+// Interval is the caller's to apply. It returns ErrServerClosed after
+// Shutdown, ErrInvalidTopic for a topic name that is not valid, and
+// ErrNotAuthorized when an authorizer refuses it.
+func (s *Server) PublishWill(clientID, username string, w *packets.Will) error {
+	if s.isClosing() {
+		return ErrServerClosed
+	}
+	if err := topics.ValidateName(w.Topic); err != nil {
+		return errors.Join(ErrInvalidTopic, err)
+	}
+	m := willMessage(clientID, w)
+	if !s.publishWill(&Client{srv: s, id: clientID, username: username, fd: -1}, m) {
+		return ErrNotAuthorized
+	}
+	return nil
 }

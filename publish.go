@@ -683,19 +683,21 @@ func willMessage(clientID string, w *packets.Will) *Message {
 }
 
 // publishWill publishes the will message of client c (whose connection may
-// be gone), subject to the authorizers as that client.
-func (s *Server) publishWill(c *Client, m *Message) {
+// be gone), subject to the authorizers as that client, and reports whether
+// they allowed it.
+func (s *Server) publishWill(c *Client, m *Message) bool {
 	if c == nil { // a will restored from the store
 		c = &Client{srv: s, id: m.Origin, fd: -1}
 	}
 	clientID := c.id
 	if !s.hooks.authorizeRequest(c, AccessRequest{Topic: m.Topic, Access: Write, QoS: m.QoS, Retain: m.Retain}) {
 		s.log.Info("will refused by ACL", "client", clientID, "topic", m.Topic)
-		return
+		return false
 	}
 	s.stats.WillsSent.Add(1)
 	s.route(m, false)
 	for _, h := range s.hooks.wills {
 		h.OnWillSent(clientID, m)
 	}
+	return true
 }

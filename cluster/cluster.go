@@ -140,7 +140,7 @@ type Cluster struct {
 	kvSess  jetstream.KeyValue
 	kvRet   jetstream.KeyValue
 	kvWills jetstream.KeyValue
-	wills   sync.Map // client identifier -> *tern.Client whose will is in tern_wills
+	willTab willTable
 
 	instance string // this process's run, in its heartbeats
 	secret   string // password of the embedded server's client port
@@ -212,6 +212,7 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 	c.fwd = newForwarder(c)
 	c.reg = newRegistry(c)
 	c.retain = &retainer{c: c}
+	c.willTab = willTable{live: make(map[string]*tern.Client), pending: make(map[string]*pendingWill)}
 	return c, nil
 }
 
@@ -564,6 +565,7 @@ func (c *Cluster) join() {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	c.reapWills(c.opts.Node) // what a previous run left (see wills.go)
 	c.ready.Store(true)
 	close(c.readyC)
 	c.goTracked(c.reg.shipLost)
@@ -664,6 +666,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	}
 	c.cancel()
 	c.fwd.stop()
+	c.stopWills()
 	c.wg.Wait()
 	c.stopNATS()
 	c.log.Info("cluster node stopped")

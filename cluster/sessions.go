@@ -83,7 +83,7 @@ func parseOwner(b []byte) (string, uint64) {
 // brings it here before the CONNACK. A fenced node refuses with 0x9C Use
 // another server (and a Server Reference), a node that has not joined yet
 // or cannot reach the registry with 0x88 Server unavailable.
-func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, _ uint32) packets.ReasonCode {
+func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32) packets.ReasonCode {
 	if c.fenced.Load() || c.draining.Load() {
 		if ref := c.nodes.reference(); ref != "" {
 			cl.SetServerReference(ref)
@@ -126,7 +126,7 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, _ uint32) pack
 			return packets.ServerUnavailable // a newer CONNECT on another node won meanwhile
 		}
 		cl.SetValue(epochKey{}, epoch+1)
-		if err := c.storeWill(ctx, cl); err != nil {
+		if err := c.storeWill(ctx, cl, expiry, epoch+1); err != nil {
 			c.log.Warn("will not replicated: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
 		}

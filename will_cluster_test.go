@@ -1,0 +1,123 @@
+package tern_test
+
+// The seams a cluster uses for the wills of clients another node held:
+// Client.HasWill during OnDisconnect and Server.PublishWill.
+
+import (
+	"errors"
+	"sync"
+	"testing"
+
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
+)
+
+// willRecorder records HasWill at OnDisconnect, the wills sent, and denies
+// writes to "w/denied" by user "mallory".
+type willRecorder struct {
+	mu      sync.Mutex
+	hasWill map[string]bool
+	sent    map[string]*tern.Message
+}
+
+func (*willRecorder) ID() string { return "will-recorder" }
+
+func (r *willRecorder) OnDisconnect(c *tern.Client, _ error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.hasWill[c.ID()] = c.HasWill()
+}
+
+func (r *willRecorder) OnWillSent(clientID string, m *tern.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.sent[clientID] = m
+}
+
+func (*willRecorder) Authorize(c *tern.Client, topic string, a tern.Access) tern.Decision {
+	if a == tern.Write && topic == "w/denied" && c.Username() == "mallory" {
+		return tern.Deny
+	}
+	return tern.Abstain
+}
+
+func (r *willRecorder) get(id string) (bool, bool, *tern.Message) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h, ok := r.hasWill[id]
+	return h, ok, r.sent[id]
+}
+
+// HasWill is true in OnDisconnect while the will is still to be published,
+// false once a DISCONNECT with reason 0x00 discarded it [MQTT-3.1.2-10] or
+// when the CONNECT had none.
+func TestHasWillAtDisconnect(t *testing.T) {
+	rec := &willRecorder{hasWill: map[string]bool{}, sent: map[string]*tern.Message{}}
+	srv := terntest.NewServer(t, nil, rec)
+	for _, tc := range []struct {
+		id       string
+		will     bool
+		polite   bool
+		expected bool
+	}{
+		{"dropped", true, false, true},
+		{"polite", true, true, false},
+		{"nowill", false, false, false},
+	} {
+		c := srv.Dial(t, packets.V5)
+		pk := &packets.Connect{ClientID: tc.id, CleanStart: true}
+		if tc.will {
+			pk.Will = &packets.Will{Topic: "w/" + tc.id, Payload: []byte("bye")}
+		}
+		if ack := c.Connect(pk); ack.ReasonCode != 0 {
+			t.Fatalf("%s: CONNACK %v", tc.id, ack.ReasonCode)
+		}
+		if tc.polite {
+			c.Send(&packets.Disconnect{})
+			c.ExpectClosed()
+		} else {
+			c.Close()
+		}
+		terntest.Eventually(t, "OnDisconnect of "+tc.id, func() bool { _, ok, _ := rec.get(tc.id); return ok })
+		if got, _, _ := rec.get(tc.id); got != tc.expected {
+			t.Errorf("%s: HasWill %v, want %v", tc.id, got, tc.expected)
+		}
+	}
+}
+
+// PublishWill publishes a will as the client's own: with its properties,
+// the client as origin, counted and told to WillObservers, and refused as
+// that client by the authorizers.
+func TestPublishWill(t *testing.T) {
+	rec := &willRecorder{hasWill: map[string]bool{}, sent: map[string]*tern.Message{}}
+	srv := terntest.NewServer(t, nil, rec)
+	sub := srv.Dial(t, packets.V5)
+	sub.MustConnect("sub")
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "w/#", QoS: 1}}})
+	sub.Recv()
+	w := &packets.Will{Topic: "w/gone", Payload: []byte("bye"), QoS: 1,
+		Properties: packets.Properties{ContentType: "text/plain", WillDelay: 30,
+			User: []packets.UserProperty{{Key: "k", Value: "v"}}}}
+	if err := srv.PublishWill("gone", "alice", w); err != nil {
+		t.Fatal(err)
+	}
+	p, ok := sub.Recv().(*packets.Publish)
+	if !ok || p.Topic != "w/gone" || string(p.Payload) != "bye" || p.QoS != 1 || p.Properties.ContentType != "text/plain" ||
+		len(p.Properties.User) != 1 || p.Properties.User[0].Value != "v" || p.Properties.WillDelay != 0 {
+		t.Fatalf("got %+v", p)
+	}
+	sub.Send(&packets.Puback{PacketID: p.PacketID})
+	if _, _, m := rec.get("gone"); m == nil || m.Origin != "gone" {
+		t.Errorf("OnWillSent: %+v", m)
+	}
+	if n := srv.Stats().WillsSent; n != 1 {
+		t.Errorf("WillsSent %d", n)
+	}
+	if err := srv.PublishWill("m", "mallory", &packets.Will{Topic: "w/denied"}); !errors.Is(err, tern.ErrNotAuthorized) {
+		t.Errorf("denied will: %v", err)
+	}
+	if err := srv.PublishWill("x", "", &packets.Will{Topic: "w/#"}); !errors.Is(err, tern.ErrInvalidTopic) {
+		t.Errorf("wildcard topic: %v", err)
+	}
+}
