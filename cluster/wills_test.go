@@ -60,15 +60,7 @@ func TestDelayedWillOfDeadNode(t *testing.T) {
 	died := time.Now()
 	nodes[2].cl.ns.Shutdown() // n3 dies: its routes close, no goodbye
 	// "back" connects again, to n1, within its delay.
-	terntest.Eventually(t, "the wills adopted", func() bool {
-		n := 0
-		for _, nd := range nodes[:2] {
-			nd.cl.willTab.mu.Lock()
-			n += len(nd.cl.willTab.pending)
-			nd.cl.willTab.mu.Unlock()
-		}
-		return n == 2
-	})
+	terntest.Eventually(t, "the wills adopted", func() bool { return pendingWills(nodes[:2]) == 2 })
 	c := nodes[0].Dial(t, packets.V5)
 	if ack := c.Connect(&packets.Connect{ClientID: "back", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: new(uint32(60))}}); ack.ReasonCode != 0 {
 		t.Fatalf("CONNACK %v", ack.ReasonCode)
@@ -80,15 +72,7 @@ func TestDelayedWillOfDeadNode(t *testing.T) {
 	if p.Topic != "will/late" || p.Properties.ContentType != "text/plain" || len(p.Properties.User) != 1 || p.Properties.User[0].Value != "late" {
 		t.Fatalf("got %s %+v", p.Topic, p.Properties)
 	}
-	terntest.Eventually(t, "no will pending", func() bool {
-		n := 0
-		for _, nd := range nodes[:2] {
-			nd.cl.willTab.mu.Lock()
-			n += len(nd.cl.willTab.pending)
-			nd.cl.willTab.mu.Unlock()
-		}
-		return n == 0
-	})
+	terntest.Eventually(t, "no will pending", func() bool { return pendingWills(nodes[:2]) == 0 })
 	if pk, err := sub.TryRecv(300 * time.Millisecond); err == nil {
 		t.Fatalf("a will after the client came back: %+v", pk)
 	}
@@ -100,4 +84,15 @@ func TestDelayedWillOfDeadNode(t *testing.T) {
 			t.Errorf("%s still in tern_wills", k)
 		}
 	}
+}
+
+// pendingWills counts the delayed wills the nodes adopted.
+func pendingWills(nodes []*testNode) int {
+	n := 0
+	for _, nd := range nodes {
+		nd.cl.willTab.mu.Lock()
+		n += len(nd.cl.willTab.pending)
+		nd.cl.willTab.mu.Unlock()
+	}
+	return n
 }
