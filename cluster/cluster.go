@@ -322,6 +322,9 @@ func (c *Cluster) natsOptions() (*server.Options, error) {
 	}
 	o := &server.Options{
 		ServerName: c.opts.Node,
+		// A peer that is down: its first failed reconnection is logged,
+		// then one in 60 (about once a minute), not four lines a second.
+		ReconnectErrorReports: 60,
 		// Tern uses in-process connections, but nats-server starts its
 		// routes only once a client port listens (DontListen would stop
 		// them): a random loopback port, with a password of this

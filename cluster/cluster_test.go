@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -28,6 +29,15 @@ import (
 type testNode struct {
 	*terntest.Server
 	cl *Cluster
+}
+
+// trials is how many trials a randomized test runs: def, or
+// TERN_CLUSTER_TRIALS (the acceptance runs use 1,000).
+func trials(def int) int {
+	if n, err := strconv.Atoi(os.Getenv("TERN_CLUSTER_TRIALS")); err == nil && n > 0 {
+		return n
+	}
+	return def
 }
 
 // freeAddrs returns n loopback addresses nothing listens on now.
@@ -230,9 +240,9 @@ func TestRoutesConverge(t *testing.T) {
 	}
 	sub := nodes[1].Dial(t, packets.V311)
 	sub.MustConnect("sub")
-	for i := range 100 {
+	for i := range trials(100) {
 		topic := fmt.Sprintf("conv/%d", i)
-		sub.Send(&packets.Subscribe{PacketID: uint16(i + 1), Subscriptions: []packets.Subscription{{Filter: topic}}})
+		sub.Send(&packets.Subscribe{PacketID: uint16(i%65535 + 1), Subscriptions: []packets.Subscription{{Filter: topic}}})
 		if _, ok := sub.Recv().(*packets.Suback); !ok {
 			t.Fatal("no SUBACK")
 		}
@@ -402,8 +412,7 @@ func TestTakeover(t *testing.T) {
 // exactly one connected.
 func TestTakeoverRace(t *testing.T) {
 	nodes := startCluster(t, 2, nil)
-	const trials = 30
-	for i := range trials {
+	for i := range trials(30) {
 		id := fmt.Sprintf("racer%d", i)
 		conns := []*terntest.Conn{nodes[0].Dial(t, packets.V5), nodes[1].Dial(t, packets.V5)}
 		var wg sync.WaitGroup

@@ -1,6 +1,7 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -57,6 +58,10 @@ func (r *retainer) apply(e jetstream.KeyValueEntry) {
 	if err := storage.DecodeMessage(e.Value(), &rec); err != nil {
 		r.c.log.Warn("retained message from the cluster refused", "key", e.Key(), "err", err)
 		return
+	}
+	if old, ok := r.c.srv.RetainedMessage(rec.Topic); ok && old.Created.UnixNano() == rec.Created &&
+		old.Origin == rec.Origin && bytes.Equal(old.Payload, rec.Payload) {
+		return // held already: restored from this node's store (a restart reads every key again)
 	}
 	r.c.srv.SetRetained(tern.MessageFromRecord(&rec))
 }
