@@ -1,0 +1,418 @@
+package cluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os"
+	"slices"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/ternmq/tern/packets"
+)
+
+// Issue 14's acceptance item 3: three `tern serve` processes, QoS 1 and
+// QoS 2 publishers and persistent subscribers spread over the nodes at
+// 10,000 msg/s in all; each node in turn is killed with SIGKILL and
+// restarted 5 s later. Clients of a killed node reconnect to the next one
+// (clean start 0), publishers resending what was not acknowledged. Every
+// message acknowledged (PUBACK, or PUBREC for QoS 2) must reach every
+// subscriber, QoS 2 exactly once. Run with
+//
+//	TERN_CLUSTER_SOAK=1 go test ./cluster -run TestClusterSoak -v -timeout 30m
+//
+// TERN_SOAK_RATE (messages per second in all, default 10,000) and
+// TERN_SOAK_PHASE (seconds between kills, default 15) change the load.
+func TestClusterSoak(t *testing.T) {
+	if os.Getenv("TERN_CLUSTER_SOAK") != "1" {
+		t.Skip("set TERN_CLUSTER_SOAK=1 to kill each node of a loaded cluster in turn (a few minutes)")
+	}
+	env := func(k string, def int) int {
+		if n, err := strconv.Atoi(os.Getenv(k)); err == nil && n > 0 {
+			return n
+		}
+		return def
+	}
+	rate, phase := env("TERN_SOAK_RATE", 10_000), time.Duration(env("TERN_SOAK_PHASE", 15))*time.Second
+	ternBinary(t)
+	ps := newProcs(t, 3)
+	startProcs(t, ps)
+	addrs := []string{ps[0].mqtt, ps[1].mqtt, ps[2].mqtt}
+
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	subs := make([]*soakSub, 3)
+	var wg sync.WaitGroup
+	for i := range subs {
+		subs[i] = &soakSub{id: fmt.Sprintf("soak-sub%d", i), addrs: addrs, next: i, got: map[string]int{}, rel: map[uint16]bool{}}
+		subs[i].ready.Add(1)
+		wg.Go(func() { subs[i].run(ctx) })
+		subs[i].ready.Wait()
+	}
+	pubCtx, stopPubs := context.WithCancel(ctx)
+	pubs := make([]*soakPub, 3)
+	var pwg sync.WaitGroup
+	for i := range pubs {
+		pubs[i] = &soakPub{id: fmt.Sprintf("soak-pub%d", i), addrs: addrs, next: i, rate: rate / len(pubs), window: 50,
+			inflight: map[uint16]*soakMsg{}}
+		pwg.Go(func() { pubs[i].run(pubCtx) })
+	}
+	for i, p := range ps {
+		time.Sleep(phase - 5*time.Second) // the schedule of the test: nothing to wait on
+		t.Logf("SIGKILL %s", p.name)
+		p.kill()
+		time.Sleep(5 * time.Second)
+		p.start()
+		p.ready()
+		t.Logf("%s back; acknowledged so far %d", p.name, soakAcked(pubs))
+		if i == len(ps)-1 {
+			time.Sleep(phase / 2)
+		}
+	}
+	stopPubs()
+	pwg.Wait()
+	want := map[string]byte{}
+	refused := 0
+	for _, p := range pubs {
+		for k, q := range p.acked {
+			want[k] = q
+		}
+		refused += p.refused
+	}
+	t.Logf("%d messages acknowledged (%d refused with an error reason code); waiting for every subscriber to have them", len(want), refused)
+	deadline := time.Now().Add(2 * procWait)
+	for _, s := range subs {
+		for {
+			missing, _ := s.check(want)
+			if missing == 0 || time.Now().After(deadline) {
+				break
+			}
+			time.Sleep(200 * time.Millisecond) // the subscribers' goroutines count; polled
+		}
+	}
+	stop()
+	failed := false
+	for _, s := range subs {
+		missing, dup2 := s.check(want)
+		if missing > 0 {
+			t.Logf("%s: missing %v", s.id, s.missingKeys(want, 20))
+		}
+		s.mu.Lock()
+		t.Logf("%s: %d missing, %d QoS 2 delivered twice, %d QoS 1 duplicates, %d connections, %d of them without the session",
+			s.id, missing, dup2, s.dup1, s.conns, s.lostSessions)
+		s.mu.Unlock()
+		if missing > 0 || dup2 > 0 {
+			failed = true
+		}
+	}
+	if failed {
+		t.Error("acknowledged messages lost or QoS 2 duplicated")
+	}
+}
+
+func soakAcked(pubs []*soakPub) int {
+	n := 0
+	for _, p := range pubs {
+		p.mu.Lock()
+		n += len(p.acked)
+		p.mu.Unlock()
+	}
+	return n
+}
+
+// soakDial connects to addr with clean start 0 and a session of an hour.
+func soakDial(addr, id string) (net.Conn, *bufio.Reader, *packets.Connack, error) {
+	nc, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	b, _ := (&packets.Connect{ProtocolVersion: packets.V5, ClientID: id, KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600), ReceiveMaximum: 1000}}).Encode(nil, packets.V5)
+	nc.SetDeadline(time.Now().Add(10 * time.Second))
+	if _, err := nc.Write(b); err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	r := bufio.NewReader(nc)
+	pk, err := packets.ReadPacket(r, packets.V5, 0)
+	if err != nil {
+		nc.Close()
+		return nil, nil, nil, err
+	}
+	ack, ok := pk.(*packets.Connack)
+	if !ok || ack.ReasonCode != 0 {
+		nc.Close()
+		return nil, nil, nil, fmt.Errorf("CONNACK %+v", pk)
+	}
+	nc.SetDeadline(time.Time{})
+	return nc, r, ack, nil
+}
+
+// soakSub is a persistent subscriber to soak/# at QoS 2 that moves to the
+// next node when its connection fails. It keeps, as a client must, the
+// packet identifiers of QoS 2 messages received and not yet released, so
+// that a resend of one is not taken for a new message.
+type soakSub struct {
+	id    string
+	addrs []string
+	next  int
+	ready sync.WaitGroup
+
+	mu                  sync.Mutex
+	got                 map[string]int
+	rel                 map[uint16]bool
+	dup1                int
+	conns, lostSessions int
+}
+
+func (s *soakSub) run(ctx context.Context) {
+	first := true
+	for ctx.Err() == nil {
+		nc, r, ack, err := soakDial(s.addrs[s.next%len(s.addrs)], s.id)
+		if err != nil {
+			s.next++
+			time.Sleep(100 * time.Millisecond) // the node is down or not ready: retry elsewhere
+			continue
+		}
+		s.mu.Lock()
+		s.conns++
+		if !first && !ack.SessionPresent {
+			s.lostSessions++
+			clear(s.rel) // a new session: the old one's packet identifiers mean nothing
+		}
+		s.mu.Unlock()
+		if !ack.SessionPresent {
+			b, _ := (&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "soak/#", QoS: 2}}}).Encode(nil, packets.V5)
+			nc.Write(b)
+		}
+		if first {
+			// Nothing is published before the first SUBACK: it comes
+			// once every node routes soak/# here.
+			first = false
+			pk, err := packets.ReadPacket(r, packets.V5, 0)
+			if _, ok := pk.(*packets.Suback); err != nil || !ok {
+				panic(fmt.Sprintf("%s: no SUBACK: %v %v", s.id, pk, err))
+			}
+			s.ready.Done()
+		}
+		stopOnDone := context.AfterFunc(ctx, func() { nc.Close() })
+		s.read(nc, r)
+		stopOnDone()
+		nc.Close()
+		s.next++
+	}
+}
+
+func (s *soakSub) read(nc net.Conn, r *bufio.Reader) {
+	var out []byte
+	for {
+		pk, err := packets.ReadPacket(r, packets.V5, 0)
+		if err != nil {
+			return
+		}
+		out = out[:0]
+		s.mu.Lock()
+		switch p := pk.(type) {
+		case *packets.Publish:
+			key := string(p.Payload)
+			switch p.QoS {
+			case 1:
+				if s.got[key] > 0 {
+					s.dup1++
+				}
+				s.got[key]++
+				out, _ = (&packets.Puback{PacketID: p.PacketID}).Encode(out, packets.V5)
+			case 2:
+				if !s.rel[p.PacketID] { // a new message, not a resend before PUBREL
+					s.got[key]++
+					s.rel[p.PacketID] = true
+				}
+				out, _ = (&packets.Pubrec{PacketID: p.PacketID}).Encode(out, packets.V5)
+			}
+		case *packets.Pubrel:
+			delete(s.rel, p.PacketID)
+			out, _ = (&packets.Pubcomp{PacketID: p.PacketID}).Encode(out, packets.V5)
+		}
+		s.mu.Unlock()
+		if len(out) > 0 {
+			if _, err := nc.Write(out); err != nil {
+				return
+			}
+		}
+	}
+}
+
+// check counts the acknowledged messages not received, and the QoS 2
+// ones received more than once.
+func (s *soakSub) check(want map[string]byte) (missing, dup2 int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for k, q := range want {
+		switch n := s.got[k]; {
+		case n == 0:
+			missing++
+		case n > 1 && q == 2:
+			dup2++
+		}
+	}
+	return missing, dup2
+}
+
+// missingKeys returns up to n of the acknowledged messages not received,
+// sorted, with their QoS.
+func (s *soakSub) missingKeys(want map[string]byte, n int) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for k, q := range want {
+		if s.got[k] == 0 {
+			out = append(out, fmt.Sprintf("%s/q%d", k, q))
+		}
+	}
+	slices.Sort(out)
+	return out[:min(n, len(out))]
+}
+
+// soakMsg is a message of a soakPub in flight.
+type soakMsg struct {
+	key  string
+	qos  byte
+	recd bool // QoS 2: PUBREC received, PUBREL sent
+}
+
+// soakPub publishes soak/<id> messages, QoS 1 and 2 in turn, at its rate
+// with up to window in flight; when its connection fails it moves to the
+// next node with its session (clean start 0) and resends what was not
+// acknowledged (PUBREL for what had its PUBREC).
+type soakPub struct {
+	id     string
+	addrs  []string
+	next   int
+	rate   int
+	window int
+
+	mu       sync.Mutex
+	seq      int
+	inflight map[uint16]*soakMsg
+	acked    map[string]byte
+	refused  int
+}
+
+func (p *soakPub) run(ctx context.Context) {
+	p.acked = map[string]byte{}
+	var pid uint16
+	tick := time.NewTicker(10 * time.Millisecond)
+	defer tick.Stop()
+	perTick := max(1, p.rate/100)
+	for ctx.Err() == nil {
+		nc, r, _, err := soakDial(p.addrs[p.next%len(p.addrs)], p.id)
+		if err != nil {
+			p.next++
+			time.Sleep(100 * time.Millisecond) // the node is down or not ready: retry elsewhere
+			continue
+		}
+		var wmu sync.Mutex
+		write := func(pk packets.Packet) error {
+			b, _ := pk.Encode(nil, packets.V5)
+			wmu.Lock()
+			defer wmu.Unlock()
+			_, err := nc.Write(b)
+			return err
+		}
+		// Resend what is in flight [MQTT-4.4.0-1].
+		p.mu.Lock()
+		var resend []packets.Packet
+		for id, m := range p.inflight {
+			if m.recd {
+				resend = append(resend, &packets.Pubrel{PacketID: id})
+			} else {
+				resend = append(resend, &packets.Publish{Topic: "soak/" + p.id, QoS: m.qos, PacketID: id, Dup: true, Payload: []byte(m.key)})
+			}
+		}
+		p.mu.Unlock()
+		for _, pk := range resend {
+			write(pk)
+		}
+		var broken atomic.Bool
+		readDone := make(chan struct{})
+		go func() {
+			defer close(readDone)
+			defer broken.Store(true)
+			for {
+				pk, err := packets.ReadPacket(r, packets.V5, 0)
+				if err != nil {
+					return
+				}
+				p.mu.Lock()
+				switch a := pk.(type) {
+				case *packets.Puback:
+					if m := p.inflight[a.PacketID]; m != nil && m.qos == 1 {
+						delete(p.inflight, a.PacketID)
+						if a.ReasonCode.IsError() {
+							p.refused++
+						} else {
+							p.acked[m.key] = 1
+						}
+					}
+				case *packets.Pubrec:
+					if m := p.inflight[a.PacketID]; m != nil && m.qos == 2 {
+						if a.ReasonCode.IsError() {
+							delete(p.inflight, a.PacketID)
+							p.refused++
+						} else {
+							p.acked[m.key] = 2
+							m.recd = true
+							p.mu.Unlock()
+							write(&packets.Pubrel{PacketID: a.PacketID})
+							p.mu.Lock()
+						}
+					}
+				case *packets.Pubcomp:
+					if m := p.inflight[a.PacketID]; m != nil && m.recd {
+						delete(p.inflight, a.PacketID)
+					}
+				}
+				p.mu.Unlock()
+			}
+		}()
+		for ctx.Err() == nil && !broken.Load() {
+			<-tick.C
+			for range perTick {
+				p.mu.Lock()
+				if len(p.inflight) >= p.window {
+					p.mu.Unlock()
+					break
+				}
+				for pid++; pid == 0 || p.inflight[pid] != nil; pid++ {
+				}
+				p.seq++
+				m := &soakMsg{key: p.id + ":" + strconv.Itoa(p.seq), qos: byte(1 + p.seq%2)}
+				p.inflight[pid] = m
+				p.mu.Unlock()
+				if write(&packets.Publish{Topic: "soak/" + p.id, QoS: m.qos, PacketID: pid, Payload: []byte(m.key)}) != nil {
+					break
+				}
+			}
+		}
+		if ctx.Err() != nil {
+			// Finish what is in flight before leaving.
+			for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline) && !broken.Load(); {
+				p.mu.Lock()
+				n := len(p.inflight)
+				p.mu.Unlock()
+				if n == 0 {
+					break
+				}
+				time.Sleep(10 * time.Millisecond) // polled: the reader empties the map
+			}
+		}
+		nc.Close()
+		<-readDone
+		p.next++
+	}
+}
