@@ -325,6 +325,11 @@ func (c *Cluster) natsOptions() (*server.Options, error) {
 		// A peer that is down: its first failed reconnection is logged,
 		// then one in 60 (about once a minute), not four lines a second.
 		ReconnectErrorReports: 60,
+		// What crosses nodes in one NATS message: a forwarded message (up
+		// to the MQTT maximum packet size, 1 MiB by default, plus a
+		// header) and a session handed over with its whole queue. 64 MiB
+		// is nats-server's ceiling.
+		MaxPayload: 64 << 20,
 		// Tern uses in-process connections, but nats-server starts its
 		// routes only once a client port listens (DontListen would stop
 		// them): a random loopback port, with a password of this

@@ -14,6 +14,7 @@ import (
 
 	"github.com/eclipse/paho.golang/paho"
 	mqtt "github.com/eclipse/paho.mqtt.golang"
+	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -159,5 +160,51 @@ func TestE2EAcrossNodes(t *testing.T) {
 	late.sub(t, 0, paho.SubscribeOptions{Topic: "r/#", QoS: 1})
 	if m := late.next(t); !m.Retain || string(m.Payload) != "kept" {
 		t.Errorf("retained at subscribe: retain %v %q", m.Retain, m.Payload)
+	}
+}
+
+// A message of the largest size a client may publish by default (1 MiB
+// packets) crosses nodes, and a session whose queue is larger than
+// nats-server's default payload limit (1 MB) is taken over whole.
+func TestLargeAcrossNodes(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	sub := nodes[1].Dial(t, packets.V5)
+	sub.MustConnect("big-sub")
+	subscribe(t, sub, "big/#", 1)
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("big-pub")
+	payload := make([]byte, 1<<20-64)
+	pub.Send(&packets.Publish{Topic: "big/1", QoS: 1, PacketID: 1, Payload: payload})
+	if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode.IsError() {
+		t.Fatalf("PUBACK %+v", ack)
+	}
+	if p := recvPublish(t, sub); len(p.Payload) != len(payload) {
+		t.Fatalf("got %d bytes", len(p.Payload))
+	}
+	// A persistent session on n1 with 4 MB queued while offline, then its
+	// client connects to n2.
+	c := nodes[0].Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ClientID: "big-queue", Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}); ack.ReasonCode != 0 {
+		t.Fatalf("CONNACK %v", ack.ReasonCode)
+	}
+	subscribe(t, c, "q/#", 1)
+	c.Close()
+	terntest.Eventually(t, "big-queue offline", func() bool { si, ok := nodes[0].SessionInfo("big-queue"); return ok && !si.Online })
+	const n = 64
+	for i := range n {
+		pub.Send(&packets.Publish{Topic: "q/x", QoS: 1, PacketID: uint16(i + 2), Payload: make([]byte, 64<<10)})
+		if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode.IsError() {
+			t.Fatalf("PUBACK %+v", ack)
+		}
+	}
+	c2 := nodes[1].Dial(t, packets.V5)
+	ack := c2.Connect(&packets.Connect{ClientID: "big-queue", Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	if ack.ReasonCode != 0 || !ack.SessionPresent {
+		t.Fatalf("CONNACK %v, session present %v", ack.ReasonCode, ack.SessionPresent)
+	}
+	for i := range n {
+		if p := recvPublish(t, c2); len(p.Payload) != 64<<10 {
+			t.Fatalf("message %d: %d bytes", i, len(p.Payload))
+		}
 	}
 }
