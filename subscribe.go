@@ -1,6 +1,7 @@
 package tern
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -80,6 +81,12 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		// The SUBACK promises the subscription: it must survive a crash.
 		if err := s.persist.wait(); err != nil {
 			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the subscription failed"}
+		}
+	}
+	for _, code := range ack.ReasonCodes {
+		if !code.IsError() {
+			s.replicateSubscriptions(c) // another node may need them if this one dies
+			break
 		}
 	}
 	c.send(ack)
@@ -189,6 +196,9 @@ func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 		if err := s.persist.wait(); err != nil {
 			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the unsubscription failed"}
 		}
+	}
+	if slices.Contains(ack.ReasonCodes, packets.Success) {
+		s.replicateSubscriptions(c)
 	}
 	c.send(ack) // [MQTT-3.10.4-4]
 	return nil
