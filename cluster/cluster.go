@@ -130,6 +130,7 @@ type Cluster struct {
 	kvSess  jetstream.KeyValue
 	kvRet   jetstream.KeyValue
 	kvWills jetstream.KeyValue
+	kvSubs  jetstream.KeyValue
 	wills   sync.Map // client identifier -> *tern.Client whose will is in tern_wills
 
 	instance string // this process's run, in its heartbeats
@@ -484,6 +485,7 @@ func (c *Cluster) setup() error {
 		{&c.kvSess, jetstream.KeyValueConfig{Bucket: "tern_sessions", Replicas: r}},
 		{&c.kvRet, jetstream.KeyValueConfig{Bucket: "tern_retained", Replicas: r}},
 		{&c.kvWills, jetstream.KeyValueConfig{Bucket: "tern_wills", Replicas: r}},
+		{&c.kvSubs, jetstream.KeyValueConfig{Bucket: "tern_subs", Replicas: r}},
 	}
 	// Concurrently: each new replicated stream waits for its Raft group.
 	var wg sync.WaitGroup

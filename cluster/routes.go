@@ -36,6 +36,10 @@ type routeTable struct {
 	applied uint64           // revision of the bucket applied so far
 	waiters []syncWaiter
 	watch   jetstream.KeyWatcher
+	// unconfirmed counts the route additions a live node did not confirm
+	// in time or the bucket did not take at once: a session restored
+	// meanwhile cannot tell that every node routes to it.
+	unconfirmed atomic.Uint64
 }
 
 func newRouteTable(c *Cluster) *routeTable {
@@ -209,6 +213,7 @@ func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 			// a node died): the live nodes get the route directly, the
 			// bucket (for nodes that start later) when it answers again.
 			c.log.Warn("route not written to the bucket yet; retrying", "filter", filter, "err", err)
+			t.unconfirmed.Add(1)
 			c.goTracked(func() { t.retryPut(key, group, filter) })
 		}
 		t.tell(true, group, filter)
@@ -282,6 +287,7 @@ func (t *routeTable) tell(add bool, group, filter string) {
 			defer wg.Done()
 			_, err := c.nc.Request("tern.n."+n+".route", req, c.opts.ForwardTimeout)
 			if err != nil && err != nats.ErrNoResponders {
+				t.unconfirmed.Add(1)
 				c.log.Warn("a node did not confirm a new route in time", "peer", n, "err", err)
 			}
 		}()

@@ -1,0 +1,299 @@
+package cluster
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/storage"
+)
+
+// The subscriptions of persistent sessions (Session Expiry above 0; 3.1.1:
+// Clean Session 0) are replicated in the KV bucket tern_subs, key
+// "c.<hash of the client identifier>" as in tern_sessions, so that a node
+// can give them back to a client whose session was on a node that is gone
+// (design/cluster.md 4.3, step 3 of a CONNECT): the client gets Session
+// Present 1 and its subscriptions [MQTT-3.2.2-2]; what the dead node had
+// queued for it comes later, when that node is back (shipLost).
+//
+// The node that owns the session writes its whole subscription list after
+// each SUBSCRIBE or UNSUBSCRIBE, before the SUBACK or UNSUBACK
+// (tern.SessionReplicator), and when the session comes to it from another
+// node. Writes are compare-and-set on the record's revision; a node that
+// finds the record changed under it checks that its CONNECT still owns the
+// client identifier in tern_sessions, and writes nothing more if not. The
+// record goes, with the tern_sessions entry, when the session ends.
+//
+// A record is at most maxSubsRecord bytes (some thousands of
+// subscriptions): a longer list is written as "too large", and a client
+// whose session is restored from it gets Session Present 0 and no
+// subscriptions, as without this bucket, and must subscribe again.
+
+// maxSubsRecord bounds a tern_subs record: below the 1 MiB of NATS's
+// default maximum payload, with room for the message's headers.
+const maxSubsRecord = 512 << 10
+
+// defaultShipMargin is added to the moment a session's subscriptions were
+// restored on its new node before the node it was on, back, ships what
+// it kept for it: messages received by their publishing node after that
+// moment reached the new node directly and are not shipped again. It
+// bounds the clock difference between nodes this tolerates.
+const defaultShipMargin = 2 * time.Second
+
+// subsRecord is a tern_subs value.
+type subsRecord struct {
+	epoch    uint64 // the tern_sessions revision of the writer's CONNECT
+	node     string // the writer
+	restored int64  // unix nanoseconds: when node restored the session from this bucket and its routes were in place; 0: not restored
+	tooLarge bool   // the list was longer than maxSubsRecord
+	subs     []storage.Subscription
+}
+
+func encodeSubsRecord(id string, r *subsRecord) []byte {
+	b := []byte{wireVersion, 0}
+	b = binary.AppendUvarint(b, r.epoch)
+	b = appendStr(b, r.node)
+	b = binary.AppendUvarint(b, uint64(r.restored))
+	b = append(b, encodeSession(&tern.SessionState{Session: storage.Session{ClientID: id}, Subscriptions: r.subs})...)
+	if len(b) > maxSubsRecord {
+		b = []byte{wireVersion, 1}
+		b = binary.AppendUvarint(b, r.epoch)
+		b = appendStr(b, r.node)
+		b = binary.AppendUvarint(b, uint64(r.restored))
+	}
+	return b
+}
+
+func decodeSubsRecord(b []byte) (*subsRecord, error) {
+	rd := reader{b: b}
+	if rd.byte() != wireVersion {
+		return nil, errors.New("cluster: subscriptions record of another wire version")
+	}
+	r := &subsRecord{tooLarge: rd.byte() == 1}
+	r.epoch = rd.uvarint()
+	r.node = rd.str()
+	r.restored = int64(rd.uvarint())
+	if rd.err {
+		return nil, errCorrupt
+	}
+	if r.tooLarge {
+		return r, nil
+	}
+	st, err := decodeSession(rd.b)
+	if err != nil {
+		return nil, err
+	}
+	r.subs = st.Subscriptions
+	return r, nil
+}
+
+// subsKey is the client value holding its *subsState.
+type subsKey struct{}
+
+// subsState is what a connection knows of its session's tern_subs record.
+// Its writes are made one at a time (a SUBACK waits for the last).
+type subsState struct {
+	mu       sync.Mutex
+	rev      uint64 // revision of the record last written; 0: unknown
+	restored int64
+	lost     bool // another CONNECT owns the client identifier now
+	// persistent: the CONNECT asked for a session that outlives it; one
+	// that did not has no record (its expiry cannot rise later).
+	persistent bool
+}
+
+// errOwnerLost ends the writes of a connection whose client identifier
+// another CONNECT claimed.
+var errOwnerLost = errors.New("cluster: the client identifier was claimed by a newer connection")
+
+// writeSubs writes the subscription list of the session of id for the
+// CONNECT that won epoch.
+func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *subsState, subs []storage.Subscription) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.lost {
+		return errOwnerLost
+	}
+	key := sessionKey(id)
+	for range 5 {
+		rec := &subsRecord{epoch: epoch, node: c.opts.Node, restored: st.restored, subs: subs}
+		var rev uint64
+		var err error
+		if st.rev != 0 {
+			rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), st.rev)
+		} else {
+			var e jetstream.KeyValueEntry
+			e, err = c.kvSubs.Get(ctx, key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				rev, err = c.kvSubs.Create(ctx, key, encodeSubsRecord(id, rec))
+			case err == nil:
+				old, derr := decodeSubsRecord(e.Value())
+				if derr == nil && old.epoch > epoch {
+					st.lost = true
+					return errOwnerLost
+				}
+				if derr == nil && old.node == c.opts.Node && st.restored == 0 {
+					st.restored = old.restored // still the session restored here
+					rec.restored = old.restored
+				}
+				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), e.Revision())
+			}
+		}
+		if err == nil {
+			st.rev = rev
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		// Changed under this node: still the owner?
+		e, gerr := c.kvSess.Get(ctx, key)
+		if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			return err
+		}
+		if gerr != nil || e.Revision() != epoch {
+			st.lost = true
+			return errOwnerLost
+		}
+		st.rev = 0
+	}
+	return errors.New("cluster: subscriptions record: no compare-and-set won")
+}
+
+// SubscriptionsChanged implements tern.SessionReplicator: the list goes to
+// tern_subs before the SUBACK or UNSUBACK.
+func (c *Cluster) SubscriptionsChanged(cl *tern.Client, subs []storage.Subscription, done func(error)) {
+	epoch, _ := cl.Value(epochKey{}).(uint64)
+	st, _ := cl.Value(subsKey{}).(*subsState)
+	if epoch == 0 || st == nil || !c.ready.Load() {
+		done(nil) // not attached through this node's registry
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		err := c.writeSubs(ctx, cl.ID(), epoch, st, subs)
+		if errors.Is(err, errOwnerLost) {
+			c.log.Info("subscriptions not replicated: the client identifier moved to a newer connection", "client", cl.ID())
+			err = nil
+		}
+		done(err)
+	}()
+}
+
+// SessionEnded implements tern.SessionReplicator: the session's records in
+// tern_subs and tern_sessions go, if no newer CONNECT (on any node) wrote
+// them since the one of the session's last connection here.
+func (c *Cluster) SessionEnded(cl *tern.Client) {
+	if !c.ready.Load() || c.ctx.Err() != nil {
+		return
+	}
+	id := cl.ID()
+	epoch, _ := cl.Value(epochKey{}).(uint64)
+	go func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		key := sessionKey(id)
+		if epoch == 0 {
+			// Restored from the store and not connected since this node
+			// started: the registry tells whether it is still this node's.
+			if c.reg.claimedLately(id) {
+				return // a CONNECT here since: its session, not this one
+			}
+			e, err := c.kvSess.Get(ctx, key)
+			if err != nil {
+				return
+			}
+			if owner, _ := parseOwner(e.Value()); owner != c.opts.Node {
+				return
+			}
+			epoch = e.Revision()
+		}
+		// A CONNECT without a session that outlives it wrote no record.
+		if st, _ := cl.Value(subsKey{}).(*subsState); st == nil || st.persistent {
+			if e, err := c.kvSubs.Get(ctx, key); err == nil {
+				if r, err := decodeSubsRecord(e.Value()); err != nil || r.epoch <= epoch {
+					c.kvSubs.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+				}
+			}
+		}
+		// Fails when another CONNECT claimed the identifier since.
+		c.kvSess.Delete(ctx, key, jetstream.LastRevision(epoch))
+	}()
+}
+
+// restoreSubs makes, on this node, the session of cl from its tern_subs
+// record: its subscriptions, no messages (what the dead node had queued
+// comes when it is back). It returns the record used, nil if there is none
+// to restore from.
+func (c *Cluster) restoreSubs(ctx context.Context, cl *tern.Client, expiry uint32) (*subsRecord, error) {
+	id := cl.ID()
+	e, err := c.kvSubs.Get(ctx, sessionKey(id))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := decodeSubsRecord(e.Value())
+	if err != nil {
+		c.log.Warn("subscriptions record unreadable: session not restored", "client", id, "err", err)
+		return nil, nil
+	}
+	if r.tooLarge {
+		c.log.Warn("subscriptions record was too large to replicate: session not restored, the client must subscribe again", "client", id)
+		return nil, nil
+	}
+	st := &tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(), Expiry: expiry,
+		Username: cl.Username()}, Subscriptions: r.subs}
+	unconfirmed := c.routes.unconfirmed.Load()
+	if err := c.srv.ImportSession(st); err != nil {
+		c.log.Warn("session restored with an error", "client", id, "err", err)
+	}
+	// Every live node routes to this one now: what they receive from here
+	// on comes here, and the dead node need not ship it again; unless a
+	// node did not confirm a route meanwhile.
+	r.restored = time.Now().UnixNano()
+	if c.routes.unconfirmed.Load() != unconfirmed {
+		r.restored = 0
+	}
+	c.fwd.cnt.restored.Add(1)
+	return r, nil
+}
+
+// skipDelivered removes from st, a session shipped late to the node that
+// restored it at restored (unix nanoseconds), the messages that node
+// received directly: those their publishing node received after restored
+// plus margin (for the clocks). It returns how many deliveries it removed.
+func skipDelivered(st *tern.SessionState, restored int64, margin time.Duration) int {
+	if restored == 0 {
+		return 0
+	}
+	since := restored + int64(margin)
+	late := map[uint64]bool{}
+	msgs := st.Messages[:0]
+	for _, m := range st.Messages {
+		if m.Created >= since {
+			late[m.ID] = true
+		} else {
+			msgs = append(msgs, m)
+		}
+	}
+	st.Messages = msgs
+	n := 0
+	ds := st.Deliveries[:0]
+	for _, d := range st.Deliveries {
+		if late[d.MessageID] {
+			n++
+		} else {
+			ds = append(ds, d)
+		}
+	}
+	st.Deliveries = ds
+	return n
+}
