@@ -37,11 +37,19 @@ import (
 // default maximum payload, with room for the message's headers.
 const maxSubsRecord = 512 << 10
 
-// defaultShipMargin is added to the moment a session's subscriptions were
-// restored on its new node before the node it was on, back, ships what
-// it kept for it: messages received by their publishing node after that
-// moment reached the new node directly and are not shipped again. It
-// bounds the clock difference between nodes this tolerates.
+// defaultShipMargin is added to the moment T a session's subscriptions
+// were restored on its new node B (every live node confirmed B's routes)
+// before the node A it was on, back, ships what it kept for it: messages
+// their publishing node received at or after T + margin reached B directly
+// (A's routes stay while it is gone, so they were parked for A too) and
+// are not shipped again. Messages received before T + margin are shipped:
+// those received once the publishing node had B's routes reach the client
+// twice (QoS 1 at least once holds; a QoS 2 message is delivered twice,
+// with two packet identifiers). So are all, with no skipping, when a node
+// did not confirm a route in time during the restore (T is 0) or the
+// session moved on from B. The margin is the clock difference between
+// nodes tolerated: a publishing node whose clock is further ahead of B's
+// could have messages B did not get left out.
 const defaultShipMargin = 2 * time.Second
 
 // subsRecord is a tern_subs value.
