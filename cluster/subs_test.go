@@ -82,6 +82,12 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	brief.Send(&packets.Disconnect{})
 	brief.ExpectClosed()
 	terntest.Eventually(t, "the registry entry of the ended session removed", func() bool { return !kvHas(t, kvSess, "brief") })
+	brief = n2.Dial(t, packets.V5)
+	brief.MustConnect("brief") // the identifier is claimed again
+	if !kvHas(t, kvSess, "brief") {
+		t.Fatal("no registry entry for a connected client")
+	}
+	brief.Close()
 
 	connect := &packets.Connect{ClientID: "keeper", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
 	k := n1.Dial(t, packets.V5)
@@ -153,12 +159,22 @@ func TestRestoreFromGoneNode(t *testing.T) {
 		t.Fatal("the session is still on n1")
 	}
 
-	// The session ends (Session Expiry 0 at DISCONNECT): its records go.
+	// A clean start on n3 ends the session: no subscriptions to restore
+	// any more. Then the session ends (Session Expiry 0 at DISCONNECT):
+	// the registry entry goes too.
 	if !kvHas(t, kvSubs, "keeper") {
 		t.Fatal("no subscriptions record")
 	}
-	k2.Send(&packets.Disconnect{Properties: packets.Properties{SessionExpiry: packets.Uint32(0)}})
+	clean := *connect
+	clean.CleanStart = true
+	k3, ack := connectUntil(t, n3, &clean)
+	if ack.SessionPresent {
+		t.Fatal("session present after a clean start")
+	}
 	k2.ExpectClosed()
+	terntest.Eventually(t, "the subscriptions record of the ended session removed", func() bool { return !kvHas(t, kvSubs, "keeper") })
+	k3.Send(&packets.Disconnect{Properties: packets.Properties{SessionExpiry: packets.Uint32(0)}})
+	k3.ExpectClosed()
 	terntest.Eventually(t, "the records of the ended session removed", func() bool {
 		return !kvHas(t, kvSubs, "keeper") && !kvHas(t, kvSess, "keeper")
 	})
@@ -192,5 +208,35 @@ func TestSubsRecord(t *testing.T) {
 	}
 	if n := skipDelivered(st, 0, 0); n != 0 {
 		t.Fatal("skipped without a restore time")
+	}
+}
+
+// A node that does not answer the handover (alive, by its heartbeats) is
+// treated as gone: the session is restored from tern_subs.
+func TestRestoreUnanswered(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	connect := &packets.Connect{ClientID: "patient", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	c := nodes[0].Dial(t, packets.V5)
+	c.Connect(connect)
+	subscribe(t, c, "un/#", 1)
+	c.Send(&packets.Disconnect{})
+	c.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := nodes[0].ClientInfo("patient"); return !ok })
+	for _, s := range nodes[0].cl.fwd.subs { // n1 stops answering handovers
+		if s.Subject == "tern.n.n1.ctl" {
+			s.Unsubscribe()
+		}
+	}
+	nodes[0].cl.nc.Flush()
+	c2 := nodes[1].Dial(t, packets.V5)
+	if ack := c2.Connect(connect); ack.ReasonCode != 0 || !ack.SessionPresent {
+		t.Fatalf("CONNACK %+v: want session present", ack)
+	}
+	pub := nodes[2].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "un/1", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	pub.Recv()
+	if p := recvPublish(t, c2); p.Topic != "un/1" {
+		t.Fatalf("got %s", p.Topic)
 	}
 }
