@@ -42,14 +42,23 @@ func subscriptionRecord(sub *topics.Subscription) storage.Subscription {
 // replicateSubscriptions gives the SessionReplicators the subscriptions
 // of c's session, when it outlives the connection, and waits for them.
 func (s *Server) replicateSubscriptions(c *Client) {
+	if wait := s.startReplicate(c); wait != nil {
+		wait()
+	}
+}
+
+// startReplicate gives the SessionReplicators the subscriptions of c's
+// session, when it outlives the connection, and returns what waits for
+// them (nil: nothing to wait for).
+func (s *Server) startReplicate(c *Client) (wait func()) {
 	if len(s.hooks.replicators) == 0 {
-		return
+		return nil
 	}
 	c.sess.mu.Lock()
 	expiry := c.sess.expiry
 	c.sess.mu.Unlock()
 	if expiry == 0 {
-		return
+		return nil
 	}
 	var subs []storage.Subscription
 	s.index.ClientSubscriptions(c.id, func(sub *topics.Subscription) bool {
@@ -71,7 +80,7 @@ func (s *Server) replicateSubscriptions(c *Client) {
 			})
 		})
 	}
-	wg.Wait()
+	return wg.Wait
 }
 
 // sessionEnded tells the SessionReplicators that the session of id, whose

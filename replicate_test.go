@@ -1,6 +1,7 @@
 package tern_test
 
 import (
+	"errors"
 	"slices"
 	"testing"
 	"time"
@@ -97,5 +98,38 @@ func TestSessionReplicator(t *testing.T) {
 	srv.DeleteSession("keep")
 	if e := <-h.ended; e.ID() != "keep" {
 		t.Fatalf("SessionEnded %s", e.ID())
+	}
+}
+
+// refusingReplicator refuses the filter "no" as a FilterObserver.
+type refusingReplicator struct{ replicatorHook }
+
+func (h *refusingReplicator) FilterAdded(_, filter string, done func(error)) {
+	if filter == "no" {
+		done(errors.New("refused"))
+		return
+	}
+	done(nil)
+}
+func (h *refusingReplicator) FilterRemoved(_, _ string) {}
+
+// A subscription a FilterObserver refuses is left out of the list again,
+// before the SUBACK.
+func TestSessionReplicatorRefusedFilter(t *testing.T) {
+	h := &refusingReplicator{replicatorHook{changed: make(chan replicated, 4), ended: make(chan *tern.Client, 4)}}
+	srv := terntest.NewServer(t, nil, h)
+	c := srv.Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ClientID: "r", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}})
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "yes", QoS: 1}, {Filter: "no", QoS: 1}}})
+	for _, want := range []int{2, 1} {
+		r := <-h.changed
+		if len(r.subs) != want {
+			t.Fatalf("list of %d, want %d: %+v", len(r.subs), want, r.subs)
+		}
+		r.done(nil)
+	}
+	ack, ok := c.Recv().(*packets.Suback)
+	if !ok || ack.ReasonCodes[0] != 1 || ack.ReasonCodes[1] != packets.UnspecifiedError {
+		t.Fatalf("SUBACK %+v", ack)
 	}
 }

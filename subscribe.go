@@ -49,12 +49,19 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			}
 		}
 	}
+	// The replicators and the FilterObservers are waited for together.
+	var replicated func()
+	if slices.ContainsFunc(ack.ReasonCodes, func(code packets.ReasonCode) bool { return !code.IsError() }) {
+		replicated = s.startReplicate(c) // another node may need them if this one dies
+	}
+	refused := false
 	for i := range subs {
 		m := &subs[i]
 		if ack.ReasonCodes[i].IsError() {
 			continue
 		}
 		if err := s.waitFilter(m.pending, m.sub.Group, m.sub.Filter); err != nil {
+			refused = true
 			s.log.Warn("subscription refused: filter not accepted", "client", c.id, "filter", m.sub.Filter, "err", err)
 			if s.index.Unsubscribe(c.id, m.sub.Group, m.sub.Filter) {
 				s.stats.Subscriptions.Add(-1)
@@ -83,10 +90,10 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the subscription failed"}
 		}
 	}
-	for _, code := range ack.ReasonCodes {
-		if !code.IsError() {
-			s.replicateSubscriptions(c) // another node may need them if this one dies
-			break
+	if replicated != nil {
+		replicated()
+		if refused { // the list given had the refused ones
+			s.replicateSubscriptions(c)
 		}
 	}
 	c.send(ack)
