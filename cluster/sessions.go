@@ -431,7 +431,7 @@ func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
 	if err != nil || rec.node != owner {
 		return
 	}
-	if n := skipDelivered(st, rec.restored, r.shipMargin); n > 0 {
+	if n := skipDelivered(st, rec, r.shipMargin); n > 0 {
 		c.log.Info("messages the session's new node received directly are not shipped again", "client", id,
 			"peer", owner, "skipped", n, "shipped", len(st.Deliveries))
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/topics"
 )
 
 // The subscriptions of persistent sessions (Session Expiry above 0; 3.1.1:
@@ -40,9 +41,10 @@ const maxSubsRecord = 512 << 10
 // defaultShipMargin is added to the moment T a session's subscriptions
 // were restored on its new node B (every live node confirmed B's routes)
 // before the node A it was on, back, ships what it kept for it: messages
-// their publishing node received at or after T + margin reached B directly
-// (A's routes stay while it is gone, so they were parked for A too) and
-// are not shipped again. Messages received before T + margin are shipped:
+// their publishing node received at or after T + margin, on a topic a
+// (not shared) subscription of the session's record matches, reached B
+// directly (A's routes stay while it is gone, so they were parked for A
+// too) and are not shipped again (skipDelivered). Messages received before T + margin are shipped:
 // those received once the publishing node had B's routes reach the client
 // twice (QoS 1 at least once holds; a QoS 2 message is delivered twice,
 // with two packet identifiers). So are all, with no skipping, when a node
@@ -274,34 +276,47 @@ func (c *Cluster) restoreSubs(ctx context.Context, cl *tern.Client, expiry uint3
 	return r, nil
 }
 
-// skipDelivered removes from st, a session shipped late to the node that
-// restored it at restored (unix nanoseconds), the messages that node
-// received directly: those their publishing node received after restored
-// plus margin (for the clocks). It returns how many deliveries it removed.
-func skipDelivered(st *tern.SessionState, restored int64, margin time.Duration) int {
-	if restored == 0 {
+// skipDelivered removes from st, a session shipped late to the node
+// that restored it from rec, the deliveries that node had directly: not
+// for a shared subscription (a shared message goes to one node only),
+// received by their publishing node at or after rec.restored plus margin
+// (for the clocks), on a topic one of the record's own filters matches.
+// It returns how many deliveries it removed.
+func skipDelivered(st *tern.SessionState, rec *subsRecord, margin time.Duration) int {
+	if rec.restored == 0 {
 		return 0
 	}
-	since := restored + int64(margin)
+	since := rec.restored + int64(margin)
 	late := map[uint64]bool{}
+	for _, m := range st.Messages {
+		if m.Created < since {
+			continue
+		}
+		for _, sub := range rec.subs {
+			if sub.Group == "" && topics.Match(sub.Filter, m.Topic) {
+				late[m.ID] = true
+				break
+			}
+		}
+	}
+	n := 0
+	used := map[uint64]bool{}
+	ds := st.Deliveries[:0]
+	for _, d := range st.Deliveries {
+		if late[d.MessageID] && d.ShareGroup == "" {
+			n++
+			continue
+		}
+		used[d.MessageID] = true
+		ds = append(ds, d)
+	}
+	st.Deliveries = ds
 	msgs := st.Messages[:0]
 	for _, m := range st.Messages {
-		if m.Created >= since {
-			late[m.ID] = true
-		} else {
+		if used[m.ID] {
 			msgs = append(msgs, m)
 		}
 	}
 	st.Messages = msgs
-	n := 0
-	ds := st.Deliveries[:0]
-	for _, d := range st.Deliveries {
-		if late[d.MessageID] {
-			n++
-		} else {
-			ds = append(ds, d)
-		}
-	}
-	st.Deliveries = ds
 	return n
 }

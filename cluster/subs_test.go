@@ -200,13 +200,18 @@ func TestSubsRecord(t *testing.T) {
 	}
 
 	st := &tern.SessionState{
-		Messages:   []storage.Message{{ID: 1, Created: 100}, {ID: 2, Created: 200}, {ID: 3, Created: 300}},
-		Deliveries: []storage.Delivery{{MessageID: 1}, {MessageID: 2}, {MessageID: 3}, {MessageID: 1}},
+		Messages: []storage.Message{{ID: 1, Topic: "a/1", Created: 100}, {ID: 2, Topic: "a/2", Created: 200},
+			{ID: 3, Topic: "a/3", Created: 300}, {ID: 4, Topic: "other", Created: 300}, {ID: 5, Topic: "a/5", Created: 300}},
+		Deliveries: []storage.Delivery{{MessageID: 1}, {MessageID: 2}, {MessageID: 3}, {MessageID: 1}, {MessageID: 4},
+			{MessageID: 5, ShareGroup: "g", ShareFilter: "a/#"}},
 	}
-	if n := skipDelivered(st, 150, 50); n != 2 || len(st.Deliveries) != 2 || len(st.Messages) != 1 {
+	rec := &subsRecord{restored: 150, subs: []storage.Subscription{{Filter: "a/#"}, {Group: "g", Filter: "other"}}}
+	// 2 and 3: after the restore, on the record's filter; 4: only a shared
+	// filter of the record matches; 5: for a shared subscription.
+	if n := skipDelivered(st, rec, 50); n != 2 || len(st.Deliveries) != 4 || len(st.Messages) != 3 {
 		t.Fatalf("skipped %d: %+v", n, st)
 	}
-	if n := skipDelivered(st, 0, 0); n != 0 {
+	if n := skipDelivered(st, &subsRecord{subs: rec.subs}, 0); n != 0 {
 		t.Fatal("skipped without a restore time")
 	}
 }
