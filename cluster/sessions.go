@@ -201,10 +201,19 @@ func (c *Cluster) bringSession(ctx context.Context, cl *tern.Client, owner strin
 	write := false
 	switch {
 	case owner == "" || owner == c.opts.Node:
-		if _, here := c.srv.SessionInfo(id); here && !cleanStart && expiry > 0 {
+		_, here := c.srv.SessionInfo(id)
+		switch {
+		case here && !cleanStart && expiry > 0 && hadSubs:
 			return nil // the record is this session's
-		}
-		if !cleanStart && hadSubs && expiry > 0 {
+		case here && !cleanStart && expiry > 0:
+			// Resumed, and outlives its connection from now on.
+			for _, sub := range c.srv.Subscriptions(id) {
+				list = append(list, storage.Subscription{ClientID: id, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS,
+					NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling,
+					Identifier: sub.Identifier})
+			}
+			write = true
+		case !here && !cleanStart && hadSubs && expiry > 0:
 			// This node lost it (a restart without a store): as from a
 			// node that is gone.
 			r, err := c.restoreSubs(ctx, cl, expiry)

@@ -217,13 +217,20 @@ func TestSubsRecord(t *testing.T) {
 }
 
 // A node that does not answer the handover (alive, by its heartbeats) is
-// treated as gone: the session is restored from tern_subs.
+// treated as gone: the session is restored from tern_subs. The session
+// became persistent when resumed with a Session Expiry: its subscriptions
+// were replicated then.
 func TestRestoreUnanswered(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
+	first := nodes[0].Dial(t, packets.V5)
+	first.Connect(&packets.Connect{ClientID: "patient", KeepAlive: 60}) // ends with its connection
+	subscribe(t, first, "un/#", 1)
 	connect := &packets.Connect{ClientID: "patient", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
 	c := nodes[0].Dial(t, packets.V5)
-	c.Connect(connect)
-	subscribe(t, c, "un/#", 1)
+	if ack := c.Connect(connect); !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	first.ExpectClosed()
 	c.Send(&packets.Disconnect{})
 	c.ExpectClosed()
 	terntest.Eventually(t, "offline", func() bool { _, ok := nodes[0].ClientInfo("patient"); return !ok })
