@@ -432,11 +432,11 @@ func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
 	c := r.c
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
-	e, err := c.kvSubs.Get(ctx, sessionKey(id))
+	val, _, err := c.leaderGet(ctx, "tern_subs", sessionKey(id))
 	if err != nil {
 		return
 	}
-	rec, err := decodeSubsRecord(e.Value())
+	rec, err := decodeSubsRecord(val)
 	if err != nil || rec.node != owner {
 		return
 	}

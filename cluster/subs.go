@@ -1,8 +1,10 @@
 package cluster
 
 import (
+	"bytes"
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
 	"sync"
 	"time"
@@ -215,20 +217,20 @@ func (c *Cluster) SessionEnded(cl *tern.Client) {
 			if c.reg.claimedLately(id) {
 				return // a CONNECT here since: its session, not this one
 			}
-			e, err := c.kvSess.Get(ctx, key)
+			val, rev, err := c.leaderGet(ctx, "tern_sessions", key)
 			if err != nil {
 				return
 			}
-			if owner, _ := parseOwner(e.Value()); owner != c.opts.Node {
+			if owner, _ := parseOwner(val); owner != c.opts.Node {
 				return
 			}
-			epoch = e.Revision()
+			epoch = rev
 		}
 		// A CONNECT without a session that outlives it wrote no record.
 		if st, _ := cl.Value(subsKey{}).(*subsState); st == nil || st.persistent {
-			if e, err := c.kvSubs.Get(ctx, key); err == nil {
-				if r, err := decodeSubsRecord(e.Value()); err != nil || r.epoch <= epoch {
-					c.kvSubs.Delete(ctx, key, jetstream.LastRevision(e.Revision()))
+			if val, rev, err := c.leaderGet(ctx, "tern_subs", key); err == nil {
+				if r, err := decodeSubsRecord(val); err != nil || r.epoch <= epoch {
+					c.kvSubs.Delete(ctx, key, jetstream.LastRevision(rev))
 				}
 			}
 		}
@@ -243,14 +245,14 @@ func (c *Cluster) SessionEnded(cl *tern.Client) {
 // to restore from.
 func (c *Cluster) restoreSubs(ctx context.Context, cl *tern.Client, expiry uint32) (*subsRecord, error) {
 	id := cl.ID()
-	e, err := c.kvSubs.Get(ctx, sessionKey(id))
+	val, _, err := c.leaderGet(ctx, "tern_subs", sessionKey(id))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, err
 	}
-	r, err := decodeSubsRecord(e.Value())
+	r, err := decodeSubsRecord(val)
 	if err != nil {
 		c.log.Warn("subscriptions record unreadable: session not restored", "client", id, "err", err)
 		return nil, nil
@@ -319,4 +321,41 @@ func skipDelivered(st *tern.SessionState, rec *subsRecord, margin time.Duration)
 	}
 	st.Messages = msgs
 	return n
+}
+
+// leaderGet reads the value of key in bucket, and its revision, from the
+// leader of the bucket's stream: a KV Get may be answered by any replica,
+// one that has not yet the write another node just made. A deleted key is
+// jetstream.ErrKeyNotFound.
+func (c *Cluster) leaderGet(ctx context.Context, bucket, key string) ([]byte, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		return nil, 0, errors.New("cluster: reading " + bucket + ": " + resp.Error.Description)
+	case resp.Message == nil:
+		return nil, 0, errors.New("cluster: reading " + bucket + ": empty answer")
+	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation: DEL")), bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation: PURGE")):
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
 }

@@ -16,10 +16,13 @@ import (
 	"github.com/ternmq/tern/terntest"
 )
 
-// kvHas reports whether bucket kv has the client's key.
-func kvHas(t testing.TB, kv jetstream.KeyValue, id string) bool {
+// kvHas reports whether bucket (read from its leader through nd) has
+// the client's key.
+func kvHas(t testing.TB, nd *testNode, bucket string, id string) bool {
 	t.Helper()
-	_, err := kv.Get(context.Background(), sessionKey(id))
+	ctx, cancel := context.WithTimeout(context.Background(), terntest.Timeout)
+	defer cancel()
+	_, _, err := nd.cl.leaderGet(ctx, bucket, sessionKey(id))
 	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
 		t.Fatalf("get %s: %v", id, err)
 	}
@@ -70,21 +73,21 @@ func TestRestoreFromGoneNode(t *testing.T) {
 		}
 	})
 	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
-	kvSubs, kvSess := n2.cl.kvSubs, n2.cl.kvSess
+	kvSubs, kvSess := "tern_subs", "tern_sessions"
 
 	// A session that ends with its connection leaves no record.
 	brief := n1.Dial(t, packets.V5)
 	brief.MustConnect("brief")
 	subscribe(t, brief, "b/#", 1)
-	if kvHas(t, kvSubs, "brief") {
+	if kvHas(t, n2, kvSubs, "brief") {
 		t.Fatal("subscriptions of a session that ends with its connection replicated")
 	}
 	brief.Send(&packets.Disconnect{})
 	brief.ExpectClosed()
-	terntest.Eventually(t, "the registry entry of the ended session removed", func() bool { return !kvHas(t, kvSess, "brief") })
+	terntest.Eventually(t, "the registry entry of the ended session removed", func() bool { return !kvHas(t, n2, kvSess, "brief") })
 	brief = n2.Dial(t, packets.V5)
 	brief.MustConnect("brief") // the identifier is claimed again
-	if !kvHas(t, kvSess, "brief") {
+	if !kvHas(t, n2, kvSess, "brief") {
 		t.Fatal("no registry entry for a connected client")
 	}
 	brief.Close()
@@ -162,7 +165,7 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	// A clean start on n3 ends the session: no subscriptions to restore
 	// any more. Then the session ends (Session Expiry 0 at DISCONNECT):
 	// the registry entry goes too.
-	if !kvHas(t, kvSubs, "keeper") {
+	if !kvHas(t, n2, kvSubs, "keeper") {
 		t.Fatal("no subscriptions record")
 	}
 	clean := *connect
@@ -172,11 +175,11 @@ func TestRestoreFromGoneNode(t *testing.T) {
 		t.Fatal("session present after a clean start")
 	}
 	k2.ExpectClosed()
-	terntest.Eventually(t, "the subscriptions record of the ended session removed", func() bool { return !kvHas(t, kvSubs, "keeper") })
+	terntest.Eventually(t, "the subscriptions record of the ended session removed", func() bool { return !kvHas(t, n2, kvSubs, "keeper") })
 	k3.Send(&packets.Disconnect{Properties: packets.Properties{SessionExpiry: packets.Uint32(0)}})
 	k3.ExpectClosed()
 	terntest.Eventually(t, "the records of the ended session removed", func() bool {
-		return !kvHas(t, kvSubs, "keeper") && !kvHas(t, kvSess, "keeper")
+		return !kvHas(t, n2, kvSubs, "keeper") && !kvHas(t, n2, kvSess, "keeper")
 	})
 }
 
