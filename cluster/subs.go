@@ -164,11 +164,11 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 			return err
 		}
 		// Changed under this node: still the owner?
-		e, gerr := c.kvSess.Get(ctx, key)
+		_, rev, gerr := c.leaderGet(ctx, "tern_sessions", key)
 		if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
 			return err
 		}
-		if gerr != nil || e.Revision() != epoch {
+		if gerr != nil || rev != epoch {
 			st.lost = true
 			return errOwnerLost
 		}
