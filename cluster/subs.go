@@ -138,13 +138,14 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 		if st.rev != 0 {
 			rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), st.rev)
 		} else {
-			var e jetstream.KeyValueEntry
-			e, err = c.kvSubs.Get(ctx, key)
+			var val []byte
+			var last uint64
+			val, last, err = c.leaderGet(ctx, "tern_subs", key)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				rev, err = c.kvSubs.Create(ctx, key, encodeSubsRecord(id, rec))
 			case err == nil:
-				old, derr := decodeSubsRecord(e.Value())
+				old, derr := decodeSubsRecord(val)
 				if derr == nil && old.epoch > epoch {
 					st.lost = true
 					return errOwnerLost
@@ -153,7 +154,7 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 					st.restored = old.restored // still the session restored here
 					rec.restored = old.restored
 				}
-				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), e.Revision())
+				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), last)
 			}
 		}
 		if err == nil {
