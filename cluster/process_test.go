@@ -331,7 +331,11 @@ func TestProcessKill(t *testing.T) {
 	sub.Connect(subConnect)
 	subscribe(t, sub, "k/#", 1)
 	col := newCollector()
-	go col.run(sub)
+	subDone := make(chan struct{})
+	go func() {
+		col.run(sub)
+		close(subDone)
+	}()
 
 	const n = 900
 	var acked []int
@@ -341,8 +345,12 @@ func TestProcessKill(t *testing.T) {
 			acked = append(acked, seq)
 		}
 	}
+	const queued = 2*n/3 - 10 // from here, queued on n2 while the subscriber is away
 	for seq := 1; seq <= n; seq++ {
 		switch seq {
+		case queued:
+			sub.Send(&packets.Disconnect{}) // the session stays on n2, offline
+			<-subDone                       // n2 closed the connection
 		case n / 3:
 			t0 := time.Now()
 			ps[2].kill()
@@ -374,6 +382,16 @@ func TestProcessKill(t *testing.T) {
 		}
 	}
 	col.waitAll(t, after)
+	// What n2 queued while the subscriber was away is on its disk only.
+	var onN2 []int
+	for _, seq := range acked {
+		if seq >= queued && seq < 2*n/3 {
+			onN2 = append(onN2, seq)
+		}
+	}
+	if m := col.missing(onN2); len(m) != len(onN2) || len(m) == 0 {
+		t.Fatalf("%d of the %d messages queued on the dead n2 delivered", len(onN2)-len(m), len(onN2))
+	}
 	// n2 restarts: what it had queued for the subscriber, and what was
 	// parked for it, goes to n3 now.
 	t0 := time.Now()
@@ -381,14 +399,18 @@ func TestProcessKill(t *testing.T) {
 	ps[1].ready()
 	t.Logf("subscriber's old node n2 back in %v", time.Since(t0).Round(time.Millisecond))
 	col.waitAll(t, acked)
-	t.Logf("every acknowledged message delivered %v after n2's restart; %d delivered more than once",
-		time.Since(t0).Round(time.Millisecond), col.duplicates())
+	t.Logf("every acknowledged message delivered (%d queued on n2 came late) %v after n2's restart",
+		len(onN2), time.Since(t0).Round(time.Millisecond))
 	if len(acked) < n*9/10 {
 		t.Fatalf("only %d of %d acknowledged", len(acked), n)
 	}
 	// And the publisher can still reach it through the restarted node.
+	// It comes after what n2 shipped (one queue on n3): the count of
+	// duplicates is final then (see README: the window of 2 s after the
+	// restore).
 	publish(n + 1)
 	col.waitAll(t, []int{n + 1})
+	t.Logf("%d messages delivered more than once", col.duplicates())
 }
 
 // connectRetry connects until the node accepts the CONNECT: while a
@@ -552,7 +574,11 @@ func TestClusterBench(t *testing.T) {
 	sub.MustConnect("gap-sub")
 	subscribe(t, sub, "gap/#", 1)
 	col := newCollector()
-	go col.run(sub)
+	subDone := make(chan struct{})
+	go func() {
+		col.run(sub)
+		close(subDone)
+	}()
 	for _, how := range []string{"SIGTERM", "SIGKILL"} {
 		pc := &publisher{t: t, addr: ps[0].mqtt, id: "gap-pub-" + how}
 		var longest time.Duration

@@ -36,10 +36,23 @@ type routeTable struct {
 	applied uint64           // revision of the bucket applied so far
 	waiters []syncWaiter
 	watch   jetstream.KeyWatcher
-	// unconfirmed counts the route additions a live node did not confirm
-	// in time or the bucket did not take at once: a session restored
-	// meanwhile cannot tell that every node routes to it.
-	unconfirmed atomic.Uint64
+	// retrying counts the route writes being retried (retryPut), failed
+	// those given up: until they are in the bucket, a node that starts
+	// does not know the route.
+	retrying atomic.Int64
+	failed   atomic.Uint64
+	// putRev is the highest revision of this node's route writes.
+	putRev atomic.Uint64
+}
+
+// notePut records the revision of a route write of this node.
+func (t *routeTable) notePut(rev uint64) {
+	for {
+		old := t.putRev.Load()
+		if rev <= old || t.putRev.CompareAndSwap(old, rev) {
+			return
+		}
+	}
 }
 
 func newRouteTable(c *Cluster) *routeTable {
@@ -97,9 +110,11 @@ func (t *routeTable) start(ctx context.Context) error {
 	}
 	for k, r := range local {
 		if !own[k] {
-			if _, err := c.kvRoute.Put(ctx, k, routeValue(r.group, r.filter)); err != nil {
+			rev, err := c.kvRoute.Put(ctx, k, routeValue(r.group, r.filter))
+			if err != nil {
 				return err
 			}
+			t.notePut(rev)
 		}
 	}
 	return nil
@@ -169,12 +184,13 @@ func (t *routeTable) apply(e jetstream.KeyValueEntry) {
 	t.waiters = kept
 	t.mu.Unlock()
 	for _, r := range ready {
-		c.nc.Publish(r, nil)
+		c.nc.Publish(r, binary.AppendVarint(nil, time.Now().UnixNano()))
 	}
 }
 
 // syncRequest answers another node once the route it wrote (the revision
-// in the request) is in this node's index.
+// in the request) is in this node's index, with this node's clock then
+// (unix nanoseconds, a varint).
 func (t *routeTable) syncRequest(msg *nats.Msg) {
 	rev, _ := binary.Uvarint(msg.Data)
 	t.mu.Lock()
@@ -184,7 +200,7 @@ func (t *routeTable) syncRequest(msg *nats.Msg) {
 		return
 	}
 	t.mu.Unlock()
-	msg.Respond(nil)
+	msg.Respond(binary.AppendVarint(nil, time.Now().UnixNano()))
 }
 
 // FilterAdded implements tern.FilterObserver: the route goes into
@@ -204,7 +220,8 @@ func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 	go func() {
 		if err == nil {
 			select {
-			case <-fut.Ok():
+			case pa := <-fut.Ok():
+				t.notePut(pa.Sequence)
 			case err = <-fut.Err():
 			}
 		}
@@ -213,8 +230,11 @@ func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 			// a node died): the live nodes get the route directly, the
 			// bucket (for nodes that start later) when it answers again.
 			c.log.Warn("route not written to the bucket yet; retrying", "filter", filter, "err", err)
-			t.unconfirmed.Add(1)
-			c.goTracked(func() { t.retryPut(key, group, filter) })
+			t.retrying.Add(1)
+			c.goTracked(func() {
+				defer t.retrying.Add(-1)
+				t.retryPut(key, group, filter)
+			})
 		}
 		t.tell(true, group, filter)
 		done(nil)
@@ -244,8 +264,11 @@ func (t *routeTable) retryPut(key, group, filter string) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		_, err := c.kvRoute.Put(ctx, key, routeValue(group, filter))
+		rev, err := c.kvRoute.Put(ctx, key, routeValue(group, filter))
 		cancel()
+		if err == nil {
+			t.notePut(rev)
+		}
 		if err == nil || c.ctx.Err() != nil {
 			return
 		}
@@ -255,6 +278,7 @@ func (t *routeTable) retryPut(key, group, filter string) {
 		case <-time.After(time.Second):
 		}
 	}
+	t.failed.Add(1)
 	c.log.Error("route never written to the bucket: nodes that start later will not know it", "filter", filter)
 }
 
@@ -287,7 +311,6 @@ func (t *routeTable) tell(add bool, group, filter string) {
 			defer wg.Done()
 			_, err := c.nc.Request("tern.n."+n+".route", req, c.opts.ForwardTimeout)
 			if err != nil && err != nats.ErrNoResponders {
-				t.unconfirmed.Add(1)
 				c.log.Warn("a node did not confirm a new route in time", "peer", n, "err", err)
 			}
 		}()

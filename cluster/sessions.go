@@ -180,7 +180,7 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 			c.log.Warn("will not replicated: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
 		}
-		if err := c.bringSession(ctx, cl, owner, hadSubs, cleanStart, expiry, epoch, subs); err != nil {
+		if err := c.bringSession(cl, owner, hadSubs, cleanStart, expiry, epoch, subs); err != nil {
 			c.log.Warn("subscriptions record unreachable: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
 		}
@@ -194,11 +194,11 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 // this node from owner, the node that had it, and brings its tern_subs
 // record up to date; hadSubs tells whether the record may exist. It
 // fails only when the record cannot be read for a session to restore.
-func (c *Cluster) bringSession(ctx context.Context, cl *tern.Client, owner string, hadSubs, cleanStart bool, expiry uint32,
+func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStart bool, expiry uint32,
 	epoch uint64, subs *subsState) error {
 	id := cl.ID()
 	var list []storage.Subscription
-	write := false
+	write, restored := false, false
 	switch {
 	case owner == "" || owner == c.opts.Node:
 		_, here := c.srv.SessionInfo(id)
@@ -216,7 +216,7 @@ func (c *Cluster) bringSession(ctx context.Context, cl *tern.Client, owner strin
 		case !here && !cleanStart && hadSubs && expiry > 0:
 			// This node lost it (a restart without a store): as from a
 			// node that is gone.
-			r, err := c.restoreSubs(ctx, cl, expiry)
+			r, err := c.restoreSubs(cl, expiry)
 			if err != nil {
 				return err
 			}
@@ -230,21 +230,28 @@ func (c *Cluster) bringSession(ctx context.Context, cl *tern.Client, owner strin
 		case st != nil:
 			list, write = st.Subscriptions, true
 		case gone && !cleanStart && hadSubs:
-			r, err := c.restoreSubs(ctx, cl, expiry)
+			r, err := c.restoreSubs(cl, expiry)
 			if err != nil {
 				return err
 			}
 			if r != nil {
-				list, write = r.subs, true
-				subs.restored = r.restored
+				list, write, restored = r.subs, true, true
 				c.log.Info("session restored from the replicated subscriptions: its node is gone", "client", id,
 					"peer", owner, "subscriptions", len(list))
 			}
 		}
 	}
+	// A time of its own: the registry may have taken most of the
+	// CONNECT's while JetStream elected a leader after a node died.
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
 	switch {
 	case write && expiry > 0:
-		if err := c.writeSubs(ctx, id, epoch, subs, list); err != nil && !errors.Is(err, errOwnerLost) {
+		err := c.writeSubs(ctx, id, epoch, subs, list)
+		switch {
+		case err == nil && restored:
+			c.markRestored(id, epoch, subs)
+		case err != nil && !errors.Is(err, errOwnerLost):
 			// The record keeps the former owner's list: the same
 			// subscriptions, without this node's restore time.
 			c.log.Warn("subscriptions record not updated", "client", id, "err", err)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/storage"
@@ -40,27 +41,31 @@ import (
 // default maximum payload, with room for the message's headers.
 const maxSubsRecord = 512 << 10
 
-// defaultShipMargin is added to the moment T a session's subscriptions
-// were restored on its new node B (every live node confirmed B's routes)
-// before the node A it was on, back, ships what it kept for it: messages
-// their publishing node received at or after T + margin, on a topic a
-// (not shared) subscription of the session's record matches, reached B
-// directly (A's routes stay while it is gone, so they were parked for A
-// too) and are not shipped again (skipDelivered). Messages received before T + margin are shipped:
-// those received once the publishing node had B's routes reach the client
-// twice (QoS 1 at least once holds; a QoS 2 message is delivered twice,
-// with two packet identifiers). So are all, with no skipping, when a node
-// did not confirm a route in time during the restore (T is 0) or the
-// session moved on from B. The margin is the clock difference between
-// nodes tolerated: a publishing node whose clock is further ahead of B's
-// could have messages B did not get left out.
-const defaultShipMargin = 2 * time.Second
+// defaultShipMargin is added to the moment T after which every node
+// routes what it receives for a session to the node B that restored it
+// from tern_subs (markRestored, routedSince), before the node A it was
+// on, back, ships what it kept for it: messages received after
+// T + margin, on a topic a (not shared) subscription of the session's
+// record matches, reached B directly (A's routes stay while it is gone,
+// so they were parked for A too) and are not shipped again
+// (skipDelivered). T is the latest of the nodes' clocks, each read after
+// the node had B's routes, and a message's time is its publishing node's
+// clock: no clock is compared with another's, and the margin only covers
+// a node's clock stepping back (by less than the margin) between a
+// message it received and the restore. Messages received before
+// T + margin are shipped: those received once their node had B's routes
+// reach the client twice (QoS 1 at least once holds; a QoS 2 message is
+// delivered twice, with two packet identifiers). So are all, with no
+// skipping, when T is not in the record when A ships (a node did not
+// answer, A came back while B's route writes were still retried) or the
+// session moved on from B.
+const defaultShipMargin = 20 * time.Millisecond
 
 // subsRecord is a tern_subs value.
 type subsRecord struct {
 	epoch    uint64 // the tern_sessions revision of the writer's CONNECT
 	node     string // the writer
-	restored int64  // unix nanoseconds: when node restored the session from this bucket and its routes were in place; 0: not restored
+	restored int64  // unix nanoseconds: node restored the session from this bucket, and every node routes to it since (markRestored); 0: not known
 	tooLarge bool   // the list was longer than maxSubsRecord
 	subs     []storage.Subscription
 }
@@ -244,9 +249,21 @@ func (c *Cluster) SessionEnded(cl *tern.Client) {
 // record: its subscriptions, no messages (what the dead node had queued
 // comes when it is back). It returns the record used, nil if there is none
 // to restore from.
-func (c *Cluster) restoreSubs(ctx context.Context, cl *tern.Client, expiry uint32) (*subsRecord, error) {
+func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, error) {
 	id := cl.ID()
-	val, _, err := c.leaderGet(ctx, "tern_subs", sessionKey(id))
+	// The leader has the last write for certain; while one is elected
+	// (it was on the dead node, say) a replica answers.
+	lctx, cancel := context.WithTimeout(c.ctx, 1500*time.Millisecond)
+	val, _, err := c.leaderGet(lctx, "tern_subs", sessionKey(id))
+	cancel()
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		rctx, cancel := context.WithTimeout(c.ctx, 3*time.Second)
+		var e jetstream.KeyValueEntry
+		if e, err = c.kvSubs.Get(rctx, sessionKey(id)); err == nil {
+			val = e.Value()
+		}
+		cancel()
+	}
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil, nil
 	}
@@ -264,19 +281,113 @@ func (c *Cluster) restoreSubs(ctx context.Context, cl *tern.Client, expiry uint3
 	}
 	st := &tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(), Expiry: expiry,
 		Username: cl.Username()}, Subscriptions: r.subs}
-	unconfirmed := c.routes.unconfirmed.Load()
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session restored with an error", "client", id, "err", err)
 	}
-	// Every live node routes to this one now: what they receive from here
-	// on comes here, and the dead node need not ship it again; unless a
-	// node did not confirm a route meanwhile.
-	r.restored = time.Now().UnixNano()
-	if c.routes.unconfirmed.Load() != unconfirmed {
-		r.restored = 0
-	}
 	c.fwd.cnt.restored.Add(1)
 	return r, nil
+}
+
+// markRestored records, once every node routes the session's messages to
+// this node, since when (routedSince) in the session's tern_subs record,
+// for the ship of the node it was on (defaultShipMargin). It runs in the
+// background: the restored session's CONNACK does not wait for nodes
+// whose JetStream stream leader was on the dead node. It gives up when
+// the record changed hands meanwhile.
+func (c *Cluster) markRestored(id string, epoch uint64, st *subsState) {
+	go func() {
+		t := c.routes
+		failed := t.failed.Load()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.Now().Add(time.Minute); t.retrying.Load() > 0; {
+			// Route writes of this node are being retried (a stream
+			// leader was elected): a node that starts meanwhile would not
+			// know them. Polled: retryPut has no event to wait on.
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if time.Now().After(deadline) {
+				return
+			}
+		}
+		if t.failed.Load() != failed {
+			return
+		}
+		since := c.routedSince()
+		if since == 0 {
+			return
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		key := sessionKey(id)
+		for range 3 {
+			val, rev, err := c.leaderGet(ctx, "tern_subs", key)
+			if err != nil {
+				return
+			}
+			r, err := decodeSubsRecord(val)
+			if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
+				return
+			}
+			r.restored = since
+			if rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev); err == nil {
+				st.rev, st.restored = rev, since
+				return
+			}
+		}
+	}()
+}
+
+// routedSince returns a time after which every message any node receives
+// is routed with this node's routes in its index, 0 if it cannot tell: the
+// latest clock of the nodes (this one's too), each read once the node has
+// applied tern_routes up to this node's last write (so it has every route
+// of this node). A message's Created is its publishing node's clock, so
+// no clock is compared with another's. A node that does not answer within
+// 10 s makes it 0; a node that is gone (no responders) reads the routes
+// from tern_routes before it takes clients again.
+func (c *Cluster) routedSince() int64 {
+	t := c.routes
+	t.mu.Lock()
+	rev := max(t.applied, t.putRev.Load())
+	t.mu.Unlock()
+	req := binary.AppendUvarint(nil, rev)
+	latest := time.Now().UnixNano()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range c.nodes.list() {
+		if n.Self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			resp, err := c.nc.Request("tern.n."+n.Name+".sync", req, 10*time.Second)
+			var clock int64
+			switch {
+			case errors.Is(err, nats.ErrNoResponders):
+				return // gone
+			case err == nil:
+				if v, k := binary.Varint(resp.Data); k > 0 {
+					clock = v
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if clock == 0 || latest == 0 {
+				latest = 0
+			} else {
+				latest = max(latest, clock)
+			}
+		}()
+	}
+	wg.Wait()
+	return latest
 }
 
 // skipDelivered removes from st, a session shipped late to the node

@@ -123,6 +123,16 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	if !ack.SessionPresent {
 		t.Fatal("session present 0 on the node the client came back to")
 	}
+	// What is published from now on reaches n2 directly: n1 need not
+	// ship it again.
+	terntest.Eventually(t, "n2 to record since when every node routes to it", func() bool {
+		val, _, err := n2.cl.leaderGet(context.Background(), "tern_subs", sessionKey("keeper"))
+		if err != nil {
+			return false
+		}
+		r, err := decodeSubsRecord(val)
+		return err == nil && r.node == "n2" && r.restored != 0
+	})
 	publish("rs/after", 2)
 	if p := recvPublish(t, k2); p.Topic != "rs/after" {
 		t.Fatalf("got %s", p.Topic)
