@@ -107,6 +107,7 @@ func (f *forwarder) subscribe() error {
 		{c.data, "tern.n." + self + ".d", f.receive},
 		{c.data, f.inbox + "*", f.reply},
 		{c.nc, "tern.n." + self + ".sync", c.routes.syncRequest},
+		{c.nc, "tern.n." + self + ".has", c.routes.hasRequest},
 		{c.nc, "tern.n." + self + ".route", c.routes.routeRequest},
 		{c.nc, "tern.n." + self + ".ctl", c.reg.control},
 	} {

@@ -41,18 +41,6 @@ type routeTable struct {
 	// does not know the route.
 	retrying atomic.Int64
 	failed   atomic.Uint64
-	// putRev is the highest revision of this node's route writes.
-	putRev atomic.Uint64
-}
-
-// notePut records the revision of a route write of this node.
-func (t *routeTable) notePut(rev uint64) {
-	for {
-		old := t.putRev.Load()
-		if rev <= old || t.putRev.CompareAndSwap(old, rev) {
-			return
-		}
-	}
 }
 
 func newRouteTable(c *Cluster) *routeTable {
@@ -110,11 +98,9 @@ func (t *routeTable) start(ctx context.Context) error {
 	}
 	for k, r := range local {
 		if !own[k] {
-			rev, err := c.kvRoute.Put(ctx, k, routeValue(r.group, r.filter))
-			if err != nil {
+			if _, err := c.kvRoute.Put(ctx, k, routeValue(r.group, r.filter)); err != nil {
 				return err
 			}
-			t.notePut(rev)
 		}
 	}
 	return nil
@@ -184,13 +170,12 @@ func (t *routeTable) apply(e jetstream.KeyValueEntry) {
 	t.waiters = kept
 	t.mu.Unlock()
 	for _, r := range ready {
-		c.nc.Publish(r, binary.AppendVarint(nil, time.Now().UnixNano()))
+		c.nc.Publish(r, nil)
 	}
 }
 
 // syncRequest answers another node once the route it wrote (the revision
-// in the request) is in this node's index, with this node's clock then
-// (unix nanoseconds, a varint).
+// in the request) is in this node's index.
 func (t *routeTable) syncRequest(msg *nats.Msg) {
 	rev, _ := binary.Uvarint(msg.Data)
 	t.mu.Lock()
@@ -200,6 +185,40 @@ func (t *routeTable) syncRequest(msg *nats.Msg) {
 		return
 	}
 	t.mu.Unlock()
+	msg.Respond(nil)
+}
+
+// hasRequest answers another node with this node's clock (unix
+// nanoseconds, a varint) when every route key it lists is in this node's
+// index, with nothing otherwise.
+func (t *routeTable) hasRequest(msg *nats.Msg) {
+	r := reader{b: msg.Data}
+	if r.byte() != wireVersion {
+		msg.Respond(nil)
+		return
+	}
+	node := r.str()
+	n := r.uvarint()
+	if r.err || n > uint64(len(r.b)) {
+		msg.Respond(nil)
+		return
+	}
+	if node == t.c.opts.Node {
+		msg.Respond(binary.AppendVarint(nil, time.Now().UnixNano()))
+		return
+	}
+	t.mu.Lock()
+	all := true
+	for range n {
+		if _, ok := t.remote[r.str()]; !ok {
+			all = false
+		}
+	}
+	t.mu.Unlock()
+	if !all || r.err {
+		msg.Respond(nil)
+		return
+	}
 	msg.Respond(binary.AppendVarint(nil, time.Now().UnixNano()))
 }
 
@@ -220,8 +239,7 @@ func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 	go func() {
 		if err == nil {
 			select {
-			case pa := <-fut.Ok():
-				t.notePut(pa.Sequence)
+			case <-fut.Ok():
 			case err = <-fut.Err():
 			}
 		}
@@ -264,11 +282,8 @@ func (t *routeTable) retryPut(key, group, filter string) {
 			return
 		}
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		rev, err := c.kvRoute.Put(ctx, key, routeValue(group, filter))
+		_, err := c.kvRoute.Put(ctx, key, routeValue(group, filter))
 		cancel()
-		if err == nil {
-			t.notePut(rev)
-		}
 		if err == nil || c.ctx.Err() != nil {
 			return
 		}

@@ -221,7 +221,7 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 				return err
 			}
 			if r != nil {
-				list, write = r.subs, true
+				list, write, restored = r.subs, true, true
 			}
 		}
 	default:
@@ -250,7 +250,7 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 		err := c.writeSubs(ctx, id, epoch, subs, list)
 		switch {
 		case err == nil && restored:
-			c.markRestored(id, epoch, subs)
+			c.markRestored(id, epoch, subs, list)
 		case err != nil && !errors.Is(err, errOwnerLost):
 			// The record keeps the former owner's list: the same
 			// subscriptions, without this node's restore time.

@@ -294,7 +294,7 @@ func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, erro
 // background: the restored session's CONNACK does not wait for nodes
 // whose JetStream stream leader was on the dead node. It gives up when
 // the record changed hands meanwhile.
-func (c *Cluster) markRestored(id string, epoch uint64, st *subsState) {
+func (c *Cluster) markRestored(id string, epoch uint64, st *subsState, subs []storage.Subscription) {
 	go func() {
 		t := c.routes
 		failed := t.failed.Load()
@@ -314,10 +314,12 @@ func (c *Cluster) markRestored(id string, epoch uint64, st *subsState) {
 			}
 		}
 		if t.failed.Load() != failed {
+			c.log.Debug("restore time not recorded: a route write failed", "client", id)
 			return
 		}
-		since := c.routedSince()
+		since := c.routedSince(subs)
 		if since == 0 {
+			c.log.Debug("restore time not recorded: a node did not answer", "client", id)
 			return
 		}
 		st.mu.Lock()
@@ -332,6 +334,7 @@ func (c *Cluster) markRestored(id string, epoch uint64, st *subsState) {
 			}
 			r, err := decodeSubsRecord(val)
 			if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
+				c.log.Debug("restore time not recorded: the record changed", "client", id)
 				return
 			}
 			r.restored = since
@@ -344,19 +347,20 @@ func (c *Cluster) markRestored(id string, epoch uint64, st *subsState) {
 }
 
 // routedSince returns a time after which every message any node receives
-// is routed with this node's routes in its index, 0 if it cannot tell: the
-// latest clock of the nodes (this one's too), each read once the node has
-// applied tern_routes up to this node's last write (so it has every route
-// of this node). A message's Created is its publishing node's clock, so
-// no clock is compared with another's. A node that does not answer within
-// 10 s makes it 0; a node that is gone (no responders) reads the routes
-// from tern_routes before it takes clients again.
-func (c *Cluster) routedSince() int64 {
-	t := c.routes
-	t.mu.Lock()
-	rev := max(t.applied, t.putRev.Load())
-	t.mu.Unlock()
-	req := binary.AppendUvarint(nil, rev)
+// for subs is routed to this node, 0 if it cannot tell: the latest clock
+// of the nodes (this one's too), each read once the node has this node's
+// routes for subs in its index (routes.hasRequest; asked again while it
+// has not). A message's Created is its publishing node's clock, so no
+// clock is compared with another's. A node without them after 30 s makes
+// it 0; a node that is gone (no responders) reads the routes from
+// tern_routes before it takes clients again.
+func (c *Cluster) routedSince(subs []storage.Subscription) int64 {
+	req := []byte{wireVersion}
+	req = appendStr(req, c.opts.Node)
+	req = binary.AppendUvarint(req, uint64(len(subs)))
+	for _, sub := range subs {
+		req = appendStr(req, routeKey(c.opts.Node, sub.Group, sub.Filter))
+	}
 	latest := time.Now().UnixNano()
 	var mu sync.Mutex
 	var wg sync.WaitGroup
@@ -367,14 +371,21 @@ func (c *Cluster) routedSince() int64 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			resp, err := c.nc.Request("tern.n."+n.Name+".sync", req, 10*time.Second)
 			var clock int64
-			switch {
-			case errors.Is(err, nats.ErrNoResponders):
-				return // gone
-			case err == nil:
-				if v, k := binary.Varint(resp.Data); k > 0 {
-					clock = v
+			for deadline := time.Now().Add(30 * time.Second); clock == 0 && time.Now().Before(deadline) && c.ctx.Err() == nil; {
+				resp, err := c.nc.Request("tern.n."+n.Name+".has", req, c.opts.ForwardTimeout)
+				if errors.Is(err, nats.ErrNoResponders) {
+					return // gone
+				}
+				if err == nil {
+					if v, k := binary.Varint(resp.Data); k > 0 {
+						clock = v
+						break
+					}
+				}
+				select { // not there yet: the node's bucket watcher lags
+				case <-c.ctx.Done():
+				case <-time.After(200 * time.Millisecond):
 				}
 			}
 			mu.Lock()
