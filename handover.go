@@ -222,11 +222,8 @@ func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, d
 		return true
 	})
 	s.stats.Subscriptions.Add(-int64(len(subs)))
-	for _, sub := range subs {
-		st.Subscriptions = append(st.Subscriptions, storage.Subscription{
-			ClientID: clientID, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS, NoLocal: sub.NoLocal,
-			RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling, Identifier: sub.Identifier,
-		})
+	for i := range subs {
+		st.Subscriptions = append(st.Subscriptions, subscriptionRecord(&subs[i]))
 	}
 	if mt != nil && drain > 0 {
 		for _, sub := range subs {

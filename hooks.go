@@ -29,6 +29,8 @@ import (
 //	DisconnectObserver     a connection ended                        the connection             no
 //	SessionObserver        a session ended                           whoever ended it           no
 //	SubscribeObserver      a subscription made or removed            the subscriber             no
+//	SessionReplicator      a persistent session's subscriptions      the subscriber             no: SUBACK waits for done
+//	                       changed; a session ended                  whoever ended it           no
 //	PublishObserver        a message routed; a message written       the publisher; the writer  no
 //	DropObserver           a message dropped instead of delivered    whoever dropped it         no
 //	WillObserver           a will published                          whoever published it       no
@@ -240,6 +242,7 @@ type hookSet struct {
 	retainers      []RetainObserver
 	sessionGates   []SessionGate
 	filters        []FilterObserver
+	replicators    []SessionReplicator
 }
 
 // add adds h to the slices of the interfaces it implements and reports
@@ -302,6 +305,9 @@ func (hs *hookSet) add(h Hook) bool {
 	if v, ok := h.(FilterObserver); ok {
 		hs.filters = append(hs.filters, v)
 	}
+	if v, ok := h.(SessionReplicator); ok {
+		hs.replicators = append(hs.replicators, v)
+	}
 	if hs.count() == n {
 		return false
 	}
@@ -314,7 +320,7 @@ func (hs *hookSet) count() int {
 	return len(hs.authenticators) + len(hs.enhancedAuth) + len(hs.authorizers) + len(hs.interceptors) +
 		len(hs.connects) + len(hs.disconnects) + len(hs.sessions) + len(hs.subscribes) + len(hs.publishes) +
 		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates) + len(hs.choosers) +
-		len(hs.retainers) + len(hs.sessionGates) + len(hs.filters)
+		len(hs.retainers) + len(hs.sessionGates) + len(hs.filters) + len(hs.replicators)
 }
 
 // authenticate runs the authenticators; with none, everyone may connect.

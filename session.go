@@ -335,6 +335,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 	if ss.willTimer != nil {
 		ss.willTimer.Stop()
 	}
+	last := ss.identity
 	shared := ss.takeSharedLocked()
 	rest := ss.q.drain()
 	ss.streams = 0
@@ -391,6 +392,7 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		for _, h := range s.hooks.sessions {
 			h.OnSessionEnded(ss.id)
 		}
+		s.sessionEnded(ss.id, last)
 	}
 }
 

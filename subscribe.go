@@ -1,6 +1,7 @@
 package tern
 
 import (
+	"slices"
 	"strings"
 	"time"
 
@@ -48,12 +49,19 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			}
 		}
 	}
+	// The replicators and the FilterObservers are waited for together.
+	var replicated func()
+	if slices.ContainsFunc(ack.ReasonCodes, func(code packets.ReasonCode) bool { return !code.IsError() }) {
+		replicated = s.startReplicate(c) // another node may need them if this one dies
+	}
+	refused := false
 	for i := range subs {
 		m := &subs[i]
 		if ack.ReasonCodes[i].IsError() {
 			continue
 		}
 		if err := s.waitFilter(m.pending, m.sub.Group, m.sub.Filter); err != nil {
+			refused = true
 			s.log.Warn("subscription refused: filter not accepted", "client", c.id, "filter", m.sub.Filter, "err", err)
 			if s.index.Unsubscribe(c.id, m.sub.Group, m.sub.Filter) {
 				s.stats.Subscriptions.Add(-1)
@@ -80,6 +88,12 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		// The SUBACK promises the subscription: it must survive a crash.
 		if err := s.persist.wait(); err != nil {
 			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the subscription failed"}
+		}
+	}
+	if replicated != nil {
+		replicated()
+		if refused { // the list given had the refused ones
+			s.replicateSubscriptions(c)
 		}
 	}
 	c.send(ack)
@@ -189,6 +203,9 @@ func (c *Client) handleUnsubscribe(pk *packets.Unsubscribe) error {
 		if err := s.persist.wait(); err != nil {
 			return &packets.Error{Code: packets.ImplementationSpecificError, Msg: "storing the unsubscription failed"}
 		}
+	}
+	if slices.Contains(ack.ReasonCodes, packets.Success) {
+		s.replicateSubscriptions(c)
 	}
 	c.send(ack) // [MQTT-3.10.4-4]
 	return nil

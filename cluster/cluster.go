@@ -140,6 +140,7 @@ type Cluster struct {
 	kvSess  jetstream.KeyValue
 	kvRet   jetstream.KeyValue
 	kvWills jetstream.KeyValue
+	kvSubs  jetstream.KeyValue
 	willTab willTable
 
 	instance string // this process's run, in its heartbeats
@@ -595,6 +596,7 @@ func (c *Cluster) setup() error {
 		{&c.kvSess, jetstream.KeyValueConfig{Bucket: "tern_sessions", Replicas: r}},
 		{&c.kvRet, jetstream.KeyValueConfig{Bucket: "tern_retained", Replicas: r}},
 		{&c.kvWills, jetstream.KeyValueConfig{Bucket: "tern_wills", Replicas: r}},
+		{&c.kvSubs, jetstream.KeyValueConfig{Bucket: "tern_subs", Replicas: r}},
 	}
 	// Concurrently: each new replicated stream waits for its Raft group.
 	var wg sync.WaitGroup

@@ -56,10 +56,17 @@ func testLogger(t testing.TB, node string) *slog.Logger {
 // freeAddrs and the bind) is retried on fresh ports.
 func startCluster(t testing.TB, n int, tweak func(i int, o *Options)) []*testNode {
 	t.Helper()
+	return startClusterWith(t, n, tweak, nil)
+}
+
+// startClusterWith is startCluster with the servers' options changed by
+// srvTweak.
+func startClusterWith(t testing.TB, n int, tweak func(i int, o *Options), srvTweak func(i int, o *tern.Options)) []*testNode {
+	t.Helper()
 	var nodes []*testNode
 	for attempt := 1; ; attempt++ {
 		var err error
-		if nodes, err = tryStartCluster(t, n, tweak); err == nil {
+		if nodes, err = tryStartCluster(t, n, tweak, srvTweak); err == nil {
 			break
 		}
 		if attempt == 3 {
@@ -84,7 +91,7 @@ func startCluster(t testing.TB, n int, tweak func(i int, o *Options)) []*testNod
 
 // tryStartCluster starts n nodes on fresh route ports; on any error it
 // stops the nodes it started and returns the error.
-func tryStartCluster(t testing.TB, n int, tweak func(i int, o *Options)) ([]*testNode, error) {
+func tryStartCluster(t testing.TB, n int, tweak func(i int, o *Options), srvTweak func(i int, o *tern.Options)) ([]*testNode, error) {
 	addrs := freeAddrs(t, n)
 	nodes := make([]*testNode, n)
 	errs := make([]error, n)
@@ -93,7 +100,11 @@ func tryStartCluster(t testing.TB, n int, tweak func(i int, o *Options)) ([]*tes
 	for i := range n {
 		wg.Go(func() {
 			name := fmt.Sprintf("n%d", i+1)
-			srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: testLogger(t, name)})
+			so := &tern.Options{SysInterval: -1, Logger: testLogger(t, name)}
+			if srvTweak != nil {
+				srvTweak(i, so)
+			}
+			srv, err := tern.New(so)
 			if err != nil {
 				errs[i] = err
 				return

@@ -54,6 +54,7 @@ type Counters struct {
 	Takeovers   uint64 `json:"takeovers"`    // sessions taken from another node
 	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
 	RouteWrites uint64 `json:"route_writes"` // route table changes written
+	Restored    uint64 `json:"restored"`     // sessions restored from tern_subs (their node was gone)
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -71,7 +72,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, takeovers, handedOver, routeWrites atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, takeovers, handedOver, routeWrites, restored atomic.Uint64
 	}
 	drainOnce sync.Once
 	// parkCaughtUp is closed once what was parked for this node when it
@@ -88,7 +89,7 @@ func (f *forwarder) counters() Counters {
 	return Counters{Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
 		Parked: f.cnt.parked.Load(), Received: f.cnt.received.Load(), Unparked: f.cnt.unparked.Load(),
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), Takeovers: f.cnt.takeovers.Load(),
-		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load()}
+		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load()}
 }
 
 // subscribe listens to this node's subjects: messages, replies, route
@@ -106,6 +107,7 @@ func (f *forwarder) subscribe() error {
 		{c.data, "tern.n." + self + ".d", f.receive},
 		{c.data, f.inbox + "*", f.reply},
 		{c.nc, "tern.n." + self + ".sync", c.routes.syncRequest},
+		{c.nc, "tern.n." + self + ".has", c.routes.hasRequest},
 		{c.nc, "tern.n." + self + ".route", c.routes.routeRequest},
 		{c.nc, "tern.n." + self + ".ctl", c.reg.control},
 	} {

@@ -106,7 +106,7 @@ func TestWireVersionMismatch(t *testing.T) {
 		if i == 0 {
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
 		}
-	})
+	}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -36,6 +36,11 @@ type routeTable struct {
 	applied uint64           // revision of the bucket applied so far
 	waiters []syncWaiter
 	watch   jetstream.KeyWatcher
+	// retrying counts the route writes being retried (retryPut), failed
+	// those given up: until they are in the bucket, a node that starts
+	// does not know the route.
+	retrying atomic.Int64
+	failed   atomic.Uint64
 }
 
 func newRouteTable(c *Cluster) *routeTable {
@@ -183,6 +188,40 @@ func (t *routeTable) syncRequest(msg *nats.Msg) {
 	msg.Respond(nil)
 }
 
+// hasRequest answers another node with this node's clock (unix
+// nanoseconds, a varint) when every route key it lists is in this node's
+// index, with nothing otherwise.
+func (t *routeTable) hasRequest(msg *nats.Msg) {
+	r := reader{b: msg.Data}
+	if r.byte() != wireVersion {
+		msg.Respond(nil)
+		return
+	}
+	node := r.str()
+	n := r.uvarint()
+	if r.err || n > uint64(len(r.b)) {
+		msg.Respond(nil)
+		return
+	}
+	if node == t.c.opts.Node {
+		msg.Respond(binary.AppendVarint(nil, time.Now().UnixNano()))
+		return
+	}
+	t.mu.Lock()
+	all := true
+	for range n {
+		if _, ok := t.remote[r.str()]; !ok {
+			all = false
+		}
+	}
+	t.mu.Unlock()
+	if !all || r.err {
+		msg.Respond(nil)
+		return
+	}
+	msg.Respond(binary.AppendVarint(nil, time.Now().UnixNano()))
+}
+
 // FilterAdded implements tern.FilterObserver: the route goes into
 // tern_routes and to every live node directly, and done is called once
 // every live node has it in its index, so that a message published
@@ -209,7 +248,11 @@ func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 			// a node died): the live nodes get the route directly, the
 			// bucket (for nodes that start later) when it answers again.
 			c.log.Warn("route not written to the bucket yet; retrying", "filter", filter, "err", err)
-			c.goTracked(func() { t.retryPut(key, group, filter) })
+			t.retrying.Add(1)
+			c.goTracked(func() {
+				defer t.retrying.Add(-1)
+				t.retryPut(key, group, filter)
+			})
 		}
 		t.tell(true, group, filter)
 		done(nil)
@@ -250,6 +293,7 @@ func (t *routeTable) retryPut(key, group, filter string) {
 		case <-time.After(time.Second):
 		}
 	}
+	t.failed.Add(1)
 	c.log.Error("route never written to the bucket: nodes that start later will not know it", "filter", filter)
 }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
 )
 
 // registry is this node's side of tern_sessions, the client identifier
@@ -26,7 +26,12 @@ type registry struct {
 	// identifiers this node handed over: a connection here that won an
 	// older epoch must not stay.
 	taken map[string]takenBy
-	puts  int
+	// claimed holds, for a while, the client identifiers CONNECTs on this
+	// node claimed (SessionEnded of a session restored from the store).
+	claimed map[string]time.Time
+	puts    int
+	// shipMargin: see defaultShipMargin.
+	shipMargin time.Duration
 }
 
 type takenBy struct {
@@ -35,7 +40,7 @@ type takenBy struct {
 }
 
 func newRegistry(c *Cluster) *registry {
-	return &registry{c: c, taken: make(map[string]takenBy)}
+	return &registry{c: c, taken: make(map[string]takenBy), claimed: make(map[string]time.Time), shipMargin: defaultShipMargin}
 }
 
 // takenAfter reports whether another node claimed id with an epoch above
@@ -50,39 +55,78 @@ func (r *registry) takenAfter(id string, epoch uint64) bool {
 func (r *registry) noteTaken(id string, epoch uint64) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	now := time.Now()
-	if r.puts++; r.puts%1024 == 0 {
-		for k, v := range r.taken {
-			if now.Sub(v.at) > time.Minute {
-				delete(r.taken, k)
-			}
-		}
-	}
+	r.pruneLocked()
 	if r.taken[id].epoch < epoch {
-		r.taken[id] = takenBy{epoch, now}
+		r.taken[id] = takenBy{epoch, time.Now()}
 	}
 }
 
-// epochKey is the client value holding the epoch its CONNECT won.
+// noteClaimed records that a CONNECT here is claiming id.
+func (r *registry) noteClaimed(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.pruneLocked()
+	r.claimed[id] = time.Now()
+}
+
+// claimedLately reports whether a CONNECT here claimed id within the last
+// minute.
+func (r *registry) claimedLately(id string) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	at, ok := r.claimed[id]
+	return ok && time.Since(at) < time.Minute
+}
+
+// pruneLocked forgets, now and then, what is older than a minute.
+func (r *registry) pruneLocked() {
+	if r.puts++; r.puts%1024 != 0 {
+		return
+	}
+	now := time.Now()
+	for k, v := range r.taken {
+		if now.Sub(v.at) > time.Minute {
+			delete(r.taken, k)
+		}
+	}
+	for k, at := range r.claimed {
+		if now.Sub(at) > time.Minute {
+			delete(r.claimed, k)
+		}
+	}
+}
+
+// epochKey is the client value holding the epoch its CONNECT won: the
+// revision of the tern_sessions entry it wrote. Revisions only grow, also
+// across a deleted entry, so a later CONNECT always has a higher epoch.
 type epochKey struct{}
 
 func sessionKey(clientID string) string { return "c." + hashKey(clientID) }
 
-func ownerValue(node string, epoch uint64) []byte {
-	return []byte(node + " " + strconv.FormatUint(epoch, 10))
+// ownerValue is a tern_sessions value: the node, and " p" when the
+// session outlives its connection and so may have a tern_subs record.
+func ownerValue(node string, persistent bool) []byte {
+	if persistent {
+		return []byte(node + " p")
+	}
+	return []byte(node)
 }
 
-func parseOwner(b []byte) (string, uint64) {
-	node, e, _ := strings.Cut(string(b), " ")
-	epoch, _ := strconv.ParseUint(e, 10, 64)
-	return node, epoch
+// parseOwner reads a tern_sessions value: the node, and whether a
+// tern_subs record may exist.
+func parseOwner(b []byte) (string, bool) {
+	node, flag, _ := strings.Cut(string(b), " ")
+	return node, flag == "p"
 }
 
 // AttachSession implements tern.SessionGate: it claims the client
 // identifier for this node and, when its session was on another node,
-// brings it here before the CONNACK. A fenced node refuses with 0x9C Use
-// another server (and a Server Reference), a node that has not joined yet
-// or cannot reach the registry with 0x88 Server unavailable.
+// brings it here before the CONNACK: handed over by that node, or, when
+// that node is gone or does not answer, made again from the subscriptions
+// in tern_subs (Session Present 1 [MQTT-3.2.2-2]; the messages the node
+// kept come when it is back). A fenced node refuses with 0x9C Use another
+// server (and a Server Reference), a node that has not joined yet or
+// cannot reach the registry with 0x88 Server unavailable.
 func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32) packets.ReasonCode {
 	if c.fenced.Load() || c.draining.Load() {
 		if ref := c.nodes.reference(); ref != "" {
@@ -97,24 +141,28 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 	key := sessionKey(id)
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
+	c.reg.noteClaimed(id)
+	persistent := expiry > 0
 	for range 50 {
 		var owner string
-		var epoch, rev uint64
+		var hadSubs bool
+		var rev uint64
 		e, err := c.kvSess.Get(ctx, key)
 		switch {
 		case err == nil:
-			owner, epoch = parseOwner(e.Value())
+			owner, hadSubs = parseOwner(e.Value())
 			rev = e.Revision()
 		case errors.Is(err, jetstream.ErrKeyNotFound):
 		default:
 			c.log.Warn("client registry unreachable: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
 		}
-		val := ownerValue(c.opts.Node, epoch+1)
+		val := ownerValue(c.opts.Node, persistent)
+		var epoch uint64
 		if rev == 0 {
-			_, err = c.kvSess.Create(ctx, key, val)
+			epoch, err = c.kvSess.Create(ctx, key, val)
 		} else {
-			_, err = c.kvSess.Update(ctx, key, val, rev)
+			epoch, err = c.kvSess.Update(ctx, key, val, rev)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
@@ -122,29 +170,111 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 			}
 			continue // another node won this round: read again
 		}
-		if c.reg.takenAfter(id, epoch+1) {
+		if c.reg.takenAfter(id, epoch) {
 			return packets.ServerUnavailable // a newer CONNECT on another node won meanwhile
 		}
-		cl.SetValue(epochKey{}, epoch+1)
-		if err := c.storeWill(ctx, cl, expiry, epoch+1); err != nil {
+		cl.SetValue(epochKey{}, epoch)
+		subs := &subsState{persistent: persistent}
+		cl.SetValue(subsKey{}, subs)
+		if err := c.storeWill(ctx, cl, expiry, epoch); err != nil {
 			c.log.Warn("will not replicated: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
 		}
-		if owner == "" || owner == c.opts.Node {
-			return packets.Success
+		if err := c.bringSession(cl, owner, hadSubs, cleanStart, expiry, epoch, subs); err != nil {
+			c.log.Warn("subscriptions record unreachable: CONNECT refused", "client", id, "err", err)
+			return packets.ServerUnavailable
 		}
-		c.reg.takeOver(owner, id, cleanStart, epoch+1)
 		return packets.Success
 	}
 	c.log.Warn("client registry: no compare-and-set won in time: CONNECT refused", "client", id)
 	return packets.ServerUnavailable
 }
 
+// bringSession brings the session of a client whose CONNECT won epoch to
+// this node from owner, the node that had it, and brings its tern_subs
+// record up to date; hadSubs tells whether the record may exist. It
+// fails only when the record cannot be read for a session to restore.
+func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStart bool, expiry uint32,
+	epoch uint64, subs *subsState) error {
+	id := cl.ID()
+	var list []storage.Subscription
+	write, restored := false, false
+	switch {
+	case owner == "" || owner == c.opts.Node:
+		_, here := c.srv.SessionInfo(id)
+		switch {
+		case here && !cleanStart && expiry > 0 && hadSubs:
+			return nil // the record is this session's
+		case here && !cleanStart && expiry > 0:
+			// Resumed, and outlives its connection from now on.
+			for _, sub := range c.srv.Subscriptions(id) {
+				list = append(list, storage.Subscription{ClientID: id, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS,
+					NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling,
+					Identifier: sub.Identifier})
+			}
+			write = true
+		case !here && !cleanStart && hadSubs && expiry > 0:
+			// This node lost it (a restart without a store): as from a
+			// node that is gone.
+			r, err := c.restoreSubs(cl, expiry)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				list, write, restored = r.subs, true, true
+			}
+		}
+	default:
+		st, gone := c.reg.takeOver(owner, id, cleanStart, epoch)
+		switch {
+		case st != nil:
+			list, write = st.Subscriptions, true
+		case gone && !cleanStart && hadSubs:
+			r, err := c.restoreSubs(cl, expiry)
+			if err != nil {
+				return err
+			}
+			if r != nil {
+				list, write, restored = r.subs, true, true
+				c.log.Info("session restored from the replicated subscriptions: its node is gone", "client", id,
+					"peer", owner, "subscriptions", len(list))
+			}
+		}
+	}
+	// A time of its own: the registry may have taken most of the
+	// CONNECT's while JetStream elected a leader after a node died.
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	switch {
+	case write && expiry > 0:
+		err := c.writeSubs(ctx, id, epoch, subs, list)
+		switch {
+		case err == nil && restored:
+			c.markRestored(id, epoch, subs, list)
+		case err != nil && !errors.Is(err, errOwnerLost):
+			// The record keeps the former owner's list: the same
+			// subscriptions, without this node's restore time.
+			c.log.Warn("subscriptions record not updated", "client", id, "err", err)
+		}
+	case hadSubs:
+		// The session starts empty, or ends with its connection.
+		if err := c.kvSubs.Delete(ctx, sessionKey(id)); err != nil {
+			c.log.Warn("subscriptions record not removed", "client", id, "err", err)
+		}
+	}
+	return nil
+}
+
 // takeOver asks the node that held a session for it, and imports it. A
-// node that is gone or does not answer gives nothing: the client starts
-// with what this node has of it.
-func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) {
+// node that does not answer gives nothing, and gone says that the session
+// may be restored from tern_subs: the node is gone, or did not answer in
+// time.
+func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st *tern.SessionState, gone bool) {
 	c := r.c
+	if !c.nodes.remote(owner).Reachable() {
+		c.log.Info("session not handed over: its node is gone", "client", id, "peer", owner)
+		return nil, true
+	}
 	req := []byte{wireVersion, 'h', 0}
 	if cleanStart {
 		req[2] = 1
@@ -156,22 +286,22 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) {
 	resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
 	if err != nil {
 		c.log.Warn("session not handed over: its node did not answer", "client", id, "peer", owner, "err", err)
-		return
+		return nil, true
 	}
 	if len(resp.Data) == 0 {
-		return
+		return nil, false
 	}
 	switch resp.Data[0] {
 	case 0: // no session there
-		return
+		return nil, false
 	case 1:
 		c.log.Warn("session not handed over", "client", id, "peer", owner, "err", string(resp.Data[1:]))
-		return
+		return nil, false
 	}
-	st, err := decodeSession(resp.Data[1:])
+	st, err = decodeSession(resp.Data[1:])
 	if err != nil {
 		c.log.Warn("session not handed over", "client", id, "peer", owner, "err", err)
-		return
+		return nil, false
 	}
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session imported with an error", "client", id, "peer", owner, "err", err)
@@ -179,6 +309,7 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) {
 	c.fwd.cnt.takeovers.Add(1)
 	c.log.Debug("session taken over", "client", id, "peer", owner, "deliveries", len(st.Deliveries),
 		"took", time.Since(t0).String())
+	return st, false
 }
 
 // control answers another node's requests: a handover of a session.
@@ -275,7 +406,7 @@ func (r *registry) shipLost() {
 		if err != nil {
 			continue
 		}
-		owner, epoch := parseOwner(e.Value())
+		owner, _ := parseOwner(e.Value())
 		if owner == c.opts.Node || !alive(owner) {
 			continue
 		}
@@ -283,8 +414,9 @@ func (r *registry) shipLost() {
 		if err != nil || st == nil {
 			continue
 		}
+		r.skipRestored(si.ClientID, owner, st)
 		req := []byte{wireVersion, 'i', 0}
-		req = binary.AppendUvarint(req, epoch)
+		req = binary.AppendUvarint(req, e.Revision())
 		req = appendStr(req, c.opts.Node)
 		req = appendStr(req, si.ClientID)
 		req = append(req, encodeSession(st)...)
@@ -300,8 +432,31 @@ func (r *registry) shipLost() {
 	}
 }
 
-// imported takes a session another node shipped late: merged into the
-// session here, if the client still has one.
+// skipRestored removes from st, the session of id about to be shipped to
+// owner, what owner received directly since it restored the session from
+// tern_subs (see defaultShipMargin).
+func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
+	c := r.c
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	defer cancel()
+	val, _, err := c.leaderGet(ctx, "tern_subs", sessionKey(id))
+	if err != nil {
+		return
+	}
+	rec, err := decodeSubsRecord(val)
+	if err != nil || rec.node != owner {
+		return
+	}
+	if n := skipDelivered(st, rec, r.shipMargin); n > 0 {
+		c.log.Info("messages the session's new node received directly are not shipped again", "client", id,
+			"peer", owner, "skipped", n, "shipped", len(st.Deliveries))
+	}
+}
+
+// imported takes a session another node shipped late: its messages are
+// merged into the session here, if the client still has one. Its
+// subscriptions are not: the client has had the session here since, and
+// subscribed and unsubscribed here.
 func (r *registry) imported(id string, data []byte) error {
 	c := r.c
 	if _, ok := c.srv.SessionInfo(id); !ok {
@@ -311,5 +466,6 @@ func (r *registry) imported(id string, data []byte) error {
 	if err != nil {
 		return err
 	}
+	st.Subscriptions = nil
 	return c.srv.ImportSession(st)
 }

@@ -48,7 +48,7 @@ type willRecord struct {
 	clientID, username string
 	will               *packets.Will // Properties.WillDelay kept; other properties as storage keeps them
 	expiry             uint32        // the session expiry interval of the connection
-	epoch              uint64        // the registry epoch its CONNECT won
+	epoch              uint64        // the registry epoch its CONNECT won (the revision of its tern_sessions entry)
 	due                int64         // unix milliseconds when an adopted will is due; 0 while its client is connected
 }
 
@@ -234,7 +234,7 @@ func (c *Cluster) publishReaped(ctx context.Context, rec *willRecord) bool {
 		case err != nil:
 			c.log.Warn("client registry unreachable: delayed will published unchecked", "client", rec.clientID, "err", err)
 		default:
-			if _, epoch := parseOwner(e.Value()); epoch != rec.epoch {
+			if e.Revision() != rec.epoch { // only a CONNECT writes the entry
 				return false // a new connection came before the delay passed [MQTT-3.1.3-9]
 			}
 		}

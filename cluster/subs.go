@@ -1,0 +1,484 @@
+package cluster
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/topics"
+)
+
+// The subscriptions of persistent sessions (Session Expiry above 0; 3.1.1:
+// Clean Session 0) are replicated in the KV bucket tern_subs, key
+// "c.<hash of the client identifier>" as in tern_sessions, so that a node
+// can give them back to a client whose session was on a node that is gone
+// (design/cluster.md 4.3, step 3 of a CONNECT): the client gets Session
+// Present 1 and its subscriptions [MQTT-3.2.2-2]; what the dead node had
+// queued for it comes later, when that node is back (shipLost).
+//
+// The node that owns the session writes its whole subscription list after
+// each SUBSCRIBE or UNSUBSCRIBE, before the SUBACK or UNSUBACK
+// (tern.SessionReplicator), and when the session comes to it from another
+// node. Writes are compare-and-set on the record's revision; a node that
+// finds the record changed under it checks that its CONNECT still owns the
+// client identifier in tern_sessions, and writes nothing more if not. The
+// record goes, with the tern_sessions entry, when the session ends.
+//
+// A record is at most maxSubsRecord bytes (some thousands of
+// subscriptions): a longer list is written as "too large", and a client
+// whose session is restored from it gets Session Present 0 and no
+// subscriptions, as without this bucket, and must subscribe again.
+
+// maxSubsRecord bounds a tern_subs record: below the 1 MiB of NATS's
+// default maximum payload, with room for the message's headers.
+const maxSubsRecord = 512 << 10
+
+// defaultShipMargin is added to the moment T after which every node
+// routes what it receives for a session to the node B that restored it
+// from tern_subs (markRestored, routedSince), before the node A it was
+// on, back, ships what it kept for it: messages received after
+// T + margin, on a topic a (not shared) subscription of the session's
+// record matches, reached B directly (A's routes stay while it is gone,
+// so they were parked for A too) and are not shipped again
+// (skipDelivered). T is the latest of the nodes' clocks, each read after
+// the node had B's routes, and a message's time is its publishing node's
+// clock: no clock is compared with another's, and the margin only covers
+// a node's clock stepping back (by less than the margin) between a
+// message it received and the restore. Messages received before
+// T + margin are shipped: those received once their node had B's routes
+// reach the client twice (QoS 1 at least once holds; a QoS 2 message is
+// delivered twice, with two packet identifiers). So are all, with no
+// skipping, when T is not in the record when A ships (a node did not
+// answer, A came back while B's route writes were still retried) or the
+// session moved on from B.
+const defaultShipMargin = 20 * time.Millisecond
+
+// subsRecord is a tern_subs value.
+type subsRecord struct {
+	epoch    uint64 // the tern_sessions revision of the writer's CONNECT
+	node     string // the writer
+	restored int64  // unix nanoseconds: node restored the session from this bucket, and every node routes to it since (markRestored); 0: not known
+	tooLarge bool   // the list was longer than maxSubsRecord
+	subs     []storage.Subscription
+}
+
+func encodeSubsRecord(id string, r *subsRecord) []byte {
+	b := []byte{wireVersion, 0}
+	b = binary.AppendUvarint(b, r.epoch)
+	b = appendStr(b, r.node)
+	b = binary.AppendUvarint(b, uint64(r.restored))
+	b = append(b, encodeSession(&tern.SessionState{Session: storage.Session{ClientID: id}, Subscriptions: r.subs})...)
+	if len(b) > maxSubsRecord {
+		b = []byte{wireVersion, 1}
+		b = binary.AppendUvarint(b, r.epoch)
+		b = appendStr(b, r.node)
+		b = binary.AppendUvarint(b, uint64(r.restored))
+	}
+	return b
+}
+
+func decodeSubsRecord(b []byte) (*subsRecord, error) {
+	rd := reader{b: b}
+	if rd.byte() != wireVersion {
+		return nil, errors.New("cluster: subscriptions record of another wire version")
+	}
+	r := &subsRecord{tooLarge: rd.byte() == 1}
+	r.epoch = rd.uvarint()
+	r.node = rd.str()
+	r.restored = int64(rd.uvarint())
+	if rd.err {
+		return nil, errCorrupt
+	}
+	if r.tooLarge {
+		return r, nil
+	}
+	st, err := decodeSession(rd.b)
+	if err != nil {
+		return nil, err
+	}
+	r.subs = st.Subscriptions
+	return r, nil
+}
+
+// subsKey is the client value holding its *subsState.
+type subsKey struct{}
+
+// subsState is what a connection knows of its session's tern_subs record.
+// Its writes are made one at a time (a SUBACK waits for the last).
+type subsState struct {
+	mu       sync.Mutex
+	rev      uint64 // revision of the record last written; 0: unknown
+	restored int64
+	lost     bool // another CONNECT owns the client identifier now
+	// persistent: the CONNECT asked for a session that outlives it; one
+	// that did not has no record (its expiry cannot rise later).
+	persistent bool
+}
+
+// errOwnerLost ends the writes of a connection whose client identifier
+// another CONNECT claimed.
+var errOwnerLost = errors.New("cluster: the client identifier was claimed by a newer connection")
+
+// writeSubs writes the subscription list of the session of id for the
+// CONNECT that won epoch.
+func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *subsState, subs []storage.Subscription) error {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	if st.lost {
+		return errOwnerLost
+	}
+	key := sessionKey(id)
+	for range 5 {
+		rec := &subsRecord{epoch: epoch, node: c.opts.Node, restored: st.restored, subs: subs}
+		var rev uint64
+		var err error
+		if st.rev != 0 {
+			rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), st.rev)
+		} else {
+			var val []byte
+			var last uint64
+			val, last, err = c.leaderGet(ctx, "tern_subs", key)
+			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound):
+				rev, err = c.kvSubs.Create(ctx, key, encodeSubsRecord(id, rec))
+			case err == nil:
+				old, derr := decodeSubsRecord(val)
+				if derr == nil && old.epoch > epoch {
+					st.lost = true
+					return errOwnerLost
+				}
+				if derr == nil && old.node == c.opts.Node && st.restored == 0 {
+					st.restored = old.restored // still the session restored here
+					rec.restored = old.restored
+				}
+				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), last)
+			}
+		}
+		if err == nil {
+			st.rev = rev
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		// Changed under this node: still the owner?
+		_, rev, gerr := c.leaderGet(ctx, "tern_sessions", key)
+		if gerr != nil && !errors.Is(gerr, jetstream.ErrKeyNotFound) {
+			return err
+		}
+		if gerr != nil || rev != epoch {
+			st.lost = true
+			return errOwnerLost
+		}
+		st.rev = 0
+	}
+	return errors.New("cluster: subscriptions record: no compare-and-set won")
+}
+
+// SubscriptionsChanged implements tern.SessionReplicator: the list goes to
+// tern_subs before the SUBACK or UNSUBACK.
+func (c *Cluster) SubscriptionsChanged(cl *tern.Client, subs []storage.Subscription, done func(error)) {
+	epoch, _ := cl.Value(epochKey{}).(uint64)
+	st, _ := cl.Value(subsKey{}).(*subsState)
+	if epoch == 0 || st == nil || !c.ready.Load() {
+		done(nil) // not attached through this node's registry
+		return
+	}
+	go func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		defer cancel()
+		err := c.writeSubs(ctx, cl.ID(), epoch, st, subs)
+		if errors.Is(err, errOwnerLost) {
+			c.log.Info("subscriptions not replicated: the client identifier moved to a newer connection", "client", cl.ID())
+			err = nil
+		}
+		done(err)
+	}()
+}
+
+// SessionEnded implements tern.SessionReplicator: the session's records in
+// tern_subs and tern_sessions go, if no newer CONNECT (on any node) wrote
+// them since the one of the session's last connection here.
+func (c *Cluster) SessionEnded(cl *tern.Client) {
+	if !c.ready.Load() || c.ctx.Err() != nil {
+		return
+	}
+	id := cl.ID()
+	epoch, _ := cl.Value(epochKey{}).(uint64)
+	go func() {
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		key := sessionKey(id)
+		if epoch == 0 {
+			// Restored from the store and not connected since this node
+			// started: the registry tells whether it is still this node's.
+			if c.reg.claimedLately(id) {
+				return // a CONNECT here since: its session, not this one
+			}
+			val, rev, err := c.leaderGet(ctx, "tern_sessions", key)
+			if err != nil {
+				return
+			}
+			if owner, _ := parseOwner(val); owner != c.opts.Node {
+				return
+			}
+			epoch = rev
+		}
+		// A CONNECT without a session that outlives it wrote no record.
+		if st, _ := cl.Value(subsKey{}).(*subsState); st == nil || st.persistent {
+			if val, rev, err := c.leaderGet(ctx, "tern_subs", key); err == nil {
+				if r, err := decodeSubsRecord(val); err != nil || r.epoch <= epoch {
+					c.kvSubs.Delete(ctx, key, jetstream.LastRevision(rev))
+				}
+			}
+		}
+		// Fails when another CONNECT claimed the identifier since.
+		c.kvSess.Delete(ctx, key, jetstream.LastRevision(epoch))
+	}()
+}
+
+// restoreSubs makes, on this node, the session of cl from its tern_subs
+// record: its subscriptions, no messages (what the dead node had queued
+// comes when it is back). It returns the record used, nil if there is none
+// to restore from.
+func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, error) {
+	id := cl.ID()
+	// The leader has the last write for certain; while one is elected
+	// (it was on the dead node, say) a replica answers.
+	lctx, cancel := context.WithTimeout(c.ctx, 1500*time.Millisecond)
+	val, _, err := c.leaderGet(lctx, "tern_subs", sessionKey(id))
+	cancel()
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		rctx, cancel := context.WithTimeout(c.ctx, 3*time.Second)
+		var e jetstream.KeyValueEntry
+		if e, err = c.kvSubs.Get(rctx, sessionKey(id)); err == nil {
+			val = e.Value()
+		}
+		cancel()
+	}
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	r, err := decodeSubsRecord(val)
+	if err != nil {
+		c.log.Warn("subscriptions record unreadable: session not restored", "client", id, "err", err)
+		return nil, nil
+	}
+	if r.tooLarge {
+		c.log.Warn("subscriptions record was too large to replicate: session not restored, the client must subscribe again", "client", id)
+		return nil, nil
+	}
+	st := &tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(), Expiry: expiry,
+		Username: cl.Username()}, Subscriptions: r.subs}
+	if err := c.srv.ImportSession(st); err != nil {
+		c.log.Warn("session restored with an error", "client", id, "err", err)
+	}
+	c.fwd.cnt.restored.Add(1)
+	return r, nil
+}
+
+// markRestored records, once every node routes the session's messages to
+// this node, since when (routedSince) in the session's tern_subs record,
+// for the ship of the node it was on (defaultShipMargin). It runs in the
+// background: the restored session's CONNACK does not wait for nodes
+// whose JetStream stream leader was on the dead node. It gives up when
+// the record changed hands meanwhile.
+func (c *Cluster) markRestored(id string, epoch uint64, st *subsState, subs []storage.Subscription) {
+	go func() {
+		t := c.routes
+		failed := t.failed.Load()
+		tick := time.NewTicker(100 * time.Millisecond)
+		defer tick.Stop()
+		for deadline := time.Now().Add(time.Minute); t.retrying.Load() > 0; {
+			// Route writes of this node are being retried (a stream
+			// leader was elected): a node that starts meanwhile would not
+			// know them. Polled: retryPut has no event to wait on.
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-tick.C:
+			}
+			if time.Now().After(deadline) {
+				return
+			}
+		}
+		if t.failed.Load() != failed {
+			c.log.Debug("restore time not recorded: a route write failed", "client", id)
+			return
+		}
+		since := c.routedSince(subs)
+		if since == 0 {
+			c.log.Debug("restore time not recorded: a node did not answer", "client", id)
+			return
+		}
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
+		defer cancel()
+		key := sessionKey(id)
+		for range 3 {
+			val, rev, err := c.leaderGet(ctx, "tern_subs", key)
+			if err != nil {
+				return
+			}
+			r, err := decodeSubsRecord(val)
+			if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
+				c.log.Debug("restore time not recorded: the record changed", "client", id)
+				return
+			}
+			r.restored = since
+			if rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev); err == nil {
+				st.rev, st.restored = rev, since
+				return
+			}
+		}
+	}()
+}
+
+// routedSince returns a time after which every message any node receives
+// for subs is routed to this node, 0 if it cannot tell: the latest clock
+// of the nodes (this one's too), each read once the node has this node's
+// routes for subs in its index (routes.hasRequest; asked again while it
+// has not). A message's Created is its publishing node's clock, so no
+// clock is compared with another's. A node without them after 30 s makes
+// it 0; a node that is gone (no responders) reads the routes from
+// tern_routes before it takes clients again.
+func (c *Cluster) routedSince(subs []storage.Subscription) int64 {
+	req := []byte{wireVersion}
+	req = appendStr(req, c.opts.Node)
+	req = binary.AppendUvarint(req, uint64(len(subs)))
+	for _, sub := range subs {
+		req = appendStr(req, routeKey(c.opts.Node, sub.Group, sub.Filter))
+	}
+	latest := time.Now().UnixNano()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	for _, n := range c.nodes.list() {
+		if n.Self {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var clock int64
+			for deadline := time.Now().Add(30 * time.Second); clock == 0 && time.Now().Before(deadline) && c.ctx.Err() == nil; {
+				resp, err := c.nc.Request("tern.n."+n.Name+".has", req, c.opts.ForwardTimeout)
+				if errors.Is(err, nats.ErrNoResponders) {
+					return // gone
+				}
+				if err == nil {
+					if v, k := binary.Varint(resp.Data); k > 0 {
+						clock = v
+						break
+					}
+				}
+				select { // not there yet: the node's bucket watcher lags
+				case <-c.ctx.Done():
+				case <-time.After(200 * time.Millisecond):
+				}
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if clock == 0 || latest == 0 {
+				latest = 0
+			} else {
+				latest = max(latest, clock)
+			}
+		}()
+	}
+	wg.Wait()
+	return latest
+}
+
+// skipDelivered removes from st, a session shipped late to the node
+// that restored it from rec, the deliveries that node had directly: not
+// for a shared subscription (a shared message goes to one node only),
+// received by their publishing node at or after rec.restored plus margin
+// (for the clocks), on a topic one of the record's own filters matches.
+// It returns how many deliveries it removed.
+func skipDelivered(st *tern.SessionState, rec *subsRecord, margin time.Duration) int {
+	if rec.restored == 0 {
+		return 0
+	}
+	since := rec.restored + int64(margin)
+	late := map[uint64]bool{}
+	for _, m := range st.Messages {
+		if m.Created < since {
+			continue
+		}
+		for _, sub := range rec.subs {
+			if sub.Group == "" && topics.Match(sub.Filter, m.Topic) {
+				late[m.ID] = true
+				break
+			}
+		}
+	}
+	n := 0
+	used := map[uint64]bool{}
+	ds := st.Deliveries[:0]
+	for _, d := range st.Deliveries {
+		if late[d.MessageID] && d.ShareGroup == "" {
+			n++
+			continue
+		}
+		used[d.MessageID] = true
+		ds = append(ds, d)
+	}
+	st.Deliveries = ds
+	msgs := st.Messages[:0]
+	for _, m := range st.Messages {
+		if used[m.ID] {
+			msgs = append(msgs, m)
+		}
+	}
+	st.Messages = msgs
+	return n
+}
+
+// leaderGet reads the value of key in bucket, and its revision, from the
+// leader of the bucket's stream: a KV Get may be answered by any replica,
+// one that has not yet the write another node just made. A deleted key is
+// jetstream.ErrKeyNotFound.
+func (c *Cluster) leaderGet(ctx context.Context, bucket, key string) ([]byte, uint64, error) {
+	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
+	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
+	if err != nil {
+		return nil, 0, err
+	}
+	var resp struct {
+		Message *struct {
+			Seq  uint64 `json:"seq"`
+			Hdrs []byte `json:"hdrs"`
+			Data []byte `json:"data"`
+		} `json:"message"`
+		Error *struct {
+			Code        int    `json:"code"`
+			Description string `json:"description"`
+		} `json:"error"`
+	}
+	if err := json.Unmarshal(msg.Data, &resp); err != nil {
+		return nil, 0, err
+	}
+	switch {
+	case resp.Error != nil && resp.Error.Code == 404:
+		return nil, 0, jetstream.ErrKeyNotFound
+	case resp.Error != nil:
+		return nil, 0, errors.New("cluster: reading " + bucket + ": " + resp.Error.Description)
+	case resp.Message == nil:
+		return nil, 0, errors.New("cluster: reading " + bucket + ": empty answer")
+	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation: DEL")), bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation: PURGE")):
+		return nil, 0, jetstream.ErrKeyNotFound
+	}
+	return resp.Message.Data, resp.Message.Seq, nil
+}

@@ -1,0 +1,267 @@
+package cluster
+
+import (
+	"context"
+	"errors"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/ternmq/tern"
+	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/storage/pebblestore"
+	"github.com/ternmq/tern/terntest"
+)
+
+// kvHas reports whether bucket (read from its leader through nd) has
+// the client's key.
+func kvHas(t testing.TB, nd *testNode, bucket string, id string) bool {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), terntest.Timeout)
+	defer cancel()
+	_, _, err := nd.cl.leaderGet(ctx, bucket, sessionKey(id))
+	if err != nil && !errors.Is(err, jetstream.ErrKeyNotFound) {
+		t.Fatalf("get %s: %v", id, err)
+	}
+	return err == nil
+}
+
+// connectUntil connects to nd until the CONNECT is accepted: while a
+// JetStream leader is elected after a node went, 0x88 may come for a
+// while.
+func connectUntil(t testing.TB, nd *testNode, pk *packets.Connect) (*terntest.Conn, *packets.Connack) {
+	t.Helper()
+	deadline := time.Now().Add(terntest.Timeout)
+	for {
+		c := nd.Dial(t, packets.V5)
+		ack := c.Connect(pk)
+		if ack.ReasonCode == 0 {
+			return c, ack
+		}
+		c.Close()
+		if time.Now().After(deadline) {
+			t.Fatalf("CONNECT refused with %v until the deadline", ack.ReasonCode)
+		}
+	}
+}
+
+// A persistent session whose node is gone is made again on the node the
+// client reconnects to, from tern_subs: Session Present 1
+// [MQTT-3.2.2-2], the subscriptions it had (not the one it removed), and
+// what is published then reaches it. When the node comes back, what it had
+// queued for the client arrives late, and what the new node received
+// directly is not delivered twice. A session that ends leaves nothing in
+// tern_subs and tern_sessions.
+func TestRestoreFromGoneNode(t *testing.T) {
+	dir := t.TempDir()
+	var store *pebblestore.Store
+	openStore := func() storage.Store {
+		var err error
+		if store, err = pebblestore.Open(filepath.Join(dir, "n1-store"), pebblestore.Options{}); err != nil {
+			t.Fatal(err)
+		}
+		st := store
+		t.Cleanup(func() { st.Close() }) // after the server's shutdown: cleanups run last in, first out
+		return st
+	}
+	nodes := startClusterWith(t, 3, nil, func(i int, o *tern.Options) {
+		if i == 0 {
+			o.Store = openStore()
+		}
+	})
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	kvSubs, kvSess := "tern_subs", "tern_sessions"
+
+	// A session that ends with its connection leaves no record.
+	brief := n1.Dial(t, packets.V5)
+	brief.MustConnect("brief")
+	subscribe(t, brief, "b/#", 1)
+	if kvHas(t, n2, kvSubs, "brief") {
+		t.Fatal("subscriptions of a session that ends with its connection replicated")
+	}
+	brief.Send(&packets.Disconnect{})
+	brief.ExpectClosed()
+	terntest.Eventually(t, "the registry entry of the ended session removed", func() bool { return !kvHas(t, n2, kvSess, "brief") })
+	brief = n2.Dial(t, packets.V5)
+	brief.MustConnect("brief") // the identifier is claimed again
+	if !kvHas(t, n2, kvSess, "brief") {
+		t.Fatal("no registry entry for a connected client")
+	}
+	brief.Close()
+
+	connect := &packets.Connect{ClientID: "keeper", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	k := n1.Dial(t, packets.V5)
+	k.Connect(connect)
+	subscribe(t, k, "rs/#", 1)
+	subscribe(t, k, "gone/#", 1)
+	k.Send(&packets.Unsubscribe{PacketID: 2, Filters: []string{"gone/#"}})
+	if _, ok := k.Recv().(*packets.Unsuback); !ok {
+		t.Fatal("no UNSUBACK")
+	}
+	k.Send(&packets.Disconnect{})
+	k.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := n1.ClientInfo("keeper"); return !ok })
+	pub := n3.Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	publish := func(topic string, id uint16) {
+		t.Helper()
+		pub.Send(&packets.Publish{Topic: topic, QoS: 1, PacketID: id, Payload: []byte(topic)})
+		if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode != 0 && ack.ReasonCode != packets.NoMatchingSubscribers {
+			t.Fatalf("PUBACK %+v", ack)
+		}
+	}
+	publish("rs/queued", 1) // queued on n1
+
+	// n1 goes; its store keeps the session and its queue.
+	n1opts := n1.cl.opts
+	shutdown(n1.Server.Server)
+	store.Close()
+	k2, ack := connectUntil(t, n2, connect)
+	if !ack.SessionPresent {
+		t.Fatal("session present 0 on the node the client came back to")
+	}
+	// What is published from now on reaches n2 directly: n1 need not
+	// ship it again.
+	terntest.Eventually(t, "n2 to record since when every node routes to it", func() bool {
+		val, _, err := n2.cl.leaderGet(context.Background(), "tern_subs", sessionKey("keeper"))
+		if err != nil {
+			return false
+		}
+		r, err := decodeSubsRecord(val)
+		return err == nil && r.node == "n2" && r.restored != 0
+	})
+	publish("rs/after", 2)
+	if p := recvPublish(t, k2); p.Topic != "rs/after" {
+		t.Fatalf("got %s", p.Topic)
+	}
+	publish("gone/1", 3) // unsubscribed on n1: not restored
+	publish("rs/after2", 4)
+	if p := recvPublish(t, k2); p.Topic != "rs/after2" {
+		t.Fatalf("got %s after the unsubscribed filter's message", p.Topic)
+	}
+
+	// n1 comes back: the message it had queued is shipped to n2; the two
+	// parked for it while it was gone, which n2 had too, are not.
+	srv, err := tern.New(&tern.Options{SysInterval: -1, Logger: testLogger(t, "n1"), Store: openStore()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := New(srv, n1opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl.reg.shipMargin = 0 // one clock
+	srv.AddHook(cl)
+	ts, err := serve(srv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { shutdown(ts.Server) })
+	waitReady(t, cl)
+	if p := recvPublish(t, k2); p.Topic != "rs/queued" {
+		t.Fatalf("got %s, want what n1 had queued", p.Topic)
+	}
+	publish("rs/final", 5)
+	if p := recvPublish(t, k2); p.Topic != "rs/final" {
+		t.Fatalf("got %s again", p.Topic)
+	}
+	if _, ok := ts.SessionInfo("keeper"); ok {
+		t.Fatal("the session is still on n1")
+	}
+
+	// A clean start on n3 ends the session: no subscriptions to restore
+	// any more. Then the session ends (Session Expiry 0 at DISCONNECT):
+	// the registry entry goes too.
+	if !kvHas(t, n2, kvSubs, "keeper") {
+		t.Fatal("no subscriptions record")
+	}
+	clean := *connect
+	clean.CleanStart = true
+	k3, ack := connectUntil(t, n3, &clean)
+	if ack.SessionPresent {
+		t.Fatal("session present after a clean start")
+	}
+	k2.ExpectClosed()
+	terntest.Eventually(t, "the subscriptions record of the ended session removed", func() bool { return !kvHas(t, n2, kvSubs, "keeper") })
+	k3.Send(&packets.Disconnect{Properties: packets.Properties{SessionExpiry: packets.Uint32(0)}})
+	k3.ExpectClosed()
+	terntest.Eventually(t, "the records of the ended session removed", func() bool {
+		return !kvHas(t, n2, kvSubs, "keeper") && !kvHas(t, n2, kvSess, "keeper")
+	})
+}
+
+// A subscriptions record round-trips; one too large is kept as such, and
+// the ship to a node that restored a session skips what that node
+// received directly.
+func TestSubsRecord(t *testing.T) {
+	subs := []storage.Subscription{{ClientID: "c", Filter: "a/#", QoS: 1, Identifier: 7}, {ClientID: "c", Group: "g", Filter: "b"}}
+	r, err := decodeSubsRecord(encodeSubsRecord("c", &subsRecord{epoch: 9, node: "n2", restored: 42, subs: subs}))
+	if err != nil || r.epoch != 9 || r.node != "n2" || r.restored != 42 || len(r.subs) != 2 || r.subs[0].Identifier != 7 ||
+		r.subs[1].Group != "g" || r.tooLarge {
+		t.Fatalf("%+v %v", r, err)
+	}
+	big := make([]storage.Subscription, 0, 3000)
+	for range cap(big) {
+		big = append(big, storage.Subscription{ClientID: "c", Filter: strings.Repeat("x", 200)})
+	}
+	b := encodeSubsRecord("c", &subsRecord{epoch: 1, node: "n1", subs: big})
+	if r, err := decodeSubsRecord(b); err != nil || !r.tooLarge || len(b) > maxSubsRecord {
+		t.Fatalf("large record: %d bytes, %+v %v", len(b), r, err)
+	}
+
+	st := &tern.SessionState{
+		Messages: []storage.Message{{ID: 1, Topic: "a/1", Created: 100}, {ID: 2, Topic: "a/2", Created: 200},
+			{ID: 3, Topic: "a/3", Created: 300}, {ID: 4, Topic: "other", Created: 300}, {ID: 5, Topic: "a/5", Created: 300}},
+		Deliveries: []storage.Delivery{{MessageID: 1}, {MessageID: 2}, {MessageID: 3}, {MessageID: 1}, {MessageID: 4},
+			{MessageID: 5, ShareGroup: "g", ShareFilter: "a/#"}},
+	}
+	rec := &subsRecord{restored: 150, subs: []storage.Subscription{{Filter: "a/#"}, {Group: "g", Filter: "other"}}}
+	// 2 and 3: after the restore, on the record's filter; 4: only a shared
+	// filter of the record matches; 5: for a shared subscription.
+	if n := skipDelivered(st, rec, 50); n != 2 || len(st.Deliveries) != 4 || len(st.Messages) != 3 {
+		t.Fatalf("skipped %d: %+v", n, st)
+	}
+	if n := skipDelivered(st, &subsRecord{subs: rec.subs}, 0); n != 0 {
+		t.Fatal("skipped without a restore time")
+	}
+}
+
+// A node that does not answer the handover (alive, by its heartbeats) is
+// treated as gone: the session is restored from tern_subs. The session
+// became persistent when resumed with a Session Expiry: its subscriptions
+// were replicated then.
+func TestRestoreUnanswered(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	first := nodes[0].Dial(t, packets.V5)
+	first.Connect(&packets.Connect{ClientID: "patient", KeepAlive: 60}) // ends with its connection
+	subscribe(t, first, "un/#", 1)
+	connect := &packets.Connect{ClientID: "patient", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	c := nodes[0].Dial(t, packets.V5)
+	if ack := c.Connect(connect); !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	first.ExpectClosed()
+	c.Send(&packets.Disconnect{})
+	c.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := nodes[0].ClientInfo("patient"); return !ok })
+	for _, s := range nodes[0].cl.fwd.subs { // n1 stops answering handovers
+		if s.Subject == "tern.n.n1.ctl" {
+			s.Unsubscribe()
+		}
+	}
+	nodes[0].cl.nc.Flush()
+	c2 := nodes[1].Dial(t, packets.V5)
+	if ack := c2.Connect(connect); ack.ReasonCode != 0 || !ack.SessionPresent {
+		t.Fatalf("CONNACK %+v: want session present", ack)
+	}
+	pub := nodes[2].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "un/1", QoS: 1, PacketID: 1, Payload: []byte("x")})
+	pub.Recv()
+	if p := recvPublish(t, c2); p.Topic != "un/1" {
+		t.Fatalf("got %s", p.Topic)
+	}
+}
