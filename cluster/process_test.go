@@ -195,7 +195,35 @@ func startProcs(t testing.TB, ps []*proc) time.Duration {
 	for _, p := range ps {
 		p.ready()
 	}
-	return time.Since(t0)
+	took := time.Since(t0)
+	waitMembers(t, ps)
+	return took
+}
+
+// waitMembers waits until every node hears every peer: /readyz answers
+// 200 once JetStream has its quorum, which can come before a node's
+// first heartbeat from the others (a drain then knows no node to refer
+// its clients to).
+func waitMembers(t testing.TB, ps []*proc) {
+	t.Helper()
+	for _, p := range ps {
+		terntest.Eventually(t, p.name+" to hear every node", func() bool {
+			resp, err := http.Get("http://" + p.admin + "/api/v1/cluster")
+			if err != nil {
+				return false
+			}
+			defer resp.Body.Close()
+			var view struct{ Detail Status }
+			json.NewDecoder(resp.Body).Decode(&view)
+			alive := 0
+			for _, n := range view.Detail.Nodes {
+				if n.Alive {
+					alive++
+				}
+			}
+			return alive == max(1, len(p.peers)) // its peers list itself
+		})
+	}
 }
 
 // collector reads a persistent subscriber's QoS 1 messages (payload: the
@@ -732,7 +760,7 @@ func TestHAProxy(t *testing.T) {
 	t.Logf("drained n%d: %s", at+1, body)
 	got := sub.ExpectClosed()
 	if d, ok := got[len(got)-1].(*packets.Disconnect); !ok || d.ReasonCode != packets.UseAnotherServer || d.Properties.ServerReference == "" {
-		t.Fatalf("drain sent %+v", got)
+		t.Fatalf("drain sent %s", describe(got))
 	}
 	var sub2 *terntest.Conn
 	deadline := time.Now().Add(procWait)
@@ -773,4 +801,13 @@ func TestHAProxy(t *testing.T) {
 	if string(p.Payload) != "after drain" {
 		t.Fatalf("got %q (dup %v)", p.Payload, p.Dup)
 	}
+}
+
+// describe lists packets with their types, for failure messages.
+func describe(pks []packets.Packet) string {
+	var b strings.Builder
+	for _, pk := range pks {
+		fmt.Fprintf(&b, "%T %+v; ", pk, pk)
+	}
+	return b.String()
 }

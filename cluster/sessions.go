@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -32,6 +33,16 @@ type registry struct {
 	puts    int
 	// shipMargin: see defaultShipMargin.
 	shipMargin time.Duration
+	// parts holds the later parts of sessions handed over in several
+	// (splitSession), until the new node fetches them.
+	parts map[string]*handoverParts
+}
+
+// handoverParts are the parts of a session handed over that its new node
+// has not fetched yet.
+type handoverParts struct {
+	parts []*tern.SessionState // the first one is sent with the answer
+	at    time.Time
 }
 
 type takenBy struct {
@@ -40,7 +51,8 @@ type takenBy struct {
 }
 
 func newRegistry(c *Cluster) *registry {
-	return &registry{c: c, taken: make(map[string]takenBy), claimed: make(map[string]time.Time), shipMargin: defaultShipMargin}
+	return &registry{c: c, taken: make(map[string]takenBy), claimed: make(map[string]time.Time), shipMargin: defaultShipMargin,
+		parts: make(map[string]*handoverParts)}
 }
 
 // takenAfter reports whether another node claimed id with an epoch above
@@ -298,13 +310,39 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 		c.log.Warn("session not handed over", "client", id, "peer", owner, "err", string(resp.Data[1:]))
 		return nil, false
 	}
-	st, err = decodeSession(resp.Data[1:])
-	if err != nil {
+	rd := reader{b: resp.Data[1:]}
+	count := 1
+	if resp.Data[0] == 3 { // in several parts: the count, then the first
+		count = int(rd.uvarint())
+	}
+	st, err = decodeSession(rd.b)
+	if err != nil || rd.err {
 		c.log.Warn("session not handed over", "client", id, "peer", owner, "err", err)
 		return nil, false
 	}
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session imported with an error", "client", id, "peer", owner, "err", err)
+	}
+	for k := 1; k < count; k++ {
+		// The rest of a large queue: merged in order, before the CONNACK.
+		req := []byte{wireVersion, 'g', 0}
+		req = binary.AppendUvarint(req, epoch)
+		req = appendStr(req, c.opts.Node)
+		req = appendStr(req, id)
+		req = binary.AppendUvarint(req, uint64(k))
+		resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
+		var part *tern.SessionState
+		if err == nil && len(resp.Data) > 0 && resp.Data[0] == 2 {
+			part, err = decodeSession(resp.Data[1:])
+		} else if err == nil {
+			err = errors.New("part not there")
+		}
+		if err == nil {
+			err = c.srv.ImportSession(part)
+		}
+		if err != nil {
+			c.log.Error("part of a session's queue lost in its handover", "client", id, "peer", owner, "part", k, "of", count, "err", err)
+		}
 	}
 	c.fwd.cnt.takeovers.Add(1)
 	c.log.Debug("session taken over", "client", id, "peer", owner, "deliveries", len(st.Deliveries),
@@ -326,8 +364,12 @@ func (r *registry) control(msg *nats.Msg) {
 	epoch := rd.uvarint()
 	to := rd.str()
 	id := rd.str()
-	if rd.err || op != 'h' && op != 'i' {
+	if rd.err || op != 'h' && op != 'i' && op != 'g' {
 		msg.Respond(append([]byte{1}, "bad request"...))
+		return
+	}
+	if op == 'g' {
+		msg.Respond(r.part(id, epoch, int(rd.uvarint())))
 		return
 	}
 	if op == 'i' {
@@ -351,8 +393,41 @@ func (r *registry) control(msg *nats.Msg) {
 		msg.Respond([]byte{0})
 	default:
 		c.fwd.cnt.handedOver.Add(1)
-		msg.Respond(append([]byte{2}, encodeSession(st)...))
+		parts := splitSession(st, partLimit)
+		if len(parts) == 1 {
+			msg.Respond(append([]byte{2}, encodeSession(st)...))
+			return
+		}
+		r.mu.Lock()
+		now := time.Now()
+		for k, p := range r.parts {
+			if now.Sub(p.at) > time.Minute {
+				delete(r.parts, k) // never fetched: its node died taking over
+			}
+		}
+		r.parts[partsKey(id, epoch)] = &handoverParts{parts: parts, at: now}
+		r.mu.Unlock()
+		b := binary.AppendUvarint([]byte{3}, uint64(len(parts)))
+		msg.Respond(append(b, encodeSession(parts[0])...))
 	}
+}
+
+func partsKey(id string, epoch uint64) string { return id + "\x00" + strconv.FormatUint(epoch, 10) }
+
+// part answers a new node's fetch of part k of a session handed over in
+// several parts.
+func (r *registry) part(id string, epoch uint64, k int) []byte {
+	key := partsKey(id, epoch)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	p := r.parts[key]
+	if p == nil || k <= 0 || k >= len(p.parts) {
+		return append([]byte{1}, "no such part"...)
+	}
+	if k == len(p.parts)-1 {
+		delete(r.parts, key)
+	}
+	return append([]byte{2}, encodeSession(p.parts[k])...)
 }
 
 // OnSessionEstablished implements tern.ConnectObserver: a client whose
@@ -415,17 +490,20 @@ func (r *registry) shipLost() {
 			continue
 		}
 		r.skipRestored(si.ClientID, owner, st)
-		req := []byte{wireVersion, 'i', 0}
-		req = binary.AppendUvarint(req, e.Revision())
-		req = appendStr(req, c.opts.Node)
-		req = appendStr(req, si.ClientID)
-		req = append(req, encodeSession(st)...)
-		if _, err := c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout); err != nil {
-			c.log.Warn("a session's queue could not be shipped to its new node", "client", si.ClientID, "peer", owner,
-				"deliveries", len(st.Deliveries), "err", err)
-			continue
+		for _, part := range splitSession(st, partLimit) { // in order, each merged into the session there
+			req := []byte{wireVersion, 'i', 0}
+			req = binary.AppendUvarint(req, e.Revision())
+			req = appendStr(req, c.opts.Node)
+			req = appendStr(req, si.ClientID)
+			req = append(req, encodeSession(part)...)
+			if _, err = c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout); err != nil {
+				c.log.Warn("part of a session's queue could not be shipped to its new node", "client", si.ClientID, "peer", owner,
+					"deliveries", len(part.Deliveries), "err", err)
+			}
 		}
-		shipped++
+		if err == nil {
+			shipped++
+		}
 	}
 	if shipped > 0 {
 		c.log.Info("sessions taken over elsewhere while this node was away: shipped to their owners", "sessions", shipped)

@@ -253,3 +253,50 @@ func decodeSession(b []byte) (*tern.SessionState, error) {
 	}
 	return st, nil
 }
+
+// partLimit bounds the encoding of one part of a session sent between
+// nodes (splitSession), well under nats-server's payload limit
+// (MaxPayload in natsOptions).
+const partLimit = 8 << 20
+
+// splitSession cuts st into parts whose encodings stay about under limit:
+// the first holds the session's subscriptions, its inbound packet
+// identifiers and its first deliveries; each later one the next
+// deliveries, in order, with the messages they refer to. A part holds at
+// least one delivery, however large.
+func splitSession(st *tern.SessionState, limit int) []*tern.SessionState {
+	msgs := make(map[uint64]*storage.Message, len(st.Messages))
+	for i := range st.Messages {
+		msgs[st.Messages[i].ID] = &st.Messages[i]
+	}
+	cur := &tern.SessionState{Session: st.Session, Subscriptions: st.Subscriptions, Inbound: st.Inbound}
+	parts := []*tern.SessionState{cur}
+	size := 0
+	in := map[uint64]bool{} // messages in cur
+	var buf []byte
+	for _, d := range st.Deliveries {
+		m := msgs[d.MessageID]
+		cost := 32
+		if m != nil && !in[m.ID] {
+			buf = storage.AppendMessage(buf[:0], m)
+			cost += len(buf)
+		}
+		if len(cur.Deliveries) > 0 && size+cost > limit {
+			cur = &tern.SessionState{Session: st.Session}
+			parts = append(parts, cur)
+			size = 0
+			clear(in)
+			if m != nil {
+				buf = storage.AppendMessage(buf[:0], m)
+				cost = 32 + len(buf)
+			}
+		}
+		if m != nil && !in[m.ID] {
+			cur.Messages = append(cur.Messages, *m)
+			in[m.ID] = true
+		}
+		cur.Deliveries = append(cur.Deliveries, d)
+		size += cost
+	}
+	return parts
+}

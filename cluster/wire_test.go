@@ -2,6 +2,7 @@ package cluster
 
 import (
 	"reflect"
+	"slices"
 	"testing"
 
 	"github.com/ternmq/tern"
@@ -57,5 +58,55 @@ func TestRetainedKey(t *testing.T) {
 		if got := retainedKey(topic); got != want {
 			t.Errorf("retainedKey(%q) = %q, want %q", topic, got, want)
 		}
+	}
+}
+
+// A session cut into parts keeps every delivery, in order, each part with
+// the messages it refers to and under the limit (but for a single larger
+// delivery); only the first has the subscriptions.
+func TestSplitSession(t *testing.T) {
+	st := &tern.SessionState{Session: storage.Session{ClientID: "c", Expiry: 60},
+		Subscriptions: []storage.Subscription{{ClientID: "c", Filter: "a/#", QoS: 1}}, Inbound: []uint16{7}}
+	for i := range 100 {
+		size := 1000
+		if i == 50 {
+			size = 20_000 // larger than a part
+		}
+		st.Messages = append(st.Messages, storage.Message{ID: uint64(i + 1), Topic: "a/b", Payload: make([]byte, size), QoS: 1})
+		st.Deliveries = append(st.Deliveries, storage.Delivery{Seq: uint64(i + 1), MessageID: uint64(i + 1), QoS: 1})
+	}
+	// Two deliveries of one message.
+	st.Deliveries = append(st.Deliveries, storage.Delivery{Seq: 101, MessageID: 100, QoS: 1})
+	parts := splitSession(st, 10_000)
+	if len(parts) < 10 {
+		t.Fatalf("%d parts", len(parts))
+	}
+	var seqs []uint64
+	for i, p := range parts {
+		if (i == 0) != (len(p.Subscriptions) == 1) || (i == 0) != (len(p.Inbound) == 1) || p.Session.ClientID != "c" {
+			t.Errorf("part %d: %d subscriptions, inbound %v, client %q", i, len(p.Subscriptions), p.Inbound, p.Session.ClientID)
+		}
+		have := map[uint64]bool{}
+		for _, m := range p.Messages {
+			have[m.ID] = true
+		}
+		for _, d := range p.Deliveries {
+			if !have[d.MessageID] {
+				t.Errorf("part %d: delivery %d without its message", i, d.Seq)
+			}
+			seqs = append(seqs, d.Seq)
+		}
+		if n := len(encodeSession(p)); n > 10_000+1_200 && len(p.Deliveries) > 1 {
+			t.Errorf("part %d: %d bytes", i, n)
+		}
+		if _, err := decodeSession(encodeSession(p)); err != nil {
+			t.Errorf("part %d: %v", i, err)
+		}
+	}
+	if len(seqs) != 101 || !slices.IsSorted(seqs) {
+		t.Errorf("deliveries %v", seqs)
+	}
+	if len(splitSession(&tern.SessionState{Session: storage.Session{ClientID: "e"}}, 10)) != 1 {
+		t.Error("an empty session is not one part")
 	}
 }
