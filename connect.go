@@ -326,6 +326,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	if !ok {
 		return c.refuse(packets.ServerUnavailable, "server closing")
 	}
+	if partial, _ := c.Value(partialSessionKey{}).(bool); partial {
+		present = false // see MarkSessionPartial
+	}
 	after() // wills and hooks of what the takeover ended, outside the server lock
 	if expiry > 0 || wasStored {
 		// The CONNACK promises the session (and, after a clean start, the

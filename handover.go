@@ -62,6 +62,21 @@ type serverRefKey struct{}
 // told.
 func (c *Client) SetServerReference(ref string) { c.SetValue(serverRefKey{}, ref) }
 
+// partialSessionKey is the client value MarkSessionPartial sets.
+type partialSessionKey struct{}
+
+// MarkSessionPartial makes the server answer this CONNECT with Session
+// Present 0 even though a session is there: call it from a SessionGate
+// that rebuilt only part of the client's session (a cluster restores a
+// session's subscriptions when the node that held its messages in flight
+// is gone). Session Present 1 would tell the client to keep its own
+// session state, among it the packet identifiers of QoS 2 messages it
+// received and never saw released; the server, not knowing them, would
+// reuse them, and the client would take new messages for resends and drop
+// them. With 0 the client discards that state; its subscriptions are in
+// place (subscribing again is harmless) [MQTT-3.2.2-2].
+func (c *Client) MarkSessionPartial() { c.SetValue(partialSessionKey{}, true) }
+
 // serverReference returns the reference set with SetServerReference.
 func (c *Client) serverReference() string {
 	ref, _ := c.Value(serverRefKey{}).(string)

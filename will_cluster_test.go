@@ -121,3 +121,37 @@ func TestPublishWill(t *testing.T) {
 		t.Errorf("wildcard topic: %v", err)
 	}
 }
+
+// partialGate marks every session partial (as a cluster does for one it
+// rebuilt from subscriptions only).
+type partialGate struct{}
+
+func (partialGate) ID() string { return "partial-gate" }
+
+func (partialGate) AttachSession(c *tern.Client, _ bool, _ uint32) packets.ReasonCode {
+	c.MarkSessionPartial()
+	return packets.Success
+}
+
+// A session a gate marks partial is answered with Session Present 0 though
+// it is there, and keeps its subscriptions [MQTT-3.2.2-2].
+func TestMarkSessionPartial(t *testing.T) {
+	srv := terntest.NewServer(t, nil, partialGate{})
+	connect := &packets.Connect{ClientID: "p", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}}
+	c := srv.Dial(t, packets.V5)
+	c.Connect(connect)
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "p/#", QoS: 1}}})
+	c.Recv()
+	c.Close()
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("p"); return ok && !si.Online })
+	c2 := srv.Dial(t, packets.V5)
+	if ack := c2.Connect(connect); ack.ReasonCode != 0 || ack.SessionPresent {
+		t.Fatalf("CONNACK %+v", ack)
+	}
+	if err := srv.Publish("p/x", []byte("still"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	if p, ok := c2.Recv().(*packets.Publish); !ok || string(p.Payload) != "still" {
+		t.Fatalf("got %+v", p)
+	}
+}

@@ -284,6 +284,9 @@ func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, erro
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session restored with an error", "client", id, "err", err)
 	}
+	// Subscriptions only: what was in flight is on the node that is gone,
+	// so the client must drop its own in-flight state (Session Present 0).
+	cl.MarkSessionPartial()
 	c.fwd.cnt.restored.Add(1)
 	return r, nil
 }
