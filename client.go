@@ -53,6 +53,7 @@ type Client struct {
 	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 
 	// Guarded by the poller's lock.
+	isParked       bool
 	pollRegistered bool
 	heapPos        int32 // 1 + index in the poller's deadline heap; 0 when not in it
 	parkDeadline   int64 // unix nanoseconds when a parked connection's keep alive runs out; 0 = none
@@ -123,7 +124,9 @@ func (c *Client) KeepAlive() uint16 { return c.keepAlive }
 func (c *Client) IsInline() bool { return c.conn == nil && c.listener == inlineListener }
 
 // Conn returns the client's network connection, for hooks that need TLS
-// state; do not read from or write to it.
+// state or addresses; do not read from or write to it. A plain TCP
+// connection is not a *net.TCPConn but a net.Conn of the server's own,
+// which lets go of its socket's Go structures while the client is idle.
 func (c *Client) Conn() net.Conn { return c.conn }
 
 // ConnectedAt returns when the client's session was established.
@@ -212,7 +215,7 @@ func (c *Client) unlock() {
 func (c *Client) flush() {
 	s := c.srv
 	var mine *[]byte // the buffer this goroutine owns between writes, nil when none
-	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0, stopBy: &c.stopBy}
+	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: plainSocket(c.conn), stopBy: &c.stopBy}
 	for {
 		now := time.Now()
 		c.lock()
@@ -302,6 +305,7 @@ func (c *Client) flush() {
 			}
 		}
 
+		c.ensureLive() // a parked connection may have let go of its socket
 		n, err := w.write(*full, now)
 		s.stats.BytesSent.Add(int64(n))
 		c.counts.bytesOut.Add(int64(n))
@@ -370,6 +374,16 @@ func (w *progressWriter) write(b []byte, now time.Time) (int, error) {
 	}
 }
 
+// plainSocket reports whether nc is a TCP or Unix socket with nothing
+// above it.
+func plainSocket(nc net.Conn) bool {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn, interface{ setLingerZero() }:
+		return true
+	}
+	return false
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -383,6 +397,9 @@ func abortConn(nc net.Conn) {
 		switch x := nc.(type) {
 		case *net.TCPConn:
 			x.SetLinger(0)
+			return
+		case interface{ setLingerZero() }: // idleConn
+			x.setLingerZero()
 			return
 		case interface{ NetConn() net.Conn }:
 			nc = x.NetConn()

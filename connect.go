@@ -15,6 +15,7 @@ import (
 // serveConn runs one network connection from accept to close.
 func (s *Server) serveConn(nc net.Conn, listener string) {
 	s.stats.ConnectionsAccepted.Add(1)
+	nc = wrapConn(nc)
 	c := &Client{srv: s, conn: nc, listener: listener, fd: parkFD(nc)}
 	c.rd = getReader(nc, &s.mem)
 
@@ -95,6 +96,11 @@ func (s *Server) overConnectionLimitLocked(listener string) bool {
 // it, or until the connection is parked, when it returns at once.
 func (c *Client) runReader() {
 	if c.rd == nil { // resumed after parking
+		if err := c.revive(); err != nil {
+			c.closeWith(err)
+			c.finish(err, true)
+			return
+		}
 		c.rd = getReader(c.conn, &c.srv.mem)
 		c.rd.pktAt = time.Unix(0, c.lastPacket)
 	}

@@ -19,3 +19,6 @@ func parkFD(net.Conn) int                      { return -1 }
 func (p *idlePoller) park(*Client, int64) bool { return false }
 func (p *idlePoller) take(c *Client) bool      { return false }
 func (p *idlePoller) close()                   {}
+func (c *Client) revive() error                { return nil }
+func (c *Client) ensureLive()                  {}
+func wrapConn(nc net.Conn) net.Conn            { return nc }

@@ -167,6 +167,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 		return true
 	}
 	c.rd = rd
+	c.revive() // it may have been detached; if it cannot be, the next read fails
 	return false
 }
 
