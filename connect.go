@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -140,7 +141,7 @@ func (c *Client) readPacket() (packets.Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.inBytes += int64(h.PacketSize()) // added to Stats once per read batch: flushCounts
+	c.rd.inBytes += int64(h.PacketSize()) // added to Stats once per read batch: flushCounts
 	switch h.Type {
 	case packets.PUBLISH: // the hot packets are decoded into pooled structs
 		p := publishPool.Get().(*packets.Publish)
@@ -252,7 +253,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.username = pk.Username
 	c.cleanStart = pk.CleanStart
 	c.bridge = pk.Bridge
-	c.connectUser = pk.Properties.User
+	if len(pk.Properties.User) > 0 {
+		c.extras().user = pk.Properties.User
+	}
 	c.keepAlive = pk.KeepAlive
 	v5 := c.version == packets.V5
 	p := &pk.Properties
@@ -288,7 +291,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if p.ReceiveMaximum != 0 && int32(p.ReceiveMaximum) < c.sendQuota {
 			c.sendQuota = int32(p.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
-		c.maxPacket = int(p.MaximumPacketSize)
+		c.maxPacket = int32(min(p.MaximumPacketSize, math.MaxInt32))
 		c.aliasMaxOut = p.TopicAliasMaximum
 		c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
 	}
@@ -303,13 +306,13 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if h == nil {
 			return c.refuse(packets.BadAuthenticationMethod, "unsupported authentication method")
 		}
-		c.authMethod = p.AuthMethod
+		c.extras().authMethod = p.AuthMethod
 		data, code := c.enhancedAuth(h, p.AuthData, false)
 		if code != packets.Success {
 			s.stats.AuthFailures.Add(1)
 			return c.refuse(code, "enhanced authentication failed")
 		}
-		ack.Properties.AuthMethod = c.authMethod
+		ack.Properties.AuthMethod = c.authMethod()
 		ack.Properties.AuthData = data
 	} else if !s.hooks.authenticate(c, pk) {
 		s.stats.AuthFailures.Add(1)
@@ -497,7 +500,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 // final packet and the outcome.
 func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool) ([]byte, packets.ReasonCode) {
 	for i := 0; i < 16; i++ {
-		res := h.EnhancedAuth(c, c.authMethod, data, reauth)
+		res := h.EnhancedAuth(c, c.authMethod(), data, reauth)
 		if res.Code.IsError() {
 			return nil, res.Code
 		}
@@ -509,7 +512,7 @@ func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool)
 			return res.Data, packets.ContinueAuthentication
 		}
 		auth := &packets.Auth{ReasonCode: packets.ContinueAuthentication}
-		auth.Properties.AuthMethod = c.authMethod
+		auth.Properties.AuthMethod = c.authMethod()
 		auth.Properties.AuthData = res.Data
 		b, err := auth.Encode(nil, packets.V5)
 		if err != nil {
@@ -523,7 +526,7 @@ func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool)
 			return nil, packets.CodeOf(err)
 		}
 		next, ok := pk.(*packets.Auth)
-		if !ok || next.ReasonCode != packets.ContinueAuthentication || next.Properties.AuthMethod != c.authMethod {
+		if !ok || next.ReasonCode != packets.ContinueAuthentication || next.Properties.AuthMethod != c.authMethod() {
 			return nil, packets.ProtocolError // section 4.12
 		}
 		data = next.Properties.AuthData

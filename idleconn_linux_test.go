@@ -6,6 +6,7 @@ import (
 	"os"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
@@ -269,5 +270,12 @@ func TestDetachLeaksNoDescriptors(t *testing.T) {
 	terntestEventually(t, "every connection to end", noClients)
 	if after := openFDs(t); after != before {
 		t.Fatalf("%d open descriptors after %d connections parked and woken 3 times, %d before", after, n, before)
+	}
+}
+
+// An idle connection's socket, detached, is this struct alone.
+func TestIdleConnSize(t *testing.T) {
+	if size := unsafe.Sizeof(idleConn{}); unsafe.Sizeof(uintptr(0)) == 8 && size > 64 {
+		t.Errorf("idleConn is %d bytes, more than 64", size)
 	}
 }
