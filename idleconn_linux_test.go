@@ -279,3 +279,29 @@ func TestIdleConnSize(t *testing.T) {
 		t.Errorf("idleConn is %d bytes, more than 64", size)
 	}
 }
+
+// A reader that cannot park (here the poller has failed; usually its
+// writer is busy) tries again parkAfter later, not at once and forever:
+// a few tries a second, not a busy loop.
+func TestRefusedParkRetriesLater(t *testing.T) {
+	t.Parallel()
+	srv, addr := idleServer(t, false)
+	r := dialIdle(t, addr, "busy", packets.V5, "")
+	waitParked(t, srv, 1)
+	p := srv.poller
+	p.mu.Lock()
+	p.failed = true // parking refused from now on
+	p.mu.Unlock()
+	r.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t"}}}) // wakes the reader
+	if _, err := r.recv(); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(10 * parkAfter)
+	if n := p.refused.Load(); n < 1 || n > 20 {
+		t.Fatalf("%d refused parks in %v of idling, want about %d", n, 10*parkAfter, 9)
+	}
+	r.send(&packets.Pingreq{})
+	if pk, err := r.recv(); err != nil || pk.Type() != packets.PINGRESP {
+		t.Fatalf("ping: %v %v", pk, err)
+	}
+}

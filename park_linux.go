@@ -48,7 +48,8 @@ type idlePoller struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	pings atomic.Int64 // PINGREQs answered by the poller itself (answerPing)
+	pings   atomic.Int64 // PINGREQs answered by the poller itself (answerPing)
+	refused atomic.Int64 // readers that tried to park and could not (a busy writer, a failed poller)
 }
 
 func newIdlePoller(log *slog.Logger) *idlePoller {

@@ -11,7 +11,8 @@ import (
 // idlePoller is available on Linux only; elsewhere every connection keeps
 // its reading goroutine.
 type idlePoller struct {
-	pings atomic.Int64
+	pings   atomic.Int64
+	refused atomic.Int64
 }
 
 func newIdlePoller(*slog.Logger) *idlePoller   { return &idlePoller{} }

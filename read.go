@@ -72,6 +72,9 @@ func (c *Client) readLoop() (err error, parked bool) {
 					if c.park(keepAlive) {
 						return nil, true
 					}
+					// Not parked (its writer was busy): the next try is
+					// parkAfter from now, not a deadline already past.
+					start = time.Now()
 				}
 				// The deadline fell behind the traffic (or parking failed): set
 				// a fresh one and go on reading.
@@ -172,6 +175,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	}
 	c.rd = rd
 	c.revive() // it may have been detached; if it cannot be, the next read fails
+	c.srv.poller.refused.Add(1)
 	return false
 }
 
