@@ -330,8 +330,7 @@ func (c *Client) flush() {
 			}
 		}
 
-		c.ensureLive() // a parked connection may have let go of its socket
-		n, err := w.write(*full, now)
+		n, err := c.writeOut(&w, *full, now)
 		s.stats.BytesSent.Add(int64(n))
 		c.counts.bytesOut.Add(int64(n))
 		if cap(*full) <= maxPooledCap {
@@ -361,6 +360,22 @@ func (c *Client) flush() {
 			return
 		}
 	}
+}
+
+// writeOut writes b to the connection through w. A connection that let go
+// of its socket while parked (idleConn) takes what its socket accepts at
+// once without being revived; only for the rest, if any, is it revived.
+func (c *Client) writeOut(w *progressWriter, b []byte, now time.Time) (int, error) {
+	n := 0
+	if dc, ok := c.conn.(interface{ writeDetached([]byte) (int, error) }); ok {
+		var err error
+		if n, err = dc.writeDetached(b); err != nil || n == len(b) {
+			return n, err
+		}
+		c.ensureLive()
+	}
+	m, err := w.write(b[n:], now)
+	return n + m, err
 }
 
 // progressWriter writes a connection's output under WriteTimeout, measured

@@ -145,6 +145,37 @@ func (ic *idleConn) Write(b []byte) (int, error) {
 	return 0, net.ErrClosed
 }
 
+// writeDetached writes to a detached connection what its socket takes at
+// once, without reviving it: a delivery to an idle client costs a write
+// system call, not a new net.TCPConn. It returns 0 and no error when the
+// connection is live, and fewer bytes than len(b) and no error when the
+// socket is full: then the writer revives the connection (ensureLive) and
+// writes the rest through it, under its write deadline.
+func (ic *idleConn) writeDetached(b []byte) (int, error) {
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if ic.tc.Load() != nil {
+		return 0, nil
+	}
+	if ic.closed || ic.raw < 0 {
+		return 0, net.ErrClosed
+	}
+	n := 0
+	for n < len(b) {
+		m, err := unix.Write(int(ic.raw), b[n:])
+		switch {
+		case err == unix.EINTR:
+			continue
+		case err == unix.EAGAIN:
+			return n, nil
+		case err != nil:
+			return n, &net.OpError{Op: "write", Net: "tcp", Addr: ic.RemoteAddr(), Err: os.NewSyscallError("write", err)}
+		}
+		n += m
+	}
+	return n, nil
+}
+
 // Close implements net.Conn: it closes the connection, live or detached.
 func (ic *idleConn) Close() error {
 	ic.mu.Lock()

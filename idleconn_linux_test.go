@@ -92,8 +92,9 @@ func openFDs(t *testing.T) int {
 }
 
 // A parked plain TCP connection lets go of its net.TCPConn and keeps its
-// addresses; it comes back for the client's packets, for deliveries and
-// for a PINGREQ answered by the poller, as often as needed.
+// addresses; a PINGREQ (answered by the poller) and a delivery (written
+// to the socket as it is) leave it detached, a packet from the client
+// revives it, as often as needed.
 func TestParkedConnectionDetaches(t *testing.T) {
 	t.Parallel()
 	srv, addr := idleServer(t, false)
@@ -119,8 +120,7 @@ func TestParkedConnectionDetaches(t *testing.T) {
 		if pk, err := r.recv(); err != nil || pk.Type() != packets.PINGRESP {
 			t.Fatalf("ping %d: %v %v", i, pk, err)
 		}
-		// A delivery revives it from the writer's side, the PUBACK from the
-		// reader's.
+		// A delivery is written without reviving it, the PUBACK revives it.
 		if err := srv.Publish("t", []byte{byte(i)}, false, 1); err != nil {
 			t.Fatal(err)
 		}
@@ -131,15 +131,51 @@ func TestParkedConnectionDetaches(t *testing.T) {
 		if p, ok := pk.(*packets.Publish); !ok || len(p.Payload) != 1 || p.Payload[0] != byte(i) {
 			t.Fatalf("delivery %d: %v", i, pk)
 		}
+		if !detached(srv, c) {
+			t.Fatalf("delivery %d revived the connection", i)
+		}
 		r.send(&packets.Puback{PacketID: pk.(*packets.Publish).PacketID})
+		terntestEventually(t, "the PUBACK", func() bool { return srv.Stats().InflightOut == 0 })
 		waitParked(t, srv, 1)
 		terntestEventually(t, "detached again", func() bool { return detached(srv, c) })
 		if got, want := c.RemoteAddr(), r.nc.LocalAddr().String(); got != want {
 			t.Fatalf("RemoteAddr after %d wakes %q, want %q", i+1, got, want)
 		}
 	}
-	if n := srv.Stats().InflightOut; n != 0 {
-		t.Fatalf("inflight = %d", n)
+}
+
+// A delivery larger than what a detached connection's socket takes at once
+// revives the connection, and the rest goes out through it, in order.
+func TestDetachedSocketFull(t *testing.T) {
+	t.Parallel()
+	srv, addr := idleServer(t, false)
+	r := dialIdle(t, addr, "full", packets.V5, "")
+	r.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "big", QoS: 1}}})
+	if _, err := r.recv(); err != nil {
+		t.Fatal(err)
+	}
+	waitParked(t, srv, 1)
+	c := serverClient(t, srv, "full")
+	terntestEventually(t, "detached", func() bool { return detached(srv, c) })
+	const n, size = 128, 64 << 10 // 8 MB: more than the socket buffers (tcp_wmem's 4 MB at most)
+	for i := range n {
+		payload := make([]byte, size)
+		payload[0] = byte(i)
+		if err := srv.Publish("big", payload, false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+	for i := range n {
+		pk, err := packets.ReadPacket(r.nc, packets.V5, 0)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		p, ok := pk.(*packets.Publish)
+		if !ok || len(p.Payload) != size || p.Payload[0] != byte(i) {
+			t.Fatalf("message %d: %v", i, pk)
+		}
+		r.send(&packets.Puback{PacketID: p.PacketID})
 	}
 }
 
