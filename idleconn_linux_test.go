@@ -341,3 +341,48 @@ func TestRefusedParkRetriesLater(t *testing.T) {
 		t.Fatalf("ping: %v %v", pk, err)
 	}
 }
+
+// The poller's own I/O on a detached connection (a PINGREQ answered) uses
+// its descriptor only while the connection is open: once Close has run,
+// the number may belong to another connection.
+func TestRawIOAfterClose(t *testing.T) {
+	t.Parallel()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	peer, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer peer.Close()
+	nc, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ic := newIdleConn(nc.(*net.TCPConn))
+	c := &Client{conn: ic, fd: ic.fd()}
+	if c.rawIO(func(int) {}) {
+		t.Fatal("rawIO on a live idleConn")
+	}
+	raw, err := ic.detach()
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.fd = raw
+	called := -1
+	if !c.rawIO(func(fd int) { called = fd }) || called != raw {
+		t.Fatalf("rawIO on a detached connection: called with %d, want %d", called, raw)
+	}
+	ic.Close()
+	if c.rawIO(func(int) { t.Error("f called after Close") }) {
+		t.Fatal("rawIO reported true after Close")
+	}
+	if _, err := ic.revive(); err == nil {
+		t.Fatal("revive after Close succeeded")
+	}
+	if _, err := peer.Read(make([]byte, 1)); err == nil {
+		t.Fatal("the peer can still read after Close")
+	}
+}

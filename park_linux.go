@@ -360,6 +360,27 @@ func wrapConn(nc net.Conn) net.Conn {
 	return nc
 }
 
+// rawIO runs f with the connection's descriptor, for the poller's own
+// reads and writes (answerPing). For a detached connection it holds the
+// idleConn's lock, so that Close cannot close the descriptor meanwhile
+// (and the system give its number to another connection); it reports
+// false, without calling f, when the connection is closed or not
+// detached.
+func (c *Client) rawIO(f func(fd int)) bool {
+	ic, ok := c.conn.(*idleConn)
+	if !ok {
+		f(c.fd)
+		return true
+	}
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if ic.closed || int(ic.raw) != c.fd {
+		return false
+	}
+	f(c.fd)
+	return true
+}
+
 // parkHeap orders parked connections by keep alive deadline; each knows
 // its place (heapPos, 1 + its index; 0 when not in it), so that one woken
 // early is removed at once.
@@ -400,23 +421,26 @@ var (
 // which owns the connection as before.
 func (c *Client) answerPing(p *idlePoller) bool {
 	var b [3]byte
-	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	if err != nil || n != 2 || [2]byte{b[0], b[1]} != pingReq || c.stopping.Load() {
+	var n int
+	var err error
+	if !c.rawIO(func(fd int) { n, _, err = unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT) }) ||
+		err != nil || n != 2 || [2]byte{b[0], b[1]} != pingReq || c.stopping.Load() {
 		return false
 	}
 	ss := c.sess
 	ss.mu.Lock()
 	idle := ss.client == c && !c.flushing && len(c.out) == 0 && !c.closing && !c.closed.Load()
 	if idle {
-		if m, err := unix.Write(c.fd, pingResp[:]); err != nil || m != 2 {
-			idle = false // the socket is full, or failing: let the reader deal with it
+		wrote := false
+		if !c.rawIO(func(fd int) { m, err := unix.Write(fd, pingResp[:]); wrote = err == nil && m == 2 }) || !wrote {
+			idle = false // closed, or the socket is full or failing: let the reader deal with it
 		}
 	}
 	ss.mu.Unlock()
 	if !idle {
 		return false
 	}
-	unix.Read(c.fd, b[:2]) // the PINGREQ just peeked
+	c.rawIO(func(fd int) { unix.Read(fd, b[:2]) }) // the PINGREQ just peeked
 	p.pings.Add(1)
 	now := time.Now()
 	c.lastPacket = now.UnixNano()
