@@ -31,7 +31,12 @@ func (s *Server) NodeID() string { return s.cfg.NodeID }
 
 // UserProperties returns the user properties of the client's CONNECT (v5
 // clients; nil for others). Do not modify them.
-func (c *Client) UserProperties() []packets.UserProperty { return c.connectUser }
+func (c *Client) UserProperties() []packets.UserProperty {
+	if c.extra == nil {
+		return nil
+	}
+	return c.extra.user
+}
 
 // IsBridge reports whether the client connected as a 3.x bridge, with the
 // bridge bit set in its protocol level.

@@ -15,6 +15,10 @@ import (
 // Client is one network connection of an MQTT client. Hooks receive it;
 // its accessors are safe to call from any goroutine.
 type Client struct {
+	// The fields are ordered to leave no padding (TestStructSizes): an
+	// idle connection is mostly this struct and its session's. Each says
+	// what guards it.
+
 	srv      *Server
 	conn     net.Conn
 	listener string
@@ -25,7 +29,7 @@ type Client struct {
 	sess        *session
 	connectedAt int64 // unix nanoseconds
 	connectRead int64 // when the CONNECT was read, unix nanoseconds
-	maxPacket   int   // the client's Maximum Packet Size; 0 = no limit
+	maxPacket   int32 // the client's Maximum Packet Size; 0 = no limit
 	sendQuota   int32 // most QoS 1/2 messages unacknowledged towards the client
 	willDelay   uint32
 	keepAlive   uint16
@@ -34,9 +38,24 @@ type Client struct {
 	cleanStart  bool
 	bridge      bool // a 3.x bridge (protocol level with the bridge bit): see bridging.go
 	problemInfo bool // the client's Request Problem Information
-	authMethod  string
-	connectUser []packets.UserProperty // the CONNECT's user properties (v5)
-	will        atomic.Pointer[packets.Will]
+
+	reauthing bool // owned by the reader: a re-authentication awaits the client's AUTH 0x18
+
+	// Guarded by the poller's lock.
+	isParked       bool
+	pollRegistered bool
+
+	flushing bool  // guarded by sess.mu, as the four below
+	heapPos  int32 // guarded by the poller's lock: 1 + index in its deadline heap; 0 when not in it
+
+	// Guarded by sess.mu (before the session is attached, by the handshake).
+	closing     bool // write what is in out, then close
+	needSync    bool // out holds packets that may go only once the store has committed
+	wantPage    bool // the writer is to read a page of the session's queue back from the store
+	pageStalled bool // reading back made no progress: not again until the writer is kicked
+
+	extra *clientExtra // set by the handshake; nil when the CONNECT had none of it
+	will  atomic.Pointer[packets.Will]
 
 	// Owned by the reading goroutine (which may change while the
 	// connection is parked, see park_linux.go).
@@ -44,28 +63,14 @@ type Client struct {
 	lastPacket int64         // while parked: when the last complete packet came, unix nanoseconds
 	aliasesIn  map[uint16]string
 	rates      *clientRates // nil until a publish rate limit applies
-	inMsgs     int64        // PUBLISH packets read, not yet added to Stats (flushCounts)
-	inPayload  int64        // and their payload bytes
-	inBytes    int64        // bytes of packets read, likewise
-	inAcked    int64        // outbound QoS 1/2 messages acknowledged, likewise (InflightOut)
-	inFreed    int64        // the budget memory they gave back, likewise
 	fd         int          // descriptor for the idle poller, or -1
-	reauthing  bool         // a re-authentication awaits the client's AUTH 0x18
 
-	// Guarded by the poller's lock.
-	pollRegistered bool
-	heapPos        int32 // 1 + index in the poller's deadline heap; 0 when not in it
-	parkDeadline   int64 // unix nanoseconds when a parked connection's keep alive runs out; 0 = none
+	parkDeadline int64 // guarded by the poller's lock: unix nanoseconds when a parked connection's keep alive runs out; 0 = none
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
 	out          []byte  // bytes waiting to be written
 	outBuf       *[]byte // the pooled buffer behind out, nil when there is none
 	writing      int     // bytes of the buffer being written, not yet taken by the socket
-	flushing     bool
-	closing      bool // write what is in out, then close
-	needSync     bool // out holds packets that may go only once the store has committed
-	wantPage     bool // the writer is to read a page of the session's queue back from the store
-	pageStalled  bool // reading back made no progress: not again until the writer is kicked
 	aliasesOut   map[string]uint16
 	resend       []uint16        // inflight ids of a resumed session still to be sent again, oldest first
 	outWake      chan struct{}   // closed when the output drains: the reader waits on it
@@ -75,23 +80,44 @@ type Client struct {
 	outBytes     int64           // and their payload bytes
 	subIDBuf     [1]uint32
 
-	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
 	acksWaiting atomic.Int32  // acknowledgements queued and not yet written
+	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
 	stopping    atomic.Bool   // the server is ending the connection: ignore further packets
 	outFull     atomic.Bool   // the output is past MaxPendingBytes: the reader waits
-	stopBy      atomic.Int64  // set by Shutdown: the last write deadline, unix nanoseconds
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
 	// (see inspect.go).
 	established atomic.Bool
+	closed      atomic.Bool
 
-	values atomic.Pointer[clientValues] // hooks' values (SetValue); nil until the first
-
-	closed     atomic.Bool
+	values     atomic.Pointer[clientValues] // hooks' values (SetValue); nil until the first
 	disconnErr atomic.Pointer[error]
 
 	counts connCounts // messages and bytes in and out (listing.go)
+}
+
+// clientExtra is what few CONNECTs carry, kept out of the Client.
+type clientExtra struct {
+	authMethod string                 // enhanced authentication (v5)
+	user       []packets.UserProperty // the CONNECT's user properties (v5)
+}
+
+// extras returns c.extra, allocating it; for the handshake only.
+func (c *Client) extras() *clientExtra {
+	if c.extra == nil {
+		c.extra = new(clientExtra)
+	}
+	return c.extra
+}
+
+// authMethod returns the enhanced authentication method the client
+// connected with, or "".
+func (c *Client) authMethod() string {
+	if c.extra == nil {
+		return ""
+	}
+	return c.extra.authMethod
 }
 
 // ID returns the client identifier.
@@ -123,7 +149,9 @@ func (c *Client) KeepAlive() uint16 { return c.keepAlive }
 func (c *Client) IsInline() bool { return c.conn == nil && c.listener == inlineListener }
 
 // Conn returns the client's network connection, for hooks that need TLS
-// state; do not read from or write to it.
+// state or addresses; do not read from or write to it. A plain TCP
+// connection is not a *net.TCPConn but a net.Conn of the server's own,
+// which lets go of its socket's Go structures while the client is idle.
 func (c *Client) Conn() net.Conn { return c.conn }
 
 // ConnectedAt returns when the client's session was established.
@@ -212,7 +240,7 @@ func (c *Client) unlock() {
 func (c *Client) flush() {
 	s := c.srv
 	var mine *[]byte // the buffer this goroutine owns between writes, nil when none
-	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: c.fd >= 0, stopBy: &c.stopBy}
+	w := progressWriter{conn: c.conn, timeout: s.cfg.WriteTimeout, partial: plainSocket(c.conn), stopBy: &s.stopBy}
 	for {
 		now := time.Now()
 		c.lock()
@@ -302,7 +330,7 @@ func (c *Client) flush() {
 			}
 		}
 
-		n, err := w.write(*full, now)
+		n, err := c.writeOut(&w, *full, now)
 		s.stats.BytesSent.Add(int64(n))
 		c.counts.bytesOut.Add(int64(n))
 		if cap(*full) <= maxPooledCap {
@@ -332,6 +360,22 @@ func (c *Client) flush() {
 			return
 		}
 	}
+}
+
+// writeOut writes b to the connection through w. A connection that let go
+// of its socket while parked (idleConn) takes what its socket accepts at
+// once without being revived; only for the rest, if any, is it revived.
+func (c *Client) writeOut(w *progressWriter, b []byte, now time.Time) (int, error) {
+	n := 0
+	if dc, ok := c.conn.(interface{ writeDetached([]byte) (int, error) }); ok {
+		var err error
+		if n, err = dc.writeDetached(b); err != nil || n == len(b) {
+			return n, err
+		}
+		c.ensureLive()
+	}
+	m, err := w.write(b[n:], now)
+	return n + m, err
 }
 
 // progressWriter writes a connection's output under WriteTimeout, measured
@@ -370,6 +414,16 @@ func (w *progressWriter) write(b []byte, now time.Time) (int, error) {
 	}
 }
 
+// plainSocket reports whether nc is a TCP or Unix socket with nothing
+// above it.
+func plainSocket(nc net.Conn) bool {
+	switch nc.(type) {
+	case *net.TCPConn, *net.UnixConn, interface{ setLingerZero() }:
+		return true
+	}
+	return false
+}
+
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
@@ -383,6 +437,9 @@ func abortConn(nc net.Conn) {
 		switch x := nc.(type) {
 		case *net.TCPConn:
 			x.SetLinger(0)
+			return
+		case interface{ setLingerZero() }: // idleConn
+			x.setLingerZero()
 			return
 		case interface{ NetConn() net.Conn }:
 			nc = x.NetConn()
@@ -560,7 +617,7 @@ func (c *Client) writeLocked(pk packets.Packet) {
 		c.srv.log.Error("encoding packet", "client", c.id, "type", pk.Type().String(), "err", err)
 		return
 	}
-	if c.maxPacket > 0 && len(out)-len(c.out) > c.maxPacket {
+	if c.maxPacket > 0 && len(out)-len(c.out) > int(c.maxPacket) {
 		return // [MQTT-3.1.2-24]: never send a packet larger than the client allows
 	}
 	c.out = out
@@ -735,7 +792,7 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 			}
 		}
 	}
-	if c.maxPacket > 0 && pk.Size(c.version) > c.maxPacket {
+	if c.maxPacket > 0 && pk.Size(c.version) > int(c.maxPacket) {
 		c.droppedLocked(m, DropTooLarge)
 		return false
 	}

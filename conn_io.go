@@ -74,6 +74,15 @@ type packetReader struct {
 	reserved  int64               // bytes reserved from mem for the last large packet
 	big       []byte              // the body of a large packet read so far
 	bigHeader packets.FixedHeader // its header
+
+	// What the reader counted and has not yet added to Stats
+	// (Client.flushCounts): kept here, not in the Client, since a parked
+	// connection has nothing to count.
+	inMsgs    int64 // PUBLISH packets read
+	inPayload int64 // and their payload bytes
+	inBytes   int64 // bytes of packets read
+	inAcked   int64 // outbound QoS 1/2 messages acknowledged (InflightOut)
+	inFreed   int64 // the budget memory they gave back
 }
 
 var readers = sync.Pool{New: func() any { return new(packetReader) }}

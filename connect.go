@@ -4,6 +4,7 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"math"
 	"net"
 	"sync"
 	"time"
@@ -15,6 +16,7 @@ import (
 // serveConn runs one network connection from accept to close.
 func (s *Server) serveConn(nc net.Conn, listener string) {
 	s.stats.ConnectionsAccepted.Add(1)
+	nc = wrapConn(nc)
 	c := &Client{srv: s, conn: nc, listener: listener, fd: parkFD(nc)}
 	c.rd = getReader(nc, &s.mem)
 
@@ -95,6 +97,11 @@ func (s *Server) overConnectionLimitLocked(listener string) bool {
 // it, or until the connection is parked, when it returns at once.
 func (c *Client) runReader() {
 	if c.rd == nil { // resumed after parking
+		if err := c.revive(); err != nil {
+			c.closeWith(err)
+			c.finish(err, true)
+			return
+		}
 		c.rd = getReader(c.conn, &c.srv.mem)
 		c.rd.pktAt = time.Unix(0, c.lastPacket)
 	}
@@ -134,7 +141,7 @@ func (c *Client) readPacket() (packets.Packet, error) {
 	if err != nil {
 		return nil, err
 	}
-	c.inBytes += int64(h.PacketSize()) // added to Stats once per read batch: flushCounts
+	c.rd.inBytes += int64(h.PacketSize()) // added to Stats once per read batch: flushCounts
 	switch h.Type {
 	case packets.PUBLISH: // the hot packets are decoded into pooled structs
 		p := publishPool.Get().(*packets.Publish)
@@ -246,7 +253,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	c.username = pk.Username
 	c.cleanStart = pk.CleanStart
 	c.bridge = pk.Bridge
-	c.connectUser = pk.Properties.User
+	if len(pk.Properties.User) > 0 {
+		c.extras().user = pk.Properties.User
+	}
 	c.keepAlive = pk.KeepAlive
 	v5 := c.version == packets.V5
 	p := &pk.Properties
@@ -282,7 +291,7 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if p.ReceiveMaximum != 0 && int32(p.ReceiveMaximum) < c.sendQuota {
 			c.sendQuota = int32(p.ReceiveMaximum) // [MQTT-3.3.4-9]
 		}
-		c.maxPacket = int(p.MaximumPacketSize)
+		c.maxPacket = int32(min(p.MaximumPacketSize, math.MaxInt32))
 		c.aliasMaxOut = p.TopicAliasMaximum
 		c.problemInfo = p.RequestProblemInfo == nil || *p.RequestProblemInfo == 1
 	}
@@ -297,13 +306,13 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if h == nil {
 			return c.refuse(packets.BadAuthenticationMethod, "unsupported authentication method")
 		}
-		c.authMethod = p.AuthMethod
+		c.extras().authMethod = p.AuthMethod
 		data, code := c.enhancedAuth(h, p.AuthData, false)
 		if code != packets.Success {
 			s.stats.AuthFailures.Add(1)
 			return c.refuse(code, "enhanced authentication failed")
 		}
-		ack.Properties.AuthMethod = c.authMethod
+		ack.Properties.AuthMethod = c.authMethod()
 		ack.Properties.AuthData = data
 	} else if !s.hooks.authenticate(c, pk) {
 		s.stats.AuthFailures.Add(1)
@@ -494,7 +503,7 @@ func (s *Server) attachSession(c *Client, expiry uint32) (ss *session, present b
 // final packet and the outcome.
 func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool) ([]byte, packets.ReasonCode) {
 	for i := 0; i < 16; i++ {
-		res := h.EnhancedAuth(c, c.authMethod, data, reauth)
+		res := h.EnhancedAuth(c, c.authMethod(), data, reauth)
 		if res.Code.IsError() {
 			return nil, res.Code
 		}
@@ -506,7 +515,7 @@ func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool)
 			return res.Data, packets.ContinueAuthentication
 		}
 		auth := &packets.Auth{ReasonCode: packets.ContinueAuthentication}
-		auth.Properties.AuthMethod = c.authMethod
+		auth.Properties.AuthMethod = c.authMethod()
 		auth.Properties.AuthData = res.Data
 		b, err := auth.Encode(nil, packets.V5)
 		if err != nil {
@@ -520,7 +529,7 @@ func (c *Client) enhancedAuth(h EnhancedAuthenticator, data []byte, reauth bool)
 			return nil, packets.CodeOf(err)
 		}
 		next, ok := pk.(*packets.Auth)
-		if !ok || next.ReasonCode != packets.ContinueAuthentication || next.Properties.AuthMethod != c.authMethod {
+		if !ok || next.ReasonCode != packets.ContinueAuthentication || next.Properties.AuthMethod != c.authMethod() {
 			return nil, packets.ProtocolError // section 4.12
 		}
 		data = next.Properties.AuthData

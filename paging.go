@@ -197,7 +197,7 @@ func (c *Client) wantPageLocked() bool {
 	if !pq.active() || pq.reading || pq.ending || c.pageStalled {
 		return false
 	}
-	if ss.q.len()-ss.qQoS0-ss.streams >= pageLow || len(ss.inflight) >= int(c.sendQuota) {
+	if ss.q.len()-ss.qQoS0-int(ss.streams) >= pageLow || len(ss.inflight) >= int(c.sendQuota) {
 		return false
 	}
 	pq.reading = true
@@ -308,7 +308,7 @@ func (s *Server) takePageLocked(ss *session, pq *pagedQueue, es []storage.QueueE
 			if m.held.Load() == 0 {
 				cost += m.cost()
 			}
-			if limited && ss.q.len()-ss.qQoS0-ss.streams > 0 && (s.mem.limit != 0 && s.mem.used.Load()+charge+cost > s.mem.limit ||
+			if limited && ss.q.len()-ss.qQoS0-int(ss.streams) > 0 && (s.mem.limit != 0 && s.mem.used.Load()+charge+cost > s.mem.limit ||
 				share > 0 && ss.heldBytesLocked()+deliveryCost+m.size() > share) {
 				full = true
 				break

@@ -48,7 +48,8 @@ type idlePoller struct {
 	stop   chan struct{}
 	wg     sync.WaitGroup
 
-	pings atomic.Int64 // PINGREQs answered by the poller itself (answerPing)
+	pings   atomic.Int64 // PINGREQs answered by the poller itself (answerPing)
+	refused atomic.Int64 // readers that tried to park and could not (a busy writer, a failed poller)
 }
 
 func newIdlePoller(log *slog.Logger) *idlePoller {
@@ -200,12 +201,19 @@ func (p *idlePoller) fail(err error) {
 	}
 }
 
-// unparkLocked takes c out of the parked set and the deadline heap. The
-// caller holds p.mu and takes c's reading side.
+// unparkLocked takes c out of the parked set, the deadline heap and the
+// epoll set (a one-shot descriptor stays in the set, disarmed, and that of
+// a detached connection is closed by its revive while its socket lives on
+// in the new one). The caller holds p.mu and takes c's reading side.
 func (p *idlePoller) unparkLocked(c *Client) {
 	delete(p.parked, int32(c.fd))
+	c.isParked = false
 	if c.heapPos > 0 {
 		heap.Remove(&p.due, int(c.heapPos-1))
+	}
+	if c.pollRegistered {
+		unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
+		c.pollRegistered = false
 	}
 }
 
@@ -215,6 +223,8 @@ func (p *idlePoller) unparkLocked(c *Client) {
 func parkFD(nc net.Conn) int {
 	var sc interface{ Control(func(fd uintptr)) error } // a syscall.RawConn
 	switch c := nc.(type) {
+	case *idleConn:
+		return c.fd()
 	case *net.TCPConn:
 		sc, _ = c.SyscallConn()
 	case *net.UnixConn:
@@ -231,14 +241,18 @@ func parkFD(nc net.Conn) int {
 
 // park hands c to the poller until it is readable or, when deadline is
 // not 0, until then. It reports false when the poller is not available;
-// then the caller keeps reading. After true the caller's goroutine must not
-// touch c again.
+// then the caller keeps reading, having revived the connection (a plain
+// TCP one is detached first, see idleConn). After true the caller's
+// goroutine must not touch c again.
 func (p *idlePoller) park(c *Client, deadline int64) bool {
 	if c.fd < 0 {
 		return false
 	}
 	p.once.Do(p.init)
 	if p.err != nil {
+		return false
+	}
+	if ic, ok := c.conn.(*idleConn); ok && ic.live() && !c.detach(ic) {
 		return false
 	}
 	p.mu.Lock()
@@ -257,6 +271,7 @@ func (p *idlePoller) park(c *Client, deadline int64) bool {
 		return false
 	}
 	c.pollRegistered = true
+	c.isParked = true
 	c.parkDeadline = deadline
 	p.parked[int32(c.fd)] = c
 	if deadline != 0 {
@@ -268,17 +283,101 @@ func (p *idlePoller) park(c *Client, deadline int64) bool {
 // take removes c from the poller if it is parked and reports whether it
 // was: the caller then owns the reading side and must resume it.
 func (p *idlePoller) take(c *Client) bool {
-	if c.fd < 0 {
-		return false
-	}
 	p.mu.Lock()
 	defer p.mu.Unlock()
-	if p.parked == nil || p.parked[int32(c.fd)] != c {
+	if !c.isParked { // c.fd is the reader's to change while it is not parked
 		return false
 	}
 	p.unparkLocked(c)
-	unix.EpollCtl(p.epfd, unix.EPOLL_CTL_DEL, c.fd, nil)
-	c.pollRegistered = false
+	return true
+}
+
+// detach lets go of the net.TCPConn of c, which is about to park, unless a
+// writer is running or about to (it needs the socket): then it reports
+// false and c does not park this time. c.fd becomes the duplicate
+// descriptor the poller watches.
+func (c *Client) detach(ic *idleConn) bool {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if c.flushing || c.closing || len(c.out) > 0 || c.closed.Load() {
+		return false
+	}
+	fd, err := ic.detach()
+	if err != nil {
+		return false
+	}
+	c.fd = fd
+	return true
+}
+
+// revive gives a detached connection its net.TCPConn back; the caller owns
+// the reading side (it has just been taken out of the poller). A
+// connection the server is ending gets its brief drain deadline again.
+func (c *Client) revive() error {
+	ic, ok := c.conn.(*idleConn)
+	if !ok || ic.live() {
+		return nil
+	}
+	fd, err := ic.revive()
+	if err != nil {
+		return err
+	}
+	c.fd = fd
+	if c.stopping.Load() {
+		ic.SetReadDeadline(time.Now().Add(2 * time.Second))
+	}
+	return nil
+}
+
+// ensureLive makes sure the connection has its socket before the writer
+// writes: a detached one is taken out of the poller and its reader resumed,
+// which revives it; the writer waits for that (microseconds), or for the
+// connection to be closed. Whoever else holds the reading side (the poller
+// answering a PINGREQ, a reader being resumed) parks it again or revives
+// it soon: a detached connection does not park again while a writer runs.
+func (c *Client) ensureLive() {
+	ic, ok := c.conn.(*idleConn)
+	if !ok {
+		return
+	}
+	for !ic.live() && !ic.isClosed() {
+		if c.srv.poller.take(c) {
+			go c.resume() // the connection's goroutine: counted in Server.wg since serveConn
+		}
+		time.Sleep(20 * time.Microsecond)
+	}
+}
+
+// wrapConn returns the connection the server keeps for nc: an idleConn
+// for a plain TCP connection, nc itself otherwise.
+func wrapConn(nc net.Conn) net.Conn {
+	if tc, ok := nc.(*net.TCPConn); ok {
+		if ic := newIdleConn(tc); ic != nil {
+			return ic
+		}
+	}
+	return nc
+}
+
+// rawIO runs f with the connection's descriptor, for the poller's own
+// reads and writes (answerPing). For a detached connection it holds the
+// idleConn's lock, so that Close cannot close the descriptor meanwhile
+// (and the system give its number to another connection); it reports
+// false, without calling f, when the connection is closed or not
+// detached.
+func (c *Client) rawIO(f func(fd int)) bool {
+	ic, ok := c.conn.(*idleConn)
+	if !ok {
+		f(c.fd)
+		return true
+	}
+	ic.mu.Lock()
+	defer ic.mu.Unlock()
+	if ic.closed || int(ic.raw) != c.fd {
+		return false
+	}
+	f(c.fd)
 	return true
 }
 
@@ -322,23 +421,26 @@ var (
 // which owns the connection as before.
 func (c *Client) answerPing(p *idlePoller) bool {
 	var b [3]byte
-	n, _, err := unix.Recvfrom(c.fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT)
-	if err != nil || n != 2 || [2]byte{b[0], b[1]} != pingReq || c.stopping.Load() {
+	var n int
+	var err error
+	if !c.rawIO(func(fd int) { n, _, err = unix.Recvfrom(fd, b[:], unix.MSG_PEEK|unix.MSG_DONTWAIT) }) ||
+		err != nil || n != 2 || [2]byte{b[0], b[1]} != pingReq || c.stopping.Load() {
 		return false
 	}
 	ss := c.sess
 	ss.mu.Lock()
 	idle := ss.client == c && !c.flushing && len(c.out) == 0 && !c.closing && !c.closed.Load()
 	if idle {
-		if m, err := unix.Write(c.fd, pingResp[:]); err != nil || m != 2 {
-			idle = false // the socket is full, or failing: let the reader deal with it
+		wrote := false
+		if !c.rawIO(func(fd int) { m, err := unix.Write(fd, pingResp[:]); wrote = err == nil && m == 2 }) || !wrote {
+			idle = false // closed, or the socket is full or failing: let the reader deal with it
 		}
 	}
 	ss.mu.Unlock()
 	if !idle {
 		return false
 	}
-	unix.Read(c.fd, b[:2]) // the PINGREQ just peeked
+	c.rawIO(func(fd int) { unix.Read(fd, b[:2]) }) // the PINGREQ just peeked
 	p.pings.Add(1)
 	now := time.Now()
 	c.lastPacket = now.UnixNano()

@@ -61,20 +61,10 @@ func (r *rawClient) recv() (packets.Packet, error) {
 // for traffic in either direction, for the keep alive and for shutdown.
 func TestIdleConnectionParks(t *testing.T) {
 	t.Parallel()
-	srv, err := New(&Options{SysInterval: -1})
-	if err != nil {
-		t.Fatal(err)
-	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv.AddListener(listeners.NewTCPFromListener("tcp", ln))
-	srv.Serve()
-	defer srv.Close()
+	srv, addr := idleServer(t, false)
 
 	dial := func(id string) *rawClient {
-		nc, err := net.Dial("tcp", ln.Addr().String())
+		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -14,8 +14,8 @@ import (
 func (c *Client) handlePublish(pk *packets.Publish) error {
 	s := c.srv
 	cfg := s.cfg
-	c.inMsgs++ // added to Stats once per read batch: flushCounts
-	c.inPayload += int64(len(pk.Payload))
+	c.rd.inMsgs++ // added to Stats once per read batch: flushCounts
+	c.rd.inPayload += int64(len(pk.Payload))
 	if err := c.checkRates(pk); err != nil {
 		return err
 	}

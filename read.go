@@ -72,6 +72,9 @@ func (c *Client) readLoop() (err error, parked bool) {
 					if c.park(keepAlive) {
 						return nil, true
 					}
+					// Not parked (its writer was busy): the next try is
+					// parkAfter from now, not a deadline already past.
+					start = time.Now()
 				}
 				// The deadline fell behind the traffic (or parking failed): set
 				// a fresh one and go on reading.
@@ -105,21 +108,25 @@ func (c *Client) readLoop() (err error, parked bool) {
 // server's Stats, and gives the memory of acknowledged messages back to the
 // budget: one shared atomic update each per read batch, not per packet.
 func (c *Client) flushCounts() {
-	if c.inMsgs != 0 {
-		c.srv.stats.MessagesReceived.Add(c.inMsgs)
-		c.counts.msgsIn.Add(c.inMsgs)
-		c.srv.stats.PublishBytesReceived.Add(c.inPayload)
-		c.inMsgs, c.inPayload = 0, 0
+	rd := c.rd
+	if rd == nil {
+		return // parked, or ended: counted already
 	}
-	if c.inBytes != 0 {
-		c.srv.stats.BytesReceived.Add(c.inBytes)
-		c.counts.bytesIn.Add(c.inBytes)
-		c.inBytes = 0
+	if rd.inMsgs != 0 {
+		c.srv.stats.MessagesReceived.Add(rd.inMsgs)
+		c.counts.msgsIn.Add(rd.inMsgs)
+		c.srv.stats.PublishBytesReceived.Add(rd.inPayload)
+		rd.inMsgs, rd.inPayload = 0, 0
 	}
-	if c.inAcked != 0 {
-		c.srv.stats.InflightOut.Add(-c.inAcked)
-		c.srv.mem.add(-c.inFreed)
-		c.inAcked, c.inFreed = 0, 0
+	if rd.inBytes != 0 {
+		c.srv.stats.BytesReceived.Add(rd.inBytes)
+		c.counts.bytesIn.Add(rd.inBytes)
+		rd.inBytes = 0
+	}
+	if rd.inAcked != 0 {
+		c.srv.stats.InflightOut.Add(-rd.inAcked)
+		c.srv.mem.add(-rd.inFreed)
+		rd.inAcked, rd.inFreed = 0, 0
 	}
 }
 
@@ -167,6 +174,8 @@ func (c *Client) park(keepAlive time.Duration) bool {
 		return true
 	}
 	c.rd = rd
+	c.revive() // it may have been detached; if it cannot be, the next read fails
+	c.srv.poller.refused.Add(1)
 	return false
 }
 
@@ -264,9 +273,9 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 	m, ok := ss.inflight[id]
 	if ok && (m.released == comp) && (t != packets.PUBACK || m.qos == 1) {
 		c.unpendLocked(id)
-		c.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
+		c.rd.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
 		delete(ss.inflight, id)
-		c.inAcked++
+		c.rd.inAcked++
 		if ss.q.len() > 0 || len(c.resend) > 0 || ss.pg.active() {
 			c.kickLocked() // the window has room again
 		}
@@ -354,7 +363,7 @@ func (c *Client) handleDisconnect(p *packets.Disconnect) error {
 
 // handleAuth handles re-authentication (section 4.12.1).
 func (c *Client) handleAuth(p *packets.Auth) error {
-	if c.authMethod == "" || p.Properties.AuthMethod != c.authMethod {
+	if c.authMethod() == "" || p.Properties.AuthMethod != c.authMethod() {
 		return &packets.Error{Code: packets.ProtocolError, Msg: "AUTH with another method"} // [MQTT-4.12.1-1]
 	}
 	if p.ReasonCode != packets.ReAuthenticate && p.ReasonCode != packets.ContinueAuthentication {
@@ -364,7 +373,7 @@ func (c *Client) handleAuth(p *packets.Auth) error {
 		// 0x18 answers the server's AUTH 0x18, and only it does [MQTT-4.12.0-3].
 		return &packets.Error{Code: packets.ProtocolError, Msg: "AUTH out of sequence"}
 	}
-	h := c.srv.hooks.enhancedFor(c.authMethod)
+	h := c.srv.hooks.enhancedFor(c.authMethod())
 	if h == nil {
 		return &packets.Error{Code: packets.BadAuthenticationMethod, Msg: "method no longer supported"}
 	}
@@ -378,7 +387,7 @@ func (c *Client) handleAuth(p *packets.Auth) error {
 	}
 	c.reauthing = code == packets.ContinueAuthentication
 	out := &packets.Auth{ReasonCode: code}
-	out.Properties.AuthMethod = c.authMethod
+	out.Properties.AuthMethod = c.authMethod()
 	out.Properties.AuthData = data
 	c.send(out)
 	return nil

@@ -70,7 +70,7 @@ func (ss *session) removeStreamLocked(*retainedStream) { ss.streams-- }
 
 // queuedLocked returns the number of messages in the queue, streams not
 // counted.
-func (ss *session) queuedLocked() int { return ss.q.len() - ss.streams + ss.pg.count() }
+func (ss *session) queuedLocked() int { return ss.q.len() - int(ss.streams) + ss.pg.count() }
 
 // retainedSnapshot returns the retained messages a stream sends: those
 // matching its filter that were retained before the subscription, are not

@@ -79,6 +79,7 @@ type Server struct {
 	stats         counters
 	mem           memBudget    // message memory, against MaxMessageMemory
 	poller        *idlePoller  // idle connections' sockets
+	stopBy        atomic.Int64 // set by Shutdown: the connections' last write deadline, unix nanoseconds
 	clock         atomic.Int64 // unix nanoseconds, updated every clockTick: for what needs no exact time
 	persist       *persister   // nil without a Store
 	retainMu      sync.Mutex   // serialises retained changes; guards the two below
@@ -366,11 +367,11 @@ func (s *Server) shutdown(ctx context.Context, flush time.Duration) error {
 		clients = append(clients, c)
 	}
 	s.mu.Unlock()
+	// What is queued for a client gets a moment to go out, not the whole
+	// WriteTimeout: a stuck client must not hold up the end.
 	stopBy := time.Now().Add(flush)
+	s.stopBy.Store(stopBy.UnixNano())
 	for _, c := range clients {
-		// What is queued for a client gets a moment to go out, not the
-		// whole WriteTimeout: a stuck client must not hold up the end.
-		c.stopBy.Store(stopBy.UnixNano())
 		c.conn.SetWriteDeadline(stopBy)
 		c.disconnect(packets.ServerShuttingDown)
 	}

@@ -30,17 +30,18 @@ type session struct {
 	q0Bytes  int                    // what the queued QoS 0 deliveries count towards MaxPendingBytes
 	inflight map[uint16]inflightMsg // by value: no allocation per message sent
 	seq      uint64                 // send order of inflight messages
-	nextID   uint16
-	stored   bool // a session record is in the store
-	ended    bool
-	bridge   bool                        // the local session of a bridge (see KindBridge)
-	inQoS2   map[uint16]struct{}         // inbound QoS 2 packet ids awaiting PUBREL
-	streams  int                         // retained streams in the queue
-	expiry   uint32                      // session expiry interval, seconds
-	pseq     uint64                      // last storage key given to a delivery
-	pg       *pagedQueue                 // the part of the queue that lives only in the store (paging.go); nil when none
-	moved    *remoteTarget               // set when it ended by moving to another node: where late deliveries go
-	limits   atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
+	inQoS2   map[uint16]struct{}    // inbound QoS 2 packet ids awaiting PUBREL
+	// The small fields together, leaving no padding (TestStructSizes).
+	nextID  uint16
+	stored  bool // a session record is in the store
+	ended   bool
+	streams int32                       // retained streams in the queue
+	expiry  uint32                      // session expiry interval, seconds
+	bridge  bool                        // the local session of a bridge (see KindBridge)
+	pseq    uint64                      // last storage key given to a delivery
+	pg      *pagedQueue                 // the part of the queue that lives only in the store (paging.go); nil when none
+	moved   *remoteTarget               // set when it ended by moving to another node: where late deliveries go
+	limits  atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
 	qos0Full atomic.Bool                  // the online client's pending output is full: QoS 0 is dropped without the lock

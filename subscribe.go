@@ -31,17 +31,30 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		existed bool
 		pending *filterRef // a FilterObserver's answer to wait for
 	}
-	subs := make([]made, len(pk.Subscriptions))
+	// Without a FilterObserver nothing is waited for: each subscription
+	// is stored as it is made, and no per-SUBSCRIBE list is allocated
+	// (garbage that a client making a million subscriptions would pay for).
+	observed := s.filters.Load() != nil
+	var subs []made
+	if observed {
+		subs = make([]made, len(pk.Subscriptions))
+	}
 	for i, req := range pk.Subscriptions {
 		c.bridgeOptions(&req)
 		code, sub, existed, err := s.subscribe(c, req, subID)
 		if err != nil {
-			for j := range subs[:i] { // the connection ends: let the filters settle
+			for j := range subs[:min(i, len(subs))] { // the connection ends: let the filters settle
 				s.waitFilter(subs[j].pending, subs[j].sub.Group, subs[j].sub.Filter)
 			}
 			return err
 		}
 		ack.ReasonCodes[i] = code
+		if !observed {
+			if !code.IsError() {
+				sendRetained = c.granted(sub, existed, sendRetained)
+			}
+			continue
+		}
 		if !code.IsError() {
 			subs[i] = made{sub, existed, nil}
 			if !existed {
@@ -72,14 +85,7 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			ack.ReasonCodes[i] = errFilterRefused
 			continue
 		}
-		sub, existed := m.sub, m.existed
-		c.sess.storeSubscription(&sub, false)
-		// Retained messages: never for shared subscriptions (section 4.8.2);
-		// Retain Handling 0 always, 1 only for a new subscription, 2 never
-		// [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
-		if sub.Group == "" && (sub.RetainHandling == 0 || sub.RetainHandling == 1 && !existed) {
-			sendRetained = append(sendRetained, sub)
-		}
+		sendRetained = c.granted(m.sub, m.existed, sendRetained)
 	}
 	c.sess.mu.Lock()
 	persistent := c.sess.persistentLocked()
@@ -102,6 +108,18 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		c.sess.addStream(&sendRetained[i], since)
 	}
 	return nil
+}
+
+// granted stores a subscription granted to c and appends it to
+// sendRetained when its retained messages are to be sent: never for shared
+// subscriptions (section 4.8.2); Retain Handling 0 always, 1 only for a new
+// subscription, 2 never [MQTT-3.3.1-9], [MQTT-3.3.1-10], [MQTT-3.3.1-11].
+func (c *Client) granted(sub topics.Subscription, existed bool, sendRetained []topics.Subscription) []topics.Subscription {
+	c.sess.storeSubscription(&sub, false)
+	if sub.Group == "" && (sub.RetainHandling == 0 || sub.RetainHandling == 1 && !existed) {
+		sendRetained = append(sendRetained, sub)
+	}
+	return sendRetained
 }
 
 // subscribe checks and stores one subscription of a client and returns the
