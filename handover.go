@@ -391,7 +391,8 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 // its messages queued, in-flight ones with their packet identifiers, and
 // everything stored when it is persistent. A session of that client
 // already here (messages a node shipped late) is merged into: messages are
-// appended to its queue.
+// appended to its queue; the shipped session's inbound QoS 2 packet
+// identifiers are dropped (see below).
 func (s *Server) ImportSession(st *SessionState) error {
 	id := st.Session.ClientID
 	if id == "" || id[0] == 0 {
@@ -458,7 +459,17 @@ func (s *Server) ImportSession(st *SessionState) error {
 		}
 		charge += ss.pushLocked(d)
 	}
+	// The packet identifiers of QoS 2 messages the client sent and did not
+	// release yet, only into a session made here now: one already here
+	// (a late ship) has since seen the client, which released them or
+	// dropped them with its session; kept, they would make the client's
+	// next messages with those identifiers look like resends, acknowledged
+	// and never delivered ([MQTT-4.3.3-10] makes a receiver acknowledge
+	// such a resend without delivering it again).
 	for _, pid := range st.Inbound {
+		if !fresh {
+			break
+		}
 		if ss.inQoS2 == nil {
 			ss.inQoS2 = make(map[uint16]struct{})
 		}

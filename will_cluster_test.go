@@ -10,6 +10,7 @@ import (
 
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -152,6 +153,36 @@ func TestMarkSessionPartial(t *testing.T) {
 		t.Fatal(err)
 	}
 	if p, ok := c2.Recv().(*packets.Publish); !ok || string(p.Payload) != "still" {
+		t.Fatalf("got %+v", p)
+	}
+}
+
+// A session shipped late into one already here brings its messages, not
+// its inbound QoS 2 packet identifiers: the client has released or
+// dropped them since, and a new QoS 2 message with one of them is
+// delivered, not taken for a resend [MQTT-4.3.3-10].
+func TestImportMergeDropsInbound(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	sub := srv.Dial(t, packets.V5)
+	sub.MustConnect("sub")
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "m/#", QoS: 2}}})
+	sub.Recv()
+	connect := &packets.Connect{ClientID: "m", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}}
+	c := srv.Dial(t, packets.V5)
+	c.Connect(connect)
+	c.Close()
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("m"); return ok && !si.Online })
+	if err := srv.ImportSession(&tern.SessionState{Session: storage.Session{ClientID: "m", Version: packets.V5, Expiry: 60},
+		Inbound: []uint16{5}}); err != nil {
+		t.Fatal(err)
+	}
+	c2 := srv.Dial(t, packets.V5)
+	c2.Connect(connect)
+	c2.Send(&packets.Publish{Topic: "m/x", QoS: 2, PacketID: 5, Payload: []byte("new")})
+	if _, ok := c2.Recv().(*packets.Pubrec); !ok {
+		t.Fatal("no PUBREC")
+	}
+	if p, ok := sub.Recv().(*packets.Publish); !ok || string(p.Payload) != "new" {
 		t.Fatalf("got %+v", p)
 	}
 }
