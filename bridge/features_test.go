@@ -244,6 +244,13 @@ func TestReloadUnsubscribesRemote(t *testing.T) {
 	pub.publish("cmd/1", "in", 1, false)
 	sub.expect(1)
 	old, _ := m.Bridge("ab")
+	// The remote has the bridge's PUBACK: otherwise it sends cmd/1 again
+	// when the new bridge resumes the session [MQTT-4.4.0-1], and the new
+	// bridge, which takes nothing in, drops it.
+	terntest.Eventually(t, "the remote to have the bridge's PUBACK", func() bool {
+		ci, ok := b.ClientInfo(old.s.ClientID)
+		return ok && ci.Inflight == 0
+	})
 	if err := m.Update(cfg(Out)); err != nil {
 		t.Fatal(err)
 	}
