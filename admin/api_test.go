@@ -308,9 +308,11 @@ func TestStats(t *testing.T) {
 		t.Fatal(err)
 	}
 	var st admin.Stats
-	terntest.Eventually(t, "the connection to be counted", func() bool { // counted just after CONNACK is sent
+	// The connection is counted just after the CONNACK is sent, its bytes
+	// when its reader flushes its counts (at the end of a read batch).
+	terntest.Eventually(t, "the connection and its bytes to be counted", func() bool {
 		e.getJSON(t, "GET", "/api/v1/stats", "", 200, &st)
-		return st.ClientsConnected == 1
+		return st.ClientsConnected == 1 && st.BytesReceived > 0
 	})
 	if st.Version != tern.Version || st.ClientsConnected != 1 || st.Sessions != 1 || st.ConnectionsAccepted != 1 ||
 		st.MessagesReceived != 1 || st.Retained != 1 || st.BytesReceived == 0 || time.Since(st.StartedAt) > time.Minute {
