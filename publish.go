@@ -150,9 +150,14 @@ func (c *Client) receivedQoS2(id uint16) bool {
 // forgetQoS2 undoes receivedQoS2 for a message refused with an error
 // PUBREC.
 func (c *Client) forgetQoS2(id uint16) {
+	c.sess.mu.Lock()
+	defer c.sess.mu.Unlock()
+	c.forgetQoS2Locked(id)
+}
+
+// forgetQoS2Locked is forgetQoS2 with the session lock held.
+func (c *Client) forgetQoS2Locked(id uint16) {
 	ss := c.sess
-	ss.mu.Lock()
-	defer ss.mu.Unlock()
 	delete(ss.inQoS2, id)
 	if ss.persistentLocked() {
 		ss.srv.persist.change(func(b storage.Batch) { b.DeleteInbound(ss.id, id) })

@@ -112,13 +112,17 @@ func TestRemoteRoutes(t *testing.T) {
 }
 
 // A remote that fails to make a message safe gets the publisher
-// disconnected instead of acknowledged, so the client sends it again.
+// disconnected instead of acknowledged, so the client sends it again; a
+// QoS 2 message sent again (DUP, same packet identifier, session resumed)
+// is routed again, not taken for a resend of one already acknowledged
+// [MQTT-4.3.3-10], so the remote gets it.
 func TestRemoteAckFailure(t *testing.T) {
 	srv := terntest.NewServer(t, nil)
 	r := &fakeRemote{reachable: true, hold: true}
 	srv.AddRemoteRoute("node2", r, "", "t")
+	connect := &packets.Connect{ClientID: "pub", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}}
 	pub := srv.Dial(t, packets.V5)
-	pub.MustConnect("pub")
+	pub.Connect(connect)
 	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("x")})
 	terntest.Eventually(t, "forward", func() bool { return r.count() == 1 })
 	r.release(errors.New("node gone, nowhere to park"))
@@ -126,6 +130,17 @@ func TestRemoteAckFailure(t *testing.T) {
 		if _, ok := pk.(*packets.Pubrec); ok {
 			t.Fatal("PUBREC for a message the remote failed")
 		}
+	}
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("pub"); return ok && !si.Online })
+	pub2 := srv.Dial(t, packets.V5)
+	if ack := pub2.Connect(connect); !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	pub2.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("x")})
+	terntest.Eventually(t, "the resend forwarded", func() bool { return r.count() == 2 })
+	r.release(nil)
+	if rec, ok := pub2.Recv().(*packets.Pubrec); !ok || rec.PacketID != 7 || rec.ReasonCode.IsError() {
+		t.Fatalf("got %+v", rec)
 	}
 }
 
