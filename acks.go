@@ -89,15 +89,20 @@ func (c *Client) ackMet(e *pendingAck, err error) {
 		}
 		if h.err != nil {
 			failed = true
-			if h.t == packets.PUBREC && c.sess != nil {
-				// No PUBREC goes, and the client sends the message
-				// again: it is taken for a new one and routed again, or
-				// a destination that did not get it the first time (a
-				// node whose share could not be parked) never would.
-				// [MQTT-4.3.3-10] (a resend before PUBREL is not
-				// delivered again) is for a message acknowledged with
-				// PUBREC. Destinations that got it get it twice.
-				c.forgetQoS2Locked(h.id)
+			// No PUBREC goes from here on (the connection closes), and
+			// the client sends these messages again: each is taken for
+			// a new one and routed again, or a destination that did not
+			// get it the first time (a node whose share could not be
+			// parked) never would. [MQTT-4.3.3-10] (a resend before
+			// PUBREL is not delivered again) is for a message
+			// acknowledged with PUBREC. Destinations that got one get it
+			// twice.
+			if c.sess != nil {
+				for _, q := range c.ackQueue[n:] {
+					if q.t == packets.PUBREC {
+						c.forgetQoS2Locked(q.id)
+					}
+				}
 			}
 			break
 		}

@@ -124,8 +124,13 @@ func TestRemoteAckFailure(t *testing.T) {
 	pub := srv.Dial(t, packets.V5)
 	pub.Connect(connect)
 	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("x")})
-	terntest.Eventually(t, "forward", func() bool { return r.count() == 1 })
-	r.release(errors.New("node gone, nowhere to park"))
+	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 8, Payload: []byte("y")}) // behind 7: never acknowledged either
+	terntest.Eventually(t, "forward", func() bool { return r.count() == 2 })
+	r.mu.Lock()
+	first := r.acks[0]
+	r.acks = r.acks[1:]
+	r.mu.Unlock()
+	first.Release(errors.New("node gone, nowhere to park"))
 	for _, pk := range pub.ExpectClosed() {
 		if _, ok := pk.(*packets.Pubrec); ok {
 			t.Fatal("PUBREC for a message the remote failed")
@@ -136,11 +141,15 @@ func TestRemoteAckFailure(t *testing.T) {
 	if ack := pub2.Connect(connect); !ack.SessionPresent {
 		t.Fatal("session not resumed")
 	}
+	r.release(nil) // 8's hold, too late: its connection is gone
 	pub2.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("x")})
-	terntest.Eventually(t, "the resend forwarded", func() bool { return r.count() == 2 })
+	pub2.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 8, Dup: true, Payload: []byte("y")})
+	terntest.Eventually(t, "the resends forwarded", func() bool { return r.count() == 4 })
 	r.release(nil)
-	if rec, ok := pub2.Recv().(*packets.Pubrec); !ok || rec.PacketID != 7 || rec.ReasonCode.IsError() {
-		t.Fatalf("got %+v", rec)
+	for _, id := range []uint16{7, 8} {
+		if rec, ok := pub2.Recv().(*packets.Pubrec); !ok || rec.PacketID != id || rec.ReasonCode.IsError() {
+			t.Fatalf("got %+v", rec)
+		}
 	}
 }
 
