@@ -509,22 +509,7 @@ func TestWillOfDeadNode(t *testing.T) {
 }
 
 // syncBuffer is a log sink safe for concurrent writes.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
+type syncBuffer = terntest.LogBuffer
 
 // Nodes of two clusters that list each other as peers refuse each
 // other's routes and say why (neither becomes ready: without its peers a
