@@ -278,6 +278,49 @@ func TestRoutesConverge(t *testing.T) {
 	})
 }
 
+// Routes whose subscriber leaves before its SUBACK (its connection closed
+// right after the SUBSCRIBE) do not stay on the other nodes: an addition
+// is never sent after the removal of the same route.
+func TestRoutesGoneWhenSubscriberLeavesEarly(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	for round := range 20 {
+		c := nodes[1].Dial(t, packets.V311)
+		c.MustConnect(fmt.Sprintf("early%d", round))
+		s := &packets.Subscribe{PacketID: 1}
+		for j := range 50 {
+			s.Subscriptions = append(s.Subscriptions, packets.Subscription{Filter: fmt.Sprintf("early/%d/%d", round, j)})
+		}
+		c.Send(s)
+		c.Close()
+	}
+	early := func(nd *testNode) (n int) {
+		nd.RemoteRoutes("n2", func(_, f string) bool {
+			if strings.HasPrefix(f, "early/") {
+				n++
+			}
+			return true
+		})
+		return n
+	}
+	terntest.Eventually(t, "the early subscribers' filters to go from n2", func() bool {
+		n := 0
+		nodes[1].LocalFilters(func(_, f string) {
+			if strings.HasPrefix(f, "early/") {
+				n++
+			}
+		})
+		return n == 0
+	})
+	// A SUBACK on n2 now comes after every earlier announcement of n2 was
+	// applied by the others (one connection, in order).
+	sync := nodes[1].Dial(t, packets.V311)
+	sync.MustConnect("early-sync")
+	subscribe(t, sync, "early-sync", 0)
+	terntest.Eventually(t, "no route of a gone subscriber on the other nodes", func() bool {
+		return early(nodes[0]) == 0 && early(nodes[2]) == 0
+	})
+}
+
 // A shared subscription with members on two nodes: each message published
 // on a third goes to exactly one member.
 func TestSharedAcrossNodes(t *testing.T) {

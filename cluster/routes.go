@@ -41,6 +41,11 @@ type routeTable struct {
 	// does not know the route.
 	retrying atomic.Int64
 	failed   atomic.Uint64
+
+	tmu        sync.Mutex // held while new routes or a removal are sent
+	amu        sync.Mutex
+	pending    []newRoute // new routes not announced yet (announce)
+	announcing bool       // announceLoop runs
 }
 
 func newRouteTable(c *Cluster) *routeTable {
@@ -135,15 +140,7 @@ func (t *routeTable) apply(e jetstream.KeyValueEntry) {
 	if ok && node != c.opts.Node {
 		if e.Operation() == jetstream.KeyValuePut {
 			group, filter, _ := strings.Cut(string(e.Value()), "\x00")
-			t.mu.Lock()
-			_, had := t.remote[key]
-			t.remote[key] = route{node, group, filter}
-			t.mu.Unlock()
-			if !had {
-				if err := c.srv.AddRemoteRoute(node, c.nodes.remote(node), group, filter); err != nil {
-					c.log.Warn("route of another node refused", "peer", node, "filter", filter, "err", err)
-				}
-			}
+			t.remoteAdded(node, group, filter)
 		} else {
 			t.mu.Lock()
 			r, had := t.remote[key]
@@ -236,27 +233,83 @@ func (c *Cluster) FilterAdded(group, filter string, done func(error)) {
 	t.setLocal(key, true)
 	fut, err := c.js.PublishAsync("$KV.tern_routes."+key, routeValue(group, filter))
 	c.fwd.cnt.routeWrites.Add(1)
-	go func() {
-		if err == nil {
-			select {
-			case <-fut.Ok():
-			case err = <-fut.Err():
+	t.announce(newRoute{group: group, filter: filter, key: key, fut: fut, err: err, done: done})
+}
+
+// newRoute is a route of this node waiting to be announced (announce).
+type newRoute struct {
+	group, filter, key string
+	fut                jetstream.PubAckFuture // its write to tern_routes
+	err                error                  // or the error of that write
+	done               func(error)
+}
+
+// announce queues a new route for the live nodes. One goroutine at a time
+// sends what is queued, in one request per node (op 'A'), while the
+// bucket writes are in flight: a SUBSCRIBE of many filters costs a few
+// round trips, not one per filter and node.
+func (t *routeTable) announce(r newRoute) {
+	t.amu.Lock()
+	t.pending = append(t.pending, r)
+	if t.announcing {
+		t.amu.Unlock()
+		return
+	}
+	t.announcing = true
+	t.amu.Unlock()
+	go t.announceLoop()
+}
+
+// announceLoop sends the queued routes until none is left.
+func (t *routeTable) announceLoop() {
+	for {
+		t.amu.Lock()
+		batch := t.pending
+		t.pending = nil
+		if len(batch) == 0 {
+			t.announcing = false
+			t.amu.Unlock()
+			return
+		}
+		t.amu.Unlock()
+		for len(batch) > 0 {
+			n := min(len(batch), maxAnnounce)
+			t.tellAdded(batch[:n])
+			for _, r := range batch[:n] {
+				t.written(r)
+				r.done(nil)
 			}
+			batch = batch[n:]
 		}
-		if err != nil {
-			// JetStream without a leader for the bucket (an election after
-			// a node died): the live nodes get the route directly, the
-			// bucket (for nodes that start later) when it answers again.
-			c.log.Warn("route not written to the bucket yet; retrying", "filter", filter, "err", err)
-			t.retrying.Add(1)
-			c.goTracked(func() {
-				defer t.retrying.Add(-1)
-				t.retryPut(key, group, filter)
-			})
+	}
+}
+
+// maxAnnounce bounds the routes in one announcement (op 'A').
+const maxAnnounce = 1024
+
+// written waits for a new route's write to tern_routes and, when it
+// failed (JetStream without a leader for the bucket, an election after a
+// node died), retries it in the background: the live nodes already have
+// the route, the bucket (for nodes that start later) gets it when it
+// answers again.
+func (t *routeTable) written(r newRoute) {
+	c := t.c
+	err := r.err
+	if err == nil {
+		select {
+		case <-r.fut.Ok():
+		case err = <-r.fut.Err():
 		}
-		t.tell(true, group, filter)
-		done(nil)
-	}()
+	}
+	if err == nil {
+		return
+	}
+	c.log.Warn("route not written to the bucket yet; retrying", "filter", r.filter, "err", err)
+	t.retrying.Add(1)
+	c.goTracked(func() {
+		defer t.retrying.Add(-1)
+		t.retryPut(r.key, r.group, r.filter)
+	})
 }
 
 // setLocal records whether this node has subscribers to a route key.
@@ -297,70 +350,146 @@ func (t *routeTable) retryPut(key, group, filter string) {
 	c.log.Error("route never written to the bucket: nodes that start later will not know it", "filter", filter)
 }
 
-// tell sends a route change of this node to every live node over core
-// NATS, which applies it at once: the bucket's watchers (JetStream) may
-// lag for seconds while a stream leader is elected after a node died. For
-// an addition it waits for their answers (a node that does not answer in
-// time is logged, not waited for: it is dying, or loads the route from
-// the bucket when it is back).
-func (t *routeTable) tell(add bool, group, filter string) {
+// tellAdded sends new routes of this node to every live node over core
+// NATS, which applies them at once (the bucket's watchers, JetStream, may
+// lag for seconds while a stream leader is elected after a node died),
+// and waits for their answers: a node that does not answer in time is
+// logged, not waited for (it is dying, or loads the routes from the
+// bucket when it is back). Routes removed meanwhile are left out; the
+// check and the send hold tmu, as a removal does, so that a node never
+// gets a route's addition after its removal.
+func (t *routeTable) tellAdded(rs []newRoute) {
 	c := t.c
 	others := c.nodes.liveOthers()
-	req := []byte{wireVersion, 'd'}
-	if add {
-		req[1] = 'a'
+	if len(others) == 0 {
+		return
 	}
+	inbox := c.nc.NewInbox()
+	answers := make(chan *nats.Msg, len(others))
+	sub, err := c.nc.ChanSubscribe(inbox, answers)
+	if err != nil {
+		c.log.Warn("new routes not announced", "routes", len(rs), "err", err)
+		return
+	}
+	defer sub.Unsubscribe()
+	sent := t.sendAdded(rs, others, inbox)
+	if sent == 0 {
+		return
+	}
+	timeout := time.NewTimer(c.opts.ForwardTimeout)
+	defer timeout.Stop()
+	for range others {
+		select {
+		case <-answers:
+		case <-timeout.C:
+			c.log.Warn("a node did not confirm new routes in time", "routes", sent, "nodes", len(others))
+			return
+		case <-c.ctx.Done():
+			return
+		}
+	}
+}
+
+// sendAdded sends the routes of rs still local to the nodes in others,
+// answers to inbox, and returns how many it sent.
+func (t *routeTable) sendAdded(rs []newRoute, others []string, inbox string) int {
+	t.tmu.Lock()
+	defer t.tmu.Unlock()
+	t.mu.Lock()
+	var on []newRoute
+	for _, r := range rs {
+		if t.local[r.key] {
+			on = append(on, r)
+		}
+	}
+	t.mu.Unlock()
+	if len(on) == 0 {
+		return 0
+	}
+	req := []byte{wireVersion, 'A'}
+	req = appendStr(req, t.c.opts.Node)
+	req = binary.AppendUvarint(req, uint64(len(on)))
+	for _, r := range on {
+		req = appendStr(req, r.group)
+		req = appendStr(req, r.filter)
+	}
+	for _, n := range others {
+		t.c.nc.PublishRequest("tern.n."+n+".route", inbox, req)
+	}
+	return len(on)
+}
+
+// tellRemoved marks a route of this node gone and sends its removal to
+// every live node (the bucket's delete reaches them too, later).
+func (t *routeTable) tellRemoved(key, group, filter string) {
+	c := t.c
+	req := []byte{wireVersion, 'd'}
 	req = appendStr(req, c.opts.Node)
 	req = appendStr(req, group)
 	req = appendStr(req, filter)
-	if !add {
-		for _, n := range others {
-			c.nc.Publish("tern.n."+n+".route", req)
-		}
-		return
+	t.tmu.Lock()
+	defer t.tmu.Unlock()
+	t.setLocal(key, false)
+	for _, n := range c.nodes.liveOthers() {
+		c.nc.Publish("tern.n."+n+".route", req)
 	}
-	var wg sync.WaitGroup
-	for _, n := range others {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			_, err := c.nc.Request("tern.n."+n+".route", req, c.opts.ForwardTimeout)
-			if err != nil && err != nats.ErrNoResponders {
-				c.log.Warn("a node did not confirm a new route in time", "peer", n, "err", err)
-			}
-		}()
-	}
-	wg.Wait()
 }
 
-// routeRequest applies another node's route change sent by tell.
+// routeRequest applies another node's route changes: op 'A' (new
+// routes, answered once in the index, tellAdded) or 'd' (a removal,
+// tellRemoved).
 func (t *routeTable) routeRequest(msg *nats.Msg) {
 	c := t.c
 	r := reader{b: msg.Data}
 	v, op := r.byte(), r.byte()
-	node, group, filter := r.str(), r.str(), r.str()
+	node := r.str()
 	if r.err || v != wireVersion || node == c.opts.Node {
 		return
 	}
+	switch op {
+	case 'A':
+		n := r.uvarint()
+		if n > uint64(len(r.b)) {
+			return
+		}
+		for range n {
+			group, filter := r.str(), r.str()
+			if r.err {
+				return
+			}
+			t.remoteAdded(node, group, filter)
+		}
+		if msg.Reply != "" {
+			msg.Respond(nil)
+		}
+	case 'd':
+		group, filter := r.str(), r.str()
+		if r.err {
+			return
+		}
+		key := routeKey(node, group, filter)
+		t.mu.Lock()
+		_, had := t.remote[key]
+		delete(t.remote, key)
+		t.mu.Unlock()
+		if had {
+			c.srv.RemoveRemoteRoute(node, group, filter)
+		}
+	}
+}
+
+// remoteAdded puts another node's route into the index, if it is not
+// there yet.
+func (t *routeTable) remoteAdded(node, group, filter string) {
 	key := routeKey(node, group, filter)
 	t.mu.Lock()
 	_, had := t.remote[key]
-	if op == 'a' {
-		t.remote[key] = route{node, group, filter}
-	} else {
-		delete(t.remote, key)
-	}
+	t.remote[key] = route{node, group, filter}
 	t.mu.Unlock()
-	switch {
-	case op == 'a' && !had:
-		if err := c.srv.AddRemoteRoute(node, c.nodes.remote(node), group, filter); err != nil {
-			c.log.Warn("route of another node refused", "peer", node, "filter", filter, "err", err)
+	if !had {
+		if err := t.c.srv.AddRemoteRoute(node, t.c.nodes.remote(node), group, filter); err != nil {
+			t.c.log.Warn("route of another node refused", "peer", node, "filter", filter, "err", err)
 		}
-	case op != 'a' && had:
-		c.srv.RemoveRemoteRoute(node, group, filter)
-	}
-	if msg.Reply != "" {
-		msg.Respond(nil)
 	}
 }
 
@@ -369,12 +498,12 @@ func (c *Cluster) FilterRemoved(group, filter string) {
 	if !c.routes.started.Load() {
 		return
 	}
-	c.routes.setLocal(routeKey(c.opts.Node, group, filter), false)
-	msg := nats.NewMsg("$KV.tern_routes." + routeKey(c.opts.Node, group, filter))
+	key := routeKey(c.opts.Node, group, filter)
+	c.routes.tellRemoved(key, group, filter)
+	msg := nats.NewMsg("$KV.tern_routes." + key)
 	msg.Header.Set("KV-Operation", "DEL")
 	c.fwd.cnt.routeWrites.Add(1)
 	if _, err := c.js.PublishMsgAsync(msg); err != nil && c.ctx.Err() == nil {
 		c.log.Warn("route not removed", "filter", filter, "err", err)
 	}
-	c.routes.tell(false, group, filter)
 }

@@ -11,8 +11,9 @@ import (
 	"github.com/ternmq/tern/storage"
 )
 
-// wireVersion starts every message between nodes.
-const wireVersion = 1
+// wireVersion starts every message between nodes. 2: routes announced
+// in batches (op 'A').
+const wireVersion = 2
 
 var errCorrupt = errors.New("cluster: corrupt message from another node")
 
