@@ -31,6 +31,11 @@ func (ic *inlineClient) init(s *Server) {
 	ic.client = &Client{srv: s, id: s.cfg.InlineClientID, listener: inlineListener, version: packets.V5}
 }
 
+// InlineClientID returns the client identifier of the in-process client:
+// the Origin of the messages published with Server.Publish
+// (Options.InlineClientID).
+func (s *Server) InlineClientID() string { return s.cfg.InlineClientID }
+
 // handles reports whether a client id in the index is an in-process
 // subscription's.
 func (ic *inlineClient) handles(clientID string) bool {

@@ -122,6 +122,7 @@ type Cluster struct {
 	wg     sync.WaitGroup
 
 	ready    atomic.Bool
+	ownFrom  atomic.Int64 // unix nanoseconds: when this node's clients could first publish (shipRule)
 	readyC   chan struct{}
 	refused  atomic.Pointer[string] // why the node may not join (its name held); nil when it may
 	joinErr  atomic.Pointer[string] // why the node has not joined yet
@@ -574,6 +575,9 @@ func (c *Cluster) join() {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+	// From now on messages of this node's own clients may be routed
+	// (wills first): see shipRule.
+	c.ownFrom.Store(time.Now().UnixNano())
 	c.reapWills(c.opts.Node) // what a previous run left (see wills.go)
 	c.ready.Store(true)
 	close(c.readyC)

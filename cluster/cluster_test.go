@@ -109,7 +109,7 @@ func tryStartCluster(t testing.TB, n int, tweak func(i int, o *Options), srvTwea
 				errs[i] = err
 				return
 			}
-			o := Options{Name: "test", Node: name, Listen: addrs[i], Peers: addrs, Replicas: min(n, 3),
+			o := Options{Name: testClusterName, Node: name, Listen: addrs[i], Peers: addrs, Replicas: min(n, 3),
 				DataDir: filepath.Join(dir, name), LeaseTTL: 3 * time.Second, ForwardTimeout: time.Second,
 				Logger: testLogger(t, name), DrainTime: 2 * time.Second}
 			if tweak != nil {
@@ -602,7 +602,7 @@ func TestRoutePortTaken(t *testing.T) {
 		t.Fatal(err)
 	}
 	peers := []string{ln.Addr().String(), freeAddrs(t, 1)[0]}
-	cl, err := New(srv, Options{Name: "test", Node: "p1", Listen: peers[0], Peers: peers, Replicas: 1,
+	cl, err := New(srv, Options{Name: testClusterName, Node: "p1", Listen: peers[0], Peers: peers, Replicas: 1,
 		DataDir: t.TempDir(), Logger: testLogger(t, "p1")})
 	if err != nil {
 		t.Fatal(err)

@@ -51,6 +51,7 @@ type Counters struct {
 	Unparked    uint64 `json:"unparked"`     // parked messages this node took back
 	Dropped     uint64 `json:"dropped"`      // QoS 0 messages for a node that was gone
 	Failed      uint64 `json:"failed"`       // QoS 1/2 messages neither acknowledged nor parked
+	ParkRetries uint64 `json:"park_retries"` // attempts to park a message again (no stream leader)
 	Takeovers   uint64 `json:"takeovers"`    // sessions taken from another node
 	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
 	RouteWrites uint64 `json:"route_writes"` // route table changes written
@@ -72,8 +73,9 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, takeovers, handedOver, routeWrites, restored atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, takeovers, handedOver, routeWrites, restored atomic.Uint64
 	}
+	parkSeq   atomic.Uint64 // numbers the messages parked, for their message ids
 	drainOnce sync.Once
 	// parkCaughtUp is closed once what was parked for this node when it
 	// started has been taken.
@@ -88,7 +90,7 @@ func newForwarder(c *Cluster) *forwarder {
 func (f *forwarder) counters() Counters {
 	return Counters{Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
 		Parked: f.cnt.parked.Load(), Received: f.cnt.received.Load(), Unparked: f.cnt.unparked.Load(),
-		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), Takeovers: f.cnt.takeovers.Load(),
+		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load()}
 }
 
@@ -338,7 +340,11 @@ func (f *forwarder) setupPark(ctx context.Context, replicas int) error {
 	cancel()
 	if errors.Is(err, jetstream.ErrStreamNotFound) && f.c.ns.JetStreamIsLeader() {
 		s, err = f.c.js.CreateStream(ctx, jetstream.StreamConfig{Name: parkStream, Subjects: []string{"tern.park.>"},
-			Replicas: replicas, Storage: jetstream.FileStorage, MaxAge: 7 * 24 * time.Hour})
+			Replicas: replicas, Storage: jetstream.FileStorage, MaxAge: 7 * 24 * time.Hour,
+			// The window in which a message id is kept to drop a second
+			// copy: a retry of parkMsg comes within parkRetryFor; longer
+			// would cost memory per parked message for nothing.
+			Duplicates: parkRetryFor + 5*time.Second})
 		if errors.Is(err, jetstream.ErrStreamNameAlreadyInUse) {
 			s, err = f.c.js.Stream(ctx, parkStream)
 		}
@@ -351,30 +357,54 @@ func (f *forwarder) setupPark(ctx context.Context, replicas int) error {
 }
 
 // parkMsg stores a QoS 1/2 message for a node that did not take it, and
-// releases ack (when not nil) once a quorum has it.
+// releases ack (when not nil) once a quorum has it. A write the stream
+// refuses (no leader: an election after a node died, which takes seconds)
+// is tried again for up to parkRetryFor while the publisher waits for its
+// acknowledgement: failing it would make the publisher send the message
+// again, and whatever the first routing reached would get it twice. The
+// attempts carry one message id, so the stream keeps one copy even when an
+// attempt that timed out was stored after all.
 func (f *forwarder) parkMsg(node string, data []byte, ack *tern.Ack) {
-	fut, err := f.c.js.PublishAsync("tern.park."+node, data)
-	if err != nil {
-		f.cnt.failed.Add(1)
-		if ack != nil {
-			ack.Release(err)
-		}
-		return
-	}
+	msg := &nats.Msg{Subject: "tern.park." + node, Data: data, Header: nats.Header{}}
+	msg.Header.Set(jetstream.MsgIDHeader, f.c.instance+"."+strconv.FormatUint(f.parkSeq.Add(1), 36))
+	fut, err := f.c.js.PublishMsgAsync(msg)
 	go func() {
-		var err error
-		select {
-		case <-fut.Ok():
-			f.cnt.parked.Add(1)
-		case err = <-fut.Err():
+		if err == nil {
+			select {
+			case <-fut.Ok():
+			case err = <-fut.Err():
+			}
+		}
+		wait := 100 * time.Millisecond
+		for deadline := time.Now().Add(parkRetryFor); err != nil && f.c.ctx.Err() == nil && time.Now().Before(deadline); {
+			select {
+			case <-f.c.ctx.Done():
+			case <-time.After(wait):
+			}
+			wait = min(2*wait, time.Second)
+			f.cnt.parkRetries.Add(1)
+			if fut, err = f.c.js.PublishMsgAsync(msg); err == nil {
+				select {
+				case <-fut.Ok():
+				case err = <-fut.Err():
+				}
+			}
+		}
+		if err != nil {
 			f.cnt.failed.Add(1)
 			f.c.log.Warn("a message for a node that is gone could not be parked", "peer", node, "err", err)
+		} else {
+			f.cnt.parked.Add(1)
 		}
 		if ack != nil {
 			ack.Release(err)
 		}
 	}()
 }
+
+// parkRetryFor bounds the attempts to park one message (parkMsg): longer
+// than a JetStream election after a node died (a few seconds).
+const parkRetryFor = 15 * time.Second
 
 // startDrainPark takes back, from then on, what other nodes parked for
 // this one, and removes it from the stream once stored here.

@@ -24,7 +24,7 @@ import (
 func startNode(t testing.TB, o Options) *testNode {
 	t.Helper()
 	if o.Name == "" {
-		o.Name = "test"
+		o.Name = testClusterName
 	}
 	if o.LeaseTTL == 0 {
 		o.LeaseTTL = 3 * time.Second

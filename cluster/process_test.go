@@ -30,6 +30,12 @@ import (
 const procWait = 60 * time.Second
 
 // ternBinary builds cmd/tern once per test process.
+// testClusterName is the cluster name of this test process's nodes: its
+// own, so that nodes of tests running side by side (other packages'
+// checkouts, with ports picked the same way) never join each other's
+// clusters through a port one of them freed.
+var testClusterName = "test-" + strconv.Itoa(os.Getpid())
+
 func ternBinary(t testing.TB) string { return testbin.Tern(t) }
 
 func TestMain(m *testing.M) {
@@ -96,7 +102,7 @@ func (p *proc) start() {
 	}
 	args := []string{"serve", "--admin-listen", p.admin, "--data-dir", p.dataDir,
 		"--sys-interval", "0", "--max-queued-messages", "0", "--max-queued-bytes", "0",
-		"--cluster-name", "ptest", "--cluster-node", p.name, "--cluster-listen", p.route,
+		"--cluster-name", testClusterName, "--cluster-node", p.name, "--cluster-listen", p.route,
 		"--cluster-peers", strings.Join(p.peers, ","), "--cluster-mqtt-advertise", p.mqtt,
 		"--cluster-lease-ttl", "3s", "--cluster-forward-timeout", "1s", "--cluster-drain-time", "5s"}
 	if !p.yamlListen {

@@ -16,6 +16,7 @@ import (
 // (group, filter).
 type route struct {
 	node, group, filter string
+	added               int64 // unix nanoseconds: in the index since
 }
 
 // syncWaiter is a route synchronisation request waiting for the watcher.
@@ -55,6 +56,14 @@ func newRouteTable(c *Cluster) *routeTable {
 // routeKey is the key of a node's route to (group, filter).
 func routeKey(node, group, filter string) string { return node + "." + hashKey(group, filter) }
 
+// addedAt returns since when the route key of another node is in the
+// index (unix nanoseconds), 0 if it is not.
+func (t *routeTable) addedAt(key string) int64 {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return t.remote[key].added
+}
+
 // count returns how many routes of other nodes are known.
 func (t *routeTable) count() int {
 	t.mu.Lock()
@@ -93,7 +102,7 @@ func (t *routeTable) start(ctx context.Context) error {
 	local := map[string]route{}
 	c.srv.LocalFilters(func(group, filter string) {
 		k := routeKey(c.opts.Node, group, filter)
-		local[k] = route{c.opts.Node, group, filter}
+		local[k] = route{node: c.opts.Node, group: group, filter: filter}
 		t.setLocal(k, true)
 	})
 	for k := range own {
@@ -484,7 +493,9 @@ func (t *routeTable) remoteAdded(node, group, filter string) {
 	key := routeKey(node, group, filter)
 	t.mu.Lock()
 	_, had := t.remote[key]
-	t.remote[key] = route{node, group, filter}
+	if !had {
+		t.remote[key] = route{node, group, filter, time.Now().UnixNano()}
+	}
 	t.mu.Unlock()
 	if !had {
 		if err := t.c.srv.AddRemoteRoute(node, t.c.nodes.remote(node), group, filter); err != nil {

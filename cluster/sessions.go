@@ -3,7 +3,10 @@ package cluster
 import (
 	"context"
 	"encoding/binary"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -219,12 +222,7 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 			return nil // the record is this session's
 		case here && !cleanStart && expiry > 0:
 			// Resumed, and outlives its connection from now on.
-			for _, sub := range c.srv.Subscriptions(id) {
-				list = append(list, storage.Subscription{ClientID: id, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS,
-					NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling,
-					Identifier: sub.Identifier})
-			}
-			write = true
+			list, write = c.subsList(id), true
 		case !here && !cleanStart && hadSubs && expiry > 0:
 			// This node lost it (a restart without a store): as from a
 			// node that is gone.
@@ -264,9 +262,11 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 		case err == nil && restored:
 			c.markRestored(id, epoch, subs, list)
 		case err != nil && !errors.Is(err, errOwnerLost):
-			// The record keeps the former owner's list: the same
-			// subscriptions, without this node's restore time.
-			c.log.Warn("subscriptions record not updated", "client", id, "err", err)
+			// The record keeps the former owner's list for now: the same
+			// subscriptions, without this node's restore time (a stream
+			// leader is elected after a node died).
+			c.log.Warn("subscriptions record not updated yet; retrying", "client", id, "err", err)
+			c.goTracked(func() { c.retrySubs(id, epoch, subs, restored) })
 		}
 	case hadSubs:
 		// The session starts empty, or ends with its connection.
@@ -275,6 +275,56 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 		}
 	}
 	return nil
+}
+
+// subsList returns the subscriptions of the session of id here, as a
+// tern_subs record lists them.
+func (c *Cluster) subsList(id string) []storage.Subscription {
+	var list []storage.Subscription
+	for _, sub := range c.srv.Subscriptions(id) {
+		list = append(list, storage.Subscription{ClientID: id, Group: sub.Group, Filter: sub.Filter, QoS: sub.QoS,
+			NoLocal: sub.NoLocal, RetainAsPublished: sub.RetainAsPublished, RetainHandling: sub.RetainHandling,
+			Identifier: sub.Identifier})
+	}
+	return list
+}
+
+// retrySubs writes the tern_subs record of the session of id, which the
+// CONNECT that won epoch could not write in time, for up to a minute,
+// with the subscriptions the session has then (the client may have
+// subscribed meanwhile: a write of its own, which makes this one
+// needless), and then, for a session restored here, records the restore.
+func (c *Cluster) retrySubs(id string, epoch uint64, st *subsState, restored bool) {
+	for deadline := time.Now().Add(time.Minute); time.Now().Before(deadline); {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(time.Second):
+		}
+		st.mu.Lock()
+		written, lost := st.rev != 0, st.lost
+		st.mu.Unlock()
+		if lost {
+			return
+		}
+		list := c.subsList(id)
+		err := error(nil)
+		if !written {
+			ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+			err = c.writeSubs(ctx, id, epoch, st, list)
+			cancel()
+		}
+		switch {
+		case errors.Is(err, errOwnerLost):
+			return
+		case err == nil:
+			if restored {
+				c.markRestored(id, epoch, st, list)
+			}
+			return
+		}
+	}
+	c.log.Warn("subscriptions record not updated in a minute: a restore after this node's death would give the former list", "client", id)
 }
 
 // takeOver asks the node that held a session for it, and imports it. A
@@ -295,7 +345,7 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 	req = appendStr(req, c.opts.Node)
 	req = appendStr(req, id)
 	t0 := time.Now()
-	resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
+	resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.handoverTimeout())
 	if err != nil {
 		c.log.Warn("session not handed over: its node did not answer", "client", id, "peer", owner, "err", err)
 		return nil, true
@@ -330,7 +380,7 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 		req = appendStr(req, c.opts.Node)
 		req = appendStr(req, id)
 		req = binary.AppendUvarint(req, uint64(k))
-		resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
+		resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.handoverTimeout())
 		var part *tern.SessionState
 		if err == nil && len(resp.Data) > 0 && resp.Data[0] == 2 {
 			part, err = decodeSession(resp.Data[1:])
@@ -349,6 +399,12 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 		"took", time.Since(t0).String())
 	return st, false
 }
+
+// handoverTimeout bounds the wait for a session's handover: a live node
+// exporting a large session (parts of up to 8 MiB) on a busy machine may
+// take longer than a forward; giving up restores the session from
+// tern_subs, without what the node had in flight.
+func (c *Cluster) handoverTimeout() time.Duration { return max(c.opts.ForwardTimeout, 5*time.Second) }
 
 // control answers another node's requests: a handover of a session.
 func (r *registry) control(msg *nats.Msg) {
@@ -465,7 +521,7 @@ func (r *registry) shipLost() {
 			ok = err == nil
 			live[node] = ok
 			if ok { // before its first heartbeat here: what moves there must not be parked
-				c.nodes.seen(node, lease{Version: Version})
+				c.nodes.seen(node, lease{Version: Version, Wire: c.opts.wire})
 			}
 		}
 		return ok
@@ -522,13 +578,63 @@ func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
 		return
 	}
 	rec, err := decodeSubsRecord(val)
-	if err != nil || rec.node != owner {
+	if err != nil || rec.node != owner || rec.restored == 0 {
 		return
 	}
-	if n := skipDelivered(st, rec, r.shipMargin); n > 0 {
+	since, err := r.othersRouted(ctx, rec)
+	if since == 0 {
+		c.log.Info("messages of a session shipped whole: another node may not have routed to its new node", "client", id,
+			"peer", owner, "err", err)
+		return
+	}
+	rule := shipRule{since: since + int64(r.shipMargin), margin: int64(r.shipMargin),
+		selfStart: c.started.UnixNano(), ownFrom: c.ownFrom.Load(), inline: c.srv.InlineClientID(),
+		routedAt: func(group, filter string) int64 { return c.routes.addedAt(routeKey(owner, group, filter)) }}
+	if n := skipDelivered(st, rec, rule); n > 0 {
 		c.log.Info("messages the session's new node received directly are not shipped again", "client", id,
 			"peer", owner, "skipped", n, "shipped", len(st.Deliveries))
 	}
+}
+
+// othersRouted returns the time after which every other node than this
+// one routed the messages it received for the restored session of rec to
+// the node that restored it, 0 if there is none: the latest clock of the
+// nodes that confirmed it had the routes (rec.confirmed; this node's own
+// messages are shipRule's), provided every other node did too, or was
+// gone at the restore and started again only once the routes were in
+// tern_routes, or has not started again (by the start times in
+// tern_members).
+func (r *registry) othersRouted(ctx context.Context, rec *subsRecord) (int64, error) {
+	c := r.c
+	since := rec.restored
+	for n, t := range rec.confirmed {
+		if n != c.opts.Node {
+			since = max(since, t)
+		}
+	}
+	keys, err := c.kvNodes.ListKeys(ctx)
+	if err != nil {
+		return 0, err
+	}
+	for k := range keys.Keys() {
+		if _, ok := rec.confirmed[k]; ok || k == c.opts.Node || k == rec.node {
+			continue
+		}
+		e, err := c.kvNodes.Get(ctx, k)
+		if err != nil {
+			return 0, err
+		}
+		var l lease
+		if err := json.Unmarshal(e.Value(), &l); err != nil {
+			return 0, err
+		}
+		started := l.Started * int64(time.Millisecond) // at or before the node's start
+		afterSettled := rec.settled != 0 && started > rec.settled
+		if !afterSettled && (slices.Contains(rec.slow, k) || started > rec.restored) {
+			return 0, fmt.Errorf("node %s did not confirm the routes", k)
+		}
+	}
+	return since, nil
 }
 
 // imported takes a session another node shipped late: its messages are

@@ -6,8 +6,10 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -27,7 +29,8 @@ import (
 //	TERN_CLUSTER_SOAK=1 go test ./cluster -run TestClusterSoak -v -timeout 30m
 //
 // TERN_SOAK_RATE (messages per second in all, default 10,000) and
-// TERN_SOAK_PHASE (seconds between kills, default 15) change the load.
+// TERN_SOAK_PHASE (seconds between kills, default 15) change the load;
+// TERN_SOAK_LOGS names a directory to copy every node's logs into.
 func TestClusterSoak(t *testing.T) {
 	if os.Getenv("TERN_CLUSTER_SOAK") != "1" {
 		t.Skip("set TERN_CLUSTER_SOAK=1 to kill each node of a loaded cluster in turn (a few minutes)")
@@ -49,7 +52,7 @@ func TestClusterSoak(t *testing.T) {
 	subs := make([]*soakSub, 3)
 	var wg sync.WaitGroup
 	for i := range subs {
-		subs[i] = &soakSub{id: fmt.Sprintf("soak-sub%d", i), addrs: addrs, next: i, got: map[string]int{}, rel: map[uint16]bool{}}
+		subs[i] = &soakSub{id: fmt.Sprintf("soak-sub%d", i), addrs: addrs, next: i, got: map[string]int{}, where: map[string][]uint8{}, rel: map[uint16]bool{}}
 		subs[i].ready.Add(1)
 		wg.Go(func() { subs[i].run(ctx) })
 		subs[i].ready.Wait()
@@ -103,11 +106,28 @@ func TestClusterSoak(t *testing.T) {
 			t.Logf("%s: missing %v", s.id, s.missingKeys(want, 20))
 		}
 		s.mu.Lock()
+		t.Logf("%s: %s", s.id, strings.Join(s.log, "; "))
+		s.mu.Unlock()
+		if dup2 > 0 {
+			t.Logf("%s: QoS 2 delivered twice, by the connections that delivered them: %s", s.id, s.dupSources(want))
+		}
+		s.mu.Lock()
 		t.Logf("%s: %d missing, %d QoS 2 delivered twice, %d QoS 1 duplicates, %d connections, %d of them without the session",
 			s.id, missing, dup2, s.dup1, s.conns, s.lostSessions)
 		s.mu.Unlock()
 		if missing > 0 || dup2 > 0 {
 			failed = true
+		}
+	}
+	if d := os.Getenv("TERN_SOAK_LOGS"); d != "" {
+		// Every run's log of every node, for a look after the test.
+		for _, p := range ps {
+			files, _ := filepath.Glob(filepath.Join(p.logDir, "*.log"))
+			for _, f := range files {
+				if b, err := os.ReadFile(f); err == nil {
+					os.WriteFile(filepath.Join(d, filepath.Base(f)), b, 0o644)
+				}
+			}
 		}
 	}
 	if failed {
@@ -165,9 +185,11 @@ type soakSub struct {
 
 	mu                  sync.Mutex
 	got                 map[string]int
+	where               map[string][]uint8 // QoS 2: the connections (s.conns at the time) that delivered each message
 	rel                 map[uint16]bool
 	dup1                int
 	conns, lostSessions int
+	log                 []string // the connections made
 }
 
 func (s *soakSub) run(ctx context.Context) {
@@ -181,6 +203,8 @@ func (s *soakSub) run(ctx context.Context) {
 		}
 		s.mu.Lock()
 		s.conns++
+		s.log = append(s.log, fmt.Sprintf("connection %d to n%d at %s, session present %v", s.conns, s.next%len(s.addrs)+1,
+			time.Now().Format("15:04:05.000"), ack.SessionPresent))
 		if !first && !ack.SessionPresent {
 			s.lostSessions++
 			clear(s.rel) // a new session: the old one's packet identifiers mean nothing
@@ -230,6 +254,7 @@ func (s *soakSub) read(nc net.Conn, r *bufio.Reader) {
 			case 2:
 				if !s.rel[p.PacketID] { // a new message, not a resend before PUBREL
 					s.got[key]++
+					s.where[key] = append(s.where[key], uint8(s.conns))
 					s.rel[p.PacketID] = true
 				}
 				out, _ = (&packets.Pubrec{PacketID: p.PacketID}).Encode(out, packets.V5)
@@ -261,6 +286,38 @@ func (s *soakSub) check(want map[string]byte) (missing, dup2 int) {
 		}
 	}
 	return missing, dup2
+}
+
+// dupSources describes the QoS 2 messages delivered more than once: for
+// each sequence of connections that delivered one (1 is the first
+// connection), how many and the range of publisher sequence numbers.
+func (s *soakSub) dupSources(want map[string]byte) string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	type span struct{ n, lo, hi int }
+	by := map[string]*span{}
+	for k, q := range want {
+		w := s.where[k]
+		if q != 2 || len(w) < 2 {
+			continue
+		}
+		pub, seqs, _ := strings.Cut(k, ":")
+		seq, _ := strconv.Atoi(seqs)
+		src := fmt.Sprintf("%s %v", pub, w)
+		sp := by[src]
+		if sp == nil {
+			sp = &span{lo: seq, hi: seq}
+			by[src] = sp
+		}
+		sp.n++
+		sp.lo, sp.hi = min(sp.lo, seq), max(sp.hi, seq)
+	}
+	var out []string
+	for src, sp := range by {
+		out = append(out, fmt.Sprintf("%s: %d (seq %d-%d)", src, sp.n, sp.lo, sp.hi))
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
 }
 
 // missingKeys returns up to n of the acknowledged messages not received,

@@ -6,6 +6,8 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"errors"
+	"maps"
+	"slices"
 	"sync"
 	"time"
 
@@ -42,8 +44,8 @@ import (
 const maxSubsRecord = 512 << 10
 
 // defaultShipMargin is added to the moment T after which every node
-// routes what it receives for a session to the node B that restored it
-// from tern_subs (markRestored, routedSince), before the node A it was
+// alive routes what it receives for a session to the node B that restored
+// it from tern_subs (markRestored, routedSince), before the node A it was
 // on, back, ships what it kept for it: messages received after
 // T + margin, on a topic a (not shared) subscription of the session's
 // record matches, reached B directly (A's routes stay while it is gone,
@@ -52,35 +54,68 @@ const maxSubsRecord = 512 << 10
 // the node had B's routes, and a message's time is its publishing node's
 // clock: no clock is compared with another's, and the margin only covers
 // a node's clock stepping back (by less than the margin) between a
-// message it received and the restore. Messages received before
-// T + margin are shipped: those received once their node had B's routes
-// reach the client twice (QoS 1 at least once holds; a QoS 2 message is
-// delivered twice, with two packet identifiers). So are all, with no
-// skipping, when T is not in the record when A ships (a node did not
-// answer, A came back while B's route writes were still retried) or the
-// session moved on from B.
+// message it received and the restore. Two kinds of node did not route
+// to B from T: A itself, after its restart (its own messages reached B
+// only once A had B's route: shipRule), and a node that started after
+// the restore while B's route writes were still retried (then nothing is
+// skipped). Messages received before T + margin are shipped: those
+// received once their node had B's routes reach the client twice (QoS 1
+// at least once holds; a QoS 2 message is delivered twice, with two
+// packet identifiers). So are all, with no skipping, when T is not in the
+// record when A ships (a node did not answer) or the session moved on
+// from B.
 const defaultShipMargin = 20 * time.Millisecond
 
 // subsRecord is a tern_subs value.
 type subsRecord struct {
 	epoch    uint64 // the tern_sessions revision of the writer's CONNECT
 	node     string // the writer
-	restored int64  // unix nanoseconds: node restored the session from this bucket, and every node routes to it since (markRestored); 0: not known
-	tooLarge bool   // the list was longer than maxSubsRecord
-	subs     []storage.Subscription
+	restored int64  // unix nanoseconds: node restored the session from this bucket, and routes to it since (markRestored); 0: not known
+	settled  int64  // unix nanoseconds: the routes of the restore were in tern_routes (for nodes that start later) by then; 0: not known
+	// confirmed holds, for each other node that had the restore's routes
+	// in its index when asked, its clock then; slow lists the nodes asked
+	// that did not confirm in time (routedSince).
+	confirmed map[string]int64
+	slow      []string
+	tooLarge  bool // the list was longer than maxSubsRecord
+	subs      []storage.Subscription
 }
 
 func encodeSubsRecord(id string, r *subsRecord) []byte {
 	b := []byte{wireVersion, 0}
 	b = binary.AppendUvarint(b, r.epoch)
 	b = appendStr(b, r.node)
-	b = binary.AppendUvarint(b, uint64(r.restored))
+	b = appendRestore(b, r)
 	b = append(b, encodeSession(&tern.SessionState{Session: storage.Session{ClientID: id}, Subscriptions: r.subs})...)
 	if len(b) > maxSubsRecord {
 		b = []byte{wireVersion, 1}
 		b = binary.AppendUvarint(b, r.epoch)
 		b = appendStr(b, r.node)
-		b = binary.AppendUvarint(b, uint64(r.restored))
+		b = appendRestore(b, r)
+	}
+	return b
+}
+
+// copyRestore sets the restore times of r to those of from (none if nil).
+func (r *subsRecord) copyRestore(from *subsRecord) {
+	if from == nil {
+		return
+	}
+	r.restored, r.settled, r.confirmed, r.slow = from.restored, from.settled, from.confirmed, from.slow
+}
+
+// appendRestore encodes the restore times of a subsRecord.
+func appendRestore(b []byte, r *subsRecord) []byte {
+	b = binary.AppendUvarint(b, uint64(r.restored))
+	b = binary.AppendUvarint(b, uint64(r.settled))
+	b = binary.AppendUvarint(b, uint64(len(r.confirmed)))
+	for _, n := range slices.Sorted(maps.Keys(r.confirmed)) {
+		b = appendStr(b, n)
+		b = binary.AppendUvarint(b, uint64(r.confirmed[n]))
+	}
+	b = binary.AppendUvarint(b, uint64(len(r.slow)))
+	for _, n := range r.slow {
+		b = appendStr(b, n)
 	}
 	return b
 }
@@ -94,6 +129,25 @@ func decodeSubsRecord(b []byte) (*subsRecord, error) {
 	r.epoch = rd.uvarint()
 	r.node = rd.str()
 	r.restored = int64(rd.uvarint())
+	r.settled = int64(rd.uvarint())
+	n := rd.uvarint()
+	if n > uint64(len(rd.b)) {
+		return nil, errCorrupt
+	}
+	if n > 0 {
+		r.confirmed = make(map[string]int64, n)
+	}
+	for range n {
+		node := rd.str()
+		r.confirmed[node] = int64(rd.uvarint())
+	}
+	n = rd.uvarint()
+	if n > uint64(len(rd.b)) {
+		return nil, errCorrupt
+	}
+	for range n {
+		r.slow = append(r.slow, rd.str())
+	}
 	if rd.err {
 		return nil, errCorrupt
 	}
@@ -114,10 +168,10 @@ type subsKey struct{}
 // subsState is what a connection knows of its session's tern_subs record.
 // Its writes are made one at a time (a SUBACK waits for the last).
 type subsState struct {
-	mu       sync.Mutex
-	rev      uint64 // revision of the record last written; 0: unknown
-	restored int64
-	lost     bool // another CONNECT owns the client identifier now
+	mu      sync.Mutex
+	rev     uint64      // revision of the record last written; 0: unknown
+	restore *subsRecord // the restore times written (restored, settled, confirmed, slow); nil: none
+	lost    bool        // another CONNECT owns the client identifier now
 	// persistent: the CONNECT asked for a session that outlives it; one
 	// that did not has no record (its expiry cannot rise later).
 	persistent bool
@@ -137,7 +191,8 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 	}
 	key := sessionKey(id)
 	for range 5 {
-		rec := &subsRecord{epoch: epoch, node: c.opts.Node, restored: st.restored, subs: subs}
+		rec := &subsRecord{epoch: epoch, node: c.opts.Node, subs: subs}
+		rec.copyRestore(st.restore)
 		var rev uint64
 		var err error
 		if st.rev != 0 {
@@ -155,9 +210,9 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 					st.lost = true
 					return errOwnerLost
 				}
-				if derr == nil && old.node == c.opts.Node && st.restored == 0 {
-					st.restored = old.restored // still the session restored here
-					rec.restored = old.restored
+				if derr == nil && old.node == c.opts.Node && st.restore == nil && old.restored != 0 {
+					st.restore = old // still the session restored here
+					rec.copyRestore(old)
 				}
 				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), last)
 			}
@@ -301,12 +356,21 @@ func (c *Cluster) markRestored(id string, epoch uint64, st *subsState, subs []st
 	go func() {
 		t := c.routes
 		failed := t.failed.Load()
+		rt := &subsRecord{restored: time.Now().UnixNano()} // the session is in this node's index
+		rt.confirmed, rt.slow = c.routedSince(subs)
+		if t.retrying.Load() == 0 {
+			rt.settled = rt.restored
+		}
+		if !c.recordRestore(id, epoch, st, rt) || rt.settled != 0 {
+			return
+		}
+		// Route writes of this node are being retried (a stream leader is
+		// elected): a node that starts meanwhile does not know them. The
+		// record says when they are all written. Polled: retryPut has no
+		// event to wait on.
 		tick := time.NewTicker(100 * time.Millisecond)
 		defer tick.Stop()
 		for deadline := time.Now().Add(time.Minute); t.retrying.Load() > 0; {
-			// Route writes of this node are being retried (a stream
-			// leader was elected): a node that starts meanwhile would not
-			// know them. Polled: retryPut has no event to wait on.
 			select {
 			case <-c.ctx.Done():
 				return
@@ -317,65 +381,74 @@ func (c *Cluster) markRestored(id string, epoch uint64, st *subsState, subs []st
 			}
 		}
 		if t.failed.Load() != failed {
-			c.log.Debug("restore time not recorded: a route write failed", "client", id)
+			c.log.Debug("restore not settled: a route write failed", "client", id)
 			return
 		}
-		since := c.routedSince(subs)
-		if since == 0 {
-			c.log.Debug("restore time not recorded: a node did not answer", "client", id)
-			return
-		}
-		st.mu.Lock()
-		defer st.mu.Unlock()
-		ctx, cancel := context.WithTimeout(c.ctx, 10*time.Second)
-		defer cancel()
-		key := sessionKey(id)
-		for range 3 {
-			val, rev, err := c.leaderGet(ctx, "tern_subs", key)
-			if err != nil {
-				return
-			}
-			r, err := decodeSubsRecord(val)
-			if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
-				c.log.Debug("restore time not recorded: the record changed", "client", id)
-				return
-			}
-			r.restored = since
-			if rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev); err == nil {
-				st.rev, st.restored = rev, since
-				return
-			}
-		}
+		settled := *rt
+		settled.settled = time.Now().UnixNano()
+		c.recordRestore(id, epoch, st, &settled)
 	}()
 }
 
-// routedSince returns a time after which every message any node receives
-// for subs is routed to this node, 0 if it cannot tell: the latest clock
-// of the nodes (this one's too), each read once the node has this node's
-// routes for subs in its index (routes.hasRequest; asked again while it
-// has not). A message's Created is its publishing node's clock, so no
-// clock is compared with another's. A node without them after 30 s makes
-// it 0; a node that is gone (no responders) reads the routes from
-// tern_routes before it takes clients again.
-func (c *Cluster) routedSince(subs []storage.Subscription) int64 {
+// recordRestore writes the restore times of the session of id into its
+// record, if the record is still the one the CONNECT that won epoch wrote
+// here; it reports whether it did.
+func (c *Cluster) recordRestore(id string, epoch uint64, st *subsState, rt *subsRecord) bool {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
+	defer cancel()
+	key := sessionKey(id)
+	for range 20 {
+		val, rev, err := c.leaderGet(ctx, "tern_subs", key)
+		if err != nil {
+			// No stream leader yet (an election after a node died).
+			select {
+			case <-ctx.Done():
+				return false
+			case <-time.After(500 * time.Millisecond):
+			}
+			continue
+		}
+		r, err := decodeSubsRecord(val)
+		if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
+			c.log.Debug("restore time not recorded: the record changed", "client", id)
+			return false
+		}
+		r.copyRestore(rt)
+		if rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev); err == nil {
+			st.rev, st.restore = rev, rt
+			return true
+		}
+	}
+	return false
+}
+
+// routedSince asks every other node whether it has this node's routes for
+// subs in its index (routes.hasRequest; asked again while it has not, for
+// up to routedWait): confirmed holds the clock of each that had them
+// (after which every message it receives for subs is routed here; a
+// message's Created is its publishing node's clock, so no clock is
+// compared with another's), slow the nodes that did not confirm in time.
+// A node that is gone (no responders) is in neither: it reads the routes
+// from tern_routes before it takes clients again (see shipRule).
+func (c *Cluster) routedSince(subs []storage.Subscription) (confirmed map[string]int64, slow []string) {
 	req := []byte{wireVersion}
 	req = appendStr(req, c.opts.Node)
 	req = binary.AppendUvarint(req, uint64(len(subs)))
 	for _, sub := range subs {
 		req = appendStr(req, routeKey(c.opts.Node, sub.Group, sub.Filter))
 	}
-	latest := time.Now().UnixNano()
+	confirmed = map[string]int64{}
 	var mu sync.Mutex
 	var wg sync.WaitGroup
 	for _, n := range c.nodes.list() {
 		if n.Self {
 			continue
 		}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		wg.Go(func() {
 			var clock int64
-			for deadline := time.Now().Add(30 * time.Second); clock == 0 && time.Now().Before(deadline) && c.ctx.Err() == nil; {
+			for deadline := time.Now().Add(routedWait); clock == 0 && time.Now().Before(deadline) && c.ctx.Err() == nil; {
 				resp, err := c.nc.Request("tern.n."+n.Name+".has", req, c.opts.ForwardTimeout)
 				if errors.Is(err, nats.ErrNoResponders) {
 					return // gone
@@ -386,45 +459,72 @@ func (c *Cluster) routedSince(subs []storage.Subscription) int64 {
 						break
 					}
 				}
-				select { // not there yet: the node's bucket watcher lags
+				select { // not there yet: the node's bucket watcher lags, or it is starting
 				case <-c.ctx.Done():
 				case <-time.After(200 * time.Millisecond):
 				}
 			}
 			mu.Lock()
 			defer mu.Unlock()
-			if clock == 0 || latest == 0 {
-				latest = 0
+			if clock == 0 {
+				slow = append(slow, n.Name)
 			} else {
-				latest = max(latest, clock)
+				confirmed[n.Name] = clock
 			}
-		}()
+		})
 	}
 	wg.Wait()
-	return latest
+	slices.Sort(slow)
+	return confirmed, slow
 }
 
-// skipDelivered removes from st, a session shipped late to the node
-// that restored it from rec, the deliveries that node had directly: not
-// for a shared subscription (a shared message goes to one node only),
-// received by their publishing node at or after rec.restored plus margin
-// (for the clocks), on a topic one of the record's own filters matches.
-// It returns how many deliveries it removed.
-func skipDelivered(st *tern.SessionState, rec *subsRecord, margin time.Duration) int {
-	if rec.restored == 0 {
+// routedWait bounds the wait for one node's confirmation in routedSince.
+const routedWait = 5 * time.Second
+
+// shipRule tells which messages of a session shipped late (skipDelivered)
+// reached, directly, the node that restored the session from tern_subs.
+type shipRule struct {
+	// since: messages received at or after it (the margin included), on
+	// a topic one of the record's own filters matches, were routed there
+	// by the node that received them.
+	since int64
+	// selfStart is when the shipping node started (0: ignored): a message
+	// received at or after it may be its own, which it routed there only
+	// once it knew the route: from routedAt(group, filter) (0: not yet)
+	// plus the margin. Before ownFrom (when it let clients in), its own
+	// can only be from its in-process client (inline, the client id):
+	// the others it has were parked for it.
+	selfStart, ownFrom int64
+	inline             string
+	routedAt           func(group, filter string) int64
+	margin             int64
+}
+
+// skipDelivered removes from st, a session shipped late to the node that
+// restored it from rec, the deliveries that node had directly (rule), not
+// for a shared subscription (a shared message goes to one node only). It
+// returns how many deliveries it removed.
+func skipDelivered(st *tern.SessionState, rec *subsRecord, rule shipRule) int {
+	if rule.since == 0 {
 		return 0
 	}
-	since := rec.restored + int64(margin)
 	late := map[uint64]bool{}
 	for _, m := range st.Messages {
-		if m.Created < since {
+		if m.Created < rule.since {
 			continue
 		}
 		for _, sub := range rec.subs {
-			if sub.Group == "" && topics.Match(sub.Filter, m.Topic) {
-				late[m.ID] = true
-				break
+			if sub.Group != "" || !topics.Match(sub.Filter, m.Topic) {
+				continue
 			}
+			if rule.selfStart != 0 && m.Created >= rule.selfStart && (m.Created >= rule.ownFrom || m.Origin == rule.inline) {
+				at := rule.routedAt(sub.Group, sub.Filter)
+				if at == 0 || m.Created < at+rule.margin {
+					continue // perhaps received here before this node routed it there
+				}
+			}
+			late[m.ID] = true
+			break
 		}
 	}
 	n := 0

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -200,8 +201,10 @@ func TestRestoreFromGoneNode(t *testing.T) {
 // received directly.
 func TestSubsRecord(t *testing.T) {
 	subs := []storage.Subscription{{ClientID: "c", Filter: "a/#", QoS: 1, Identifier: 7}, {ClientID: "c", Group: "g", Filter: "b"}}
-	r, err := decodeSubsRecord(encodeSubsRecord("c", &subsRecord{epoch: 9, node: "n2", restored: 42, subs: subs}))
-	if err != nil || r.epoch != 9 || r.node != "n2" || r.restored != 42 || len(r.subs) != 2 || r.subs[0].Identifier != 7 ||
+	r, err := decodeSubsRecord(encodeSubsRecord("c", &subsRecord{epoch: 9, node: "n2", restored: 42, settled: 43,
+		confirmed: map[string]int64{"n1": 44, "n3": 45}, slow: []string{"n4"}, subs: subs}))
+	if err != nil || r.epoch != 9 || r.node != "n2" || r.restored != 42 || r.settled != 43 || len(r.confirmed) != 2 ||
+		r.confirmed["n3"] != 45 || len(r.slow) != 1 || r.slow[0] != "n4" || len(r.subs) != 2 || r.subs[0].Identifier != 7 ||
 		r.subs[1].Group != "g" || r.tooLarge {
 		t.Fatalf("%+v %v", r, err)
 	}
@@ -221,13 +224,49 @@ func TestSubsRecord(t *testing.T) {
 			{MessageID: 5, ShareGroup: "g", ShareFilter: "a/#"}},
 	}
 	rec := &subsRecord{restored: 150, subs: []storage.Subscription{{Filter: "a/#"}, {Group: "g", Filter: "other"}}}
+	fresh := func() *tern.SessionState {
+		c := *st
+		c.Messages, c.Deliveries = slices.Clone(st.Messages), slices.Clone(st.Deliveries)
+		return &c
+	}
+	if n := skipDelivered(fresh(), rec, shipRule{}); n != 0 {
+		t.Fatal("skipped without a restore time")
+	}
+	// The shipping node started at 250 and routed a/# to the new node
+	// from 280: message 3 (300) went there too, message 2 (200, parked
+	// here before the start) did.
+	rule := shipRule{since: 200, selfStart: 250, margin: 10, routedAt: func(group, filter string) int64 {
+		if group == "" && filter == "a/#" {
+			return 280
+		}
+		return 0
+	}}
+	if st2 := fresh(); skipDelivered(st2, rec, rule) != 2 {
+		t.Fatalf("with the route from 280: %+v", st2)
+	}
+	rule.routedAt = func(string, string) int64 { return 295 } // 300 < 295 + 10: perhaps received here before
+	if st2 := fresh(); skipDelivered(st2, rec, rule) != 1 || st2.Deliveries[1].MessageID != 3 {
+		t.Fatalf("with the route from 295: %+v", st2)
+	}
+	rule.routedAt = func(string, string) int64 { return 0 } // never routed there: only what came before the start
+	if st2 := fresh(); skipDelivered(st2, rec, rule) != 1 {
+		t.Fatalf("without the route: %+v", st2)
+	}
+	// Clients came in at 310: message 3 (300), from a client, was parked
+	// here; from the in-process client it might be this node's own.
+	rule.ownFrom, rule.inline = 310, "$inline"
+	if st2 := fresh(); skipDelivered(st2, rec, rule) != 2 {
+		t.Fatalf("before the clients came in: %+v", st2)
+	}
+	st.Messages[2].Origin = "$inline"
+	if st2 := fresh(); skipDelivered(st2, rec, rule) != 1 {
+		t.Fatalf("the in-process client's, before the clients came in: %+v", st2)
+	}
+	st.Messages[2].Origin = ""
 	// 2 and 3: after the restore, on the record's filter; 4: only a shared
 	// filter of the record matches; 5: for a shared subscription.
-	if n := skipDelivered(st, rec, 50); n != 2 || len(st.Deliveries) != 4 || len(st.Messages) != 3 {
+	if n := skipDelivered(st, rec, shipRule{since: 200}); n != 2 || len(st.Deliveries) != 4 || len(st.Messages) != 3 {
 		t.Fatalf("skipped %d: %+v", n, st)
-	}
-	if n := skipDelivered(st, &subsRecord{subs: rec.subs}, 0); n != 0 {
-		t.Fatal("skipped without a restore time")
 	}
 }
 

@@ -146,6 +146,8 @@ func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
 		counter("forward_acked_total", "QoS 1/2 messages other nodes acknowledged.", func(c cluster.Counters) uint64 { return c.Acked }),
 		counter("forward_timeouts_total", "QoS 1/2 messages not acknowledged within forward_timeout.", func(c cluster.Counters) uint64 { return c.Timeouts }),
 		counter("forward_parked_total", "QoS 1/2 messages parked for a node that was gone.", func(c cluster.Counters) uint64 { return c.Parked }),
+		counter("forward_park_retries_total", "Attempts to park a message again while the park stream had no leader.", func(c cluster.Counters) uint64 { return c.ParkRetries }),
+		counter("forward_failed_total", "QoS 1/2 messages neither acknowledged by their node nor parked: their publisher was not acknowledged.", func(c cluster.Counters) uint64 { return c.Failed }),
 		counter("forward_received_total", "Messages received from other nodes.", func(c cluster.Counters) uint64 { return c.Received }),
 		counter("takeovers_total", "Sessions taken over from another node.", func(c cluster.Counters) uint64 { return c.Takeovers }),
 	}
