@@ -373,6 +373,8 @@ func (c *Client) writeOut(w *progressWriter, b []byte, now time.Time) (int, erro
 			return n, err
 		}
 		c.ensureLive()
+	} else {
+		c.ensureLiveTLS()
 	}
 	m, err := w.write(b[n:], now)
 	return n + m, err
@@ -540,6 +542,7 @@ func (c *Client) releaseBuffersLocked() {
 // reader drains for a moment before the connection closes.
 func (c *Client) shutdownWrite() {
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
+		c.ensureLiveTLS() // the close_notify goes through the socket
 		cw.CloseWrite()
 		c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 		return

@@ -219,7 +219,7 @@ func (p *idlePoller) unparkLocked(c *Client) {
 
 // parkFD returns the descriptor of a connection the poller can watch, or
 // -1: only plain TCP and Unix sockets, whose reads have no buffering above
-// the socket.
+// the socket, and TLS over an idleConn (see tlspark_linux.go).
 func parkFD(nc net.Conn) int {
 	var sc interface{ Control(func(fd uintptr)) error } // a syscall.RawConn
 	switch c := nc.(type) {
@@ -230,7 +230,7 @@ func parkFD(nc net.Conn) int {
 	case *net.UnixConn:
 		sc, _ = c.SyscallConn()
 	default:
-		return -1
+		return tlsParkFD(nc)
 	}
 	fd := -1
 	if sc != nil {
@@ -252,7 +252,7 @@ func (p *idlePoller) park(c *Client, deadline int64) bool {
 	if p.err != nil {
 		return false
 	}
-	if ic, ok := c.conn.(*idleConn); ok && ic.live() && !c.detach(ic) {
+	if ic := idleOf(c.conn); ic != nil && ic.live() && !c.detach(ic) {
 		return false
 	}
 	p.mu.Lock()
@@ -315,8 +315,8 @@ func (c *Client) detach(ic *idleConn) bool {
 // the reading side (it has just been taken out of the poller). A
 // connection the server is ending gets its brief drain deadline again.
 func (c *Client) revive() error {
-	ic, ok := c.conn.(*idleConn)
-	if !ok || ic.live() {
+	ic := idleOf(c.conn)
+	if ic == nil || ic.live() {
 		return nil
 	}
 	fd, err := ic.revive()
@@ -337,8 +337,8 @@ func (c *Client) revive() error {
 // answering a PINGREQ, a reader being resumed) parks it again or revives
 // it soon: a detached connection does not park again while a writer runs.
 func (c *Client) ensureLive() {
-	ic, ok := c.conn.(*idleConn)
-	if !ok {
+	ic := idleOf(c.conn)
+	if ic == nil {
 		return
 	}
 	for !ic.live() && !ic.isClosed() {
@@ -367,8 +367,8 @@ func wrapConn(nc net.Conn) net.Conn {
 // false, without calling f, when the connection is closed or not
 // detached.
 func (c *Client) rawIO(f func(fd int)) bool {
-	ic, ok := c.conn.(*idleConn)
-	if !ok {
+	ic := idleOf(c.conn)
+	if ic == nil {
 		f(c.fd)
 		return true
 	}

@@ -169,6 +169,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	c.flushCounts()
 	rd.release()
 	c.rd = nil
+	trimTLS(c.conn)
 	if c.srv.poller.park(c, deadline) {
 		putReader(rd) // c belongs to whoever resumes it now
 		return true

@@ -39,6 +39,16 @@ type ConnectionLimiter interface {
 	ConnectionLimit() int
 }
 
+// RawConnWrapper is implemented by listeners that run a protocol of their
+// own over each accepted socket (the listeners package's TLS listener):
+// before Serve, the server gives them a function to wrap the socket with,
+// beneath that protocol, so that an idle connection can let its socket's
+// Go structures go while keeping its protocol state (on Linux; elsewhere
+// the function returns the socket as it is).
+type RawConnWrapper interface {
+	WrapRawConns(wrap func(net.Conn) net.Conn)
+}
+
 // Binder is implemented by listeners that can open their socket before
 // accepting (the listeners package's all do). Serve binds every listener
 // first, so that an address in use is Serve's error, and Addr reports the
@@ -178,6 +188,9 @@ func (s *Server) goTracked(fn func()) {
 
 func (s *Server) startListener(l Listener) {
 	s.log.Info("listening", "listener", l.ID(), "addr", l.Addr().String())
+	if w, ok := l.(RawConnWrapper); ok {
+		w.WrapRawConns(wrapConn)
+	}
 	s.goTracked(func() {
 		err := l.Serve(func(nc net.Conn) { s.serveConn(nc, l.ID()) })
 		if err != nil && !s.isClosing() {

@@ -226,6 +226,9 @@ type TLSConn struct {
 // Identity implements [Identity].
 func (c *TLSConn) Identity() string { return c.identity }
 
+// TLS returns the TLS connection, for code that holds c as a net.Conn.
+func (c *TLSConn) TLS() *tls.Conn { return c.Conn }
+
 // PeerCertificates implements [Identity].
 func (c *TLSConn) PeerCertificates() []*x509.Certificate {
 	return c.ConnectionState().PeerCertificates
@@ -254,11 +257,14 @@ func certName(c *x509.Certificate) string {
 // tlsStep returns a preparer step doing the server handshake, or nil when
 // cfg is nil. With identity set, the verified certificate's name becomes
 // the connection's identity and a certificate without one is refused.
-func tlsStep(cfg *tls.Config, identity bool) func(net.Conn) (net.Conn, error) {
+func tlsStep(cfg *tls.Config, identity bool, wrap func(net.Conn) net.Conn) func(net.Conn) (net.Conn, error) {
 	if cfg == nil {
 		return nil
 	}
 	return func(c net.Conn) (net.Conn, error) {
+		if tcp, ok := c.(*net.TCPConn); ok && wrap != nil {
+			c = wrap(tcp) // its deadline (the handshake's) is tcp's
+		}
 		tc := tls.Server(c, cfg)
 		if err := tc.Handshake(); err != nil {
 			return nil, err
@@ -291,7 +297,14 @@ type TLS struct {
 	// HandshakeTimeout bounds the PROXY header and the TLS handshake;
 	// default DefaultHandshakeTimeout.
 	HandshakeTimeout time.Duration
+
+	wrap func(net.Conn) net.Conn // WrapRawConns
 }
+
+// WrapRawConns implements tern.RawConnWrapper: each accepted TCP socket
+// (not one behind a PROXY header) is wrapped with wrap before the TLS
+// handshake. Call it before Serve.
+func (l *TLS) WrapRawConns(wrap func(net.Conn) net.Conn) { l.wrap = wrap }
 
 // NewTLS returns a TLS listener named id on address ("0.0.0.0:8883").
 func NewTLS(id, address string, st *ServerTLS) *TLS {
@@ -320,7 +333,7 @@ func (l *TLS) Serve(handle func(net.Conn)) error {
 		return err
 	}
 	return l.serve(l.listener(), handle, l.HandshakeTimeout,
-		chain(proxy, tlsStep(l.st.Config(), l.st.IdentityAsUsername())))
+		chain(proxy, tlsStep(l.st.Config(), l.st.IdentityAsUsername(), l.wrap)))
 }
 
 // Reload re-reads the certificate, key and client CA files; see

@@ -85,7 +85,7 @@ func (l *WebSocket) Serve(handle func(net.Conn)) error {
 	}
 	upgrade := func(c net.Conn) (net.Conn, error) { return upgradeWebSocket(c, path) }
 	return l.serve(l.listener(), handle, l.HandshakeTimeout,
-		chain(proxy, tlsStep(l.TLSConfig, l.IdentityAsUsername), upgrade))
+		chain(proxy, tlsStep(l.TLSConfig, l.IdentityAsUsername, nil), upgrade))
 }
 
 // Close implements tern.Listener: it stops accepting and closes the
