@@ -534,3 +534,89 @@ func TestTLSParkedKeepsPeerCertificate(t *testing.T) {
 		}
 	}
 }
+
+// TLS clients that publish and are delivered to at random moments around
+// the moment they park (pauses of up to twice parkAfter: the workload, not
+// a wait) lose nothing and get everything in order, over TLS 1.2 and 1.3.
+func TestTLSParkChurn(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a few seconds of random traffic")
+	}
+	t.Parallel()
+	p := tlsParkServer(t, false)
+	const clients, rounds = 12, 8
+	var wg sync.WaitGroup
+	errs := make(chan error, 2*clients)
+	for i := range clients {
+		vers := uint16(tls.VersionTLS13)
+		if i%2 == 1 {
+			vers = tls.VersionTLS12
+		}
+		id := fmt.Sprintf("churn%d", i)
+		r, _ := p.dial(t, p.config(t, vers, ""), id, packets.V311, 60, nil)
+		r.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: id + "/#", QoS: 1}}})
+		if _, err := r.recv(); err != nil {
+			t.Fatal(err)
+		}
+		var mu sync.Mutex // writes from the two goroutines below
+		send := func(pk packets.Packet) error {
+			b, _ := pk.Encode(nil, packets.V311)
+			mu.Lock()
+			defer mu.Unlock()
+			_, err := r.nc.Write(b)
+			return err
+		}
+		pause := func(seed int) {
+			time.Sleep(time.Duration(seed*7919%(2*int(parkAfter/time.Millisecond))) * time.Millisecond)
+		}
+		wg.Add(2)
+		go func() { // the client publishes, the server delivers, each at its own pace
+			defer wg.Done()
+			for n := range rounds {
+				pause(i*rounds + n)
+				if err := send(&packets.Publish{Topic: id + "/cli", QoS: 1, PacketID: uint16(100 + n), Payload: []byte{byte(n)}}); err != nil {
+					errs <- err
+					return
+				}
+				pause(i*rounds + n + 3)
+				if err := p.srv.Publish(id+"/srv", []byte{byte(n)}, false, 1); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+		go func() { // reads everything: deliveries of both topics in order, and the PUBACKs
+			defer wg.Done()
+			next := map[string]byte{}
+			acks := 0
+			for acks < rounds || next[id+"/cli"] < rounds || next[id+"/srv"] < rounds {
+				r.nc.SetReadDeadline(time.Now().Add(20 * time.Second))
+				pk, err := packets.ReadPacket(r.nc, packets.V311, 0)
+				if err != nil {
+					errs <- fmt.Errorf("%s: %v (acks %d, next %v)", id, err, acks, next)
+					return
+				}
+				switch pk := pk.(type) {
+				case *packets.Puback:
+					acks++
+				case *packets.Publish:
+					if want := next[pk.Topic]; len(pk.Payload) != 1 || pk.Payload[0] != want {
+						errs <- fmt.Errorf("%s: %s payload %v, want [%d]", id, pk.Topic, pk.Payload, want)
+						return
+					}
+					next[pk.Topic]++
+					if err := send(&packets.Puback{PacketID: pk.PacketID}); err != nil {
+						errs <- err
+						return
+					}
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	waitParked(t, p.srv, clients)
+}
