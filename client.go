@@ -374,7 +374,7 @@ func (c *Client) writeOut(w *progressWriter, b []byte, now time.Time) (int, erro
 		}
 		c.ensureLive()
 	} else {
-		c.ensureLiveTLS()
+		c.ensureLiveTLS(len(b))
 	}
 	m, err := w.write(b[n:], now)
 	return n + m, err
@@ -542,7 +542,7 @@ func (c *Client) releaseBuffersLocked() {
 // reader drains for a moment before the connection closes.
 func (c *Client) shutdownWrite() {
 	if cw, ok := c.conn.(interface{ CloseWrite() error }); ok {
-		c.ensureLiveTLS() // the close_notify goes through the socket
+		c.ensureLiveTLS(tlsAlertSize) // for the close_notify
 		cw.CloseWrite()
 		c.conn.SetReadDeadline(time.Now().Add(2 * time.Second))
 		return

@@ -137,12 +137,13 @@ func (ic *idleConn) Read(b []byte) (int, error) {
 	return 0, net.ErrClosed
 }
 
-// Write implements net.Conn.
+// Write implements net.Conn. A detached connection is written to only
+// through a tls.Conn above it (writeThrough).
 func (ic *idleConn) Write(b []byte) (int, error) {
 	if tc := ic.tc.Load(); tc != nil {
 		return tc.Write(b)
 	}
-	return 0, net.ErrClosed
+	return ic.writeThrough(b)
 }
 
 // writeDetached writes to a detached connection what its socket takes at

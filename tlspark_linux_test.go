@@ -620,3 +620,76 @@ func TestTLSParkChurn(t *testing.T) {
 	}
 	waitParked(t, p.srv, clients)
 }
+
+// A small delivery to a parked TLS subscriber whose socket has nothing
+// waiting goes through its descriptor: the connection stays parked and
+// detached, and its TLS state goes on (the client decrypts each message,
+// and its next packet is read).
+func TestTLSDeliveryWrittenThrough(t *testing.T) {
+	for _, vers := range []uint16{tls.VersionTLS12, tls.VersionTLS13} {
+		t.Run(tls.VersionName(vers), func(t *testing.T) {
+			t.Parallel()
+			p := tlsParkServer(t, false)
+			r, _ := p.dial(t, p.config(t, vers, ""), "wt", packets.V5, 60, nil)
+			r.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t"}}})
+			if _, err := r.recv(); err != nil {
+				t.Fatal(err)
+			}
+			c := serverClient(t, p.srv, "wt")
+			for i := range 3 {
+				terntestEventually(t, "parked with an empty send queue", func() bool {
+					return tlsDetached(p.srv, c) && idleOf(c.conn).sendQueueEmpty()
+				})
+				if err := p.srv.Publish("t", []byte{byte(i)}, false, 0); err != nil {
+					t.Fatal(err)
+				}
+				pk, err := r.recv()
+				if m, ok := pk.(*packets.Publish); err != nil || !ok || len(m.Payload) != 1 || m.Payload[0] != byte(i) {
+					t.Fatalf("delivery %d: %v %v", i, pk, err)
+				}
+				if !tlsDetached(p.srv, c) {
+					t.Fatalf("delivery %d revived the connection", i)
+				}
+			}
+			r.send(&packets.Pingreq{})
+			if pk, err := r.recv(); err != nil || pk.Type() != packets.PINGRESP {
+				t.Fatalf("ping after the deliveries: %v %v", pk, err)
+			}
+		})
+	}
+}
+
+// Deliveries larger than what may go through a parked TLS connection's
+// descriptor (more than its socket takes, here) revive it, and go out
+// through it, in order.
+func TestTLSParkedLargeDeliveries(t *testing.T) {
+	t.Parallel()
+	p := tlsParkServer(t, false)
+	r, _ := p.dial(t, p.config(t, 0, ""), "big", packets.V5, 60, nil)
+	r.send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "big", QoS: 1}}})
+	if _, err := r.recv(); err != nil {
+		t.Fatal(err)
+	}
+	c := serverClient(t, p.srv, "big")
+	terntestEventually(t, "detached", func() bool { return tlsDetached(p.srv, c) })
+	const n, size = 128, 64 << 10 // 8 MB: more than the socket buffers
+	for i := range n {
+		payload := make([]byte, size)
+		payload[0] = byte(i)
+		if err := p.srv.Publish("big", payload, false, 1); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r.nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	for i := range n {
+		pk, err := packets.ReadPacket(r.nc, packets.V5, 0)
+		if err != nil {
+			t.Fatalf("message %d: %v", i, err)
+		}
+		m, ok := pk.(*packets.Publish)
+		if !ok || len(m.Payload) != size || m.Payload[0] != byte(i) {
+			t.Fatalf("message %d: %v", i, pk)
+		}
+		r.send(&packets.Puback{PacketID: m.PacketID})
+	}
+}
