@@ -22,9 +22,10 @@ import (
 //
 // Its net.Conn methods may be called from any goroutine. Read and Write
 // are for the reader and the writer, who revive the connection first;
-// while it is detached they fail with net.ErrClosed. The deadlines of a
-// detached connection are not kept: the reader and the writer set theirs
-// again after a revive.
+// while it is detached Read fails with net.ErrClosed, and Write goes
+// straight to the socket (for a tls.Conn above, see writeThrough). The
+// deadlines of a detached connection are not kept: the reader and the
+// writer set theirs again after a revive.
 type idleConn struct {
 	tc atomic.Pointer[net.TCPConn] // the live connection; nil while detached
 
