@@ -288,7 +288,7 @@ func TestTLSRecordSplitAcrossPark(t *testing.T) {
 				t.Fatal(err)
 			}
 			hc := &holdConn{Conn: tcp}
-			r, tc := p.dial(t, p.config(t, vers, ""), "split", packets.V311, 60, hc)
+			r, _ := p.dial(t, p.config(t, vers, ""), "split", packets.V311, 60, hc)
 			c := serverClient(t, p.srv, "split")
 			publish := func(id uint16) []byte { // one TLS record holding a QoS 1 PUBLISH
 				hc.mu.Lock()
@@ -332,7 +332,6 @@ func TestTLSRecordSplitAcrossPark(t *testing.T) {
 				t.Fatal(err)
 			}
 			ack(3)
-			_ = tc
 		})
 	}
 }
@@ -448,10 +447,9 @@ func TestTLSCloseNotifyWhileParked(t *testing.T) {
 func TestTLSParkLeaksNoDescriptors(t *testing.T) {
 	p := tlsParkServer(t, false)
 	cfg := p.config(t, 0, "")
-	warm, wtc := p.dial(t, cfg, "warm", packets.V311, 60, nil) // starts the poller
+	_, wtc := p.dial(t, cfg, "warm", packets.V311, 60, nil) // starts the poller
 	waitParked(t, p.srv, 1)
 	wtc.Close()
-	_ = warm
 	terntestEventually(t, "the warm-up connection to end", noClients(p.srv))
 	before := openFDs(t)
 
