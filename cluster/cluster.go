@@ -66,7 +66,9 @@ type Options struct {
 	// any free port, see Cluster.RouteAddr). Default "0.0.0.0:7946".
 	Listen string
 	// Advertise is the route address other nodes should use, when Listen
-	// is not reachable as it is (0.0.0.0, NAT).
+	// is not reachable as it is (0.0.0.0, NAT): the address the other
+	// nodes learn by gossip, and dial when they are not routed to this
+	// node yet.
 	Advertise string
 	// Peers are the route addresses of other nodes ("host:port"); the
 	// rest of the cluster is learnt from them. A host name that resolves
@@ -84,7 +86,9 @@ type Options struct {
 	MQTTAdvertise string
 	// LeaseTTL is how long a node whose heartbeats stopped is still taken
 	// for alive; a node that hears no majority of the members for 2/3 of
-	// it fences itself. Default 10 s.
+	// it fences itself. A session on a node that does not answer is taken
+	// over, and a SUBACK a node does not confirm is sent, only once that
+	// node's lease expired. Default 10 s.
 	LeaseTTL time.Duration
 	// ForwardTimeout bounds the wait for another node's acknowledgement of
 	// a QoS 1/2 message before the message is parked. Default 2 s.
@@ -466,7 +470,11 @@ func (c *Cluster) Start(srv *tern.Server) error {
 		c.stopNATS()
 		return fmt.Errorf("cluster: connecting to the embedded nats-server: %w", err)
 	}
-	c.js, err = jetstream.New(c.nc)
+	// An asynchronous publish (a parked message, a route, a retained
+	// message) whose stream leader is cut off gets no answer at all: it
+	// fails after publishAsyncTimeout rather than holding a PUBACK or a
+	// SUBACK forever.
+	c.js, err = jetstream.New(c.nc, jetstream.WithPublishAsyncTimeout(publishAsyncTimeout))
 	if err != nil {
 		c.stopNATS()
 		return err
@@ -492,6 +500,10 @@ func (c *Cluster) Start(srv *tern.Server) error {
 	c.goTracked(c.join)
 	return nil
 }
+
+// publishAsyncTimeout bounds the wait for JetStream's answer to an
+// asynchronous publish, as its API requests are bounded by default.
+const publishAsyncTimeout = 5 * time.Second
 
 // goTracked runs fn in a goroutine that Stop waits for.
 func (c *Cluster) goTracked(fn func()) {

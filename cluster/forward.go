@@ -81,10 +81,15 @@ type forwarder struct {
 	// started has been taken.
 	parkCaughtUp chan struct{}
 	caughtUp     sync.Once
+	// parkSeen is the stream sequence of the last parked message taken.
+	parkSeen atomic.Uint64
+	// redrain asks drainPark to read the park stream again from there.
+	redrain chan struct{}
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), parkCaughtUp: make(chan struct{})}
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), parkCaughtUp: make(chan struct{}),
+		redrain: make(chan struct{}, 1)}
 }
 
 func (f *forwarder) counters() Counters {
@@ -415,10 +420,17 @@ func (f *forwarder) startDrainPark() {
 func (f *forwarder) drainPark() {
 	c := f.c
 	subj := "tern.park." + c.opts.Node
-	var last atomic.Uint64
+	last := &f.parkSeen
 	var cons jetstream.ConsumeContext
-	for cons == nil {
-		oc, err := f.park.OrderedConsumer(c.ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}})
+	// open starts reading after the last message taken. A short pull
+	// expiry makes the consumer notice a lost route in seconds (missed
+	// heartbeats) and start again, rather than in a minute.
+	open := func() bool {
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}}
+		if seq := last.Load(); seq > 0 {
+			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
+		}
+		oc, err := f.park.OrderedConsumer(c.ctx, cfg)
 		if err == nil {
 			cons, err = oc.Consume(func(msg jetstream.Msg) {
 				m, d, err := decodeForward(msg.Data())
@@ -432,21 +444,31 @@ func (f *forwarder) drainPark() {
 						f.caughtUp.Do(func() { close(f.parkCaughtUp) })
 					}
 				}
-			})
+			}, jetstream.PullExpiry(5*time.Second))
 		}
 		if err != nil {
 			if c.ctx.Err() != nil {
-				return
+				return false
 			}
 			c.log.Warn("reading the park stream", "err", err)
 			select {
 			case <-c.ctx.Done():
-				return
+				return false
 			case <-time.After(time.Second):
 			}
 		}
+		return true
 	}
-	defer cons.Stop()
+	for cons == nil {
+		if !open() {
+			return
+		}
+	}
+	defer func() {
+		if cons != nil {
+			cons.Stop()
+		}
+	}()
 	ictx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	if info, err := f.park.Info(ictx, jetstream.WithSubjectFilter(subj)); err == nil && info.State.Subjects[subj] == 0 {
 		f.caughtUp.Do(func() { close(f.parkCaughtUp) }) // nothing parked
@@ -459,6 +481,16 @@ func (f *forwarder) drainPark() {
 		select {
 		case <-c.ctx.Done():
 			return
+		case <-f.redrain:
+			// Back from a partition: the consumer may not have noticed
+			// what it missed yet.
+			cons.Stop()
+			for cons = nil; cons == nil; {
+				if !open() {
+					return
+				}
+			}
+			continue
 		case <-t.C:
 		}
 		seq := last.Load()
@@ -482,4 +514,39 @@ func (f *forwarder) drainPark() {
 			purged = seq
 		}
 	}
+}
+
+// parkTaken waits, at most wait, until the messages parked for this node
+// up to now have been taken into its sessions: after a partition, before
+// the sessions that moved meanwhile are shipped with what they hold.
+func (f *forwarder) parkTaken(wait time.Duration) bool {
+	c := f.c
+	select {
+	case f.redrain <- struct{}{}:
+	default:
+	}
+	ctx, cancel := context.WithTimeout(c.ctx, wait)
+	defer cancel()
+	var seq uint64
+	for seq == 0 {
+		msg, err := f.park.GetLastMsgForSubject(ctx, "tern.park."+c.opts.Node)
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			return true // nothing parked, or all of it taken and purged
+		case err == nil:
+			seq = msg.Sequence
+		case ctx.Err() != nil:
+			return false
+		default:
+			time.Sleep(100 * time.Millisecond) // JetStream still electing after the heal: asked again
+		}
+	}
+	for f.parkSeen.Load() < seq {
+		select {
+		case <-ctx.Done():
+			return false
+		case <-time.After(50 * time.Millisecond): // polled: the consumer's callback has no event to wait on
+		}
+	}
+	return true
 }

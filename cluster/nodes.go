@@ -113,21 +113,48 @@ func (t *nodeTable) list() []NodeInfo {
 }
 
 // reference returns the MQTT address of another live node, for a Server
-// Reference; "" when none is known.
+// Reference; when none is alive (this node is cut off), of the node heard
+// from last; "" when none is known.
 func (t *nodeTable) reference() string {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	var names []string
+	var last *NodeInfo
 	for name, n := range t.nodes {
-		if n.Alive && name != t.c.opts.Node && n.MQTT != "" {
+		if name == t.c.opts.Node || n.MQTT == "" || n.Incompatible {
+			continue
+		}
+		if n.Alive {
 			names = append(names, name)
+		}
+		if last == nil || n.Renewed.After(last.Renewed) {
+			last = n
 		}
 	}
 	if len(names) == 0 {
+		if last != nil {
+			return last.MQTT
+		}
 		return ""
 	}
 	sort.Strings(names)
 	return t.nodes[names[0]].MQTT
+}
+
+// waitGone waits until node's lease expired here: cut off rather than
+// dead, it has fenced itself by then. It gives up (false) once the node
+// was still heard from for a lease and a tick.
+func (t *nodeTable) waitGone(node string) bool {
+	c := t.c
+	r := t.remote(node)
+	deadline := time.Now().Add(c.opts.LeaseTTL + c.opts.LeaseTTL/3)
+	for r.Reachable() {
+		if time.Now().After(deadline) || c.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond) // polled: the lease loop marks it gone at its next tick
+	}
+	return true
 }
 
 // start registers this node in tern_members (the nodes of the cluster,
@@ -359,7 +386,17 @@ func (t *nodeTable) loop() {
 			c.fenced.Store(false)
 			c.log.Warn("a majority of the nodes is back: fence lifted, accepting clients again")
 			c.routes.reassert()
-			c.goTracked(c.reg.shipLost)
+			c.goTracked(func() {
+				// What was parked for this node while it was cut off goes
+				// into its sessions before those that moved are shipped.
+				t0 := time.Now()
+				if c.fwd.parkTaken(30 * time.Second) {
+					c.log.Info("messages parked for this node while it was cut off taken", "took", time.Since(t0).Round(time.Millisecond).String())
+				} else {
+					c.log.Warn("messages parked for this node while it was cut off not all taken in 30s: shipping sessions anyway")
+				}
+				c.reg.shipLost()
+			})
 		}
 	}
 }

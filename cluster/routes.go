@@ -362,9 +362,9 @@ func (t *routeTable) retryPut(key, group, filter string) {
 // tellAdded sends new routes of this node to every live node over core
 // NATS, which applies them at once (the bucket's watchers, JetStream, may
 // lag for seconds while a stream leader is elected after a node died),
-// and waits for their answers: a node that does not answer in time is
-// logged, not waited for (it is dying, or loads the routes from the
-// bucket when it is back). Routes removed meanwhile are left out; the
+// and waits for their answers: for a node that does not answer in time,
+// until its lease expired (it is dead, or fenced, and loads the routes
+// from the bucket when it is back). Routes removed meanwhile are left out; the
 // check and the send hold tmu, as a removal does, so that a node never
 // gets a route's addition after its removal.
 func (t *routeTable) tellAdded(rs []newRoute) {
@@ -374,8 +374,8 @@ func (t *routeTable) tellAdded(rs []newRoute) {
 		return
 	}
 	inbox := c.nc.NewInbox()
-	answers := make(chan *nats.Msg, len(others))
-	sub, err := c.nc.ChanSubscribe(inbox, answers)
+	answers := make(chan *nats.Msg, 2*len(others))
+	sub, err := c.nc.ChanSubscribe(inbox+".*", answers)
 	if err != nil {
 		c.log.Warn("new routes not announced", "routes", len(rs), "err", err)
 		return
@@ -387,20 +387,33 @@ func (t *routeTable) tellAdded(rs []newRoute) {
 	}
 	timeout := time.NewTimer(c.opts.ForwardTimeout)
 	defer timeout.Stop()
-	for range others {
+	confirmed := map[string]bool{}
+wait:
+	for len(confirmed) < len(others) {
 		select {
-		case <-answers:
+		case m := <-answers:
+			if m.Header.Get("Status") != "503" { // 503: no responders, the node's routes are gone
+				confirmed[strings.TrimPrefix(m.Subject, inbox+".")] = true
+			}
 		case <-timeout.C:
-			c.log.Warn("a node did not confirm new routes in time", "routes", sent, "nodes", len(others))
-			return
+			break wait
 		case <-c.ctx.Done():
 			return
+		}
+	}
+	// A node that did not confirm may be cut off rather than dead: until
+	// it fences itself it acknowledges publishes without routing them
+	// here. The SUBACK waits until its lease expired.
+	for _, n := range others {
+		if !confirmed[n] {
+			c.log.Warn("a node did not confirm new routes in time: waiting for its lease to expire", "peer", n, "routes", sent)
+			c.nodes.waitGone(n)
 		}
 	}
 }
 
 // sendAdded sends the routes of rs still local to the nodes in others,
-// answers to inbox, and returns how many it sent.
+// answers to inbox.<node>, and returns how many it sent.
 func (t *routeTable) sendAdded(rs []newRoute, others []string, inbox string) int {
 	t.tmu.Lock()
 	defer t.tmu.Unlock()
@@ -423,7 +436,7 @@ func (t *routeTable) sendAdded(rs []newRoute, others []string, inbox string) int
 		req = appendStr(req, r.filter)
 	}
 	for _, n := range others {
-		t.c.nc.PublishRequest("tern.n."+n+".route", inbox, req)
+		t.c.nc.PublishRequest("tern.n."+n+".route", inbox+"."+n, req)
 	}
 	return len(on)
 }

@@ -159,6 +159,16 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 	c.reg.noteClaimed(id)
 	persistent := expiry > 0
 	for range 50 {
+		if c.fenced.Load() {
+			// Fenced while this CONNECT waited for the registry: its
+			// compare-and-set could still land once the partition heals,
+			// and take the session from the connection the majority
+			// serves.
+			if ref := c.nodes.reference(); ref != "" {
+				cl.SetServerReference(ref)
+			}
+			return packets.UseAnotherServer
+		}
 		var owner string
 		var hadSubs bool
 		var rev uint64
@@ -348,6 +358,13 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 	resp, err := c.nc.Request("tern.n."+owner+".ctl", req, c.handoverTimeout())
 	if err != nil {
 		c.log.Warn("session not handed over: its node did not answer", "client", id, "peer", owner, "err", err)
+		// Cut off rather than dead, it may still serve the client until
+		// it fences itself: the session is restored here once its lease
+		// expired, not before (the same client must not be served on two
+		// nodes).
+		if !c.nodes.waitGone(owner) {
+			c.log.Warn("session restored while its node is still heard from but does not answer", "client", id, "peer", owner)
+		}
 		return nil, true
 	}
 	if len(resp.Data) == 0 {
