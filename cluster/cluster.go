@@ -133,6 +133,7 @@ type Cluster struct {
 	natsDup  atomic.Pointer[string] // nats-server's last refusal of a route of this node's name
 	refusals atomic.Int64           // name checks that found the name held
 	fenced   atomic.Bool
+	fences   atomic.Int64 // times the node fenced itself
 	draining atomic.Bool
 
 	nodes   *nodeTable

@@ -404,6 +404,7 @@ func (t *nodeTable) loop() {
 // fence stops this node serving clients: it cannot see a majority of the
 // cluster, so the others may soon take its sessions.
 func (c *Cluster) fence(fresh, members int) {
+	c.fences.Add(1)
 	c.fenced.Store(true)
 	ref := c.nodes.reference()
 	n := c.srv.DisconnectAll(packets.UseAnotherServer, ref)

@@ -469,15 +469,30 @@ func TestPartition(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts tern serve processes and cuts their routes; skipped with -short")
 	}
+	ternBinary(t)
+	ps := newProcs(t, 3)
+	pn := newPartitionNet(t, ps)
+	runPartition(t, ps, "through the proxies", pn.set, func() {
+		// No route around the proxies: every node's routes pass through them.
+		for i := range ps {
+			for j := range ps {
+				if i != j && pn.proxies[i][j].Conns() == 0 && pn.proxies[j][i].Conns() == 0 {
+					t.Fatalf("no route connection through the proxies between %s and %s", ps[i].name, ps[j].name)
+				}
+			}
+		}
+	})
+}
+
+// runPartition starts ps, whose route traffic setCut cuts (faultproxy.Open
+// heals), checks formed once they formed, and runs TestPartition's cuts.
+func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m faultproxy.Mode), formed func()) {
 	long := os.Getenv("TERN_CLUSTER_PARTITION") == "1"
 	begin := time.Now()
 	logf := func(format string, args ...any) {
 		t.Helper()
 		t.Logf("%5.1fs "+format, append([]any{time.Since(begin).Seconds()}, args...)...)
 	}
-	ternBinary(t)
-	ps := newProcs(t, 3)
-	pn := newPartitionNet(t, ps)
 	if dir := os.Getenv("TERN_PARTITION_LOGS"); dir != "" {
 		// The nodes' logs, kept for a look after the run.
 		t.Cleanup(func() {
@@ -504,20 +519,13 @@ func TestPartition(t *testing.T) {
 			t.Fatalf("%s does not see 3 nodes alive", p.name)
 		}
 	}
-	logf("3 nodes formed through the proxies in %v", time.Since(t0).Round(time.Millisecond))
+	logf("3 nodes formed %s in %v", how, time.Since(t0).Round(time.Millisecond))
 	defer func() {
 		for _, p := range ps {
 			p.checkLog()
 		}
 	}()
-	// No route around the proxies: every node's routes pass through them.
-	for i := range ps {
-		for j := range ps {
-			if i != j && pn.proxies[i][j].Conns() == 0 && pn.proxies[j][i].Conns() == 0 {
-				t.Fatalf("no route connection through the proxies between %s and %s", ps[i].name, ps[j].name)
-			}
-		}
-	}
+	formed()
 	const ttl = 3 * time.Second // --cluster-lease-ttl of proc.start
 	addrs := []string{ps[0].mqtt, ps[1].mqtt, ps[2].mqtt}
 	nodeOf := map[string]int{}
@@ -650,7 +658,7 @@ func TestPartition(t *testing.T) {
 			t.Fatal("late publisher not connected")
 		}
 		tCut := time.Now()
-		pn.set(ph.node, ph.mode)
+		setCut(ph.node, ph.mode)
 		var twinAt time.Time
 		var splitWG sync.WaitGroup
 		splitWG.Go(func() {
@@ -820,7 +828,7 @@ func TestPartition(t *testing.T) {
 
 		// Heal: the node rejoins.
 		tHeal := time.Now()
-		pn.set(ph.node, faultproxy.Open)
+		setCut(ph.node, faultproxy.Open)
 		ok := waitFor(procWait, func() bool {
 			if readyz(cut) != 200 {
 				return false
@@ -888,6 +896,14 @@ func TestPartition(t *testing.T) {
 		figs = append(figs, f)
 		if !progress(20) {
 			t.Fatalf("publishing stopped after %s rejoined", cut.name)
+		}
+		if long {
+			// /readyz answers 200 before the node's JetStream replicas
+			// have caught up: a cut of another node meanwhile is a second
+			// failure for a group of three (a stream stays without a
+			// leader, tern_park for one, until the first is back). The
+			// schedule of the test gives them time.
+			time.Sleep(10 * time.Second)
 		}
 	}
 	stopPubs()

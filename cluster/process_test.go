@@ -63,6 +63,9 @@ type proc struct {
 	dataDir, logDir    string
 	runs               int
 	extra              []string // more tern serve arguments
+	bin                string   // the tern binary, when not ternBinary's
+	uid                uint32   // run as this user and group, when not 0
+	env                []string // more environment
 	yamlListen         bool     // the MQTT listener is in the file given in extra
 	cmd                *exec.Cmd
 	exited             chan struct{}
@@ -108,11 +111,19 @@ func (p *proc) start() {
 	if !p.yamlListen {
 		args = append(args, "--listen", p.mqtt)
 	}
-	p.cmd = exec.Command(ternBinary(p.t), append(args, p.extra...)...)
+	bin := p.bin
+	if bin == "" {
+		bin = ternBinary(p.t)
+	}
+	p.cmd = exec.Command(bin, append(args, p.extra...)...)
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "TERN_") {
 			p.cmd.Env = append(p.cmd.Env, kv)
 		}
+	}
+	p.cmd.Env = append(p.cmd.Env, p.env...)
+	if p.uid != 0 {
+		p.cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: p.uid, Gid: p.uid}}
 	}
 	p.cmd.Stdout, p.cmd.Stderr = f, f
 	if err := p.cmd.Start(); err != nil {

@@ -158,12 +158,13 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 	defer cancel()
 	c.reg.noteClaimed(id)
 	persistent := expiry > 0
+	fences := c.fences.Load()
 	for range 50 {
-		if c.fenced.Load() {
-			// Fenced while this CONNECT waited for the registry: its
-			// compare-and-set could still land once the partition heals,
-			// and take the session from the connection the majority
-			// serves.
+		if c.fenced.Load() || c.fences.Load() != fences {
+			// Fenced while this CONNECT waited for the registry (through
+			// a partition, its client likely gone): its compare-and-set
+			// could land once the partition heals, and take the session
+			// from the connection the majority serves.
 			if ref := c.nodes.reference(); ref != "" {
 				cl.SetServerReference(ref)
 			}
@@ -197,6 +198,11 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 		}
 		if c.reg.takenAfter(id, epoch) {
 			return packets.ServerUnavailable // a newer CONNECT on another node won meanwhile
+		}
+		if c.fences.Load() != fences {
+			// The compare-and-set went out before a fence and landed
+			// after the heal: the session is not taken.
+			return packets.UseAnotherServer
 		}
 		cl.SetValue(epochKey{}, epoch)
 		subs := &subsState{persistent: persistent}
