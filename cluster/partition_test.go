@@ -501,7 +501,7 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 				for i := 1; i <= p.runs; i++ {
 					name := fmt.Sprintf("%s-%02d.log", p.name, i)
 					if b, err := os.ReadFile(filepath.Join(p.logDir, name)); err == nil {
-						os.WriteFile(filepath.Join(dir, name), b, 0o644)
+						os.WriteFile(filepath.Join(dir, t.Name()+"-"+name), b, 0o644)
 					}
 				}
 			}
