@@ -88,7 +88,8 @@ type Options struct {
 	// for alive; a node that hears no majority of the members for 2/3 of
 	// it fences itself. A session on a node that does not answer is taken
 	// over, and a SUBACK a node does not confirm is sent, only once that
-	// node's lease expired. Default 10 s.
+	// node's lease expired: after a kill -9 they wait up to LeaseTTL.
+	// Default 6 s (heartbeats every second; a node fences after 4 s).
 	LeaseTTL time.Duration
 	// ForwardTimeout bounds the wait for another node's acknowledgement of
 	// a QoS 1/2 message before the message is parked. Default 2 s.
@@ -192,7 +193,7 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 		return nil, fmt.Errorf("cluster: listen address %q: %w", opts.Listen, err)
 	}
 	if opts.LeaseTTL <= 0 {
-		opts.LeaseTTL = 10 * time.Second
+		opts.LeaseTTL = 6 * time.Second
 	}
 	if opts.LeaseTTL < time.Second {
 		return nil, fmt.Errorf("cluster: lease TTL %v is below 1s", opts.LeaseTTL)

@@ -30,7 +30,7 @@ type Cluster struct {
 func (c Cluster) Enabled() bool { return c.Listen != "" }
 
 func defaultCluster() Cluster {
-	return Cluster{Name: "tern", Replicas: 0, LeaseTTL: Duration(10e9), ForwardTimeout: Duration(2e9), DrainTime: Duration(20e9)}
+	return Cluster{Name: "tern", Replicas: 0, LeaseTTL: Duration(6e9), ForwardTimeout: Duration(2e9), DrainTime: Duration(20e9)}
 }
 
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
