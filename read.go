@@ -277,7 +277,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 		c.rd.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
 		delete(ss.inflight, id)
 		c.rd.inAcked++
-		if ss.q.len() > 0 || len(c.resend) > 0 || ss.pg.active() {
+		if ss.q.len() > 0 || c.resendingLocked() || ss.pg.active() {
 			c.kickLocked() // the window has room again
 		}
 	}
