@@ -37,6 +37,13 @@ func (q *queue) push(d delivery) {
 	q.live++
 }
 
+// releaseEmpty lets go of the ring of an empty queue.
+func (q *queue) releaseEmpty() {
+	if q.live == 0 {
+		*q = queue{}
+	}
+}
+
 // skipHoles drops holes at the head.
 func (q *queue) skipHoles() {
 	for q.n > 0 && q.buf[q.head].hole() {
