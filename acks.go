@@ -47,7 +47,8 @@ func (c *Client) sendAck(t packets.Type, id uint16, code packets.ReasonCode, dur
 	}
 	c.acksWaiting.Add(1) // until written, so no later ack can overtake it
 	c.lock()
-	c.ackQueue = append(c.ackQueue, e)
+	x := c.outExtraLocked()
+	x.ackQueue = append(x.ackQueue, e)
 	c.unlock()
 	if durable {
 		// A PUBCOMP that releases a stored packet identifier waits for an
@@ -83,7 +84,11 @@ func (c *Client) ackMet(e *pendingAck, err error) {
 		}
 	}
 	n := 0
-	for _, h := range c.ackQueue {
+	var queue []*pendingAck
+	if c.ox != nil {
+		queue = c.ox.ackQueue
+	}
+	for _, h := range queue {
 		if h.waits > 0 {
 			break
 		}
@@ -98,7 +103,7 @@ func (c *Client) ackMet(e *pendingAck, err error) {
 			// acknowledged with PUBREC. Destinations that got one get it
 			// twice.
 			if c.sess != nil {
-				for _, q := range c.ackQueue[n:] {
+				for _, q := range queue[n:] {
 					if q.t == packets.PUBREC {
 						c.forgetQoS2Locked(q.id)
 					}
@@ -110,8 +115,8 @@ func (c *Client) ackMet(e *pendingAck, err error) {
 		n++
 	}
 	if n > 0 {
-		clear(c.ackQueue[:n])
-		c.ackQueue = c.ackQueue[n:]
+		clear(queue[:n])
+		c.ox.ackQueue = queue[n:]
 	}
 	c.unlock()
 	c.acksWaiting.Add(int32(-n))

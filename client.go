@@ -31,7 +31,6 @@ type Client struct {
 	connectRead int64 // when the CONNECT was read, unix nanoseconds
 	maxPacket   int32 // the client's Maximum Packet Size; 0 = no limit
 	sendQuota   int32 // most QoS 1/2 messages unacknowledged towards the client
-	willDelay   uint32
 	keepAlive   uint16
 	aliasMaxOut uint16 // the client's Topic Alias Maximum
 	version     byte
@@ -54,6 +53,8 @@ type Client struct {
 	wantPage    bool // the writer is to read a page of the session's queue back from the store
 	pageStalled bool // reading back made no progress: not again until the writer is kicked
 
+	acksWaiting atomic.Int32 // acknowledgements queued and not yet written
+
 	extra *clientExtra // set by the handshake; nil when the CONNECT had none of it
 	will  atomic.Pointer[packets.Will]
 
@@ -61,29 +62,22 @@ type Client struct {
 	// connection is parked, see park_linux.go).
 	rd         *packetReader // nil while the connection is parked
 	lastPacket int64         // while parked: when the last complete packet came, unix nanoseconds
-	aliasesIn  map[uint16]string
-	rates      *clientRates // nil until a publish rate limit applies
-	fd         int          // descriptor for the idle poller, or -1
+	in         *clientIn     // nil until a topic alias or a publish rate limit needs it
 
 	parkDeadline int64 // guarded by the poller's lock: unix nanoseconds when a parked connection's keep alive runs out; 0 = none
 
 	// Guarded by sess.mu (before the session is attached, by the handshake).
-	out          []byte  // bytes waiting to be written
-	outBuf       *[]byte // the pooled buffer behind out, nil when there is none
-	writing      int     // bytes of the buffer being written, not yet taken by the socket
-	aliasesOut   map[string]uint16
-	resend       []uint16        // inflight ids of a resumed session still to be sent again, oldest first
-	outWake      chan struct{}   // closed when the output drains: the reader waits on it
-	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
-	events       []hookEvent     // hook calls to make once the lock is released
-	outMsgs      int64           // PUBLISH packets encoded, not yet added to Stats (per write)
-	outBytes     int64           // and their payload bytes
-	subIDBuf     [1]uint32
+	out      []byte        // bytes waiting to be written
+	outBuf   *[]byte       // the pooled buffer behind out, nil when there is none
+	writing  int           // bytes of the buffer being written, not yet taken by the socket
+	outWake  chan struct{} // closed when the output drains: the reader waits on it
+	outMsgs  int64         // PUBLISH packets encoded, not yet added to Stats (per write)
+	outBytes int64         // and their payload bytes
+	ox       *clientOut    // nil until the writer's less common state is needed (outExtraLocked)
 
-	acksWaiting atomic.Int32  // acknowledgements queued and not yet written
-	ackQueue    []*pendingAck // publisher acknowledgements waiting (see acks.go); guarded by sess.mu
-	stopping    atomic.Bool   // the server is ending the connection: ignore further packets
-	outFull     atomic.Bool   // the output is past MaxPendingBytes: the reader waits
+	fd       int         // descriptor for the idle poller, or -1; owned by the reading goroutine
+	stopping atomic.Bool // the server is ending the connection: ignore further packets
+	outFull  atomic.Bool // the output is past MaxPendingBytes: the reader waits
 
 	// established is set once the handshake is complete; from then on the
 	// fields it set may be read from any goroutine that has seen it set
@@ -95,6 +89,46 @@ type Client struct {
 	disconnErr atomic.Pointer[error]
 
 	counts connCounts // messages and bytes in and out (listing.go)
+}
+
+// clientOut is the writer's state that an idle connection does not need,
+// kept out of the Client (TestStructSizes) and allocated on first use by
+// outExtraLocked; guarded by sess.mu, as the Client's output.
+type clientOut struct {
+	aliasesOut   map[string]uint16
+	resend       []uint16        // inflight ids of a resumed session still to be sent again, oldest first
+	wantSnapshot *retainedStream // a stream at the queue head that needs its messages
+	events       []hookEvent     // hook calls to make once the lock is released
+	ackQueue     []*pendingAck   // publisher acknowledgements waiting (see acks.go)
+	subIDBuf     [1]uint32
+}
+
+// outExtraLocked returns c.ox, allocating it. The caller holds sess.mu
+// (before the session is attached: the handshake).
+func (c *Client) outExtraLocked() *clientOut {
+	if c.ox == nil {
+		c.ox = new(clientOut)
+	}
+	return c.ox
+}
+
+// resendingLocked reports whether messages of a resumed session wait to be
+// sent again.
+func (c *Client) resendingLocked() bool { return c.ox != nil && len(c.ox.resend) > 0 }
+
+// clientIn is the reading goroutine's state that most connections do not
+// need: allocated by the first topic alias or rate limited PUBLISH.
+type clientIn struct {
+	aliases map[uint16]string // topic aliases the client set (v5)
+	rates   clientRates       // publish rate limits
+}
+
+// inExtra returns c.in, allocating it; for the reading goroutine.
+func (c *Client) inExtra() *clientIn {
+	if c.in == nil {
+		c.in = new(clientIn)
+	}
+	return c.in
 }
 
 // clientExtra is what few CONNECTs carry, kept out of the Client.
@@ -263,13 +297,13 @@ func (c *Client) flush() {
 					}
 					continue
 				}
-				st := c.wantSnapshot
-				if st == nil {
+				if c.ox == nil || c.ox.wantSnapshot == nil {
 					break
 				}
+				st := c.ox.wantSnapshot
 				// Retained messages for a stream at the queue head: found
 				// outside the lock, since it asks the authorizers.
-				c.wantSnapshot = nil
+				c.ox.wantSnapshot = nil
 				c.unlock()
 				msgs := s.retainedSnapshot(c.sess, st)
 				c.lock()
@@ -667,7 +701,7 @@ func (c *Client) send(pk packets.Packet) {
 // fillLocked moves queued deliveries onto the wire while the inflight window
 // has room, up to flushChunk bytes. A retained stream at the head of the
 // queue is expanded one message at a time; one whose messages are not yet
-// known is left in c.wantSnapshot for the writer to find without the lock.
+// known is left in c.ox.wantSnapshot for the writer to find without the lock.
 func (c *Client) fillLocked(now int64) {
 	ss := c.sess
 	if !c.resendPendingLocked(now) {
@@ -683,7 +717,7 @@ func (c *Client) fillLocked(now int64) {
 		h := ss.q.peek()
 		if st := h.stream(); st != nil {
 			if !st.taken {
-				c.wantSnapshot = st
+				c.outExtraLocked().wantSnapshot = st
 				return
 			}
 			if st.next == len(st.msgs) {
@@ -737,26 +771,32 @@ func (c *Client) fillLocked(now int64) {
 
 // resendPendingLocked sends again, oldest first and as the send quota
 // allows, the messages resendLocked held back. It reports whether none is
-// left. Every id in c.resend is in ss.inflight.
+// left. Every id in c.ox.resend is in ss.inflight.
 func (c *Client) resendPendingLocked(now int64) bool {
-	ss := c.sess
-	for len(c.resend) > 0 && len(ss.inflight)-len(c.resend) < int(c.sendQuota) && len(c.out) < flushChunk && !c.closing {
-		id := c.resend[0]
-		c.resend = c.resend[1:]
+	if !c.resendingLocked() {
+		return true
+	}
+	ss, x := c.sess, c.ox
+	for len(x.resend) > 0 && len(ss.inflight)-len(x.resend) < int(c.sendQuota) && len(c.out) < flushChunk && !c.closing {
+		id := x.resend[0]
+		x.resend = x.resend[1:]
 		if m, ok := ss.inflight[id]; ok && !c.writePublishLocked(&m.delivery, id, true, now) {
 			delete(ss.inflight, id)
 			ss.finishLocked(&m.delivery)
 			c.srv.stats.InflightOut.Add(-1)
 		}
 	}
-	return len(c.resend) == 0
+	return len(x.resend) == 0
 }
 
 // unpendLocked forgets a held-back message the client acknowledged before
 // it was sent again (it had received it on the previous connection).
 func (c *Client) unpendLocked(id uint16) {
-	if i := slices.Index(c.resend, id); i >= 0 {
-		c.resend = slices.Delete(c.resend, i, i+1)
+	if !c.resendingLocked() {
+		return
+	}
+	if i := slices.Index(c.ox.resend, id); i >= 0 {
+		c.ox.resend = slices.Delete(c.ox.resend, i, i+1)
 	}
 }
 
@@ -783,14 +823,16 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 		case d.subIDList() != nil:
 			pk.Properties.SubscriptionIDs = d.subIDList()
 		case d.subID != 0:
-			c.subIDBuf[0] = d.subID
-			pk.Properties.SubscriptionIDs = c.subIDBuf[:]
+			x := c.outExtraLocked()
+			x.subIDBuf[0] = d.subID
+			pk.Properties.SubscriptionIDs = x.subIDBuf[:]
 		}
 		if c.aliasMaxOut > 0 {
-			if a, ok := c.aliasesOut[m.Topic]; ok {
+			x := c.outExtraLocked()
+			if a, ok := x.aliasesOut[m.Topic]; ok {
 				pk.Topic, pk.Properties.TopicAlias = "", a
-			} else if len(c.aliasesOut) < int(c.aliasMaxOut) {
-				newAlias = uint16(len(c.aliasesOut) + 1)
+			} else if len(x.aliasesOut) < int(c.aliasMaxOut) {
+				newAlias = uint16(len(x.aliasesOut) + 1)
 				pk.Properties.TopicAlias = newAlias
 			}
 		}
@@ -811,15 +853,17 @@ func (c *Client) writePublishLocked(d *delivery, id uint16, dup bool, now int64)
 	}
 	c.out = out
 	if newAlias != 0 {
-		if c.aliasesOut == nil {
-			c.aliasesOut = make(map[string]uint16)
+		x := c.ox // set above: c.aliasMaxOut > 0
+		if x.aliasesOut == nil {
+			x.aliasesOut = make(map[string]uint16)
 		}
-		c.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
+		x.aliasesOut[strings.Clone(m.Topic)] = newAlias // do not pin the message
 	}
 	c.outMsgs++ // added to Stats once per write
 	c.outBytes += int64(len(m.Payload))
 	if len(c.srv.hooks.publishes) > 0 {
-		c.events = append(c.events, hookEvent{msg: m})
+		x := c.outExtraLocked()
+		x.events = append(x.events, hookEvent{msg: m})
 	}
 	return true
 }
@@ -835,16 +879,17 @@ type hookEvent struct {
 func (c *Client) droppedLocked(m *Message, why DropReason) {
 	c.srv.countDrop(c.sess, why)
 	if len(c.srv.hooks.drops) > 0 {
-		c.events = append(c.events, hookEvent{msg: m, drop: why})
+		x := c.outExtraLocked()
+		x.events = append(x.events, hookEvent{msg: m, drop: why})
 	}
 }
 
 func (c *Client) takeEventsLocked() []hookEvent {
-	if len(c.events) == 0 {
+	if c.ox == nil || len(c.ox.events) == 0 {
 		return nil
 	}
-	ev := c.events
-	c.events = nil
+	ev := c.ox.events
+	c.ox.events = nil
 	return ev
 }
 

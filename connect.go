@@ -6,6 +6,7 @@ import (
 	"errors"
 	"math"
 	"net"
+	"strings"
 	"sync"
 	"time"
 
@@ -283,7 +284,6 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		if w.Retain && !cfg.retainAvailable {
 			return c.refuse(packets.RetainNotSupported, "will retain not available") // [MQTT-3.2.2-13]
 		}
-		c.willDelay = w.Properties.WillDelay
 		c.will.Store(w)
 	}
 	c.sendQuota = int32(cfg.MaxInflight)
@@ -319,6 +319,9 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 		return c.refuse(c.refusal(packets.BadUserNameOrPassword), "authentication failed")
 	}
 	c.username = pk.Username // an authenticator may have set it, e.g. from a certificate
+	// Copies of their own: the identifiers outlive the connection's
+	// CONNECT, whose whole body they would otherwise keep in memory.
+	c.id, c.username = strings.Clone(c.id), strings.Clone(c.username)
 	c.conn.SetReadDeadline(time.Time{})
 
 	// The session: the session gates first (a cluster claims the client
@@ -415,7 +418,7 @@ func (c *Client) tooManyLevels(topic string) bool {
 
 // resendLocked sends again what was inflight when the client was last
 // connected: PUBLISH with DUP set, or PUBREL [MQTT-4.4.0-1]. PUBLISH packets
-// beyond the new connection's send quota wait in c.resend (section 4.9).
+// beyond the new connection's send quota wait in c.ox.resend (section 4.9).
 func (c *Client) resendLocked() {
 	ss := c.sess
 	now := time.Now().UnixNano()
@@ -427,7 +430,8 @@ func (c *Client) resendLocked() {
 			continue
 		}
 		if sent >= int(c.sendQuota) { // [MQTT-3.3.4-9]
-			c.resend = append(c.resend, m.id)
+			x := c.outExtraLocked()
+			x.resend = append(x.resend, m.id)
 			continue
 		}
 		if !c.writePublishLocked(&m.delivery, m.id, true, now) {

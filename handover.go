@@ -151,22 +151,17 @@ func (s *Server) takeOverLocked(old *session, cleanStart bool, by string, afters
 	old.mu.Lock()
 	prev := old.client
 	old.client = nil
-	if old.expiryTimer != nil {
-		old.expiryTimer.Stop()
-	}
+	old.stopTimersLocked(true, false)
 	if !cleanStart {
 		// A new connection before the will delay passed: no will [MQTT-3.1.3-9].
-		if old.pendingWill != nil {
+		if w, _ := old.takePendingWillLocked(); w != nil {
 			old.storeWillLocked(nil, time.Time{})
 		}
-		old.pendingWill, old.pendingWillFrom = nil, nil
-		if old.willTimer != nil {
-			old.willTimer.Stop()
-		}
+		old.stopTimersLocked(false, true)
 	}
 	old.mu.Unlock()
 	if prev != nil {
-		if w := prev.will.Swap(nil); w != nil && (cleanStart || prev.willDelay == 0) {
+		if w := prev.will.Swap(nil); w != nil && (cleanStart || w.Properties.WillDelay == 0) {
 			*afters = append(*afters, func() { s.publishWill(prev, willMessage(prev.id, w)) })
 		}
 		prev.disconnect(packets.SessionTakenOver)
@@ -267,7 +262,7 @@ func (ss *session) expireLaterLocked() {
 	}
 	if ss.expiry != 0 && ss.expiry != NeverExpire {
 		s := ss.srv
-		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
+		ss.offLocked().expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
 	}
 }
 
@@ -306,7 +301,7 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 	}
 	// Read first: the lock is released meanwhile, and deliveries that
 	// come then go to moved.
-	ss.moved = moved
+	ss.offLocked().moved = moved
 	var paged []storage.QueueEntry
 	var skipped []hookEvent
 	pagedIDs := s.takePagedLocked(ss, func(e *storage.QueueEntry, skip bool) {
@@ -372,10 +367,8 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 	slices.Sort(st.Inbound)
 	ss.inQoS2 = nil
 	ss.ended = true
-	ss.moved = moved
-	if ss.willTimer != nil {
-		ss.willTimer.Stop()
-	}
+	ss.offLocked().moved = moved
+	ss.stopTimersLocked(false, true)
 	if ss.stored && s.persist != nil {
 		ss.stored = false
 		s.persist.change(func(b storage.Batch) { b.DeleteSession(ss.id) })
@@ -480,7 +473,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 		}
 	}
 	if fresh && ss.client == nil && ss.expiry != 0 && ss.expiry != NeverExpire {
-		ss.expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
+		ss.offLocked().expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
 	}
 	ss.mu.Unlock()
 	s.mem.add(charge)

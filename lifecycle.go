@@ -41,7 +41,7 @@ func (s *Server) connectionEnded(c *Client) {
 
 	if w := c.will.Swap(nil); w != nil {
 		m := willMessage(c.id, w)
-		delay := min(c.willDelay, expiry) // [MQTT-3.1.3-9]
+		delay := min(w.Properties.WillDelay, expiry) // [MQTT-3.1.3-9]
 		if delay == 0 {
 			s.publishWill(c, m)
 		} else {
@@ -53,9 +53,10 @@ func (s *Server) connectionEnded(c *Client) {
 			case ss.client != nil: // a new connection came first [MQTT-3.1.3-9]
 				ss.mu.Unlock()
 			default:
-				ss.pendingWill, ss.pendingWillFrom = m, c
+				o := ss.offLocked()
+				o.pendingWill, o.pendingWillFrom = m, c
 				ss.storeWillLocked(m, time.Now().Add(time.Duration(delay)*time.Second))
-				ss.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { s.willDelayPassed(ss, m) })
+				o.willTimer = time.AfterFunc(time.Duration(delay)*time.Second, func() { s.willDelayPassed(ss, m) })
 				ss.mu.Unlock()
 			}
 		}
@@ -77,7 +78,7 @@ func (s *Server) connectionEnded(c *Client) {
 	default:
 		ss.mu.Lock()
 		if !ss.ended && ss.client == nil {
-			ss.expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expire(ss) })
+			ss.offLocked().expiryTimer = time.AfterFunc(time.Duration(expiry)*time.Second, func() { s.expire(ss) })
 		}
 		ss.mu.Unlock()
 	}
@@ -90,12 +91,11 @@ func (s *Server) willDelayPassed(ss *session, m *Message) {
 		return // the store keeps the will; the next start publishes it
 	}
 	ss.mu.Lock()
-	if ss.pendingWill != m {
+	if ss.off == nil || ss.off.pendingWill != m {
 		ss.mu.Unlock()
 		return
 	}
-	from := ss.pendingWillFrom
-	ss.pendingWill, ss.pendingWillFrom = nil, nil
+	_, from := ss.takePendingWillLocked()
 	ss.storeWillLocked(nil, time.Time{})
 	ss.mu.Unlock()
 	s.publishWill(from, m)

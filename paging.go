@@ -243,7 +243,7 @@ func (s *Server) pageIn(c *Client) bool {
 	if ss.ended || pq.ending || pq.cursor != after || !pq.active() {
 		return false
 	}
-	full := s.takePageLocked(ss, pq, es, true, &c.events)
+	full := s.takePageLocked(ss, pq, es, true, &c.outExtraLocked().events)
 	if sure && !full && pq.cursor == after && pq.active() {
 		s.forgetPagedLocked(ss, pq, after)
 		return false

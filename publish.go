@@ -28,16 +28,21 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 				return &packets.Error{Code: packets.TopicAliasInvalid, Msg: "topic alias above maximum"} // [MQTT-3.3.2-9]
 			}
 			if pk.Topic == "" {
-				t, ok := c.aliasesIn[a]
+				var t string
+				ok := false
+				if c.in != nil {
+					t, ok = c.in.aliases[a]
+				}
 				if !ok {
 					return &packets.Error{Code: packets.ProtocolError, Msg: "unknown topic alias"} // section 3.3.2.3.4: a Protocol Error
 				}
 				pk.Topic = t
 			} else {
-				if c.aliasesIn == nil {
-					c.aliasesIn = make(map[uint16]string)
+				in := c.inExtra()
+				if in.aliases == nil {
+					in.aliases = make(map[uint16]string)
 				}
-				c.aliasesIn[a] = strings.Clone(pk.Topic) // do not pin the message's buffer
+				in.aliases[a] = strings.Clone(pk.Topic) // do not pin the message's buffer
 			}
 			pk.Properties.TopicAlias = 0
 		}
@@ -244,17 +249,15 @@ func (c *Client) checkRates(pk *packets.Publish) error {
 	if cfg.MaxPublishRate == 0 && cfg.MaxPublishBytesRate == 0 {
 		return nil
 	}
-	if c.rates == nil {
-		c.rates = new(clientRates)
-	}
-	if cfg.MaxPublishRate > 0 && !c.rates.packets.take(1, cfg.MaxPublishRate, cfg.MaxPublishRate, c.rd.at) {
+	rates := &c.inExtra().rates
+	if cfg.MaxPublishRate > 0 && !rates.packets.take(1, cfg.MaxPublishRate, cfg.MaxPublishRate, c.rd.at) {
 		c.srv.stats.RateLimited.Add(1)
 		c.srv.log.Warn("client over max publish rate: disconnecting", "client", c.id, "remote", c.RemoteAddr(), "max_publish_rate", cfg.MaxPublishRate)
 		return rateLimited(packets.MessageRateTooHigh, "publish rate limit")
 	}
 	if r := cfg.MaxPublishBytesRate; r > 0 {
 		n := float64(len(pk.Topic) + len(pk.Payload))
-		if !c.rates.bytes.take(n, r, max(r, float64(cfg.MaxPacketSize)), c.rd.at) {
+		if !rates.bytes.take(n, r, max(r, float64(cfg.MaxPacketSize)), c.rd.at) {
 			c.srv.stats.RateLimited.Add(1)
 			c.srv.log.Warn("client over max publish bytes rate: disconnecting", "client", c.id, "remote", c.RemoteAddr(), "max_publish_bytes_rate", r)
 			return rateLimited(packets.QuotaExceeded, "publish bandwidth limit")
@@ -512,7 +515,7 @@ func (s *Server) deliverSession(ss *session, d delivery, r *routed) {
 	}
 	why, dropped := ss.enqueue(d, &r.charge)
 	if why == dropMoved { // the session moved to another node while this was on its way
-		s.forward(ss.moved, ss.id, d, r)
+		s.forward(ss.movedTo(), ss.id, d, r)
 		r.queued++
 		return
 	}

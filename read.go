@@ -167,6 +167,7 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	}
 	c.lastPacket = rd.pktAt.UnixNano()
 	c.flushCounts()
+	c.shed()
 	rd.release()
 	c.rd = nil
 	trimTLS(c.conn)
@@ -178,6 +179,25 @@ func (c *Client) park(keepAlive time.Duration) bool {
 	c.revive() // it may have been detached; if it cannot be, the next read fails
 	c.srv.poller.refused.Add(1)
 	return false
+}
+
+// shed lets go of what the session and the writer keep for reuse, before
+// the connection parks: the ring of an empty queue (a retained stream at
+// SUBSCRIBE leaves one of 16 slots, 512 bytes) and the writer's less
+// common state when nothing is left in it (outgoing topic aliases are
+// kept: the client remembers them).
+func (c *Client) shed() {
+	ss := c.sess
+	if ss == nil {
+		return
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.q.releaseEmpty()
+	if x := c.ox; x != nil && len(x.aliasesOut) == 0 && len(x.resend) == 0 && x.wantSnapshot == nil &&
+		len(x.events) == 0 && len(x.ackQueue) == 0 {
+		c.ox = nil
+	}
 }
 
 // readFailed turns a read or decode error into the connection's end.
@@ -277,7 +297,7 @@ func (c *Client) handleAck(id uint16, comp bool, t packets.Type) error {
 		c.rd.inFreed += ss.endLocked(&m.delivery) // given back in flushCounts
 		delete(ss.inflight, id)
 		c.rd.inAcked++
-		if ss.q.len() > 0 || len(c.resend) > 0 || ss.pg.active() {
+		if ss.q.len() > 0 || c.resendingLocked() || ss.pg.active() {
 			c.kickLocked() // the window has room again
 		}
 	}

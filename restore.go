@@ -178,11 +178,11 @@ func (r *restorer) Will(w *storage.Will) error {
 	}
 	msg := newMessage(&pk, w.ClientID, time.Unix(0, m.Created))
 	msg.expireAt = m.ExpireAt
-	ss.pendingWill = msg
+	ss.offLocked().pendingWill = msg
 	fire := time.Until(time.Unix(0, w.FireAt))
 	r.timers = append(r.timers, func() {
 		ss.mu.Lock()
-		ss.willTimer = time.AfterFunc(max(fire, 0), func() { r.s.willDelayPassed(ss, msg) })
+		ss.offLocked().willTimer = time.AfterFunc(max(fire, 0), func() { r.s.willDelayPassed(ss, msg) })
 		ss.mu.Unlock()
 	})
 	r.counts.wills++
@@ -228,7 +228,7 @@ func (s *Server) restore() error {
 			left := time.Duration(ss.expiry)*time.Second - start.Sub(since)
 			r.timers = append(r.timers, func() {
 				ss.mu.Lock()
-				ss.expiryTimer = time.AfterFunc(max(left, 0), func() { s.expire(ss) })
+				ss.offLocked().expiryTimer = time.AfterFunc(max(left, 0), func() { s.expire(ss) })
 				ss.mu.Unlock()
 			})
 		}

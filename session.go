@@ -40,21 +40,69 @@ type session struct {
 	bridge  bool                        // the local session of a bridge (see KindBridge)
 	pseq    uint64                      // last storage key given to a delivery
 	pg      *pagedQueue                 // the part of the queue that lives only in the store (paging.go); nil when none
-	moved   *remoteTarget               // set when it ended by moving to another node: where late deliveries go
+	off     *sessionOff                 // timers, a delayed will, where it moved; nil until needed (offLocked)
 	limits  atomic.Pointer[queueLimits] // its own queue limits (Server.SetSessionLimits); nil: the server's
 
 	drops    atomic.Pointer[sessionDrops] // messages dropped instead of delivered; nil until the first
 	qos0Full atomic.Bool                  // the online client's pending output is full: QoS 0 is dropped without the lock
 	qFull    atomic.Bool                  // the queue is full and nothing in it can make room: dropped without the lock
 
+	// offlineSince is when the last connection ended (unix nanoseconds; 0
+	// while online or when unknown), for listings. Guarded by mu.
+	offlineSince int64
+}
+
+// sessionOff is what a session needs once offline or ending, kept out of
+// the session (TestStructSizes): an online one has none of it unless it
+// was offline before. Guarded by the session's mu; set once, never taken
+// away, so that moved may be read without the lock by whoever saw it set.
+type sessionOff struct {
 	expiryTimer     *time.Timer
 	pendingWill     *Message // will waiting for its delay to pass
 	pendingWillFrom *Client  // the connection that set it
 	willTimer       *time.Timer
+	moved           *remoteTarget // set when it ended by moving to another node: where late deliveries go
+}
 
-	// offlineSince is when the last connection ended (unix nanoseconds; 0
-	// while online or when unknown), for listings. Guarded by mu.
-	offlineSince int64
+// offLocked returns ss.off, allocating it. The caller holds ss.mu (or
+// has the session to itself: a restore).
+func (ss *session) offLocked() *sessionOff {
+	if ss.off == nil {
+		ss.off = new(sessionOff)
+	}
+	return ss.off
+}
+
+// stopTimersLocked stops the expiry and will timers. The caller holds ss.mu.
+func (ss *session) stopTimersLocked(expiry, will bool) {
+	if o := ss.off; o != nil {
+		if expiry && o.expiryTimer != nil {
+			o.expiryTimer.Stop()
+		}
+		if will && o.willTimer != nil {
+			o.willTimer.Stop()
+		}
+	}
+}
+
+// takePendingWillLocked returns the delayed will waiting, if any, and the
+// connection that set it, and forgets them. The caller holds ss.mu.
+func (ss *session) takePendingWillLocked() (*Message, *Client) {
+	o := ss.off
+	if o == nil {
+		return nil, nil
+	}
+	m, from := o.pendingWill, o.pendingWillFrom
+	o.pendingWill, o.pendingWillFrom = nil, nil
+	return m, from
+}
+
+// movedTo returns where the session moved to, nil when it did not.
+func (ss *session) movedTo() *remoteTarget {
+	if o := ss.off; o != nil {
+		return o.moved
+	}
+	return nil
 }
 
 // inflightMsg is a QoS 1 or 2 message sent and not yet fully acknowledged.
@@ -118,7 +166,7 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.ended || ss.pg.isEnding() {
-		if ss.moved != nil {
+		if ss.movedTo() != nil {
 			return dropMoved, d.msg // not a drop: the caller forwards it
 		}
 		return DropSessionEnded, d.msg
@@ -292,12 +340,7 @@ func (ss *session) takeSharedLocked() []delivery {
 func (ss *session) stopTimers() {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
-	if ss.expiryTimer != nil {
-		ss.expiryTimer.Stop()
-	}
-	if ss.willTimer != nil {
-		ss.willTimer.Stop()
-	}
+	ss.stopTimersLocked(true, true)
 }
 
 // endSessionLocked removes the session: its subscriptions, queue and timers. A pending
@@ -328,14 +371,8 @@ func (s *Server) endSessionLocked(ss *session, expired bool) (after func()) {
 		}
 	})
 	ss.ended = true
-	if ss.expiryTimer != nil {
-		ss.expiryTimer.Stop()
-	}
-	will, from := ss.pendingWill, ss.pendingWillFrom
-	ss.pendingWill, ss.pendingWillFrom = nil, nil
-	if ss.willTimer != nil {
-		ss.willTimer.Stop()
-	}
+	ss.stopTimersLocked(true, true)
+	will, from := ss.takePendingWillLocked()
 	last := ss.identity
 	shared := ss.takeSharedLocked()
 	rest := ss.q.drain()

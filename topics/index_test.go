@@ -611,3 +611,34 @@ func (c *resultCache) has(topic string) bool {
 	_, ok := c.m.Load(topic)
 	return ok
 }
+
+// TestClientOneSubscription: a client's only subscription is kept without
+// a map, and a second, a replacement and removals go through both forms.
+func TestClientOneSubscription(t *testing.T) {
+	ix := NewIndex()
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "a/b", QoS: 0})
+	if c := ix.clients["c"]; c.one == nil || c.subs != nil {
+		t.Fatalf("one subscription: one %v, subs %v", c.one, c.subs)
+	}
+	if !ix.Subscribe(Subscription{ClientID: "c", Filter: "a/b", QoS: 1}) {
+		t.Fatal("replacing the only subscription: existed false")
+	}
+	if s, ok := ix.Get("c", "", "a/b"); !ok || s.QoS != 1 {
+		t.Fatalf("replaced: %+v %v", s, ok)
+	}
+	ix.Subscribe(Subscription{ClientID: "c", Filter: "x/#"})
+	ix.Subscribe(Subscription{ClientID: "c", Group: "g", Filter: "a/b"})
+	if c := ix.clients["c"]; c.one != nil || len(c.subs) != 2 || c.len() != 3 {
+		t.Fatalf("three subscriptions: one %v, subs %d, len %d", c.one, len(c.subs), c.len())
+	}
+	if !ix.Unsubscribe("c", "", "a/b") || !ix.Unsubscribe("c", "", "x/#") {
+		t.Fatal("unsubscribe failed")
+	}
+	if _, ok := ix.Get("c", "g", "a/b"); !ok || ix.Count() != 1 {
+		t.Fatalf("shared one left: count %d", ix.Count())
+	}
+	ix.Subscribe(Subscription{ClientID: "d", Filter: "q"})
+	if !ix.Unsubscribe("d", "", "q") || ix.clients["d"] != nil {
+		t.Fatal("the only subscription removed: client kept")
+	}
+}

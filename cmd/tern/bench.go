@@ -173,6 +173,7 @@ did: who it served, what it closed and when, and its memory (give
 	fl.StringVarP(&f.cfg.Password, "password", "P", "", "password")
 	fl.IntVarP(&f.keepAlive, "keepalive", "k", 60, "keep alive in seconds")
 	fl.BoolVar(&f.persist, "persistent", false, "persistent sessions (v5: session expiry 1 h; 3.1.1: clean session 0)")
+	fl.BoolVar(&f.cfg.ConnSubscribe, "subscribe", false, "conn: each connection subscribes to <prefix>/<i> (at -q) before it goes idle")
 	fl.StringVar(&f.cfg.ClientPrefix, "client-prefix", "tb", "client identifier prefix")
 	fl.IntVar(&f.cfg.Parallel, "parallel", 100, "most connection handshakes in progress at once")
 	fl.DurationVar(&f.cfg.ConnectTimeout, "connect-timeout", 10*time.Second, "bound on each connect (and subscribe) handshake")

@@ -9,51 +9,77 @@ import (
 
 // Memory trimming. Go's garbage collector keeps memory it has freed
 // (heap spans, the stacks of goroutines that ended) for reuse and gives it
-// back to the system only slowly. After a burst (a connection storm, a
-// backlog drained) the broker would hold that memory for nothing, which on
-// a small gateway is memory other processes lack. Every trimEvery the
-// broker looks at the memory it could give back; when that is more than
-// trimMin and an eighth of the live heap, it collects and returns it, at
-// most once per trimGap.
+// back to the system only slowly; an idle program does not even collect
+// the garbage a burst left, as no allocation starts a collection. After a
+// burst (a connection storm, a backlog drained) the broker would hold that
+// memory for nothing, which on a small gateway is memory other processes
+// lack.
+//
+// Every trimEvery the broker looks at what it allocated. Once it has
+// allocated more than trimMin and an eighth of the live heap since the
+// last trim (a burst, which may have left that much garbage), and the
+// burst is over (less than an eighth of that in the last look), it
+// collects and returns the freed memory to the system, at most once per
+// trimGap. A second trim follows trimAgain later, once the program
+// allocates little: what the burst's tail let go after the first
+// (connections that parked since, buffers released) is garbage again.
+// A look costs a metrics read, a trim a collection.
 const (
-	trimEvery = 10 * time.Second
-	trimGap   = time.Minute
-	trimMin   = 4 << 20
+	trimEvery = 500 * time.Millisecond
+	trimGap   = 10 * time.Second
+	trimAgain = 3 * time.Second
+	trimMin   = 1 << 20
 )
+
+// trimStats is what the trimmer knows at a look, in bytes.
+type trimStats struct {
+	live      uint64 // live heap at the last collection
+	sinceTrim uint64 // allocated since the last trim (or the start)
+	allocated uint64 // allocated since the previous look
+}
+
+// shouldTrim reports whether a burst that may have left garbage is over.
+func shouldTrim(m trimStats) bool {
+	burst := max(trimMin, m.live/8)
+	return m.sinceTrim >= burst && m.allocated < burst/8
+}
 
 // startMemoryTrim runs the trimmer until done is closed.
 func startMemoryTrim(log *slog.Logger, done <-chan struct{}) {
 	samples := []metrics.Sample{
-		{Name: "/memory/classes/heap/free:bytes"},    // freed spans, not yet returned
-		{Name: "/memory/classes/heap/stacks:bytes"},  // goroutine stacks, most of them cached after a burst
-		{Name: "/memory/classes/heap/objects:bytes"}, // live and dead, not yet swept, objects
-		{Name: "/gc/heap/live:bytes"},                // live at the last collection
-		{Name: "/sched/goroutines:goroutines"},
-		{Name: "/gc/stack/starting-size:bytes"},
+		{Name: "/gc/heap/allocs:bytes"}, // allocated since the program started
+		{Name: "/gc/heap/live:bytes"},
 	}
 	go func() {
 		t := time.NewTicker(trimEvery)
 		defer t.Stop()
-		var last time.Time
+		var last, again time.Time
+		metrics.Read(samples)
+		prev := samples[0].Value.Uint64()
+		var sinceTrim uint64
 		for {
 			select {
 			case <-done:
 				return
 			case now := <-t.C:
-				if now.Sub(last) < trimGap {
-					continue
-				}
 				metrics.Read(samples)
-				free, stacks := samples[0].Value.Uint64(), samples[1].Value.Uint64()
-				objects, live := samples[2].Value.Uint64(), samples[3].Value.Uint64()
-				inUse := samples[4].Value.Uint64() * samples[5].Value.Uint64() // stacks of live goroutines, at least
-				reclaimable := free + (stacks - min(stacks, inUse)) + (objects - min(objects, live))
-				if reclaimable < trimMin || reclaimable < live/8 {
+				total := samples[0].Value.Uint64()
+				m := trimStats{live: samples[1].Value.Uint64(), allocated: total - prev}
+				prev = total
+				sinceTrim += m.allocated
+				m.sinceTrim = sinceTrim
+				if !again.IsZero() && !now.Before(again) && m.allocated < trimMin/8 {
+					again = time.Time{}
+					debug.FreeOSMemory()
+					log.Debug("returned freed memory to the system again")
 					continue
 				}
-				last = now
+				if now.Sub(last) < trimGap || !shouldTrim(m) {
+					continue
+				}
+				last, again, sinceTrim = now, now.Add(trimAgain), 0
 				debug.FreeOSMemory()
-				log.Debug("returned freed memory to the system", "reclaimable_bytes", reclaimable, "live_bytes", live)
+				log.Debug("returned freed memory to the system", "allocated_since_last", m.sinceTrim, "live_bytes", m.live)
 			}
 		}
 	}()

@@ -158,6 +158,10 @@ type Config struct {
 	// earlier run left). Brokers that persist sessions then store what they
 	// queue for subscribers.
 	Persistent bool
+	// ConnSubscribe makes every connection of the Conn scenario subscribe,
+	// at QoS, to a topic of its own ("<prefix>/<i>") before it goes idle,
+	// as most real idle clients do.
+	ConnSubscribe bool
 	// KeepRetained leaves the Retained (and RetFlood) scenario's messages on the broker;
 	// by default they are cleared afterwards.
 	KeepRetained bool

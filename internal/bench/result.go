@@ -107,13 +107,17 @@ type RetainedStats struct {
 // it throughout: PeakKiB is the largest sample, AfterKiB the last (once the
 // clients have left and the memory has had time to settle), and
 // LimitExceeded tells that the load stopped early because the broker passed
-// Stress.RSSLimit.
+// Stress.RSSLimit. For Conn, HeldKiB is the memory at the end of the
+// hold, once the connect burst's garbage has had time to go, and
+// PerConnectionHeld the difference per connection then.
 type RSSStats struct {
-	BeforeKiB     int64   `json:"before_kib"`
-	AfterKiB      int64   `json:"after_kib"`
-	PerConnection float64 `json:"per_connection_bytes"`
-	PeakKiB       int64   `json:"peak_kib,omitempty"`
-	LimitExceeded bool    `json:"limit_exceeded,omitempty"`
+	BeforeKiB         int64   `json:"before_kib"`
+	AfterKiB          int64   `json:"after_kib"`
+	PerConnection     float64 `json:"per_connection_bytes"`
+	HeldKiB           int64   `json:"held_kib,omitempty"`
+	PerConnectionHeld float64 `json:"per_connection_held_bytes,omitempty"`
+	PeakKiB           int64   `json:"peak_kib,omitempty"`
+	LimitExceeded     bool    `json:"limit_exceeded,omitempty"`
 }
 
 func latencyStats(h *histogram) *LatencyStats {
@@ -192,6 +196,9 @@ func (r *Result) WriteText(w io.Writer) {
 		p("broker RSS   %d KiB before, %d KiB after", m.BeforeKiB, m.AfterKiB)
 		if m.PerConnection != 0 {
 			p(", %.0f bytes per connection", m.PerConnection)
+		}
+		if m.HeldKiB != 0 {
+			p("; %d KiB at the end of the hold, %.0f bytes per connection", m.HeldKiB, m.PerConnectionHeld)
 		}
 		if m.PeakKiB != 0 {
 			p(", peak %d KiB", m.PeakKiB)

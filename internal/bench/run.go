@@ -199,7 +199,13 @@ loop:
 // runConn opens Count idle connections and holds them for Duration.
 func (r *runner) runConn(ctx context.Context, res *Result, rss *RSSStats) {
 	cfg := &r.cfg
-	r.connectMany(ctx, cfg.Count, "c", false, nil)
+	var setup func(i int, c *client) error
+	if cfg.ConnSubscribe {
+		setup = func(i int, c *client) error {
+			return c.subscribe(fmt.Sprintf("%s/%d", cfg.TopicPrefix, i), cfg.QoS)
+		}
+	}
+	r.connectMany(ctx, cfg.Count, "c", false, setup)
 	r.phase.Store(phaseMeasure)
 	start := time.Now()
 	r.started.Store(start.UnixNano())
@@ -212,6 +218,12 @@ func (r *runner) runConn(ctx context.Context, res *Result, rss *RSSStats) {
 		}
 	}
 	sleepCtx(ctx, cfg.Duration-time.Since(start))
+	if rss != nil && ctx.Err() == nil {
+		rss.HeldKiB = readRSS(cfg.BrokerPID)
+		if n := r.connects.Load(); n > 0 {
+			rss.PerConnectionHeld = float64(rss.HeldKiB-rss.BeforeKiB) * 1024 / float64(n)
+		}
+	}
 	res.Seconds = time.Since(start).Seconds()
 }
 
