@@ -118,6 +118,7 @@ type Counters struct {
 	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
 	RouteWrites uint64 `json:"route_writes"` // route table changes written
 	Restored    uint64 `json:"restored"`     // sessions restored from tern_subs (their node was gone)
+	Shed        uint64 `json:"shed"`         // QoS 0 messages from other nodes dropped: this node was behind by maxBacklog
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -135,7 +136,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, takeovers, handedOver, routeWrites, restored atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, takeovers, handedOver, routeWrites, restored, shed atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -168,7 +169,8 @@ func (f *forwarder) counters() Counters {
 	return Counters{Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
 		Parked: f.cnt.parked.Load(), Received: f.cnt.received.Load(), Unparked: f.cnt.unparked.Load(),
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(), Takeovers: f.cnt.takeovers.Load(),
-		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load()}
+		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
+		Shed: f.cnt.shed.Load()}
 }
 
 // subscribe listens to this node's subjects: messages, replies, route
@@ -487,16 +489,29 @@ func (f *forwarder) receive(msg *nats.Msg) {
 	respond(nil)
 }
 
+// maxBacklog bounds what may wait in the subscription to this node's
+// messages before QoS 0 ones are dropped: a node that cannot keep up
+// would otherwise queue them there without limit (a single node drops
+// QoS 0 messages at its subscribers' MaxPendingBytes instead).
+const maxBacklog = 16 << 20
+
 // receiveBatch routes the messages of a batch (see batch) here and
 // reports whether any went to the store. A batch that does not decode
 // is refused from the bad frame on.
 func (f *forwarder) receiveBatch(b []byte) (stored bool, err error) {
-	err = decodeBatch(b, func(m *tern.Message, d tern.Delivery) {
+	qos0 := true
+	if _, bytes, _ := f.dataSub.Pending(); bytes > maxBacklog {
+		qos0 = false
+	}
+	shed, err := decodeBatch(b, qos0, func(m *tern.Message, d tern.Delivery) {
 		f.cnt.received.Add(1)
 		if f.inject(m, d).Stored {
 			stored = true
 		}
 	})
+	if shed > 0 {
+		f.cnt.shed.Add(uint64(shed))
+	}
 	return stored, err
 }
 

@@ -95,27 +95,33 @@ func appendFrame(b []byte, m *tern.Message, d tern.Delivery) []byte {
 }
 
 // decodeBatch calls fn with each message of a batch, in order, and stops
-// at the first frame that does not decode.
-func decodeBatch(b []byte, fn func(*tern.Message, tern.Delivery)) error {
+// at the first frame that does not decode. With qos0 false, QoS 0
+// messages are skipped undecoded and counted in skipped.
+func decodeBatch(b []byte, qos0 bool, fn func(*tern.Message, tern.Delivery)) (skipped int, err error) {
 	if len(b) == 0 || b[0] != wireVersion {
-		return errors.New("cluster: message from a node of another wire version")
+		return 0, errors.New("cluster: message from a node of another wire version")
 	}
 	for b = b[1:]; len(b) > 0; {
 		if len(b) < 4 {
-			return errCorrupt
+			return skipped, errCorrupt
 		}
 		n := binary.BigEndian.Uint32(b)
 		if uint64(n) > uint64(len(b)-4) {
-			return errCorrupt
+			return skipped, errCorrupt
 		}
-		m, d, err := decodeForward(b[4 : 4+n])
+		frame := b[4 : 4+n]
+		b = b[4+n:]
+		if !qos0 && len(frame) > 1 && frame[1]&3 == 0 { // encodeForward: version, then flags
+			skipped++
+			continue
+		}
+		m, d, err := decodeForward(frame)
 		if err != nil {
-			return err
+			return skipped, err
 		}
 		fn(m, d)
-		b = b[4+n:]
 	}
-	return nil
+	return skipped, nil
 }
 
 func appendStr(b []byte, s string) []byte {
