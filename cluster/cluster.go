@@ -17,11 +17,13 @@
 //     change also goes to every live node over core NATS, and a SUBACK
 //     waits until each has it (a bucket watcher can lag for seconds while
 //     JetStream elects a leader);
-//   - messages: core NATS to "tern.n.<node>.d", one per destination node;
-//     QoS 1 and 2 as requests whose replies hold the publisher's PUBACK
-//     (tern.Ack), sent once the destination queued (and stored) the
-//     message. A node that is gone gets the QoS 1/2 message parked in the
-//     stream tern_park, drained by that node when it is back;
+//   - messages: core NATS to "tern.n.<node>.d", one per destination node,
+//     in batches (what accumulated for the node since the last one went);
+//     a batch with QoS 1 and 2 messages is a request whose reply holds
+//     their publishers' PUBACKs (tern.Ack), sent once the destination
+//     queued (and stored) them. A node that is gone gets the QoS 1/2
+//     message parked in the stream tern_park, drained by that node when
+//     it is back;
 //   - retained messages: tern_retained, watched into every node's index;
 //   - sessions: tern_sessions maps a client identifier to its node and an
 //     epoch, changed by compare-and-set on CONNECT; the new node takes the
@@ -107,8 +109,8 @@ type Options struct {
 	// NATS, when set, may change the embedded nats-server's options last.
 	NATS func(*server.Options)
 
-	// wire is the wire version given in heartbeats: wireVersion, another
-	// in tests.
+	// wire is the version given in heartbeats: protoVersion, another in
+	// tests.
 	wire int
 }
 
@@ -208,7 +210,7 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 		opts.Logger = slog.Default()
 	}
 	if opts.wire == 0 {
-		opts.wire = wireVersion
+		opts.wire = protoVersion
 	}
 	if opts.Replicas < 0 || opts.Replicas > 5 {
 		return nil, fmt.Errorf("cluster: replicas %d: want 1 to 5 (0 for the default)", opts.Replicas)

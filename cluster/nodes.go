@@ -17,7 +17,7 @@ import (
 // stall it), and its entry in tern_members.
 type lease struct {
 	Version string `json:"version"`
-	// Wire is the sender's wireVersion; absent (0) in nodes that predate
+	// Wire is the sender's protoVersion; absent (0) in nodes that predate
 	// it, which spoke version 1.
 	Wire     int    `json:"wire,omitempty"`
 	Instance string `json:"instance"`

@@ -101,7 +101,7 @@ func TestWireVersionMismatch(t *testing.T) {
 	var logs syncBuffer
 	nodes, err := tryStartCluster(t, 3, func(i int, o *Options) {
 		if i == 2 {
-			o.wire = wireVersion + 1
+			o.wire = protoVersion + 1
 		}
 		if i == 0 {
 			o.Logger = slog.New(slog.NewTextHandler(&logs, nil))
@@ -116,7 +116,7 @@ func TestWireVersionMismatch(t *testing.T) {
 	terntest.Eventually(t, "n3 listed as incompatible", func() bool {
 		for _, n := range nodes[0].cl.Status().Nodes {
 			if n.Name == "n3" {
-				return n.Incompatible && !n.Alive && n.Wire == wireVersion+1
+				return n.Incompatible && !n.Alive && n.Wire == protoVersion+1
 			}
 		}
 		return false

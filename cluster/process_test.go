@@ -558,6 +558,9 @@ func runBench(t testing.TB, args ...string) string {
 
 // benchPubSub runs one `tern bench sub` on subAddr and `tern bench pub`
 // with pubs publishers on pubAddr, and returns the subscriber's summary.
+// The subscriber counts what arrives while the publishers run (5 s) and
+// 1 s more: a backlog that reaches it later (messages queued between
+// nodes) is not throughput.
 func benchPubSub(t testing.TB, pubAddr, subAddr string, qos byte, pubs int, extra ...string) string {
 	t.Helper()
 	port := func(a string) string { _, p, _ := net.SplitHostPort(a); return p }
@@ -565,7 +568,7 @@ func benchPubSub(t testing.TB, pubAddr, subAddr string, qos byte, pubs int, extr
 	subDone := make(chan string, 1)
 	go func() {
 		subDone <- runBench(t, "sub", "-p", port(subAddr), "-c", "1", "-q", strconv.Itoa(int(qos)), "-t", topic,
-			"-d", "12s", "--client-prefix", topic+"s")
+			"-d", "7s", "--client-prefix", topic+"s")
 	}()
 	time.Sleep(time.Second) // let the subscriber's SUBACK (and route) come first; bench sub has no ready signal
 	runBench(t, append([]string{"pub", "-p", port(pubAddr), "-c", strconv.Itoa(pubs), "-q", strconv.Itoa(int(qos)), "-t", topic,
@@ -573,21 +576,86 @@ func benchPubSub(t testing.TB, pubAddr, subAddr string, qos byte, pubs int, extr
 	return <-subDone
 }
 
+// procCPU returns the CPU time (user and system) the processes used so
+// far, from /proc/PID/stat.
+func procCPU(ps ...*proc) time.Duration {
+	var ticks int64
+	for _, p := range ps {
+		b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.cmd.Process.Pid))
+		if err != nil {
+			return 0
+		}
+		// Fields after the command name, which may hold spaces: state is
+		// the first, utime and stime the 12th and 13th.
+		f := strings.Fields(string(b[bytes.LastIndexByte(b, ')')+1:]))
+		for _, i := range []int{11, 12} {
+			n, _ := strconv.ParseInt(f[i], 10, 64)
+			ticks += n
+		}
+	}
+	return time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+}
+
+// benchResult is what benchCase measured.
+type benchResult struct {
+	received int     // messages the subscriber received
+	cpu      float64 // CPU microseconds of the broker processes per message received
+	p99      string  // the subscriber's 99th percentile latency, as bench printed it
+	out      string  // the subscriber's summary
+}
+
+// benchCase runs benchPubSub between the nodes pub and sub and measures
+// the CPU of the broker processes in cpu (every node of the cluster, or
+// the single node) over the run.
+func benchCase(t testing.TB, pub, sub *proc, cpu []*proc, qos byte, extra ...string) benchResult {
+	t.Helper()
+	c0 := procCPU(cpu...)
+	out := benchPubSub(t, pub.mqtt, sub.mqtt, qos, 4, extra...)
+	r := benchResult{out: out}
+	for _, l := range strings.Split(out, "\n") {
+		f := strings.Fields(l)
+		switch {
+		case len(f) > 1 && f[0] == "received":
+			r.received, _ = strconv.Atoi(f[1])
+		case len(f) > 6 && f[0] == "latency":
+			r.p99 = f[6]
+		}
+	}
+	if r.received > 0 {
+		r.cpu = float64((procCPU(cpu...) - c0).Microseconds()) / float64(r.received)
+	}
+	return r
+}
+
 // Measurements for BENCHMARKS.md: throughput and latency of publishes
-// across nodes against one node, takeover time. Run with
-// TERN_CLUSTER_BENCH=1 go test ./cluster -run TestClusterBench -v.
+// within and across nodes against a single node, takeover time. Run with
+// TERN_CLUSTER_BENCH=1 go test ./cluster -run TestClusterBench -v
+// (TERN_BENCH_ROUNDS rounds, default 3).
+//
+// The single node runs beside the cluster, with the same flags, and the
+// cases take turns, round after round: on a shared machine whose load
+// changes by the minute, measuring the single node first and the cluster
+// afterwards compared two different machines. The idle nodes cost the
+// single node's cases a little CPU (heartbeats, Raft: about 2 % of a core
+// each).
 func TestClusterBench(t *testing.T) {
 	if os.Getenv("TERN_CLUSTER_BENCH") != "1" {
-		t.Skip("set TERN_CLUSTER_BENCH=1 to measure the cluster (about 2 minutes)")
+		t.Skip("set TERN_CLUSTER_BENCH=1 to measure the cluster (about 4 minutes)")
+	}
+	rounds := 3
+	if n, err := strconv.Atoi(os.Getenv("TERN_BENCH_ROUNDS")); err == nil && n > 0 {
+		rounds = n
 	}
 	ternBinary(t)
-	// The single-node baseline: a `tern serve` without cluster.
+	// The single-node baseline: a `tern serve` without cluster, with the
+	// flags start gives the nodes.
 	single := newProcs(t, 1)[0]
 	single.runs++
 	single.log = filepath.Join(single.logDir, "single.log")
 	f, _ := os.Create(single.log)
 	single.cmd = exec.Command(ternBinary(t), "serve", "--listen", single.mqtt, "--admin-listen", single.admin,
-		"--data-dir", single.dataDir, "--sys-interval", "0", "--durability", "off")
+		"--data-dir", single.dataDir, "--sys-interval", "0", "--max-queued-messages", "0", "--max-queued-bytes", "0",
+		"--durability", "off")
 	single.cmd.Stdout, single.cmd.Stderr = f, f
 	if err := single.cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -595,11 +663,6 @@ func TestClusterBench(t *testing.T) {
 	single.exited = make(chan struct{})
 	go func() { single.cmd.Wait(); close(single.exited) }()
 	single.ready()
-	for _, q := range []int{0, 1} {
-		t.Logf("single node, QoS %d, 4 publishers -> 1 subscriber:\n%s", q, benchPubSub(t, single.mqtt, single.mqtt, byte(q), 4))
-	}
-	t.Logf("single node, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, single.mqtt, single.mqtt, 0, 4, "--rate", "10000"))
-	single.kill()
 
 	ps := newProcs(t, 3)
 	for _, p := range ps {
@@ -607,11 +670,68 @@ func TestClusterBench(t *testing.T) {
 	}
 	formed := startProcs(t, ps)
 	t.Logf("3 nodes formed in %v", formed.Round(time.Millisecond))
-	for _, q := range []int{0, 1} {
-		t.Logf("cluster, same node, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[0].mqtt, byte(q), 4))
-		t.Logf("cluster, across nodes, QoS %d:\n%s", q, benchPubSub(t, ps[0].mqtt, ps[1].mqtt, byte(q), 4))
+
+	type benchCaseDef struct {
+		name     string
+		pub, sub *proc
+		qos      byte
+		extra    []string
+		base     int // the case this one is compared with, -1 for none
 	}
-	t.Logf("cluster, across nodes, QoS 0 at 10,000 msg/s:\n%s", benchPubSub(t, ps[0].mqtt, ps[1].mqtt, 0, 4, "--rate", "10000"))
+	rate := []string{"--rate", "10000"}
+	cases := []benchCaseDef{
+		{"single node, QoS 0", single, single, 0, nil, -1},
+		{"cluster, same node, QoS 0", ps[0], ps[0], 0, nil, 0},
+		{"cluster, across nodes, QoS 0", ps[0], ps[1], 0, nil, 0},
+		{"single node, QoS 1", single, single, 1, nil, -1},
+		{"cluster, same node, QoS 1", ps[0], ps[0], 1, nil, 3},
+		{"cluster, across nodes, QoS 1", ps[0], ps[1], 1, nil, 3},
+		{"single node, QoS 0 at 10,000 msg/s", single, single, 0, rate, -1},
+		{"cluster, across nodes, QoS 0 at 10,000 msg/s", ps[0], ps[1], 0, rate, 6},
+	}
+	res := make([][]benchResult, len(cases))
+	for round := range rounds {
+		for i, c := range cases {
+			cpu := ps
+			if c.pub == single {
+				cpu = []*proc{single}
+			}
+			r := benchCase(t, c.pub, c.sub, cpu, c.qos, c.extra...)
+			res[i] = append(res[i], r)
+			t.Logf("round %d, %s: %d received, %.1f µs of broker CPU per message, p99 %s", round+1, c.name, r.received, r.cpu, r.p99)
+			if testing.Verbose() && round == 0 {
+				t.Logf("%s", r.out)
+			}
+		}
+	}
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "| case | received per round | vs single node | broker CPU µs/msg | p99 latency |\n|---|---|---|---|---|\n")
+	for i, c := range cases {
+		var recv, ratio, cpu, p99 []string
+		for round, r := range res[i] {
+			recv = append(recv, strconv.Itoa(r.received))
+			cpu = append(cpu, fmt.Sprintf("%.1f", r.cpu))
+			p99 = append(p99, r.p99)
+			switch base := c.base; {
+			case base < 0:
+			case c.extra != nil: // at a fixed rate: the latencies compare
+				p, err1 := time.ParseDuration(r.p99)
+				q, err2 := time.ParseDuration(res[base][round].p99)
+				if err1 == nil && err2 == nil && q > 0 {
+					ratio = append(ratio, fmt.Sprintf("p99 x%.2f", float64(p)/float64(q)))
+				}
+			case res[base][round].received > 0:
+				ratio = append(ratio, fmt.Sprintf("%.0f%%", 100*float64(r.received)/float64(res[base][round].received)))
+			}
+		}
+		if c.base < 0 {
+			ratio = []string{"100%"}
+		}
+		fmt.Fprintf(&sum, "| %s | %s | %s | %s | %s |\n", c.name, strings.Join(recv, ", "), strings.Join(ratio, ", "),
+			strings.Join(cpu, ", "), strings.Join(p99, ", "))
+	}
+	t.Logf("summary (%d rounds, each case in turn):\n%s", rounds, sum.String())
+	single.kill()
 
 	// Pauses: QoS 1 one at a time from n1 to a subscriber on n2 while n3
 	// is stopped with SIGTERM (a rolling restart), then killed with

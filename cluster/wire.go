@@ -11,16 +11,26 @@ import (
 	"github.com/ternmq/tern/storage"
 )
 
-// wireVersion starts every message between nodes. 2: routes announced
-// in batches (op 'A').
+// wireVersion starts every message between nodes and every record in
+// the buckets and the park stream. 2: routes announced in batches (op
+// 'A').
 const wireVersion = 2
+
+// protoVersion is the version of the exchanges between live nodes, given
+// in heartbeats: a node of another is not routed to (its messages are
+// parked). 2: wireVersion 2; 3: messages travel in batches (see batch).
+const protoVersion = 3
 
 var errCorrupt = errors.New("cluster: corrupt message from another node")
 
 // encodeForward encodes a message routed to another node and what it is
 // for: the delivery's header, then the message in the storage codec.
 func encodeForward(m *tern.Message, d tern.Delivery) []byte {
-	b := make([]byte, 0, 64+len(m.Topic)+len(m.Payload))
+	return appendForward(make([]byte, 0, 64+len(m.Topic)+len(m.Payload)), m, d)
+}
+
+// appendForward appends encodeForward's encoding to b.
+func appendForward(b []byte, m *tern.Message, d tern.Delivery) []byte {
 	f := d.QoS & 3
 	if d.Retain {
 		f |= 4
@@ -72,6 +82,46 @@ func decodeForward(b []byte) (*tern.Message, tern.Delivery, error) {
 		return nil, d, err
 	}
 	return tern.MessageFromRecord(&rec), d, nil
+}
+
+// appendFrame appends one message of a batch to b: its length (4 bytes,
+// big-endian) and encodeForward's encoding. A batch is wireVersion, then
+// frames.
+func appendFrame(b []byte, m *tern.Message, d tern.Delivery) []byte {
+	off := len(b)
+	b = appendForward(append(b, 0, 0, 0, 0), m, d)
+	binary.BigEndian.PutUint32(b[off:], uint32(len(b)-off-4))
+	return b
+}
+
+// decodeBatch calls fn with each message of a batch, in order, and stops
+// at the first frame that does not decode. With qos0 false, QoS 0
+// messages are skipped undecoded and counted in skipped.
+func decodeBatch(b []byte, qos0 bool, fn func(*tern.Message, tern.Delivery)) (skipped int, err error) {
+	if len(b) == 0 || b[0] != wireVersion {
+		return 0, errors.New("cluster: message from a node of another wire version")
+	}
+	for b = b[1:]; len(b) > 0; {
+		if len(b) < 4 {
+			return skipped, errCorrupt
+		}
+		n := binary.BigEndian.Uint32(b)
+		if uint64(n) > uint64(len(b)-4) {
+			return skipped, errCorrupt
+		}
+		frame := b[4 : 4+n]
+		b = b[4+n:]
+		if !qos0 && len(frame) > 1 && frame[1]&3 == 0 { // encodeForward: version, then flags
+			skipped++
+			continue
+		}
+		m, d, err := decodeForward(frame)
+		if err != nil {
+			return skipped, err
+		}
+		fn(m, d)
+	}
+	return skipped, nil
 }
 
 func appendStr(b []byte, s string) []byte {

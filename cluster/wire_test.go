@@ -32,6 +32,38 @@ func TestForwardRoundTrip(t *testing.T) {
 	}
 }
 
+// A batch gives back its messages in order; a truncated one stops at the
+// bad frame, never a panic.
+func TestBatchRoundTrip(t *testing.T) {
+	b := []byte{wireVersion}
+	ends := map[int]bool{1: true}
+	for i := range 3 {
+		m := tern.MessageFromRecord(&storage.Message{Topic: "t/" + string(rune('a'+i)), Payload: []byte{byte(i)}, QoS: 1})
+		b = appendFrame(b, m, tern.Delivery{QoS: byte(i % 2), SubID: uint32(i + 1)})
+		ends[len(b)] = true
+	}
+	var got []string
+	if _, err := decodeBatch(b, true, func(m *tern.Message, d tern.Delivery) {
+		got = append(got, m.Topic)
+		if d.SubID != uint32(len(got)) {
+			t.Errorf("message %d: subscription id %d", len(got), d.SubID)
+		}
+	}); err != nil || !slices.Equal(got, []string{"t/a", "t/b", "t/c"}) {
+		t.Fatalf("got %v, %v", got, err)
+	}
+	// Shedding QoS 0 keeps the QoS 1 message only.
+	got = nil
+	if n, err := decodeBatch(b, false, func(m *tern.Message, d tern.Delivery) { got = append(got, m.Topic) }); n != 2 || err != nil || !slices.Equal(got, []string{"t/b"}) {
+		t.Fatalf("without QoS 0: got %v, %d skipped, %v", got, n, err)
+	}
+	for i := range b {
+		// Only a cut between frames is a (shorter) valid batch.
+		if _, err := decodeBatch(b[:i], true, func(*tern.Message, tern.Delivery) {}); (err == nil) != ends[i] {
+			t.Fatalf("cut at %d: %v", i, err)
+		}
+	}
+}
+
 // A session state survives the handover encoding.
 func TestSessionRoundTrip(t *testing.T) {
 	st := &tern.SessionState{
