@@ -27,7 +27,14 @@ type nodeRemote struct {
 	// by forwarder.omu).
 	out    []*batch
 	queued bool
+	// unsent is the bytes of out (guarded by forwarder.omu), at most
+	// maxUnsent: a node the sender cannot keep up with gets no more
+	// QoS 0 messages and has its QoS 1/2 messages parked.
+	unsent int
 }
+
+// maxUnsent bounds the bytes of messages waiting to be sent to one node.
+const maxUnsent = 16 << 20
 
 // Forward implements tern.Remote.
 func (r *nodeRemote) Forward(m *tern.Message, d tern.Delivery, ack *tern.Ack) {
@@ -118,7 +125,7 @@ type Counters struct {
 	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
 	RouteWrites uint64 `json:"route_writes"` // route table changes written
 	Restored    uint64 `json:"restored"`     // sessions restored from tern_subs (their node was gone)
-	Shed        uint64 `json:"shed"`         // QoS 0 messages from other nodes dropped: this node was behind by maxBacklog
+	Shed        uint64 `json:"shed"`         // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -236,6 +243,18 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 		}
 		return
 	}
+	if r.unsent >= maxUnsent {
+		f.omu.Unlock()
+		if d.QoS == 0 {
+			f.cnt.shed.Add(1)
+			return
+		}
+		if ack != nil {
+			ack.Hold()
+		}
+		f.parkMsg(r.node, encodeForward(m, d), ack)
+		return
+	}
 	f.cnt.sent.Add(1)
 	var b *batch
 	if n := len(r.out); n > 0 && len(r.out[n-1].data) < batchLimit {
@@ -248,6 +267,7 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 	}
 	off := len(b.data)
 	b.data = appendFrame(b.data, m, d)
+	r.unsent += len(b.data) - off
 	if d.QoS > 0 {
 		if ack != nil {
 			ack.Hold()
@@ -300,7 +320,7 @@ func (f *forwarder) sender() {
 			for _, r := range ready {
 				out = append(out, r.out...)
 				clear(r.out)
-				r.out, r.queued = r.out[:0], false
+				r.out, r.queued, r.unsent = r.out[:0], false, 0
 			}
 			f.omu.Unlock()
 			clear(ready)

@@ -554,6 +554,13 @@ func skipDelivered(st *tern.SessionState, rec *subsRecord, rule shipRule) int {
 // one that has not yet the write another node just made. A deleted key is
 // jetstream.ErrKeyNotFound.
 func (c *Cluster) leaderGet(ctx context.Context, bucket, key string) ([]byte, uint64, error) {
+	if _, ok := ctx.Deadline(); !ok {
+		// A request nobody answers (the stream's leader changed under
+		// it) would wait for good.
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+	}
 	req, _ := json.Marshal(map[string]string{"last_by_subj": "$KV." + bucket + "." + key})
 	msg, err := c.nc.RequestWithContext(ctx, "$JS.API.STREAM.MSG.GET.KV_"+bucket, req)
 	if err != nil {

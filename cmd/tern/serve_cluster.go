@@ -149,7 +149,7 @@ func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
 		counter("forward_park_retries_total", "Attempts to park a message again while the park stream had no leader.", func(c cluster.Counters) uint64 { return c.ParkRetries }),
 		counter("forward_failed_total", "QoS 1/2 messages neither acknowledged by their node nor parked: their publisher was not acknowledged.", func(c cluster.Counters) uint64 { return c.Failed }),
 		counter("forward_received_total", "Messages received from other nodes.", func(c cluster.Counters) uint64 { return c.Received }),
-		counter("forward_shed_total", "QoS 0 messages from other nodes dropped: the node was too far behind.", func(c cluster.Counters) uint64 { return c.Shed }),
+		counter("forward_shed_total", "QoS 0 messages dropped between nodes: the receiving node was too far behind (16 MiB unread, or 16 MiB unsent to it).", func(c cluster.Counters) uint64 { return c.Shed }),
 		counter("takeovers_total", "Sessions taken over from another node.", func(c cluster.Counters) uint64 { return c.Takeovers }),
 	}
 }
