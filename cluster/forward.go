@@ -224,14 +224,7 @@ func (f *forwarder) subscribe() error {
 // the batch; a node that is gone gets it parked.
 func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *tern.Ack) {
 	if !r.alive.Load() {
-		if d.QoS == 0 {
-			f.cnt.dropped.Add(1)
-			return
-		}
-		if ack != nil {
-			ack.Hold()
-		}
-		f.parkMsg(r.node, encodeForward(m, d), ack)
+		f.bypass(r, m, d, ack, &f.cnt.dropped)
 		return
 	}
 	f.omu.Lock()
@@ -245,14 +238,7 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 	}
 	if r.unsent >= maxUnsent {
 		f.omu.Unlock()
-		if d.QoS == 0 {
-			f.cnt.shed.Add(1)
-			return
-		}
-		if ack != nil {
-			ack.Hold()
-		}
-		f.parkMsg(r.node, encodeForward(m, d), ack)
+		f.bypass(r, m, d, ack, &f.cnt.shed)
 		return
 	}
 	f.cnt.sent.Add(1)
@@ -288,6 +274,20 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 		default:
 		}
 	}
+}
+
+// bypass handles a message that cannot go into r's batches (the node is
+// gone, or too far behind): QoS 0 is dropped and counted in dropped,
+// QoS 1/2 parked.
+func (f *forwarder) bypass(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *tern.Ack, dropped *atomic.Uint64) {
+	if d.QoS == 0 {
+		dropped.Add(1)
+		return
+	}
+	if ack != nil {
+		ack.Hold()
+	}
+	f.parkMsg(r.node, encodeForward(m, d), ack)
 }
 
 var errStopping = errors.New("cluster: node stopping")
