@@ -102,8 +102,10 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			s.replicateSubscriptions(c)
 		}
 	}
-	c.send(ack)
+	// Before the SUBACK: a message the client publishes once it has the
+	// SUBACK is retained after since, and comes live only [MQTT-3.3.1-9].
 	since := time.Now()
+	c.send(ack)
 	for i := range sendRetained {
 		c.sess.addStream(&sendRetained[i], since)
 	}

@@ -338,9 +338,9 @@ func (a *ackWait) Ack(pb *pahopackets.Publish) error {
 }
 
 // wait returns once every acknowledgement is sent, the connection is
-// lost, or after a second.
+// lost, or after 5 s (a loaded machine may take more than a second).
 func (a *ackWait) wait(lost <-chan struct{}) {
-	deadline := time.After(time.Second)
+	deadline := time.After(5 * time.Second)
 	for {
 		a.mu.Lock()
 		n := a.pending
@@ -542,7 +542,7 @@ func wait(ctx context.Context, t mqtt.Token) error {
 	}
 }
 
-func (c *client3) disconnect()           { c.c.Disconnect(250) }
+func (c *client3) disconnect()           { c.c.Disconnect(1000) }
 func (c *client3) lost() <-chan struct{} { return c.lostCh }
 func (c *client3) lostErr() error        { return errConnectionLost }
 
