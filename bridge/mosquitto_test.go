@@ -1,14 +1,12 @@
 package bridge
 
 import (
-	"bytes"
 	"fmt"
 	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -37,22 +35,9 @@ func mosquittoPath(t testing.TB) string {
 
 // mosquitto is a running mosquitto process.
 type mosquitto struct {
-	addr string
-	cmd  *exec.Cmd
-	mu   sync.Mutex
-	logs bytes.Buffer
-}
-
-func (m *mosquitto) Write(p []byte) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.logs.Write(p)
-}
-
-func (m *mosquitto) String() string {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	return m.logs.String()
+	addr               string
+	cmd                *exec.Cmd
+	terntest.LogBuffer // its output
 }
 
 // startMosquitto runs mosquitto with the configuration conf plus a

@@ -142,3 +142,22 @@ func TestSplitSession(t *testing.T) {
 		t.Error("an empty session is not one part")
 	}
 }
+
+// A node the sender does not keep up with gets at most maxUnsent bytes of
+// messages queued (plus the last one); QoS 0 beyond is dropped and counted.
+func TestUnsentBound(t *testing.T) {
+	f := newForwarder(&Cluster{})
+	r := &nodeRemote{node: "n2", subject: "tern.n.n2.data"}
+	r.alive.Store(true)
+	m := tern.MessageFromRecord(&storage.Message{Topic: "t", Payload: make([]byte, 64<<10)})
+	const n = maxUnsent/(64<<10) + 20
+	for range n { // no sender runs: nothing leaves
+		f.send(r, m, tern.Delivery{}, nil)
+	}
+	if r.unsent > maxUnsent+(65<<10) {
+		t.Fatalf("%d bytes unsent, bound %d", r.unsent, maxUnsent)
+	}
+	if shed, sent := f.cnt.shed.Load(), f.cnt.sent.Load(); shed == 0 || shed+sent != n {
+		t.Fatalf("shed %d, sent %d of %d", shed, sent, n)
+	}
+}
