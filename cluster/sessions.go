@@ -549,6 +549,17 @@ func (r *registry) shipLost() {
 		}
 		return ok
 	}
+	var starts map[string]int64 // tern_members' start times, read once when a restored session needs them
+	memberStarts := func(ctx context.Context) (map[string]int64, error) {
+		if starts != nil {
+			return starts, nil
+		}
+		m, err := r.memberStarts(ctx)
+		if err == nil {
+			starts = m
+		}
+		return m, err
+	}
 	shipped := 0
 	for _, si := range c.srv.Sessions() {
 		if si.Online || c.ctx.Err() != nil {
@@ -568,7 +579,7 @@ func (r *registry) shipLost() {
 		if err != nil || st == nil {
 			continue
 		}
-		r.skipRestored(si.ClientID, owner, st)
+		r.skipRestored(si.ClientID, owner, st, memberStarts)
 		for _, part := range splitSession(st, partLimit) { // in order, each merged into the session there
 			req := []byte{wireVersion, 'i', 0}
 			req = binary.AppendUvarint(req, e.Revision())
@@ -592,7 +603,8 @@ func (r *registry) shipLost() {
 // skipRestored removes from st, the session of id about to be shipped to
 // owner, what owner received directly since it restored the session from
 // tern_subs (see defaultShipMargin).
-func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
+func (r *registry) skipRestored(id, owner string, st *tern.SessionState,
+	memberStarts func(context.Context) (map[string]int64, error)) {
 	c := r.c
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
@@ -604,7 +616,11 @@ func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
 	if err != nil || rec.node != owner || rec.restored == 0 {
 		return
 	}
-	since, err := r.othersRouted(ctx, rec)
+	starts, err := memberStarts(ctx)
+	var since int64
+	if err == nil {
+		since, err = r.othersRouted(rec, starts)
+	}
 	if since == 0 {
 		c.log.Info("messages of a session shipped whole: another node may not have routed to its new node", "client", id,
 			"peer", owner, "err", err)
@@ -627,7 +643,7 @@ func (r *registry) skipRestored(id, owner string, st *tern.SessionState) {
 // gone at the restore and started again only once the routes were in
 // tern_routes, or has not started again (by the start times in
 // tern_members).
-func (r *registry) othersRouted(ctx context.Context, rec *subsRecord) (int64, error) {
+func (r *registry) othersRouted(rec *subsRecord, starts map[string]int64) (int64, error) {
 	c := r.c
 	since := rec.restored
 	for n, t := range rec.confirmed {
@@ -635,29 +651,39 @@ func (r *registry) othersRouted(ctx context.Context, rec *subsRecord) (int64, er
 			since = max(since, t)
 		}
 	}
-	keys, err := c.kvNodes.ListKeys(ctx)
-	if err != nil {
-		return 0, err
-	}
-	for k := range keys.Keys() {
+	for k, started := range starts {
 		if _, ok := rec.confirmed[k]; ok || k == c.opts.Node || k == rec.node {
 			continue
 		}
-		e, err := c.kvNodes.Get(ctx, k)
-		if err != nil {
-			return 0, err
-		}
-		var l lease
-		if err := json.Unmarshal(e.Value(), &l); err != nil {
-			return 0, err
-		}
-		started := l.Started * int64(time.Millisecond) // at or before the node's start
 		afterSettled := rec.settled != 0 && started > rec.settled
 		if !afterSettled && (slices.Contains(rec.slow, k) || started > rec.restored) {
 			return 0, fmt.Errorf("node %s did not confirm the routes", k)
 		}
 	}
 	return since, nil
+}
+
+// memberStarts returns the start time of every node in tern_members (unix
+// nanoseconds, at or before the node's start: leases keep milliseconds).
+func (r *registry) memberStarts(ctx context.Context) (map[string]int64, error) {
+	c := r.c
+	keys, err := c.kvNodes.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	starts := map[string]int64{}
+	for k := range keys.Keys() {
+		e, err := c.kvNodes.Get(ctx, k)
+		if err != nil {
+			return nil, err
+		}
+		var l lease
+		if err := json.Unmarshal(e.Value(), &l); err != nil {
+			return nil, err
+		}
+		starts[k] = l.Started * int64(time.Millisecond)
+	}
+	return starts, nil
 }
 
 // imported takes a session another node shipped late: its messages are

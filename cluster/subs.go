@@ -394,34 +394,46 @@ func (c *Cluster) markRestored(id string, epoch uint64, st *subsState, subs []st
 // record, if the record is still the one the CONNECT that won epoch wrote
 // here; it reports whether it did.
 func (c *Cluster) recordRestore(id string, epoch uint64, st *subsState, rt *subsRecord) bool {
-	st.mu.Lock()
-	defer st.mu.Unlock()
 	ctx, cancel := context.WithTimeout(c.ctx, 30*time.Second)
 	defer cancel()
-	key := sessionKey(id)
 	for range 20 {
-		val, rev, err := c.leaderGet(ctx, "tern_subs", key)
-		if err != nil {
-			// No stream leader yet (an election after a node died).
-			select {
-			case <-ctx.Done():
-				return false
-			case <-time.After(500 * time.Millisecond):
-			}
-			continue
+		done, ok := c.tryRecordRestore(ctx, id, epoch, st, rt)
+		if done {
+			return ok
 		}
-		r, err := decodeSubsRecord(val)
-		if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
-			c.log.Debug("restore time not recorded: the record changed", "client", id)
+		// No stream leader yet (an election after a node died), or the
+		// record changed under the write: again, without holding st.mu
+		// (the client's SUBSCRIBEs write the record too).
+		select {
+		case <-ctx.Done():
 			return false
-		}
-		r.copyRestore(rt)
-		if rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev); err == nil {
-			st.rev, st.restore = rev, rt
-			return true
+		case <-time.After(500 * time.Millisecond):
 		}
 	}
 	return false
+}
+
+// tryRecordRestore is one attempt of recordRestore; done says whether it
+// settled the matter, ok whether the times were written.
+func (c *Cluster) tryRecordRestore(ctx context.Context, id string, epoch uint64, st *subsState, rt *subsRecord) (done, ok bool) {
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	key := sessionKey(id)
+	val, rev, err := c.leaderGet(ctx, "tern_subs", key)
+	if err != nil {
+		return false, false
+	}
+	r, err := decodeSubsRecord(val)
+	if err != nil || r.epoch != epoch || r.node != c.opts.Node || r.tooLarge {
+		c.log.Debug("restore time not recorded: the record changed", "client", id)
+		return true, false
+	}
+	r.copyRestore(rt)
+	if rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev); err != nil {
+		return false, false
+	}
+	st.rev, st.restore = rev, rt
+	return true, true
 }
 
 // routedSince asks every other node whether it has this node's routes for

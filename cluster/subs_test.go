@@ -306,3 +306,32 @@ func TestRestoreUnanswered(t *testing.T) {
 		t.Fatalf("got %s", p.Topic)
 	}
 }
+
+// The time after which the other nodes routed to the restoring node: the
+// latest confirmation but this node's own, unless a node neither
+// confirmed nor was gone at the restore (nor started once the routes were
+// written).
+func TestOthersRouted(t *testing.T) {
+	r := &registry{c: &Cluster{opts: Options{Node: "n1"}}}
+	rec := &subsRecord{node: "n2", restored: 100, confirmed: map[string]int64{"n1": 500, "n3": 120}}
+	for _, tc := range []struct {
+		name    string
+		settled int64
+		slow    []string
+		starts  map[string]int64
+		want    int64
+	}{
+		{"all confirmed", 0, nil, map[string]int64{"n1": 900, "n2": 10, "n3": 10}, 120},
+		{"n4 gone at the restore, not back", 0, nil, map[string]int64{"n1": 900, "n4": 50}, 120},
+		{"n4 back before the routes were written", 0, nil, map[string]int64{"n4": 150}, 0},
+		{"n4 back once they were", 140, nil, map[string]int64{"n4": 150}, 120},
+		{"n4 slow", 0, []string{"n4"}, map[string]int64{"n4": 50}, 0},
+		{"n4 slow, restarted after the routes were written", 140, []string{"n4"}, map[string]int64{"n4": 150}, 120},
+	} {
+		rc := *rec
+		rc.settled, rc.slow = tc.settled, tc.slow
+		if got, _ := r.othersRouted(&rc, tc.starts); got != tc.want {
+			t.Errorf("%s: %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}
