@@ -22,6 +22,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/storage"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -618,4 +619,29 @@ func TestRoutePortTaken(t *testing.T) {
 		t.Fatalf("error %q does not give the reason", err)
 	}
 	t.Logf("failed after %v: %v", time.Since(begun), err)
+}
+
+// A node's park consumer that stalls (it reads a replica that stays
+// behind the stream leader, as after a partition) does not keep parked
+// messages from their sessions: drainPark reads them from the leader. The
+// consumer here reads a subject nothing is parked on.
+func TestParkConsumerStalled(t *testing.T) {
+	parkConsumeSubject = func(subj string) string { return subj + ".stalled" }
+	t.Cleanup(func() { parkConsumeSubject = func(subj string) string { return subj } })
+	nodes := startCluster(t, 3, nil)
+	sub := nodes[0].Dial(t, packets.V5)
+	sub.MustConnect("parked-sub")
+	subscribe(t, sub, "park/#", 1)
+	m := tern.MessageFromRecord(&storage.Message{Topic: "park/1", Payload: []byte("parked"), QoS: 1, Origin: "pub"})
+	nodes[1].cl.fwd.parkMsg(nodes[0].cl.Node(), encodeForward(m, tern.Delivery{QoS: 1, Filter: "park/#"}), nil)
+	p, err := sub.TryRecv(30 * time.Second)
+	if err != nil {
+		t.Fatalf("parked message not delivered: %v (counters %+v)", err, nodes[0].cl.fwd.counters())
+	}
+	if pub, ok := p.(*packets.Publish); !ok || string(pub.Payload) != "parked" {
+		t.Fatalf("got %+v", p)
+	}
+	if c := nodes[0].cl.fwd.counters(); c.ParkStalls == 0 || c.Unparked != 1 {
+		t.Fatalf("counters %+v: want a stall read from the leader, 1 unparked", c)
+	}
 }

@@ -121,6 +121,7 @@ type Counters struct {
 	Dropped     uint64 `json:"dropped"`      // QoS 0 messages for a node that was gone
 	Failed      uint64 `json:"failed"`       // QoS 1/2 messages neither acknowledged nor parked
 	ParkRetries uint64 `json:"park_retries"` // attempts to park a message again (no stream leader)
+	ParkStalls  uint64 `json:"park_stalls"`  // times this node's park consumer stalled behind the stream leader, which was read instead
 	Takeovers   uint64 `json:"takeovers"`    // sessions taken from another node
 	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
 	RouteWrites uint64 `json:"route_writes"` // route table changes written
@@ -143,7 +144,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, takeovers, handedOver, routeWrites, restored, shed atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -175,7 +176,8 @@ func newForwarder(c *Cluster) *forwarder {
 func (f *forwarder) counters() Counters {
 	return Counters{Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
 		Parked: f.cnt.parked.Load(), Received: f.cnt.received.Load(), Unparked: f.cnt.unparked.Load(),
-		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(), Takeovers: f.cnt.takeovers.Load(),
+		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
+		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
 		Shed: f.cnt.shed.Load()}
 }
@@ -642,48 +644,61 @@ func (f *forwarder) drainPark() {
 	subj := "tern.park." + c.opts.Node
 	last := &f.parkSeen
 	var cons jetstream.ConsumeContext
+	// take routes one parked message here, once: the consumer's callback
+	// and a read from the stream leader (catchUp) may both see it.
+	var takeMu sync.Mutex
+	take := func(seq uint64, data []byte) {
+		takeMu.Lock()
+		defer takeMu.Unlock()
+		if seq <= last.Load() {
+			return
+		}
+		if m, d, err := decodeForward(data); err == nil {
+			f.inject(m, d)
+			f.cnt.unparked.Add(1)
+		}
+		last.Store(seq)
+	}
 	// open starts reading after the last message taken. A short pull
 	// expiry makes the consumer notice a lost route in seconds (missed
 	// heartbeats) and start again, rather than in a minute.
 	open := func() bool {
-		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{subj}}
+		cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{parkConsumeSubject(subj)}}
 		if seq := last.Load(); seq > 0 {
 			cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, seq+1
 		}
 		oc, err := f.park.OrderedConsumer(c.ctx, cfg)
 		if err == nil {
 			cons, err = oc.Consume(func(msg jetstream.Msg) {
-				m, d, err := decodeForward(msg.Data())
-				if err == nil {
-					f.inject(m, d)
-					f.cnt.unparked.Add(1)
+				md, err := msg.Metadata()
+				if err != nil {
+					return
 				}
-				if md, err := msg.Metadata(); err == nil {
-					last.Store(md.Sequence.Stream)
-					if md.NumPending == 0 {
-						f.caughtUp.Do(func() { close(f.parkCaughtUp) })
-					}
+				take(md.Sequence.Stream, msg.Data())
+				if md.NumPending == 0 {
+					f.caughtUp.Do(func() { close(f.parkCaughtUp) })
 				}
 			}, jetstream.PullExpiry(5*time.Second))
 		}
-		if err != nil {
-			if c.ctx.Err() != nil {
-				return false
-			}
+		if err != nil && c.ctx.Err() == nil {
 			c.log.Warn("reading the park stream", "err", err)
-			select {
-			case <-c.ctx.Done():
-				return false
-			case <-time.After(time.Second):
-			}
 		}
-		return true
+		return err == nil
 	}
-	for cons == nil {
+	// The consumer is opened again a second after a failure, from the
+	// loop below: meanwhile the watch goes on, and reads from the leader
+	// when there is one and the consumer cannot be made.
+	var nextOpen time.Time
+	reopen := func() {
+		if cons != nil {
+			cons.Stop()
+			cons = nil
+		}
 		if !open() {
-			return
+			nextOpen = time.Now().Add(time.Second)
 		}
 	}
+	reopen()
 	defer func() {
 		if cons != nil {
 			cons.Stop()
@@ -697,6 +712,7 @@ func (f *forwarder) drainPark() {
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var purged uint64
+	var w parkWatch
 	for {
 		select {
 		case <-c.ctx.Done():
@@ -704,14 +720,28 @@ func (f *forwarder) drainPark() {
 		case <-f.redrain:
 			// Back from a partition: the consumer may not have noticed
 			// what it missed yet.
-			cons.Stop()
-			for cons = nil; cons == nil; {
-				if !open() {
-					return
-				}
-			}
+			reopen()
 			continue
 		case <-t.C:
+		}
+		if now := time.Now(); cons == nil && now.After(nextOpen) {
+			reopen()
+		}
+		if w.due(time.Now()) {
+			if f.parkStalled(&w, subj) {
+				// The consumer reads a replica that does not catch up (a
+				// node back from a partition or a restart can stay behind
+				// for minutes): what the leader has is read from it.
+				c.log.Warn("park stream consumer stalled behind the stream leader: reading from the leader",
+					"taken", last.Load(), "leader_last", w.target)
+				f.cnt.parkStalls.Add(1)
+				if cons != nil {
+					cons.Stop()
+					cons = nil
+				}
+				f.catchUp(subj, w.target, take)
+				reopen()
+			}
 		}
 		seq := last.Load()
 		if seq <= purged {
@@ -733,6 +763,85 @@ func (f *forwarder) drainPark() {
 		if err == nil {
 			purged = seq
 		}
+	}
+}
+
+// parkConsumeSubject gives the subject drainPark's consumer reads: subj,
+// but a test makes the consumer stall with another.
+var parkConsumeSubject = func(subj string) string { return subj }
+
+// parkWatchEvery is how often drainPark compares what it took with the
+// last message the stream leader holds for this node; parkStallAfter how
+// many looks in a row with no progress make the consumer stalled.
+const (
+	parkWatchEvery = 2 * time.Second
+	parkStallAfter = 2
+)
+
+// parkWatch is drainPark's view of its consumer's progress.
+type parkWatch struct {
+	next   time.Time // when to look again
+	seen   uint64    // what was taken at the last look
+	target uint64    // the leader's last message for this node then
+	still  int       // looks in a row that found the consumer behind, with no progress
+}
+
+func (w *parkWatch) due(now time.Time) bool {
+	if now.Before(w.next) {
+		return false
+	}
+	w.next = now.Add(parkWatchEvery)
+	return true
+}
+
+// parkStalled asks the stream leader for its last message parked for this
+// node, and reports whether the consumer has been behind it without
+// progress for parkStallAfter looks.
+func (f *forwarder) parkStalled(w *parkWatch, subj string) bool {
+	ctx, cancel := context.WithTimeout(f.c.ctx, parkWatchEvery)
+	msg, err := f.park.GetLastMsgForSubject(ctx, subj) // the leader: tern_park has no direct gets
+	cancel()
+	seen := f.parkSeen.Load()
+	switch {
+	case err != nil || msg.Sequence <= seen:
+		w.still = 0 // nothing parked, all of it taken, or no leader to ask
+	case seen == w.seen:
+		w.still++
+	default:
+		w.still = 1
+	}
+	w.seen, w.target = seen, 0
+	if err == nil {
+		w.target = msg.Sequence
+	}
+	if w.still < parkStallAfter {
+		return false
+	}
+	w.still = 0
+	return true
+}
+
+// catchUp reads what the stream leader holds for this node after the last
+// message taken, one message at a time, into take, up to the message
+// target (what comes after is for the consumer again).
+func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte)) {
+	c := f.c
+	for c.ctx.Err() == nil && f.parkSeen.Load() < target {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		msg, err := f.park.GetMsg(ctx, f.parkSeen.Load()+1, jetstream.WithGetMsgSubject(subj))
+		cancel()
+		switch {
+		case errors.Is(err, jetstream.ErrMsgNotFound):
+			f.caughtUp.Do(func() { close(f.parkCaughtUp) })
+			return
+		case err != nil:
+			c.log.Warn("reading the park stream from its leader", "err", err)
+			return
+		}
+		take(msg.Sequence, msg.Data)
+	}
+	if f.parkSeen.Load() >= target {
+		f.caughtUp.Do(func() { close(f.parkCaughtUp) }) // up to its end when the stall was seen
 	}
 }
 

@@ -389,11 +389,20 @@ func (t *nodeTable) loop() {
 			c.goTracked(func() {
 				// What was parked for this node while it was cut off goes
 				// into its sessions before those that moved are shipped.
+				// A session shipped before its parked messages are taken
+				// gets those only while its subscriptions drain here
+				// (DrainTime): waiting is better than losing them.
 				t0 := time.Now()
-				if c.fwd.parkTaken(30 * time.Second) {
+				taken := c.fwd.parkTaken(30 * time.Second)
+				if !taken {
+					c.log.Warn("messages parked for this node while it was cut off not all taken in 30s: waiting for them before the sessions that moved are shipped")
+					taken = c.fwd.parkTaken(parkWaitMax - 30*time.Second)
+				}
+				if taken {
 					c.log.Info("messages parked for this node while it was cut off taken", "took", time.Since(t0).Round(time.Millisecond).String())
 				} else {
-					c.log.Warn("messages parked for this node while it was cut off not all taken in 30s: shipping sessions anyway")
+					c.log.Error("messages parked for this node while it was cut off not all taken: shipping sessions anyway, the rest may not reach them",
+						"waited", parkWaitMax.String())
 				}
 				c.reg.shipLost()
 			})

@@ -926,10 +926,15 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			s.id, len(missing), len(acked), dups, lost)
 		if len(missing) > 0 {
 			failed = true
-			logf("%s: first missing %v", s.id, missing[:min(len(missing), 20)])
+			logf("%s: missing %s", s.id, keyRanges(missing))
 		}
 	}
 	if failed {
+		for _, p := range ps {
+			if st, err := clusterStatus(p); err == nil {
+				logf("%s forward counters: %+v", p.name, st.Forward)
+			}
+		}
 		t.Error("acknowledged messages lost across the partitions")
 	}
 	for _, f := range figs {

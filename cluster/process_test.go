@@ -949,3 +949,40 @@ func describe(pks []packets.Packet) string {
 	}
 	return b.String()
 }
+
+// keyRanges describes messages keyed "<publisher>:<seq>" as runs of
+// consecutive sequence numbers per publisher, e.g. "p1: 3-9 12 (8)", for
+// a failure that must show the shape of what went missing.
+func keyRanges(keys []string) string {
+	by := map[string][]int{}
+	for _, k := range keys {
+		k, _, _ = strings.Cut(k, "/") // a soak key's "/q<QoS>"
+		pub, s, _ := strings.Cut(k, ":")
+		if n, err := strconv.Atoi(s); err == nil {
+			by[pub] = append(by[pub], n)
+		}
+	}
+	var out []string
+	for pub, seqs := range by {
+		slices.Sort(seqs)
+		var runs []string
+		for i := 0; i < len(seqs); {
+			j := i
+			for j+1 < len(seqs) && seqs[j+1] == seqs[j]+1 {
+				j++
+			}
+			if i == j {
+				runs = append(runs, strconv.Itoa(seqs[i]))
+			} else {
+				runs = append(runs, fmt.Sprintf("%d-%d", seqs[i], seqs[j]))
+			}
+			i = j + 1
+		}
+		if len(runs) > 30 {
+			runs = append(runs[:30], "...")
+		}
+		out = append(out, fmt.Sprintf("%s: %s (%d)", pub, strings.Join(runs, " "), len(seqs)))
+	}
+	slices.Sort(out)
+	return strings.Join(out, "; ")
+}

@@ -159,6 +159,7 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 	c.reg.noteClaimed(id)
 	persistent := expiry > 0
 	fences := c.fences.Load()
+	lost := false // a compare-and-set failed
 	for range 50 {
 		if c.fenced.Load() || c.fences.Load() != fences {
 			// Fenced while this CONNECT waited for the registry (through
@@ -173,27 +174,40 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 		var owner string
 		var hadSubs bool
 		var rev uint64
-		e, err := c.kvSess.Get(ctx, key)
+		var val []byte
+		var err error
+		if lost {
+			// The entry read last time was not the last one: this node's
+			// replica may lag (just back from a partition, say), so the
+			// leader is asked.
+			val, rev, err = c.leaderGet(ctx, "tern_sessions", key)
+		} else {
+			var e jetstream.KeyValueEntry
+			if e, err = c.kvSess.Get(ctx, key); err == nil {
+				val, rev = e.Value(), e.Revision()
+			}
+		}
 		switch {
 		case err == nil:
-			owner, hadSubs = parseOwner(e.Value())
-			rev = e.Revision()
+			owner, hadSubs = parseOwner(val)
 		case errors.Is(err, jetstream.ErrKeyNotFound):
+			rev = 0
 		default:
 			c.log.Warn("client registry unreachable: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
 		}
-		val := ownerValue(c.opts.Node, persistent)
+		mine := ownerValue(c.opts.Node, persistent)
 		var epoch uint64
 		if rev == 0 {
-			epoch, err = c.kvSess.Create(ctx, key, val)
+			epoch, err = c.kvSess.Create(ctx, key, mine)
 		} else {
-			epoch, err = c.kvSess.Update(ctx, key, val, rev)
+			epoch, err = c.kvSess.Update(ctx, key, mine, rev)
 		}
 		if err != nil {
 			if ctx.Err() != nil {
 				break
 			}
+			lost = true
 			continue // another node won this round: read again
 		}
 		if c.reg.takenAfter(id, epoch) {
@@ -531,8 +545,8 @@ func (r *registry) shipLost() {
 	// sessions first, and moves with them.
 	select {
 	case <-c.fwd.parkCaughtUp:
-	case <-time.After(10 * time.Second):
-		c.log.Warn("park stream not read up to its end in 10s: shipping sessions anyway")
+	case <-time.After(parkWaitMax):
+		c.log.Error("park stream not read up to its end: shipping sessions anyway, what is left may not reach them", "waited", parkWaitMax.String())
 	case <-c.ctx.Done():
 		return
 	}
@@ -560,44 +574,118 @@ func (r *registry) shipLost() {
 		}
 		return m, err
 	}
-	shipped := 0
+	var todo []string
 	for _, si := range c.srv.Sessions() {
-		if si.Online || c.ctx.Err() != nil {
-			continue
+		if !si.Online {
+			todo = append(todo, si.ClientID)
 		}
-		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-		e, err := c.kvSess.Get(ctx, sessionKey(si.ClientID))
-		cancel()
-		if err != nil {
-			continue
-		}
-		owner, _ := parseOwner(e.Value())
-		if owner == c.opts.Node || !alive(owner) {
-			continue
-		}
-		st, err := c.srv.ExportSession(si.ClientID, false, c.nodes.remote(owner), c.opts.DrainTime)
-		if err != nil || st == nil {
-			continue
-		}
-		r.skipRestored(si.ClientID, owner, st, memberStarts)
-		for _, part := range splitSession(st, partLimit) { // in order, each merged into the session there
-			req := []byte{wireVersion, 'i', 0}
-			req = binary.AppendUvarint(req, e.Revision())
-			req = appendStr(req, c.opts.Node)
-			req = appendStr(req, si.ClientID)
-			req = append(req, encodeSession(part)...)
-			if _, err = c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout); err != nil {
-				c.log.Warn("part of a session's queue could not be shipped to its new node", "client", si.ClientID, "peer", owner,
-					"deliveries", len(part.Deliveries), "err", err)
+	}
+	// A session whose owner or shipment could not be settled (JetStream
+	// still electing after the heal, an owner that did not answer) is
+	// tried again: left here, its messages would never reach its client.
+	for attempt := 1; len(todo) > 0 && c.ctx.Err() == nil; attempt++ {
+		shipped := 0
+		var again []string
+		for _, id := range todo {
+			if si, ok := c.srv.SessionInfo(id); !ok || si.Online {
+				continue // gone, or its client is back here: this node's again
+			}
+			done, err := r.shipOne(id, alive, memberStarts)
+			switch {
+			case err != nil:
+				again = append(again, id)
+				if attempt == 1 {
+					c.log.Info("session taken over elsewhere not shipped yet: trying again", "client", id, "err", err)
+				}
+			case done:
+				shipped++
 			}
 		}
-		if err == nil {
-			shipped++
+		if shipped > 0 {
+			c.log.Info("sessions taken over elsewhere while this node was away: shipped to their owners", "sessions", shipped)
+		}
+		if len(again) == 0 {
+			return
+		}
+		if attempt == shipAttempts {
+			c.log.Error("sessions taken over elsewhere could not be shipped to their owners: their messages stay here", "sessions", len(again),
+				"first", again[0])
+			return
+		}
+		todo = again
+		clear(live) // asked again
+		select {
+		case <-c.ctx.Done():
+		case <-time.After(2 * time.Second):
 		}
 	}
-	if shipped > 0 {
-		c.log.Info("sessions taken over elsewhere while this node was away: shipped to their owners", "sessions", shipped)
+}
+
+// parkWaitMax bounds the wait for the messages parked for this node
+// before the sessions that moved while it was away are shipped.
+const parkWaitMax = 2 * time.Minute
+
+// shipAttempts bounds shipLost's rounds, 2 s apart.
+const shipAttempts = 30
+
+// shipOne ships the offline session of id, when another node owns it, to
+// that node. It reports whether it did; an error means it may yet, when
+// tried again.
+func (r *registry) shipOne(id string, alive func(string) bool,
+	memberStarts func(context.Context) (map[string]int64, error)) (bool, error) {
+	c := r.c
+	// From the leader: this node's own replica may still be catching up
+	// after a partition or a restart, and name this node the owner.
+	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+	val, rev, err := c.leaderGet(ctx, "tern_sessions", sessionKey(id))
+	cancel()
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return false, nil // no owner: the session ended elsewhere, or is this node's
+	case err != nil:
+		return false, fmt.Errorf("registry: %w", err)
 	}
+	owner, _ := parseOwner(val)
+	if owner == c.opts.Node {
+		return false, nil
+	}
+	if !alive(owner) {
+		return false, fmt.Errorf("owner %s does not answer", owner)
+	}
+	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), c.opts.DrainTime)
+	if err != nil || st == nil {
+		return false, err
+	}
+	r.skipRestored(id, owner, st, memberStarts)
+	// From here the session is out of this server: each part is sent
+	// until its owner takes it.
+	for _, part := range splitSession(st, partLimit) { // in order, each merged into the session there
+		req := []byte{wireVersion, 'i', 0}
+		req = binary.AppendUvarint(req, rev)
+		req = appendStr(req, c.opts.Node)
+		req = appendStr(req, id)
+		req = append(req, encodeSession(part)...)
+		var err error
+		for try := 1; ; try++ {
+			var resp *nats.Msg
+			resp, err = c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
+			if err == nil && (len(resp.Data) == 0 || resp.Data[0] != 0) {
+				err = fmt.Errorf("refused: %q", resp.Data)
+			}
+			if err == nil || try == 10 || c.ctx.Err() != nil {
+				break
+			}
+			select {
+			case <-c.ctx.Done():
+			case <-time.After(time.Second):
+			}
+		}
+		if err != nil {
+			c.log.Error("part of a session's queue could not be shipped to its new node: those messages are lost", "client", id, "peer", owner,
+				"deliveries", len(part.Deliveries), "messages", len(part.Messages), "err", err)
+		}
+	}
+	return true, nil
 }
 
 // skipRestored removes from st, the session of id about to be shipped to

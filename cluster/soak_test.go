@@ -103,7 +103,7 @@ func TestClusterSoak(t *testing.T) {
 	for _, s := range subs {
 		missing, dup2 := s.check(want)
 		if missing > 0 {
-			t.Logf("%s: missing %v", s.id, s.missingKeys(want, 20))
+			t.Logf("%s: missing %s", s.id, keyRanges(s.missingKeys(want, len(want))))
 		}
 		s.mu.Lock()
 		t.Logf("%s: %s", s.id, strings.Join(s.log, "; "))

@@ -147,6 +147,7 @@ func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
 		counter("forward_timeouts_total", "QoS 1/2 messages not acknowledged within forward_timeout.", func(c cluster.Counters) uint64 { return c.Timeouts }),
 		counter("forward_parked_total", "QoS 1/2 messages parked for a node that was gone.", func(c cluster.Counters) uint64 { return c.Parked }),
 		counter("forward_park_retries_total", "Attempts to park a message again while the park stream had no leader.", func(c cluster.Counters) uint64 { return c.ParkRetries }),
+		counter("park_stalls_total", "Times this node's park stream consumer stalled behind the stream leader (a replica that did not catch up), which was read instead.", func(c cluster.Counters) uint64 { return c.ParkStalls }),
 		counter("forward_failed_total", "QoS 1/2 messages neither acknowledged by their node nor parked: their publisher was not acknowledged.", func(c cluster.Counters) uint64 { return c.Failed }),
 		counter("forward_received_total", "Messages received from other nodes.", func(c cluster.Counters) uint64 { return c.Received }),
 		counter("forward_shed_total", "QoS 0 messages dropped between nodes: the receiving node was too far behind (16 MiB unread, or 16 MiB unsent to it).", func(c cluster.Counters) uint64 { return c.Shed }),
