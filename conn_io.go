@@ -70,6 +70,7 @@ type packetReader struct {
 	lastN int       // bytes the last read returned
 	at    time.Time // when bytes last arrived
 	pktAt time.Time // when the last complete packet arrived: keep alive counts from it
+	pubAt time.Time // the creation time given to the last PUBLISH read: one per message (publishedAt)
 
 	reserved  int64               // bytes reserved from mem for the last large packet
 	big       []byte              // the body of a large packet read so far
@@ -289,4 +290,17 @@ func inPlace(t packets.Type) bool {
 		return true
 	}
 	return false
+}
+
+// publishedAt returns the creation time of a PUBLISH just read: the time
+// of the read, moved on by a nanosecond past the previous message's when
+// one read brought several. A message is then known across nodes by its
+// publisher, creation time and topic (Server.ExpectDuplicates).
+func (pr *packetReader) publishedAt() time.Time {
+	at := pr.at
+	if !at.After(pr.pubAt) {
+		at = pr.pubAt.Add(time.Nanosecond)
+	}
+	pr.pubAt = at
+	return at
 }

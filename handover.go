@@ -128,6 +128,10 @@ type SessionState struct {
 	// Inbound are the packet identifiers of QoS 2 messages received from
 	// the client and not yet released.
 	Inbound []uint16
+	// DuplicateWindow, when set, makes ImportSession open a duplicate
+	// window of that length on the session (ExpectDuplicates) before its
+	// subscriptions and deliveries take effect. It is not exported.
+	DuplicateWindow time.Duration
 }
 
 // Errors of the handover.
@@ -411,6 +415,11 @@ func (s *Server) ImportSession(st *SessionState) error {
 		s.sessions.put(ss)
 		s.stats.ClientsTotal.Add(1)
 	}
+	if st.DuplicateWindow > 0 {
+		ss.mu.Lock()
+		ss.expectDuplicatesLocked(st.DuplicateWindow)
+		ss.mu.Unlock()
+	}
 	var subs []topics.Subscription
 	var added []filterKey
 	for _, r := range st.Subscriptions {
@@ -449,6 +458,10 @@ func (s *Server) ImportSession(st *SessionState) error {
 		}
 		if r.Released {
 			continue // received by the client already: its PUBREL went with the old connection
+		}
+		if d.qos > 0 && !d.retain && ss.dupLocked(m) {
+			s.stats.DuplicatesSkipped.Add(1)
+			continue // it came another way already (ExpectDuplicates)
 		}
 		charge += ss.pushLocked(d)
 	}

@@ -78,7 +78,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	// A v5 publisher learns that its retained message was refused for the
 	// retained limits; others' are delivered, not retained.
 	strict := c.version == packets.V5 && pk.QoS > 0
-	res := s.admitPublish(c, pk, c.rd.at) // the time of the read: no clock read per message
+	res := s.admitPublish(c, pk, c.rd.publishedAt()) // the time of the read: no clock read per message
 	code, durable, inbound := res.code, false, false
 	if code == packets.Success && !res.discarded {
 		if refused, err := c.refusePublish(pk); refused {
@@ -514,8 +514,13 @@ func (s *Server) deliverSession(ss *session, d delivery, r *routed) {
 		return
 	}
 	why, dropped := ss.enqueue(d, &r.charge)
-	if why == dropMoved { // the session moved to another node while this was on its way
+	switch why {
+	case dropMoved: // the session moved to another node while this was on its way
 		s.forward(ss.movedTo(), ss.id, d, r)
+		r.queued++
+		return
+	case dropDuplicate: // it came another way already
+		s.stats.DuplicatesSkipped.Add(1)
 		r.queued++
 		return
 	}

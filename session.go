@@ -62,6 +62,7 @@ type sessionOff struct {
 	pendingWillFrom *Client  // the connection that set it
 	willTimer       *time.Timer
 	moved           *remoteTarget // set when it ended by moving to another node: where late deliveries go
+	recent          *recentSet    // the duplicate window (ExpectDuplicates); nil when none
 }
 
 // offLocked returns ss.off, allocating it. The caller holds ss.mu (or
@@ -170,6 +171,9 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 			return dropMoved, d.msg // not a drop: the caller forwards it
 		}
 		return DropSessionEnded, d.msg
+	}
+	if d.qos > 0 && !d.retain && ss.dupLocked(d.msg) { // a retained message is sent again at each SUBSCRIBE
+		return dropDuplicate, d.msg // not a drop: the session has it
 	}
 	c := ss.client
 	if c == nil && d.qos == 0 && !cfg.queueQoS0Offline {

@@ -38,6 +38,7 @@ type Stats struct {
 	StoreFailures        int64 // store commits that failed (their acknowledgements were withheld)
 	WriteTimeouts        int64 // connections reset because the client took nothing for WriteTimeout
 	StoreRefused         int64 // operations refused because the store could not write (see Server.StoreHealth)
+	DuplicatesSkipped    int64 // QoS 1/2 messages not queued again for a session that already had them (Server.ExpectDuplicates)
 
 	drops [numDropReasons]int64
 }
@@ -77,6 +78,7 @@ type counters struct {
 	StoreRefused         atomic.Int64
 	Paged                atomic.Int64
 	PageIns              atomic.Int64
+	DuplicatesSkipped    atomic.Int64
 
 	drops drops // by reason
 }
@@ -110,6 +112,7 @@ func (s *Server) Stats() Stats {
 		StoreFailures: c.StoreFailures.Load(), WriteTimeouts: c.WriteTimeouts.Load(), StoreRefused: c.StoreRefused.Load(),
 		Connects: c.Connects.Load(), PublishBytesReceived: c.PublishBytesReceived.Load(),
 		PublishBytesSent: c.PublishBytesSent.Load(), Paged: c.Paged.Load(), PageIns: c.PageIns.Load(),
+		DuplicatesSkipped: c.DuplicatesSkipped.Load(),
 	}
 	for i := range c.drops {
 		st.drops[i] = c.drops[i].Load()

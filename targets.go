@@ -82,6 +82,10 @@ func (*remoteTarget) kind() TargetKind { return KindRemote }
 // node: not a drop, the delivery is forwarded there (see deliverSession).
 const dropMoved DropReason = "moved"
 
+// dropDuplicate is what enqueue answers for a message the session's
+// duplicate window says it already took (ExpectDuplicates): not a drop.
+const dropDuplicate DropReason = "duplicate"
+
 // targetKind returns the kind of a subscription's target.
 func targetKind(t any) TargetKind {
 	if x, ok := t.(target); ok {

@@ -168,6 +168,7 @@ var statMetrics = []statMetric{
 	newStatMetric("store_failures_total", "Store commits that failed; the acknowledgements waiting on them were withheld.", counterT, func(s *tern.Stats) int64 { return s.StoreFailures }),
 	newStatMetric("store_refused_total", "Operations refused because the store could not write (a full or failing disk): connects, publishes, subscribes, unsubscribes.", counterT, func(s *tern.Stats) int64 { return s.StoreRefused }),
 	newStatMetric("wills_sent_total", "Will messages published.", counterT, func(s *tern.Stats) int64 { return s.WillsSent }),
+	newStatMetric("duplicates_skipped_total", "QoS 1/2 messages not queued again for a session that already had them (a cluster session that came from another node).", counterT, func(s *tern.Stats) int64 { return s.DuplicatesSkipped }),
 }
 
 var (

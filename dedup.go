@@ -1,0 +1,97 @@
+package tern
+
+import (
+	"encoding/binary"
+	"hash/maphash"
+	"time"
+)
+
+// maxRecent bounds the messages one session's duplicate window remembers:
+// past it, the window checks what it has and records no more.
+const maxRecent = 1 << 16
+
+// recentSet is a session's duplicate window (ExpectDuplicates): the QoS
+// 1/2 messages it took, by origin, creation time and topic, until a
+// deadline. Guarded by the session's mu.
+type recentSet struct {
+	until int64 // unix nanoseconds
+	seed  maphash.Seed
+	keys  map[uint64]struct{}
+}
+
+// key identifies m across nodes: the client that published it, when its
+// first node received it (nanoseconds, carried with every copy: no two
+// messages of one connection share one, see packetReader.publishedAt),
+// its topic, and its payload's length and ends.
+func (rs *recentSet) key(m *Message) uint64 {
+	var h maphash.Hash
+	h.SetSeed(rs.seed)
+	var b [16]byte
+	binary.LittleEndian.PutUint64(b[:], uint64(m.Created.UnixNano()))
+	binary.LittleEndian.PutUint64(b[8:], uint64(len(m.Payload)))
+	h.Write(b[:])
+	h.WriteString(m.Origin)
+	h.WriteByte(0)
+	h.WriteString(m.Topic)
+	h.WriteByte(0)
+	p := m.Payload
+	if len(p) > 64 {
+		h.Write(p[:32])
+		p = p[len(p)-32:]
+	}
+	h.Write(p)
+	return h.Sum64()
+}
+
+// dupLocked reports whether the session already took m within its
+// duplicate window, and records m otherwise. It ends the window once its
+// deadline passed. The caller holds ss.mu.
+func (ss *session) dupLocked(m *Message) bool {
+	o := ss.off
+	if o == nil || o.recent == nil {
+		return false
+	}
+	rs := o.recent
+	if time.Now().UnixNano() > rs.until {
+		o.recent = nil
+		return false
+	}
+	k := rs.key(m)
+	if _, ok := rs.keys[k]; ok {
+		return true
+	}
+	if len(rs.keys) < maxRecent {
+		rs.keys[k] = struct{}{}
+	}
+	return false
+}
+
+// ExpectDuplicates opens, for window, a duplicate window on the session
+// of clientID: a QoS 1 or 2 message it already took within the window (the
+// same publisher, creation time, topic and payload) is not queued again;
+// a retained message sent for a SUBSCRIBE is not checked. A cluster
+// calls it for a session that came from another node, which may still
+// pass on, or ship late, messages that reach the session directly too; a
+// client would otherwise get them twice, and QoS 2 promises once
+// [MQTT-4.3.3-2]. It remembers up to 65,536 messages. It reports whether
+// the session exists.
+func (s *Server) ExpectDuplicates(clientID string, window time.Duration) bool {
+	ss := s.session(clientID)
+	if ss == nil {
+		return false
+	}
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	ss.expectDuplicatesLocked(window)
+	return true
+}
+
+// expectDuplicatesLocked opens or extends the session's duplicate window.
+// The caller holds ss.mu (or has the session to itself).
+func (ss *session) expectDuplicatesLocked(window time.Duration) {
+	o := ss.offLocked()
+	if o.recent == nil {
+		o.recent = &recentSet{seed: maphash.MakeSeed(), keys: make(map[uint64]struct{})}
+	}
+	o.recent.until = max(o.recent.until, time.Now().Add(window).UnixNano())
+}
