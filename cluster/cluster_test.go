@@ -645,3 +645,47 @@ func TestParkConsumerStalled(t *testing.T) {
 		t.Fatalf("counters %+v: want a stall read from the leader, 1 unparked", c)
 	}
 }
+
+// What reaches a session while a CONNECT here is still bringing it over
+// (the queue its former node ships, back from a restart, and messages it
+// passes on while its subscriptions drain) waits for the session instead
+// of being dropped for want of one: the soak lost 1,253 messages per
+// publisher that way. Here both come before the CONNECT, as they may
+// while it restores the session from tern_subs; the client gets them,
+// with Session Present 0 (a session made of shipped parts only).
+func TestHeldWhileAttaching(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	r := nodes[0].cl.reg
+	r.startAttach("held")
+	shipped := &tern.SessionState{Session: storage.Session{ClientID: "held", Version: packets.V5, Expiry: 3600},
+		Messages:   []storage.Message{{ID: 1, Topic: "held/1", Payload: []byte("shipped"), QoS: 1, Origin: "pub"}},
+		Deliveries: []storage.Delivery{{ClientID: "held", MessageID: 1, QoS: 1}}}
+	if err := r.imported("held", encodeSession(shipped)); err != nil {
+		t.Fatal(err)
+	}
+	m := tern.MessageFromRecord(&storage.Message{Topic: "held/2", Payload: []byte("drained"), QoS: 1, Origin: "pub"})
+	if in := nodes[0].cl.fwd.inject(m, tern.Delivery{ClientID: "held", QoS: 1}); in.Queued != 1 {
+		t.Fatalf("inject %+v: not held", in)
+	}
+	if _, ok := nodes[0].Server.Server.SessionInfo("held"); ok {
+		t.Fatal("a session made before the CONNECT")
+	}
+	c := nodes[0].Dial(t, packets.V5)
+	c.Send(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "held", KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	if ack, ok := c.Recv().(*packets.Connack); !ok || ack.ReasonCode != 0 || ack.SessionPresent {
+		t.Fatalf("CONNACK %+v, want success with Session Present 0", ack)
+	}
+	var got []string
+	for range 2 {
+		got = append(got, string(recvPublish(t, c).Payload))
+	}
+	if !slices.Equal(got, []string{"shipped", "drained"}) {
+		t.Fatalf("got %q", got)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.attaching) != 0 || r.heldBytes != 0 {
+		t.Fatalf("attach state left: %d entries, %d bytes", len(r.attaching), r.heldBytes)
+	}
+}

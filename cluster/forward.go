@@ -549,6 +549,9 @@ func (f *forwarder) flushAcks() {
 // or to the session it was sent for.
 func (f *forwarder) inject(m *tern.Message, d tern.Delivery) tern.Injected {
 	if d.ClientID != "" {
+		if f.c.reg.holdFor(d.ClientID, m, d) {
+			return tern.Injected{Queued: 1}
+		}
 		return f.c.srv.InjectTo(d.ClientID, m, d)
 	}
 	return f.c.srv.Inject(m, d.Group, d.Filter)

@@ -39,7 +39,39 @@ type registry struct {
 	// parts holds the later parts of sessions handed over in several
 	// (splitSession), until the new node fetches them.
 	parts map[string]*handoverParts
+	// attaching holds, by client identifier, what reached a session a
+	// CONNECT here is bringing over (a late ship, messages its former node
+	// passes on while it drains) before the session exists here; see
+	// holdFor.
+	attaching map[string]*attachHeld
+	heldBytes int
 }
+
+// attachHeld is what reached a session being attached here before it
+// existed: parts of its queue shipped by a node it was on, and messages
+// for it, in the order they came.
+type attachHeld struct {
+	states []*tern.SessionState
+	msgs   []attachMsg
+}
+
+type attachMsg struct {
+	m *tern.Message
+	d tern.Delivery
+}
+
+// dupWindow is how long a session that came from another node (handed
+// over, restored, or made of what was shipped) drops a second copy of a
+// message it already took (tern.Server.ExpectDuplicates): its former node
+// may pass messages on while its subscriptions drain, and ship what it
+// kept once it is back, after a restart and parkWaitMax at most; the
+// other nodes send the same messages directly meanwhile.
+const dupWindow = 3 * time.Minute
+
+// maxHeldBytes bounds the payload held for sessions being attached (the
+// seconds of a restore after a node died): what is shipped beyond it is
+// refused, and its node tries again.
+const maxHeldBytes = 64 << 20
 
 // handoverParts are the parts of a session handed over that its new node
 // has not fetched yet.
@@ -55,7 +87,110 @@ type takenBy struct {
 
 func newRegistry(c *Cluster) *registry {
 	return &registry{c: c, taken: make(map[string]takenBy), claimed: make(map[string]time.Time), shipMargin: defaultShipMargin,
-		parts: make(map[string]*handoverParts)}
+		parts: make(map[string]*handoverParts), attaching: make(map[string]*attachHeld)}
+}
+
+// startAttach marks id as being attached here: what comes for its session
+// before the session exists is held (holdFor, holdState), not dropped.
+func (r *registry) startAttach(id string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.attaching[id] == nil {
+		r.attaching[id] = &attachHeld{}
+	}
+}
+
+// holdFor keeps m for the session of id when a CONNECT here is attaching
+// it and it does not exist yet, and reports whether it did.
+func (r *registry) holdFor(id string, m *tern.Message, d tern.Delivery) bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.attaching[id]
+	if h == nil {
+		return false
+	}
+	if _, ok := r.c.srv.SessionInfo(id); ok {
+		return false
+	}
+	if r.heldBytes+len(m.Payload) > maxHeldBytes {
+		r.c.log.Error("message for a session being attached dropped: too much held for sessions being attached", "client", id,
+			"held_bytes", r.heldBytes)
+		return true
+	}
+	r.heldBytes += len(m.Payload)
+	h.msgs = append(h.msgs, attachMsg{m, d})
+	return true
+}
+
+// holdState keeps st, shipped for the session of id, when a CONNECT here
+// is attaching it and it does not exist yet. It reports whether it did,
+// and an error when it cannot hold more (the shipping node tries again).
+func (r *registry) holdState(id string, st *tern.SessionState) (bool, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	h := r.attaching[id]
+	if h == nil {
+		return false, nil
+	}
+	if _, ok := r.c.srv.SessionInfo(id); ok {
+		return false, nil
+	}
+	n := 0
+	for _, m := range st.Messages {
+		n += len(m.Payload)
+	}
+	if r.heldBytes+n > maxHeldBytes {
+		return true, errors.New("too much held for sessions being attached")
+	}
+	r.heldBytes += n
+	h.states = append(h.states, st)
+	return true, nil
+}
+
+// endAttach ends the attach of id: what was held for its session goes
+// into it, made here (offline, as the former node's) if the CONNECT did
+// not make it. cl is the connecting client, whose CONNACK then says
+// Session Present 0 for a session made here from held parts only.
+func (r *registry) endAttach(cl *tern.Client, expiry uint32) {
+	c := r.c
+	id := cl.ID()
+	for {
+		r.mu.Lock()
+		h := r.attaching[id]
+		if h == nil || len(h.states) == 0 && len(h.msgs) == 0 {
+			delete(r.attaching, id)
+			r.mu.Unlock()
+			return
+		}
+		r.attaching[id] = &attachHeld{}
+		for _, st := range h.states {
+			for _, m := range st.Messages {
+				r.heldBytes -= len(m.Payload)
+			}
+		}
+		for _, hm := range h.msgs {
+			r.heldBytes -= len(hm.m.Payload)
+		}
+		r.mu.Unlock()
+		if _, ok := c.srv.SessionInfo(id); !ok {
+			if err := c.srv.ImportSession(&tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(),
+				Expiry: expiry, Username: cl.Username()}, DuplicateWindow: dupWindow}); err != nil {
+				c.log.Warn("session for what its former node shipped not made", "client", id, "err", err)
+			}
+			cl.MarkSessionPartial()
+		}
+		for _, st := range h.states {
+			st.Subscriptions = nil
+			if err := c.srv.ImportSession(st); err != nil {
+				c.log.Warn("shipped part of a session not imported", "client", id, "err", err)
+			}
+		}
+		for _, hm := range h.msgs {
+			c.srv.InjectTo(id, hm.m, hm.d)
+		}
+		c.log.Info("what reached a session while it was being attached went into it", "client", id, "parts", len(h.states),
+			"messages", len(h.msgs))
+	}
 }
 
 // takenAfter reports whether another node claimed id with an epoch above
@@ -157,6 +292,12 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
 	c.reg.noteClaimed(id)
+	if !cleanStart {
+		// While the session comes here, a node it was on may ship its
+		// queue or pass messages on: they wait for it.
+		c.reg.startAttach(id)
+		defer c.reg.endAttach(cl, expiry)
+	}
 	persistent := expiry > 0
 	fences := c.fences.Load()
 	lost := false // a compare-and-set failed
@@ -407,6 +548,7 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 		c.log.Warn("session not handed over", "client", id, "peer", owner, "err", err)
 		return nil, false
 	}
+	st.DuplicateWindow = dupWindow
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session imported with an error", "client", id, "peer", owner, "err", err)
 	}
@@ -780,12 +922,15 @@ func (r *registry) memberStarts(ctx context.Context) (map[string]int64, error) {
 // subscribed and unsubscribed here.
 func (r *registry) imported(id string, data []byte) error {
 	c := r.c
-	if _, ok := c.srv.SessionInfo(id); !ok {
-		return nil // ended here meanwhile: nothing to deliver it to
-	}
 	st, err := decodeSession(data)
 	if err != nil {
 		return err
+	}
+	if held, err := r.holdState(id, st); held || err != nil {
+		return err // a CONNECT here is bringing the session: it gets it
+	}
+	if _, ok := c.srv.SessionInfo(id); !ok {
+		return nil // ended here meanwhile: nothing to deliver it to
 	}
 	st.Subscriptions = nil
 	return c.srv.ImportSession(st)

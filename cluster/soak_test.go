@@ -233,6 +233,26 @@ func (s *soakSub) run(ctx context.Context) {
 }
 
 func (s *soakSub) read(nc net.Conn, r *bufio.Reader) {
+	// PINGREQ every 10 s, as a client with keep alive 30 must: an idle
+	// subscriber is not disconnected for silence [MQTT-3.1.2-24].
+	var wmu sync.Mutex
+	done := make(chan struct{})
+	defer close(done)
+	go func() {
+		ping, _ := (&packets.Pingreq{}).Encode(nil, packets.V5)
+		t := time.NewTicker(10 * time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				wmu.Lock()
+				nc.Write(ping)
+				wmu.Unlock()
+			}
+		}
+	}()
 	var out []byte
 	for {
 		pk, err := packets.ReadPacket(r, packets.V5, 0)
@@ -265,7 +285,10 @@ func (s *soakSub) read(nc net.Conn, r *bufio.Reader) {
 		}
 		s.mu.Unlock()
 		if len(out) > 0 {
-			if _, err := nc.Write(out); err != nil {
+			wmu.Lock()
+			_, err := nc.Write(out)
+			wmu.Unlock()
+			if err != nil {
 				return
 			}
 		}

@@ -335,7 +335,7 @@ func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, erro
 		return nil, nil
 	}
 	st := &tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(), Expiry: expiry,
-		Username: cl.Username()}, Subscriptions: r.subs}
+		Username: cl.Username()}, Subscriptions: r.subs, DuplicateWindow: dupWindow}
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session restored with an error", "client", id, "err", err)
 	}
