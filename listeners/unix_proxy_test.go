@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/pires/go-proxyproto"
 	"github.com/ternmq/tern"
@@ -81,6 +82,7 @@ func TestUnixSocketFile(t *testing.T) {
 type addrHook struct {
 	mu    sync.Mutex
 	addrs []string
+	seen  chan struct{} // signalled at each connect
 }
 
 func (h *addrHook) ID() string { return "addr" }
@@ -89,9 +91,20 @@ func (h *addrHook) OnSessionEstablished(c *tern.Client, _ bool) {
 	h.mu.Lock()
 	h.addrs = append(h.addrs, c.RemoteAddr())
 	h.mu.Unlock()
+	select {
+	case h.seen <- struct{}{}:
+	default:
+	}
 }
 
+// last waits for a connect (the hook runs after the CONNACK is written,
+// so the client may see it first) and returns the last address, "" when
+// none came in 5 s.
 func (h *addrHook) last() string {
+	select {
+	case <-h.seen:
+	case <-time.After(5 * time.Second):
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if len(h.addrs) == 0 {
@@ -127,7 +140,7 @@ func TestProxyProtocol(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			l := listeners.NewTCP("tcp", "127.0.0.1:0")
 			l.Proxy = &listeners.ProxyProtocol{Trusted: tt.trusted}
-			hook := &addrHook{}
+			hook := &addrHook{seen: make(chan struct{}, 1)}
 			startServer(t, l, hook)
 			nc := mustDial(t, l.Addr().String())
 			c := newRaw(t, nc, packets.V311)
