@@ -43,33 +43,47 @@ func (rs *recentSet) key(m *Message) uint64 {
 	return h.Sum64()
 }
 
-// dupLocked reports whether the session already took m within its
-// duplicate window, and records m otherwise. It ends the window once its
-// deadline passed. The caller holds ss.mu.
-func (ss *session) dupLocked(m *Message) bool {
+// dupKeyLocked returns the key of d in the session's duplicate window,
+// and false when there is no window or d is not checked: QoS 0, a
+// retained message sent for a SUBSCRIBE (sent again at each one), a
+// shared subscription's (a session may have it both shared and not, and
+// take it for each). It ends a window whose deadline passed. The caller
+// holds ss.mu.
+func (ss *session) dupKeyLocked(d *delivery) (uint64, bool) {
 	o := ss.off
-	if o == nil || o.recent == nil {
-		return false
+	if o == nil || o.recent == nil || d.qos == 0 || d.retain || d.share() != nil {
+		return 0, false
 	}
 	rs := o.recent
 	if time.Now().UnixNano() > rs.until {
 		o.recent = nil
-		return false
+		return 0, false
 	}
-	k := rs.key(m)
-	if _, ok := rs.keys[k]; ok {
-		return true
+	return rs.key(d.msg), true
+}
+
+// seenLocked reports whether the session's window holds key. The caller
+// holds ss.mu and got key from dupKeyLocked.
+func (ss *session) seenLocked(key uint64) bool {
+	_, ok := ss.off.recent.keys[key]
+	return ok
+}
+
+// recordLocked puts key in the session's window, once the message is the
+// session's (queued, paged or in flight). The caller holds ss.mu and got
+// key from dupKeyLocked.
+func (ss *session) recordLocked(key uint64) {
+	if rs := ss.off.recent; rs != nil && len(rs.keys) < maxRecent {
+		rs.keys[key] = struct{}{}
 	}
-	if len(rs.keys) < maxRecent {
-		rs.keys[k] = struct{}{}
-	}
-	return false
 }
 
 // ExpectDuplicates opens, for window, a duplicate window on the session
 // of clientID: a QoS 1 or 2 message it already took within the window (the
 // same publisher, creation time, topic and payload) is not queued again;
-// a retained message sent for a SUBSCRIBE is not checked. A cluster
+// a retained message sent for a SUBSCRIBE and a shared subscription's
+// message are not checked (a session may take one message for each of
+// its subscriptions that are shared and one that is not). A cluster
 // calls it for a session that came from another node, which may still
 // pass on, or ship late, messages that reach the session directly too; a
 // client would otherwise get them twice, and QoS 2 promises once
@@ -86,12 +100,21 @@ func (s *Server) ExpectDuplicates(clientID string, window time.Duration) bool {
 	return true
 }
 
-// expectDuplicatesLocked opens or extends the session's duplicate window.
-// The caller holds ss.mu (or has the session to itself).
+// expectDuplicatesLocked opens or extends the session's duplicate window,
+// whose memory a timer frees when it ends. The caller holds ss.mu (or has
+// the session to itself).
 func (ss *session) expectDuplicatesLocked(window time.Duration) {
 	o := ss.offLocked()
 	if o.recent == nil {
 		o.recent = &recentSet{seed: maphash.MakeSeed(), keys: make(map[uint64]struct{})}
 	}
-	o.recent.until = max(o.recent.until, time.Now().Add(window).UnixNano())
+	rs := o.recent
+	rs.until = max(rs.until, time.Now().Add(window).UnixNano())
+	time.AfterFunc(window+time.Second, func() {
+		ss.mu.Lock()
+		defer ss.mu.Unlock()
+		if o.recent == rs && time.Now().UnixNano() > rs.until {
+			o.recent = nil
+		}
+	})
 }

@@ -115,3 +115,68 @@ func TestExpectDuplicatesOneRead(t *testing.T) {
 		t.Fatalf("%d skipped as duplicates", d)
 	}
 }
+
+// The duplicate window drops only second copies: a session subscribed
+// to a topic both shared and not takes one message for each subscription,
+// and a copy the session could not take (its queue was full) does not
+// count as taken: the next copy is queued.
+func TestExpectDuplicatesOnlyCopies(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	c := srv.Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "w", KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 1}, {Filter: "$share/g/t", QoS: 1}}})
+	if _, ok := c.Recv().(*packets.Suback); !ok {
+		t.Fatal("no SUBACK")
+	}
+	srv.ExpectDuplicates("w", time.Minute)
+	if err := srv.Publish("t", []byte("both"), false, 1); err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		p, ok := c.Recv().(*packets.Publish)
+		if !ok || string(p.Payload) != "both" {
+			t.Fatalf("delivery %d: %+v", i, p)
+		}
+		c.Send(&packets.Puback{PacketID: p.PacketID})
+	}
+	if n := srv.Stats().DuplicatesSkipped; n != 0 {
+		t.Fatalf("%d skipped as duplicates: shared and not are two deliveries", n)
+	}
+	// Offline with a full queue: the first copy of m is dropped, not
+	// taken; the second, once there is room, is queued.
+	srv = terntest.NewServer(t, &tern.Options{MaxQueuedMessages: 1})
+	c = srv.Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "w", KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	srv.ExpectDuplicates("w", time.Minute)
+	c.Send(&packets.Disconnect{})
+	c.ExpectClosed()
+	at := time.Now()
+	first := tern.MessageFromRecord(&storage.Message{Topic: "q", Payload: []byte("a"), QoS: 1, Origin: "pub", Created: at.UnixNano()})
+	m := func() *tern.Message {
+		return tern.MessageFromRecord(&storage.Message{Topic: "q", Payload: []byte("m"), QoS: 1, Origin: "pub", Created: at.Add(time.Nanosecond).UnixNano()})
+	}
+	srv.InjectTo("w", first, tern.Delivery{QoS: 1})
+	if in := srv.InjectTo("w", m(), tern.Delivery{QoS: 1}); in.Queued != 0 {
+		t.Fatalf("m queued into a full queue: %+v", in)
+	}
+	c = srv.Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "w", KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}}); !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	p, ok := c.Recv().(*packets.Publish)
+	if !ok || string(p.Payload) != "a" {
+		t.Fatalf("got %+v", p)
+	}
+	c.Send(&packets.Puback{PacketID: p.PacketID})
+	c.Send(&packets.Pingreq{}) // its answer comes once the PUBACK made room
+	if _, ok := c.Recv().(*packets.Pingresp); !ok {
+		t.Fatal("no PINGRESP")
+	}
+	srv.InjectTo("w", m(), tern.Delivery{QoS: 1})
+	if p, ok := c.Recv().(*packets.Publish); !ok || string(p.Payload) != "m" {
+		t.Fatalf("second copy of m: got %+v", p)
+	}
+}

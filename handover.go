@@ -446,6 +446,14 @@ func (s *Server) ImportSession(st *SessionState) error {
 			continue
 		}
 		d := queuedDelivery(&r, m)
+		key, check := ss.dupKeyLocked(&d)
+		if check && ss.seenLocked(key) {
+			s.stats.DuplicatesSkipped.Add(1)
+			continue // it came another way already (ExpectDuplicates)
+		}
+		if check {
+			ss.recordLocked(key)
+		}
 		if _, used := ss.inflight[r.PacketID]; r.PacketID != 0 && fresh && !used && ss.client == nil {
 			ss.storeQueuedLocked(&d)
 			ss.storeInflightLocked(&d, r.PacketID, r.Released)
@@ -458,10 +466,6 @@ func (s *Server) ImportSession(st *SessionState) error {
 		}
 		if r.Released {
 			continue // received by the client already: its PUBREL went with the old connection
-		}
-		if d.qos > 0 && !d.retain && ss.dupLocked(m) {
-			s.stats.DuplicatesSkipped.Add(1)
-			continue // it came another way already (ExpectDuplicates)
 		}
 		charge += ss.pushLocked(d)
 	}

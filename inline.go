@@ -4,6 +4,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ternmq/tern/packets"
@@ -19,7 +20,21 @@ type MessageHandler func(m *Message)
 // NUL, which no network client identifier can contain, and delivers to a
 // handlerTarget.
 type inlineClient struct {
-	client *Client // what hooks see as the publishing or subscribing client
+	client *Client      // what hooks see as the publishing or subscribing client
+	last   atomic.Int64 // the creation time of the last message published (unix nanoseconds)
+}
+
+// createdAt returns the creation time of a message published in process:
+// now, or a nanosecond past the last one, so that no two share one (see
+// Server.ExpectDuplicates).
+func (ic *inlineClient) createdAt() time.Time {
+	for {
+		last := ic.last.Load()
+		n := max(time.Now().UnixNano(), last+1)
+		if ic.last.CompareAndSwap(last, n) {
+			return time.Unix(0, n)
+		}
+	}
 }
 
 const inlinePrefix = "\x00inline/"
@@ -73,7 +88,7 @@ func (s *Server) publishInline(topic string, payload []byte, retain bool, qos by
 	}
 	s.stats.MessagesReceived.Add(1)
 	s.stats.PublishBytesReceived.Add(int64(len(pk.Payload)))
-	res := s.publish(s.inline.client, pk, time.Now(), true)
+	res := s.publish(s.inline.client, pk, s.inline.createdAt(), true)
 	switch {
 	case res.code == packets.NotAuthorized && res.err == nil:
 		return ErrNotAuthorized

@@ -172,8 +172,17 @@ func (ss *session) enqueue(d delivery, charge *int64) (why DropReason, dropped *
 		}
 		return DropSessionEnded, d.msg
 	}
-	if d.qos > 0 && !d.retain && ss.dupLocked(d.msg) { // a retained message is sent again at each SUBSCRIBE
-		return dropDuplicate, d.msg // not a drop: the session has it
+	if ss.off != nil && ss.off.recent != nil { // a duplicate window (ExpectDuplicates)
+		if key, ok := ss.dupKeyLocked(&d); ok {
+			if ss.seenLocked(key) {
+				return dropDuplicate, d.msg // not a drop: the session has it
+			}
+			defer func() {
+				if dropped != d.msg { // the session took it
+					ss.recordLocked(key)
+				}
+			}()
+		}
 	}
 	c := ss.client
 	if c == nil && d.qos == 0 && !cfg.queueQoS0Offline {

@@ -683,9 +683,37 @@ func TestHeldWhileAttaching(t *testing.T) {
 	if !slices.Equal(got, []string{"shipped", "drained"}) {
 		t.Fatalf("got %q", got)
 	}
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if len(r.attaching) != 0 || r.heldBytes != 0 {
-		t.Fatalf("attach state left: %d entries, %d bytes", len(r.attaching), r.heldBytes)
+	r.endAttach(attachEnd{id: "held"}) // the test's own attach, which stood for the CONNECT's
+	attachLeft := func() {
+		t.Helper()
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if len(r.attaching) != 0 || r.heldBytes != 0 {
+			t.Fatalf("attach state left: %d entries, %d bytes", len(r.attaching), r.heldBytes)
+		}
+	}
+	attachLeft()
+
+	// A CONNECT refused before it won the registry: this node does not own
+	// the session, what was held is dropped, no session is made. One
+	// refused after it won a session that outlives it: a session is made
+	// here, offline, for a CONNECT elsewhere to take.
+	for _, tc := range []struct {
+		id      string
+		won     bool
+		session bool
+	}{{"refused", false, false}, {"refused-owner", true, true}} {
+		r.startAttach(tc.id)
+		shipped.Session.ClientID = tc.id
+		shipped.Deliveries[0].ClientID = tc.id
+		if err := r.imported(tc.id, encodeSession(shipped)); err != nil {
+			t.Fatal(err)
+		}
+		r.endAttach(attachEnd{id: tc.id, version: packets.V5, expiry: 3600, won: tc.won})
+		info, ok := nodes[0].Server.Server.SessionInfo(tc.id)
+		if ok != tc.session || ok && info.Queued != 1 {
+			t.Fatalf("%s: session %v %+v, want %v with 1 queued", tc.id, ok, info, tc.session)
+		}
+		attachLeft()
 	}
 }

@@ -158,10 +158,6 @@ type forwarder struct {
 	wake      chan struct{}
 	stopped   bool // guarded by mu: no more pending sends
 	drainOnce sync.Once
-	// parkCaughtUp is closed once what was parked for this node when it
-	// started has been taken.
-	parkCaughtUp chan struct{}
-	caughtUp     sync.Once
 	// parkSeen is the stream sequence of the last parked message taken.
 	parkSeen atomic.Uint64
 	// redrain asks drainPark to read the park stream again from there.
@@ -169,7 +165,7 @@ type forwarder struct {
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), parkCaughtUp: make(chan struct{}),
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte),
 		redrain: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 }
 
@@ -678,9 +674,6 @@ func (f *forwarder) drainPark() {
 					return
 				}
 				take(md.Sequence.Stream, msg.Data())
-				if md.NumPending == 0 {
-					f.caughtUp.Do(func() { close(f.parkCaughtUp) })
-				}
 			}, jetstream.PullExpiry(5*time.Second))
 		}
 		if err != nil && c.ctx.Err() == nil {
@@ -707,11 +700,6 @@ func (f *forwarder) drainPark() {
 			cons.Stop()
 		}
 	}()
-	ictx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
-	if info, err := f.park.Info(ictx, jetstream.WithSubjectFilter(subj)); err == nil && info.State.Subjects[subj] == 0 {
-		f.caughtUp.Do(func() { close(f.parkCaughtUp) }) // nothing parked
-	}
-	cancel()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
 	var purged uint64
@@ -835,16 +823,12 @@ func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, da
 		cancel()
 		switch {
 		case errors.Is(err, jetstream.ErrMsgNotFound):
-			f.caughtUp.Do(func() { close(f.parkCaughtUp) })
 			return
 		case err != nil:
 			c.log.Warn("reading the park stream from its leader", "err", err)
 			return
 		}
 		take(msg.Sequence, msg.Data)
-	}
-	if f.parkSeen.Load() >= target {
-		f.caughtUp.Do(func() { close(f.parkCaughtUp) }) // up to its end when the stall was seen
 	}
 }
 

@@ -47,10 +47,11 @@ type registry struct {
 	heldBytes int
 }
 
-// attachHeld is what reached a session being attached here before it
-// existed: parts of its queue shipped by a node it was on, and messages
-// for it, in the order they came.
+// attachHeld is what reached a session while CONNECTs here were
+// attaching it: parts of its queue shipped by a node it was on, and
+// messages for it, in the order they came.
 type attachHeld struct {
+	refs   int // CONNECTs attaching it
 	states []*tern.SessionState
 	msgs   []attachMsg
 }
@@ -64,8 +65,9 @@ type attachMsg struct {
 // over, restored, or made of what was shipped) drops a second copy of a
 // message it already took (tern.Server.ExpectDuplicates): its former node
 // may pass messages on while its subscriptions drain, and ship what it
-// kept once it is back, after a restart and parkWaitMax at most; the
-// other nodes send the same messages directly meanwhile.
+// kept once it is back (after its restart and up to parkWaitMax); the
+// other nodes send the same messages directly meanwhile. A node down for
+// longer ships after the window: its copies are delivered again.
 const dupWindow = 3 * time.Minute
 
 // maxHeldBytes bounds the payload held for sessions being attached (the
@@ -91,17 +93,21 @@ func newRegistry(c *Cluster) *registry {
 }
 
 // startAttach marks id as being attached here: what comes for its session
-// before the session exists is held (holdFor, holdState), not dropped.
+// until the CONNECT's gate ends is held (holdFor, holdState) and then put
+// into it in order (endAttach), not dropped for want of a session.
 func (r *registry) startAttach(id string) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.attaching[id] == nil {
-		r.attaching[id] = &attachHeld{}
+	h := r.attaching[id]
+	if h == nil {
+		h = &attachHeld{}
+		r.attaching[id] = h
 	}
+	h.refs++
 }
 
-// holdFor keeps m for the session of id when a CONNECT here is attaching
-// it and it does not exist yet, and reports whether it did.
+// holdFor keeps m for the session of id while a CONNECT here attaches it,
+// and reports whether it did.
 func (r *registry) holdFor(id string, m *tern.Message, d tern.Delivery) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -109,30 +115,24 @@ func (r *registry) holdFor(id string, m *tern.Message, d tern.Delivery) bool {
 	if h == nil {
 		return false
 	}
-	if _, ok := r.c.srv.SessionInfo(id); ok {
-		return false
-	}
 	if r.heldBytes+len(m.Payload) > maxHeldBytes {
-		r.c.log.Error("message for a session being attached dropped: too much held for sessions being attached", "client", id,
-			"held_bytes", r.heldBytes)
-		return true
+		r.c.log.Warn("message for a session being attached not held: too much held for sessions being attached",
+			"client", id, "held_bytes", r.heldBytes)
+		return false
 	}
 	r.heldBytes += len(m.Payload)
 	h.msgs = append(h.msgs, attachMsg{m, d})
 	return true
 }
 
-// holdState keeps st, shipped for the session of id, when a CONNECT here
-// is attaching it and it does not exist yet. It reports whether it did,
-// and an error when it cannot hold more (the shipping node tries again).
+// holdState keeps st, shipped for the session of id, while a CONNECT here
+// attaches it. It reports whether it did, and an error when it cannot
+// hold more (the shipping node tries again).
 func (r *registry) holdState(id string, st *tern.SessionState) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.attaching[id]
 	if h == nil {
-		return false, nil
-	}
-	if _, ok := r.c.srv.SessionInfo(id); ok {
 		return false, nil
 	}
 	n := 0
@@ -147,49 +147,93 @@ func (r *registry) holdState(id string, st *tern.SessionState) (bool, error) {
 	return true, nil
 }
 
-// endAttach ends the attach of id: what was held for its session goes
-// into it, made here (offline, as the former node's) if the CONNECT did
-// not make it. cl is the connecting client, whose CONNACK then says
-// Session Present 0 for a session made here from held parts only.
-func (r *registry) endAttach(cl *tern.Client, expiry uint32) {
+// attachEnd is how a CONNECT's gate ended, for endAttach.
+type attachEnd struct {
+	id       string
+	version  byte
+	username string
+	expiry   uint32
+	accepted bool   // the gate let the client in
+	won      bool   // its compare-and-set won the registry
+	partial  func() // makes its CONNACK say Session Present 0 (nil: none)
+}
+
+// attachEnded describes how the gate of cl's CONNECT ended.
+func attachEnded(cl *tern.Client, expiry uint32, code packets.ReasonCode) attachEnd {
+	_, won := cl.Value(epochKey{}).(uint64)
+	return attachEnd{id: cl.ID(), version: cl.ProtocolVersion(), username: cl.Username(), expiry: expiry,
+		accepted: code == packets.Success, won: won, partial: cl.MarkSessionPartial}
+}
+
+// endAttach ends a CONNECT's attach of a session. What was held goes into
+// the session, made here (offline, as the former node's, Session Present
+// 0) if the CONNECT made none: when it was accepted, or refused after it
+// won the registry for a session that outlives its connection (a CONNECT
+// elsewhere then takes it from here). Otherwise what was held is dropped:
+// this node does not own the session. While another CONNECT here attaches
+// the session, what is held waits for that one.
+func (r *registry) endAttach(e attachEnd) {
 	c := r.c
-	id := cl.ID()
-	for {
+	id := e.id
+	keep := e.accepted || e.won && e.expiry > 0
+	for first := true; ; first = false {
 		r.mu.Lock()
 		h := r.attaching[id]
-		if h == nil || len(h.states) == 0 && len(h.msgs) == 0 {
-			delete(r.attaching, id)
+		if h == nil {
 			r.mu.Unlock()
 			return
 		}
-		r.attaching[id] = &attachHeld{}
-		for _, st := range h.states {
+		if first {
+			h.refs--
+		}
+		if h.refs > 0 && !e.accepted {
+			r.mu.Unlock()
+			return // the other CONNECT takes it
+		}
+		states, msgs := h.states, h.msgs
+		h.states, h.msgs = nil, nil
+		for _, st := range states {
 			for _, m := range st.Messages {
 				r.heldBytes -= len(m.Payload)
 			}
 		}
-		for _, hm := range h.msgs {
+		for _, hm := range msgs {
 			r.heldBytes -= len(hm.m.Payload)
 		}
+		if len(states) == 0 && len(msgs) == 0 {
+			if h.refs <= 0 {
+				delete(r.attaching, id)
+			}
+			r.mu.Unlock()
+			return
+		}
 		r.mu.Unlock()
+		if !keep {
+			c.log.Warn("what reached a session being attached dropped: its CONNECT was refused before it owned the session",
+				"client", id, "parts", len(states), "messages", len(msgs))
+			continue
+		}
 		if _, ok := c.srv.SessionInfo(id); !ok {
-			if err := c.srv.ImportSession(&tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(),
-				Expiry: expiry, Username: cl.Username()}, DuplicateWindow: dupWindow}); err != nil {
+			if err := c.srv.ImportSession(&tern.SessionState{Session: storage.Session{ClientID: id, Version: e.version,
+				Expiry: e.expiry, Username: e.username}, DuplicateWindow: dupWindow}); err != nil {
 				c.log.Warn("session for what its former node shipped not made", "client", id, "err", err)
 			}
-			cl.MarkSessionPartial()
+			if e.partial != nil {
+				e.partial()
+			}
 		}
-		for _, st := range h.states {
+		for _, st := range states {
 			st.Subscriptions = nil
+			st.DuplicateWindow = dupWindow
 			if err := c.srv.ImportSession(st); err != nil {
 				c.log.Warn("shipped part of a session not imported", "client", id, "err", err)
 			}
 		}
-		for _, hm := range h.msgs {
+		for _, hm := range msgs {
 			c.srv.InjectTo(id, hm.m, hm.d)
 		}
-		c.log.Info("what reached a session while it was being attached went into it", "client", id, "parts", len(h.states),
-			"messages", len(h.msgs))
+		c.log.Info("what reached a session while it was being attached went into it", "client", id, "parts", len(states),
+			"messages", len(msgs))
 	}
 }
 
@@ -277,7 +321,7 @@ func parseOwner(b []byte) (string, bool) {
 // kept come when it is back). A fenced node refuses with 0x9C Use another
 // server (and a Server Reference), a node that has not joined yet or
 // cannot reach the registry with 0x88 Server unavailable.
-func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32) packets.ReasonCode {
+func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32) (code packets.ReasonCode) {
 	if c.fenced.Load() || c.draining.Load() {
 		if ref := c.nodes.reference(); ref != "" {
 			cl.SetServerReference(ref)
@@ -296,7 +340,7 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 		// While the session comes here, a node it was on may ship its
 		// queue or pass messages on: they wait for it.
 		c.reg.startAttach(id)
-		defer c.reg.endAttach(cl, expiry)
+		defer func() { c.reg.endAttach(attachEnded(cl, expiry, code)) }()
 	}
 	persistent := expiry > 0
 	fences := c.fences.Load()
@@ -332,7 +376,8 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 		case err == nil:
 			owner, hadSubs = parseOwner(val)
 		case errors.Is(err, jetstream.ErrKeyNotFound):
-			rev = 0
+			// rev: 0, or from the leader the deletion's, which Update
+			// takes (a Create may read the key from a lagging replica).
 		default:
 			c.log.Warn("client registry unreachable: CONNECT refused", "client", id, "err", err)
 			return packets.ServerUnavailable
@@ -685,12 +730,13 @@ func (r *registry) shipLost() {
 	c := r.c
 	// What was parked for this node while it was away goes into the
 	// sessions first, and moves with them.
-	select {
-	case <-c.fwd.parkCaughtUp:
-	case <-time.After(parkWaitMax):
+	// Up to the stream leader's last message: a consumer on a lagging
+	// replica may see the end of the stream early.
+	if !c.fwd.parkTaken(parkWaitMax) {
+		if c.ctx.Err() != nil {
+			return
+		}
 		c.log.Error("park stream not read up to its end: shipping sessions anyway, what is left may not reach them", "waited", parkWaitMax.String())
-	case <-c.ctx.Done():
-		return
 	}
 	live := map[string]bool{} // owners that answered a ping
 	alive := func(node string) bool {

@@ -202,6 +202,8 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 			var last uint64
 			val, last, err = c.leaderGet(ctx, "tern_subs", key)
 			switch {
+			case errors.Is(err, jetstream.ErrKeyNotFound) && last != 0: // deleted
+				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), last)
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				rev, err = c.kvSubs.Create(ctx, key, encodeSubsRecord(id, rec))
 			case err == nil:
@@ -564,7 +566,8 @@ func skipDelivered(st *tern.SessionState, rec *subsRecord, rule shipRule) int {
 // leaderGet reads the value of key in bucket, and its revision, from the
 // leader of the bucket's stream: a KV Get may be answered by any replica,
 // one that has not yet the write another node just made. A deleted key is
-// jetstream.ErrKeyNotFound.
+// jetstream.ErrKeyNotFound, with the revision of its deletion (for an
+// Update: a Create may read the deletion from a lagging replica and fail).
 func (c *Cluster) leaderGet(ctx context.Context, bucket, key string) ([]byte, uint64, error) {
 	if _, ok := ctx.Deadline(); !ok {
 		// A request nobody answers (the stream's leader changed under
@@ -600,7 +603,7 @@ func (c *Cluster) leaderGet(ctx context.Context, bucket, key string) ([]byte, ui
 	case resp.Message == nil:
 		return nil, 0, errors.New("cluster: reading " + bucket + ": empty answer")
 	case bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation: DEL")), bytes.Contains(resp.Message.Hdrs, []byte("KV-Operation: PURGE")):
-		return nil, 0, jetstream.ErrKeyNotFound
+		return nil, resp.Message.Seq, jetstream.ErrKeyNotFound
 	}
 	return resp.Message.Data, resp.Message.Seq, nil
 }
