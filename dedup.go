@@ -6,9 +6,15 @@ import (
 	"time"
 )
 
-// maxRecent bounds the messages one session's duplicate window remembers:
-// past it, the window checks what it has and records no more.
-const maxRecent = 1 << 16
+// maxRecent bounds the messages one session's duplicate window
+// remembers, and maxRecentAll those of all the windows of a server
+// (about 20 bytes each at most): past either, a window checks what it
+// has and records no more. 262,144 messages are 26 s of a session taking
+// 10,000 messages a second.
+const (
+	maxRecent    = 1 << 18
+	maxRecentAll = 1 << 22
+)
 
 // recentSet is a session's duplicate window (ExpectDuplicates): the QoS
 // 1/2 messages it took, by origin, creation time and topic, until a
@@ -56,7 +62,7 @@ func (ss *session) dupKeyLocked(d *delivery) (uint64, bool) {
 	}
 	rs := o.recent
 	if time.Now().UnixNano() > rs.until {
-		o.recent = nil
+		ss.endWindowLocked()
 		return 0, false
 	}
 	return rs.key(d.msg), true
@@ -73,8 +79,28 @@ func (ss *session) seenLocked(key uint64) bool {
 // session's (queued, paged or in flight). The caller holds ss.mu and got
 // key from dupKeyLocked.
 func (ss *session) recordLocked(key uint64) {
-	if rs := ss.off.recent; rs != nil && len(rs.keys) < maxRecent {
-		rs.keys[key] = struct{}{}
+	rs := ss.off.recent
+	if rs == nil || len(rs.keys) >= maxRecent {
+		return
+	}
+	all := &ss.srv.recentKeys
+	if all.Add(1) > maxRecentAll {
+		all.Add(-1)
+		return
+	}
+	if _, ok := rs.keys[key]; ok {
+		all.Add(-1)
+		return
+	}
+	rs.keys[key] = struct{}{}
+}
+
+// endWindowLocked drops the session's duplicate window and gives its
+// count back to the server's. The caller holds ss.mu.
+func (ss *session) endWindowLocked() {
+	if o := ss.off; o != nil && o.recent != nil {
+		ss.srv.recentKeys.Add(-int64(len(o.recent.keys)))
+		o.recent = nil
 	}
 }
 
@@ -87,8 +113,8 @@ func (ss *session) recordLocked(key uint64) {
 // calls it for a session that came from another node, which may still
 // pass on, or ship late, messages that reach the session directly too; a
 // client would otherwise get them twice, and QoS 2 promises once
-// [MQTT-4.3.3-2]. It remembers up to 65,536 messages. It reports whether
-// the session exists.
+// [MQTT-4.3.3-2]. It remembers up to 262,144 messages, and the server's
+// windows up to 4,194,304 in all. It reports whether the session exists.
 func (s *Server) ExpectDuplicates(clientID string, window time.Duration) bool {
 	ss := s.session(clientID)
 	if ss == nil {
@@ -114,7 +140,7 @@ func (ss *session) expectDuplicatesLocked(window time.Duration) {
 		ss.mu.Lock()
 		defer ss.mu.Unlock()
 		if o.recent == rs && time.Now().UnixNano() > rs.until {
-			o.recent = nil
+			ss.endWindowLocked()
 		}
 	})
 }

@@ -86,6 +86,7 @@ type Server struct {
 	serveCalled bool // Serve was called (and has not failed)
 
 	inline        inlineClient
+	recentKeys    atomic.Int64 // messages the sessions' duplicate windows remember (dedup.go)
 	stats         counters
 	mem           memBudget    // message memory, against MaxMessageMemory
 	poller        *idlePoller  // idle connections' sockets
