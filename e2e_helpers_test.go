@@ -14,6 +14,7 @@ import (
 	"log/slog"
 	"net"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -38,9 +39,20 @@ const (
 	e2eQuiesce = 2000
 )
 
-// e2eServer starts a terntest broker that logs nothing (failures speak
-// for themselves).
-func e2eServer(t testing.TB, opts *tern.Options, hooks ...tern.Hook) *terntest.Server {
+// e2eBroker is the broker an end-to-end test talks to: one terntest
+// server, or across nodes (see e2eAcrossNodes) the nodes of an in-process
+// cluster, each client dialling the next node in turn.
+type e2eBroker struct {
+	// Server is the only server or, across nodes, the first node: the
+	// in-process API (Publish, Subscribe) of a test that uses it.
+	*terntest.Server
+	nodes []*terntest.Server
+	dials atomic.Uint64
+}
+
+// e2eServer starts a broker that logs nothing (failures speak for
+// themselves), hooks added to every node.
+func e2eServer(t testing.TB, opts *tern.Options, hooks ...tern.Hook) *e2eBroker {
 	t.Helper()
 	var o tern.Options
 	if opts != nil {
@@ -49,7 +61,25 @@ func e2eServer(t testing.TB, opts *tern.Options, hooks ...tern.Hook) *terntest.S
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
-	return terntest.NewServer(t, &o, hooks...)
+	if e2eAcrossNodes(t) {
+		return e2eCluster(t, &o, hooks)
+	}
+	s := terntest.NewServer(t, &o, hooks...)
+	return &e2eBroker{Server: s, nodes: []*terntest.Server{s}}
+}
+
+// node returns the node the next client dials: round robin, from the
+// second node on, so that the first client is on another node than the
+// in-process API and two clients made one after the other are on different
+// nodes.
+func (b *e2eBroker) node() *terntest.Server {
+	return b.nodes[b.dials.Add(1)%uint64(len(b.nodes))]
+}
+
+// Dial opens a raw connection to the next node.
+func (b *e2eBroker) Dial(t testing.TB, version byte) *terntest.Conn {
+	t.Helper()
+	return b.node().Dial(t, version)
 }
 
 // e2eEvents is a hook that records connection and session events by client id,
@@ -115,15 +145,15 @@ var (
 	_ tern.SessionObserver    = (*e2eEvents)(nil)
 )
 
-// waitProgress waits until count reaches n, failing when it makes no
+// waitProgress waits until count() reaches n, failing when it makes no
 // progress for e2eTimeout: a large transfer on a loaded machine may take
 // longer than that in all, but never stalls that long.
-func waitProgress(t testing.TB, count *atomic.Int64, n int64) {
+func waitProgress(t testing.TB, count func() int64, n int64) {
 	t.Helper()
 	tick := time.NewTicker(10 * time.Millisecond)
 	defer tick.Stop()
-	last, since := count.Load(), time.Now()
-	for c := last; c < n; c = count.Load() {
+	last, since := count(), time.Now()
+	for c := last; c < n; c = count() {
 		if c != last {
 			last, since = c, time.Now()
 		} else if time.Since(since) > e2eTimeout {
@@ -139,6 +169,7 @@ func waitProgress(t testing.TB, count *atomic.Int64, n int64) {
 // receives turned into channels.
 type e2eV5Client struct {
 	*paho.Client
+	node  *terntest.Server // the node it dialled
 	conn  net.Conn
 	msgs  chan *paho.Publish
 	discs chan *paho.Disconnect
@@ -148,13 +179,15 @@ type e2eV5Client struct {
 // e2eDialV5 connects a paho.golang client and returns the CONNACK and the
 // error of Connect, without failing the test on a refusal. cfg, if given,
 // may change the client configuration (e.g. OnPublishReceived).
-func e2eDialV5(t testing.TB, addr string, cp *paho.Connect, cfg ...func(*paho.ClientConfig)) (*e2eV5Client, *paho.Connack, error) {
+func e2eDialV5(t testing.TB, b *e2eBroker, cp *paho.Connect, cfg ...func(*paho.ClientConfig)) (*e2eV5Client, *paho.Connack, error) {
 	t.Helper()
-	conn, err := net.DialTimeout("tcp", addr, e2eTimeout)
+	node := b.node()
+	conn, err := net.DialTimeout("tcp", node.Addr, e2eTimeout)
 	if err != nil {
 		t.Fatalf("dial: %v", err)
 	}
 	vc := &e2eV5Client{
+		node:  node,
 		conn:  conn,
 		msgs:  make(chan *paho.Publish, 1<<16),
 		discs: make(chan *paho.Disconnect, 4),
@@ -201,13 +234,13 @@ func e2eDialV5(t testing.TB, addr string, cp *paho.Connect, cfg ...func(*paho.Cl
 
 // e2eConnectV5 connects a paho.golang client with the client id, clean start
 // and session expiry interval, failing the test unless it is accepted.
-func e2eConnectV5(t testing.TB, addr, id string, clean bool, expiry uint32) (*e2eV5Client, *paho.Connack) {
+func e2eConnectV5(t testing.TB, b *e2eBroker, id string, clean bool, expiry uint32) (*e2eV5Client, *paho.Connack) {
 	t.Helper()
 	cp := &paho.Connect{ClientID: id, CleanStart: clean, KeepAlive: 30}
 	if expiry != 0 {
 		cp.Properties = &paho.ConnectProperties{SessionExpiryInterval: &expiry}
 	}
-	vc, ack, err := e2eDialV5(t, addr, cp)
+	vc, ack, err := e2eDialV5(t, b, cp)
 	if err != nil {
 		t.Fatalf("v5 connect %q: %v (connack %+v)", id, err, ack)
 	}
@@ -291,6 +324,7 @@ func (c bufConn) Read(b []byte) (int, error) { return c.r.Read(b) }
 // reach, to cut it underneath the client.
 type e2eV3Client struct {
 	mqtt.Client
+	node *terntest.Server // the node it dialled
 	msgs chan mqtt.Message
 	lost chan error
 
@@ -300,11 +334,11 @@ type e2eV3Client struct {
 
 // e2eDialV3 connects a 3.1.1 client; it returns the connect token whatever
 // the outcome. mod, if not nil, changes the options.
-func e2eDialV3(t testing.TB, addr, id string, clean bool, mod func(*mqtt.ClientOptions)) (*e2eV3Client, *mqtt.ConnectToken) {
+func e2eDialV3(t testing.TB, b *e2eBroker, id string, clean bool, mod func(*mqtt.ClientOptions)) (*e2eV3Client, *mqtt.ConnectToken) {
 	t.Helper()
-	vc := &e2eV3Client{msgs: make(chan mqtt.Message, 1<<16), lost: make(chan error, 4)}
+	vc := &e2eV3Client{node: b.node(), msgs: make(chan mqtt.Message, 1<<16), lost: make(chan error, 4)}
 	o := mqtt.NewClientOptions().
-		AddBroker("tcp://" + addr).
+		AddBroker("tcp://" + vc.node.Addr).
 		SetClientID(id).
 		SetCleanSession(clean).
 		SetProtocolVersion(4).
@@ -352,9 +386,9 @@ func e2eDialV3(t testing.TB, addr, id string, clean bool, mod func(*mqtt.ClientO
 }
 
 // e2eConnectV3 connects a 3.1.1 client and fails the test unless accepted.
-func e2eConnectV3(t testing.TB, addr, id string, clean bool) (*e2eV3Client, *mqtt.ConnectToken) {
+func e2eConnectV3(t testing.TB, b *e2eBroker, id string, clean bool) (*e2eV3Client, *mqtt.ConnectToken) {
 	t.Helper()
-	vc, tok := e2eDialV3(t, addr, id, clean, nil)
+	vc, tok := e2eDialV3(t, b, id, clean, nil)
 	if err := tok.Error(); err != nil {
 		t.Fatalf("v3 connect %q: %v (return code %d)", id, err, tok.ReturnCode())
 	}
@@ -407,7 +441,9 @@ func (vc *e2eV3Client) next(t testing.TB) mqtt.Message {
 
 // e2eRawConnect connects a scripted raw client, for the tests that must not
 // acknowledge what they receive (paho acknowledges by itself).
-func e2eRawConnect(t testing.TB, srv *terntest.Server, version byte, id string, clean bool, expiry uint32) (*terntest.Conn, *packets.Connack) {
+func e2eRawConnect(t testing.TB, srv interface {
+	Dial(testing.TB, byte) *terntest.Conn
+}, version byte, id string, clean bool, expiry uint32) (*terntest.Conn, *packets.Connack) {
 	t.Helper()
 	c := srv.Dial(t, version)
 	pk := &packets.Connect{ClientID: id, CleanStart: clean, KeepAlive: 60}
@@ -446,16 +482,25 @@ func e2eRawPublish(t testing.TB, c *terntest.Conn) *packets.Publish {
 
 var e2eSentinelSeq atomic.Int64
 
-// flush proves that nothing was routed to vc before this point: it sets a
-// retained message on a fresh topic and subscribes to it. The broker handles
-// a connection's packets in order and queues in order, so anything routed
-// to vc earlier arrives before the sentinel.
-func (vc *e2eV5Client) flush(t testing.TB, srv *terntest.Server) {
+// e2eSentinel sets a retained message on a fresh topic on node, and
+// returns the topic.
+func e2eSentinel(t testing.TB, node *terntest.Server) string {
 	t.Helper()
 	topic := fmt.Sprintf("e2e/sentinel/%d", e2eSentinelSeq.Add(1))
-	if err := srv.Publish(topic, []byte("sentinel"), true, 0); err != nil {
+	if err := node.Publish(topic, []byte("sentinel"), true, 0); err != nil {
 		t.Fatal(err)
 	}
+	return topic
+}
+
+// flush proves that nothing was routed to vc before this point: it sets a
+// retained message on a fresh topic, on vc's node, and subscribes to it.
+// The broker handles a connection's packets in order and queues in order,
+// so anything routed to vc earlier arrives before the sentinel (across
+// nodes: anything another node had handed over to vc's node).
+func (vc *e2eV5Client) flush(t testing.TB) {
+	t.Helper()
+	topic := e2eSentinel(t, vc.node)
 	vc.subscribe(t, topic, 0)
 	if m := vc.next(t); m.Topic != topic {
 		t.Fatalf("unexpected message before the sentinel: %q %q", m.Topic, m.Payload)
@@ -466,12 +511,9 @@ func e2eU32(v uint32) *uint32 { return &v }
 
 // flush proves that nothing was routed to vc before this point (see
 // e2eV5Client.flush).
-func (vc *e2eV3Client) flush(t testing.TB, srv *terntest.Server) {
+func (vc *e2eV3Client) flush(t testing.TB) {
 	t.Helper()
-	topic := fmt.Sprintf("e2e/sentinel/%d", e2eSentinelSeq.Add(1))
-	if err := srv.Publish(topic, []byte("sentinel"), true, 0); err != nil {
-		t.Fatal(err)
-	}
+	topic := e2eSentinel(t, vc.node)
 	vc.subscribe(t, topic, 0)
 	if m := vc.next(t); m.Topic() != topic {
 		t.Fatalf("unexpected message before the sentinel: %q %q", m.Topic(), m.Payload())
@@ -479,6 +521,52 @@ func (vc *e2eV3Client) flush(t testing.TB, srv *terntest.Server) {
 }
 
 func e2ePtr[T any](v T) *T { return &v }
+
+// e2eRetainedOn waits until node holds payload as the retained message of
+// topic ("": none) before a test subscribes there. Across nodes a retained
+// message, or its removal, reaches the other nodes after its PUBACK (or,
+// for a will, its delivery): they apply the replicated bucket's changes as
+// they come (cluster/retained.go), and a subscription made on one of them
+// before then misses it. On one server it holds at once.
+func e2eRetainedOn(t testing.TB, node *terntest.Server, topic, payload string) {
+	t.Helper()
+	terntest.Eventually(t, fmt.Sprintf("retained %q on %q", payload, topic), func() bool {
+		m, ok := node.RetainedMessage(topic)
+		return ok && string(m.Payload) == payload || !ok && payload == ""
+	})
+}
+
+// e2eManyRetained returns how many retained messages a test of many sets:
+// 100,000, or across nodes 10,000 (all of them replicated, on a 2-core
+// machine with other tests: 100,000 took 25 s). It skips t in -short mode.
+func e2eManyRetained(t testing.TB) int {
+	if testing.Short() {
+		t.Skip("many retained messages: skipped in -short mode")
+	}
+	if e2eAcrossNodes(t) {
+		return 10_000
+	}
+	return 100_000
+}
+
+// e2eCheckShares checks how the messages of a shared group were shared:
+// counts[i] went to the member on nodes[i], the publisher is on pubNode.
+// Each member on the publisher's node gets some, in turn, and the others
+// none: tern.Server.routeShared prefers an online member on its own node
+// to a remote one. With no member on the publisher's node, every member
+// gets some. On one server every member is on the publisher's node.
+func e2eCheckShares(t testing.TB, counts []int, nodes []*terntest.Server, pubNode *terntest.Server) {
+	t.Helper()
+	local := func(i int) bool { return nodes[i] == pubNode }
+	if !slices.ContainsFunc(nodes, func(n *terntest.Server) bool { return n == pubNode }) {
+		local = func(int) bool { return true }
+	}
+	for i, c := range counts {
+		if local(i) != (c > 0) {
+			t.Fatalf("member %d got %d messages (counts %v; on the publisher's node: %v)", i, c, counts, nodes[i] == pubNode)
+		}
+	}
+}
 
 // willGate holds the authorization of a will on gate/will until released,
 // to widen the window in which the server tears a connection down.

@@ -14,6 +14,7 @@ import (
 	mqtt "github.com/eclipse/paho.mqtt.golang"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
 )
 
 // [MQTT-3.1.2-4] CleanSession 0 resumes the session (subscriptions
@@ -22,7 +23,7 @@ import (
 func TestE2EV311SessionPresentAndResume(t *testing.T) {
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	pub, _ := e2eConnectV3(t, srv.Addr, "sp-pub", true)
+	pub, _ := e2eConnectV3(t, srv, "sp-pub", true)
 	for i, st := range []struct {
 		name               string
 		clean, wantPresent bool
@@ -33,7 +34,7 @@ func TestE2EV311SessionPresentAndResume(t *testing.T) {
 		{"clean session discards", true, false, false},
 		{"nothing left to resume", false, false, false},
 	} {
-		c, tok := e2eConnectV3(t, srv.Addr, "sp", st.clean)
+		c, tok := e2eConnectV3(t, srv, "sp", st.clean)
 		if tok.SessionPresent() != st.wantPresent {
 			t.Fatalf("%s: session present %v, want %v", st.name, tok.SessionPresent(), st.wantPresent)
 		}
@@ -50,7 +51,7 @@ func TestE2EV311SessionPresentAndResume(t *testing.T) {
 				t.Fatalf("%s: got %q", st.name, m.Payload())
 			}
 		} else {
-			c.flush(t, srv)
+			c.flush(t)
 		}
 		c.Disconnect(e2eQuiesce)
 		ev.wait(t, "disconnected/sp", i+1)
@@ -65,7 +66,7 @@ func TestE2EV311SessionPresentAndResume(t *testing.T) {
 // and the connection closed.
 func TestE2EV311EmptyClientID(t *testing.T) {
 	srv := e2eServer(t, nil)
-	c, _ := e2eConnectV3(t, srv.Addr, "", true)
+	c, _ := e2eConnectV3(t, srv, "", true)
 	c.subscribe(t, "anon/t", 0)
 	if err := srv.Publish("anon/t", []byte("hi"), false, 0); err != nil {
 		t.Fatal(err)
@@ -73,7 +74,7 @@ func TestE2EV311EmptyClientID(t *testing.T) {
 	if m := c.next(t); string(m.Payload()) != "hi" {
 		t.Fatalf("got %q", m.Payload())
 	}
-	_, tok := e2eDialV3(t, srv.Addr, "", false, nil)
+	_, tok := e2eDialV3(t, srv, "", false, nil)
 	if tok.Error() == nil || tok.ReturnCode() != packets.ConnRefusedIdentifier {
 		t.Fatalf("empty id without clean session: err %v, return code %d, want 2", tok.Error(), tok.ReturnCode())
 	}
@@ -83,8 +84,8 @@ func TestE2EV311EmptyClientID(t *testing.T) {
 // the first.
 func TestE2EV311SessionTakeover(t *testing.T) {
 	srv := e2eServer(t, nil)
-	first, _ := e2eConnectV3(t, srv.Addr, "dup", true)
-	second, _ := e2eConnectV3(t, srv.Addr, "dup", true)
+	first, _ := e2eConnectV3(t, srv, "dup", true)
+	second, _ := e2eConnectV3(t, srv, "dup", true)
 	select {
 	case <-first.lost:
 	case <-time.After(e2eTimeout):
@@ -97,10 +98,10 @@ func TestE2EV311SessionTakeover(t *testing.T) {
 // granted QoS; [MQTT-3.3.4-1] each QoS flow completes in both directions.
 func TestE2EV311QoSMatrix(t *testing.T) {
 	srv := e2eServer(t, nil)
-	pub, _ := e2eConnectV3(t, srv.Addr, "qos-pub", true)
+	pub, _ := e2eConnectV3(t, srv, "qos-pub", true)
 	subs := make([]*e2eV3Client, 3)
 	for q := range subs {
-		subs[q], _ = e2eConnectV3(t, srv.Addr, fmt.Sprintf("qos-sub%d", q), true)
+		subs[q], _ = e2eConnectV3(t, srv, fmt.Sprintf("qos-sub%d", q), true)
 		if g := subs[q].subscribe(t, fmt.Sprintf("qos/%d", q), byte(q)); g != byte(q) {
 			t.Fatalf("granted QoS %d, want %d", g, q)
 		}
@@ -123,9 +124,9 @@ func TestE2EV311QoSMatrix(t *testing.T) {
 func TestE2EV311OrderedQoS1(t *testing.T) {
 	const n = 1000
 	srv := e2eServer(t, nil)
-	sub, _ := e2eConnectV3(t, srv.Addr, "ord-sub", true)
+	sub, _ := e2eConnectV3(t, srv, "ord-sub", true)
 	sub.subscribe(t, "ord/t", 1)
-	pub, _ := e2eConnectV3(t, srv.Addr, "ord-pub", true)
+	pub, _ := e2eConnectV3(t, srv, "ord-pub", true)
 	toks := make([]mqtt.Token, n)
 	for i := range toks {
 		toks[i] = pub.Publish("ord/t", 1, false, fmt.Sprint(i))
@@ -138,7 +139,7 @@ func TestE2EV311OrderedQoS1(t *testing.T) {
 	for _, tok := range toks {
 		e2eWaitToken(t, tok, "publish")
 	}
-	sub.flush(t, srv)
+	sub.flush(t)
 }
 
 // [MQTT-4.4.0-1] unacknowledged PUBLISH and PUBREL are sent again on
@@ -150,7 +151,7 @@ func TestE2EV311Retransmission(t *testing.T) {
 	srv := e2eServer(t, nil, ev)
 	sub, _ := e2eRawConnect(t, srv, packets.V311, "rt", false, 0)
 	e2eRawSubscribe(t, sub, 1, "rt/#", 2)
-	pub, _ := e2eConnectV3(t, srv.Addr, "rt-pub", true)
+	pub, _ := e2eConnectV3(t, srv, "rt-pub", true)
 	pub.publish(t, "rt/1", 1, false, "one")
 	pub.publish(t, "rt/2", 2, false, "two")
 	p1, p2 := e2eRawPublish(t, sub), e2eRawPublish(t, sub)
@@ -203,8 +204,8 @@ func TestE2EV311Retransmission(t *testing.T) {
 // payload removes it, [MQTT-3.3.1-12] RETAIN 0 leaves it alone.
 func TestE2EV311Retained(t *testing.T) {
 	srv := e2eServer(t, nil)
-	pub, _ := e2eConnectV3(t, srv.Addr, "ret-pub", true)
-	live, _ := e2eConnectV3(t, srv.Addr, "ret-live", true)
+	pub, _ := e2eConnectV3(t, srv, "ret-pub", true)
+	live, _ := e2eConnectV3(t, srv, "ret-live", true)
 	live.subscribe(t, "ret/+", 1)
 	for i, st := range []struct {
 		payload string
@@ -220,10 +221,11 @@ func TestE2EV311Retained(t *testing.T) {
 		if m := live.next(t); m.Retained() || string(m.Payload()) != st.payload {
 			t.Fatalf("established subscription got %q retain=%v", m.Payload(), m.Retained())
 		}
-		c, _ := e2eConnectV3(t, srv.Addr, fmt.Sprintf("ret-sub%d", i), true)
+		c, _ := e2eConnectV3(t, srv, fmt.Sprintf("ret-sub%d", i), true)
+		e2eRetainedOn(t, c.node, "ret/t", st.want)
 		c.subscribe(t, "ret/+", 1)
 		if st.want == "" {
-			c.flush(t, srv)
+			c.flush(t)
 			continue
 		}
 		m := c.next(t)
@@ -233,13 +235,10 @@ func TestE2EV311Retained(t *testing.T) {
 	}
 }
 
-// [MQTT-3.3.1-6] with many retained messages: all 100,000 reach a new '#'
-// subscriber.
+// [MQTT-3.3.1-6] with many retained messages: all 100,000 (see
+// e2eManyRetained) reach a new '#' subscriber.
 func TestE2EV311RetainedMany(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 retained messages: skipped in -short mode")
-	}
-	const n = 100_000
+	n := e2eManyRetained(t)
 	srv := e2eServer(t, nil)
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -250,7 +249,7 @@ func TestE2EV311RetainedMany(t *testing.T) {
 	t.Logf("stored %d retained messages in %v", n, time.Since(start))
 	seen := make(map[string]bool, n) // touched only by paho's router goroutine
 	var count, dups atomic.Int64
-	c, tok := e2eDialV3(t, srv.Addr, "many", true, func(o *mqtt.ClientOptions) {
+	c, tok := e2eDialV3(t, srv, "many", true, func(o *mqtt.ClientOptions) {
 		o.SetDefaultPublishHandler(func(_ mqtt.Client, m mqtt.Message) {
 			if seen[m.Topic()] {
 				dups.Add(1)
@@ -262,9 +261,11 @@ func TestE2EV311RetainedMany(t *testing.T) {
 	if tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}
+	// Across nodes they reach the subscriber's node after (see e2eRetainedOn).
+	waitProgress(t, func() int64 { return c.node.Stats().Retained }, int64(n))
 	start = time.Now()
 	c.subscribe(t, "#", 0)
-	waitProgress(t, &count, n)
+	waitProgress(t, count.Load, int64(n))
 	t.Logf("delivered in %v", time.Since(start))
 	if d := dups.Load(); d != 0 {
 		t.Fatalf("%d duplicates", d)
@@ -278,7 +279,7 @@ func TestE2EV311RetainedMany(t *testing.T) {
 func TestE2EV311Will(t *testing.T) {
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	watch, _ := e2eConnectV3(t, srv.Addr, "will-watch", true)
+	watch, _ := e2eConnectV3(t, srv, "will-watch", true)
 	watch.subscribe(t, "will/#", 2)
 	for _, tc := range []struct {
 		id       string
@@ -292,7 +293,7 @@ func TestE2EV311Will(t *testing.T) {
 		{"cut-q2-retain", 2, true, true, true},
 		{"disconnect", 1, true, false, false},
 	} {
-		c, tok := e2eDialV3(t, srv.Addr, tc.id, true, func(o *mqtt.ClientOptions) {
+		c, tok := e2eDialV3(t, srv, tc.id, true, func(o *mqtt.ClientOptions) {
 			o.SetWill("will/"+tc.id, "gone", tc.qos, tc.retain)
 		})
 		if tok.Error() != nil {
@@ -305,14 +306,17 @@ func TestE2EV311Will(t *testing.T) {
 		}
 		ev.wait(t, "ended/"+tc.id, 1) // the will, if any, is routed before the session ends
 		if !tc.wantWill {
-			watch.flush(t, srv)
+			watch.flush(t)
 		} else if m := watch.next(t); m.Topic() != "will/"+tc.id || string(m.Payload()) != "gone" || m.Qos() != tc.qos {
 			t.Fatalf("%s: got %q %q qos %d", tc.id, m.Topic(), m.Payload(), m.Qos())
 		}
-		late, _ := e2eConnectV3(t, srv.Addr, tc.id+"-late", true)
+		late, _ := e2eConnectV3(t, srv, tc.id+"-late", true)
+		if tc.wantWill && tc.retain {
+			e2eRetainedOn(t, late.node, "will/"+tc.id, "gone")
+		}
 		late.subscribe(t, "will/"+tc.id, 2)
 		if !tc.wantWill || !tc.retain {
-			late.flush(t, srv)
+			late.flush(t)
 		} else if m := late.next(t); !m.Retained() || m.Qos() != tc.qos {
 			t.Fatalf("%s: retained will retain=%v qos=%d", tc.id, m.Retained(), m.Qos())
 		}
@@ -329,10 +333,10 @@ func TestE2EV311Shared(t *testing.T) {
 	srv := e2eServer(t, nil, ev)
 	members := make([]*e2eV3Client, 3)
 	for i := range members {
-		members[i], _ = e2eConnectV3(t, srv.Addr, fmt.Sprintf("sh%d", i), true)
+		members[i], _ = e2eConnectV3(t, srv, fmt.Sprintf("sh%d", i), true)
 		members[i].subscribe(t, "$share/g/sh/t", 1)
 	}
-	pub, _ := e2eConnectV3(t, srv.Addr, "sh-pub", true)
+	pub, _ := e2eConnectV3(t, srv, "sh-pub", true)
 	for i := 0; i < n; i++ {
 		pub.publish(t, "sh/t", 1, false, fmt.Sprint(i))
 	}
@@ -354,11 +358,9 @@ func TestE2EV311Shared(t *testing.T) {
 			t.Fatalf("only %d of %d messages arrived", total, n)
 		}
 	}
-	for i, c := range counts {
-		if c == 0 {
-			t.Fatalf("member %d got nothing: %v", i, counts)
-		}
-		members[i].flush(t, srv)
+	e2eCheckShares(t, counts, []*terntest.Server{members[0].node, members[1].node, members[2].node}, pub.node)
+	for _, m := range members {
+		m.flush(t)
 	}
 	if len(got) != n {
 		t.Fatalf("%d distinct messages, want %d", len(got), n)
@@ -369,8 +371,11 @@ func TestE2EV311Shared(t *testing.T) {
 	e2eRawSubscribe(t, raw, 1, "$share/h/red/t", 1)
 	other := members[0]
 	other.subscribe(t, "$share/h/red/t", 1)
+	// A publisher of its own: across nodes it is on a third node, where
+	// group h has no member that would get every message.
+	redPub, _ := e2eConnectV3(t, srv, "sh-red-pub", true)
 	for i := 0; i < 2; i++ { // round-robin: one each
-		pub.publish(t, "red/t", 1, false, fmt.Sprint("red", i))
+		redPub.publish(t, "red/t", 1, false, fmt.Sprint("red", i))
 	}
 	held := e2eRawPublish(t, raw)
 	if m := other.next(t); string(m.Payload()) == string(held.Payload) {
@@ -387,26 +392,26 @@ func TestE2EV311Shared(t *testing.T) {
 // at the maximum of their QoS (Tern sends one copy).
 func TestE2EV311Overlapping(t *testing.T) {
 	srv := e2eServer(t, nil)
-	c, _ := e2eConnectV3(t, srv.Addr, "ov", true)
+	c, _ := e2eConnectV3(t, srv, "ov", true)
 	c.subscribe(t, "ov/+", 0)
 	c.subscribe(t, "ov/#", 2)
 	c.subscribe(t, "+/a", 1)
-	pub, _ := e2eConnectV3(t, srv.Addr, "ov-pub", true)
+	pub, _ := e2eConnectV3(t, srv, "ov-pub", true)
 	pub.publish(t, "ov/a", 2, false, "x")
 	if m := c.next(t); m.Qos() != 2 || m.Topic() != "ov/a" {
 		t.Fatalf("got %q at QoS %d", m.Topic(), m.Qos())
 	}
-	c.flush(t, srv)
+	c.flush(t)
 }
 
 // [MQTT-4.7.2-1]: '#' and '+' do not match $SYS topics; "$SYS/#" gets
 // $SYS/broker/version.
 func TestE2EV311Sys(t *testing.T) {
 	srv := e2eServer(t, &tern.Options{SysInterval: 50 * time.Millisecond})
-	all, _ := e2eConnectV3(t, srv.Addr, "sys-all", true)
+	all, _ := e2eConnectV3(t, srv, "sys-all", true)
 	all.subscribe(t, "#", 0)
 	all.subscribe(t, "+/broker/uptime", 0)
-	sys, _ := e2eConnectV3(t, srv.Addr, "sys", true)
+	sys, _ := e2eConnectV3(t, srv, "sys", true)
 	sys.subscribe(t, "$SYS/#", 0)
 	var version, live bool
 	for !version || !live {
@@ -426,7 +431,7 @@ func TestE2EV311Sys(t *testing.T) {
 // which is the synchronisation point.
 func TestE2EV311InProcess(t *testing.T) {
 	srv := e2eServer(t, nil)
-	c, _ := e2eConnectV3(t, srv.Addr, "ip", true)
+	c, _ := e2eConnectV3(t, srv, "ip", true)
 	c.subscribe(t, "ip/out", 2)
 	if err := srv.Publish("ip/out", []byte("from server"), false, 2); err != nil {
 		t.Fatal(err)
@@ -462,11 +467,11 @@ func TestE2EV311InProcess(t *testing.T) {
 // no delivery ([MQTT-3.3.5-2]); a PublishInterceptor changes the payload.
 func TestE2EV311Hooks(t *testing.T) {
 	srv := e2eServer(t, nil, e2ePolicy{})
-	_, tok := e2eDialV3(t, srv.Addr, "m", true, func(o *mqtt.ClientOptions) { o.SetUsername("mallory") })
+	_, tok := e2eDialV3(t, srv, "m", true, func(o *mqtt.ClientOptions) { o.SetUsername("mallory") })
 	if tok.Error() == nil || tok.ReturnCode() != packets.ConnRefusedBadAuth {
 		t.Fatalf("mallory: err %v return code %d, want 4", tok.Error(), tok.ReturnCode())
 	}
-	c, tok := e2eDialV3(t, srv.Addr, "alice", true, func(o *mqtt.ClientOptions) { o.SetUsername("alice") })
+	c, tok := e2eDialV3(t, srv, "alice", true, func(o *mqtt.ClientOptions) { o.SetUsername("alice") })
 	if tok.Error() != nil {
 		t.Fatal(tok.Error())
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/eclipse/paho.golang/paho"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
+	"github.com/ternmq/tern/terntest"
 )
 
 // [MQTT-3.1.2-4] Clean Start 1 discards the session; [MQTT-3.1.2-5] Clean
@@ -27,7 +28,7 @@ import (
 func TestE2EV5SessionPresentAndResume(t *testing.T) {
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	pub, _ := e2eConnectV5(t, srv.Addr, "sp-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "sp-pub", true, 0)
 
 	steps := []struct {
 		name        string
@@ -40,7 +41,7 @@ func TestE2EV5SessionPresentAndResume(t *testing.T) {
 		{"clean start discards", true, false, false},
 	}
 	for i, st := range steps {
-		c, ack := e2eConnectV5(t, srv.Addr, "sp", st.clean, 300)
+		c, ack := e2eConnectV5(t, srv, "sp", st.clean, 300)
 		if ack.SessionPresent != st.wantPresent {
 			t.Fatalf("%s: session present %v, want %v", st.name, ack.SessionPresent, st.wantPresent)
 		}
@@ -61,7 +62,7 @@ func TestE2EV5SessionPresentAndResume(t *testing.T) {
 				t.Fatalf("%s: got %q", st.name, m.Payload)
 			}
 		} else {
-			c.flush(t, srv)
+			c.flush(t)
 		}
 		c.Disconnect(&paho.Disconnect{})
 		ev.wait(t, "disconnected/sp", i+1)
@@ -72,7 +73,7 @@ func TestE2EV5SessionPresentAndResume(t *testing.T) {
 // interval is above 0; [MQTT-4.1.0-2] it is discarded once the interval has
 // passed.
 func TestE2EV5SessionExpiry(t *testing.T) {
-	t.Parallel()
+	e2eParallel(t)
 	for _, tc := range []struct {
 		name   string
 		expiry uint32
@@ -80,7 +81,7 @@ func TestE2EV5SessionExpiry(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			ev := newE2EEvents()
 			srv := e2eServer(t, nil, ev)
-			c, _ := e2eConnectV5(t, srv.Addr, "exp", true, tc.expiry)
+			c, _ := e2eConnectV5(t, srv, "exp", true, tc.expiry)
 			c.subscribe(t, "exp/t", 1)
 			start := time.Now()
 			c.Disconnect(&paho.Disconnect{})
@@ -88,13 +89,13 @@ func TestE2EV5SessionExpiry(t *testing.T) {
 			if el := time.Since(start); tc.expiry > 0 && el < time.Duration(tc.expiry)*time.Second {
 				t.Fatalf("session ended after %v, before its %d s expiry", el, tc.expiry)
 			}
-			c2, ack := e2eConnectV5(t, srv.Addr, "exp", false, 60)
+			c2, ack := e2eConnectV5(t, srv, "exp", false, 60)
 			if ack.SessionPresent {
 				t.Fatal("session present after expiry")
 			}
-			pub, _ := e2eConnectV5(t, srv.Addr, "exp-pub", true, 0)
+			pub, _ := e2eConnectV5(t, srv, "exp-pub", true, 0)
 			pub.publish(t, &paho.Publish{Topic: "exp/t", QoS: 1, Payload: []byte("x")})
-			c2.flush(t, srv) // the subscription went with the session
+			c2.flush(t) // the subscription went with the session
 		})
 	}
 }
@@ -106,9 +107,9 @@ func TestE2EV5ReconnectDuringTeardown(t *testing.T) {
 	gate := &willGate{entered: make(chan struct{}), release: make(chan struct{})}
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, gate, ev)
-	watch, _ := e2eConnectV5(t, srv.Addr, "td-watch", true, 0)
+	watch, _ := e2eConnectV5(t, srv, "td-watch", true, 0)
 	watch.subscribe(t, "gate/will", 0)
-	c, _, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: "td", CleanStart: true,
+	c, _, err := e2eDialV5(t, srv, &paho.Connect{ClientID: "td", CleanStart: true,
 		WillMessage: &paho.WillMessage{Topic: "gate/will", Payload: []byte("x")}})
 	if err != nil {
 		t.Fatal(err)
@@ -119,7 +120,7 @@ func TestE2EV5ReconnectDuringTeardown(t *testing.T) {
 	case <-time.After(e2eTimeout):
 		t.Fatal("will not published")
 	}
-	c2, ack := e2eConnectV5(t, srv.Addr, "td", false, 300)
+	c2, ack := e2eConnectV5(t, srv, "td", false, 300)
 	if !ack.SessionPresent {
 		t.Fatal("session not present")
 	}
@@ -143,7 +144,7 @@ func TestE2EV5AssignedClientID(t *testing.T) {
 	srv := e2eServer(t, nil)
 	seen := map[string]bool{}
 	for i := 0; i < 3; i++ {
-		c, ack := e2eConnectV5(t, srv.Addr, "", true, 0)
+		c, ack := e2eConnectV5(t, srv, "", true, 0)
 		id := ack.Properties.AssignedClientID
 		if id == "" || seen[id] {
 			t.Fatalf("assigned client id %q (seen before: %v)", id, seen[id])
@@ -159,8 +160,8 @@ func TestE2EV5AssignedClientID(t *testing.T) {
 // server send DISCONNECT 0x8E to the first and close it.
 func TestE2EV5SessionTakeover(t *testing.T) {
 	srv := e2eServer(t, nil)
-	first, _ := e2eConnectV5(t, srv.Addr, "dup", true, 0)
-	second, _ := e2eConnectV5(t, srv.Addr, "dup", true, 0)
+	first, _ := e2eConnectV5(t, srv, "dup", true, 0)
+	second, _ := e2eConnectV5(t, srv, "dup", true, 0)
 	select {
 	case d := <-first.discs:
 		if d.ReasonCode != byte(packets.SessionTakenOver) {
@@ -182,10 +183,10 @@ func TestE2EV5SessionTakeover(t *testing.T) {
 // in both directions (paho checks PUBACK/PUBREC/PUBCOMP).
 func TestE2EV5QoSMatrix(t *testing.T) {
 	srv := e2eServer(t, nil)
-	pub, _ := e2eConnectV5(t, srv.Addr, "qos-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "qos-pub", true, 0)
 	subs := make([]*e2eV5Client, 3)
 	for q := range subs {
-		subs[q], _ = e2eConnectV5(t, srv.Addr, fmt.Sprintf("qos-sub%d", q), true, 0)
+		subs[q], _ = e2eConnectV5(t, srv, fmt.Sprintf("qos-sub%d", q), true, 0)
 		subs[q].subscribe(t, fmt.Sprintf("qos/%d", q), byte(q))
 	}
 	for pq := byte(0); pq <= 2; pq++ {
@@ -205,9 +206,9 @@ func TestE2EV5QoSMatrix(t *testing.T) {
 func TestE2EV5OrderedQoS1(t *testing.T) {
 	const n = 1000
 	srv := e2eServer(t, nil)
-	sub, _ := e2eConnectV5(t, srv.Addr, "ord-sub", true, 0)
+	sub, _ := e2eConnectV5(t, srv, "ord-sub", true, 0)
 	sub.subscribe(t, "ord/t", 1)
-	pub, _ := e2eConnectV5(t, srv.Addr, "ord-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "ord-pub", true, 0)
 	errs := make(chan error, 1)
 	go func() {
 		for i := 0; i < n; i++ {
@@ -226,7 +227,7 @@ func TestE2EV5OrderedQoS1(t *testing.T) {
 	if err := <-errs; err != nil {
 		t.Fatal(err)
 	}
-	sub.flush(t, srv) // no duplicates behind the last one
+	sub.flush(t) // no duplicates behind the last one
 }
 
 // [MQTT-4.4.0-1] unacknowledged PUBLISH (QoS 1 and 2) and PUBREL are sent
@@ -238,7 +239,7 @@ func TestE2EV5Retransmission(t *testing.T) {
 	srv := e2eServer(t, nil, ev)
 	sub, _ := e2eRawConnect(t, srv, packets.V5, "rt", true, 300)
 	e2eRawSubscribe(t, sub, 1, "rt/#", 2)
-	pub, _ := e2eConnectV5(t, srv.Addr, "rt-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "rt-pub", true, 0)
 	pub.publish(t, &paho.Publish{Topic: "rt/1", QoS: 1, Payload: []byte("one")})
 	pub.publish(t, &paho.Publish{Topic: "rt/2", QoS: 2, Payload: []byte("two")})
 	p1, p2 := e2eRawPublish(t, sub), e2eRawPublish(t, sub)
@@ -291,7 +292,7 @@ func TestE2EV5Retransmission(t *testing.T) {
 // one alone.
 func TestE2EV5Retained(t *testing.T) {
 	srv := e2eServer(t, nil)
-	pub, _ := e2eConnectV5(t, srv.Addr, "ret-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "ret-pub", true, 0)
 	for i, st := range []struct {
 		payload string
 		retain  bool
@@ -303,10 +304,11 @@ func TestE2EV5Retained(t *testing.T) {
 		{"", true, ""},
 	} {
 		pub.publish(t, &paho.Publish{Topic: "ret/t", QoS: 1, Retain: st.retain, Payload: []byte(st.payload)})
-		c, _ := e2eConnectV5(t, srv.Addr, fmt.Sprintf("ret-sub%d", i), true, 0)
+		c, _ := e2eConnectV5(t, srv, fmt.Sprintf("ret-sub%d", i), true, 0)
+		e2eRetainedOn(t, c.node, "ret/t", st.want)
 		c.subscribe(t, "ret/+", 1)
 		if st.want == "" {
-			c.flush(t, srv)
+			c.flush(t)
 			continue
 		}
 		m := c.next(t)
@@ -329,7 +331,8 @@ func TestE2EV5RetainHandlingAndRAP(t *testing.T) {
 		rh   byte
 		want [2]bool // retained message delivered on 1st, 2nd identical SUBSCRIBE
 	}{{0, [2]bool{true, true}}, {1, [2]bool{true, false}}, {2, [2]bool{false, false}}} {
-		c, _ := e2eConnectV5(t, srv.Addr, fmt.Sprintf("rh%d", tc.rh), true, 0)
+		c, _ := e2eConnectV5(t, srv, fmt.Sprintf("rh%d", tc.rh), true, 0)
+		e2eRetainedOn(t, c.node, "rh/t", "kept")
 		for i := range 2 {
 			c.subscribeOpts(t, nil, paho.SubscribeOptions{Topic: "rh/t", QoS: 1, RetainHandling: tc.rh})
 			if tc.want[i] {
@@ -337,13 +340,13 @@ func TestE2EV5RetainHandlingAndRAP(t *testing.T) {
 					t.Fatalf("rh %d sub %d: got %q retain=%v", tc.rh, i, m.Payload, m.Retain)
 				}
 			} else {
-				c.flush(t, srv)
+				c.flush(t)
 			}
 		}
 	}
-	pub, _ := e2eConnectV5(t, srv.Addr, "rap-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "rap-pub", true, 0)
 	for _, rap := range []bool{false, true} {
-		c, _ := e2eConnectV5(t, srv.Addr, fmt.Sprintf("rap-%v", rap), true, 0)
+		c, _ := e2eConnectV5(t, srv, fmt.Sprintf("rap-%v", rap), true, 0)
 		c.subscribeOpts(t, nil, paho.SubscribeOptions{Topic: "rap/t", QoS: 1, RetainAsPublished: rap})
 		pub.publish(t, &paho.Publish{Topic: "rap/t", QoS: 1, Retain: true, Payload: []byte(fmt.Sprint(rap))})
 		if m := c.next(t); m.Retain != rap {
@@ -352,13 +355,11 @@ func TestE2EV5RetainHandlingAndRAP(t *testing.T) {
 	}
 }
 
-// [MQTT-3.3.1-9] with many retained messages: every one of 100,000 is
-// delivered to a new '#' subscriber, none dropped by the queue limits.
+// [MQTT-3.3.1-9] with many retained messages: every one of 100,000 (see
+// e2eManyRetained) is delivered to a new '#' subscriber, none dropped by the
+// queue limits.
 func TestE2EV5RetainedMany(t *testing.T) {
-	if testing.Short() {
-		t.Skip("100,000 retained messages: skipped in -short mode")
-	}
-	const n = 100_000
+	n := e2eManyRetained(t)
 	srv := e2eServer(t, nil)
 	start := time.Now()
 	for i := 0; i < n; i++ {
@@ -370,7 +371,7 @@ func TestE2EV5RetainedMany(t *testing.T) {
 	seen := make(map[string]bool, n) // touched only by paho's router goroutine
 	var dups, count atomic.Int64
 	// Keep alive 0: no pinger, so buffering the reads is safe (see bufConn).
-	c, _, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: "many", CleanStart: true}, func(cc *paho.ClientConfig) {
+	c, _, err := e2eDialV5(t, srv, &paho.Connect{ClientID: "many", CleanStart: true}, func(cc *paho.ClientConfig) {
 		cc.Conn = bufConn{cc.Conn, bufio.NewReader(cc.Conn)}
 		cc.OnPublishReceived = []func(paho.PublishReceived) (bool, error){func(pr paho.PublishReceived) (bool, error) {
 			if seen[pr.Packet.Topic] {
@@ -384,9 +385,11 @@ func TestE2EV5RetainedMany(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Across nodes they reach the subscriber's node after (see e2eRetainedOn).
+	waitProgress(t, func() int64 { return c.node.Stats().Retained }, int64(n))
 	start = time.Now()
 	c.subscribe(t, "#", 0) // QoS 0: QoS 1 is bound by paho's one write per PUBACK
-	waitProgress(t, &count, n)
+	waitProgress(t, count.Load, int64(n))
 	t.Logf("delivered in %v", time.Since(start))
 	if d := dups.Load(); d != 0 {
 		t.Fatalf("%d duplicates", d)
@@ -399,7 +402,7 @@ func TestE2EV5RetainedMany(t *testing.T) {
 func TestE2EV5Will(t *testing.T) {
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	watch, _ := e2eConnectV5(t, srv.Addr, "will-watch", true, 0)
+	watch, _ := e2eConnectV5(t, srv, "will-watch", true, 0)
 	watch.subscribe(t, "will/#", 2)
 	for _, tc := range []struct {
 		name string
@@ -411,7 +414,7 @@ func TestE2EV5Will(t *testing.T) {
 		{"disconnect with will", func(c *e2eV5Client) { c.Disconnect(&paho.Disconnect{ReasonCode: 0x04}) }, true},
 	} {
 		id := strings.ReplaceAll(tc.name, " ", "-")
-		c, _, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: id, CleanStart: true,
+		c, _, err := e2eDialV5(t, srv, &paho.Connect{ClientID: id, CleanStart: true,
 			WillMessage: &paho.WillMessage{Topic: "will/" + id, Payload: []byte("gone"), QoS: 1}})
 		if err != nil {
 			t.Fatal(err)
@@ -419,7 +422,7 @@ func TestE2EV5Will(t *testing.T) {
 		tc.end(c)
 		ev.wait(t, "ended/"+id, 1) // the will, if any, is routed before the session ends
 		if !tc.want {
-			watch.flush(t, srv)
+			watch.flush(t)
 			continue
 		}
 		if m := watch.next(t); m.Topic != "will/"+id || string(m.Payload) != "gone" || m.QoS != 1 {
@@ -431,13 +434,13 @@ func TestE2EV5Will(t *testing.T) {
 // [MQTT-3.1.2-8] a will with a Will Delay Interval is published once the
 // delay has passed; [MQTT-3.1.3-9] not if the client reconnects before.
 func TestE2EV5WillDelay(t *testing.T) {
-	t.Parallel()
+	e2eParallel(t)
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	watch, _ := e2eConnectV5(t, srv.Addr, "wd-watch", true, 0)
+	watch, _ := e2eConnectV5(t, srv, "wd-watch", true, 0)
 	watch.subscribe(t, "wd/#", 1)
 	connect := func(id string, clean bool) (*e2eV5Client, *paho.Connack) {
-		c, ack, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: id, CleanStart: clean,
+		c, ack, err := e2eDialV5(t, srv, &paho.Connect{ClientID: id, CleanStart: clean,
 			Properties:     &paho.ConnectProperties{SessionExpiryInterval: e2eU32(30)},
 			WillMessage:    &paho.WillMessage{Topic: "wd/" + id, Payload: []byte(id), QoS: 1},
 			WillProperties: &paho.WillProperties{WillDelayInterval: e2eU32(1)}})
@@ -471,14 +474,14 @@ func TestE2EV5WillDelay(t *testing.T) {
 func TestE2EV5WillRetainAndQoS(t *testing.T) {
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	watch, _ := e2eConnectV5(t, srv.Addr, "wr-watch", true, 0)
+	watch, _ := e2eConnectV5(t, srv, "wr-watch", true, 0)
 	watch.subscribe(t, "wr/#", 2)
 	for _, tc := range []struct {
 		qos    byte
 		retain bool
 	}{{0, false}, {1, true}, {2, true}, {2, false}} {
 		id := fmt.Sprintf("wr-q%d-r%v", tc.qos, tc.retain)
-		c, _, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: id, CleanStart: true,
+		c, _, err := e2eDialV5(t, srv, &paho.Connect{ClientID: id, CleanStart: true,
 			WillMessage: &paho.WillMessage{Topic: "wr/" + id, Payload: []byte(id), QoS: tc.qos, Retain: tc.retain}})
 		if err != nil {
 			t.Fatal(err)
@@ -487,12 +490,14 @@ func TestE2EV5WillRetainAndQoS(t *testing.T) {
 		if m := watch.next(t); m.Topic != "wr/"+id || m.QoS != tc.qos {
 			t.Fatalf("%s: got %q at QoS %d", id, m.Topic, m.QoS)
 		}
-		late, _ := e2eConnectV5(t, srv.Addr, id+"-late", true, 0)
-		late.subscribe(t, "wr/"+id, 2)
+		late, _ := e2eConnectV5(t, srv, id+"-late", true, 0)
 		if !tc.retain {
-			late.flush(t, srv)
+			late.subscribe(t, "wr/"+id, 2)
+			late.flush(t)
 			continue
 		}
+		e2eRetainedOn(t, late.node, "wr/"+id, id)
+		late.subscribe(t, "wr/"+id, 2)
 		if m := late.next(t); !m.Retain || m.QoS != tc.qos || string(m.Payload) != id {
 			t.Fatalf("%s: retained will %q retain=%v qos=%d", id, m.Payload, m.Retain, m.QoS)
 		}
@@ -500,16 +505,17 @@ func TestE2EV5WillRetainAndQoS(t *testing.T) {
 }
 
 // Shared subscriptions (section 4.8.2): each message goes to one member of
-// the group, in turn; [MQTT-4.8.2-3] at the member's granted QoS.
+// the group, in turn (see e2eCheckShares); [MQTT-4.8.2-3] at the member's
+// granted QoS.
 func TestE2EV5SharedRoundRobin(t *testing.T) {
 	const n = 30
 	srv := e2eServer(t, nil)
 	members := make([]*e2eV5Client, 3)
 	for i := range members {
-		members[i], _ = e2eConnectV5(t, srv.Addr, fmt.Sprintf("sh%d", i), true, 0)
+		members[i], _ = e2eConnectV5(t, srv, fmt.Sprintf("sh%d", i), true, 0)
 		members[i].subscribe(t, "$share/g/sh/t", byte(i%2)+1)
 	}
-	pub, _ := e2eConnectV5(t, srv.Addr, "sh-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "sh-pub", true, 0)
 	for i := 0; i < n; i++ {
 		pub.publish(t, &paho.Publish{Topic: "sh/t", QoS: 2, Payload: []byte(fmt.Sprint(i))})
 	}
@@ -534,11 +540,9 @@ func TestE2EV5SharedRoundRobin(t *testing.T) {
 			t.Fatalf("only %d of %d messages arrived", total, n)
 		}
 	}
-	for i, c := range counts {
-		if c == 0 {
-			t.Fatalf("member %d got no message: %v", i, counts)
-		}
-		members[i].flush(t, srv) // and nothing more
+	e2eCheckShares(t, counts, []*terntest.Server{members[0].node, members[1].node, members[2].node}, pub.node)
+	for _, m := range members {
+		m.flush(t) // and nothing more
 	}
 	if len(got) != n {
 		t.Fatalf("%d distinct messages, want %d", len(got), n)
@@ -566,9 +570,9 @@ func TestE2EV5SharedRedelivery(t *testing.T) {
 			filter := "$share/g/red/t"
 			raw, _ := e2eRawConnect(t, srv, packets.V5, "red-raw", true, tc.expiry)
 			e2eRawSubscribe(t, raw, 1, filter, tc.qos)
-			other, _ := e2eConnectV5(t, srv.Addr, "red-other", true, 0)
+			other, _ := e2eConnectV5(t, srv, "red-other", true, 0)
 			other.subscribe(t, filter, 2)
-			pub, _ := e2eConnectV5(t, srv.Addr, "red-pub", true, 0)
+			pub, _ := e2eConnectV5(t, srv, "red-pub", true, 0)
 			for i := 0; i < 2; i++ { // round-robin: one each
 				pub.publish(t, &paho.Publish{Topic: "red/t", QoS: tc.qos, Payload: []byte(fmt.Sprint(i))})
 			}
@@ -585,7 +589,7 @@ func TestE2EV5SharedRedelivery(t *testing.T) {
 				}
 			case tc.expiry == 0:
 				ev.wait(t, "ended/red-raw", 1) // redistribution happens before this
-				other.flush(t, srv)
+				other.flush(t)
 			default:
 				ev.wait(t, "disconnected/red-raw", 1)
 				// The redistribution would follow the disconnect with no
@@ -595,7 +599,7 @@ func TestE2EV5SharedRedelivery(t *testing.T) {
 				if p := e2eRawPublish(t, raw); !p.Dup || p.PacketID != held.PacketID {
 					t.Fatalf("want DUP resend of %d, got %+v", held.PacketID, p)
 				}
-				other.flush(t, srv)
+				other.flush(t)
 			}
 		})
 	}
@@ -606,16 +610,16 @@ func TestE2EV5SharedRedelivery(t *testing.T) {
 // subscription identifier; a single subscription's identifier is sent too.
 func TestE2EV5OverlappingAndSubIDs(t *testing.T) {
 	srv := e2eServer(t, nil)
-	pub, _ := e2eConnectV5(t, srv.Addr, "ov-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "ov-pub", true, 0)
 
-	c, _ := e2eConnectV5(t, srv.Addr, "ov-paho", true, 0)
+	c, _ := e2eConnectV5(t, srv, "ov-paho", true, 0)
 	c.subscribeOpts(t, nil, paho.SubscribeOptions{Topic: "ov/+", QoS: 0}, paho.SubscribeOptions{Topic: "ov/#", QoS: 2})
 	c.subscribeOpts(t, e2ePtr(42), paho.SubscribeOptions{Topic: "sid/t", QoS: 1})
 	pub.publish(t, &paho.Publish{Topic: "ov/a", QoS: 2, Payload: []byte("x")})
 	if m := c.next(t); m.QoS != 2 || m.Topic != "ov/a" {
 		t.Fatalf("got %q at QoS %d, want ov/a at 2", m.Topic, m.QoS)
 	}
-	c.flush(t, srv) // no second copy
+	c.flush(t) // no second copy
 	pub.publish(t, &paho.Publish{Topic: "sid/t", QoS: 1, Payload: []byte("y")})
 	if m := c.next(t); m.Properties == nil || m.Properties.SubscriptionIdentifier == nil || *m.Properties.SubscriptionIdentifier != 42 {
 		t.Fatalf("subscription identifier missing: %+v", m.Properties)
@@ -642,9 +646,9 @@ func TestE2EV5OverlappingAndSubIDs(t *testing.T) {
 // [MQTT-3.8.3-3]: with No Local a client does not get its own messages.
 func TestE2EV5NoLocal(t *testing.T) {
 	srv := e2eServer(t, nil)
-	c, _ := e2eConnectV5(t, srv.Addr, "nl", true, 0)
+	c, _ := e2eConnectV5(t, srv, "nl", true, 0)
 	c.subscribeOpts(t, nil, paho.SubscribeOptions{Topic: "nl/t", QoS: 1, NoLocal: true})
-	other, _ := e2eConnectV5(t, srv.Addr, "nl-other", true, 0)
+	other, _ := e2eConnectV5(t, srv, "nl-other", true, 0)
 	c.publish(t, &paho.Publish{Topic: "nl/t", QoS: 1, Payload: []byte("own")})
 	other.publish(t, &paho.Publish{Topic: "nl/t", QoS: 1, Payload: []byte("other")})
 	if m := c.next(t); string(m.Payload) != "other" {
@@ -658,9 +662,9 @@ func TestE2EV5NoLocal(t *testing.T) {
 // are forwarded unaltered; a request/response round trip.
 func TestE2EV5RequestResponse(t *testing.T) {
 	srv := e2eServer(t, nil)
-	responder, _ := e2eConnectV5(t, srv.Addr, "rr-responder", true, 0)
+	responder, _ := e2eConnectV5(t, srv, "rr-responder", true, 0)
 	responder.subscribe(t, "rr/req", 1)
-	requester, _ := e2eConnectV5(t, srv.Addr, "rr-requester", true, 0)
+	requester, _ := e2eConnectV5(t, srv, "rr-requester", true, 0)
 	requester.subscribe(t, "rr/resp/requester", 1)
 	user := paho.UserProperties{{Key: "a", Value: "1"}, {Key: "b", Value: "2"}, {Key: "a", Value: "3"}}
 	requester.publish(t, &paho.Publish{Topic: "rr/req", QoS: 1, Payload: []byte(`{"q":1}`),
@@ -684,21 +688,21 @@ func TestE2EV5RequestResponse(t *testing.T) {
 // offline is not delivered; [MQTT-3.3.2-6] the interval sent is the
 // received one less the time the message waited.
 func TestE2EV5MessageExpiry(t *testing.T) {
-	t.Parallel()
+	e2eParallel(t)
 	ev := newE2EEvents()
 	srv := e2eServer(t, nil, ev)
-	c, _ := e2eConnectV5(t, srv.Addr, "mx", true, 300)
+	c, _ := e2eConnectV5(t, srv, "mx", true, 300)
 	c.subscribe(t, "mx/#", 1)
 	c.Disconnect(&paho.Disconnect{})
 	ev.wait(t, "disconnected/mx", 1)
-	pub, _ := e2eConnectV5(t, srv.Addr, "mx-pub", true, 0)
+	pub, _ := e2eConnectV5(t, srv, "mx-pub", true, 0)
 	pub.publish(t, &paho.Publish{Topic: "mx/short", QoS: 1, Payload: []byte("short"),
 		Properties: &paho.PublishProperties{MessageExpiry: e2eU32(1)}})
 	pub.publish(t, &paho.Publish{Topic: "mx/long", QoS: 1, Payload: []byte("long"),
 		Properties: &paho.PublishProperties{MessageExpiry: e2eU32(60)}})
 	// Expiry is about time passing: wait past the 1 s interval.
 	time.Sleep(1100 * time.Millisecond)
-	c, _ = e2eConnectV5(t, srv.Addr, "mx", false, 300)
+	c, _ = e2eConnectV5(t, srv, "mx", false, 300)
 	m := c.next(t)
 	if m.Topic != "mx/long" || m.Properties == nil || m.Properties.MessageExpiry == nil {
 		t.Fatalf("got %q (%+v), want only mx/long with an expiry", m.Topic, m.Properties)
@@ -706,17 +710,17 @@ func TestE2EV5MessageExpiry(t *testing.T) {
 	if e := *m.Properties.MessageExpiry; e >= 60 || e < 55 {
 		t.Fatalf("message expiry %d, want the 60 s less the time waited", e)
 	}
-	c.flush(t, srv)
+	c.flush(t)
 }
 
 // [MQTT-4.7.2-1]: '#' and '+' filters do not match $SYS topics; a
 // "$SYS/#" subscriber gets $SYS/broker/version.
 func TestE2EV5Sys(t *testing.T) {
 	srv := e2eServer(t, &tern.Options{SysInterval: 50 * time.Millisecond})
-	all, _ := e2eConnectV5(t, srv.Addr, "sys-all", true, 0)
+	all, _ := e2eConnectV5(t, srv, "sys-all", true, 0)
 	all.subscribe(t, "#", 0)
 	all.subscribe(t, "+/broker/uptime", 0)
-	sys, _ := e2eConnectV5(t, srv.Addr, "sys", true, 0)
+	sys, _ := e2eConnectV5(t, srv, "sys", true, 0)
 	sys.subscribe(t, "$SYS/#", 0)
 	var version, live bool
 	for !version || !live {
@@ -737,7 +741,7 @@ func TestE2EV5Sys(t *testing.T) {
 // it. Routing happens before PUBACK, so PUBACK is the synchronisation point.
 func TestE2EV5InProcess(t *testing.T) {
 	srv := e2eServer(t, nil)
-	c, _ := e2eConnectV5(t, srv.Addr, "ip", true, 0)
+	c, _ := e2eConnectV5(t, srv, "ip", true, 0)
 	c.subscribe(t, "ip/out", 1)
 	if err := srv.Publish("ip/out", []byte("from server"), false, 1); err != nil {
 		t.Fatal(err)
@@ -763,7 +767,11 @@ func TestE2EV5InProcess(t *testing.T) {
 	if err := srv.Unsubscribe("ip/in/#", 7); err != nil {
 		t.Fatal(err)
 	}
-	if r := c.publish(t, &paho.Publish{Topic: "ip/in/b", QoS: 1, Payload: []byte("x")}); r.ReasonCode != byte(packets.NoMatchingSubscribers) {
+	// 0x10 is a MAY (3.4.2.1): across nodes the publisher's node may not
+	// know yet that the route to the server's node went (a removal is not
+	// waited for), and forwards the message there, where nothing gets it.
+	if r := c.publish(t, &paho.Publish{Topic: "ip/in/b", QoS: 1, Payload: []byte("x")}); r.ReasonCode != byte(packets.NoMatchingSubscribers) &&
+		!(e2eAcrossNodes(t) && r.ReasonCode == 0) {
 		t.Fatalf("PUBACK 0x%02X, want 0x10 no matching subscribers", r.ReasonCode)
 	}
 	if len(got) != 0 {
@@ -777,11 +785,11 @@ func TestE2EV5InProcess(t *testing.T) {
 // changes what subscribers get.
 func TestE2EV5Hooks(t *testing.T) {
 	srv := e2eServer(t, nil, e2ePolicy{})
-	_, ack, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: "m", CleanStart: true, Username: "mallory", UsernameFlag: true})
+	_, ack, err := e2eDialV5(t, srv, &paho.Connect{ClientID: "m", CleanStart: true, Username: "mallory", UsernameFlag: true})
 	if err == nil || ack == nil || ack.ReasonCode != byte(packets.BadUserNameOrPassword) {
 		t.Fatalf("mallory: err %v connack %+v, want 0x86", err, ack)
 	}
-	c, _, err := e2eDialV5(t, srv.Addr, &paho.Connect{ClientID: "alice", CleanStart: true, Username: "alice", UsernameFlag: true})
+	c, _, err := e2eDialV5(t, srv, &paho.Connect{ClientID: "alice", CleanStart: true, Username: "alice", UsernameFlag: true})
 	if err != nil {
 		t.Fatal(err)
 	}
