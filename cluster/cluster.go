@@ -127,6 +127,10 @@ type Cluster struct {
 	ctx    context.Context
 	cancel context.CancelFunc
 	wg     sync.WaitGroup
+	// trackMu guards untracked: set once Stop waits for wg, after which
+	// goTracked starts nothing (a NATS callback may call it then).
+	trackMu   sync.Mutex
+	untracked bool
 
 	ready    atomic.Bool
 	ownFrom  atomic.Int64 // unix nanoseconds: when this node's clients could first publish (shipRule)
@@ -509,13 +513,31 @@ func (c *Cluster) Start(srv *tern.Server) error {
 // asynchronous publish, as its API requests are bounded by default.
 const publishAsyncTimeout = 5 * time.Second
 
-// goTracked runs fn in a goroutine that Stop waits for.
+// goTracked runs fn in a goroutine that Stop waits for; once Stop waits,
+// it does nothing (the cluster's context is cancelled by then).
 func (c *Cluster) goTracked(fn func()) {
+	c.trackMu.Lock()
+	defer c.trackMu.Unlock()
+	if c.untracked {
+		return
+	}
 	c.wg.Add(1)
 	go func() {
 		defer c.wg.Done()
 		fn()
 	}()
+}
+
+// waitTracked makes goTracked start no more goroutines, and waits for
+// those it started. Before it, a callback of a NATS subscription (a
+// heartbeat saying another node leaves, its wills to reap) could call
+// goTracked while Stop waited: an Add concurrent with the Wait, which
+// sync.WaitGroup forbids, and a goroutine that Stop did not wait for.
+func (c *Cluster) waitTracked() {
+	c.trackMu.Lock()
+	c.untracked = true
+	c.trackMu.Unlock()
+	c.wg.Wait()
 }
 
 // join checks that no other live process holds this node's name,
@@ -697,7 +719,7 @@ func (c *Cluster) Stop(ctx context.Context) error {
 	c.cancel()
 	c.fwd.stop()
 	c.stopWills()
-	c.wg.Wait()
+	c.waitTracked()
 	c.stopNATS()
 	c.log.Info("cluster node stopped")
 	return nil

@@ -717,3 +717,30 @@ func TestHeldWhileAttaching(t *testing.T) {
 		attachLeft()
 	}
 }
+
+// goTracked may be called while Stop waits for what it started (a NATS
+// callback: another node's last heartbeat, whose wills are to be reaped,
+// when nodes stop together): it must then start nothing, rather than Add
+// to the WaitGroup during its Wait (the race detector caught that when the
+// nodes of TestE2EAcrossNodes stopped in parallel).
+func TestGoTrackedDuringStop(t *testing.T) {
+	c := &Cluster{}
+	var callers sync.WaitGroup
+	for range 4 {
+		callers.Go(func() {
+			for range 1000 {
+				c.goTracked(func() {})
+			}
+		})
+	}
+	c.waitTracked()
+	ran := make(chan struct{}, 1)
+	c.goTracked(func() { ran <- struct{}{} })
+	callers.Wait()
+	c.wg.Wait()
+	select {
+	case <-ran:
+		t.Fatal("goTracked started a goroutine after Stop waited")
+	default:
+	}
+}
