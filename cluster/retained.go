@@ -3,6 +3,7 @@ package cluster
 import (
 	"bytes"
 	"context"
+	"errors"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/ternmq/tern"
@@ -71,8 +72,16 @@ func (c *Cluster) OnRetained(m *tern.Message, ack *tern.Ack) {
 	if !c.ready.Load() {
 		return
 	}
-	rec := m.Record()
-	fut, err := c.js.PublishAsync("$KV.tern_retained."+retainedKey(m.Topic), storage.AppendMessage(nil, rec))
+	subj, data := "$KV.tern_retained."+retainedKey(m.Topic), storage.AppendMessage(nil, m.Record())
+	fut, err := c.js.PublishAsync(subj, data)
+	// A burst of retained messages (thousands published at once) fills
+	// the asynchronous publishes in flight: each call then waits for room,
+	// and fails after a while. The change must not be dropped (the other
+	// nodes would never get it, and the publisher's PUBACK would not wait
+	// for it), nor go later than those after it: the publisher waits here.
+	for errors.Is(err, jetstream.ErrTooManyStalledMsgs) && c.ctx.Err() == nil {
+		fut, err = c.js.PublishAsync(subj, data)
+	}
 	if err != nil {
 		c.log.Warn("retained message not replicated", "topic", m.Topic, "err", err)
 		return
