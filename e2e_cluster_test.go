@@ -134,6 +134,17 @@ func e2eStartNode(o tern.Options, hooks []tern.Hook, co cluster.Options) (*ternt
 	if err != nil {
 		return nil, nil, err
 	}
+	cl, ts, err := e2eServeNode(srv, hooks, co)
+	if err != nil {
+		srv.Close()
+		return nil, nil, err
+	}
+	return ts, cl, nil
+}
+
+// e2eServeNode adds the hooks and the node co describes to srv, and serves
+// it on a fresh loopback port.
+func e2eServeNode(srv *tern.Server, hooks []tern.Hook, co cluster.Options) (*cluster.Cluster, *terntest.Server, error) {
 	cl, err := cluster.New(srv, co)
 	if err != nil {
 		return nil, nil, err
@@ -151,12 +162,7 @@ func e2eStartNode(o tern.Options, hooks []tern.Hook, co cluster.Options) (*ternt
 		ln.Close()
 		return nil, nil, err
 	}
-	ts := &terntest.Server{Server: srv, Addr: ln.Addr().String()}
-	if err := srv.Serve(); err != nil {
-		srv.Close()
-		return nil, nil, err
-	}
-	return ts, cl, nil
+	return cl, &terntest.Server{Server: srv, Addr: ln.Addr().String()}, srv.Serve()
 }
 
 // e2eLogger logs a node to stderr when TERN_E2E_LOG is set, and nothing

@@ -41,7 +41,8 @@ const (
 
 // e2eBroker is the broker an end-to-end test talks to: one terntest
 // server, or across nodes (see e2eAcrossNodes) the nodes of an in-process
-// cluster, each client dialling the next node in turn.
+// cluster, each client dialling the next node in turn. Clients connect
+// with e2eDialV5, e2eDialV3 or Dial, not to Server.Addr (the first node).
 type e2eBroker struct {
 	// Server is the only server or, across nodes, the first node: the
 	// in-process API (Publish, Subscribe) of a test that uses it.
@@ -540,6 +541,7 @@ func e2eRetainedOn(t testing.TB, node *terntest.Server, topic, payload string) {
 // 100,000, or across nodes 10,000 (all of them replicated, on a 2-core
 // machine with other tests: 100,000 took 25 s). It skips t in -short mode.
 func e2eManyRetained(t testing.TB) int {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("many retained messages: skipped in -short mode")
 	}
