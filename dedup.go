@@ -23,6 +23,7 @@ type recentSet struct {
 	until int64 // unix nanoseconds
 	seed  maphash.Seed
 	keys  map[uint64]struct{}
+	full  bool // a limit was reached (logged once): nothing more is recorded
 }
 
 // key identifies m across nodes: the client that published it, when its
@@ -80,16 +81,20 @@ func (ss *session) seenLocked(key uint64) bool {
 // key from dupKeyLocked.
 func (ss *session) recordLocked(key uint64) {
 	rs := ss.off.recent
-	if rs == nil || len(rs.keys) >= maxRecent {
-		return
-	}
-	all := &ss.srv.recentKeys
-	if all.Add(1) > maxRecentAll {
-		all.Add(-1)
+	if rs == nil || rs.full {
 		return
 	}
 	if _, ok := rs.keys[key]; ok {
-		all.Add(-1)
+		return
+	}
+	all := &ss.srv.recentKeys
+	if len(rs.keys) >= maxRecent || all.Add(1) > maxRecentAll {
+		if len(rs.keys) < maxRecent {
+			all.Add(-1)
+		}
+		rs.full = true
+		ss.srv.log.Warn("duplicate window full: later copies of this session's messages may be delivered twice",
+			"client", ss.id, "remembered", len(rs.keys), "server_total", all.Load())
 		return
 	}
 	rs.keys[key] = struct{}{}

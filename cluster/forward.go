@@ -702,6 +702,8 @@ func (f *forwarder) drainPark() {
 	}()
 	t := time.NewTicker(500 * time.Millisecond)
 	defer t.Stop()
+	watch := time.NewTicker(parkWatchEvery)
+	defer watch.Stop()
 	var purged uint64
 	var w parkWatch
 	for {
@@ -713,12 +715,7 @@ func (f *forwarder) drainPark() {
 			// what it missed yet.
 			reopen()
 			continue
-		case <-t.C:
-		}
-		if now := time.Now(); cons == nil && now.After(nextOpen) {
-			reopen()
-		}
-		if w.due(time.Now()) {
+		case <-watch.C:
 			if f.parkStalled(&w, subj) {
 				// The consumer reads a replica that does not catch up (a
 				// node back from a partition or a restart can stay behind
@@ -733,6 +730,11 @@ func (f *forwarder) drainPark() {
 				f.catchUp(subj, w.target, take)
 				reopen()
 			}
+			continue
+		case <-t.C:
+		}
+		if cons == nil && time.Now().After(nextOpen) {
+			reopen()
 		}
 		seq := last.Load()
 		if seq <= purged {
@@ -771,18 +773,9 @@ const (
 
 // parkWatch is drainPark's view of its consumer's progress.
 type parkWatch struct {
-	next   time.Time // when to look again
-	seen   uint64    // what was taken at the last look
-	target uint64    // the leader's last message for this node then
-	still  int       // looks in a row that found the consumer behind, with no progress
-}
-
-func (w *parkWatch) due(now time.Time) bool {
-	if now.Before(w.next) {
-		return false
-	}
-	w.next = now.Add(parkWatchEvery)
-	return true
+	seen   uint64 // what was taken at the last look
+	target uint64 // the leader's last message for this node then
+	still  int    // looks in a row that found the consumer behind, with no progress
 }
 
 // parkStalled asks the stream leader for its last message parked for this

@@ -386,26 +386,9 @@ func (t *nodeTable) loop() {
 			c.fenced.Store(false)
 			c.log.Warn("a majority of the nodes is back: fence lifted, accepting clients again")
 			c.routes.reassert()
-			c.goTracked(func() {
-				// What was parked for this node while it was cut off goes
-				// into its sessions before those that moved are shipped.
-				// A session shipped before its parked messages are taken
-				// gets those only while its subscriptions drain here
-				// (DrainTime): waiting is better than losing them.
-				t0 := time.Now()
-				taken := c.fwd.parkTaken(30 * time.Second)
-				if !taken {
-					c.log.Warn("messages parked for this node while it was cut off not all taken in 30s: waiting for them before the sessions that moved are shipped")
-					taken = c.fwd.parkTaken(parkWaitMax - 30*time.Second)
-				}
-				if taken {
-					c.log.Info("messages parked for this node while it was cut off taken", "took", time.Since(t0).Round(time.Millisecond).String())
-				} else {
-					c.log.Error("messages parked for this node while it was cut off not all taken: shipping sessions anyway, the rest may not reach them",
-						"waited", parkWaitMax.String())
-				}
-				c.reg.shipLost()
-			})
+			// What was parked for this node while it was cut off goes into
+			// its sessions, then those that moved are shipped.
+			c.goTracked(c.reg.shipLost)
 		}
 	}
 }

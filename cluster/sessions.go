@@ -729,14 +729,24 @@ func (c *Cluster) OnSessionEstablished(cl *tern.Client, _ bool) {
 func (r *registry) shipLost() {
 	c := r.c
 	// What was parked for this node while it was away goes into the
-	// sessions first, and moves with them.
-	// Up to the stream leader's last message: a consumer on a lagging
-	// replica may see the end of the stream early.
-	if !c.fwd.parkTaken(parkWaitMax) {
-		if c.ctx.Err() != nil {
-			return
-		}
-		c.log.Error("park stream not read up to its end: shipping sessions anyway, what is left may not reach them", "waited", parkWaitMax.String())
+	// sessions first, and moves with them: up to the stream leader's last
+	// message (a consumer on a lagging replica may see the end early). A
+	// session shipped before gets the rest only while its subscriptions
+	// drain here (DrainTime): waiting is better than losing it.
+	t0 := time.Now()
+	taken := c.fwd.parkTaken(30 * time.Second)
+	if !taken && c.ctx.Err() == nil {
+		c.log.Warn("messages parked for this node not all taken in 30s: waiting for them before the sessions that moved are shipped")
+		taken = c.fwd.parkTaken(parkWaitMax - 30*time.Second)
+	}
+	switch {
+	case c.ctx.Err() != nil:
+		return
+	case taken:
+		c.log.Info("messages parked for this node while it was away taken", "took", time.Since(t0).Round(time.Millisecond).String())
+	default:
+		c.log.Error("messages parked for this node not all taken: shipping sessions anyway, the rest may not reach them",
+			"waited", parkWaitMax.String())
 	}
 	live := map[string]bool{} // owners that answered a ping
 	alive := func(node string) bool {
