@@ -445,6 +445,20 @@ func (c *Client) resendLocked() {
 	c.kickLocked()
 }
 
+// sendAgainLocked sends a message put in flight while the client is
+// connected (ImportSession: one its previous node had in flight): PUBREL
+// if released, else PUBLISH with DUP set, after what waits to be sent
+// again and within the send quota (resendPendingLocked).
+func (c *Client) sendAgainLocked(m *inflightMsg) {
+	if m.released {
+		c.writeLocked(&packets.Pubrel{PacketID: m.id})
+	} else {
+		x := c.outExtraLocked()
+		x.resend = append(x.resend, m.id)
+	}
+	c.kickLocked()
+}
+
 // attachSession finds or creates the client's session, taking it over from
 // a connection that holds it, and attaches c. It reports whether a previous
 // session was resumed.

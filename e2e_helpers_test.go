@@ -524,11 +524,13 @@ func (vc *e2eV3Client) flush(t testing.TB) {
 func e2ePtr[T any](v T) *T { return &v }
 
 // e2eRetainedOn waits until node holds payload as the retained message of
-// topic ("": none) before a test subscribes there. Across nodes a retained
-// message, or its removal, reaches the other nodes after its PUBACK (or,
-// for a will, its delivery): they apply the replicated bucket's changes as
-// they come (cluster/retained.go), and a subscription made on one of them
-// before then misses it. On one server it holds at once.
+// topic ("": none) before a test subscribes there. Across nodes a
+// subscription gets every retained change whose publisher had its PUBACK
+// before the SUBSCRIBE (the node syncs with the replicated bucket first:
+// tern.RetainedSyncer), but a change nobody acknowledges (a will, an
+// in-process or QoS 0 publish) reaches the other nodes a little after it
+// is delivered live, and a subscription made there before then misses it.
+// On one server it holds at once.
 func e2eRetainedOn(t testing.TB, node *terntest.Server, topic, payload string) {
 	t.Helper()
 	terntest.Eventually(t, fmt.Sprintf("retained %q on %q", payload, topic), func() bool {

@@ -319,7 +319,7 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 	if len(skipped) > 0 {
 		*afters = append(*afters, func() { s.fireDrops(ss.id, skipped) })
 	}
-	st := &SessionState{Session: storage.Session{ClientID: ss.id, Expiry: ss.expiry}}
+	st := &SessionState{Session: storage.Session{ClientID: ss.id, Expiry: ss.expiry, HighIDs: ss.idHigh}}
 	if c := ss.identity; c != nil {
 		st.Session.Username, st.Session.Version = c.username, c.version
 	}
@@ -437,8 +437,16 @@ func (s *Server) ImportSession(st *SessionState) error {
 	}
 	var charge int64
 	ss.mu.Lock()
-	if fresh {
-		ss.storeSessionLocked(st.Session.Version, time.Now())
+	// The packet identifier half of a session made here, handed over or
+	// restored, is the one it comes with; a late ship (no subscriptions)
+	// does not change it.
+	if high := st.Session.HighIDs; fresh || len(st.Subscriptions) > 0 && high != ss.idHigh {
+		ss.idHigh = high
+		var offSince time.Time
+		if ss.client == nil {
+			offSince = time.Now()
+		}
+		ss.storeSessionLocked(st.Session.Version, offSince)
 	}
 	for _, r := range st.Deliveries {
 		m := msgs[r.MessageID]
@@ -454,14 +462,29 @@ func (s *Server) ImportSession(st *SessionState) error {
 		if check {
 			ss.recordLocked(key)
 		}
-		if _, used := ss.inflight[r.PacketID]; r.PacketID != 0 && fresh && !used && ss.client == nil {
+		// In flight with its packet identifier: into a session made here
+		// now, or one here already (a late ship) if the identifier is of
+		// the other half than this session's: the node that sent it died,
+		// and this one took the session over with Session Present 1 and
+		// the other half (storage.Session.HighIDs), so the client may
+		// still hold the identifier. Sent again with it, a QoS 2 message
+		// the client received already is not delivered twice
+		// [MQTT-4.3.3-10]; a released one gets its PUBREL.
+		_, used := ss.inflight[r.PacketID]
+		if r.PacketID != 0 && !used && (fresh && ss.client == nil || !fresh && highPacketID(r.PacketID) != ss.idHigh) {
 			ss.storeQueuedLocked(&d)
 			ss.storeInflightLocked(&d, r.PacketID, r.Released)
 			ss.seq++
-			ss.addInflightLocked(inflightMsg{delivery: d, id: r.PacketID, seq: ss.seq, released: r.Released})
-			ss.nextID = max(ss.nextID, r.PacketID)
+			im := inflightMsg{delivery: d, id: r.PacketID, seq: ss.seq, released: r.Released}
+			ss.addInflightLocked(im)
+			if fresh {
+				ss.nextID = max(ss.nextID, r.PacketID)
+			}
 			s.stats.InflightOut.Add(1)
 			charge += s.mem.hold(m)
+			if c := ss.client; c != nil {
+				c.sendAgainLocked(&im)
+			}
 			continue
 		}
 		if r.Released {

@@ -31,6 +31,8 @@ import (
 //	SubscribeObserver      a subscription made or removed            the subscriber             no
 //	SessionReplicator      a persistent session's subscriptions      the subscriber             no: SUBACK waits for done
 //	                       changed; a session ended                  whoever ended it           no
+//	RetainedSyncer         a subscription about to read retained     the subscriber             no: SUBACK waits for done
+//	                       messages
 //	PublishObserver        a message routed; a message written       the publisher; the writer  no
 //	DropObserver           a message dropped instead of delivered    whoever dropped it         no
 //	WillObserver           a will published                          whoever published it       no
@@ -243,6 +245,7 @@ type hookSet struct {
 	sessionGates   []SessionGate
 	filters        []FilterObserver
 	replicators    []SessionReplicator
+	retainSyncers  []RetainedSyncer
 }
 
 // add adds h to the slices of the interfaces it implements and reports
@@ -308,6 +311,9 @@ func (hs *hookSet) add(h Hook) bool {
 	if v, ok := h.(SessionReplicator); ok {
 		hs.replicators = append(hs.replicators, v)
 	}
+	if v, ok := h.(RetainedSyncer); ok {
+		hs.retainSyncers = append(hs.retainSyncers, v)
+	}
 	if hs.count() == n {
 		return false
 	}
@@ -320,7 +326,7 @@ func (hs *hookSet) count() int {
 	return len(hs.authenticators) + len(hs.enhancedAuth) + len(hs.authorizers) + len(hs.interceptors) +
 		len(hs.connects) + len(hs.disconnects) + len(hs.sessions) + len(hs.subscribes) + len(hs.publishes) +
 		len(hs.drops) + len(hs.wills) + len(hs.starters) + len(hs.stoppers) + len(hs.gates) + len(hs.choosers) +
-		len(hs.retainers) + len(hs.sessionGates) + len(hs.filters) + len(hs.replicators)
+		len(hs.retainers) + len(hs.sessionGates) + len(hs.filters) + len(hs.replicators) + len(hs.retainSyncers)
 }
 
 // authenticate runs the authenticators; with none, everyone may connect.

@@ -142,6 +142,9 @@ func (s *Server) Subscribe(filter string, id int, handler MessageHandler) error 
 		h.OnSubscribed(c, sub)
 	}
 	if group == "" {
+		if synced := s.syncRetained(); synced != nil {
+			synced()
+		}
 		now := time.Now().UnixNano()
 		s.retained.Match(f, func(_ string, m *Message) bool {
 			if !m.expired(now) {

@@ -46,14 +46,20 @@ type ClientInfo struct {
 
 // SessionInfo is a snapshot of one session, online or offline.
 type SessionInfo struct {
-	ClientID      string
-	Online        bool   // a connection is attached
-	Expiry        uint32 // session expiry interval, seconds; NeverExpire for never
-	Inflight      int
-	Queued        int // paged ones included
-	QueuedBytes   int
-	Paged         int // of Queued, those kept only in the store (see Options.MaxQueueMemory)
-	Subscriptions int
+	ClientID string
+	Online   bool   // a connection is attached
+	Expiry   uint32 // session expiry interval, seconds; NeverExpire for never
+	Inflight int
+	// InflightOtherHalf counts, of Inflight, the messages whose packet
+	// identifiers are of the other half than the one the session numbers
+	// new messages from (HighIDs): what a cluster node that died had in
+	// flight, shipped late (see storage.Session.HighIDs).
+	InflightOtherHalf int
+	HighIDs           bool // the session numbers new messages from the high half of the packet identifiers
+	Queued            int  // paged ones included
+	QueuedBytes       int
+	Paged             int // of Queued, those kept only in the store (see Options.MaxQueueMemory)
+	Subscriptions     int
 	// Dropped counts the messages dropped instead of delivered to the
 	// session, by reason; nil when none were.
 	Dropped map[DropReason]int64
@@ -229,6 +235,12 @@ func (s *Server) sessionInfo(ss *session) (SessionInfo, bool) {
 		QueuedBytes: ss.qBytes,
 		Paged:       ss.pg.count(),
 		Dropped:     ss.dropCounts(),
+		HighIDs:     ss.idHigh,
+	}
+	for id := range ss.inflight {
+		if highPacketID(id) != ss.idHigh {
+			si.InflightOtherHalf++
+		}
 	}
 	ss.mu.Unlock()
 	s.index.ClientSubscriptions(si.ClientID, func(*topics.Subscription) bool {

@@ -528,7 +528,7 @@ func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 		return
 	}
 	ss.stored = true
-	rec := &storage.Session{ClientID: ss.id, Version: version, Expiry: ss.expiry}
+	rec := &storage.Session{ClientID: ss.id, Version: version, Expiry: ss.expiry, HighIDs: ss.idHigh}
 	if ss.identity != nil {
 		rec.Username = ss.identity.username
 	}

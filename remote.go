@@ -127,6 +127,39 @@ type RetainObserver interface {
 	OnRetained(m *Message, ack *Ack)
 }
 
+// RetainedSyncer brings the server's retained messages up to date before a
+// subscription reads them: a cluster, whose retained messages reach each
+// node through a replicated log, makes sure that every change acknowledged
+// on any node before the SUBSCRIBE (or the in-process Subscribe) is in this
+// node's index, so that a client subscribing anywhere after a publisher's
+// PUBACK gets the message.
+type RetainedSyncer interface {
+	Hook
+	// SyncRetained is called on the subscriber's goroutine when a
+	// subscription is about to send retained messages, and must return at
+	// once; the retained messages are read (and the SUBACK sent) once done
+	// is called, which it must be, also when the syncer gives up.
+	SyncRetained(done func())
+}
+
+// syncRetained starts the RetainedSyncers and returns what waits for them
+// (nil: none).
+func (s *Server) syncRetained() (wait func()) {
+	n := len(s.hooks.retainSyncers)
+	if n == 0 {
+		return nil
+	}
+	ch := make(chan struct{}, n)
+	for _, h := range s.hooks.retainSyncers {
+		h.SyncRetained(func() { ch <- struct{}{} })
+	}
+	return func() {
+		for range n {
+			<-ch
+		}
+	}
+}
+
 // retainedChanged tells the retain observers of a change m made.
 func (s *Server) retainedChanged(m *Message, r *routed) {
 	if len(s.hooks.retainers) == 0 {

@@ -7,6 +7,7 @@ package tern_test
 
 import (
 	"errors"
+	"fmt"
 	"slices"
 	"sync"
 	"testing"
@@ -404,5 +405,69 @@ func TestRetainObserver(t *testing.T) {
 	defer rl.mu.Unlock()
 	if !slices.Equal(rl.topics, []string{"r/1=a", "r/1="}) {
 		t.Fatalf("observed %v", rl.topics)
+	}
+}
+
+// A cluster node that took over the session of a node that died numbers
+// new messages from the other half of the packet identifiers
+// (storage.Session.HighIDs), and what that node had in flight, shipped
+// late into the session while its client is connected, keeps its packet
+// identifiers: a PUBLISH sent again with DUP set [MQTT-3.3.1-1], which the
+// client, still holding the identifier, does not deliver twice
+// [MQTT-4.3.3-10], and a PUBREL for one released [MQTT-4.4.0-1]. One of
+// the session's own half is queued as a new message.
+func TestImportLateInflightOtherHalf(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	sess := storage.Session{ClientID: "h", Version: packets.V5, Expiry: 600}
+	restored := sess
+	restored.HighIDs = true
+	if err := srv.ImportSession(&tern.SessionState{Session: restored,
+		Subscriptions: []storage.Subscription{{ClientID: "h", Filter: "m/#", QoS: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ClientID: "h", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}); !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	srv.Publish("m/new", []byte("new"), false, 2)
+	if p := c.Recv().(*packets.Publish); p.PacketID < 0x8000 || p.Dup {
+		t.Fatalf("new message %+v: not from the high half", p)
+	}
+	late := &tern.SessionState{Session: sess,
+		Messages: []storage.Message{{ID: 1, Topic: "m/a", Payload: []byte("a"), QoS: 2},
+			{ID: 2, Topic: "m/b", Payload: []byte("b"), QoS: 2}, {ID: 3, Topic: "m/c", Payload: []byte("c"), QoS: 2}},
+		Deliveries: []storage.Delivery{{ClientID: "h", MessageID: 1, QoS: 2, PacketID: 7},
+			{ClientID: "h", MessageID: 2, QoS: 2, PacketID: 9, Released: true},
+			{ClientID: "h", MessageID: 3, QoS: 2, PacketID: 0x8005}}}
+	if err := srv.ImportSession(late); err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for range 3 {
+		switch p := c.Recv().(type) {
+		case *packets.Publish:
+			got = append(got, fmt.Sprintf("%s dup=%v high=%v", p.Payload, p.Dup, p.PacketID >= 0x8000))
+			if string(p.Payload) == "a" && p.PacketID != 7 {
+				t.Fatalf("sent again with packet id %d, not 7", p.PacketID)
+			}
+		case *packets.Pubrel:
+			got = append(got, fmt.Sprintf("pubrel %d", p.PacketID))
+		default:
+			t.Fatalf("got %T", p)
+		}
+	}
+	slices.Sort(got)
+	if want := []string{"a dup=true high=false", "c dup=false high=true", "pubrel 9"}; !slices.Equal(got, want) {
+		t.Fatalf("got %q, want %q", got, want)
+	}
+	c.Send(&packets.Pubrec{PacketID: 7})
+	if rel, ok := c.Recv().(*packets.Pubrel); !ok || rel.PacketID != 7 {
+		t.Fatalf("got %+v, want PUBREL 7", rel)
+	}
+	c.Close()
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("h"); return ok && !si.Online })
+	st, err := srv.ExportSession("h", false, &fakeRemote{reachable: true}, time.Minute)
+	if err != nil || st == nil || !st.Session.HighIDs {
+		t.Fatalf("exported %+v %v: the half is not kept", st, err)
 	}
 }

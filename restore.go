@@ -41,6 +41,7 @@ func (r *restorer) Message(m *storage.Message) error {
 func (r *restorer) Session(rec *storage.Session) error {
 	ss := newSession(r.s, rec.ClientID)
 	ss.expiry = rec.Expiry
+	ss.idHigh = rec.HighIDs
 	ss.stored = true
 	if rec.Username != "" {
 		// Authorizers are asked about its deliveries as this user until the

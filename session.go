@@ -38,6 +38,7 @@ type session struct {
 	streams int32                       // retained streams in the queue
 	expiry  uint32                      // session expiry interval, seconds
 	bridge  bool                        // the local session of a bridge (see KindBridge)
+	idHigh  bool                        // new messages get packet identifiers from the high half (see storage.Session.HighIDs)
 	pseq    uint64                      // last storage key given to a delivery
 	pg      *pagedQueue                 // the part of the queue that lives only in the store (paging.go); nil when none
 	off     *sessionOff                 // timers, a delayed will, where it moved; nil until needed (offLocked)
@@ -130,18 +131,39 @@ func (ss *session) addInflightLocked(m inflightMsg) {
 	ss.inflight[m.id] = m
 }
 
-// nextPacketIDLocked returns a packet identifier not in use.
+// nextPacketIDLocked returns a packet identifier not in use, from the
+// session's half of them: 1-32767, or 32768-65535 with idHigh (a cluster
+// node that took over the session of a node that died uses the half that
+// node did not, see storage.Session.HighIDs). Only if that half is all in
+// flight (MaxInflight above 32,767) does it take one from the other.
 func (ss *session) nextPacketIDLocked() uint16 {
-	for {
-		ss.nextID++
-		if ss.nextID == 0 {
-			ss.nextID = 1
+	lo, hi := uint16(1), uint16(packetIDHalf-1)
+	if ss.idHigh {
+		lo, hi = packetIDHalf, 0xFFFF
+	}
+	for range int(hi-lo) + 1 {
+		if ss.nextID < lo || ss.nextID >= hi {
+			ss.nextID = lo
+		} else {
+			ss.nextID++
 		}
 		if _, used := ss.inflight[ss.nextID]; !used {
 			return ss.nextID
 		}
 	}
+	for id := uint16(1); ; id++ {
+		if _, used := ss.inflight[id]; !used && id != 0 {
+			ss.nextID = id
+			return id
+		}
+	}
 }
+
+// packetIDHalf is the first packet identifier of the high half.
+const packetIDHalf = 0x8000
+
+// highPacketID reports whether id is in the high half.
+func highPacketID(id uint16) bool { return id >= packetIDHalf }
 
 // enqueue adds a delivery to the session's queue and wakes the attached
 // connection's writer. It returns "" when the delivery was queued, and

@@ -62,7 +62,14 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 			}
 		}
 	}
-	// The replicators and the FilterObservers are waited for together.
+	// The replicators, the FilterObservers and the RetainedSyncers are
+	// waited for together.
+	var synced func()
+	if slices.ContainsFunc(pk.Subscriptions, func(req packets.Subscription) bool {
+		return req.RetainHandling < 2 && !strings.HasPrefix(req.Filter, "$share/")
+	}) {
+		synced = s.syncRetained()
+	}
 	var replicated func()
 	if slices.ContainsFunc(ack.ReasonCodes, func(code packets.ReasonCode) bool { return !code.IsError() }) {
 		replicated = s.startReplicate(c) // another node may need them if this one dies
@@ -101,6 +108,9 @@ func (c *Client) handleSubscribe(pk *packets.Subscribe) error {
 		if refused { // the list given had the refused ones
 			s.replicateSubscriptions(c)
 		}
+	}
+	if synced != nil {
+		synced() // before since: what the sync brings was retained before the SUBSCRIBE
 	}
 	// Before the SUBACK: a message the client publishes once it has the
 	// SUBACK is retained after since, and comes live only [MQTT-3.3.1-9].

@@ -143,18 +143,20 @@ type Cluster struct {
 	fences   atomic.Int64 // times the node fenced itself
 	draining atomic.Bool
 
-	nodes   *nodeTable
-	routes  *routeTable
-	fwd     *forwarder
-	reg     *registry
-	retain  *retainer
-	kvNodes jetstream.KeyValue
-	kvRoute jetstream.KeyValue
-	kvSess  jetstream.KeyValue
-	kvRet   jetstream.KeyValue
-	kvWills jetstream.KeyValue
-	kvSubs  jetstream.KeyValue
-	willTab willTable
+	nodes  *nodeTable
+	routes *routeTable
+	fwd    *forwarder
+	reg    *registry
+	retain *retainer
+	// watching holds the client identifiers watchPending watches.
+	watching sync.Map
+	kvNodes  jetstream.KeyValue
+	kvRoute  jetstream.KeyValue
+	kvSess   jetstream.KeyValue
+	kvRet    jetstream.KeyValue
+	kvWills  jetstream.KeyValue
+	kvSubs   jetstream.KeyValue
+	willTab  willTable
 
 	instance string // this process's run, in its heartbeats
 	secret   string // password of the embedded server's client port
@@ -225,7 +227,7 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 	c.routes = newRouteTable(c)
 	c.fwd = newForwarder(c)
 	c.reg = newRegistry(c)
-	c.retain = &retainer{c: c}
+	c.retain = &retainer{c: c, reached: make(chan struct{}, 1)}
 	c.willTab = willTable{live: make(map[string]*tern.Client), pending: make(map[string]*pendingWill)}
 	return c, nil
 }

@@ -16,6 +16,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -405,6 +406,78 @@ func TestRetainedReplicated(t *testing.T) {
 	})
 }
 
+// A client that subscribes on one node after the PUBACK of a retained
+// message on another gets it, although its node's copy of tern_retained
+// lags (held back here): the SUBSCRIBE asks the stream leader how far it
+// is and waits for this node's copy to get there (SyncRetained). Without
+// that the message, applied after the SUBSCRIBE read the retained
+// messages, would never be delivered. The in-process Subscribe waits the
+// same way.
+func TestRetainedSyncedAtSubscribe(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	lagging := nodes[2]
+	var gate atomic.Pointer[chan struct{}]
+	ended := make(chan struct{}) // lets the watcher go, also when the test fails
+	defer close(ended)
+	hold := func() {
+		select {
+		case <-*gate.Load():
+		case <-ended:
+		}
+	}
+	open := make(chan struct{})
+	close(open)
+	lagging.cl.retain.applyHook.Store(&hold)
+	for i, inline := range []bool{false, true} {
+		closed := make(chan struct{})
+		gate.Store(&closed)
+		topic := fmt.Sprintf("sync/%d", i)
+		pub.Send(&packets.Publish{Topic: topic, QoS: 1, PacketID: uint16(i + 1), Retain: true, Payload: []byte(topic)})
+		if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode.IsError() {
+			t.Fatalf("PUBACK %+v", ack)
+		}
+		got := make(chan *packets.Publish, 1)
+		if inline {
+			go func() {
+				if err := lagging.Subscribe(topic, 1, func(m *tern.Message) {
+					got <- &packets.Publish{Topic: m.Topic, Payload: m.Payload, Retain: m.Retain}
+				}); err != nil {
+					t.Error(err)
+				}
+			}()
+		} else {
+			sub := lagging.Dial(t, packets.V5)
+			sub.MustConnect("sub")
+			go func() {
+				sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: topic, QoS: 1}}})
+				if _, ok := sub.Recv().(*packets.Suback); !ok {
+					t.Error("no SUBACK")
+					return
+				}
+				got <- recvPublish(t, sub)
+			}()
+		}
+		terntest.Eventually(t, "the subscription waiting for the lagging copy", func() bool {
+			return lagging.cl.retain.want.Load() != 0
+		})
+		gate.Store(&open)
+		close(closed)
+		select {
+		case p := <-got:
+			if !p.Retain || string(p.Payload) != topic {
+				t.Fatalf("got %+v", p)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: the retained message never came", topic)
+		}
+	}
+	if c := lagging.cl.fwd.counters(); c.RetainedSyncs < 2 || c.RetainedSyncFailed != 0 {
+		t.Fatalf("counters %+v", c)
+	}
+}
+
 // A burst of retained messages reaches every node whole: more than the
 // asynchronous publishes allowed in flight (4,000) used to drop a few
 // ("stalled with too many outstanding async published messages": one run
@@ -681,7 +754,7 @@ func TestHeldWhileAttaching(t *testing.T) {
 	shipped := &tern.SessionState{Session: storage.Session{ClientID: "held", Version: packets.V5, Expiry: 3600},
 		Messages:   []storage.Message{{ID: 1, Topic: "held/1", Payload: []byte("shipped"), QoS: 1, Origin: "pub"}},
 		Deliveries: []storage.Delivery{{ClientID: "held", MessageID: 1, QoS: 1}}}
-	if err := r.imported("held", encodeSession(shipped)); err != nil {
+	if err := r.imported("held", "n2", encodeSession(shipped)); err != nil {
 		t.Fatal(err)
 	}
 	m := tern.MessageFromRecord(&storage.Message{Topic: "held/2", Payload: []byte("drained"), QoS: 1, Origin: "pub"})
@@ -727,7 +800,7 @@ func TestHeldWhileAttaching(t *testing.T) {
 		r.startAttach(tc.id)
 		shipped.Session.ClientID = tc.id
 		shipped.Deliveries[0].ClientID = tc.id
-		if err := r.imported(tc.id, encodeSession(shipped)); err != nil {
+		if err := r.imported(tc.id, "n2", encodeSession(shipped)); err != nil {
 			t.Fatal(err)
 		}
 		r.endAttach(attachEnd{id: tc.id, version: packets.V5, expiry: 3600, won: tc.won})

@@ -126,7 +126,15 @@ type Counters struct {
 	HandedOver  uint64 `json:"handed_over"`  // sessions given to another node
 	RouteWrites uint64 `json:"route_writes"` // route table changes written
 	Restored    uint64 `json:"restored"`     // sessions restored from tern_subs (their node was gone)
-	Shed        uint64 `json:"shed"`         // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
+	// RetainedSyncs counts the requests to tern_retained's stream leader
+	// made before subscriptions read the retained messages (one serves
+	// every SUBSCRIBE that came while the one before ran).
+	RetainedSyncs uint64 `json:"retained_syncs"`
+	// RetainedSyncFailed counts those after which subscriptions read the
+	// retained messages this node had, without knowing they were the latest
+	// (no answer from the leader, or no catching up, within 2 s).
+	RetainedSyncFailed uint64 `json:"retained_sync_failed"`
+	Shed               uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -144,7 +152,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -175,7 +183,7 @@ func (f *forwarder) counters() Counters {
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load()}
+		Shed: f.cnt.shed.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
 // subscribe listens to this node's subjects: messages, replies, route

@@ -405,13 +405,13 @@ func TestProcessKill(t *testing.T) {
 		case 2 * n / 3:
 			// The subscriber's node dies; the subscriber reconnects to n3,
 			// which restores its subscription from tern_subs, without a
-			// SUBSCRIBE; Session Present 0 [MQTT-3.2.2-2]: what was in
-			// flight stayed on n2, so the client drops its own state.
+			// SUBSCRIBE; Session Present 1 [MQTT-3.2.2-3]: the first
+			// restore of a session keeps the client's state (restoreSubs).
 			ps[1].kill()
 			t0 := time.Now()
 			sub2, ack := connectRetryAck(t, ps[2].mqtt, subConnect)
-			if ack.SessionPresent {
-				t.Fatal("session present 1 on n3 for a session restored without what was in flight")
+			if !ack.SessionPresent {
+				t.Fatal("session present 0 on n3 for a session restored from tern_subs the first time")
 			}
 			go col.run(sub2)
 			t.Logf("subscriber back on n3 with its session in %v", time.Since(t0).Round(time.Millisecond))

@@ -442,7 +442,7 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 		case !here && !cleanStart && hadSubs && expiry > 0:
 			// This node lost it (a restart without a store): as from a
 			// node that is gone.
-			r, err := c.restoreSubs(cl, expiry)
+			r, err := c.restoreSubs(cl, owner, expiry, subs)
 			if err != nil {
 				return err
 			}
@@ -456,7 +456,7 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 		case st != nil:
 			list, write = st.Subscriptions, true
 		case gone && !cleanStart && hadSubs:
-			r, err := c.restoreSubs(cl, expiry)
+			r, err := c.restoreSubs(cl, owner, expiry, subs)
 			if err != nil {
 				return err
 			}
@@ -474,6 +474,13 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 	switch {
 	case write && expiry > 0:
 		err := c.writeSubs(ctx, id, epoch, subs, list)
+		if err != nil && restored {
+			// The record does not say yet that the session takes the
+			// high half: another restore would take it too, while the
+			// client may hold identifiers of it. The client starts
+			// afresh instead (see restoreSubs).
+			cl.MarkSessionPartial()
+		}
 		switch {
 		case err == nil && restored:
 			c.markRestored(id, epoch, subs, list)
@@ -653,7 +660,7 @@ func (r *registry) control(msg *nats.Msg) {
 		return
 	}
 	if op == 'i' {
-		if err := r.imported(id, rd.b); err != nil {
+		if err := r.imported(id, to, rd.b); err != nil {
 			msg.Respond(append([]byte{1}, err.Error()...))
 			return
 		}
@@ -976,7 +983,7 @@ func (r *registry) memberStarts(ctx context.Context) (map[string]int64, error) {
 // merged into the session here, if the client still has one. Its
 // subscriptions are not: the client has had the session here since, and
 // subscribed and unsubscribed here.
-func (r *registry) imported(id string, data []byte) error {
+func (r *registry) imported(id, from string, data []byte) error {
 	c := r.c
 	st, err := decodeSession(data)
 	if err != nil {
@@ -989,5 +996,9 @@ func (r *registry) imported(id string, data []byte) error {
 		return nil // ended here meanwhile: nothing to deliver it to
 	}
 	st.Subscriptions = nil
-	return c.srv.ImportSession(st)
+	if err := c.srv.ImportSession(st); err != nil {
+		return err
+	}
+	c.watchPending(id, from)
+	return nil
 }

@@ -78,17 +78,39 @@ type subsRecord struct {
 	confirmed map[string]int64
 	slow      []string
 	tooLarge  bool // the list was longer than maxSubsRecord
-	subs      []storage.Subscription
+	// high says the session numbers its messages from the high half of
+	// the packet identifiers (storage.Session.HighIDs); pending that the
+	// client may still hold identifiers of the other half, from the node
+	// it was restored from (from), until that node shipped what it had
+	// in flight and the client acknowledged it (see restoreSubs). Every
+	// write keeps them; clearPending clears pending.
+	high, pending bool
+	from          string
+	subs          []storage.Subscription
 }
 
+// The flags of a tern_subs record (its second byte).
+const (
+	subsTooLarge = 1 << iota // subsRecord.tooLarge
+	subsHigh                 // subsRecord.high
+	subsPending              // subsRecord.pending
+)
+
 func encodeSubsRecord(id string, r *subsRecord) []byte {
-	b := []byte{wireVersion, 0}
+	var high byte
+	if r.high {
+		high = subsHigh
+	}
+	if r.pending {
+		high |= subsPending
+	}
+	b := []byte{wireVersion, high}
 	b = binary.AppendUvarint(b, r.epoch)
 	b = appendStr(b, r.node)
 	b = appendRestore(b, r)
 	b = append(b, encodeSession(&tern.SessionState{Session: storage.Session{ClientID: id}, Subscriptions: r.subs})...)
 	if len(b) > maxSubsRecord {
-		b = []byte{wireVersion, 1}
+		b = []byte{wireVersion, subsTooLarge | high}
 		b = binary.AppendUvarint(b, r.epoch)
 		b = appendStr(b, r.node)
 		b = appendRestore(b, r)
@@ -117,7 +139,7 @@ func appendRestore(b []byte, r *subsRecord) []byte {
 	for _, n := range r.slow {
 		b = appendStr(b, n)
 	}
-	return b
+	return appendStr(b, r.from)
 }
 
 func decodeSubsRecord(b []byte) (*subsRecord, error) {
@@ -125,7 +147,8 @@ func decodeSubsRecord(b []byte) (*subsRecord, error) {
 	if rd.byte() != wireVersion {
 		return nil, errors.New("cluster: subscriptions record of another wire version")
 	}
-	r := &subsRecord{tooLarge: rd.byte() == 1}
+	f := rd.byte()
+	r := &subsRecord{tooLarge: f&subsTooLarge != 0, high: f&subsHigh != 0, pending: f&subsPending != 0}
 	r.epoch = rd.uvarint()
 	r.node = rd.str()
 	r.restored = int64(rd.uvarint())
@@ -148,6 +171,7 @@ func decodeSubsRecord(b []byte) (*subsRecord, error) {
 	for range n {
 		r.slow = append(r.slow, rd.str())
 	}
+	r.from = rd.str()
 	if rd.err {
 		return nil, errCorrupt
 	}
@@ -172,6 +196,10 @@ type subsState struct {
 	rev     uint64      // revision of the record last written; 0: unknown
 	restore *subsRecord // the restore times written (restored, settled, confirmed, slow); nil: none
 	lost    bool        // another CONNECT owns the client identifier now
+	// high, pending and from are the record's (subsRecord): taken from it
+	// when it is read, or chosen by restoreSubs for the first write.
+	high, pending, chosen bool
+	from                  string
 	// persistent: the CONNECT asked for a session that outlives it; one
 	// that did not has no record (its expiry cannot rise later).
 	persistent bool
@@ -191,7 +219,7 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 	}
 	key := sessionKey(id)
 	for range 5 {
-		rec := &subsRecord{epoch: epoch, node: c.opts.Node, subs: subs}
+		rec := &subsRecord{epoch: epoch, node: c.opts.Node, subs: subs, high: st.high, pending: st.pending, from: st.from}
 		rec.copyRestore(st.restore)
 		var rev uint64
 		var err error
@@ -212,6 +240,12 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 					st.lost = true
 					return errOwnerLost
 				}
+				if derr == nil && !st.chosen {
+					// The session's packet identifier halves go on (see
+					// restoreSubs), also after a clearPending.
+					st.high, st.pending, st.from = old.high, old.pending, old.from
+					rec.high, rec.pending, rec.from = old.high, old.pending, old.from
+				}
 				if derr == nil && old.node == c.opts.Node && st.restore == nil && old.restored != 0 {
 					st.restore = old // still the session restored here
 					rec.copyRestore(old)
@@ -220,7 +254,7 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 			}
 		}
 		if err == nil {
-			st.rev = rev
+			st.rev, st.chosen = rev, false
 			return nil
 		}
 		if ctx.Err() != nil {
@@ -304,9 +338,22 @@ func (c *Cluster) SessionEnded(cl *tern.Client) {
 
 // restoreSubs makes, on this node, the session of cl from its tern_subs
 // record: its subscriptions, no messages (what the dead node had queued
-// comes when it is back). It returns the record used, nil if there is none
-// to restore from.
-func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, error) {
+// or in flight comes when it is back). It returns the record used, nil if
+// there is none to restore from.
+//
+// The client keeps its own session state (Session Present 1), among it
+// the packet identifiers of QoS 2 messages the dead node sent and never
+// released. This node numbers new messages from the other half of the
+// identifiers than that node did (storage.Session.HighIDs), and what that
+// node had in flight, shipped when it is back, is sent again with its
+// identifiers (tern.ImportSession), so that the client, which still holds
+// them, does not deliver a message twice. The record says so (high,
+// pending, from owner: written by bringSession before the CONNACK) until
+// that ship came and the client acknowledged what it brought
+// (watchPending). A session restored again before that gets Session
+// Present 0 (MarkSessionPartial): the client discards its state, for both
+// halves may be held.
+func (c *Cluster) restoreSubs(cl *tern.Client, owner string, expiry uint32, st *subsState) (*subsRecord, error) {
 	id := cl.ID()
 	// The leader has the last write for certain; while one is elected
 	// (it was on the dead node, say) a replica answers.
@@ -336,14 +383,18 @@ func (c *Cluster) restoreSubs(cl *tern.Client, expiry uint32) (*subsRecord, erro
 		c.log.Warn("subscriptions record was too large to replicate: session not restored, the client must subscribe again", "client", id)
 		return nil, nil
 	}
-	st := &tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(), Expiry: expiry,
-		Username: cl.Username()}, Subscriptions: r.subs, DuplicateWindow: dupWindow}
-	if err := c.srv.ImportSession(st); err != nil {
+	high := !r.high
+	ss := &tern.SessionState{Session: storage.Session{ClientID: id, Version: cl.ProtocolVersion(), Expiry: expiry,
+		Username: cl.Username(), HighIDs: high}, Subscriptions: r.subs, DuplicateWindow: dupWindow}
+	if err := c.srv.ImportSession(ss); err != nil {
 		c.log.Warn("session restored with an error", "client", id, "err", err)
 	}
-	// Subscriptions only: what was in flight is on the node that is gone,
-	// so the client must drop its own in-flight state (Session Present 0).
-	cl.MarkSessionPartial()
+	st.mu.Lock()
+	st.high, st.pending, st.from, st.chosen = high, true, owner, true
+	st.mu.Unlock()
+	if r.pending {
+		cl.MarkSessionPartial()
+	}
 	c.fwd.cnt.restored.Add(1)
 	return r, nil
 }
@@ -606,4 +657,67 @@ func (c *Cluster) leaderGet(ctx context.Context, bucket, key string) ([]byte, ui
 		return nil, resp.Message.Seq, jetstream.ErrKeyNotFound
 	}
 	return resp.Message.Data, resp.Message.Seq, nil
+}
+
+// pendingWait bounds how long watchPending waits for the client to
+// acknowledge what a late ship brought in flight (it may be offline).
+const pendingWait = 10 * time.Minute
+
+// watchPending follows the session of id after from shipped into it what
+// it had: once nothing of the other half of the packet identifiers is in
+// flight any more (the client acknowledged what from had sent it), the
+// client holds none of from's identifiers, and the session's record need
+// no longer say so (clearPending): a later restore keeps the client's
+// state again.
+func (c *Cluster) watchPending(id, from string) {
+	if _, busy := c.watching.LoadOrStore(id, true); busy {
+		return
+	}
+	c.goTracked(func() {
+		defer c.watching.Delete(id)
+		tick := time.NewTicker(time.Second)
+		defer tick.Stop()
+		for deadline := time.Now().Add(pendingWait); time.Now().Before(deadline); {
+			si, ok := c.srv.SessionInfo(id)
+			if !ok {
+				return
+			}
+			if si.InflightOtherHalf == 0 {
+				c.clearPending(id, from)
+				return
+			}
+			select {
+			case <-c.ctx.Done():
+				return
+			case <-tick.C:
+			}
+		}
+	})
+}
+
+// clearPending clears pending in the record of the session of id, if it
+// is this node's and waits for from.
+func (c *Cluster) clearPending(id, from string) {
+	key := sessionKey(id)
+	for range 5 {
+		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
+		val, rev, err := c.leaderGet(ctx, "tern_subs", key)
+		if err == nil {
+			var r *subsRecord
+			if r, err = decodeSubsRecord(val); err != nil || !r.pending || r.from != from || r.node != c.opts.Node {
+				cancel()
+				return
+			}
+			r.pending, r.from = false, ""
+			_, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev)
+		}
+		cancel()
+		if err == nil {
+			c.log.Debug("the session's client holds no packet identifier of its former node any more", "client", id, "former", from)
+			return
+		}
+		if errors.Is(err, jetstream.ErrKeyNotFound) || c.ctx.Err() != nil {
+			return
+		}
+	}
 }

@@ -102,6 +102,17 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	if _, ok := k.Recv().(*packets.Unsuback); !ok {
 		t.Fatal("no UNSUBACK")
 	}
+	subscribe(t, k, "rs2/#", 2)
+	// A QoS 2 message the client receives and n1 never sees acknowledged:
+	// the client holds its packet identifier (PUBREC not sent yet, as if
+	// lost with the connection).
+	if err := n1.Publish("rs2/inflight", []byte("once"), false, 2); err != nil {
+		t.Fatal(err)
+	}
+	held := recvPublish(t, k)
+	if held.QoS != 2 || held.PacketID >= 0x8000 {
+		t.Fatalf("got %+v: not a QoS 2 message from the low half of the packet identifiers", held)
+	}
 	k.Send(&packets.Disconnect{})
 	k.ExpectClosed()
 	terntest.Eventually(t, "offline", func() bool { _, ok := n1.ClientInfo("keeper"); return !ok })
@@ -121,10 +132,10 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	shutdown(n1.Server.Server)
 	store.Close()
 	k2, ack := connectUntil(t, n2, connect)
-	if ack.SessionPresent {
-		// The subscriptions are back, not what n1 had in flight: the
-		// client must drop its own in-flight state (MarkSessionPartial).
-		t.Fatal("session present 1 for a session restored without its messages in flight")
+	if !ack.SessionPresent {
+		// The client keeps its state: the packet identifier it holds is
+		// of the low half, and n2 numbers from the high one.
+		t.Fatal("session present 0 for a session restored the first time")
 	}
 	// What is published from now on reaches n2 directly: n1 need not
 	// ship it again.
@@ -134,7 +145,7 @@ func TestRestoreFromGoneNode(t *testing.T) {
 			return false
 		}
 		r, err := decodeSubsRecord(val)
-		return err == nil && r.node == "n2" && r.restored != 0
+		return err == nil && r.node == "n2" && r.restored != 0 && r.high && r.pending && r.from == "n1"
 	})
 	publish("rs/after", 2)
 	if p := recvPublish(t, k2); p.Topic != "rs/after" {
@@ -144,6 +155,12 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	publish("rs/after2", 4)
 	if p := recvPublish(t, k2); p.Topic != "rs/after2" {
 		t.Fatalf("got %s after the unsubscribed filter's message", p.Topic)
+	}
+	if err := n2.Publish("rs2/new", []byte("new"), false, 2); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPublish(t, k2); p.Topic != "rs2/new" || p.PacketID < 0x8000 {
+		t.Fatalf("got %+v: not from the high half", p)
 	}
 
 	// n1 comes back: the message it had queued is shipped to n2; the two
@@ -164,9 +181,35 @@ func TestRestoreFromGoneNode(t *testing.T) {
 	}
 	t.Cleanup(func() { shutdown(ts.Server) })
 	waitReady(t, cl)
-	if p := recvPublish(t, k2); p.Topic != "rs/queued" {
-		t.Fatalf("got %s, want what n1 had queued", p.Topic)
+	// What n1 had queued arrives as a new message; what it had in flight,
+	// with its packet identifier and DUP set: the client, which still holds
+	// the identifier, does not deliver it twice [MQTT-4.3.3-10].
+	var got []string
+	for range 2 {
+		p := recvPublish(t, k2)
+		got = append(got, p.Topic)
+		if p.Topic == "rs2/inflight" && (p.PacketID != held.PacketID || !p.Dup) {
+			t.Fatalf("sent again as %+v, not with packet id %d and DUP", p, held.PacketID)
+		}
 	}
+	if slices.Sort(got); !slices.Equal(got, []string{"rs/queued", "rs2/inflight"}) {
+		t.Fatalf("got %v, want what n1 had queued and in flight", got)
+	}
+	k2.Send(&packets.Pubrec{PacketID: held.PacketID})
+	if rel, ok := k2.Recv().(*packets.Pubrel); !ok || rel.PacketID != held.PacketID {
+		t.Fatalf("got %+v, want its PUBREL", rel)
+	}
+	k2.Send(&packets.Pubcomp{PacketID: held.PacketID})
+	// The client holds none of n1's packet identifiers now: a later
+	// restore may keep its state again.
+	terntest.Eventually(t, "the record to say nothing of n1's identifiers is pending", func() bool {
+		val, _, err := n2.cl.leaderGet(context.Background(), "tern_subs", sessionKey("keeper"))
+		if err != nil {
+			return false
+		}
+		r, err := decodeSubsRecord(val)
+		return err == nil && r.high && !r.pending && r.from == ""
+	})
 	publish("rs/final", 5)
 	if p := recvPublish(t, k2); p.Topic != "rs/final" {
 		t.Fatalf("got %s again", p.Topic)
@@ -205,8 +248,11 @@ func TestSubsRecord(t *testing.T) {
 		confirmed: map[string]int64{"n1": 44, "n3": 45}, slow: []string{"n4"}, subs: subs}))
 	if err != nil || r.epoch != 9 || r.node != "n2" || r.restored != 42 || r.settled != 43 || len(r.confirmed) != 2 ||
 		r.confirmed["n3"] != 45 || len(r.slow) != 1 || r.slow[0] != "n4" || len(r.subs) != 2 || r.subs[0].Identifier != 7 ||
-		r.subs[1].Group != "g" || r.tooLarge {
+		r.subs[1].Group != "g" || r.tooLarge || r.high {
 		t.Fatalf("%+v %v", r, err)
+	}
+	if r, err := decodeSubsRecord(encodeSubsRecord("c", &subsRecord{epoch: 9, node: "n2", high: true, subs: subs})); err != nil || !r.high {
+		t.Fatalf("high record %+v %v", r, err)
 	}
 	big := make([]storage.Subscription, 0, 3000)
 	for range cap(big) {
@@ -215,6 +261,10 @@ func TestSubsRecord(t *testing.T) {
 	b := encodeSubsRecord("c", &subsRecord{epoch: 1, node: "n1", subs: big})
 	if r, err := decodeSubsRecord(b); err != nil || !r.tooLarge || len(b) > maxSubsRecord {
 		t.Fatalf("large record: %d bytes, %+v %v", len(b), r, err)
+	}
+	b = encodeSubsRecord("c", &subsRecord{epoch: 1, node: "n1", high: true, subs: big})
+	if r, err := decodeSubsRecord(b); err != nil || !r.tooLarge || !r.high {
+		t.Fatalf("large high record: %+v %v", r, err)
 	}
 
 	st := &tern.SessionState{
@@ -295,8 +345,8 @@ func TestRestoreUnanswered(t *testing.T) {
 	}
 	nodes[0].cl.nc.Flush()
 	c2 := nodes[1].Dial(t, packets.V5)
-	if ack := c2.Connect(connect); ack.ReasonCode != 0 || ack.SessionPresent {
-		t.Fatalf("CONNACK %+v: want success, session present 0 (subscriptions restored, nothing in flight)", ack)
+	if ack := c2.Connect(connect); ack.ReasonCode != 0 || !ack.SessionPresent {
+		t.Fatalf("CONNACK %+v: want success, session present 1 (subscriptions restored, the client's state kept: see restoreSubs)", ack)
 	}
 	pub := nodes[2].Dial(t, packets.V5)
 	pub.MustConnect("pub")

@@ -13,8 +13,9 @@ import (
 
 // wireVersion starts every message between nodes and every record in
 // the buckets and the park stream. 2: routes announced in batches (op
-// 'A').
-const wireVersion = 2
+// 'A'). 3: sessions and tern_subs records say which half of the packet
+// identifiers the session numbers from (storage.Session.HighIDs).
+const wireVersion = 3
 
 // protoVersion is the version of the exchanges between live nodes, given
 // in heartbeats: a node of another is not routed to (its messages are

@@ -78,8 +78,16 @@ func AppendSession(dst []byte, s *Session) []byte {
 	dst = append(dst, FormatVersion, s.Version)
 	dst = binary.AppendUvarint(dst, uint64(s.Expiry))
 	dst = binary.AppendVarint(dst, s.DisconnectedAt)
-	return appendString(dst, s.Username)
+	dst = appendString(dst, s.Username)
+	if s.HighIDs {
+		dst = append(dst, sessionHighIDs)
+	}
+	return dst
 }
+
+// sessionHighIDs is the flag byte, after the user name, of a session
+// record with HighIDs; records without it end at the user name.
+const sessionHighIDs = 1
 
 // DecodeSession decodes a record made by AppendSession into s, setting
 // every field but ClientID.
@@ -93,11 +101,18 @@ func DecodeSession(b []byte, s *Session) error {
 	if len(d.b) > 0 { // records written before the user name was stored end here
 		user = d.string()
 	}
+	high := false
+	if len(d.b) > 0 {
+		if f := d.byte(); f != sessionHighIDs {
+			d.corrupt(fmt.Sprintf("unknown session flags %#x", f))
+		}
+		high = true
+	}
 	d.end()
 	if d.err != nil {
 		return d.err
 	}
-	s.Version, s.Expiry, s.DisconnectedAt, s.Username = version, expiry, disc, user
+	s.Version, s.Expiry, s.DisconnectedAt, s.Username, s.HighIDs = version, expiry, disc, user, high
 	return nil
 }
 

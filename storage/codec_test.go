@@ -71,6 +71,10 @@ func TestRecordRoundTrip(t *testing.T) {
 	s := Session{ClientID: "c", Version: 5, Expiry: 0xFFFFFFFF, DisconnectedAt: 1_800_000_000_000_000_000, Username: "alice"}
 	gs := Session{ClientID: "c"}
 	if err := DecodeSession(AppendSession(nil, &s), &gs); err != nil || gs != s {
+		t.Fatalf("session %+v %v", gs, err)
+	}
+	s.HighIDs = true
+	if err := DecodeSession(AppendSession(nil, &s), &gs); err != nil || gs != s {
 		t.Fatalf("session: %v %+v", err, gs)
 	}
 	sub := Subscription{ClientID: "c", Group: "g", Filter: "a/#", QoS: 2, NoLocal: true,
@@ -117,7 +121,8 @@ func TestDecodeRejects(t *testing.T) {
 		"truncated created": {kindMessage, []byte{1, 0, 0, 0}},
 		"topic too long":    {kindMessage, []byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 'a'}},
 		"truncated props":   {kindMessage, msg[:20]},
-		"session trailing":  {kindSession, []byte{1, 5, 0, 0, 0, 0}},
+		"session flags":     {kindSession, []byte{1, 5, 0, 0, 0, 2}},
+		"session trailing":  {kindSession, []byte{1, 5, 0, 0, 0, 1, 0}},
 		"session user long": {kindSession, []byte{1, 5, 0, 0, 9, 'a'}},
 		"session expiry":    {kindSession, []byte{1, 5, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0}},
 		"sub RH 3":          {kindSubscription, []byte{1, 0x30, 0}},

@@ -85,6 +85,12 @@ type Session struct {
 	// authorization can be asked about it while it is offline after a
 	// restart.
 	Username string
+	// HighIDs says the server numbers the session's messages from the high
+	// half of the packet identifiers (32768-65535) instead of the low one
+	// (1-32767): a cluster node that takes over a session whose node died
+	// uses the other half than that node did, so that the identifiers the
+	// client still holds from it are never given to new messages.
+	HighIDs bool
 }
 
 // Subscription is one subscription of a client. Group is the share name of
