@@ -132,11 +132,22 @@ type SessionState struct {
 	// window of that length on the session (ExpectDuplicates) before its
 	// subscriptions and deliveries take effect. It is not exported.
 	DuplicateWindow time.Duration
+	// Token, when set, names this state (a part of a session a node
+	// ships): ImportSession records it with the session (in the store
+	// too, after what it imports), and does nothing but return
+	// ErrImported when given the token the session recorded last. A node
+	// that ships a part again because its request went unanswered (the
+	// receiver died after taking it, and restarted) does not deliver it
+	// twice. It is not exported.
+	Token string
 }
 
 // Errors of the handover.
 var (
 	ErrSessionOnline = errors.New("tern: session is connected here")
+	// ErrImported is returned by ImportSession for a state whose Token the
+	// session took already.
+	ErrImported = errors.New("tern: session state imported already")
 	// ErrStoreUnavailable is returned by ExportSession while the store
 	// cannot write (see Server.StoreHealth) and part of the session's
 	// queue, paged out of memory, is only in a commit waiting for it: the
@@ -381,6 +392,18 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 	return st, nil
 }
 
+// offlineSinceLocked returns when the session's client went offline for
+// its store record: zero while one is attached, now when not known.
+func (ss *session) offlineSinceLocked() time.Time {
+	switch {
+	case ss.client != nil:
+		return time.Time{}
+	case ss.offlineSince != 0:
+		return time.Unix(0, ss.offlineSince)
+	}
+	return time.Now()
+}
+
 // ImportSession puts a session another node exported (ExportSession) into
 // this server, offline, for its client that is about to attach: call it
 // from a SessionGate. Its subscriptions are made (FilterObservers are
@@ -406,6 +429,15 @@ func (s *Server) ImportSession(st *SessionState) error {
 	}
 	ss := s.session(id)
 	fresh := ss == nil
+	if !fresh && st.Token != "" {
+		ss.mu.Lock()
+		taken := ss.off != nil && ss.off.lastImport == st.Token
+		ss.mu.Unlock()
+		if taken {
+			s.mu.Unlock()
+			return ErrImported
+		}
+	}
 	if fresh {
 		ss = newSession(s, id)
 		ss.expiry = st.Session.Expiry
@@ -442,11 +474,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 	// does not change it.
 	if high := st.Session.HighIDs; fresh || len(st.Subscriptions) > 0 && high != ss.idHigh {
 		ss.idHigh = high
-		var offSince time.Time
-		if ss.client == nil {
-			offSince = time.Now()
-		}
-		ss.storeSessionLocked(st.Session.Version, offSince)
+		ss.storeSessionLocked(st.Session.Version, ss.offlineSinceLocked())
 	}
 	for _, r := range st.Deliveries {
 		m := msgs[r.MessageID]
@@ -511,6 +539,11 @@ func (s *Server) ImportSession(st *SessionState) error {
 			p := pid
 			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p) })
 		}
+	}
+	if st.Token != "" {
+		// After the deliveries: stored in the same commit or a later one.
+		ss.offLocked().lastImport = st.Token
+		ss.storeSessionLocked(st.Session.Version, ss.offlineSinceLocked())
 	}
 	if fresh && ss.client == nil && ss.expiry != 0 && ss.expiry != NeverExpire {
 		ss.offLocked().expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })

@@ -529,6 +529,9 @@ func (ss *session) storeSessionLocked(version byte, disconnectedAt time.Time) {
 	}
 	ss.stored = true
 	rec := &storage.Session{ClientID: ss.id, Version: version, Expiry: ss.expiry, HighIDs: ss.idHigh}
+	if ss.off != nil {
+		rec.LastImport = ss.off.lastImport
+	}
 	if ss.identity != nil {
 		rec.Username = ss.identity.username
 	}

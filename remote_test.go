@@ -471,3 +471,42 @@ func TestImportLateInflightOtherHalf(t *testing.T) {
 		t.Fatalf("exported %+v %v: the half is not kept", st, err)
 	}
 }
+
+// A part of a session shipped again with the token it was imported with
+// (its sender's request went unanswered: the receiver died after taking
+// it) is not taken twice, also after a restart on the same store: the
+// token is kept with the session (storage.Session.LastImport).
+func TestImportTokenOnce(t *testing.T) {
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := &restartable{t: t, open: open, opts: tern.Options{Durability: tern.DurabilitySync}}
+			srv := r.start()
+			sess := storage.Session{ClientID: "tok", Version: packets.V5, Expiry: 600}
+			if err := srv.ImportSession(&tern.SessionState{Session: sess,
+				Subscriptions: []storage.Subscription{{ClientID: "tok", Filter: "t/#", QoS: 1}}}); err != nil {
+				t.Fatal(err)
+			}
+			part := &tern.SessionState{Session: sess, Token: "n2:1:0",
+				Messages:   []storage.Message{{ID: 1, Topic: "t/1", Payload: []byte("shipped"), QoS: 1}},
+				Deliveries: []storage.Delivery{{ClientID: "tok", MessageID: 1, QoS: 1}}}
+			if err := srv.ImportSession(part); err != nil {
+				t.Fatal(err)
+			}
+			if err := srv.ImportSession(part); !errors.Is(err, tern.ErrImported) {
+				t.Fatalf("second import: %v, want ErrImported", err)
+			}
+			srv = r.restart()
+			if err := srv.ImportSession(part); !errors.Is(err, tern.ErrImported) {
+				t.Fatalf("import after a restart: %v, want ErrImported", err)
+			}
+			next := *part
+			next.Token = "n2:1:1"
+			if err := srv.ImportSession(&next); err != nil {
+				t.Fatalf("the next part: %v", err)
+			}
+			if si, ok := srv.SessionInfo("tok"); !ok || si.Queued != 2 {
+				t.Fatalf("session %+v: want the part once and the next part", si)
+			}
+		})
+	}
+}

@@ -42,6 +42,9 @@ func (r *restorer) Session(rec *storage.Session) error {
 	ss := newSession(r.s, rec.ClientID)
 	ss.expiry = rec.Expiry
 	ss.idHigh = rec.HighIDs
+	if rec.LastImport != "" {
+		ss.offLocked().lastImport = rec.LastImport
+	}
 	ss.stored = true
 	if rec.Username != "" {
 		// Authorizers are asked about its deliveries as this user until the

@@ -64,6 +64,7 @@ type sessionOff struct {
 	willTimer       *time.Timer
 	moved           *remoteTarget // set when it ended by moving to another node: where late deliveries go
 	recent          *recentSet    // the duplicate window (ExpectDuplicates); nil when none
+	lastImport      string        // the Token of the last SessionState imported into it (storage.Session.LastImport)
 }
 
 // offLocked returns ss.off, allocating it. The caller holds ss.mu (or

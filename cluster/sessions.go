@@ -863,8 +863,11 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 	}
 	r.skipRestored(id, owner, st, memberStarts)
 	// From here the session is out of this server: each part is sent
-	// until its owner takes it.
-	for _, part := range splitSession(st, partLimit) { // in order, each merged into the session there
+	// until its owner takes it. A part's token makes a resend of one the
+	// owner took (and did not answer: it died) harmless.
+	shipped := time.Now().UnixNano()
+	for k, part := range splitSession(st, partLimit) { // in order, each merged into the session there
+		part.Token = fmt.Sprintf("%s:%d:%d", c.opts.Node, shipped, k)
 		req := []byte{wireVersion, 'i', 0}
 		req = binary.AppendUvarint(req, rev)
 		req = appendStr(req, c.opts.Node)
@@ -996,7 +999,10 @@ func (r *registry) imported(id, from string, data []byte) error {
 		return nil // ended here meanwhile: nothing to deliver it to
 	}
 	st.Subscriptions = nil
-	if err := c.srv.ImportSession(st); err != nil {
+	if err := c.srv.ImportSession(st); errors.Is(err, tern.ErrImported) {
+		c.log.Info("a part of a session shipped again was taken already", "client", id, "peer", from)
+		return nil
+	} else if err != nil {
 		return err
 	}
 	c.watchPending(id, from)

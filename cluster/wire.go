@@ -14,7 +14,8 @@ import (
 // wireVersion starts every message between nodes and every record in
 // the buckets and the park stream. 2: routes announced in batches (op
 // 'A'). 3: sessions and tern_subs records say which half of the packet
-// identifiers the session numbers from (storage.Session.HighIDs).
+// identifiers the session numbers from (storage.Session.HighIDs), and a
+// shipped part its token (tern.SessionState.Token).
 const wireVersion = 3
 
 // protoVersion is the version of the exchanges between live nodes, given
@@ -242,7 +243,7 @@ func encodeSession(st *tern.SessionState) []byte {
 	for _, id := range st.Inbound {
 		b = binary.AppendUvarint(b, uint64(id))
 	}
-	return b
+	return appendStr(b, st.Token)
 }
 
 func appendBytes(b, v []byte) []byte {
@@ -300,6 +301,7 @@ func decodeSession(b []byte) (*tern.SessionState, error) {
 	for range count() {
 		st.Inbound = append(st.Inbound, uint16(r.uvarint()))
 	}
+	st.Token = r.str()
 	if r.err {
 		return nil, errCorrupt
 	}

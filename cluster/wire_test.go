@@ -67,11 +67,12 @@ func TestBatchRoundTrip(t *testing.T) {
 // A session state survives the handover encoding.
 func TestSessionRoundTrip(t *testing.T) {
 	st := &tern.SessionState{
-		Session:       storage.Session{ClientID: "c1", Expiry: 60, Version: 5, Username: "u"},
+		Session:       storage.Session{ClientID: "c1", Expiry: 60, Version: 5, Username: "u", HighIDs: true},
 		Subscriptions: []storage.Subscription{{ClientID: "c1", Group: "g", Filter: "a/#", QoS: 1, Identifier: 9}},
 		Messages:      []storage.Message{{ID: 1, Topic: "a/b", Payload: []byte("p"), QoS: 1}},
 		Deliveries:    []storage.Delivery{{ClientID: "c1", MessageID: 1, Seq: 1, QoS: 1, PacketID: 3}},
 		Inbound:       []uint16{5, 6},
+		Token:         "n2:1:0",
 	}
 	got, err := decodeSession(encodeSession(st))
 	if err != nil {

@@ -79,15 +79,29 @@ func AppendSession(dst []byte, s *Session) []byte {
 	dst = binary.AppendUvarint(dst, uint64(s.Expiry))
 	dst = binary.AppendVarint(dst, s.DisconnectedAt)
 	dst = appendString(dst, s.Username)
+	var f byte
 	if s.HighIDs {
-		dst = append(dst, sessionHighIDs)
+		f |= sessionHighIDs
+	}
+	if s.LastImport != "" {
+		f |= sessionLastImport
+	}
+	if f != 0 {
+		dst = append(dst, f)
+	}
+	if s.LastImport != "" {
+		dst = appendString(dst, s.LastImport)
 	}
 	return dst
 }
 
-// sessionHighIDs is the flag byte, after the user name, of a session
-// record with HighIDs; records without it end at the user name.
-const sessionHighIDs = 1
+// The flags byte after the user name of a session record (records
+// without one end at the user name); with sessionLastImport, LastImport
+// follows.
+const (
+	sessionHighIDs    = 1
+	sessionLastImport = 2
+)
 
 // DecodeSession decodes a record made by AppendSession into s, setting
 // every field but ClientID.
@@ -101,18 +115,22 @@ func DecodeSession(b []byte, s *Session) error {
 	if len(d.b) > 0 { // records written before the user name was stored end here
 		user = d.string()
 	}
-	high := false
+	var f byte
+	var last string
 	if len(d.b) > 0 {
-		if f := d.byte(); f != sessionHighIDs {
+		if f = d.byte(); f == 0 || f&^(sessionHighIDs|sessionLastImport) != 0 {
 			d.corrupt(fmt.Sprintf("unknown session flags %#x", f))
 		}
-		high = true
+		if f&sessionLastImport != 0 {
+			last = d.string()
+		}
 	}
 	d.end()
 	if d.err != nil {
 		return d.err
 	}
-	s.Version, s.Expiry, s.DisconnectedAt, s.Username, s.HighIDs = version, expiry, disc, user, high
+	s.Version, s.Expiry, s.DisconnectedAt, s.Username = version, expiry, disc, user
+	s.HighIDs, s.LastImport = f&sessionHighIDs != 0, last
 	return nil
 }
 

@@ -77,6 +77,14 @@ func TestRecordRoundTrip(t *testing.T) {
 	if err := DecodeSession(AppendSession(nil, &s), &gs); err != nil || gs != s {
 		t.Fatalf("session: %v %+v", err, gs)
 	}
+	s.HighIDs, s.LastImport = false, "n2:17:0"
+	if err := DecodeSession(AppendSession(nil, &s), &gs); err != nil || gs != s {
+		t.Fatalf("session: %v %+v", err, gs)
+	}
+	s.HighIDs = true
+	if err := DecodeSession(AppendSession(nil, &s), &gs); err != nil || gs != s {
+		t.Fatalf("session: %v %+v", err, gs)
+	}
 	sub := Subscription{ClientID: "c", Group: "g", Filter: "a/#", QoS: 2, NoLocal: true,
 		RetainAsPublished: true, RetainHandling: 2, Identifier: 268435455}
 	gsub := Subscription{ClientID: "c", Group: "g", Filter: "a/#"}
@@ -121,7 +129,9 @@ func TestDecodeRejects(t *testing.T) {
 		"truncated created": {kindMessage, []byte{1, 0, 0, 0}},
 		"topic too long":    {kindMessage, []byte{1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9, 'a'}},
 		"truncated props":   {kindMessage, msg[:20]},
-		"session flags":     {kindSession, []byte{1, 5, 0, 0, 0, 2}},
+		"session flags":     {kindSession, []byte{1, 5, 0, 0, 0, 4}},
+		"session no flags":  {kindSession, []byte{1, 5, 0, 0, 0, 0}},
+		"session token":     {kindSession, []byte{1, 5, 0, 0, 0, 2, 5, 'a'}},
 		"session trailing":  {kindSession, []byte{1, 5, 0, 0, 0, 1, 0}},
 		"session user long": {kindSession, []byte{1, 5, 0, 0, 9, 'a'}},
 		"session expiry":    {kindSession, []byte{1, 5, 0xFF, 0xFF, 0xFF, 0xFF, 0x7F, 0}},

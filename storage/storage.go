@@ -91,6 +91,10 @@ type Session struct {
 	// uses the other half than that node did, so that the identifiers the
 	// client still holds from it are never given to new messages.
 	HighIDs bool
+	// LastImport is the token of the last part of a session another
+	// server shipped into this one (tern.SessionState.Token): a part
+	// shipped again with it is not taken twice.
+	LastImport string
 }
 
 // Subscription is one subscription of a client. Group is the share name of
