@@ -781,9 +781,7 @@ func (c *Client) resendPendingLocked(now int64) bool {
 		id := x.resend[0]
 		x.resend = x.resend[1:]
 		if m, ok := ss.inflight[id]; ok && !c.writePublishLocked(&m.delivery, id, true, now) {
-			delete(ss.inflight, id)
-			ss.finishLocked(&m.delivery)
-			c.srv.stats.InflightOut.Add(-1)
+			c.releaseDroppedLocked(&m)
 		}
 	}
 	return len(x.resend) == 0

@@ -393,7 +393,10 @@ func (c *Client) handshake(pk *packets.Connect) bool {
 	ss.mu.Lock()
 	c.writeLocked(ack)
 	c.established.Store(true) // before the CONNACK can reach the client
-	if present {
+	if present || len(ss.inflight) > 0 {
+		// In flight without a session present: what a cluster node that
+		// died had sent, shipped into a session made again (ImportSession);
+		// the client, which dropped its state, takes it as new.
 		c.resendLocked()
 	}
 	if ss.pg.active() {
@@ -435,14 +438,35 @@ func (c *Client) resendLocked() {
 			continue
 		}
 		if !c.writePublishLocked(&m.delivery, m.id, true, now) {
-			delete(ss.inflight, m.id)
-			ss.finishLocked(&m.delivery)
-			c.srv.stats.InflightOut.Add(-1)
+			c.releaseDroppedLocked(&m)
 			continue
 		}
 		sent++
 	}
 	c.kickLocked()
+}
+
+// releaseDroppedLocked forgets an in-flight message that could not be
+// sent again (too large for the client's Maximum Packet Size now; counted
+// as dropped). For QoS 2 the client may hold its packet identifier from
+// the send it had (here, or on a cluster node that died): it is released
+// instead, with a PUBREL, and stays in flight until the PUBCOMP (a client
+// that does not hold it answers one too, v5 with 0x92), or the client
+// would take the next message numbered so for a resend.
+func (c *Client) releaseDroppedLocked(m *inflightMsg) {
+	ss := c.sess
+	if m.qos == 2 {
+		m.released = true
+		ss.inflight[m.id] = *m
+		if ss.storeInflightLocked(&m.delivery, m.id, true) {
+			c.needSync = true
+		}
+		c.writeLocked(&packets.Pubrel{PacketID: m.id})
+		return
+	}
+	delete(ss.inflight, m.id)
+	ss.finishLocked(&m.delivery)
+	c.srv.stats.InflightOut.Add(-1)
 }
 
 // sendAgainLocked sends a message put in flight while the client is

@@ -392,6 +392,18 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 	return st, nil
 }
 
+// versionLocked returns the protocol version of the session's client: of
+// its connection, or its last one, else def.
+func (ss *session) versionLocked(def byte) byte {
+	switch {
+	case ss.client != nil:
+		return ss.client.version
+	case ss.identity != nil && ss.identity.version != 0:
+		return ss.identity.version
+	}
+	return def
+}
+
 // offlineSinceLocked returns when the session's client went offline for
 // its store record: zero while one is attached, now when not known.
 func (ss *session) offlineSinceLocked() time.Time {
@@ -474,7 +486,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 	// does not change it.
 	if high := st.Session.HighIDs; fresh || len(st.Subscriptions) > 0 && high != ss.idHigh {
 		ss.idHigh = high
-		ss.storeSessionLocked(st.Session.Version, ss.offlineSinceLocked())
+		ss.storeSessionLocked(ss.versionLocked(st.Session.Version), ss.offlineSinceLocked())
 	}
 	for _, r := range st.Deliveries {
 		m := msgs[r.MessageID]
@@ -482,10 +494,17 @@ func (s *Server) ImportSession(st *SessionState) error {
 			continue
 		}
 		d := queuedDelivery(&r, m)
+		_, used := ss.inflight[r.PacketID]
+		otherHalf := r.PacketID != 0 && !used && !fresh && highPacketID(r.PacketID) != ss.idHigh
 		key, check := ss.dupKeyLocked(&d)
 		if check && ss.seenLocked(key) {
 			s.stats.DuplicatesSkipped.Add(1)
-			continue // it came another way already (ExpectDuplicates)
+			if !otherHalf || r.QoS != 2 {
+				continue // it came another way already (ExpectDuplicates)
+			}
+			// The client may hold its packet identifier from the node
+			// that sent it: only released (a PUBREL), not sent again.
+			r.Released = true
 		}
 		if check {
 			ss.recordLocked(key)
@@ -498,8 +517,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 		// still hold the identifier. Sent again with it, a QoS 2 message
 		// the client received already is not delivered twice
 		// [MQTT-4.3.3-10]; a released one gets its PUBREL.
-		_, used := ss.inflight[r.PacketID]
-		if r.PacketID != 0 && !used && (fresh && ss.client == nil || !fresh && highPacketID(r.PacketID) != ss.idHigh) {
+		if r.PacketID != 0 && !used && (fresh && ss.client == nil || otherHalf) {
 			ss.storeQueuedLocked(&d)
 			ss.storeInflightLocked(&d, r.PacketID, r.Released)
 			ss.seq++
@@ -510,8 +528,8 @@ func (s *Server) ImportSession(st *SessionState) error {
 			}
 			s.stats.InflightOut.Add(1)
 			charge += s.mem.hold(m)
-			if c := ss.client; c != nil {
-				c.sendAgainLocked(&im)
+			if c := ss.client; c != nil && c.established.Load() {
+				c.sendAgainLocked(&im) // before that, the CONNACK's resend sends it
 			}
 			continue
 		}
@@ -543,7 +561,7 @@ func (s *Server) ImportSession(st *SessionState) error {
 	if st.Token != "" {
 		// After the deliveries: stored in the same commit or a later one.
 		ss.offLocked().lastImport = st.Token
-		ss.storeSessionLocked(st.Session.Version, ss.offlineSinceLocked())
+		ss.storeSessionLocked(ss.versionLocked(st.Session.Version), ss.offlineSinceLocked())
 	}
 	if fresh && ss.client == nil && ss.expiry != 0 && ss.expiry != NeverExpire {
 		ss.offLocked().expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })

@@ -510,3 +510,109 @@ func TestImportTokenOnce(t *testing.T) {
 		})
 	}
 }
+
+// What a cluster node that died had in flight, shipped into a session
+// made again whose next CONNECT is answered with Session Present 0
+// (MarkSessionPartial), is sent all the same after the CONNACK (the
+// client, with no state, takes it as new): kept in flight unsent, it
+// would take the send quota for good (Receive Maximum 1 here).
+func TestPartialSessionSendsImportedInflight(t *testing.T) {
+	srv := terntest.NewServer(t, nil, partialGate{})
+	sess := storage.Session{ClientID: "h", Version: packets.V5, Expiry: 600}
+	if err := srv.ImportSession(&tern.SessionState{Session: sess,
+		Subscriptions: []storage.Subscription{{ClientID: "h", Filter: "m/#", QoS: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	late := &tern.SessionState{Session: sess,
+		Messages:   []storage.Message{{ID: 1, Topic: "m/a", Payload: []byte("a"), QoS: 2}},
+		Deliveries: []storage.Delivery{{ClientID: "h", MessageID: 1, QoS: 2, PacketID: 0x8005}}}
+	if err := srv.ImportSession(late); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Dial(t, packets.V5)
+	if ack := c.Connect(&packets.Connect{ClientID: "h", KeepAlive: 60,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(600), ReceiveMaximum: 1}}); ack.SessionPresent {
+		t.Fatal("session present")
+	}
+	srv.Publish("m/new", []byte("new"), false, 2)
+	var got []string
+	for len(got) < 2 {
+		switch p := c.Recv().(type) {
+		case *packets.Publish:
+			got = append(got, string(p.Payload))
+			c.Send(&packets.Pubrec{PacketID: p.PacketID})
+		case *packets.Pubrel:
+			c.Send(&packets.Pubcomp{PacketID: p.PacketID})
+		}
+	}
+	if got[0] != "a" || got[1] != "new" {
+		t.Fatalf("received %q, want the shipped message, then the new one", got)
+	}
+}
+
+// A QoS 2 message in flight that cannot be sent again (the client came
+// back with a Maximum Packet Size it exceeds; counted as too large) is
+// released with a PUBREL, not forgotten: the client holds its packet
+// identifier and would take the next message numbered so for a resend
+// [MQTT-4.3.3-10]. It stays in flight until the PUBCOMP.
+func TestResendTooLargeReleases(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	connect := &packets.Connect{ClientID: "small", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	c := srv.Dial(t, packets.V5)
+	c.Connect(connect)
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "big/#", QoS: 2}}})
+	c.Recv()
+	srv.Publish("big/1", make([]byte, 4096), false, 2)
+	p := c.Recv().(*packets.Publish) // received, PUBREC lost with the connection
+	c.Close()
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("small"); return ok && !si.Online })
+	small := *connect
+	small.Properties.MaximumPacketSize = 1024
+	c2 := srv.Dial(t, packets.V5)
+	if ack := c2.Connect(&small); !ack.SessionPresent {
+		t.Fatal("session not present")
+	}
+	if rel, ok := c2.Recv().(*packets.Pubrel); !ok || rel.PacketID != p.PacketID {
+		t.Fatalf("got %+v, want PUBREL %d", rel, p.PacketID)
+	}
+	if si, _ := srv.SessionInfo("small"); si.Inflight != 1 {
+		t.Fatalf("in flight %d before the PUBCOMP", si.Inflight)
+	}
+	c2.Send(&packets.Pubcomp{PacketID: p.PacketID})
+	terntest.Eventually(t, "nothing in flight", func() bool { si, _ := srv.SessionInfo("small"); return si.Inflight == 0 })
+	if srv.Stats().Dropped(tern.DropTooLarge) != 1 {
+		t.Fatalf("dropped too large: %d", srv.Stats().Dropped(tern.DropTooLarge))
+	}
+}
+
+// A QoS 2 message that a node that died had in flight, shipped late into
+// a session that already took it another way (its duplicate window), is
+// released with a PUBREL under its packet identifier, not sent again nor
+// forgotten: the client may hold the identifier [MQTT-4.3.3-10].
+func TestImportSeenInflightReleased(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	sess := storage.Session{ClientID: "s", Version: packets.V5, Expiry: 600, HighIDs: true}
+	if err := srv.ImportSession(&tern.SessionState{Session: sess, DuplicateWindow: time.Minute,
+		Subscriptions: []storage.Subscription{{ClientID: "s", Filter: "m/#", QoS: 2}}}); err != nil {
+		t.Fatal(err)
+	}
+	c := srv.Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ClientID: "s", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	msg := storage.Message{ID: 1, Topic: "m/a", Payload: []byte("a"), QoS: 2, Origin: "pub", Created: 42}
+	direct := &tern.SessionState{Session: sess, Messages: []storage.Message{msg},
+		Deliveries: []storage.Delivery{{ClientID: "s", MessageID: 1, QoS: 2}}}
+	if err := srv.ImportSession(direct); err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Recv().(*packets.Publish); string(p.Payload) != "a" || p.PacketID < 0x8000 {
+		t.Fatalf("got %+v", p)
+	}
+	shipped := &tern.SessionState{Session: sess, Messages: []storage.Message{msg},
+		Deliveries: []storage.Delivery{{ClientID: "s", MessageID: 1, QoS: 2, PacketID: 9}}}
+	if err := srv.ImportSession(shipped); err != nil {
+		t.Fatal(err)
+	}
+	if rel, ok := c.Recv().(*packets.Pubrel); !ok || rel.PacketID != 9 {
+		t.Fatalf("got %+v, want PUBREL 9", rel)
+	}
+}

@@ -754,7 +754,7 @@ func TestHeldWhileAttaching(t *testing.T) {
 	shipped := &tern.SessionState{Session: storage.Session{ClientID: "held", Version: packets.V5, Expiry: 3600},
 		Messages:   []storage.Message{{ID: 1, Topic: "held/1", Payload: []byte("shipped"), QoS: 1, Origin: "pub"}},
 		Deliveries: []storage.Delivery{{ClientID: "held", MessageID: 1, QoS: 1}}}
-	if err := r.imported("held", "n2", encodeSession(shipped)); err != nil {
+	if err := r.imported("held", "n2", true, encodeSession(shipped)); err != nil {
 		t.Fatal(err)
 	}
 	m := tern.MessageFromRecord(&storage.Message{Topic: "held/2", Payload: []byte("drained"), QoS: 1, Origin: "pub"})
@@ -800,7 +800,7 @@ func TestHeldWhileAttaching(t *testing.T) {
 		r.startAttach(tc.id)
 		shipped.Session.ClientID = tc.id
 		shipped.Deliveries[0].ClientID = tc.id
-		if err := r.imported(tc.id, "n2", encodeSession(shipped)); err != nil {
+		if err := r.imported(tc.id, "n2", true, encodeSession(shipped)); err != nil {
 			t.Fatal(err)
 		}
 		r.endAttach(attachEnd{id: tc.id, version: packets.V5, expiry: 3600, won: tc.won})

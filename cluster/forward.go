@@ -132,7 +132,7 @@ type Counters struct {
 	RetainedSyncs uint64 `json:"retained_syncs"`
 	// RetainedSyncFailed counts those after which subscriptions read the
 	// retained messages this node had, without knowing they were the latest
-	// (no answer from the leader, or no catching up, within 2 s).
+	// (no answer from the leader, or no catching up, within 2 s each).
 	RetainedSyncFailed uint64 `json:"retained_sync_failed"`
 	Shed               uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
 }

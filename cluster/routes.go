@@ -199,7 +199,7 @@ func (t *routeTable) syncRequest(msg *nats.Msg) {
 // index, with nothing otherwise.
 func (t *routeTable) hasRequest(msg *nats.Msg) {
 	r := reader{b: msg.Data}
-	if r.byte() != wireVersion {
+	if !wireOK(r.byte()) {
 		msg.Respond(nil)
 		return
 	}
@@ -465,7 +465,7 @@ func (t *routeTable) routeRequest(msg *nats.Msg) {
 	r := reader{b: msg.Data}
 	v, op := r.byte(), r.byte()
 	node := r.str()
-	if r.err || v != wireVersion || node == c.opts.Node {
+	if r.err || !wireOK(v) || node == c.opts.Node {
 		return
 	}
 	switch op {

@@ -225,7 +225,7 @@ func (r *registry) endAttach(e attachEnd) {
 		for _, st := range states {
 			st.Subscriptions = nil
 			st.DuplicateWindow = dupWindow
-			if err := c.srv.ImportSession(st); err != nil {
+			if err := c.srv.ImportSession(st); err != nil && !errors.Is(err, tern.ErrImported) {
 				c.log.Warn("shipped part of a session not imported", "client", id, "err", err)
 			}
 		}
@@ -642,12 +642,12 @@ func (r *registry) control(msg *nats.Msg) {
 	c := r.c
 	rd := reader{b: msg.Data}
 	var op byte
-	if rd.byte() != wireVersion {
+	if !wireOK(rd.byte()) {
 		msg.Respond([]byte{1})
 		return
 	}
 	op = rd.byte()
-	clean := rd.byte() == 1
+	clean := rd.byte() == 1 // 'i': the last part of a ship
 	epoch := rd.uvarint()
 	to := rd.str()
 	id := rd.str()
@@ -660,7 +660,7 @@ func (r *registry) control(msg *nats.Msg) {
 		return
 	}
 	if op == 'i' {
-		if err := r.imported(id, to, rd.b); err != nil {
+		if err := r.imported(id, to, clean, rd.b); err != nil {
 			msg.Respond(append([]byte{1}, err.Error()...))
 			return
 		}
@@ -866,9 +866,14 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 	// until its owner takes it. A part's token makes a resend of one the
 	// owner took (and did not answer: it died) harmless.
 	shipped := time.Now().UnixNano()
-	for k, part := range splitSession(st, partLimit) { // in order, each merged into the session there
+	parts := splitSession(st, partLimit)
+	for k, part := range parts { // in order, each merged into the session there
 		part.Token = fmt.Sprintf("%s:%d:%d", c.opts.Node, shipped, k)
-		req := []byte{wireVersion, 'i', 0}
+		var last byte // the third byte of an 'i' request: 1 on the ship's last part
+		if k == len(parts)-1 {
+			last = 1
+		}
+		req := []byte{wireVersion, 'i', last}
 		req = binary.AppendUvarint(req, rev)
 		req = appendStr(req, c.opts.Node)
 		req = appendStr(req, id)
@@ -982,11 +987,12 @@ func (r *registry) memberStarts(ctx context.Context) (map[string]int64, error) {
 	return starts, nil
 }
 
-// imported takes a session another node shipped late: its messages are
-// merged into the session here, if the client still has one. Its
-// subscriptions are not: the client has had the session here since, and
-// subscribed and unsubscribed here.
-func (r *registry) imported(id, from string, data []byte) error {
+// imported takes a part of a session another node (from) shipped late:
+// its messages are merged into the session here, if the client still has
+// one. Its subscriptions are not: the client has had the session here
+// since, and subscribed and unsubscribed here. A part taken already (its
+// token) is not taken again. After the ship's last part, watchPending.
+func (r *registry) imported(id, from string, last bool, data []byte) error {
 	c := r.c
 	st, err := decodeSession(data)
 	if err != nil {
@@ -1001,10 +1007,11 @@ func (r *registry) imported(id, from string, data []byte) error {
 	st.Subscriptions = nil
 	if err := c.srv.ImportSession(st); errors.Is(err, tern.ErrImported) {
 		c.log.Info("a part of a session shipped again was taken already", "client", id, "peer", from)
-		return nil
 	} else if err != nil {
 		return err
 	}
-	c.watchPending(id, from)
+	if last {
+		c.watchPending(id, from) // once the whole ship is here
+	}
 	return nil
 }

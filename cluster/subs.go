@@ -144,7 +144,8 @@ func appendRestore(b []byte, r *subsRecord) []byte {
 
 func decodeSubsRecord(b []byte) (*subsRecord, error) {
 	rd := reader{b: b}
-	if rd.byte() != wireVersion {
+	v := rd.byte()
+	if !wireOK(v) {
 		return nil, errors.New("cluster: subscriptions record of another wire version")
 	}
 	f := rd.byte()
@@ -171,7 +172,9 @@ func decodeSubsRecord(b []byte) (*subsRecord, error) {
 	for range n {
 		r.slow = append(r.slow, rd.str())
 	}
-	r.from = rd.str()
+	if v >= 3 {
+		r.from = rd.str()
+	}
 	if rd.err {
 		return nil, errCorrupt
 	}
@@ -221,6 +224,12 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 	for range 5 {
 		rec := &subsRecord{epoch: epoch, node: c.opts.Node, subs: subs, high: st.high, pending: st.pending, from: st.from}
 		rec.copyRestore(st.restore)
+		// The half is the session's own (it may have changed without the
+		// record: a restore whose write failed).
+		si, here := c.srv.SessionInfo(id)
+		if here {
+			rec.high = si.HighIDs
+		}
 		var rev uint64
 		var err error
 		if st.rev != 0 {
@@ -230,10 +239,19 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 			var last uint64
 			val, last, err = c.leaderGet(ctx, "tern_subs", key)
 			switch {
-			case errors.Is(err, jetstream.ErrKeyNotFound) && last != 0: // deleted
-				rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), last)
 			case errors.Is(err, jetstream.ErrKeyNotFound):
-				rev, err = c.kvSubs.Create(ctx, key, encodeSubsRecord(id, rec))
+				if !st.chosen && rec.high {
+					// A session that was restored (it numbers from the high
+					// half) whose record was removed meanwhile (it went on
+					// with Session Expiry 0): whether the client still holds
+					// identifiers of the other half is not known.
+					st.pending, rec.pending = true, true
+				}
+				if last != 0 { // deleted
+					rev, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, rec), last)
+				} else {
+					rev, err = c.kvSubs.Create(ctx, key, encodeSubsRecord(id, rec))
+				}
 			case err == nil:
 				old, derr := decodeSubsRecord(val)
 				if derr == nil && old.epoch > epoch {
@@ -241,10 +259,11 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 					return errOwnerLost
 				}
 				if derr == nil && !st.chosen {
-					// The session's packet identifier halves go on (see
-					// restoreSubs), also after a clearPending.
-					st.high, st.pending, st.from = old.high, old.pending, old.from
-					rec.high, rec.pending, rec.from = old.high, old.pending, old.from
+					// Whether the client may hold identifiers of the other
+					// half goes on (see restoreSubs), also after a
+					// clearPending.
+					st.pending, st.from = old.pending, old.from
+					rec.pending, rec.from = old.pending, old.from
 				}
 				if derr == nil && old.node == c.opts.Node && st.restore == nil && old.restored != 0 {
 					st.restore = old // still the session restored here
@@ -392,7 +411,10 @@ func (c *Cluster) restoreSubs(cl *tern.Client, owner string, expiry uint32, st *
 	st.mu.Lock()
 	st.high, st.pending, st.from, st.chosen = high, true, owner, true
 	st.mu.Unlock()
-	if r.pending {
+	if r.pending || r.node != owner {
+		// The client may hold identifiers of both halves; or the record
+		// is not the dead node's (its write failed, or a handover did not
+		// write it), so its half may not be the session's.
 		cl.MarkSessionPartial()
 	}
 	c.fwd.cnt.restored.Add(1)
@@ -596,7 +618,10 @@ func skipDelivered(st *tern.SessionState, rec *subsRecord, rule shipRule) int {
 	used := map[uint64]bool{}
 	ds := st.Deliveries[:0]
 	for _, d := range st.Deliveries {
-		if late[d.MessageID] && d.ShareGroup == "" {
+		// A QoS 2 message the old node had in flight goes all the same:
+		// the client may hold its packet identifier, which the new node
+		// releases (ImportSession).
+		if late[d.MessageID] && d.ShareGroup == "" && (d.PacketID == 0 || d.QoS != 2) {
 			n++
 			continue
 		}

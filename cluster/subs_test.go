@@ -318,6 +318,13 @@ func TestSubsRecord(t *testing.T) {
 	if n := skipDelivered(st, rec, shipRule{since: 200}); n != 2 || len(st.Deliveries) != 4 || len(st.Messages) != 3 {
 		t.Fatalf("skipped %d: %+v", n, st)
 	}
+	// A QoS 2 message in flight goes all the same: the client may hold
+	// its packet identifier (the new node releases it).
+	inflight := &tern.SessionState{Messages: []storage.Message{{ID: 1, Topic: "a/1", Created: 300}, {ID: 2, Topic: "a/2", Created: 300}},
+		Deliveries: []storage.Delivery{{MessageID: 1, QoS: 2, PacketID: 7}, {MessageID: 2, QoS: 1, PacketID: 8}}}
+	if n := skipDelivered(inflight, rec, shipRule{since: 200}); n != 1 || len(inflight.Deliveries) != 1 || inflight.Deliveries[0].PacketID != 7 {
+		t.Fatalf("in flight: skipped %d: %+v", n, inflight)
+	}
 }
 
 // A node that does not answer the handover (alive, by its heartbeats) is

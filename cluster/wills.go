@@ -72,7 +72,7 @@ func encodeWill(r *willRecord) []byte {
 
 func decodeWill(b []byte) (*willRecord, error) {
 	rd := reader{b: b}
-	if rd.byte() != wireVersion {
+	if !wireOK(rd.byte()) {
 		return nil, errors.New("cluster: will of another wire version")
 	}
 	r := &willRecord{clientID: rd.str(), username: rd.str()}

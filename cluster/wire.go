@@ -18,10 +18,19 @@ import (
 // shipped part its token (tern.SessionState.Token).
 const wireVersion = 3
 
+// minWireVersion is the oldest wireVersion read: records of version 2
+// (in the buckets and the park stream after an upgrade) are those of 3
+// without what 3 appended.
+const minWireVersion = 2
+
+// wireOK reports whether v is a wire version this node reads.
+func wireOK(v byte) bool { return v >= minWireVersion && v <= wireVersion }
+
 // protoVersion is the version of the exchanges between live nodes, given
 // in heartbeats: a node of another is not routed to (its messages are
-// parked). 2: wireVersion 2; 3: messages travel in batches (see batch).
-const protoVersion = 3
+// parked). 2: wireVersion 2; 3: messages travel in batches (see batch);
+// 4: wireVersion 3.
+const protoVersion = 4
 
 var errCorrupt = errors.New("cluster: corrupt message from another node")
 
@@ -60,7 +69,7 @@ func appendForward(b []byte, m *tern.Message, d tern.Delivery) []byte {
 func decodeForward(b []byte) (*tern.Message, tern.Delivery, error) {
 	var d tern.Delivery
 	r := reader{b: b}
-	if r.byte() != wireVersion {
+	if !wireOK(r.byte()) {
 		return nil, d, errors.New("cluster: message from a node of another wire version")
 	}
 	f := r.byte()
@@ -100,7 +109,7 @@ func appendFrame(b []byte, m *tern.Message, d tern.Delivery) []byte {
 // at the first frame that does not decode. With qos0 false, QoS 0
 // messages are skipped undecoded and counted in skipped.
 func decodeBatch(b []byte, qos0 bool, fn func(*tern.Message, tern.Delivery)) (skipped int, err error) {
-	if len(b) == 0 || b[0] != wireVersion {
+	if len(b) == 0 || !wireOK(b[0]) {
 		return 0, errors.New("cluster: message from a node of another wire version")
 	}
 	for b = b[1:]; len(b) > 0; {
@@ -254,7 +263,8 @@ func appendBytes(b, v []byte) []byte {
 // decodeSession decodes what encodeSession made.
 func decodeSession(b []byte) (*tern.SessionState, error) {
 	r := reader{b: b}
-	if r.byte() != wireVersion {
+	v := r.byte()
+	if !wireOK(v) {
 		return nil, errors.New("cluster: session from a node of another wire version")
 	}
 	st := new(tern.SessionState)
@@ -301,7 +311,9 @@ func decodeSession(b []byte) (*tern.SessionState, error) {
 	for range count() {
 		st.Inbound = append(st.Inbound, uint16(r.uvarint()))
 	}
-	st.Token = r.str()
+	if v >= 3 {
+		st.Token = r.str()
+	}
 	if r.err {
 		return nil, errCorrupt
 	}
