@@ -111,6 +111,9 @@ func (p *proc) start() {
 	if !p.yamlListen {
 		args = append(args, "--listen", p.mqtt)
 	}
+	if l := os.Getenv("TERN_PROC_LOG_LEVEL"); l != "" { // debug: with TERN_SOAK_LOGS or TERN_PARTITION_LOGS
+		args = append(args, "--log-level", l)
+	}
 	bin := p.bin
 	if bin == "" {
 		bin = ternBinary(p.t)

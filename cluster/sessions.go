@@ -428,6 +428,9 @@ func (c *Cluster) AttachSession(cl *tern.Client, cleanStart bool, expiry uint32)
 func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStart bool, expiry uint32,
 	epoch uint64, subs *subsState) error {
 	id := cl.ID()
+	subs.mu.Lock()
+	subs.owner = owner
+	subs.mu.Unlock()
 	var list []storage.Subscription
 	write, restored := false, false
 	switch {
@@ -473,14 +476,10 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 	defer cancel()
 	switch {
 	case write && expiry > 0:
+		// A restore whose record is not written yet (retried below) keeps
+		// Session Present 1: a restore from this node meanwhile finds the
+		// record not this node's, and answers 0 (see restoreSubs).
 		err := c.writeSubs(ctx, id, epoch, subs, list)
-		if err != nil && restored {
-			// The record does not say yet that the session takes the
-			// high half: another restore would take it too, while the
-			// client may hold identifiers of it. The client starts
-			// afresh instead (see restoreSubs).
-			cl.MarkSessionPartial()
-		}
 		switch {
 		case err == nil && restored:
 			c.markRestored(id, epoch, subs, list)

@@ -203,6 +203,9 @@ type subsState struct {
 	// when it is read, or chosen by restoreSubs for the first write.
 	high, pending, chosen bool
 	from                  string
+	// owner is the node the session was on before this CONNECT (the
+	// registry's): a record another node wrote is out of date.
+	owner string
 	// persistent: the CONNECT asked for a session that outlives it; one
 	// that did not has no record (its expiry cannot rise later).
 	persistent bool
@@ -261,9 +264,14 @@ func (c *Cluster) writeSubs(ctx context.Context, id string, epoch uint64, st *su
 				if derr == nil && !st.chosen {
 					// Whether the client may hold identifiers of the other
 					// half goes on (see restoreSubs), also after a
-					// clearPending.
+					// clearPending. A record neither this node's nor the
+					// one's the session came from is out of date (a write
+					// of that node failed): whether it may is not known.
 					st.pending, st.from = old.pending, old.from
-					rec.pending, rec.from = old.pending, old.from
+					if old.node != c.opts.Node && old.node != st.owner {
+						st.pending = true
+					}
+					rec.pending, rec.from = st.pending, st.from
 				}
 				if derr == nil && old.node == c.opts.Node && st.restore == nil && old.restored != 0 {
 					st.restore = old // still the session restored here
