@@ -148,7 +148,8 @@ type Cluster struct {
 	fwd    *forwarder
 	reg    *registry
 	retain *retainer
-	// watching holds the client identifiers watchPending watches.
+	// watching holds the client identifiers (and former nodes)
+	// watchPending watches.
 	watching sync.Map
 	kvNodes  jetstream.KeyValue
 	kvRoute  jetstream.KeyValue

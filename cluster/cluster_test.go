@@ -838,3 +838,25 @@ func TestGoTrackedDuringStop(t *testing.T) {
 	default:
 	}
 }
+
+// A part of a session shipped to a node that does not own the session
+// (its client moved on while the part was on its way) is refused, so that
+// its sender asks the registry again: taken into a session left on that
+// node, it would stay there for good.
+func TestImportedOnlyByOwner(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	c := nodes[2].Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ClientID: "owned", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	part := &tern.SessionState{Session: storage.Session{ClientID: "owned", Version: packets.V5, Expiry: 600},
+		Messages:   []storage.Message{{ID: 1, Topic: "o/1", Payload: []byte("x"), QoS: 1}},
+		Deliveries: []storage.Delivery{{ClientID: "owned", MessageID: 1, QoS: 1}}}
+	if err := nodes[1].cl.reg.imported("owned", "n1", true, encodeSession(part)); !errors.Is(err, errNotOwner) {
+		t.Fatalf("imported on a node that does not own the session: %v", err)
+	}
+	if err := nodes[2].cl.reg.imported("owned", "n1", true, encodeSession(part)); err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPublish(t, c); p.Topic != "o/1" {
+		t.Fatalf("got %s", p.Topic)
+	}
+}

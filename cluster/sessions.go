@@ -54,6 +54,9 @@ type attachHeld struct {
 	refs   int // CONNECTs attaching it
 	states []*tern.SessionState
 	msgs   []attachMsg
+	// shipped names the nodes whose whole ship (its last part) is held:
+	// watchPending follows them once the parts are in.
+	shipped []string
 }
 
 type attachMsg struct {
@@ -128,7 +131,7 @@ func (r *registry) holdFor(id string, m *tern.Message, d tern.Delivery) bool {
 // holdState keeps st, shipped for the session of id, while a CONNECT here
 // attaches it. It reports whether it did, and an error when it cannot
 // hold more (the shipping node tries again).
-func (r *registry) holdState(id string, st *tern.SessionState) (bool, error) {
+func (r *registry) holdState(id string, st *tern.SessionState, from string, last bool) (bool, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	h := r.attaching[id]
@@ -144,6 +147,9 @@ func (r *registry) holdState(id string, st *tern.SessionState) (bool, error) {
 	}
 	r.heldBytes += n
 	h.states = append(h.states, st)
+	if last {
+		h.shipped = append(h.shipped, from)
+	}
 	return true, nil
 }
 
@@ -190,8 +196,8 @@ func (r *registry) endAttach(e attachEnd) {
 			r.mu.Unlock()
 			return // the other CONNECT takes it
 		}
-		states, msgs := h.states, h.msgs
-		h.states, h.msgs = nil, nil
+		states, msgs, shipped := h.states, h.msgs, h.shipped
+		h.states, h.msgs, h.shipped = nil, nil, nil
 		for _, st := range states {
 			for _, m := range st.Messages {
 				r.heldBytes -= len(m.Payload)
@@ -231,6 +237,9 @@ func (r *registry) endAttach(e attachEnd) {
 		}
 		for _, hm := range msgs {
 			c.srv.InjectTo(id, hm.m, hm.d)
+		}
+		for _, from := range shipped {
+			c.watchPending(id, from)
 		}
 		c.log.Info("what reached a session while it was being attached went into it", "client", id, "parts", len(states),
 			"messages", len(msgs))
@@ -879,12 +888,26 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 		req = append(req, encodeSession(part)...)
 		var err error
 		for try := 1; ; try++ {
-			var resp *nats.Msg
-			resp, err = c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
-			if err == nil && (len(resp.Data) == 0 || resp.Data[0] != 0) {
-				err = fmt.Errorf("refused: %q", resp.Data)
+			if try > 1 {
+				// The owner may have changed since (its client moved on,
+				// even to this node): the part goes to whoever owns the
+				// session now, which takes only its own.
+				owner, err = r.ownerNow(id, owner)
 			}
-			if err == nil || try == 10 || c.ctx.Err() != nil {
+			switch {
+			case err != nil:
+			case owner == "":
+				c.log.Info("part of a session not shipped: the session ended", "client", id)
+			case owner == c.opts.Node:
+				err = r.imported(id, c.opts.Node, last == 1, encodeSession(part))
+			default:
+				var resp *nats.Msg
+				resp, err = c.nc.Request("tern.n."+owner+".ctl", req, c.opts.ForwardTimeout)
+				if err == nil && (len(resp.Data) == 0 || resp.Data[0] != 0) {
+					err = fmt.Errorf("refused: %q", resp.Data)
+				}
+			}
+			if err == nil || try == shipTries || c.ctx.Err() != nil {
 				break
 			}
 			select {
@@ -899,6 +922,32 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 	}
 	return true, nil
 }
+
+// shipTries bounds the attempts to ship one part of a session, a second
+// apart: long enough for its owner to restart, or for its client to move
+// to another node.
+const shipTries = 60
+
+// ownerNow returns the node that owns the session of id now, by the
+// registry's stream leader ("" when it has none: the session ended); prev
+// with the error when it cannot tell.
+func (r *registry) ownerNow(id, prev string) (string, error) {
+	ctx, cancel := context.WithTimeout(r.c.ctx, 3*time.Second)
+	defer cancel()
+	val, _, err := r.c.leaderGet(ctx, "tern_sessions", sessionKey(id))
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		return "", nil
+	case err != nil:
+		return prev, err
+	}
+	owner, _ := parseOwner(val)
+	return owner, nil
+}
+
+// errNotOwner refuses a part of a session shipped to a node that does not
+// own the session (any more): its sender asks the registry again.
+var errNotOwner = errors.New("cluster: the session is not this node's")
 
 // skipRestored removes from st, the session of id about to be shipped to
 // owner, what owner received directly since it restored the session from
@@ -997,7 +1046,14 @@ func (r *registry) imported(id, from string, last bool, data []byte) error {
 	if err != nil {
 		return err
 	}
-	if held, err := r.holdState(id, st); held || err != nil {
+	// Only into the owner's session: one left here while the client
+	// moved on would keep the part for good.
+	if owner, err := r.ownerNow(id, ""); err != nil {
+		return err
+	} else if owner != c.opts.Node && owner != "" {
+		return errNotOwner
+	}
+	if held, err := r.holdState(id, st, from, last); held || err != nil {
 		return err // a CONNECT here is bringing the session: it gets it
 	}
 	if _, ok := c.srv.SessionInfo(id); !ok {

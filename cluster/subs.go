@@ -703,11 +703,12 @@ const pendingWait = 10 * time.Minute
 // no longer say so (clearPending): a later restore keeps the client's
 // state again.
 func (c *Cluster) watchPending(id, from string) {
-	if _, busy := c.watching.LoadOrStore(id, true); busy {
+	key := id + "\x00" + from
+	if _, busy := c.watching.LoadOrStore(key, true); busy {
 		return
 	}
 	c.goTracked(func() {
-		defer c.watching.Delete(id)
+		defer c.watching.Delete(key)
 		tick := time.NewTicker(time.Second)
 		defer tick.Stop()
 		for deadline := time.Now().Add(pendingWait); time.Now().Before(deadline); {
@@ -729,28 +730,42 @@ func (c *Cluster) watchPending(id, from string) {
 }
 
 // clearPending clears pending in the record of the session of id, if it
-// is this node's and waits for from.
+// is this node's and waits for from. The record may not be this node's
+// yet (its write after the restore is being retried): it looks again for
+// as long as that is retried.
 func (c *Cluster) clearPending(id, from string) {
 	key := sessionKey(id)
-	for range 5 {
+	for deadline := time.Now().Add(90 * time.Second); ; {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 		val, rev, err := c.leaderGet(ctx, "tern_subs", key)
 		if err == nil {
 			var r *subsRecord
-			if r, err = decodeSubsRecord(val); err != nil || !r.pending || r.from != from || r.node != c.opts.Node {
+			switch r, err = decodeSubsRecord(val); {
+			case err != nil:
 				cancel()
 				return
+			case r.node == c.opts.Node && (!r.pending || r.from != from):
+				cancel()
+				return // nothing of from's to clear
+			case r.node == c.opts.Node:
+				r.pending, r.from = false, ""
+				_, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev)
+			default:
+				err = errors.New("the record is not this node's yet")
 			}
-			r.pending, r.from = false, ""
-			_, err = c.kvSubs.Update(ctx, key, encodeSubsRecord(id, r), rev)
 		}
 		cancel()
 		if err == nil {
 			c.log.Debug("the session's client holds no packet identifier of its former node any more", "client", id, "former", from)
 			return
 		}
-		if errors.Is(err, jetstream.ErrKeyNotFound) || c.ctx.Err() != nil {
+		if errors.Is(err, jetstream.ErrKeyNotFound) || c.ctx.Err() != nil || time.Now().After(deadline) {
 			return
+		}
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-time.After(2 * time.Second):
 		}
 	}
 }
