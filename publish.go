@@ -488,8 +488,13 @@ func (s *Server) deliver(clientID string, t any, d delivery, r *routed) {
 		s.deliverHandler(x, d)
 		r.queued++
 	case *remoteTarget:
-		if r.opts.local || d.msg.sys {
-			return // never back to another node; $SYS is this server's own
+		if r.opts.local && x.route != "" || d.msg.sys {
+			// Never back to another node's route; $SYS is this server's
+			// own. A session that moved to another node (route "", while
+			// its subscriptions drain here) gets what comes from other
+			// nodes too: what was parked for this node while it was gone
+			// is taken after the session was shipped.
+			return
 		}
 		s.forward(x, clientID, d, r)
 		r.queued++

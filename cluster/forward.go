@@ -134,7 +134,11 @@ type Counters struct {
 	// retained messages this node had, without knowing they were the latest
 	// (no answer from the leader, or no catching up, within 2 s each).
 	RetainedSyncFailed uint64 `json:"retained_sync_failed"`
-	Shed               uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
+	// Orphaned counts QoS 1/2 messages from other nodes (or parked for
+	// this one) that nothing here took: the session they were for had
+	// moved on or ended, or no subscription matched any more.
+	Orphaned uint64 `json:"orphaned"`
+	Shed     uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -152,7 +156,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -166,6 +170,8 @@ type forwarder struct {
 	wake      chan struct{}
 	stopped   bool // guarded by mu: no more pending sends
 	drainOnce sync.Once
+	// orphanLog is when orphan last logged (unix nanoseconds).
+	orphanLog atomic.Int64
 	// parkSeen is the stream sequence of the last parked message taken.
 	parkSeen atomic.Uint64
 	// redrain asks drainPark to read the park stream again from there.
@@ -183,7 +189,7 @@ func (f *forwarder) counters() Counters {
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
+		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
 // subscribe listens to this node's subjects: messages, replies, route
@@ -531,8 +537,12 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, err error) {
 	}
 	shed, err := decodeBatch(b, qos0, func(m *tern.Message, d tern.Delivery) {
 		f.cnt.received.Add(1)
-		if f.inject(m, d).Stored {
+		in := f.inject(m, d)
+		if in.Stored {
 			stored = true
+		}
+		if in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
+			f.orphan(m, d, "forward")
 		}
 	})
 	if shed > 0 {
@@ -546,6 +556,19 @@ func (f *forwarder) flushAcks() {
 	for prefix, b := range f.acks {
 		f.c.data.Publish(prefix+"b", b)
 		delete(f.acks, prefix)
+	}
+}
+
+// orphan counts a QoS 1/2 message from another node (or the park stream)
+// that nothing here took: the session it was for is not here (it moved
+// on, or ended), or no subscription matches it any more. Logged at most
+// once a second.
+func (f *forwarder) orphan(m *tern.Message, d tern.Delivery, via string) {
+	f.cnt.orphaned.Add(1)
+	if now := time.Now().UnixNano(); now-f.orphanLog.Load() > int64(time.Second) {
+		f.orphanLog.Store(now)
+		f.c.log.Warn("a message from another node found nothing here to take it", "via", via, "client", d.ClientID,
+			"filter", d.Filter, "topic", m.Topic, "orphaned", f.cnt.orphaned.Load())
 	}
 }
 
@@ -661,7 +684,9 @@ func (f *forwarder) drainPark() {
 			return
 		}
 		if m, d, err := decodeForward(data); err == nil {
-			f.inject(m, d)
+			if in := f.inject(m, d); in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
+				f.orphan(m, d, "park")
+			}
 			f.cnt.unparked.Add(1)
 		}
 		last.Store(seq)

@@ -747,7 +747,7 @@ func (r *registry) shipLost() {
 	// sessions first, and moves with them: up to the stream leader's last
 	// message (a consumer on a lagging replica may see the end early). A
 	// session shipped before gets the rest only while its subscriptions
-	// drain here (DrainTime): waiting is better than losing it.
+	// drain here (shipDrain): waiting is better than losing it.
 	t0 := time.Now()
 	taken := c.fwd.parkTaken(30 * time.Second)
 	if !taken && c.ctx.Err() == nil {
@@ -865,7 +865,7 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 	if !alive(owner) {
 		return false, fmt.Errorf("owner %s does not answer", owner)
 	}
-	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), c.opts.DrainTime)
+	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain())
 	if err != nil || st == nil {
 		return false, err
 	}
@@ -921,6 +921,17 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 		}
 	}
 	return true, nil
+}
+
+// shipDrain is how long a shipped session's subscriptions stay here,
+// passing what still matches them to its owner: at least until every
+// message another node failed to forward here before it saw this node
+// back is parked and taken (a park is retried for parkRetryFor while the
+// park stream elects a leader). Messages taken from the park after that
+// would match no subscription here and be lost.
+func (r *registry) shipDrain() time.Duration {
+	o := r.c.opts
+	return max(o.DrainTime, o.ForwardTimeout+parkRetryFor+5*time.Second)
 }
 
 // shipTries bounds the attempts to ship one part of a session, a second

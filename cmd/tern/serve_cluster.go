@@ -149,6 +149,7 @@ func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
 		counter("forward_park_retries_total", "Attempts to park a message again while the park stream had no leader.", func(c cluster.Counters) uint64 { return c.ParkRetries }),
 		counter("retained_syncs_total", "Requests to the retained messages' stream leader before subscriptions read them (one per burst of SUBSCRIBEs).", func(c cluster.Counters) uint64 { return c.RetainedSyncs }),
 		counter("retained_sync_failed_total", "Syncs after which subscriptions read this node's retained messages without knowing they were the latest (no answer, or no catch-up, within 2 s each).", func(c cluster.Counters) uint64 { return c.RetainedSyncFailed }),
+		counter("orphaned_total", "QoS 1/2 messages from other nodes, or parked for this one, that nothing here took (the session had moved on or ended, or no subscription matched any more).", func(c cluster.Counters) uint64 { return c.Orphaned }),
 		counter("park_stalls_total", "Times this node's park stream consumer stalled behind the stream leader (a replica that did not catch up), which was read instead.", func(c cluster.Counters) uint64 { return c.ParkStalls }),
 		counter("forward_failed_total", "QoS 1/2 messages neither acknowledged by their node nor parked: their publisher was not acknowledged.", func(c cluster.Counters) uint64 { return c.Failed }),
 		counter("forward_received_total", "Messages received from other nodes.", func(c cluster.Counters) uint64 { return c.Received }),
