@@ -311,6 +311,7 @@ type routeOpts struct {
 	strict bool // a retained message the retained limits refuse goes nowhere
 	acks   bool // a publisher waits for an acknowledgement: remote targets may hold it
 	local  bool // this server's own targets only, the retained store untouched: a message from another node
+	moved  bool // with local: sessions that moved to another node (draining here) are targets too (InjectParked)
 	// group and filter restrict a local route to one member of that
 	// shared group (a message another node chose this one for).
 	group, filter string
@@ -488,12 +489,11 @@ func (s *Server) deliver(clientID string, t any, d delivery, r *routed) {
 		s.deliverHandler(x, d)
 		r.queued++
 	case *remoteTarget:
-		if r.opts.local && x.route != "" || d.msg.sys {
-			// Never back to another node's route; $SYS is this server's
-			// own. A session that moved to another node (route "", while
-			// its subscriptions drain here) gets what comes from other
-			// nodes too: what was parked for this node while it was gone
-			// is taken after the session was shipped.
+		if r.opts.local && (x.route != "" || !r.opts.moved) || d.msg.sys {
+			// Never back to another node; $SYS is this server's own. But
+			// a session that moved to another node (route "", while its
+			// subscriptions drain here) gets what was parked for this node
+			// (InjectParked).
 			return
 		}
 		s.forward(x, clientID, d, r)

@@ -83,6 +83,20 @@ func (s *Server) Inject(m *Message, group, filter string) Injected {
 	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
 }
 
+// InjectParked is Inject for a message parked for this node while it was
+// gone (or cut off), taken back: a session that has moved to another node
+// since, whose subscriptions still drain here (ExportSession's moved),
+// gets it too, passed on there. Other nodes did not route it to where the
+// session is now, as they do what Inject is given while the session's
+// subscriptions drain here (that would come twice).
+func (s *Server) InjectParked(m *Message, group, filter string) Injected {
+	if s.isClosing() {
+		return Injected{}
+	}
+	r := s.routeMsg(m, routeOpts{local: true, moved: true, group: group, filter: filter})
+	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
+}
+
 // InjectTo queues a message for one session of this server, with the QoS,
 // RETAIN flag and subscription identifiers d gives, as a subscription of it
 // would have: for messages another node routed to a session that has since

@@ -572,6 +572,24 @@ func (f *forwarder) orphan(m *tern.Message, d tern.Delivery, via string) {
 	}
 }
 
+// injectParked is inject for a message parked for this node: a session
+// shipped since gets it at its new node (tern.Server.InjectParked; one
+// for a session by name goes to the session's owner now).
+func (f *forwarder) injectParked(m *tern.Message, d tern.Delivery) tern.Injected {
+	if d.ClientID == "" {
+		return f.c.srv.InjectParked(m, d.Group, d.Filter)
+	}
+	in := f.inject(m, d)
+	if in.Queued > 0 || min(m.QoS, d.QoS) == 0 {
+		return in
+	}
+	if owner, err := f.c.reg.ownerNow(d.ClientID, ""); err == nil && owner != "" && owner != f.c.opts.Node {
+		f.c.nodes.remote(owner).Forward(m, d, nil)
+		in.Queued = 1
+	}
+	return in
+}
+
 // inject routes a message from another node to this node's subscribers,
 // or to the session it was sent for.
 func (f *forwarder) inject(m *tern.Message, d tern.Delivery) tern.Injected {
@@ -684,7 +702,7 @@ func (f *forwarder) drainPark() {
 			return
 		}
 		if m, d, err := decodeForward(data); err == nil {
-			if in := f.inject(m, d); in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
+			if in := f.injectParked(m, d); in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
 				f.orphan(m, d, "park")
 			}
 			f.cnt.unparked.Add(1)
