@@ -136,11 +136,27 @@ func (s *Server) ExpectDuplicates(clientID string, window time.Duration) bool {
 // the session to itself).
 func (ss *session) expectDuplicatesLocked(window time.Duration) {
 	o := ss.offLocked()
-	if o.recent == nil {
+	fresh := o.recent == nil
+	if fresh {
 		o.recent = &recentSet{seed: maphash.MakeSeed(), keys: make(map[uint64]struct{})}
 	}
 	rs := o.recent
 	rs.until = max(rs.until, time.Now().Add(window).UnixNano())
+	if fresh {
+		// What the session holds already counts as taken: restored
+		// from the store after a crash, say, while another copy was
+		// parked for this node.
+		record := func(d *delivery) bool {
+			if key, ok := ss.dupKeyLocked(d); ok {
+				ss.recordLocked(key)
+			}
+			return true
+		}
+		ss.q.each(record)
+		for _, m := range ss.inflight {
+			record(&m.delivery)
+		}
+	}
 	time.AfterFunc(window+time.Second, func() {
 		ss.mu.Lock()
 		defer ss.mu.Unlock()

@@ -180,3 +180,25 @@ func TestExpectDuplicatesOnlyCopies(t *testing.T) {
 		t.Fatalf("second copy of m: got %+v", p)
 	}
 }
+
+// A window opened on a session that holds messages already (restored
+// from the store after a crash) counts them as taken: another copy of one
+// (parked for the node too, its acknowledgement lost) is not queued.
+func TestExpectDuplicatesHeld(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	c := srv.Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "held", KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	c.Close()
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("held"); return ok && !si.Online })
+	m := tern.MessageFromRecord(&storage.Message{Topic: "h/1", Payload: []byte("x"), QoS: 1, Origin: "pub", Created: 7})
+	if in := srv.InjectTo("held", m, tern.Delivery{QoS: 1}); in.Queued != 1 {
+		t.Fatalf("queued %d", in.Queued)
+	}
+	srv.ExpectDuplicates("held", time.Minute)
+	again := tern.MessageFromRecord(&storage.Message{Topic: "h/1", Payload: []byte("x"), QoS: 1, Origin: "pub", Created: 7})
+	srv.InjectTo("held", again, tern.Delivery{QoS: 1})
+	if si, _ := srv.SessionInfo("held"); si.Queued != 1 || srv.Stats().DuplicatesSkipped != 1 {
+		t.Fatalf("queued %d, skipped %d", si.Queued, srv.Stats().DuplicatesSkipped)
+	}
+}

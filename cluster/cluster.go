@@ -684,6 +684,14 @@ func (c *Cluster) setup() error {
 	if err := c.routes.start(ctx); err != nil {
 		return err
 	}
+	// A message this node stored before it died may have been parked for
+	// it as well (its acknowledgement did not reach the sender in time):
+	// a session restored from the store with messages takes one copy.
+	for _, si := range c.srv.Sessions() {
+		if si.Queued+si.Inflight > 0 {
+			c.srv.ExpectDuplicates(si.ClientID, dupWindow)
+		}
+	}
 	c.fwd.startDrainPark()
 	return nil
 }
