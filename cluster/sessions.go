@@ -865,11 +865,15 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 	if !alive(owner) {
 		return false, fmt.Errorf("owner %s does not answer", owner)
 	}
-	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain())
+	rec, rule := r.restoredRule(id, owner, memberStarts)
+	st, err := c.srv.ExportSession(id, false, &shipRemote{nodeRemote: c.nodes.remote(owner), rec: rec, rule: rule}, r.shipDrain())
 	if err != nil || st == nil {
 		return false, err
 	}
-	r.skipRestored(id, owner, st, memberStarts)
+	if n := skipDelivered(st, rec, rule); n > 0 {
+		c.log.Info("messages the session's new node received directly are not shipped again", "client", id,
+			"peer", owner, "skipped", n, "shipped", len(st.Deliveries))
+	}
 	// From here the session is out of this server: each part is sent
 	// until its owner takes it. A part's token makes a resend of one the
 	// owner took (and did not answer: it died) harmless.
@@ -960,21 +964,22 @@ func (r *registry) ownerNow(id, prev string) (string, error) {
 // own the session (any more): its sender asks the registry again.
 var errNotOwner = errors.New("cluster: the session is not this node's")
 
-// skipRestored removes from st, the session of id about to be shipped to
-// owner, what owner received directly since it restored the session from
-// tern_subs (see defaultShipMargin).
-func (r *registry) skipRestored(id, owner string, st *tern.SessionState,
-	memberStarts func(context.Context) (map[string]int64, error)) {
+// restoredRule returns, for the session of id about to be shipped to
+// owner, the rule telling what owner received directly since it restored
+// the session from tern_subs (see defaultShipMargin), with the record it
+// applies to; a zero rule when there is none (nothing is skipped).
+func (r *registry) restoredRule(id, owner string,
+	memberStarts func(context.Context) (map[string]int64, error)) (*subsRecord, shipRule) {
 	c := r.c
 	ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
 	defer cancel()
 	val, _, err := c.leaderGet(ctx, "tern_subs", sessionKey(id))
 	if err != nil {
-		return
+		return nil, shipRule{}
 	}
 	rec, err := decodeSubsRecord(val)
 	if err != nil || rec.node != owner || rec.restored == 0 {
-		return
+		return nil, shipRule{}
 	}
 	starts, err := memberStarts(ctx)
 	var since int64
@@ -984,15 +989,28 @@ func (r *registry) skipRestored(id, owner string, st *tern.SessionState,
 	if since == 0 {
 		c.log.Info("messages of a session shipped whole: another node may not have routed to its new node", "client", id,
 			"peer", owner, "err", err)
-		return
+		return nil, shipRule{}
 	}
-	rule := shipRule{since: since + int64(r.shipMargin), margin: int64(r.shipMargin),
+	return rec, shipRule{since: since + int64(r.shipMargin), margin: int64(r.shipMargin),
 		selfStart: c.started.UnixNano(), ownFrom: c.ownFrom.Load(), inline: c.srv.InlineClientID(),
 		routedAt: func(group, filter string) int64 { return c.routes.addedAt(routeKey(owner, group, filter)) }}
-	if n := skipDelivered(st, rec, rule); n > 0 {
-		c.log.Info("messages the session's new node received directly are not shipped again", "client", id,
-			"peer", owner, "skipped", n, "shipped", len(st.Deliveries))
+}
+
+// shipRemote is where a shipped session's draining subscriptions pass
+// what still comes for it (parked messages taken late, this node's own):
+// the session's owner, but for what rule says the owner had directly.
+type shipRemote struct {
+	*nodeRemote
+	rec  *subsRecord
+	rule shipRule
+}
+
+// Forward implements tern.Remote.
+func (s *shipRemote) Forward(m *tern.Message, d tern.Delivery, ack *tern.Ack) {
+	if s.rec != nil && d.Group == "" && s.rule.late(s.rec, m.Topic, m.Origin, m.Created.UnixNano()) {
+		return // the owner had it: passed on, it would come twice
 	}
+	s.nodeRemote.Forward(m, d, ack)
 }
 
 // othersRouted returns the time after which every other node than this

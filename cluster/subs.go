@@ -595,6 +595,29 @@ type shipRule struct {
 	margin             int64
 }
 
+// late reports whether the node that restored the session of rec had the
+// message (topic, origin, created) directly: rec names a filter of its
+// own that matches it (not a shared one), and the message came after
+// every node routed there.
+func (rule shipRule) late(rec *subsRecord, topic, origin string, created int64) bool {
+	if rule.since == 0 || created < rule.since {
+		return false
+	}
+	for _, sub := range rec.subs {
+		if sub.Group != "" || !topics.Match(sub.Filter, topic) {
+			continue
+		}
+		if rule.selfStart != 0 && created >= rule.selfStart && (created >= rule.ownFrom || origin == rule.inline) {
+			at := rule.routedAt(sub.Group, sub.Filter)
+			if at == 0 || created < at+rule.margin {
+				continue // perhaps received here before this node routed it there
+			}
+		}
+		return true
+	}
+	return false
+}
+
 // skipDelivered removes from st, a session shipped late to the node that
 // restored it from rec, the deliveries that node had directly (rule), not
 // for a shared subscription (a shared message goes to one node only). It
@@ -605,21 +628,8 @@ func skipDelivered(st *tern.SessionState, rec *subsRecord, rule shipRule) int {
 	}
 	late := map[uint64]bool{}
 	for _, m := range st.Messages {
-		if m.Created < rule.since {
-			continue
-		}
-		for _, sub := range rec.subs {
-			if sub.Group != "" || !topics.Match(sub.Filter, m.Topic) {
-				continue
-			}
-			if rule.selfStart != 0 && m.Created >= rule.selfStart && (m.Created >= rule.ownFrom || m.Origin == rule.inline) {
-				at := rule.routedAt(sub.Group, sub.Filter)
-				if at == 0 || m.Created < at+rule.margin {
-					continue // perhaps received here before this node routed it there
-				}
-			}
+		if rule.late(rec, m.Topic, m.Origin, m.Created) {
 			late[m.ID] = true
-			break
 		}
 	}
 	n := 0
