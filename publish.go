@@ -633,7 +633,9 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 			return
 		case *remoteTarget:
 			switch {
-			case r.opts.local || m.sys:
+			case r.opts.local && (t.route != "" || !r.opts.moved) || m.sys:
+				// Not another node's member for a message from another
+				// node; a member that moved, for a parked one (see deliver).
 			case t.r.Reachable():
 				if remote == nil {
 					remote = sub

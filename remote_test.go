@@ -627,3 +627,30 @@ func TestImportSeenInflightReleased(t *testing.T) {
 		t.Fatalf("got %+v, want PUBREL 9", rel)
 	}
 }
+
+// A message parked for this node for a shared group, whose member here
+// has moved to another node since (its subscriptions draining here), goes
+// on to it like a plain subscription's does (InjectParked).
+func TestInjectParkedSharedMoved(t *testing.T) {
+	a := terntest.NewServer(t, nil)
+	sub := a.Dial(t, packets.V5)
+	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/m/#", QoS: 1}}})
+	sub.Recv()
+	sub.Send(&packets.Disconnect{})
+	sub.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := a.ClientInfo("mover"); return !ok })
+	moved := &fakeRemote{reachable: true}
+	if st, err := a.ExportSession("mover", false, moved, time.Minute); err != nil || st == nil {
+		t.Fatalf("export: %v %v", st, err)
+	}
+	m := func() *tern.Message {
+		return tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("parked"), QoS: 1})
+	}
+	if in := a.Inject(m(), "g", "m/#"); in.Queued != 0 || moved.count() != 0 {
+		t.Fatalf("a message from another node went on: %+v", in)
+	}
+	if in := a.InjectParked(m(), "g", "m/#"); in.Queued != 1 || moved.count() != 1 || moved.got[0].ClientID != "mover" {
+		t.Fatalf("parked shared message not passed on to the moved member: %+v, forwarded %+v", in, moved.got)
+	}
+}
