@@ -65,6 +65,21 @@ type Injected struct {
 	// Stored reports that it went to the store: it is durable once
 	// AfterStore calls back.
 	Stored bool
+	// ack waits for the nodes InjectParked passed the message on to.
+	ack *Ack
+}
+
+// Then calls done once every node InjectParked passed the message on to
+// (sessions that moved there) has it, with an error when one could not
+// take it; at once when it was passed on nowhere. Call it once for what
+// InjectParked returns; Inject and InjectTo pass nothing on.
+func (in Injected) Then(done func(error)) {
+	if in.ack == nil {
+		done(nil)
+		return
+	}
+	in.ack.fire = done
+	in.ack.Release(nil)
 }
 
 // Inject routes a message that arrived from another node to this server's
@@ -88,13 +103,14 @@ func (s *Server) Inject(m *Message, group, filter string) Injected {
 // since, whose subscriptions still drain here (ExportSession's moved),
 // gets it too, passed on there. Other nodes did not route it to where the
 // session is now, as they do what Inject is given while the session's
-// subscriptions drain here (that would come twice).
+// subscriptions drain here (that would come twice). What it passes on is
+// safe once Then calls back.
 func (s *Server) InjectParked(m *Message, group, filter string) Injected {
 	if s.isClosing() {
 		return Injected{}
 	}
-	r := s.routeMsg(m, routeOpts{local: true, moved: true, group: group, filter: filter})
-	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
+	r := s.routeMsg(m, routeOpts{local: true, moved: true, acks: true, group: group, filter: filter})
+	return Injected{Queued: r.queued, Stored: s.persist.touched(m), ack: r.ack}
 }
 
 // InjectTo queues a message for one session of this server, with the QoS,

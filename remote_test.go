@@ -654,3 +654,45 @@ func TestInjectParkedSharedMoved(t *testing.T) {
 		t.Fatalf("parked shared message not passed on to the moved member: %+v, forwarded %+v", in, moved.got)
 	}
 }
+
+// What InjectParked passes on to a session that moved is given an
+// acknowledgement to hold, and Then calls back once the other node
+// released it (the park stream keeps the message until then); with
+// nothing passed on, at once.
+func TestInjectParkedThen(t *testing.T) {
+	a := terntest.NewServer(t, nil)
+	sub := a.Dial(t, packets.V5)
+	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "m/#", QoS: 1}}})
+	sub.Recv()
+	sub.Send(&packets.Disconnect{})
+	sub.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := a.ClientInfo("mover"); return !ok })
+	moved := &fakeRemote{reachable: true, hold: true}
+	if st, err := a.ExportSession("mover", false, moved, time.Minute); err != nil || st == nil {
+		t.Fatalf("export: %v %v", st, err)
+	}
+	in := a.InjectParked(tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("parked"), QoS: 1}), "", "m/#")
+	done := make(chan error, 1)
+	in.Then(func(err error) { done <- err })
+	select {
+	case <-done:
+		t.Fatal("safe before the other node released it")
+	default:
+	}
+	moved.mu.Lock()
+	if len(moved.acks) != 1 {
+		moved.mu.Unlock()
+		t.Fatalf("acknowledgements to hold: %d", len(moved.acks))
+	}
+	moved.acks[0].Release(nil)
+	moved.mu.Unlock()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	none := a.InjectParked(tern.MessageFromRecord(&storage.Message{Topic: "other", Payload: []byte("x"), QoS: 1}), "", "other")
+	none.Then(func(err error) { done <- err })
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+}

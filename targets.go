@@ -157,6 +157,16 @@ func newAck() *Ack {
 	return a
 }
 
+// NewAck returns an acknowledgement for code that forwards a message
+// itself (Remote.Forward): it holds once for its creator, who releases
+// that hold once the message is handed over, and calls done when every
+// hold is released, with the first error one was released with.
+func NewAck(done func(error)) *Ack {
+	a := newAck()
+	a.fire = done
+	return a
+}
+
 // Hold makes the acknowledgement wait for one more Release.
 func (a *Ack) Hold() { a.n.Add(1) }
 

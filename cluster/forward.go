@@ -170,6 +170,11 @@ type forwarder struct {
 	wake      chan struct{}
 	stopped   bool // guarded by mu: no more pending sends
 	drainOnce sync.Once
+	// onward holds the parked messages passed on to another node and not
+	// yet safe there, by park sequence (takeParked), guarded by onMu.
+	onMu      sync.Mutex
+	onward    map[uint64]*parkedOnward
+	onwardLog atomic.Int64 // when takeParked last logged a failure (unix nanoseconds)
 	// orphanLog is when orphan last logged (unix nanoseconds).
 	orphanLog atomic.Int64
 	// parkSeen is the stream sequence of the last parked message taken.
@@ -179,7 +184,7 @@ type forwarder struct {
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte),
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), onward: make(map[uint64]*parkedOnward),
 		redrain: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 }
 
@@ -574,20 +579,92 @@ func (f *forwarder) orphan(m *tern.Message, d tern.Delivery, via string) {
 
 // injectParked is inject for a message parked for this node: a session
 // shipped since gets it at its new node (tern.Server.InjectParked; one
-// for a session by name goes to the session's owner now).
-func (f *forwarder) injectParked(m *tern.Message, d tern.Delivery) tern.Injected {
+// for a session by name goes to the session's owner now). then calls
+// back once what was passed on to another node is safe there.
+func (f *forwarder) injectParked(m *tern.Message, d tern.Delivery) (in tern.Injected, then func(func(error))) {
 	if d.ClientID == "" {
-		return f.c.srv.InjectParked(m, d.Group, d.Filter)
+		in = f.c.srv.InjectParked(m, d.Group, d.Filter)
+		return in, in.Then
 	}
-	in := f.inject(m, d)
+	in = f.inject(m, d)
 	if in.Queued > 0 || min(m.QoS, d.QoS) == 0 {
-		return in
+		return in, in.Then
 	}
 	if owner, err := f.c.reg.ownerNow(d.ClientID, ""); err == nil && owner != "" && owner != f.c.opts.Node {
-		f.c.nodes.remote(owner).Forward(m, d, nil)
 		in.Queued = 1
+		return in, func(done func(error)) {
+			a := tern.NewAck(done)
+			f.c.nodes.remote(owner).Forward(m, d, a)
+			a.Release(nil)
+		}
 	}
-	return in
+	return in, in.Then
+}
+
+// parkedOnward is a parked message passed on to another node, not yet
+// safe there: the park stream keeps it (drainPark purges below it).
+type parkedOnward struct {
+	m      *tern.Message
+	d      tern.Delivery
+	failed bool // the other node did not take it: passed on again
+}
+
+// takeParked routes a parked message (seq in the park stream) here, or
+// on to where its session went, and keeps it from the purge until it is
+// safe there.
+func (f *forwarder) takeParked(seq uint64, m *tern.Message, d tern.Delivery) {
+	in, then := f.injectParked(m, d)
+	if in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
+		f.orphan(m, d, "park")
+	}
+	f.onMu.Lock()
+	f.onward[seq] = &parkedOnward{m: m, d: d}
+	f.onMu.Unlock()
+	then(func(err error) {
+		f.onMu.Lock()
+		defer f.onMu.Unlock()
+		if err == nil {
+			delete(f.onward, seq)
+			return
+		}
+		f.onward[seq].failed = true
+		if now := time.Now().UnixNano(); now-f.onwardLog.Load() > int64(time.Second) {
+			f.onwardLog.Store(now)
+			f.c.log.Warn("a parked message passed on to another node was not taken there: passing it on again", "seq", seq, "err", err)
+		}
+	})
+}
+
+// retryOnward passes on again the parked messages another node did not
+// take.
+func (f *forwarder) retryOnward() {
+	f.onMu.Lock()
+	var again []uint64
+	for seq, o := range f.onward {
+		if o.failed {
+			again = append(again, seq)
+		}
+	}
+	f.onMu.Unlock()
+	for _, seq := range again {
+		f.onMu.Lock()
+		o := f.onward[seq]
+		f.onMu.Unlock()
+		if o != nil {
+			f.takeParked(seq, o.m, o.d)
+		}
+	}
+}
+
+// purgeable returns the last park sequence that may be purged: below
+// every parked message still on its way to another node.
+func (f *forwarder) purgeable(last uint64) uint64 {
+	f.onMu.Lock()
+	defer f.onMu.Unlock()
+	for seq := range f.onward {
+		last = min(last, seq-1)
+	}
+	return last
 }
 
 // inject routes a message from another node to this node's subscribers,
@@ -702,9 +779,7 @@ func (f *forwarder) drainPark() {
 			return
 		}
 		if m, d, err := decodeForward(data); err == nil {
-			if in := f.injectParked(m, d); in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
-				f.orphan(m, d, "park")
-			}
+			f.takeParked(seq, m, d)
 			f.cnt.unparked.Add(1)
 		}
 		last.Store(seq)
@@ -787,7 +862,8 @@ func (f *forwarder) drainPark() {
 		if cons == nil && time.Now().After(nextOpen) {
 			reopen()
 		}
-		seq := last.Load()
+		f.retryOnward()
+		seq := f.purgeable(last.Load())
 		if seq <= purged {
 			continue
 		}
