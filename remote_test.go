@@ -633,17 +633,8 @@ func TestImportSeenInflightReleased(t *testing.T) {
 // on to it like a plain subscription's does (InjectParked).
 func TestInjectParkedSharedMoved(t *testing.T) {
 	a := terntest.NewServer(t, nil)
-	sub := a.Dial(t, packets.V5)
-	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
-	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/m/#", QoS: 1}}})
-	sub.Recv()
-	sub.Send(&packets.Disconnect{})
-	sub.ExpectClosed()
-	terntest.Eventually(t, "offline", func() bool { _, ok := a.ClientInfo("mover"); return !ok })
 	moved := &fakeRemote{reachable: true}
-	if st, err := a.ExportSession("mover", false, moved, time.Minute); err != nil || st == nil {
-		t.Fatalf("export: %v %v", st, err)
-	}
+	exportMover(t, a, "$share/g/m/#", moved)
 	m := func() *tern.Message {
 		return tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("parked"), QoS: 1})
 	}
@@ -661,17 +652,8 @@ func TestInjectParkedSharedMoved(t *testing.T) {
 // nothing passed on, at once.
 func TestInjectParkedThen(t *testing.T) {
 	a := terntest.NewServer(t, nil)
-	sub := a.Dial(t, packets.V5)
-	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
-	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "m/#", QoS: 1}}})
-	sub.Recv()
-	sub.Send(&packets.Disconnect{})
-	sub.ExpectClosed()
-	terntest.Eventually(t, "offline", func() bool { _, ok := a.ClientInfo("mover"); return !ok })
 	moved := &fakeRemote{reachable: true, hold: true}
-	if st, err := a.ExportSession("mover", false, moved, time.Minute); err != nil || st == nil {
-		t.Fatalf("export: %v %v", st, err)
-	}
+	exportMover(t, a, "m/#", moved)
 	in := a.InjectParked(tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("parked"), QoS: 1}), "", "m/#")
 	done := make(chan error, 1)
 	in.Then(func(err error) { done <- err })
@@ -694,5 +676,22 @@ func TestInjectParkedThen(t *testing.T) {
 	none.Then(func(err error) { done <- err })
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// exportMover connects a persistent client "mover" subscribed to filter
+// at QoS 1, lets it go offline and exports its session to moved, its
+// subscriptions draining on srv for a minute.
+func exportMover(t *testing.T, srv *terntest.Server, filter string, moved *fakeRemote) {
+	t.Helper()
+	sub := srv.Dial(t, packets.V5)
+	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 1}}})
+	sub.Recv()
+	sub.Send(&packets.Disconnect{})
+	sub.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := srv.ClientInfo("mover"); return !ok })
+	if st, err := srv.ExportSession("mover", false, moved, time.Minute); err != nil || st == nil {
+		t.Fatalf("export: %v %v", st, err)
 	}
 }

@@ -590,7 +590,14 @@ func (f *forwarder) injectParked(m *tern.Message, d tern.Delivery) (in tern.Inje
 	if in.Queued > 0 || min(m.QoS, d.QoS) == 0 {
 		return in, in.Then
 	}
-	if owner, err := f.c.reg.ownerNow(d.ClientID, ""); err == nil && owner != "" && owner != f.c.opts.Node {
+	owner, err := f.c.reg.ownerNow(d.ClientID, "")
+	if err != nil {
+		// The registry does not answer (a stream leader being elected):
+		// kept in the park stream and tried again (takeParked).
+		in.Queued = 1
+		return in, func(done func(error)) { done(fmt.Errorf("the owner of %s not known: %w", d.ClientID, err)) }
+	}
+	if owner != "" && owner != f.c.opts.Node {
 		in.Queued = 1
 		return in, func(done func(error)) {
 			a := tern.NewAck(done)
