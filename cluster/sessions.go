@@ -866,7 +866,11 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 		return false, fmt.Errorf("owner %s does not answer", owner)
 	}
 	rec, rule := r.restoredRule(id, owner, memberStarts)
-	st, err := c.srv.ExportSession(id, false, &shipRemote{nodeRemote: c.nodes.remote(owner), rec: rec, rule: rule}, r.shipDrain())
+	// What comes for the session while it drains here goes on whole: a
+	// parked message the owner may have had directly comes twice at
+	// worst (its duplicate window), and filtering by the rule lost
+	// messages in a CI run of TestPartition (1,023).
+	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain())
 	if err != nil || st == nil {
 		return false, err
 	}
@@ -994,23 +998,6 @@ func (r *registry) restoredRule(id, owner string,
 	return rec, shipRule{since: since + int64(r.shipMargin), margin: int64(r.shipMargin),
 		selfStart: c.started.UnixNano(), ownFrom: c.ownFrom.Load(), inline: c.srv.InlineClientID(),
 		routedAt: func(group, filter string) int64 { return c.routes.addedAt(routeKey(owner, group, filter)) }}
-}
-
-// shipRemote is where a shipped session's draining subscriptions pass
-// what still comes for it (parked messages taken late, this node's own):
-// the session's owner, but for what rule says the owner had directly.
-type shipRemote struct {
-	*nodeRemote
-	rec  *subsRecord
-	rule shipRule
-}
-
-// Forward implements tern.Remote.
-func (s *shipRemote) Forward(m *tern.Message, d tern.Delivery, ack *tern.Ack) {
-	if s.rec != nil && d.Group == "" && s.rule.late(s.rec, m.Topic, m.Origin, m.Created.UnixNano()) {
-		return // the owner had it: passed on, it would come twice
-	}
-	s.nodeRemote.Forward(m, d, ack)
 }
 
 // othersRouted returns the time after which every other node than this
