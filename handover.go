@@ -199,10 +199,17 @@ func (s *Server) takeOverLocked(old *session, cleanStart bool, by string, afters
 // When moved is not nil, the session's subscriptions stay here for drain,
 // passing what matches them to moved (Remote.Forward, with
 // Delivery.ClientID set) instead of queueing it, so that nothing published
-// while the other nodes learn where the session went is lost; so do
-// deliveries already on their way. FilterObservers see the filters go only
-// after drain.
-func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, drain time.Duration) (*SessionState, error) {
+// here while the other nodes learn where the session went is lost; so do
+// deliveries already on their way. For the first passOn of drain (until
+// StopPassingOn cuts it short) they also pass on the QoS 1/2 messages
+// other nodes route here (Inject, InjectTo): those nodes send them to the
+// session's new node only once they know its subscriptions there, and
+// until then this node is the only one that gets them (the new node gets
+// some twice, which a duplicate window drops: ExpectDuplicates). Without
+// passOn those are left to the other nodes (a session shipped back long
+// after its new node took it over, say). FilterObservers see the filters
+// go only after drain.
+func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, drain, passOn time.Duration) (*SessionState, error) {
 	var afters []func()
 	defer func() {
 		for _, fn := range afters {
@@ -224,6 +231,9 @@ func (s *Server) ExportSession(clientID string, cleanStart bool, moved Remote, d
 	var mt *remoteTarget
 	if moved != nil {
 		mt = &remoteTarget{r: moved}
+		if passOn = min(passOn, drain); passOn > 0 {
+			mt.passOn.Store(time.Now().Add(passOn).UnixNano())
+		}
 	}
 	st, err := old.exportLocked(mt, &afters)
 	if err != nil {
@@ -279,6 +289,24 @@ func (ss *session) expireLaterLocked() {
 		s := ss.srv
 		ss.offLocked().expiryTimer = time.AfterFunc(time.Duration(ss.expiry)*time.Second, func() { s.expire(ss) })
 	}
+}
+
+// StopPassingOn ends, after grace, the passing on of messages from other
+// nodes to the session of clientID, which moved to another node (see
+// ExportSession): for a cluster that learned that every node routes to
+// the session's new node now; grace covers what they routed here before.
+func (s *Server) StopPassingOn(clientID string, grace time.Duration) {
+	end := time.Now().Add(grace).UnixNano()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.index.ClientSubscriptions(clientID, func(sub *topics.Subscription) bool {
+		if t, ok := sub.Target.(*remoteTarget); ok && t.route == "" {
+			if v := t.passOn.Load(); v > end {
+				t.passOn.CompareAndSwap(v, end)
+			}
+		}
+		return true
+	})
 }
 
 // endDrain removes the subscriptions a moved session left behind, unless

@@ -304,7 +304,7 @@ func TestPagingExportStoreDown(t *testing.T) {
 	st.mu.Lock()
 	st.down = true // now Health reports it
 	st.mu.Unlock()
-	state, err := a.ExportSession("xd", false, nil, 0)
+	state, err := a.ExportSession("xd", false, nil, 0, 0)
 	if !errors.Is(err, tern.ErrStoreUnavailable) || state != nil {
 		t.Fatalf("export while the store cannot write: %v, %v; want ErrStoreUnavailable", state != nil, err)
 	}
@@ -312,7 +312,7 @@ func TestPagingExportStoreDown(t *testing.T) {
 		t.Fatalf("after the refused export: session %v, queued %d, want %d", ok, si.Queued, n+50)
 	}
 	st.setDown(false)
-	state, err = a.ExportSession("xd", false, nil, 0)
+	state, err = a.ExportSession("xd", false, nil, 0, 0)
 	if err != nil || state == nil {
 		t.Fatalf("export: %v", err)
 	}

@@ -474,7 +474,7 @@ func TestPagingExport(t *testing.T) {
 	if a.Stats().Paged == 0 {
 		t.Fatal("nothing paged")
 	}
-	state, err := a.ExportSession("mv", false, nil, 0)
+	state, err := a.ExportSession("mv", false, nil, 0, 0)
 	if err != nil || state == nil || len(state.Deliveries) != n {
 		t.Fatalf("export: %v, %v", state, err)
 	}

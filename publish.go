@@ -489,11 +489,7 @@ func (s *Server) deliver(clientID string, t any, d delivery, r *routed) {
 		s.deliverHandler(x, d)
 		r.queued++
 	case *remoteTarget:
-		if r.opts.local && (x.route != "" || !r.opts.moved) || d.msg.sys {
-			// Never back to another node; $SYS is this server's own. But
-			// a session that moved to another node (route "", while its
-			// subscriptions drain here) gets what was parked for this node
-			// (InjectParked).
+		if x.skipped(&r.opts, d.msg, d.qos, d.share() != nil) {
 			return
 		}
 		s.forward(x, clientID, d, r)
@@ -633,9 +629,7 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 			return
 		case *remoteTarget:
 			switch {
-			case r.opts.local && (t.route != "" || !r.opts.moved) || m.sys:
-				// Not another node's member for a message from another
-				// node; a member that moved, for a parked one (see deliver).
+			case t.skipped(&r.opts, m, min(m.QoS, sub.QoS), true):
 			case t.r.Reachable():
 				if remote == nil {
 					remote = sub

@@ -65,14 +65,21 @@ type Injected struct {
 	// Stored reports that it went to the store: it is durable once
 	// AfterStore calls back.
 	Stored bool
-	// ack waits for the nodes InjectParked passed the message on to.
+	// ack waits for the nodes the message was passed on to.
 	ack *Ack
 }
 
-// Then calls done once every node InjectParked passed the message on to
-// (sessions that moved there) has it, with an error when one could not
-// take it; at once when it was passed on nowhere. Call it once for what
-// InjectParked returns; Inject and InjectTo pass nothing on.
+// Onward reports whether the message was passed on to another node, to a
+// session that moved there (see ExportSession and InjectParked): it is
+// safe once Then calls back.
+func (in Injected) Onward() bool { return in.ack != nil }
+
+// Then calls done once every node the message was passed on to (sessions
+// that moved there) has it, with an error when one could not take it; at
+// once when it was passed on nowhere. Call it once for what Inject,
+// InjectTo or InjectParked returns. A node that acknowledges a message
+// it was sent should do so only then: it may die before the node it
+// passed the message on to has it.
 func (in Injected) Then(done func(error)) {
 	if in.ack == nil {
 		done(nil)
@@ -84,7 +91,8 @@ func (in Injected) Then(done func(error)) {
 
 // Inject routes a message that arrived from another node to this server's
 // own subscribers only: remote routes are skipped (so it is never
-// forwarded again), the retained store is left alone (each node keeps its
+// forwarded again; but a session that just moved to another node gets it
+// there, see ExportSession, and Then says when it is safe), the retained store is left alone (each node keeps its
 // own, see SetRetained), and neither authorizers (Write) nor interceptors
 // are asked, as they were where it was published; deliveries are still
 // checked (Deliver) and observers told of them. With group set, the message
@@ -94,17 +102,17 @@ func (s *Server) Inject(m *Message, group, filter string) Injected {
 	if s.isClosing() {
 		return Injected{}
 	}
-	r := s.routeMsg(m, routeOpts{local: true, group: group, filter: filter})
-	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
+	r := s.routeMsg(m, routeOpts{local: true, acks: true, group: group, filter: filter})
+	return Injected{Queued: r.queued, Stored: s.persist.touched(m), ack: r.ack}
 }
 
 // InjectParked is Inject for a message parked for this node while it was
 // gone (or cut off), taken back: a session that has moved to another node
 // since, whose subscriptions still drain here (ExportSession's moved),
-// gets it too, passed on there. Other nodes did not route it to where the
-// session is now, as they do what Inject is given while the session's
-// subscriptions drain here (that would come twice). What it passes on is
-// safe once Then calls back.
+// gets it too, passed on there, for as long as they drain here (Inject
+// passes on only while the other nodes may not know where the session
+// went): other nodes did not route a parked message to where the session
+// is now. What it passes on is safe once Then calls back.
 func (s *Server) InjectParked(m *Message, group, filter string) Injected {
 	if s.isClosing() {
 		return Injected{}
@@ -128,10 +136,10 @@ func (s *Server) InjectTo(clientID string, m *Message, d Delivery) Injected {
 		dv.subID = 0
 		dv.ext = &deliveryExt{subIDs: d.SubIDs}
 	}
-	r := routed{opts: routeOpts{local: true}}
+	r := routed{opts: routeOpts{local: true, acks: true}}
 	s.deliverSession(ss, dv, &r)
 	s.routeDone(&r)
-	return Injected{Queued: r.queued, Stored: s.persist.touched(m)}
+	return Injected{Queued: r.queued, Stored: s.persist.touched(m), ack: r.ack}
 }
 
 // AfterStore calls done once every change the server made so far is in

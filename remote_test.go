@@ -304,7 +304,7 @@ func TestExportImportSession(t *testing.T) {
 	a.Publish("m/2", []byte("queued"), false, 1)
 
 	moved := &fakeRemote{reachable: true}
-	st, err := a.ExportSession("mover", false, moved, time.Minute)
+	st, err := a.ExportSession("mover", false, moved, time.Minute, 0)
 	if err != nil || st == nil {
 		t.Fatalf("export: %v %v", st, err)
 	}
@@ -477,7 +477,7 @@ func TestImportLateInflightOtherHalf(t *testing.T) {
 	}
 	c.Close()
 	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("h"); return ok && !si.Online })
-	st, err := srv.ExportSession("h", false, &fakeRemote{reachable: true}, time.Minute)
+	st, err := srv.ExportSession("h", false, &fakeRemote{reachable: true}, time.Minute, 0)
 	if err != nil || st == nil || !st.Session.HighIDs {
 		t.Fatalf("exported %+v %v: the half is not kept", st, err)
 	}
@@ -655,13 +655,7 @@ func TestInjectParkedThen(t *testing.T) {
 	moved := &fakeRemote{reachable: true, hold: true}
 	exportMover(t, a, "m/#", moved)
 	in := a.InjectParked(tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("parked"), QoS: 1}), "", "m/#")
-	done := make(chan error, 1)
-	in.Then(func(err error) { done <- err })
-	select {
-	case <-done:
-		t.Fatal("safe before the other node released it")
-	default:
-	}
+	done := thenWaits(t, in)
 	moved.mu.Lock()
 	if len(moved.acks) != 1 {
 		moved.mu.Unlock()
@@ -679,10 +673,66 @@ func TestInjectParkedThen(t *testing.T) {
 	}
 }
 
+// For passOn after an export, messages from other nodes (Inject) that
+// match the moved session's subscriptions are passed on to its new node:
+// QoS 1/2 ones, each safe once that node released it (Then), not QoS 0
+// ones (they would come twice once the other nodes route there); after
+// StopPassingOn's grace, none.
+func TestExportPassesOn(t *testing.T) {
+	a := terntest.NewServer(t, nil)
+	moved := &fakeRemote{reachable: true, hold: true}
+	exportMoverFor(t, a, "m/#", moved, time.Minute)
+	msg := func(payload string, qos byte) *tern.Message {
+		return tern.MessageFromRecord(&storage.Message{Topic: "m/1", Payload: []byte(payload), QoS: qos})
+	}
+	in := a.Inject(msg("routed", 1), "", "")
+	if in.Queued != 1 || !in.Onward() || moved.count() != 1 || moved.got[0].ClientID != "mover" {
+		t.Fatalf("injected: %+v, forwarded %+v", in, moved.got)
+	}
+	done := thenWaits(t, in)
+	moved.release(errors.New("not taken"))
+	if err := <-done; err == nil {
+		t.Fatal("an onward failure not reported")
+	}
+	if in := a.Inject(msg("qos0", 0), "", ""); in.Queued != 0 || in.Onward() || moved.count() != 1 {
+		t.Fatalf("QoS 0 passed on: %+v, forwarded %+v", in, moved.got)
+	}
+	a.StopPassingOn("mover", 0)
+	if in := a.Inject(msg("late", 1), "", ""); in.Queued != 0 || in.Onward() || moved.count() != 1 {
+		t.Fatalf("passed on after StopPassingOn: %+v, forwarded %+v", in, moved.got)
+	}
+	// What was parked for this node still goes on.
+	if in := a.InjectParked(msg("parked", 1), "", ""); in.Queued != 1 || moved.count() != 2 {
+		t.Fatalf("parked: %+v, forwarded %+v", in, moved.got)
+	}
+	moved.release(nil)
+}
+
+// thenWaits calls in.Then and checks that it did not call back yet (a
+// node it was passed on to holds it): the callback's error comes on the
+// channel returned.
+func thenWaits(t *testing.T, in tern.Injected) chan error {
+	t.Helper()
+	done := make(chan error, 1)
+	in.Then(func(err error) { done <- err })
+	select {
+	case <-done:
+		t.Fatal("safe before the other node released it")
+	default:
+	}
+	return done
+}
+
 // exportMover connects a persistent client "mover" subscribed to filter
 // at QoS 1, lets it go offline and exports its session to moved, its
 // subscriptions draining on srv for a minute.
 func exportMover(t *testing.T, srv *terntest.Server, filter string, moved *fakeRemote) {
+	exportMoverFor(t, srv, filter, moved, 0)
+}
+
+// exportMoverFor is exportMover with messages from other nodes passed on
+// for passOn.
+func exportMoverFor(t *testing.T, srv *terntest.Server, filter string, moved *fakeRemote, passOn time.Duration) {
 	t.Helper()
 	sub := srv.Dial(t, packets.V5)
 	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
@@ -691,7 +741,7 @@ func exportMover(t *testing.T, srv *terntest.Server, filter string, moved *fakeR
 	sub.Send(&packets.Disconnect{})
 	sub.ExpectClosed()
 	terntest.Eventually(t, "offline", func() bool { _, ok := srv.ClientInfo("mover"); return !ok })
-	if st, err := srv.ExportSession("mover", false, moved, time.Minute); err != nil || st == nil {
+	if st, err := srv.ExportSession("mover", false, moved, time.Minute, passOn); err != nil || st == nil {
 		t.Fatalf("export: %v %v", st, err)
 	}
 }

@@ -3,6 +3,7 @@ package tern
 import (
 	"strings"
 	"sync/atomic"
+	"time"
 )
 
 // TargetKind says what a subscription delivers to, as nats-server's
@@ -74,6 +75,31 @@ func (*handlerTarget) kind() TargetKind { return KindHandler }
 type remoteTarget struct {
 	r     Remote
 	route string // the id given to AddRemoteRoute; "" for a moved session
+	// passOn is when a moved session's subscriptions stop passing on
+	// what other nodes route here (unix nanoseconds; 0: never do): see
+	// ExportSession.
+	passOn atomic.Int64
+}
+
+// skipped reports whether routing under o leaves t out for m: $SYS is
+// this server's own; a message from another node never goes on to
+// another node's route, nor to a session that moved away (the other
+// nodes route to where it is now), but for one parked for this node
+// (InjectParked) or, while the session's new node may not be known to
+// all yet, a QoS 1/2 delivery or one chosen for a shared group (the
+// node that chose it sent it nowhere else).
+func (t *remoteTarget) skipped(o *routeOpts, m *Message, qos byte, shared bool) bool {
+	switch {
+	case m.sys:
+		return true
+	case !o.local:
+		return false
+	case t.route != "":
+		return true
+	case o.moved:
+		return false
+	}
+	return qos == 0 && !shared || time.Now().UnixNano() >= t.passOn.Load()
 }
 
 func (*remoteTarget) kind() TargetKind { return KindRemote }

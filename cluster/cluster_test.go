@@ -557,6 +557,122 @@ func TestTakeover(t *testing.T) {
 	}
 }
 
+// A message published while a session moves between two live nodes, sent
+// by a node that does not know the session's new node yet, reaches the
+// session there: its former node passes it on (and acknowledges it only
+// once the new node has it). Once every node routes to the new node, the
+// former one stops passing messages on, and a copy that came both ways
+// meanwhile is delivered once.
+func TestTakeoverPassesOn(t *testing.T) {
+	nodes := startCluster(t, 3, func(_ int, o *Options) { o.DrainTime = time.Minute })
+	connect := &packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	a := nodes[0].Dial(t, packets.V5)
+	a.Connect(connect)
+	subscribe(t, a, "po/mover", 1)
+	pub := nodes[2].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	id := uint16(0)
+	publish := func(payload string) {
+		t.Helper()
+		id++
+		pub.Send(&packets.Publish{Topic: "po/mover", QoS: 1, PacketID: id, Payload: []byte(payload)})
+		if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode != 0 {
+			t.Fatalf("PUBACK of %q: %+v", payload, ack)
+		}
+	}
+	publish("before")
+	if p := recvPublish(t, a); string(p.Payload) != "before" {
+		t.Fatalf("got %q", p.Payload)
+	}
+
+	// The publisher's node learns the session's new node late.
+	blocked, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hook := func(node string) {
+		if node == "n2" {
+			once.Do(func() { close(blocked) })
+			<-release
+		}
+	}
+	nodes[2].cl.routes.addHook.Store(&hook)
+	var released sync.Once
+	unblock := func() { released.Do(func() { close(release) }) }
+	t.Cleanup(unblock)
+
+	b := nodes[1].Dial(t, packets.V5)
+	b.Send(connect)
+	select {
+	case <-blocked: // n1 exported the session; n2 announces its route
+	case <-time.After(30 * time.Second):
+		t.Fatal("n2's route never reached n3")
+	}
+	if nodes[2].cl.routes.addedAt(routeKey("n2", "", "po/mover")) != 0 {
+		t.Fatal("n3 knows n2's route already")
+	}
+	publish("during") // to n1 alone, which passes it on
+	nodes[2].cl.routes.addHook.Store(nil)
+	unblock()
+	if ack, ok := b.Recv().(*packets.Connack); !ok || !ack.SessionPresent {
+		t.Fatalf("takeover CONNACK %+v", ack)
+	}
+	a.ExpectClosed()
+	if p := recvPublish(t, b); string(p.Payload) != "during" {
+		t.Fatalf("got %q, want the message published during the takeover", p.Payload)
+	}
+
+	// Right after the takeover n1 may still pass messages on (for what
+	// was sent to it before n3 knew n2): a copy that comes both ways is
+	// delivered once. The PUBACK comes once both copies are at n2.
+	publish("both")
+	publish("marker")
+	for _, want := range []string{"both", "marker"} {
+		if p := recvPublish(t, b); string(p.Payload) != want {
+			t.Fatalf("got %q, want %q", p.Payload, want)
+		}
+	}
+	// n2 told n1 that every node routes to it: n1 stops passing on after
+	// 2 forward timeouts and a second (3 s here), long before the drain
+	// ends.
+	time.Sleep(3500 * time.Millisecond)
+	dups := nodes[1].Stats().DuplicatesSkipped
+	publish("after")
+	if p := recvPublish(t, b); string(p.Payload) != "after" {
+		t.Fatalf("got %q", p.Payload)
+	}
+	if d := nodes[1].Stats().DuplicatesSkipped; d != dups {
+		t.Fatalf("n1 still passed a message on after the grace: %d copies skipped at n2", d-dups)
+	}
+}
+
+// A QoS 1 message sent to a node for a session by name that has moved on
+// from there reaches the session at its owner, and the node answers only
+// once the owner has it; one for a session that exists nowhere is counted
+// as orphaned.
+func TestForwardByNameToOwner(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	x := nodes[2].Dial(t, packets.V5)
+	x.Connect(&packets.Connect{ClientID: "x", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	subscribe(t, x, "astray/x", 1)
+	send := func(client, payload string) {
+		t.Helper()
+		m := tern.MessageFromRecord(&storage.Message{Topic: "astray/x", Payload: []byte(payload), QoS: 1})
+		b := appendFrame([]byte{wireVersion}, m, tern.Delivery{ClientID: client, QoS: 1})
+		resp, err := nodes[0].cl.data.Request("tern.n.n2.d", b, 10*time.Second)
+		if err != nil || len(resp.Data) != 0 {
+			t.Fatalf("n2's answer: %v %q", err, resp.Data)
+		}
+	}
+	send("x", "passed on")
+	if p := recvPublish(t, x); string(p.Payload) != "passed on" {
+		t.Fatalf("got %q", p.Payload)
+	}
+	orphaned := nodes[1].cl.fwd.counters().Orphaned
+	send("nobody", "lost")
+	if got := nodes[1].cl.fwd.counters().Orphaned; got != orphaned+1 {
+		t.Fatalf("orphaned %d, want %d", got, orphaned+1)
+	}
+}
+
 // Two connections racing for one client identifier on two nodes end with
 // exactly one connected.
 func TestTakeoverRace(t *testing.T) {

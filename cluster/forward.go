@@ -488,7 +488,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 			}
 		}
 	}()
-	stored, err := f.receiveBatch(msg.Data)
+	stored, onward, astray, err := f.receiveBatch(msg.Data)
 	if err != nil {
 		c.log.Warn("messages from another node refused", "err", err)
 		if msg.Reply != "" {
@@ -497,6 +497,12 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		return
 	}
 	if msg.Reply == "" {
+		for _, in := range onward {
+			in.Then(func(error) {})
+		}
+		if len(astray) > 0 {
+			go f.toOwners(astray, func(error) {})
+		}
 		return
 	}
 	reply := msg.Reply
@@ -506,6 +512,26 @@ func (f *forwarder) receive(msg *nats.Msg) {
 			b = []byte(err.Error())
 		}
 		c.data.Publish(reply, b)
+	}
+	if len(onward) > 0 || len(astray) > 0 {
+		// Some went on to a session that moved to another node: answered
+		// once that node has them, or this node could die with them
+		// acknowledged.
+		a := tern.NewAck(respond)
+		for _, in := range onward {
+			a.Hold()
+			in.Then(a.Release)
+		}
+		if len(astray) > 0 {
+			a.Hold()
+			go f.toOwners(astray, a.Release)
+		}
+		if stored {
+			a.Hold()
+			c.srv.AfterStore(a.Release)
+		}
+		a.Release(nil)
+		return
 	}
 	if stored {
 		c.srv.AfterStore(respond)
@@ -533,9 +559,11 @@ func (f *forwarder) receive(msg *nats.Msg) {
 const maxBacklog = 16 << 20
 
 // receiveBatch routes the messages of a batch (see batch) here and
-// reports whether any went to the store. A batch that does not decode
-// is refused from the bad frame on.
-func (f *forwarder) receiveBatch(b []byte) (stored bool, err error) {
+// reports whether any went to the store, which were passed on to another
+// node, and the QoS 1/2 ones sent for a session by name that is not here
+// (it moved on while they were on their way: see toOwners). A batch that
+// does not decode is refused from the bad frame on.
+func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected, astray []parkedOnward, err error) {
 	qos0 := true
 	if _, bytes, _ := f.dataSub.Pending(); bytes > maxBacklog {
 		qos0 = false
@@ -546,14 +574,50 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, err error) {
 		if in.Stored {
 			stored = true
 		}
-		if in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
+		switch {
+		case in.Onward():
+			onward = append(onward, in)
+		case in.Queued > 0 || min(m.QoS, d.QoS) == 0:
+		case d.ClientID != "":
+			astray = append(astray, parkedOnward{m: m, d: d})
+		default:
 			f.orphan(m, d, "forward")
 		}
 	})
 	if shed > 0 {
 		f.cnt.shed.Add(uint64(shed))
 	}
-	return stored, err
+	return stored, onward, astray, err
+}
+
+// toOwners passes messages sent here for sessions by name that are not
+// here on to each session's owner of the moment (a session that moved on
+// while they were on its way), and calls done once those nodes have them,
+// with an error when one did not take them or the registry did not
+// answer (the sender then parks them for this node, and they come back
+// through the park stream). What belongs to no session (it ended) is
+// counted as orphaned.
+func (f *forwarder) toOwners(astray []parkedOnward, done func(error)) {
+	a := tern.NewAck(done)
+	owners := make(map[string]string)
+	for _, x := range astray {
+		owner, ok := owners[x.d.ClientID]
+		if !ok {
+			var err error
+			if owner, err = f.c.reg.ownerNow(x.d.ClientID, ""); err != nil {
+				a.Hold()
+				a.Release(fmt.Errorf("the owner of %s not known: %w", x.d.ClientID, err))
+				break
+			}
+			owners[x.d.ClientID] = owner
+		}
+		if owner == "" || owner == f.c.opts.Node {
+			f.orphan(x.m, x.d, "forward")
+			continue
+		}
+		f.c.nodes.remote(owner).Forward(x.m, x.d, a)
+	}
+	a.Release(nil)
 }
 
 // flushAcks sends the batched acknowledgements.

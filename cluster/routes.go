@@ -43,6 +43,10 @@ type routeTable struct {
 	retrying atomic.Int64
 	failed   atomic.Uint64
 
+	// addHook, when set (by tests), is called with the node before a
+	// route of another node is applied (remoteAdded).
+	addHook atomic.Pointer[func(node string)]
+
 	tmu        sync.Mutex // held while new routes or a removal are sent
 	amu        sync.Mutex
 	pending    []newRoute // new routes not announced yet (announce)
@@ -503,6 +507,9 @@ func (t *routeTable) routeRequest(msg *nats.Msg) {
 // remoteAdded puts another node's route into the index, if it is not
 // there yet.
 func (t *routeTable) remoteAdded(node, group, filter string) {
+	if h := t.addHook.Load(); h != nil {
+		(*h)(node)
+	}
 	key := routeKey(node, group, filter)
 	t.mu.Lock()
 	_, had := t.remote[key]

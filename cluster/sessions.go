@@ -476,6 +476,7 @@ func (c *Cluster) bringSession(cl *tern.Client, owner string, hadSubs, cleanStar
 				list, write, restored = r.subs, true, true
 				c.log.Info("session restored from the replicated subscriptions: its node is gone", "client", id,
 					"peer", owner, "subscriptions", len(list))
+				c.reg.tellTaken(owner, id, epoch)
 			}
 		}
 	}
@@ -611,6 +612,15 @@ func (r *registry) takeOver(owner, id string, cleanStart bool, epoch uint64) (st
 	st.DuplicateWindow = dupWindow
 	if err := c.srv.ImportSession(st); err != nil {
 		c.log.Warn("session imported with an error", "client", id, "peer", owner, "err", err)
+	} else {
+		// Its subscriptions are routed here by every live node now
+		// (ImportSession waited for FilterAdded): the former node may
+		// stop passing on what the others send it for the session.
+		req := []byte{wireVersion, 'r', 0}
+		req = binary.AppendUvarint(req, epoch)
+		req = appendStr(req, c.opts.Node)
+		req = appendStr(req, id)
+		c.nc.Publish("tern.n."+owner+".ctl", req)
 	}
 	for k := 1; k < count; k++ {
 		// The rest of a large queue: merged in order, before the CONNACK.
@@ -659,12 +669,26 @@ func (r *registry) control(msg *nats.Msg) {
 	epoch := rd.uvarint()
 	to := rd.str()
 	id := rd.str()
-	if rd.err || op != 'h' && op != 'i' && op != 'g' {
+	if rd.err || op != 'h' && op != 'i' && op != 'g' && op != 'r' && op != 't' {
 		msg.Respond(append([]byte{1}, "bad request"...))
 		return
 	}
 	if op == 'g' {
 		msg.Respond(r.part(id, epoch, int(rd.uvarint())))
+		return
+	}
+	if op == 't' {
+		// Restored by node to while this node was thought gone: shipped
+		// there if it is still here, which it is when this node came
+		// back (and looked for such sessions) before to took it over.
+		c.goTracked(func() { r.shipTaken(id) })
+		return
+	}
+	if op == 'r' {
+		// The session handed over to node to is routed there by every
+		// node now: what they routed here before comes within a forward's
+		// timeout (or is parked for this node, and passed on from there).
+		c.srv.StopPassingOn(id, 2*c.opts.ForwardTimeout+time.Second)
 		return
 	}
 	if op == 'i' {
@@ -680,7 +704,9 @@ func (r *registry) control(msg *nats.Msg) {
 	if !clean {
 		moved = c.nodes.remote(to)
 	}
-	st, err := c.srv.ExportSession(id, clean, moved, c.opts.DrainTime)
+	// Until the other nodes route to the new node (told by an 'r'), what
+	// they send here for the session is passed on there.
+	st, err := c.srv.ExportSession(id, clean, moved, c.opts.DrainTime, c.opts.DrainTime)
 	switch {
 	case err != nil:
 		msg.Respond(append([]byte{1}, err.Error()...))
@@ -738,10 +764,53 @@ func (c *Cluster) OnSessionEstablished(cl *tern.Client, _ bool) {
 	}
 }
 
+// tellTaken tells owner, which was gone or cut off when this node
+// restored the session of id (epoch) from tern_subs, that the session is
+// this node's now: if owner is back already, it may have looked for
+// sessions to ship before this node took it over (shipLost), and ships
+// it on this notice instead (shipTaken). Not answered: an owner still
+// gone ships it once back.
+func (r *registry) tellTaken(owner, id string, epoch uint64) {
+	c := r.c
+	req := []byte{wireVersion, 't', 0}
+	req = binary.AppendUvarint(req, epoch)
+	req = appendStr(req, c.opts.Node)
+	req = appendStr(req, id)
+	c.nc.Publish("tern.n."+owner+".ctl", req)
+}
+
+// shipTaken ships the session of id, which another node restored (see
+// tellTaken), if it is here and offline, once what was parked for this
+// node is taken.
+func (r *registry) shipTaken(id string) {
+	if si, ok := r.c.srv.SessionInfo(id); !ok || si.Online {
+		return
+	}
+	if r.waitParked() {
+		r.shipSessions([]string{id})
+	}
+}
+
 // shipLost hands the sessions this node holds but no longer owns (their
 // clients connected elsewhere while it was down or cut off) to their
 // owners, with what was queued for them here: late, not lost.
 func (r *registry) shipLost() {
+	c := r.c
+	if !r.waitParked() {
+		return
+	}
+	var todo []string
+	for _, si := range c.srv.Sessions() {
+		if !si.Online {
+			todo = append(todo, si.ClientID)
+		}
+	}
+	r.shipSessions(todo)
+}
+
+// waitParked waits until what was parked for this node is taken (see
+// shipLost), and reports false when the node is stopping.
+func (r *registry) waitParked() bool {
 	c := r.c
 	// What was parked for this node while it was away goes into the
 	// sessions first, and moves with them: up to the stream leader's last
@@ -756,13 +825,21 @@ func (r *registry) shipLost() {
 	}
 	switch {
 	case c.ctx.Err() != nil:
-		return
+		return false
 	case taken:
 		c.log.Info("messages parked for this node while it was away taken", "took", time.Since(t0).Round(time.Millisecond).String())
 	default:
 		c.log.Error("messages parked for this node not all taken: shipping sessions anyway, the rest may not reach them",
 			"waited", parkWaitMax.String())
 	}
+	return true
+}
+
+// shipSessions ships the sessions of todo that another node owns to it
+// (shipOne), trying again those whose owner or shipment could not be
+// settled.
+func (r *registry) shipSessions(todo []string) {
+	c := r.c
 	live := map[string]bool{} // owners that answered a ping
 	alive := func(node string) bool {
 		ok, asked := live[node]
@@ -786,12 +863,6 @@ func (r *registry) shipLost() {
 			starts = m
 		}
 		return m, err
-	}
-	var todo []string
-	for _, si := range c.srv.Sessions() {
-		if !si.Online {
-			todo = append(todo, si.ClientID)
-		}
 	}
 	// A session whose owner or shipment could not be settled (JetStream
 	// still electing after the heal, an owner that did not answer) is
@@ -866,11 +937,12 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 		return false, fmt.Errorf("owner %s does not answer", owner)
 	}
 	rec, rule := r.restoredRule(id, owner, memberStarts)
-	// What comes for the session while it drains here goes on whole: a
-	// parked message the owner may have had directly comes twice at
-	// worst (its duplicate window), and filtering by the rule lost
-	// messages in a CI run of TestPartition (1,023).
-	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain())
+	// What was parked for this node and comes for the session while it
+	// drains here goes on whole: a parked message the owner may have had
+	// directly comes twice at worst (its duplicate window). Nothing else
+	// is passed on: the other nodes have routed to the session's new node
+	// since it restored it.
+	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain(), 0)
 	if err != nil || st == nil {
 		return false, err
 	}
@@ -1073,7 +1145,12 @@ func (r *registry) imported(id, from string, last bool, data []byte) error {
 		return err // a CONNECT here is bringing the session: it gets it
 	}
 	if _, ok := c.srv.SessionInfo(id); !ok {
-		return nil // ended here meanwhile: nothing to deliver it to
+		// Ended here meanwhile: nothing to deliver it to.
+		if n := len(st.Deliveries); n > 0 {
+			c.fwd.cnt.orphaned.Add(uint64(n))
+			c.log.Warn("a shipped part of a session that ended here found nothing to take it", "client", id, "peer", from, "deliveries", n)
+		}
+		return nil
 	}
 	st.Subscriptions = nil
 	if err := c.srv.ImportSession(st); errors.Is(err, tern.ErrImported) {

@@ -368,6 +368,53 @@ func TestRestoreUnanswered(t *testing.T) {
 // latest confirmation but this node's own, unless a node neither
 // confirmed nor was gone at the restore (nor started once the routes were
 // written).
+// A node that came back before another node restored one of its sessions
+// from tern_subs (it thought the node gone) looked for sessions to ship
+// too early to see that one: the restoring node's notice makes it ship
+// the session, with what it queued, instead of keeping it for good.
+func TestShipOnTakenNotice(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	n1, n2, n3 := nodes[0], nodes[1], nodes[2]
+	connect := &packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}}
+	k := n1.Dial(t, packets.V5)
+	k.Connect(connect)
+	subscribe(t, k, "tk/#", 1)
+	k.Send(&packets.Disconnect{})
+	k.ExpectClosed()
+	terntest.Eventually(t, "offline", func() bool { _, ok := n1.ClientInfo("mover"); return !ok })
+	pub := n3.Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	pub.Send(&packets.Publish{Topic: "tk/1", QoS: 1, PacketID: 1, Payload: []byte("queued on n1")})
+	if ack, ok := pub.Recv().(*packets.Puback); !ok || ack.ReasonCode != 0 {
+		t.Fatalf("PUBACK %+v", ack)
+	}
+	// n2 owns the session now, as after a restore while n1 was cut off.
+	ctx, cancel := context.WithTimeout(context.Background(), terntest.Timeout)
+	defer cancel()
+	rev, err := n2.cl.kvSess.Put(ctx, sessionKey("mover"), ownerValue("n2", true))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := n2.ImportSession(&tern.SessionState{
+		Session:       storage.Session{ClientID: "mover", Version: 5, Expiry: 600, DisconnectedAt: time.Now().UnixNano(), HighIDs: true},
+		Subscriptions: []storage.Subscription{{ClientID: "mover", Filter: "tk/#", QoS: 1}},
+	}); err != nil {
+		t.Fatal(err)
+	}
+	n2.cl.reg.tellTaken("n1", "mover", rev)
+	terntest.Eventually(t, "the session shipped to n2", func() bool {
+		_, here := n1.SessionInfo("mover")
+		return !here
+	})
+	c := n2.Dial(t, packets.V5)
+	if ack := c.Connect(connect); !ack.SessionPresent {
+		t.Fatalf("CONNACK %+v", ack)
+	}
+	if p := recvPublish(t, c); string(p.Payload) != "queued on n1" {
+		t.Fatalf("got %q", p.Payload)
+	}
+}
+
 func TestOthersRouted(t *testing.T) {
 	r := &registry{c: &Cluster{opts: Options{Node: "n1"}}}
 	rec := &subsRecord{node: "n2", restored: 100, confirmed: map[string]int64{"n1": 500, "n3": 120}}
