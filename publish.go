@@ -353,7 +353,10 @@ func (s *Server) routeMsg(m *Message, o routeOpts) routed {
 		s.routeSubscriptions(m, res.Subscriptions, &r)
 	}
 	for _, g := range res.Shared {
-		if o.group == "" || g.Name == o.group && g.Filter == o.filter {
+		// A message from another node goes to a shared group only when
+		// that node chose this one for the group (group set): it chose a
+		// member of every group among all nodes' members.
+		if !o.local && o.group == "" || g.Name == o.group && g.Filter == o.filter {
 			s.routeShared(m, g, "", &r)
 		}
 	}

@@ -95,9 +95,10 @@ func (in Injected) Then(done func(error)) {
 // there, see ExportSession, and Then says when it is safe), the retained store is left alone (each node keeps its
 // own, see SetRetained), and neither authorizers (Write) nor interceptors
 // are asked, as they were where it was published; deliveries are still
-// checked (Deliver) and observers told of them. With group set, the message
-// goes to one member of that shared group on filter and to nothing else:
-// the node that published it chose this one for the group.
+// checked (Deliver) and observers told of them. Shared groups get it only
+// with group set, and then it goes to one member of that shared group on
+// filter and to nothing else: the node that published it chose this one
+// for the group, as it chose a member of every group among all nodes'.
 func (s *Server) Inject(m *Message, group, filter string) Injected {
 	if s.isClosing() {
 		return Injected{}

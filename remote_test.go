@@ -155,7 +155,8 @@ func TestRemoteAckFailure(t *testing.T) {
 }
 
 // Inject delivers a message from another node to local subscribers; with a
-// group, to one member of that group only.
+// group, to one member of that group only, and without one to no group:
+// the node it came from chose a member of each group among all nodes'.
 func TestInject(t *testing.T) {
 	srv := terntest.NewServer(t, nil)
 	var mu sync.Mutex
@@ -175,8 +176,8 @@ func TestInject(t *testing.T) {
 	mu.Lock()
 	defer mu.Unlock()
 	slices.Sort(got)
-	if len(got) != 3 || got[2] != "plain:a" || got[0] != "g1:a" && got[0] != "g2:a" || got[1] != "g1:b" && got[1] != "g2:b" {
-		t.Fatalf("got %v: want plain:a, one member with a, one with b", got)
+	if len(got) != 2 || got[1] != "plain:a" || got[0] != "g1:b" && got[0] != "g2:b" {
+		t.Fatalf("got %v: want plain:a and one member with b", got)
 	}
 }
 
@@ -628,21 +629,30 @@ func TestImportSeenInflightReleased(t *testing.T) {
 	}
 }
 
-// A message parked for this node for a shared group, whose member here
-// has moved to another node since (its subscriptions draining here), goes
-// on to it like a plain subscription's does (InjectParked).
-func TestInjectParkedSharedMoved(t *testing.T) {
+// A message for a shared group whose member here has moved to another
+// node since (its subscriptions draining here) goes on to it, at any QoS
+// and without passOn: parked for this node (InjectParked), or sent here
+// by a node that chose this member (Inject), which sent it nowhere else.
+func TestInjectSharedMoved(t *testing.T) {
 	a := terntest.NewServer(t, nil)
 	moved := &fakeRemote{reachable: true}
 	exportMover(t, a, "$share/g/m/#", moved)
-	m := func() *tern.Message {
-		return tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("parked"), QoS: 1})
+	m := func(qos byte) *tern.Message {
+		return tern.MessageFromRecord(&storage.Message{Topic: "m/5", Payload: []byte("shared"), QoS: qos})
 	}
-	if in := a.Inject(m(), "g", "m/#"); in.Queued != 0 || moved.count() != 0 {
-		t.Fatalf("a message from another node went on: %+v", in)
-	}
-	if in := a.InjectParked(m(), "g", "m/#"); in.Queued != 1 || moved.count() != 1 || moved.got[0].ClientID != "mover" {
+	if in := a.InjectParked(m(1), "g", "m/#"); in.Queued != 1 || moved.count() != 1 || moved.got[0].ClientID != "mover" {
 		t.Fatalf("parked shared message not passed on to the moved member: %+v, forwarded %+v", in, moved.got)
+	}
+	for i, qos := range []byte{1, 0} {
+		if in := a.Inject(m(qos), "g", "m/#"); in.Queued != 1 || moved.count() != 2+i || moved.got[1+i].ClientID != "mover" {
+			t.Fatalf("QoS %d shared message from another node not passed on to the moved member: %+v, forwarded %+v", qos, in, moved.got)
+		}
+	}
+	// A plain subscription's copy from another node does not go on
+	// (passOn 0): the other nodes route it to where the session is now.
+	exportMoverAs(t, a, "plain", "m/#", moved, 0)
+	if in := a.Inject(m(1), "", ""); in.Queued != 0 || moved.count() != 3 {
+		t.Fatalf("a message from another node went on: %+v, forwarded %+v", in, moved.got)
 	}
 }
 
@@ -734,14 +744,20 @@ func exportMover(t *testing.T, srv *terntest.Server, filter string, moved *fakeR
 // for passOn.
 func exportMoverFor(t *testing.T, srv *terntest.Server, filter string, moved *fakeRemote, passOn time.Duration) {
 	t.Helper()
+	exportMoverAs(t, srv, "mover", filter, moved, passOn)
+}
+
+// exportMoverAs is exportMoverFor for the client id.
+func exportMoverAs(t *testing.T, srv *terntest.Server, id, filter string, moved *fakeRemote, passOn time.Duration) {
+	t.Helper()
 	sub := srv.Dial(t, packets.V5)
-	sub.Connect(&packets.Connect{ClientID: "mover", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	sub.Connect(&packets.Connect{ClientID: id, KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
 	sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: 1}}})
 	sub.Recv()
 	sub.Send(&packets.Disconnect{})
 	sub.ExpectClosed()
-	terntest.Eventually(t, "offline", func() bool { _, ok := srv.ClientInfo("mover"); return !ok })
-	if st, err := srv.ExportSession("mover", false, moved, time.Minute, passOn); err != nil || st == nil {
+	terntest.Eventually(t, "offline", func() bool { _, ok := srv.ClientInfo(id); return !ok })
+	if st, err := srv.ExportSession(id, false, moved, time.Minute, passOn); err != nil || st == nil {
 		t.Fatalf("export: %v %v", st, err)
 	}
 }

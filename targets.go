@@ -85,9 +85,9 @@ type remoteTarget struct {
 // this server's own; a message from another node never goes on to
 // another node's route, nor to a session that moved away (the other
 // nodes route to where it is now), but for one parked for this node
-// (InjectParked) or, while the session's new node may not be known to
-// all yet, a QoS 1/2 delivery or one chosen for a shared group (the
-// node that chose it sent it nowhere else).
+// (InjectParked), one the node that sent it chose this member of a
+// shared group for (it sent it nowhere else), and, while the session's
+// new node may not be known to all yet (passOn), a QoS 1/2 delivery.
 func (t *remoteTarget) skipped(o *routeOpts, m *Message, qos byte, shared bool) bool {
 	switch {
 	case m.sys:
@@ -96,10 +96,10 @@ func (t *remoteTarget) skipped(o *routeOpts, m *Message, qos byte, shared bool) 
 		return false
 	case t.route != "":
 		return true
-	case o.moved:
+	case o.moved || shared:
 		return false
 	}
-	return qos == 0 && !shared || time.Now().UnixNano() >= t.passOn.Load()
+	return qos == 0 || time.Now().UnixNano() >= t.passOn.Load()
 }
 
 func (*remoteTarget) kind() TargetKind { return KindRemote }

@@ -334,6 +334,12 @@ func TestSharedAcrossNodes(t *testing.T) {
 		subscribe(t, m, "$share/g/work/+", 1)
 		members = append(members, m)
 	}
+	// A plain subscriber beside a member: the messages forwarded for it
+	// do not reach the member's group a second time (MQTT 5.0, 4.8.2: a
+	// shared subscription's message goes to one of its sessions).
+	plain := nodes[2].Dial(t, packets.V5)
+	plain.MustConnect("plain")
+	subscribe(t, plain, "work/#", 1)
 	pub := nodes[0].Dial(t, packets.V5)
 	pub.MustConnect("pub")
 	const n = 20
@@ -375,6 +381,11 @@ func TestSharedAcrossNodes(t *testing.T) {
 	}
 	if counts[0] == 0 || counts[1] == 0 {
 		t.Fatalf("one member got nothing: %v", counts)
+	}
+	for i := range n {
+		if p := recvPublish(t, plain); p.Payload[0] != byte(i) {
+			t.Fatalf("plain subscriber got message %d, want %d", p.Payload[0], i)
+		}
 	}
 }
 

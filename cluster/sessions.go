@@ -781,8 +781,13 @@ func (r *registry) tellTaken(owner, id string, epoch uint64) {
 
 // shipTaken ships the session of id, which another node restored (see
 // tellTaken), if it is here and offline, once what was parked for this
-// node is taken.
+// node is taken. A node not ready yet, or fenced, does nothing: shipLost
+// runs once it is ready or the fence is lifted, and reads the registry
+// after the notice's sender changed it.
 func (r *registry) shipTaken(id string) {
+	if !r.c.ready.Load() || r.c.fenced.Load() {
+		return
+	}
 	if si, ok := r.c.srv.SessionInfo(id); !ok || si.Online {
 		return
 	}

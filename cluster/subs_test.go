@@ -415,6 +415,14 @@ func TestShipOnTakenNotice(t *testing.T) {
 	}
 }
 
+// A notice that comes before the node is ready (its park stream not set
+// up yet: a soak run crashed on it) does nothing: shipLost runs once the
+// node is ready.
+func TestShipTakenBeforeReady(t *testing.T) {
+	r := &registry{c: &Cluster{opts: Options{Node: "n1"}}}
+	r.shipTaken("x") // no server, no park stream: must not touch them
+}
+
 func TestOthersRouted(t *testing.T) {
 	r := &registry{c: &Cluster{opts: Options{Node: "n1"}}}
 	rec := &subsRecord{node: "n2", restored: 100, confirmed: map[string]int64{"n1": 500, "n3": 120}}
