@@ -20,6 +20,7 @@ func TestExpectDuplicates(t *testing.T) {
 	c := srv.Dial(t, packets.V5)
 	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "dup", KeepAlive: 30,
 		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	subscribeOne(t, c, "d/#", 2)
 	if srv.ExpectDuplicates("nobody", time.Minute) {
 		t.Fatal("a window on a session that does not exist")
 	}
@@ -76,6 +77,7 @@ func TestExpectDuplicates(t *testing.T) {
 	// A session without a window gets both copies, as ever.
 	c2 := srv.Dial(t, packets.V5)
 	c2.MustConnect("nodup")
+	subscribeOne(t, c2, "d/#", 1)
 	for range 2 {
 		srv.InjectTo("nodup", msg("first", 1, created), tern.Delivery{QoS: 1})
 	}
@@ -149,6 +151,7 @@ func TestExpectDuplicatesOnlyCopies(t *testing.T) {
 	c = srv.Dial(t, packets.V5)
 	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "w", KeepAlive: 30,
 		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	subscribeOne(t, c, "q", 1)
 	srv.ExpectDuplicates("w", time.Minute)
 	c.Send(&packets.Disconnect{})
 	c.ExpectClosed()
@@ -189,6 +192,7 @@ func TestExpectDuplicatesHeld(t *testing.T) {
 	c := srv.Dial(t, packets.V5)
 	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "held", KeepAlive: 30,
 		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	subscribeOne(t, c, "h/#", 1)
 	c.Close()
 	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("held"); return ok && !si.Online })
 	m := tern.MessageFromRecord(&storage.Message{Topic: "h/1", Payload: []byte("x"), QoS: 1, Origin: "pub", Created: 7})
@@ -200,5 +204,14 @@ func TestExpectDuplicatesHeld(t *testing.T) {
 	srv.InjectTo("held", again, tern.Delivery{QoS: 1})
 	if si, _ := srv.SessionInfo("held"); si.Queued != 1 || srv.Stats().DuplicatesSkipped != 1 {
 		t.Fatalf("queued %d, skipped %d", si.Queued, srv.Stats().DuplicatesSkipped)
+	}
+}
+
+// subscribeOne subscribes c to filter at qos and reads the SUBACK.
+func subscribeOne(t *testing.T, c *terntest.Conn, filter string, qos byte) {
+	t.Helper()
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: filter, QoS: qos}}})
+	if ack, ok := c.Recv().(*packets.Suback); !ok || ack.ReasonCodes[0] != packets.ReasonCode(qos) {
+		t.Fatalf("SUBACK %+v", ack)
 	}
 }

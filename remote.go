@@ -125,8 +125,9 @@ func (s *Server) InjectParked(m *Message, group, filter string) Injected {
 // InjectTo queues a message for one session of this server, with the QoS,
 // RETAIN flag and subscription identifiers d gives, as a subscription of it
 // would have: for messages another node routed to a session that has since
-// moved here (see ExportSession). It reports whether the session exists
-// and took the message, and whether the message went to the store.
+// moved here (see ExportSession); SubscribedTo says whether the session
+// still wants it. It reports whether the session exists and took the
+// message, and whether the message went to the store.
 func (s *Server) InjectTo(clientID string, m *Message, d Delivery) Injected {
 	ss := s.session(clientID)
 	if ss == nil {
@@ -141,6 +142,40 @@ func (s *Server) InjectTo(clientID string, m *Message, d Delivery) Injected {
 	s.deliverSession(ss, dv, &r)
 	s.routeDone(&r)
 	return Injected{Queued: r.queued, Stored: s.persist.touched(m), ack: r.ack}
+}
+
+// SubscribedTo reports whether the session of clientID here has a
+// subscription that topic matches: the shared one to (group, filter) when
+// group is set, a plain one otherwise. A message another node sends to a
+// session by name (InjectTo) is its own only then: a session that started
+// clean since, or unsubscribed, does not get what its former
+// subscriptions matched [MQTT-3.1.2-4], and the subscriptions of its
+// identifier that drain here for an earlier session that moved away
+// (ExportSession) are not its own.
+func (s *Server) SubscribedTo(clientID, topic, group, filter string) bool {
+	ss := s.session(clientID)
+	if ss == nil {
+		return false
+	}
+	res := s.index.Match(topic)
+	if group == "" {
+		for _, sub := range res.Subscriptions {
+			if sub.ClientID == ss.id && sub.Target == any(ss) {
+				return true
+			}
+		}
+		return false
+	}
+	for _, g := range res.Shared {
+		if g.Name == group && g.Filter == filter {
+			for _, sub := range g.Members {
+				if sub.ClientID == ss.id && sub.Target == any(ss) {
+					return true
+				}
+			}
+		}
+	}
+	return false
 }
 
 // AfterStore calls done once every change the server made so far is in

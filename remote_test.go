@@ -718,6 +718,44 @@ func TestExportPassesOn(t *testing.T) {
 	moved.release(nil)
 }
 
+// A message another node sends to a session by name is the session's only
+// if it still has a subscription the message matches (SubscribedTo): a
+// session that started clean since, or a new one beside the drained
+// subscriptions of an earlier session of its id that moved away, does
+// not get what the old subscriptions matched [MQTT-3.1.2-4].
+func TestSubscribedTo(t *testing.T) {
+	a := terntest.NewServer(t, nil)
+	x := a.Dial(t, packets.V5)
+	x.Connect(&packets.Connect{ClientID: "x", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+	subscribeOne(t, x, "m/#", 1)
+	subscribeOne(t, x, "$share/g/s/#", 1)
+	for _, tc := range []struct {
+		id, topic, group, filter string
+		want                     bool
+	}{
+		{"x", "m/1", "", "", true},
+		{"x", "other/1", "", "", false},
+		{"x", "s/1", "g", "s/#", true},
+		{"x", "s/1", "", "", false}, // only as a member of g
+		{"x", "s/1", "h", "s/#", false},
+		{"nobody", "m/1", "", "", false},
+	} {
+		if got := a.SubscribedTo(tc.id, tc.topic, tc.group, tc.filter); got != tc.want {
+			t.Errorf("SubscribedTo(%q, %q, %q, %q) = %v, want %v", tc.id, tc.topic, tc.group, tc.filter, got, tc.want)
+		}
+	}
+
+	moved := &fakeRemote{reachable: true}
+	exportMoverAs(t, a, "mv", "m/#", moved, 0)
+	again := a.Dial(t, packets.V5)
+	if ack := again.Connect(&packets.Connect{ClientID: "mv", KeepAlive: 60}); ack.SessionPresent {
+		t.Fatal("session present")
+	}
+	if a.SubscribedTo("mv", "m/1", "", "") {
+		t.Fatal("the drained subscriptions of the session that moved taken for the new session's")
+	}
+}
+
 // thenWaits calls in.Then and checks that it did not call back yet (a
 // node it was passed on to holds it): the callback's error comes on the
 // channel returned.

@@ -745,6 +745,10 @@ func (f *forwarder) inject(m *tern.Message, d tern.Delivery) tern.Injected {
 		if f.c.reg.holdFor(d.ClientID, m, d) {
 			return tern.Injected{Queued: 1}
 		}
+		if !f.c.srv.SubscribedTo(d.ClientID, m.Topic, d.Group, d.Filter) {
+			// Not here (see toOwners), or not the session it was for.
+			return tern.Injected{}
+		}
 		return f.c.srv.InjectTo(d.ClientID, m, d)
 	}
 	return f.c.srv.Inject(m, d.Group, d.Filter)
