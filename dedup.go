@@ -51,14 +51,15 @@ func (rs *recentSet) key(m *Message) uint64 {
 }
 
 // dupKeyLocked returns the key of d in the session's duplicate window,
-// and false when there is no window or d is not checked: QoS 0, a
-// retained message sent for a SUBSCRIBE (sent again at each one), a
+// and false when there is no window or d is not checked: QoS 0, or a
 // shared subscription's (a session may have it both shared and not, and
-// take it for each). It ends a window whose deadline passed. The caller
-// holds ss.mu.
+// take it for each). Retained messages sent for a SUBSCRIBE (sent again
+// at each one) never pass the queue, so they are not checked either; a
+// live message with RETAIN set (Retain As Published) is. It ends a
+// window whose deadline passed. The caller holds ss.mu.
 func (ss *session) dupKeyLocked(d *delivery) (uint64, bool) {
 	o := ss.off
-	if o == nil || o.recent == nil || d.qos == 0 || d.retain || d.share() != nil {
+	if o == nil || o.recent == nil || d.qos == 0 || d.share() != nil {
 		return 0, false
 	}
 	rs := o.recent

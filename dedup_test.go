@@ -207,6 +207,74 @@ func TestExpectDuplicatesHeld(t *testing.T) {
 	}
 }
 
+// A live message with RETAIN set (a subscription with Retain As
+// Published) is checked like any other: a second copy of it, passed on by
+// the node the session left, is not delivered again [MQTT-4.3.3-2].
+func TestExpectDuplicatesRetainedLive(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	c := windowed(t, srv, "rap", packets.Subscription{Filter: "r/#", QoS: 2, RetainAsPublished: true})
+	at := time.Now()
+	for _, payload := range []string{"kept", "kept", "next"} {
+		m := tern.MessageFromRecord(&storage.Message{Topic: "r/1", Payload: []byte(payload), QoS: 2, Retain: true, Origin: "pub", Created: at.UnixNano()})
+		if payload == "next" {
+			m = tern.MessageFromRecord(&storage.Message{Topic: "r/1", Payload: []byte(payload), QoS: 2, Retain: true, Origin: "pub", Created: at.Add(time.Nanosecond).UnixNano()})
+		}
+		srv.InjectTo("rap", m, tern.Delivery{QoS: 2, Retain: true})
+	}
+	for _, want := range []string{"kept", "next"} {
+		p, ok := c.Recv().(*packets.Publish)
+		if !ok || string(p.Payload) != want || !p.Retain {
+			t.Fatalf("got %+v, want %q with RETAIN", p, want)
+		}
+	}
+	if n := srv.Stats().DuplicatesSkipped; n != 1 {
+		t.Fatalf("DuplicatesSkipped %d, want 1", n)
+	}
+}
+
+// A message another node sends by name for a shared group (a member that
+// moved) is a delivery of that group: the same message taken as a plain
+// subscriber's does not make it a duplicate (MQTT 5.0, 4.8.2: the session
+// takes it once for each).
+func TestExpectDuplicatesSharedByName(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	c := windowed(t, srv, "both", packets.Subscription{Filter: "t/#", QoS: 1}, packets.Subscription{Filter: "$share/g/t/#", QoS: 1})
+	m := func() *tern.Message {
+		return tern.MessageFromRecord(&storage.Message{Topic: "t/1", Payload: []byte("x"), QoS: 1, Origin: "pub", Created: 42})
+	}
+	if in := srv.InjectTo("both", m(), tern.Delivery{QoS: 1}); in.Queued != 1 {
+		t.Fatalf("plain: %+v", in)
+	}
+	if in := srv.InjectTo("both", m(), tern.Delivery{QoS: 1, Group: "g", Filter: "t/#"}); in.Queued != 1 {
+		t.Fatalf("group: %+v", in)
+	}
+	for range 2 {
+		if p, ok := c.Recv().(*packets.Publish); !ok || string(p.Payload) != "x" {
+			t.Fatalf("got %+v", p)
+		} else {
+			c.Send(&packets.Puback{PacketID: p.PacketID})
+		}
+	}
+	if n := srv.Stats().DuplicatesSkipped; n != 0 {
+		t.Fatalf("the group's copy skipped as a duplicate (%d)", n)
+	}
+}
+
+// windowed connects a persistent session id with subs and opens a
+// duplicate window on it.
+func windowed(t *testing.T, srv *terntest.Server, id string, subs ...packets.Subscription) *terntest.Conn {
+	t.Helper()
+	c := srv.Dial(t, packets.V5)
+	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: id, KeepAlive: 30,
+		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
+	c.Send(&packets.Subscribe{PacketID: 1, Subscriptions: subs})
+	if ack, ok := c.Recv().(*packets.Suback); !ok || len(ack.ReasonCodes) != len(subs) {
+		t.Fatalf("SUBACK %+v", ack)
+	}
+	srv.ExpectDuplicates(id, time.Minute)
+	return c
+}
+
 // subscribeOne subscribes c to filter at qos and reads the SUBACK.
 func subscribeOne(t *testing.T, c *terntest.Conn, filter string, qos byte) {
 	t.Helper()

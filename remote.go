@@ -138,6 +138,17 @@ func (s *Server) InjectTo(clientID string, m *Message, d Delivery) Injected {
 		dv.subID = 0
 		dv.ext = &deliveryExt{subIDs: d.SubIDs}
 	}
+	if d.Group != "" {
+		// A shared group's: not checked against a duplicate window (the
+		// session may take the message once more as a plain subscriber),
+		// and handed to another member if the session leaves the group.
+		if g := s.sharedGroup(m.Topic, d.Group, d.Filter); g != nil {
+			if dv.ext == nil {
+				dv.ext = &deliveryExt{}
+			}
+			dv.ext.share = g
+		}
+	}
 	r := routed{opts: routeOpts{local: true, acks: true}}
 	s.deliverSession(ss, dv, &r)
 	s.routeDone(&r)
@@ -157,25 +168,33 @@ func (s *Server) SubscribedTo(clientID, topic, group, filter string) bool {
 	if ss == nil {
 		return false
 	}
-	res := s.index.Match(topic)
 	if group == "" {
-		for _, sub := range res.Subscriptions {
+		for _, sub := range s.index.Match(topic).Subscriptions {
 			if sub.ClientID == ss.id && sub.Target == any(ss) {
 				return true
 			}
 		}
 		return false
 	}
-	for _, g := range res.Shared {
-		if g.Name == group && g.Filter == filter {
-			for _, sub := range g.Members {
-				if sub.ClientID == ss.id && sub.Target == any(ss) {
-					return true
-				}
+	if g := s.sharedGroup(topic, group, filter); g != nil {
+		for _, sub := range g.Members {
+			if sub.ClientID == ss.id && sub.Target == any(ss) {
+				return true
 			}
 		}
 	}
 	return false
+}
+
+// sharedGroup returns the shared group (group, filter) if topic matches
+// its filter and it has members here, nil otherwise.
+func (s *Server) sharedGroup(topic, group, filter string) *topics.SharedGroup {
+	for _, g := range s.index.Match(topic).Shared {
+		if g.Name == group && g.Filter == filter {
+			return g
+		}
+	}
+	return nil
 }
 
 // AfterStore calls done once every change the server made so far is in

@@ -58,6 +58,11 @@ type batch struct {
 	// node's reply.
 	held []heldMsg
 	acks int // held messages with an acknowledgement
+	// onward says a message of the batch is for a session by name: one
+	// this node passes on, whose sender may wait for it in turn (see
+	// receive). Such a batch is parked after half of ForwardTimeout, so
+	// that the sender has its answer before its own wait ends.
+	onward bool
 }
 
 // heldMsg is a QoS 1/2 message of a batch.
@@ -99,7 +104,7 @@ func (f *forwarder) recycle(b *batch) {
 		return
 	}
 	clear(b.held)
-	b.data, b.held, b.acks = b.data[:0], b.held[:0], 0
+	b.data, b.held, b.acks, b.onward = b.data[:0], b.held[:0], 0, false
 	batchPool.Put(b)
 }
 
@@ -277,6 +282,9 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 			b.acks++
 		}
 		b.held = append(b.held, heldMsg{ack: ack, off: off + 4, end: len(b.data)})
+		if d.ClientID != "" {
+			b.onward = true
+		}
 	}
 	if !r.queued {
 		r.queued = true
@@ -374,7 +382,11 @@ func (f *forwarder) publish(b *batch) {
 		f.release(b, errStopping)
 		return
 	}
-	f.pend[id] = &pending{b: b, deadline: time.Now().Add(f.c.opts.ForwardTimeout)}
+	wait := f.c.opts.ForwardTimeout
+	if b.onward {
+		wait /= 2
+	}
+	f.pend[id] = &pending{b: b, deadline: time.Now().Add(wait)}
 	f.mu.Unlock()
 	msg := &nats.Msg{Subject: b.subject, Reply: f.inbox + strconv.FormatUint(id, 10), Data: b.data}
 	if err := f.c.data.PublishMsg(msg); err != nil {
@@ -501,7 +513,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 			in.Then(func(error) {})
 		}
 		if len(astray) > 0 {
-			go f.toOwners(astray, func(error) {})
+			c.goTracked(func() { f.toOwners(astray, func(error) {}) })
 		}
 		return
 	}
@@ -524,7 +536,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		}
 		if len(astray) > 0 {
 			a.Hold()
-			go f.toOwners(astray, a.Release)
+			c.goTracked(func() { f.toOwners(astray, a.Release) })
 		}
 		if stored {
 			a.Hold()
@@ -593,29 +605,37 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected,
 // toOwners passes messages sent here for sessions by name that are not
 // here on to each session's owner of the moment (a session that moved on
 // while they were on its way), and calls done once those nodes have them,
-// with an error when one did not take them or the registry did not
-// answer (the sender then parks them for this node, and they come back
-// through the park stream). What belongs to no session (it ended) is
-// counted as orphaned.
+// with an error when one did not take them. While the registry does not
+// answer (a stream leader being elected), they are parked for this node:
+// taken back from the park stream, they go to the owner then (takeParked).
+// What belongs to no session (it ended) is counted as orphaned.
 func (f *forwarder) toOwners(astray []parkedOnward, done func(error)) {
+	c := f.c
 	a := tern.NewAck(done)
 	owners := make(map[string]string)
+	unknown := make(map[string]bool)
 	for _, x := range astray {
-		owner, ok := owners[x.d.ClientID]
-		if !ok {
+		id := x.d.ClientID
+		owner, ok := owners[id]
+		if !ok && !unknown[id] {
 			var err error
-			if owner, err = f.c.reg.ownerNow(x.d.ClientID, ""); err != nil {
-				a.Hold()
-				a.Release(fmt.Errorf("the owner of %s not known: %w", x.d.ClientID, err))
-				break
+			// Within half a forward's timeout: the sender waits for the
+			// answer no longer than that.
+			if owner, err = c.reg.ownerWithin(id, "", c.opts.ForwardTimeout/2); err != nil {
+				unknown[id] = true
+			} else {
+				owners[id] = owner
 			}
-			owners[x.d.ClientID] = owner
 		}
-		if owner == "" || owner == f.c.opts.Node {
+		switch {
+		case unknown[id]:
+			a.Hold()
+			f.parkMsg(c.opts.Node, encodeForward(x.m, x.d), a)
+		case owner == "" || owner == c.opts.Node:
 			f.orphan(x.m, x.d, "forward")
-			continue
+		default:
+			c.nodes.remote(owner).Forward(x.m, x.d, a)
 		}
-		f.c.nodes.remote(owner).Forward(x.m, x.d, a)
 	}
 	a.Release(nil)
 }

@@ -792,7 +792,10 @@ func (r *registry) shipTaken(id string) {
 		return
 	}
 	if r.waitParked() {
-		r.shipSessions([]string{id})
+		// The other nodes routed to this node until they learned of the
+		// restore; what they sent just before may still be on its way:
+		// passed on for as long as an 'r' notice would grant.
+		r.shipSessions([]string{id}, 2*r.c.opts.ForwardTimeout+time.Second)
 	}
 }
 
@@ -810,7 +813,7 @@ func (r *registry) shipLost() {
 			todo = append(todo, si.ClientID)
 		}
 	}
-	r.shipSessions(todo)
+	r.shipSessions(todo, 0)
 }
 
 // waitParked waits until what was parked for this node is taken (see
@@ -841,9 +844,9 @@ func (r *registry) waitParked() bool {
 }
 
 // shipSessions ships the sessions of todo that another node owns to it
-// (shipOne), trying again those whose owner or shipment could not be
-// settled.
-func (r *registry) shipSessions(todo []string) {
+// (shipOne, with passOn), trying again those whose owner or shipment
+// could not be settled.
+func (r *registry) shipSessions(todo []string, passOn time.Duration) {
 	c := r.c
 	live := map[string]bool{} // owners that answered a ping
 	alive := func(node string) bool {
@@ -879,7 +882,7 @@ func (r *registry) shipSessions(todo []string) {
 			if si, ok := c.srv.SessionInfo(id); !ok || si.Online {
 				continue // gone, or its client is back here: this node's again
 			}
-			done, err := r.shipOne(id, alive, memberStarts)
+			done, err := r.shipOne(id, passOn, alive, memberStarts)
 			switch {
 			case err != nil:
 				again = append(again, id)
@@ -920,7 +923,7 @@ const shipAttempts = 30
 // shipOne ships the offline session of id, when another node owns it, to
 // that node. It reports whether it did; an error means it may yet, when
 // tried again.
-func (r *registry) shipOne(id string, alive func(string) bool,
+func (r *registry) shipOne(id string, passOn time.Duration, alive func(string) bool,
 	memberStarts func(context.Context) (map[string]int64, error)) (bool, error) {
 	c := r.c
 	// From the leader: this node's own replica may still be catching up
@@ -944,10 +947,11 @@ func (r *registry) shipOne(id string, alive func(string) bool,
 	rec, rule := r.restoredRule(id, owner, memberStarts)
 	// What was parked for this node and comes for the session while it
 	// drains here goes on whole: a parked message the owner may have had
-	// directly comes twice at worst (its duplicate window). Nothing else
-	// is passed on: the other nodes have routed to the session's new node
-	// since it restored it.
-	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain(), 0)
+	// directly comes twice at worst (its duplicate window). What the other
+	// nodes send goes on only for passOn: they route to the session's new
+	// node since it restored it (long ago, after a restart of this node;
+	// just now, for a 't' notice).
+	st, err := c.srv.ExportSession(id, false, c.nodes.remote(owner), r.shipDrain(), passOn)
 	if err != nil || st == nil {
 		return false, err
 	}
@@ -1028,7 +1032,12 @@ const shipTries = 60
 // registry's stream leader ("" when it has none: the session ended); prev
 // with the error when it cannot tell.
 func (r *registry) ownerNow(id, prev string) (string, error) {
-	ctx, cancel := context.WithTimeout(r.c.ctx, 3*time.Second)
+	return r.ownerWithin(id, prev, 3*time.Second)
+}
+
+// ownerWithin is ownerNow with its own bound on the wait.
+func (r *registry) ownerWithin(id, prev string, wait time.Duration) (string, error) {
+	ctx, cancel := context.WithTimeout(r.c.ctx, wait)
 	defer cancel()
 	val, _, err := r.c.leaderGet(ctx, "tern_sessions", sessionKey(id))
 	switch {
