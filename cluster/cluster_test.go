@@ -20,6 +20,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
@@ -657,8 +658,8 @@ func TestTakeoverPassesOn(t *testing.T) {
 
 // A QoS 1 message sent to a node for a session by name that has moved on
 // from there reaches the session at its owner, and the node answers only
-// once the owner has it; one for a session that exists nowhere is counted
-// as orphaned.
+// once the owner has it (or it is parked for the owner); one for a session
+// that exists nowhere is counted as orphaned.
 func TestForwardByNameToOwner(t *testing.T) {
 	nodes := startCluster(t, 3, nil)
 	x := nodes[2].Dial(t, packets.V5)
@@ -681,6 +682,27 @@ func TestForwardByNameToOwner(t *testing.T) {
 	send("nobody", "lost")
 	if got := nodes[1].cl.fwd.counters().Orphaned; got != orphaned+1 {
 		t.Fatalf("orphaned %d, want %d", got, orphaned+1)
+	}
+
+	// The owner takes forwards and never answers now (it still takes
+	// what is parked for it): n2 answers only once its own send to n3
+	// timed out and was parked, and the message reaches x through the
+	// park stream.
+	if err := nodes[2].cl.fwd.dataSub.Unsubscribe(); err != nil {
+		t.Fatal(err)
+	}
+	mute, err := nodes[2].cl.data.Subscribe("tern.n.n3.d", func(*nats.Msg) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mute.Unsubscribe()
+	nodes[2].cl.data.Flush()
+	send("x", "parked")
+	if c := nodes[1].cl.fwd.counters(); c.Timeouts == 0 || c.Parked == 0 {
+		t.Fatalf("n2 answered before its send to the owner was safe: %+v", c)
+	}
+	if p := recvPublish(t, x); string(p.Payload) != "parked" {
+		t.Fatalf("got %q", p.Payload)
 	}
 }
 
