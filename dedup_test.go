@@ -17,10 +17,7 @@ import (
 // ever.
 func TestExpectDuplicates(t *testing.T) {
 	srv := terntest.NewServer(t, nil)
-	c := srv.Dial(t, packets.V5)
-	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "dup", KeepAlive: 30,
-		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
-	subscribeOne(t, c, "d/#", 2)
+	c := persistentSub(t, srv, "dup", packets.Subscription{Filter: "d/#", QoS: 2})
 	if srv.ExpectDuplicates("nobody", time.Minute) {
 		t.Fatal("a window on a session that does not exist")
 	}
@@ -189,10 +186,7 @@ func TestExpectDuplicatesOnlyCopies(t *testing.T) {
 // (parked for the node too, its acknowledgement lost) is not queued.
 func TestExpectDuplicatesHeld(t *testing.T) {
 	srv := terntest.NewServer(t, nil)
-	c := srv.Dial(t, packets.V5)
-	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: "held", KeepAlive: 30,
-		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
-	subscribeOne(t, c, "h/#", 1)
+	c := persistentSub(t, srv, "held", packets.Subscription{Filter: "h/#", QoS: 1})
 	c.Close()
 	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("held"); return ok && !si.Online })
 	m := tern.MessageFromRecord(&storage.Message{Topic: "h/1", Payload: []byte("x"), QoS: 1, Origin: "pub", Created: 7})
@@ -264,6 +258,14 @@ func TestExpectDuplicatesSharedByName(t *testing.T) {
 // duplicate window on it.
 func windowed(t *testing.T, srv *terntest.Server, id string, subs ...packets.Subscription) *terntest.Conn {
 	t.Helper()
+	c := persistentSub(t, srv, id, subs...)
+	srv.ExpectDuplicates(id, time.Minute)
+	return c
+}
+
+// persistentSub connects a persistent session id (expiry 1 h) with subs.
+func persistentSub(t *testing.T, srv *terntest.Server, id string, subs ...packets.Subscription) *terntest.Conn {
+	t.Helper()
 	c := srv.Dial(t, packets.V5)
 	c.Connect(&packets.Connect{ProtocolVersion: packets.V5, ClientID: id, KeepAlive: 30,
 		Properties: packets.Properties{SessionExpiry: packets.Uint32(3600)}})
@@ -271,7 +273,6 @@ func windowed(t *testing.T, srv *terntest.Server, id string, subs ...packets.Sub
 	if ack, ok := c.Recv().(*packets.Suback); !ok || len(ack.ReasonCodes) != len(subs) {
 		t.Fatalf("SUBACK %+v", ack)
 	}
-	srv.ExpectDuplicates(id, time.Minute)
 	return c
 }
 
