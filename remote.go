@@ -92,7 +92,8 @@ func (in Injected) Then(done func(error)) {
 // Inject routes a message that arrived from another node to this server's
 // own subscribers only: remote routes are skipped (so it is never
 // forwarded again; but a session that just moved to another node gets it
-// there, see ExportSession, and Then says when it is safe), the retained store is left alone (each node keeps its
+// there, see ExportSession, and Then says when it is safe), the retained
+// store is left alone (each node keeps its
 // own, see SetRetained), and neither authorizers (Write) nor interceptors
 // are asked, as they were where it was published; deliveries are still
 // checked (Deliver) and observers told of them. Shared groups get it only
@@ -168,19 +169,15 @@ func (s *Server) SubscribedTo(clientID, topic, group, filter string) bool {
 	if ss == nil {
 		return false
 	}
-	if group == "" {
-		for _, sub := range s.index.Match(topic).Subscriptions {
-			if sub.ClientID == ss.id && sub.Target == any(ss) {
-				return true
-			}
-		}
-		return false
+	if group != "" {
+		// The sending node matched the group's filter: its key names
+		// the subscription.
+		sub, ok := s.index.Get(clientID, group, filter)
+		return ok && sub.Target == any(ss)
 	}
-	if g := s.sharedGroup(topic, group, filter); g != nil {
-		for _, sub := range g.Members {
-			if sub.ClientID == ss.id && sub.Target == any(ss) {
-				return true
-			}
+	for _, sub := range s.index.Match(topic).Subscriptions {
+		if sub.ClientID == clientID && sub.Target == any(ss) {
+			return true
 		}
 	}
 	return false

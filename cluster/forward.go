@@ -612,23 +612,23 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected,
 func (f *forwarder) toOwners(astray []parkedOnward, done func(error)) {
 	c := f.c
 	a := tern.NewAck(done)
-	owners := make(map[string]string)
-	unknown := make(map[string]bool)
+	type lookup struct {
+		owner   string
+		unknown bool // the registry did not answer
+	}
+	owners := make(map[string]lookup) // one registry read per session
 	for _, x := range astray {
 		id := x.d.ClientID
-		owner, ok := owners[id]
-		if !ok && !unknown[id] {
-			var err error
+		l, ok := owners[id]
+		if !ok {
 			// Within half a forward's timeout: the sender waits for the
 			// answer no longer than that.
-			if owner, err = c.reg.ownerWithin(id, "", c.opts.ForwardTimeout/2); err != nil {
-				unknown[id] = true
-			} else {
-				owners[id] = owner
-			}
+			owner, err := c.reg.ownerWithin(id, "", c.opts.ForwardTimeout/2)
+			l = lookup{owner: owner, unknown: err != nil}
+			owners[id] = l
 		}
-		switch {
-		case unknown[id]:
+		switch owner := l.owner; {
+		case l.unknown:
 			a.Hold()
 			f.parkMsg(c.opts.Node, encodeForward(x.m, x.d), a)
 		case owner == "" || owner == c.opts.Node:
