@@ -578,9 +578,9 @@ func (s *Server) ImportSession(st *SessionState) error {
 			break
 		}
 		if ss.inQoS2 == nil {
-			ss.inQoS2 = make(map[uint16]struct{})
+			ss.inQoS2 = make(map[uint16]bool)
 		}
-		ss.inQoS2[pid] = struct{}{}
+		ss.inQoS2[pid] = false
 		if ss.persistentLocked() {
 			p := pid
 			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p) })

@@ -198,6 +198,85 @@ func TestPersistInboundQoS2SurvivesRestart(t *testing.T) {
 	}
 }
 
+// A QoS 2 message whose PUBREC never left because another node had not
+// taken it yet is stored here with its packet id, and the broker
+// restarts: the client, which never had the PUBREC, sends it again
+// ([MQTT-4.4.0-1]). Its subscriber here had it and does not get it again
+// [MQTT-4.3.3-10], but the other node gets it once more, and the PUBREC
+// waits for it; a second resend routes nothing.
+func TestPersistInboundQoS2ResentToRemote(t *testing.T) {
+	t.Parallel()
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			r := &restartable{t: t, open: open}
+			srv := r.start()
+			before := &fakeRemote{reachable: true, hold: true}
+			if err := srv.AddRemoteRoute("node2", before, "", "t"); err != nil {
+				t.Fatal(err)
+			}
+			sub, _ := connectStored(t, srv, "sub")
+			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 2}}})
+			sub.Recv()
+			sub.Close()
+			terntest.Eventually(t, "sub offline", func() bool { si, ok := srv.SessionInfo("sub"); return ok && !si.Online })
+			pub, _ := connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("once")})
+			terntest.Eventually(t, "forward", func() bool { return before.count() == 1 })
+			if _, err := pub.TryRecv(100 * time.Millisecond); err == nil {
+				t.Fatal("PUBREC before the other node took the message")
+			}
+			pub.Close()
+
+			srv = r.restart() // node2 never acknowledged
+			after := &fakeRemote{reachable: true, hold: true}
+			if err := srv.AddRemoteRoute("node2", after, "", "t"); err != nil {
+				t.Fatal(err)
+			}
+			pub, _ = connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
+			terntest.Eventually(t, "forwarded again", func() bool { return after.count() == 1 })
+			if _, err := pub.TryRecv(100 * time.Millisecond); err == nil {
+				t.Fatal("PUBREC before the other node took the message")
+			}
+			after.release(nil)
+			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 || rec.ReasonCode != packets.Success {
+				t.Fatalf("pubrec %+v", rec)
+			}
+			after.mu.Lock()
+			d, m := after.got[0], after.msgs[0]
+			after.mu.Unlock()
+			if d.Route != "node2" || d.QoS != 2 || string(m.Payload) != "once" {
+				t.Fatalf("forwarded %+v %q", d, m.Payload)
+			}
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
+			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 {
+				t.Fatalf("pubrec %d", rec.PacketID)
+			}
+			if n := after.count(); n != 1 {
+				t.Fatalf("%d forwards after a second resend, want 1", n)
+			}
+			pub.Send(&packets.Pubrel{PacketID: 7})
+			if comp := pub.Recv().(*packets.Pubcomp); comp.ReasonCode != 0 {
+				t.Fatalf("pubcomp %v", comp.ReasonCode)
+			}
+			sub, _ = connectStored(t, srv, "sub")
+			p := sub.Recv().(*packets.Publish)
+			if string(p.Payload) != "once" {
+				t.Fatalf("got %q", p.Payload)
+			}
+			sub.Send(&packets.Pubrec{PacketID: p.PacketID})
+			if pk, err := sub.TryRecv(300 * time.Millisecond); err != nil {
+				t.Fatalf("no PUBREL: %v", err)
+			} else if _, ok := pk.(*packets.Pubrel); !ok {
+				t.Fatalf("got %T, want PUBREL (the message twice?)", pk)
+			}
+			if _, err := sub.TryRecv(300 * time.Millisecond); err == nil { // bounded wait for a duplicate that must not come
+				t.Fatal("message delivered twice")
+			}
+		})
+	}
+}
+
 // Retained messages survive a restart; a deleted one stays deleted
 // [MQTT-3.3.1-5].
 func TestPersistRetainedSurvivesRestart(t *testing.T) {

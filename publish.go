@@ -59,7 +59,10 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	ss := c.sess
 	if pk.QoS == 2 {
 		ss.mu.Lock()
-		_, dup := ss.inQoS2[pk.PacketID]
+		again, dup := ss.inQoS2[pk.PacketID]
+		if again {
+			ss.inQoS2[pk.PacketID] = false // routed again once only
+		}
 		persistent := ss.persistentLocked()
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
 			ss.mu.Unlock()
@@ -70,7 +73,11 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			// Already received and routed: acknowledge again, deliver once
 			// [MQTT-4.3.3-10]. The first PUBREC may still wait for its
 			// commit: this one waits too.
-			c.sendAck(packets.PUBREC, pk.PacketID, packets.Success, persistent, nil)
+			var remote *Ack
+			if again {
+				remote = s.routeAgain(c, pk)
+			}
+			c.sendAck(packets.PUBREC, pk.PacketID, packets.Success, persistent, remote)
 			return nil
 		}
 	}
@@ -134,6 +141,23 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	return nil
 }
 
+// routeAgain routes a QoS 2 message to other nodes' targets only, and
+// returns what its PUBREC waits for. The client sent it again after this
+// server restarted, with a packet id the store had: the id went to the
+// store in one commit with the message's deliveries here, but the PUBREC
+// also waited for other nodes to take it, and a client that sends the
+// message again never had that PUBREC, so they may not have it. A node
+// that had it gets it twice; one that had not would never get it. Without
+// other nodes nothing is routed.
+func (s *Server) routeAgain(c *Client, pk *packets.Publish) *Ack {
+	res := s.admitPublish(c, pk, c.rd.publishedAt())
+	if res.code.IsError() || res.discarded {
+		return nil
+	}
+	r := s.routeMsg(res.m, routeOpts{acks: true, remote: true})
+	return r.ack
+}
+
 // receivedQoS2 records the packet id of a QoS 2 PUBLISH awaiting PUBREL,
 // in the store too for a persistent session, and reports whether it went
 // to the store.
@@ -142,9 +166,9 @@ func (c *Client) receivedQoS2(id uint16) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]struct{})
+		ss.inQoS2 = make(map[uint16]bool)
 	}
-	ss.inQoS2[id] = struct{}{}
+	ss.inQoS2[id] = false
 	if !ss.persistentLocked() {
 		return false
 	}
@@ -311,6 +335,7 @@ type routeOpts struct {
 	strict bool // a retained message the retained limits refuse goes nowhere
 	acks   bool // a publisher waits for an acknowledgement: remote targets may hold it
 	local  bool // this server's own targets only, the retained store untouched: a message from another node
+	remote bool // other nodes' targets only, the retained store untouched: see routeAgain
 	moved  bool // with local: sessions that moved to another node (draining here) are targets too (InjectParked)
 	// group and filter restrict a local route to one member of that
 	// shared group (a message another node chose this one for).
@@ -338,7 +363,7 @@ func (s *Server) route(m *Message, strict bool) routed {
 // routeMsg routes m as o says: see route and routeOpts.
 func (s *Server) routeMsg(m *Message, o routeOpts) routed {
 	r := routed{opts: o}
-	if m.Retain && !o.local {
+	if m.Retain && !o.local && !o.remote {
 		if !s.storeRetained(m) {
 			r.retainRefused = true
 			if o.strict {
@@ -356,12 +381,27 @@ func (s *Server) routeMsg(m *Message, o routeOpts) routed {
 		// A message from another node goes to a shared group only when
 		// that node chose this one for the group (group set): it chose a
 		// member of every group among all nodes' members.
+		// Routed again to other nodes only, a group with a member here
+		// is passed over: the message most likely went to that member.
+		if o.remote && !remoteOnly(g) {
+			continue
+		}
 		if !o.local && o.group == "" || g.Name == o.group && g.Filter == o.filter {
 			s.routeShared(m, g, "", &r)
 		}
 	}
 	s.routeDone(&r)
 	return r
+}
+
+// remoteOnly reports whether every member of g is on another node.
+func remoteOnly(g *topics.SharedGroup) bool {
+	for _, sub := range g.Members {
+		if targetKind(sub.Target) != KindRemote {
+			return false
+		}
+	}
+	return true
 }
 
 // storeRetained keeps, replaces or deletes (empty payload) the retained
@@ -487,8 +527,13 @@ func (s *Server) deliveryFor(m *Message, sub *topics.Subscription) delivery {
 func (s *Server) deliver(clientID string, t any, d delivery, r *routed) {
 	switch x := t.(type) {
 	case *session:
-		s.deliverSession(x, d, r)
+		if !r.opts.remote {
+			s.deliverSession(x, d, r)
+		}
 	case *handlerTarget:
+		if r.opts.remote {
+			return
+		}
 		s.deliverHandler(x, d)
 		r.queued++
 	case *remoteTarget:

@@ -149,9 +149,9 @@ func (r *restorer) Inbound(clientID string, packetID uint16) error {
 		return nil
 	}
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]struct{})
+		ss.inQoS2 = make(map[uint16]bool)
 	}
-	ss.inQoS2[packetID] = struct{}{}
+	ss.inQoS2[packetID] = true // see routeAgain
 	return nil
 }
 
