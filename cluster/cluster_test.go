@@ -198,6 +198,16 @@ func subscribe(t testing.TB, c *terntest.Conn, filter string, qos byte) {
 	}
 }
 
+// subscriber connects a clean session id to nd, subscribed to filter at
+// qos.
+func subscriber(t testing.TB, nd *testNode, id, filter string, qos byte) *terntest.Conn {
+	t.Helper()
+	c := nd.Dial(t, packets.V5)
+	c.MustConnect(id)
+	subscribe(t, c, filter, qos)
+	return c
+}
+
 // recvPublish reads packets until a PUBLISH, acknowledging QoS 1.
 func recvPublish(t testing.TB, c *terntest.Conn) *packets.Publish {
 	t.Helper()
@@ -703,6 +713,46 @@ func TestForwardByNameToOwner(t *testing.T) {
 	}
 	if p := recvPublish(t, x); string(p.Payload) != "parked" {
 		t.Fatalf("got %q", p.Payload)
+	}
+}
+
+// A batch its node took, but whose answer came too late (here: never),
+// is parked by its sender for that node too; the node skips that copy
+// rather than deliver the messages again [MQTT-4.3.3-2].
+func TestLateAnswerParkedCopySkipped(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	sub := subscriber(t, nodes[1], "sub", "bt/#", 2)
+	pub := nodes[0].Dial(t, packets.V5)
+	pub.MustConnect("pub")
+	// n1 hears no answer from other nodes any more.
+	f := nodes[0].cl.fwd
+	for _, ns := range f.subs {
+		if ns.Subject == f.inbox+"*" {
+			if err := ns.Unsubscribe(); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	unparked := nodes[1].cl.fwd.counters().Unparked
+	pub.Send(&packets.Publish{Topic: "bt/1", QoS: 2, PacketID: 1, Payload: []byte("once")})
+	if rec, ok := pub.Recv().(*packets.Pubrec); !ok || rec.ReasonCode != 0 {
+		t.Fatalf("PUBREC %+v", rec) // once parked for n2
+	}
+	p, ok := sub.Recv().(*packets.Publish)
+	if !ok || string(p.Payload) != "once" {
+		t.Fatalf("got %+v", p)
+	}
+	sub.Send(&packets.Pubrec{PacketID: p.PacketID})
+	if _, ok := sub.Recv().(*packets.Pubrel); !ok {
+		t.Fatal("no PUBREL")
+	}
+	sub.Send(&packets.Pubcomp{PacketID: p.PacketID})
+	terntest.Eventually(t, "n2 to skip the parked copy", func() bool { return nodes[1].cl.fwd.counters().ParkedTaken > 0 })
+	if c := nodes[1].cl.fwd.counters(); c.Unparked != unparked {
+		t.Fatalf("the parked copy was taken as well: %+v", c)
+	}
+	if pk, err := sub.TryRecv(300 * time.Millisecond); err == nil {
+		t.Fatalf("a second copy: %+v", pk)
 	}
 }
 

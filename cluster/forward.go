@@ -81,10 +81,15 @@ var batchPool = sync.Pool{New: func() any { return &batch{data: make([]byte, 0, 
 // parkHeld parks the held messages of b (all of them, or only those with
 // an acknowledgement), releasing their acknowledgements once parked. b
 // is not recycled: the park stream's publisher keeps its data for retries.
-func (f *forwarder) parkHeld(b *batch, all bool) {
+func (f *forwarder) parkHeld(b *batch, all bool) { f.parkHeldFrom(b, all, "") }
+
+// parkHeldFrom is parkHeld for a batch sent with the reply subject ref
+// (its node may have taken it, and answered too late): each parked
+// message names it, so that the node skips the copy if it did.
+func (f *forwarder) parkHeldFrom(b *batch, all bool, ref string) {
 	for _, h := range b.held {
 		if h.ack != nil || all {
-			f.parkMsg(b.node, b.data[h.off:h.end], h.ack)
+			f.parkMsgFrom(b.node, b.data[h.off:h.end], h.ack, ref)
 		}
 	}
 }
@@ -113,6 +118,7 @@ func (f *forwarder) recycle(b *batch) {
 type pending struct {
 	b        *batch
 	deadline time.Time
+	id       uint64 // its reply subject's last token
 }
 
 // Counters of the forwarding, for the admin API and metrics.
@@ -143,7 +149,11 @@ type Counters struct {
 	// this one) that nothing here took: the session they were for had
 	// moved on or ended, or no subscription matched any more.
 	Orphaned uint64 `json:"orphaned"`
-	Shed     uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
+	// ParkedTaken counts messages parked for this node that it skipped:
+	// copies of a batch it had taken and acknowledged, parked by a sender
+	// that timed out before the answer came.
+	ParkedTaken uint64 `json:"parked_taken"`
+	Shed        uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -161,7 +171,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -186,6 +196,50 @@ type forwarder struct {
 	parkSeen atomic.Uint64
 	// redrain asks drainPark to read the park stream again from there.
 	redrain chan struct{}
+	// taken remembers the batches from other nodes this node took and
+	// acknowledged (by reply subject), for a while: a sender that timed
+	// out before the answer came parked their messages for this node
+	// too, and those copies are skipped (see tookBatch).
+	taken batchesTaken
+}
+
+// batchesTaken is a set of batch references kept for takenFor to
+// takenFor*2: two generations, the older dropped when the newer is that
+// old.
+type batchesTaken struct {
+	mu        sync.Mutex
+	cur, prev map[string]struct{}
+	since     time.Time // when cur was started
+}
+
+// takenFor is how long a taken batch is remembered at least: a parked
+// copy of it comes within a forward's timeout and the park stream's
+// latency, seconds at most while this node is up (a restarted node
+// forgets, and takes the copies: delivered twice, not lost).
+const takenFor = 30 * time.Second
+
+// batchHeader names, on a message parked because its batch timed out,
+// the batch it was sent in: its reply subject.
+const batchHeader = "Tern-Batch"
+
+// add remembers the batch ref.
+func (t *batchesTaken) add(ref string) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	now := time.Now()
+	if t.cur == nil || now.Sub(t.since) > takenFor {
+		t.prev, t.cur, t.since = t.cur, make(map[string]struct{}), now
+	}
+	t.cur[ref] = struct{}{}
+}
+
+// has reports whether the batch ref was taken here lately.
+func (t *batchesTaken) has(ref string) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	_, a := t.cur[ref]
+	_, b := t.prev[ref]
+	return a || b
 }
 
 func newForwarder(c *Cluster) *forwarder {
@@ -199,7 +253,7 @@ func (f *forwarder) counters() Counters {
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
+		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
 // subscribe listens to this node's subjects: messages, replies, route
@@ -386,7 +440,7 @@ func (f *forwarder) publish(b *batch) {
 	if b.onward {
 		wait /= 2
 	}
-	f.pend[id] = &pending{b: b, deadline: time.Now().Add(wait)}
+	f.pend[id] = &pending{b: b, deadline: time.Now().Add(wait), id: id}
 	f.mu.Unlock()
 	msg := &nats.Msg{Subject: b.subject, Reply: f.inbox + strconv.FormatUint(id, 10), Data: b.data}
 	if err := f.c.data.PublishMsg(msg); err != nil {
@@ -471,7 +525,7 @@ func (f *forwarder) sweep() {
 		f.mu.Unlock()
 		for _, p := range late {
 			f.cnt.timeouts.Add(uint64(p.b.acks))
-			f.parkHeld(p.b, false)
+			f.parkHeldFrom(p.b, false, f.inbox+strconv.FormatUint(p.id, 10))
 		}
 	}
 }
@@ -522,6 +576,8 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		var b []byte
 		if err != nil {
 			b = []byte(err.Error())
+		} else {
+			f.taken.add(reply)
 		}
 		c.data.Publish(reply, b)
 	}
@@ -554,6 +610,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 	if i := strings.LastIndexByte(reply, '.'); i > 0 && strings.HasPrefix(reply, "tern.r.") {
 		if id, err := strconv.ParseUint(reply[i+1:], 10, 64); err == nil {
 			prefix := reply[:i+1]
+			f.taken.add(reply)
 			f.acks[prefix] = binary.AppendUvarint(f.acks[prefix], id)
 			if len(f.acks[prefix]) > 64 { // about 20 batches: the sender's publishers wait for them
 				f.flushAcks()
@@ -812,8 +869,17 @@ func (f *forwarder) setupPark(ctx context.Context, replicas int) error {
 // attempts carry one message id, so the stream keeps one copy even when an
 // attempt that timed out was stored after all.
 func (f *forwarder) parkMsg(node string, data []byte, ack *tern.Ack) {
+	f.parkMsgFrom(node, data, ack, "")
+}
+
+// parkMsgFrom is parkMsg for a message of the batch sent with the reply
+// subject ref ("": none).
+func (f *forwarder) parkMsgFrom(node string, data []byte, ack *tern.Ack, ref string) {
 	msg := &nats.Msg{Subject: "tern.park." + node, Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, f.c.instance+"."+strconv.FormatUint(f.parkSeq.Add(1), 36))
+	if ref != "" {
+		msg.Header.Set(batchHeader, ref)
+	}
 	fut, err := f.c.js.PublishMsgAsync(msg)
 	go func() {
 		if err == nil {
@@ -867,13 +933,19 @@ func (f *forwarder) drainPark() {
 	// take routes one parked message here, once: the consumer's callback
 	// and a read from the stream leader (catchUp) may both see it.
 	var takeMu sync.Mutex
-	take := func(seq uint64, data []byte) {
+	take := func(seq uint64, data []byte, ref string) {
 		takeMu.Lock()
 		defer takeMu.Unlock()
 		if seq <= last.Load() {
 			return
 		}
-		if m, d, err := decodeForward(data); err == nil {
+		switch m, d, err := decodeForward(data); {
+		case err != nil:
+		case ref != "" && f.taken.has(ref):
+			// Its batch came and was taken here; the sender parked it
+			// too, having timed out before the answer: a copy.
+			f.cnt.parkedTaken.Add(1)
+		default:
 			f.takeParked(seq, m, d)
 			f.cnt.unparked.Add(1)
 		}
@@ -894,7 +966,7 @@ func (f *forwarder) drainPark() {
 				if err != nil {
 					return
 				}
-				take(md.Sequence.Stream, msg.Data())
+				take(md.Sequence.Stream, msg.Data(), msg.Headers().Get(batchHeader))
 			}, jetstream.PullExpiry(5*time.Second))
 		}
 		if err != nil && c.ctx.Err() == nil {
@@ -1030,7 +1102,7 @@ func (f *forwarder) parkStalled(w *parkWatch, subj string) bool {
 // catchUp reads what the stream leader holds for this node after the last
 // message taken, one message at a time, into take, up to the message
 // target (what comes after is for the consumer again).
-func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte)) {
+func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte, ref string)) {
 	c := f.c
 	for c.ctx.Err() == nil && f.parkSeen.Load() < target {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
@@ -1043,7 +1115,7 @@ func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, da
 			c.log.Warn("reading the park stream from its leader", "err", err)
 			return
 		}
-		take(msg.Sequence, msg.Data)
+		take(msg.Sequence, msg.Data, msg.Header.Get(batchHeader))
 	}
 }
 
