@@ -155,6 +155,10 @@ func (s *Server) routeAgain(c *Client, pk *packets.Publish) *Ack {
 		return nil
 	}
 	r := s.routeMsg(res.m, routeOpts{acks: true, remote: true})
+	if r.queued > 0 {
+		s.log.Debug("QoS 2 message sent again after a restart: routed again to other nodes",
+			"client", c.id, "packet_id", pk.PacketID, "topic", pk.Topic, "nodes", r.queued)
+	}
 	return r.ack
 }
 
