@@ -113,9 +113,9 @@ func (b *recordingBatch) DeleteDelivery(id string, seq uint64) {
 	b.rec("delete delivery %s %d", id, seq)
 	b.Batch.DeleteDelivery(id, seq)
 }
-func (b *recordingBatch) PutInbound(id string, pid uint16) {
+func (b *recordingBatch) PutInbound(id string, pid uint16, created int64) {
 	b.rec("put inbound %s %d", id, pid)
-	b.Batch.PutInbound(id, pid)
+	b.Batch.PutInbound(id, pid, created)
 }
 func (b *recordingBatch) DeleteInbound(id string, pid uint16) {
 	b.rec("delete inbound %s %d", id, pid)

@@ -264,7 +264,7 @@ func (f loaderFunc) Message(*storage.Message) error           { return nil }
 func (f loaderFunc) Session(s *storage.Session) error         { f(s); return nil }
 func (f loaderFunc) Subscription(*storage.Subscription) error { return nil }
 func (f loaderFunc) Delivery(*storage.Delivery) error         { return nil }
-func (f loaderFunc) Inbound(string, uint16) error             { return nil }
+func (f loaderFunc) Inbound(string, uint16, int64) error      { return nil }
 func (f loaderFunc) Retained(string, uint64) error            { return nil }
 func (f loaderFunc) Will(*storage.Will) error                 { return nil }
 

@@ -578,12 +578,12 @@ func (s *Server) ImportSession(st *SessionState) error {
 			break
 		}
 		if ss.inQoS2 == nil {
-			ss.inQoS2 = make(map[uint16]bool)
+			ss.inQoS2 = make(map[uint16]int64)
 		}
-		ss.inQoS2[pid] = false
+		ss.inQoS2[pid] = 0
 		if ss.persistentLocked() {
 			p := pid
-			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p) })
+			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p, 0) })
 		}
 	}
 	if st.Token != "" {

@@ -242,11 +242,16 @@ func TestPersistInboundQoS2ResentToRemote(t *testing.T) {
 			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 || rec.ReasonCode != packets.Success {
 				t.Fatalf("pubrec %+v", rec)
 			}
+			before.mu.Lock()
+			first := before.msgs[0]
+			before.mu.Unlock()
 			after.mu.Lock()
 			d, m := after.got[0], after.msgs[0]
 			after.mu.Unlock()
-			if d.Route != "node2" || d.QoS != 2 || string(m.Payload) != "once" {
-				t.Fatalf("forwarded %+v %q", d, m.Payload)
+			// The other node knows it by its first creation time.
+			if d.Route != "node2" || d.QoS != 2 || !d.Again || string(m.Payload) != "once" ||
+				!m.Created.Equal(first.Created) || m.Origin != "pub" {
+				t.Fatalf("forwarded %+v %q created %v origin %q, first created %v", d, m.Payload, m.Created, m.Origin, first.Created)
 			}
 			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
 			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 {
@@ -343,7 +348,7 @@ func (l *countLoader) Message(*storage.Message) error           { l.messages++; 
 func (l *countLoader) Session(*storage.Session) error           { l.sessions++; return nil }
 func (l *countLoader) Subscription(*storage.Subscription) error { l.subs++; return nil }
 func (l *countLoader) Delivery(*storage.Delivery) error         { l.deliveries++; return nil }
-func (l *countLoader) Inbound(string, uint16) error             { return nil }
+func (l *countLoader) Inbound(string, uint16, int64) error      { return nil }
 func (l *countLoader) Retained(string, uint64) error            { return nil }
 func (l *countLoader) Will(*storage.Will) error                 { return nil }
 

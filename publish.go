@@ -59,9 +59,9 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	ss := c.sess
 	if pk.QoS == 2 {
 		ss.mu.Lock()
-		again, dup := ss.inQoS2[pk.PacketID]
-		if again {
-			ss.inQoS2[pk.PacketID] = false // routed again once only
+		created, dup := ss.inQoS2[pk.PacketID]
+		if created != 0 {
+			ss.inQoS2[pk.PacketID] = 0 // routed again once only
 		}
 		persistent := ss.persistentLocked()
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
@@ -74,8 +74,8 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			// [MQTT-4.3.3-10]. The first PUBREC may still wait for its
 			// commit: this one waits too.
 			var remote *Ack
-			if again {
-				remote = s.routeAgain(c, pk)
+			if created != 0 {
+				remote = s.routeAgain(c, pk, created)
 			}
 			c.sendAck(packets.PUBREC, pk.PacketID, packets.Success, persistent, remote)
 			return nil
@@ -98,7 +98,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			// delivered, never known and lost or unknown and delivered
 			// again.
 			s.persist.hold()
-			durable = c.receivedQoS2(pk.PacketID)
+			durable = c.receivedQoS2(pk.PacketID, res.m.Created.UnixNano())
 			inbound = true
 		}
 		s.routePublished(c, pk, &res, strict)
@@ -134,7 +134,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		if !code.IsError() && !inbound {
 			// A 3.1.1 refusal is acknowledged as a success and completed
 			// like one. An error PUBREC ends the exchange (section 4.3.3).
-			durable = c.receivedQoS2(pk.PacketID) || durable
+			durable = c.receivedQoS2(pk.PacketID, 0) || durable
 		}
 		c.sendAck(packets.PUBREC, pk.PacketID, code, durable, res.r.ack)
 	}
@@ -146,11 +146,17 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 // server restarted, with a packet id the store had: the id went to the
 // store in one commit with the message's deliveries here, but the PUBREC
 // also waited for other nodes to take it, and a client that sends the
-// message again never had that PUBREC, so they may not have it. A node
-// that had it gets it twice; one that had not would never get it. Without
-// other nodes nothing is routed.
-func (s *Server) routeAgain(c *Client, pk *packets.Publish) *Ack {
-	res := s.admitPublish(c, pk, c.rd.publishedAt())
+// message again never had that PUBREC, so they may not have it. The
+// message keeps its first creation time (created, when the store had it:
+// above 0), and its deliveries say it comes again (Delivery.Again), so
+// that a node that had it may know it; one that had not would never get
+// it otherwise. Without other nodes nothing is routed.
+func (s *Server) routeAgain(c *Client, pk *packets.Publish, created int64) *Ack {
+	at := time.Unix(0, created)
+	if created <= 0 {
+		at = c.rd.publishedAt()
+	}
+	res := s.admitPublish(c, pk, at)
 	if res.code.IsError() || res.discarded {
 		return nil
 	}
@@ -163,20 +169,21 @@ func (s *Server) routeAgain(c *Client, pk *packets.Publish) *Ack {
 }
 
 // receivedQoS2 records the packet id of a QoS 2 PUBLISH awaiting PUBREL,
-// in the store too for a persistent session, and reports whether it went
+// in the store too for a persistent session with the message's creation
+// time (0: none, the message went nowhere), and reports whether it went
 // to the store.
-func (c *Client) receivedQoS2(id uint16) bool {
+func (c *Client) receivedQoS2(id uint16, created int64) bool {
 	ss := c.sess
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]bool)
+		ss.inQoS2 = make(map[uint16]int64)
 	}
-	ss.inQoS2[id] = false
+	ss.inQoS2[id] = 0
 	if !ss.persistentLocked() {
 		return false
 	}
-	ss.srv.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id) })
+	ss.srv.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id, created) })
 	return true
 }
 
@@ -599,6 +606,7 @@ func (s *Server) forward(rt *remoteTarget, clientID string, d delivery, r *route
 	if g := d.share(); g != nil {
 		dv.Group, dv.Filter = g.Name, g.Filter
 	}
+	dv.Again = r.opts.remote
 	var a *Ack
 	if r.opts.acks && dv.QoS > 0 {
 		if r.ack == nil {

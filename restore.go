@@ -142,16 +142,19 @@ func (r *restorer) Delivery(rec *storage.Delivery) error {
 	return nil
 }
 
-func (r *restorer) Inbound(clientID string, packetID uint16) error {
+func (r *restorer) Inbound(clientID string, packetID uint16, created int64) error {
 	ss := r.sessions[clientID]
 	if ss == nil {
 		r.skip(func(b storage.Batch) { b.DeleteInbound(clientID, packetID) })
 		return nil
 	}
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]bool)
+		ss.inQoS2 = make(map[uint16]int64)
 	}
-	ss.inQoS2[packetID] = true // see routeAgain
+	if created == 0 {
+		created = -1 // a record of an earlier version: not known
+	}
+	ss.inQoS2[packetID] = created // see routeAgain
 	return nil
 }
 

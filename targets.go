@@ -165,6 +165,12 @@ type Delivery struct {
 	Retain bool
 	SubIDs []uint32 // nil, or several identifiers
 	SubID  uint32   // the one identifier, when SubIDs is nil
+	// Again says the message may have reached the remote already: its
+	// publisher sent it again after this server restarted, before it had
+	// its PUBREC, and the server routes it again to other nodes only (the
+	// message has its first creation time, when the store kept it). A
+	// remote that knows it took the message may leave it.
+	Again bool
 }
 
 // Ack is a publisher's acknowledgement (PUBACK or PUBREC) waiting on

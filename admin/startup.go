@@ -196,9 +196,9 @@ func (c *countingLoader) Delivery(d *storage.Delivery) error {
 	return c.l.Delivery(d)
 }
 
-func (c *countingLoader) Inbound(clientID string, packetID uint16) error {
+func (c *countingLoader) Inbound(clientID string, packetID uint16, created int64) error {
 	c.o.counts[kInbound].Add(1)
-	return c.l.Inbound(clientID, packetID)
+	return c.l.Inbound(clientID, packetID, created)
 }
 
 func (c *countingLoader) Retained(topic string, id uint64) error {

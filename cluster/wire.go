@@ -46,6 +46,9 @@ func appendForward(b []byte, m *tern.Message, d tern.Delivery) []byte {
 	if d.Retain {
 		f |= 4
 	}
+	if d.Again {
+		f |= 8 // a node of an earlier version ignores it
+	}
 	b = append(b, wireVersion, f)
 	b = appendStr(b, d.ClientID)
 	b = appendStr(b, d.Group)
@@ -73,7 +76,7 @@ func decodeForward(b []byte) (*tern.Message, tern.Delivery, error) {
 		return nil, d, errors.New("cluster: message from a node of another wire version")
 	}
 	f := r.byte()
-	d.QoS, d.Retain = f&3, f&4 != 0
+	d.QoS, d.Retain, d.Again = f&3, f&4 != 0, f&8 != 0
 	d.ClientID, d.Group, d.Filter = r.str(), r.str(), r.str()
 	n := r.uvarint()
 	if n > 1<<16 {

@@ -17,6 +17,7 @@ func TestForwardRoundTrip(t *testing.T) {
 		{QoS: 1},
 		{QoS: 2, Retain: true, ClientID: "moved", SubID: 7},
 		{QoS: 1, Group: "g", Filter: "a/+", SubIDs: []uint32{3, 4}},
+		{QoS: 2, Again: true},
 	} {
 		b := encodeForward(m, d)
 		got, gd, err := decodeForward(b)

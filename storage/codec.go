@@ -274,16 +274,24 @@ func DecodeRetained(b []byte) (messageID uint64, err error) {
 	return id, d.err
 }
 
-// AppendInbound appends the encoding of an inbound QoS 2 id record, which
-// holds nothing but the format version: the key says it all.
-func AppendInbound(dst []byte) []byte { return append(dst, FormatVersion) }
+// AppendInbound appends the encoding of an inbound QoS 2 id record: the
+// format version and the message's creation time (unix nanoseconds; the
+// key says the rest). Records of earlier versions of Tern hold the
+// version only.
+func AppendInbound(dst []byte, created int64) []byte {
+	return binary.AppendVarint(append(dst, FormatVersion), created)
+}
 
-// DecodeInbound checks a record made by AppendInbound.
-func DecodeInbound(b []byte) error {
+// DecodeInbound decodes a record made by AppendInbound and returns the
+// creation time it holds, 0 for a record that has none.
+func DecodeInbound(b []byte) (created int64, err error) {
 	d := decoder{b: b, kind: "inbound"}
 	d.version()
+	if d.err == nil && len(d.b) > 0 {
+		created = d.varint()
+	}
 	d.end()
-	return d.err
+	return created, d.err
 }
 
 func appendString(dst []byte, s string) []byte {

@@ -110,8 +110,14 @@ func TestRecordRoundTrip(t *testing.T) {
 	if id, err := DecodeRetained(AppendRetained(nil, 1<<63)); err != nil || id != 1<<63 {
 		t.Fatalf("retained: %v %d", err, id)
 	}
-	if err := DecodeInbound(AppendInbound(nil)); err != nil {
-		t.Fatal(err)
+	for _, created := range []int64{0, 1, 1 << 62, -5} {
+		if got, err := DecodeInbound(AppendInbound(nil, created)); err != nil || got != created {
+			t.Fatalf("inbound %d: %v %d", created, err, got)
+		}
+	}
+	// A record of an earlier version holds the format version only.
+	if got, err := DecodeInbound([]byte{FormatVersion}); err != nil || got != 0 {
+		t.Fatalf("inbound without a creation time: %v %d", err, got)
 	}
 }
 
@@ -141,7 +147,8 @@ func TestDecodeRejects(t *testing.T) {
 		"delivery count":    {kindDelivery, []byte{1, 1, 1, 1, 0xFF, 0xFF, 0xFF, 0xFF, 0x0F}},
 		"delivery share":    {kindDelivery, []byte{1, 0x11, 1, 1, 0}},
 		"bad varint":        {kindRetained, []byte{1, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0xFF, 0x01}},
-		"inbound trailing":  {kindInbound, []byte{1, 0}},
+		"inbound trailing":  {kindInbound, []byte{1, 0, 0}},
+		"inbound varint":    {kindInbound, []byte{1, 0x80}},
 		"will truncated":    {kindWill, []byte{1, 0, 0}},
 	}
 	for name, c := range cases {
@@ -201,9 +208,11 @@ func decodeKind(kind byte, b []byte) error {
 		}
 		first, second = id, id2
 	case kindInbound:
-		if err = DecodeInbound(b); err == nil {
-			err = DecodeInbound(AppendInbound(nil))
+		var c, c2 int64
+		if c, err = DecodeInbound(b); err == nil {
+			c2, err = DecodeInbound(AppendInbound(nil, c))
 		}
+		first, second = c, c2
 	case kindWill:
 		var w, w2 Will
 		if err = DecodeWill(b, &w); err == nil {

@@ -168,8 +168,11 @@ type Batch interface {
 	PutDelivery(d *Delivery)
 	// DeleteDelivery removes one delivery.
 	DeleteDelivery(clientID string, seq uint64)
-	// PutInbound records an inbound QoS 2 packet id awaiting PUBREL.
-	PutInbound(clientID string, packetID uint16)
+	// PutInbound records an inbound QoS 2 packet id awaiting PUBREL, and
+	// its message's creation time (unix nanoseconds, 0 when unknown),
+	// by which other nodes of a cluster know the message when its
+	// publisher sends it again after a restart.
+	PutInbound(clientID string, packetID uint16, created int64)
 	// DeleteInbound forgets an inbound QoS 2 packet id.
 	DeleteInbound(clientID string, packetID uint16)
 	// PutRetained makes messageID the retained message of topic.
@@ -194,7 +197,7 @@ type Loader interface {
 	Session(s *Session) error
 	Subscription(s *Subscription) error
 	Delivery(d *Delivery) error
-	Inbound(clientID string, packetID uint16) error
+	Inbound(clientID string, packetID uint16, created int64) error
 	Retained(topic string, messageID uint64) error
 	Will(w *Will) error
 }

@@ -29,6 +29,7 @@ type op struct {
 	group, filter string
 	id            uint64
 	value         []byte
+	created       int64 // PutInbound's
 }
 
 // batch records operations, their records already encoded, for Commit to
@@ -88,8 +89,8 @@ func (b *batch) DeleteDelivery(clientID string, seq uint64) {
 }
 
 // PutInbound implements [storage.Batch].
-func (b *batch) PutInbound(clientID string, packetID uint16) {
-	b.add(op{kind: opPutInbound, client: clientID, id: uint64(packetID)})
+func (b *batch) PutInbound(clientID string, packetID uint16, created int64) {
+	b.add(op{kind: opPutInbound, client: clientID, id: uint64(packetID), created: created})
 }
 
 // DeleteInbound implements [storage.Batch].

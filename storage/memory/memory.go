@@ -30,7 +30,7 @@ type client struct {
 	will       []byte // nil: no will
 	subs       map[subKey][]byte
 	deliveries map[uint64][]byte
-	inbound    map[uint16]struct{}
+	inbound    map[uint16]int64 // creation times
 }
 
 type subKey struct{ group, filter string }
@@ -146,9 +146,9 @@ func (s *Store) applyLocked(o *op) {
 	case opPutInbound:
 		c := s.clientLocked(o.client, true)
 		if c.inbound == nil {
-			c.inbound = make(map[uint16]struct{})
+			c.inbound = make(map[uint16]int64)
 		}
-		c.inbound[uint16(o.id)] = struct{}{}
+		c.inbound[uint16(o.id)] = o.created
 	default:
 		c := s.clientLocked(o.client, false)
 		if c == nil {
@@ -221,8 +221,8 @@ func (s *Store) Load(l storage.Loader) error {
 		}
 	}
 	for _, c := range snap.clients {
-		for _, id := range c.inbound {
-			if err := l.Inbound(c.id, id); err != nil {
+		for _, in := range c.inbound {
+			if err := l.Inbound(c.id, in.id, in.created); err != nil {
 				return err
 			}
 		}
@@ -267,7 +267,11 @@ type (
 		session, will []byte
 		subs          []subValue
 		deliveries    []idValue
-		inbound       []uint16
+		inbound       []inboundID
+	}
+	inboundID struct {
+		id      uint16
+		created int64
 	}
 	snapshot struct {
 		messages []idValue
@@ -302,8 +306,8 @@ func (s *Store) snapshot() (*snapshot, error) {
 		for seq, v := range c.deliveries {
 			cs.deliveries = append(cs.deliveries, idValue{seq, v})
 		}
-		for pid := range c.inbound {
-			cs.inbound = append(cs.inbound, pid)
+		for pid, created := range c.inbound {
+			cs.inbound = append(cs.inbound, inboundID{pid, created})
 		}
 		snap.clients = append(snap.clients, cs)
 	}
@@ -322,7 +326,7 @@ func (snap *snapshot) sort() {
 			return cmp.Or(cmp.Compare(a.key.group, b.key.group), cmp.Compare(a.key.filter, b.key.filter))
 		})
 		slices.SortFunc(c.deliveries, byID)
-		slices.Sort(c.inbound)
+		slices.SortFunc(c.inbound, func(a, b inboundID) int { return cmp.Compare(a.id, b.id) })
 	}
 }
 

@@ -95,9 +95,9 @@ func (b *batch) DeleteDelivery(clientID string, seq uint64) {
 }
 
 // PutInbound implements [storage.Batch].
-func (b *batch) PutInbound(clientID string, packetID uint16) {
+func (b *batch) PutInbound(clientID string, packetID uint16, created int64) {
 	b.key = inboundKey(b.key[:0], clientID, packetID)
-	b.val = storage.AppendInbound(b.val[:0])
+	b.val = storage.AppendInbound(b.val[:0], created)
 	b.set(b.key)
 }
 

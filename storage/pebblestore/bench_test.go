@@ -96,7 +96,7 @@ func (c *countLoader) Message(*storage.Message) error           { c.messages++; 
 func (c *countLoader) Session(*storage.Session) error           { c.other++; return nil }
 func (c *countLoader) Subscription(*storage.Subscription) error { c.other++; return nil }
 func (c *countLoader) Delivery(*storage.Delivery) error         { c.other++; return nil }
-func (c *countLoader) Inbound(string, uint16) error             { c.other++; return nil }
+func (c *countLoader) Inbound(string, uint16, int64) error      { c.other++; return nil }
 func (c *countLoader) Retained(string, uint64) error            { c.retained++; return nil }
 func (c *countLoader) Will(*storage.Will) error                 { c.other++; return nil }
 

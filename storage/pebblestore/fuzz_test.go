@@ -14,7 +14,7 @@ func (nopLoader) Message(*storage.Message) error           { return nil }
 func (nopLoader) Session(*storage.Session) error           { return nil }
 func (nopLoader) Subscription(*storage.Subscription) error { return nil }
 func (nopLoader) Delivery(*storage.Delivery) error         { return nil }
-func (nopLoader) Inbound(string, uint16) error             { return nil }
+func (nopLoader) Inbound(string, uint16, int64) error      { return nil }
 func (nopLoader) Retained(string, uint64) error            { return nil }
 func (nopLoader) Will(*storage.Will) error                 { return nil }
 
@@ -25,7 +25,7 @@ func FuzzLoadRecord(f *testing.F) {
 	f.Add(clientKey(nil, kindSession, "c"), storage.AppendSession(nil, &storage.Session{Version: 5}))
 	f.Add(subscriptionKey(nil, "c", "g", "a/#"), storage.AppendSubscription(nil, &storage.Subscription{QoS: 1}))
 	f.Add(deliveryKey(nil, "c", 3), storage.AppendDelivery(nil, &storage.Delivery{MessageID: 7, QoS: 1}))
-	f.Add(inboundKey(nil, "c", 9), storage.AppendInbound(nil))
+	f.Add(inboundKey(nil, "c", 9), storage.AppendInbound(nil, 12345))
 	f.Add(retainedKey(nil, "a/b"), storage.AppendRetained(nil, 7))
 	f.Add(clientKey(nil, kindWill, "c"), storage.AppendWill(nil, &storage.Will{FireAt: 1}))
 	f.Add([]byte{kindDelivery, 0xFF, 0xFF}, []byte{1})

@@ -110,7 +110,7 @@ func (l *idLoader) Message(m *storage.Message) error         { l.ids[m.ID] = tru
 func (l *idLoader) Session(*storage.Session) error           { return nil }
 func (l *idLoader) Subscription(*storage.Subscription) error { return nil }
 func (l *idLoader) Delivery(*storage.Delivery) error         { return nil }
-func (l *idLoader) Inbound(string, uint16) error             { return nil }
+func (l *idLoader) Inbound(string, uint16, int64) error      { return nil }
 func (l *idLoader) Retained(string, uint64) error            { return nil }
 func (l *idLoader) Will(*storage.Will) error                 { return nil }
 

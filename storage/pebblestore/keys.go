@@ -19,7 +19,7 @@ import (
 //	session       0x02 client                               -> storage.AppendSession
 //	subscription  0x03 client group filter(rest)            -> storage.AppendSubscription
 //	delivery      0x04 client seq(8)                        -> storage.AppendDelivery
-//	inbound       0x05 client packetID(2)                   -> storage.AppendInbound
+//	inbound       0x05 client packetID(2)                   -> storage.AppendInbound (creation time)
 //	retained      0x06 topic(rest)                          -> storage.AppendRetained
 //	will          0x07 client                               -> storage.AppendWill
 const (

@@ -120,10 +120,11 @@ func loadRecord(l storage.Loader, key, val []byte) error {
 		if err := r.end(); err != nil {
 			return err
 		}
-		if err := storage.DecodeInbound(val); err != nil {
+		created, err := storage.DecodeInbound(val)
+		if err != nil {
 			return err
 		}
-		return fromLoader(l.Inbound(client, pid))
+		return fromLoader(l.Inbound(client, pid, created))
 	case kindRetained:
 		topic := r.rest()
 		id, err := storage.DecodeRetained(val)

@@ -39,7 +39,7 @@ func testConcurrent(e *env) {
 					}
 					if i == rounds/2 {
 						b.PutSession(&storage.Session{ClientID: client, Version: 5})
-						b.PutInbound(client, uint16(i))
+						b.PutInbound(client, uint16(i), int64(i))
 					}
 				}
 				b := e.s.NewBatch()

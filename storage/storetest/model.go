@@ -11,10 +11,17 @@ import (
 	"github.com/ternmq/tern/storage"
 )
 
-// InboundID is one inbound QoS 2 packet id, as a Recorder keeps it.
+// InboundID is one inbound QoS 2 packet id.
 type InboundID struct {
 	ClientID string
 	PacketID uint16
+}
+
+// Inbound is one inbound QoS 2 packet id and its message's creation
+// time, as a Recorder keeps it.
+type Inbound struct {
+	InboundID
+	Created int64
 }
 
 // RetainedTopic is one retained topic, as a Recorder keeps it.
@@ -31,7 +38,7 @@ type Recorder struct {
 	Sessions       []storage.Session
 	Subscriptions  []storage.Subscription
 	Deliveries     []storage.Delivery
-	InboundIDs     []InboundID
+	InboundIDs     []Inbound
 	RetainedTopics []RetainedTopic
 	Wills          []storage.Will
 	Kinds          []string
@@ -70,8 +77,8 @@ func (r *Recorder) Delivery(d *storage.Delivery) error {
 }
 
 // Inbound implements [storage.Loader].
-func (r *Recorder) Inbound(clientID string, packetID uint16) error {
-	r.InboundIDs = append(r.InboundIDs, InboundID{clientID, packetID})
+func (r *Recorder) Inbound(clientID string, packetID uint16, created int64) error {
+	r.InboundIDs = append(r.InboundIDs, Inbound{InboundID{clientID, packetID}, created})
 	return r.call("inbound")
 }
 
@@ -102,7 +109,7 @@ type state struct {
 	Sessions      map[string]storage.Session
 	Subscriptions map[subKey]storage.Subscription
 	Deliveries    map[dlvKey]storage.Delivery
-	Inbound       map[InboundID]bool
+	Inbound       map[InboundID]int64 // creation times
 	Retained      map[string]uint64
 	Wills         map[string]storage.Will
 }
@@ -113,7 +120,7 @@ func newState() *state {
 		Sessions:      map[string]storage.Session{},
 		Subscriptions: map[subKey]storage.Subscription{},
 		Deliveries:    map[dlvKey]storage.Delivery{},
-		Inbound:       map[InboundID]bool{},
+		Inbound:       map[InboundID]int64{},
 		Retained:      map[string]uint64{},
 		Wills:         map[string]storage.Will{},
 	}
@@ -150,10 +157,10 @@ func stateOf(r *Recorder) (*state, error) {
 		s.Deliveries[k] = normDelivery(x)
 	}
 	for _, x := range r.InboundIDs {
-		if s.Inbound[x] {
-			return nil, dup("inbound", x)
+		if _, ok := s.Inbound[x.InboundID]; ok {
+			return nil, dup("inbound", x.InboundID)
 		}
-		s.Inbound[x] = true
+		s.Inbound[x.InboundID] = x.Created
 	}
 	for _, x := range r.RetainedTopics {
 		if _, ok := s.Retained[x.Topic]; ok {
@@ -302,9 +309,9 @@ func (m *model) DeleteDelivery(client string, seq uint64) {
 	delete(m.s.Deliveries, dlvKey{client, seq})
 }
 
-func (m *model) PutInbound(client string, pid uint16) {
+func (m *model) PutInbound(client string, pid uint16, created int64) {
 	m.n++
-	m.s.Inbound[InboundID{client, pid}] = true
+	m.s.Inbound[InboundID{client, pid}] = created
 }
 func (m *model) DeleteInbound(client string, pid uint16) {
 	m.n++

@@ -120,8 +120,8 @@ func fill(b storage.Batch, client string, base uint64) {
 		b.PutDelivery(&storage.Delivery{ClientID: client, Seq: i + 1, MessageID: base + i, QoS: byte(i % 3),
 			SubIDs: []uint32{7}, PacketID: uint16(i), ShareGroup: "g", ShareFilter: "s/#"})
 	}
-	b.PutInbound(client, 1)
-	b.PutInbound(client, 65535)
+	b.PutInbound(client, 1, 0) // a record of an earlier version: no creation time
+	b.PutInbound(client, 65535, int64(base)<<20)
 	w := &storage.Will{ClientID: client, Message: *message(0), FireAt: int64(base)}
 	b.PutWill(w)
 }
@@ -259,7 +259,7 @@ func testBatchOrder(e *env) {
 		b.DeleteSession("a") // then a new session in the same batch: it stays
 		b.PutSession(&storage.Session{ClientID: "a", Version: 3})
 		b.PutDelivery(&storage.Delivery{ClientID: "a", Seq: 2, MessageID: 10, QoS: 1})
-		b.PutInbound("a", 5)
+		b.PutInbound("a", 5, 1)
 		b.PutSubscription(&storage.Subscription{ClientID: "a", Filter: "#"})
 		b.PutRetained("x", 1) // put then delete: gone
 		b.DeleteRetained("x")
@@ -296,7 +296,7 @@ func testLoadOrder(e *env) {
 			}
 			b.PutWill(&storage.Will{ClientID: chunk[0].client})
 			b.PutRetained(fmt.Sprint("r", chunk[0].seq), chunk[0].seq)
-			b.PutInbound(chunk[0].client, uint16(chunk[0].seq))
+			b.PutInbound(chunk[0].client, uint16(chunk[0].seq), int64(chunk[0].seq))
 			b.PutSession(&storage.Session{ClientID: chunk[0].client})
 			b.PutSubscription(&storage.Subscription{ClientID: chunk[0].client, Filter: fmt.Sprint(chunk[0].seq)})
 		})
