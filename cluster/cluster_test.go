@@ -664,6 +664,9 @@ func TestTakeoverPassesOn(t *testing.T) {
 	if d := nodes[1].Stats().DuplicatesSkipped; d != dups {
 		t.Fatalf("n1 still passed a message on after the grace: %d copies skipped at n2", d-dups)
 	}
+	if c := nodes[0].cl.fwd.counters(); c.PassedOn == 0 || c.RoutedNotices != 1 {
+		t.Fatalf("n1 passed on %d messages and had %d routed notices, want some and 1", c.PassedOn, c.RoutedNotices)
+	}
 }
 
 // A QoS 1 message sent to a node for a session by name that has moved on

@@ -157,7 +157,18 @@ type Counters struct {
 	// its restart (their publisher had no PUBREC) that this node had
 	// taken already, and left (see again.go).
 	AgainSkipped uint64 `json:"again_skipped"`
-	Shed         uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
+	// PassedOn counts messages from other nodes this node passed on to
+	// the node a session moved to, while those nodes still routed the
+	// session's messages here (see tern.Server.ExportSession).
+	PassedOn uint64 `json:"passed_on"`
+	// TakenNotices counts the notices that a session this node held was
+	// restored on another node while this one was thought gone (it is
+	// shipped there), RoutedNotices those that every node routes a
+	// session handed over by this node to its new node (passing on
+	// stops).
+	TakenNotices  uint64 `json:"taken_notices"`
+	RoutedNotices uint64 `json:"routed_notices"`
+	Shed          uint64 `json:"shed"` // QoS 0 messages dropped: this node was behind on other nodes' by maxBacklog, or another node behind on this one's by maxUnsent
 }
 
 // forwarder sends messages to other nodes and receives theirs.
@@ -175,7 +186,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, againSkipped atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, againSkipped, passedOn, takenNotices, routedNotices atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -275,7 +286,8 @@ func (f *forwarder) counters() Counters {
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), AgainSkipped: f.cnt.againSkipped.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
+		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), AgainSkipped: f.cnt.againSkipped.Load(), PassedOn: f.cnt.passedOn.Load(),
+		TakenNotices: f.cnt.takenNotices.Load(), RoutedNotices: f.cnt.routedNotices.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
 // subscribe listens to this node's subjects: messages, replies, route
@@ -671,6 +683,7 @@ func (f *forwarder) receiveBatch(from string, b []byte) (stored bool, onward []t
 		}
 		switch {
 		case in.Onward():
+			f.cnt.passedOn.Add(1)
 			onward = append(onward, in)
 		case in.Queued > 0 || min(m.QoS, d.QoS) == 0:
 		case d.ClientID != "":

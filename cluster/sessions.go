@@ -681,6 +681,7 @@ func (r *registry) control(msg *nats.Msg) {
 		// Restored by node to while this node was thought gone: shipped
 		// there if it is still here, which it is when this node came
 		// back (and looked for such sessions) before to took it over.
+		c.fwd.cnt.takenNotices.Add(1)
 		c.goTracked(func() { r.shipTaken(id) })
 		return
 	}
@@ -688,6 +689,7 @@ func (r *registry) control(msg *nats.Msg) {
 		// The session handed over to node to is routed there by every
 		// node now: what they routed here before comes within a forward's
 		// timeout (or is parked for this node, and passed on from there).
+		c.fwd.cnt.routedNotices.Add(1)
 		c.srv.StopPassingOn(id, 2*c.opts.ForwardTimeout+time.Second)
 		return
 	}

@@ -413,6 +413,9 @@ func TestShipOnTakenNotice(t *testing.T) {
 	if p := recvPublish(t, c); string(p.Payload) != "queued on n1" {
 		t.Fatalf("got %q", p.Payload)
 	}
+	if got := n1.cl.fwd.counters().TakenNotices; got != 1 {
+		t.Fatalf("TakenNotices %d, want 1", got)
+	}
 }
 
 // A notice that comes before the node is ready (its park stream not set
