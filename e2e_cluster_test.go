@@ -72,6 +72,9 @@ func e2eCluster(t testing.TB, o *tern.Options, hooks []tern.Hook) *e2eBroker {
 	}
 	terntest.Eventually(t, "every node to see the others", func() bool {
 		for _, cl := range cls {
+			if !cl.Ready() {
+				return false // fenced for a moment
+			}
 			alive := 0
 			for _, n := range cl.Status().Nodes {
 				if n.Alive {
