@@ -128,6 +128,13 @@ type SessionState struct {
 	// Inbound are the packet identifiers of QoS 2 messages received from
 	// the client and not yet released.
 	Inbound []uint16
+	// Again holds those of Inbound the session's node restored from its
+	// store, or imported so, whose PUBLISH the client did not send again
+	// since, with their messages' creation times (unix nanoseconds, 0
+	// when not known): a client that never had their PUBREC sends them
+	// again, and the server that has the session then routes them again
+	// to every target, not knowing which had them.
+	Again map[uint16]int64
 	// DuplicateWindow, when set, makes ImportSession open a duplicate
 	// window of that length on the session (ExpectDuplicates) before its
 	// subscriptions and deliveries take effect. It is not exported.
@@ -404,8 +411,14 @@ func (ss *session) exportLocked(moved *remoteTarget, afters *[]func()) (*Session
 		add(&d, 0, false)
 	}
 	ss.streams = 0
-	for id := range ss.inQoS2 {
+	for id, in := range ss.inQoS2 {
 		st.Inbound = append(st.Inbound, id)
+		if in.again != againNone {
+			if st.Again == nil {
+				st.Again = make(map[uint16]int64)
+			}
+			st.Again[id] = in.created
+		}
 	}
 	slices.Sort(st.Inbound)
 	ss.inQoS2 = nil
@@ -578,12 +591,16 @@ func (s *Server) ImportSession(st *SessionState) error {
 			break
 		}
 		if ss.inQoS2 == nil {
-			ss.inQoS2 = make(map[uint16]int64)
+			ss.inQoS2 = make(map[uint16]inbound)
 		}
-		ss.inQoS2[pid] = 0
+		in := inbound{}
+		if created, ok := st.Again[pid]; ok {
+			in = inbound{created: created, again: againAll}
+		}
+		ss.inQoS2[pid] = in
 		if ss.persistentLocked() {
 			p := pid
-			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p, 0) })
+			s.persist.change(func(b storage.Batch) { b.PutInbound(id, p, in.created) })
 		}
 	}
 	if st.Token != "" {

@@ -3,6 +3,8 @@ package tern_test
 import (
 	"errors"
 	"fmt"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -39,18 +41,19 @@ func stores(t *testing.T) map[string]func() storage.Store {
 
 // restartable runs a broker on a store and restarts it on the same store.
 type restartable struct {
-	t    *testing.T
-	open func() storage.Store
-	st   storage.Store
-	srv  *terntest.Server
-	opts tern.Options
+	t     *testing.T
+	open  func() storage.Store
+	st    storage.Store
+	srv   *terntest.Server
+	opts  tern.Options
+	hooks []tern.Hook // added to each server started
 }
 
 func (r *restartable) start() *terntest.Server {
 	r.st = r.open()
 	o := r.opts
 	o.Store = r.st
-	r.srv = terntest.NewServer(r.t, &o)
+	r.srv = terntest.NewServer(r.t, &o, r.hooks...)
 	return r.srv
 }
 
@@ -277,6 +280,186 @@ func TestPersistInboundQoS2ResentToRemote(t *testing.T) {
 			}
 			if _, err := sub.TryRecv(300 * time.Millisecond); err == nil { // bounded wait for a duplicate that must not come
 				t.Fatal("message delivered twice")
+			}
+		})
+	}
+}
+
+// resentAfterRestart publishes a QoS 2 message (packet id 7) from the
+// persistent client "pub" on a broker whose remote route for "t" (and
+// whatever setup adds) holds its acknowledgement, so that no PUBREC
+// leaves, restarts the broker on its store, and returns it with
+// setup's routes made again by after.
+func resentAfterRestart(t *testing.T, open func() storage.Store, hooks []tern.Hook, retain bool, setup func(*terntest.Server)) (*restartable, *terntest.Server) {
+	t.Helper()
+	r := &restartable{t: t, open: open, hooks: hooks}
+	srv := r.start()
+	setup(srv)
+	pub, _ := connectStored(t, srv, "pub")
+	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Retain: retain, Payload: []byte("once")})
+	if _, err := pub.TryRecv(300 * time.Millisecond); err == nil {
+		t.Fatal("PUBREC before the other node took the message")
+	}
+	pub.Close()
+	return r, r.restart()
+}
+
+// A QoS 2 message for a shared group whose member here is offline went to
+// a member on another node, which never acknowledged it before the
+// broker restarted: sent again, it goes to that node again (the member
+// here, online by then, is passed over: it may have had it), and the
+// PUBREC waits for it.
+func TestPersistInboundQoS2ResentShared(t *testing.T) {
+	t.Parallel()
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			group := func(srv *terntest.Server, f *fakeRemote) {
+				if err := srv.AddRemoteRoute("node2", f, "g", "t"); err != nil {
+					t.Fatal(err)
+				}
+			}
+			before := &fakeRemote{reachable: true, hold: true}
+			_, srv := resentAfterRestart(t, open, nil, false, func(srv *terntest.Server) {
+				member, _ := connectStored(t, srv, "member")
+				member.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "$share/g/t", QoS: 2}}})
+				member.Recv()
+				member.Close()
+				terntest.Eventually(t, "member offline", func() bool { si, ok := srv.SessionInfo("member"); return ok && !si.Online })
+				group(srv, before)
+			})
+			if n := before.count(); n != 1 {
+				t.Fatalf("%d forwards before the restart, want 1 (the remote member is preferred to an offline one)", n)
+			}
+			after := &fakeRemote{reachable: true, hold: true}
+			group(srv, after)
+			member, _ := connectStored(t, srv, "member")
+			pub, _ := connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
+			terntest.Eventually(t, "forwarded again to the group's remote member", func() bool { return after.count() == 1 })
+			after.release(nil)
+			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 || rec.ReasonCode != packets.Success {
+				t.Fatalf("pubrec %+v", rec)
+			}
+			if d := after.got[0]; d.Group != "g" || !d.Again {
+				t.Fatalf("forwarded %+v", d)
+			}
+			if pk, err := member.TryRecv(300 * time.Millisecond); err == nil { // bounded wait for a copy that must not come
+				t.Fatalf("the member here got %+v", pk)
+			}
+		})
+	}
+}
+
+// retainHold is a RetainObserver that holds every acknowledgement it is
+// given, as a cluster does until other nodes have the retained message.
+type retainHold struct {
+	mu   sync.Mutex
+	msgs []*tern.Message
+}
+
+func (r *retainHold) ID() string { return "retain-hold" }
+func (r *retainHold) OnRetained(m *tern.Message, a *tern.Ack) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if a != nil {
+		a.Hold()
+	}
+	r.msgs = append(r.msgs, m)
+}
+
+func (r *retainHold) count() int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return len(r.msgs)
+}
+
+// A retained QoS 2 message whose retained copy other nodes never
+// acknowledged before the broker restarted is handed to the
+// RetainObservers again when the client sends it again, unless a newer
+// retained message of the topic came since.
+func TestPersistInboundQoS2ResentRetained(t *testing.T) {
+	t.Parallel()
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			rh := &retainHold{}
+			r, srv := resentAfterRestart(t, open, []tern.Hook{rh}, true, func(*terntest.Server) {})
+			if n := rh.count(); n != 1 {
+				t.Fatalf("%d retained changes observed, want 1", n)
+			}
+			pub, _ := connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Retain: true, Payload: []byte("once")})
+			terntest.Eventually(t, "the retained message handed over again", func() bool { return rh.count() == 2 })
+			if m := rh.msgs[1]; string(m.Payload) != "once" || !m.Created.Equal(rh.msgs[0].Created) {
+				t.Fatalf("observed %q created %v, first %v", m.Payload, m.Created, rh.msgs[0].Created)
+			}
+			if m, ok := srv.RetainedMessage("t"); !ok || string(m.Payload) != "once" {
+				t.Fatalf("retained %v %v", m, ok)
+			}
+			pub.Close()
+
+			// A newer retained message since: the one sent again does not
+			// replace it.
+			srv = r.restart()
+			srv.Publish("t", []byte("newer"), true, 1)
+			pub, _ = connectStored(t, srv, "pub")
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Retain: true, Payload: []byte("once")})
+			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 {
+				t.Fatalf("pubrec %+v", rec)
+			}
+			if m, ok := srv.RetainedMessage("t"); !ok || string(m.Payload) != "newer" {
+				t.Fatalf("retained %q, want the newer message", m.Payload)
+			}
+			if n := rh.count(); n != 3 {
+				t.Fatalf("%d retained changes observed, want the newer one only since", n)
+			}
+		})
+	}
+}
+
+// A session whose node restarted with a QoS 2 message it had not
+// acknowledged moves to another server before its client sends it again:
+// that server does not know where the message went, and routes it again
+// to every target, its own subscribers and other nodes.
+func TestImportedInboundQoS2ResentEverywhere(t *testing.T) {
+	t.Parallel()
+	for name, open := range stores(t) {
+		t.Run(name, func(t *testing.T) {
+			_, old := resentAfterRestart(t, open, nil, false, func(srv *terntest.Server) {
+				if err := srv.AddRemoteRoute("node2", &fakeRemote{reachable: true, hold: true}, "", "t"); err != nil {
+					t.Fatal(err)
+				}
+			})
+			st, err := old.ExportSession("pub", false, nil, 0, 0)
+			if err != nil || st == nil {
+				t.Fatalf("export: %v %v", st, err)
+			}
+			if _, ok := st.Again[7]; !ok || !slices.Contains(st.Inbound, 7) {
+				t.Fatalf("exported inbound %v again %v", st.Inbound, st.Again)
+			}
+			srv := terntest.NewServer(t, nil)
+			remote := &fakeRemote{reachable: true, hold: true}
+			if err := srv.AddRemoteRoute("node2", remote, "", "t"); err != nil {
+				t.Fatal(err)
+			}
+			sub := srv.Dial(t, packets.V5)
+			sub.MustConnect("sub")
+			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 2}}})
+			sub.Recv()
+			if err := srv.ImportSession(st); err != nil {
+				t.Fatal(err)
+			}
+			pub, ack := connectStored(t, srv, "pub")
+			if !ack.SessionPresent {
+				t.Fatal("session not present")
+			}
+			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
+			if p := sub.Recv().(*packets.Publish); string(p.Payload) != "once" {
+				t.Fatalf("got %q", p.Payload)
+			}
+			terntest.Eventually(t, "forwarded to the other node", func() bool { return remote.count() == 1 })
+			remote.release(nil)
+			if rec := pub.Recv().(*packets.Pubrec); rec.PacketID != 7 || rec.ReasonCode != packets.Success {
+				t.Fatalf("pubrec %+v", rec)
 			}
 		})
 	}

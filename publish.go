@@ -59,9 +59,9 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	ss := c.sess
 	if pk.QoS == 2 {
 		ss.mu.Lock()
-		created, dup := ss.inQoS2[pk.PacketID]
-		if created != 0 {
-			ss.inQoS2[pk.PacketID] = 0 // routed again once only
+		in, dup := ss.inQoS2[pk.PacketID]
+		if in.again != againNone {
+			ss.inQoS2[pk.PacketID] = inbound{} // routed again once only
 		}
 		persistent := ss.persistentLocked()
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
@@ -74,8 +74,8 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			// [MQTT-4.3.3-10]. The first PUBREC may still wait for its
 			// commit: this one waits too.
 			var remote *Ack
-			if created != 0 {
-				remote = s.routeAgain(c, pk, created)
+			if in.again != againNone {
+				remote = s.routeAgain(c, pk, in)
 			}
 			c.sendAck(packets.PUBREC, pk.PacketID, packets.Success, persistent, remote)
 			return nil
@@ -141,30 +141,49 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	return nil
 }
 
-// routeAgain routes a QoS 2 message to other nodes' targets only, and
-// returns what its PUBREC waits for. The client sent it again after this
-// server restarted, with a packet id the store had: the id went to the
-// store in one commit with the message's deliveries here, but the PUBREC
-// also waited for other nodes to take it, and a client that sends the
-// message again never had that PUBREC, so they may not have it. The
-// message keeps its first creation time (created, when the store had it:
-// above 0), and its deliveries say it comes again (Delivery.Again), so
-// that a node that had it may know it; one that had not would never get
-// it otherwise. Without other nodes nothing is routed.
-func (s *Server) routeAgain(c *Client, pk *packets.Publish, created int64) *Ack {
-	at := time.Unix(0, created)
-	if created <= 0 {
+// inbound is the state of an inbound QoS 2 packet id awaiting PUBREL
+// (session.inQoS2); the zero value is one received here on a live
+// connection.
+type inbound struct {
+	created int64 // the message's creation time, unix nanoseconds; 0 when not known
+	again   againMode
+}
+
+// againMode says how a QoS 2 message the client sends again is routed
+// again (routeAgain), its packet id having come with the session from the
+// store or another node.
+type againMode uint8
+
+const (
+	againNone   againMode = iota
+	againRemote           // restored from the store: its deliveries here were stored with the id; other nodes' targets only
+	againAll              // imported from another node (which restarted): where it went is not known here; every target
+)
+
+// routeAgain routes again a QoS 2 message the client sent again with a
+// packet id it had no PUBREC for, and returns what that PUBREC waits for.
+// The id went to the store in one commit with the message's deliveries
+// on this server, but the PUBREC also waited for other nodes to take it:
+// after a restart they may not have it. Restored from this server's
+// store (againRemote), the message goes to other nodes' targets only;
+// come with the session from another node that had restored it
+// (againAll), to every target, as this server's may not have it either.
+// The message keeps its first creation time when the store had it, and
+// its deliveries to other nodes say it comes again (Delivery.Again): a
+// target that had it gets it twice (unless a duplicate window knows it),
+// rather than one that had not never getting it.
+func (s *Server) routeAgain(c *Client, pk *packets.Publish, in inbound) *Ack {
+	at := time.Unix(0, in.created)
+	if in.created <= 0 {
 		at = c.rd.publishedAt()
 	}
 	res := s.admitPublish(c, pk, at)
 	if res.code.IsError() || res.discarded {
 		return nil
 	}
-	r := s.routeMsg(res.m, routeOpts{acks: true, remote: true})
-	if r.queued > 0 {
-		s.log.Debug("QoS 2 message sent again after a restart: routed again to other nodes",
-			"client", c.id, "packet_id", pk.PacketID, "topic", pk.Topic, "nodes", r.queued)
-	}
+	r := s.routeMsg(res.m, routeOpts{acks: true, remote: in.again == againRemote, again: true})
+	s.log.Debug("QoS 2 message sent again after a restart: routed again",
+		"client", c.id, "packet_id", pk.PacketID, "topic", pk.Topic, "other_nodes_only", in.again == againRemote, "deliveries", r.queued)
 	return r.ack
 }
 
@@ -177,9 +196,9 @@ func (c *Client) receivedQoS2(id uint16, created int64) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]int64)
+		ss.inQoS2 = make(map[uint16]inbound)
 	}
-	ss.inQoS2[id] = 0
+	ss.inQoS2[id] = inbound{}
 	if !ss.persistentLocked() {
 		return false
 	}
@@ -346,7 +365,8 @@ type routeOpts struct {
 	strict bool // a retained message the retained limits refuse goes nowhere
 	acks   bool // a publisher waits for an acknowledgement: remote targets may hold it
 	local  bool // this server's own targets only, the retained store untouched: a message from another node
-	remote bool // other nodes' targets only, the retained store untouched: see routeAgain
+	remote bool // other nodes' targets only, the retained message kept again only if none is newer: see routeAgain
+	again  bool // a message sent again (routeAgain): deliveries to other nodes say so (Delivery.Again)
 	moved  bool // with local: sessions that moved to another node (draining here) are targets too (InjectParked)
 	// group and filter restrict a local route to one member of that
 	// shared group (a message another node chose this one for).
@@ -374,7 +394,9 @@ func (s *Server) route(m *Message, strict bool) routed {
 // routeMsg routes m as o says: see route and routeOpts.
 func (s *Server) routeMsg(m *Message, o routeOpts) routed {
 	r := routed{opts: o}
-	if m.Retain && !o.local && !o.remote {
+	if m.Retain && o.again {
+		s.retainAgain(m, &r)
+	} else if m.Retain && !o.local {
 		if !s.storeRetained(m) {
 			r.retainRefused = true
 			if o.strict {
@@ -392,11 +414,6 @@ func (s *Server) routeMsg(m *Message, o routeOpts) routed {
 		// A message from another node goes to a shared group only when
 		// that node chose this one for the group (group set): it chose a
 		// member of every group among all nodes' members.
-		// Routed again to other nodes only, a group with a member here
-		// is passed over: the message most likely went to that member.
-		if o.remote && !remoteOnly(g) {
-			continue
-		}
 		if !o.local && o.group == "" || g.Name == o.group && g.Filter == o.filter {
 			s.routeShared(m, g, "", &r)
 		}
@@ -405,14 +422,27 @@ func (s *Server) routeMsg(m *Message, o routeOpts) routed {
 	return r
 }
 
-// remoteOnly reports whether every member of g is on another node.
-func remoteOnly(g *topics.SharedGroup) bool {
-	for _, sub := range g.Members {
-		if targetKind(sub.Target) != KindRemote {
-			return false
-		}
+// retainAgain keeps and hands to the RetainObservers again the retained
+// message m of a QoS 2 message sent again after a restart (routeAgain):
+// its first PUBREC also waited for them (other nodes), which may not have
+// had it, and the restart may have put an older message of theirs back
+// here. A newer retained message of the topic stays.
+func (s *Server) retainAgain(m *Message, r *routed) {
+	s.retainMu.Lock()
+	cur, had := s.retained.Get(m.Topic)
+	s.retainMu.Unlock()
+	switch {
+	case had && cur.Origin == m.Origin && cur.Created.Equal(m.Created):
+		// Still here: the other nodes may not have it.
+	case had && !cur.Created.Before(m.Created):
+		return // a newer one since
+	case !s.storeRetained(m):
+		r.retainRefused = true
+		return
 	}
-	return true
+	if !m.sys {
+		s.retainedChanged(m, r)
+	}
 }
 
 // storeRetained keeps, replaces or deletes (empty payload) the retained
@@ -606,7 +636,7 @@ func (s *Server) forward(rt *remoteTarget, clientID string, d delivery, r *route
 	if g := d.share(); g != nil {
 		dv.Group, dv.Filter = g.Name, g.Filter
 	}
-	dv.Again = r.opts.remote
+	dv.Again = r.opts.again
 	var a *Ack
 	if r.opts.acks && dv.QoS > 0 {
 		if r.ack == nil {
@@ -672,6 +702,9 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 		}
 		switch t := sub.Target.(type) {
 		case *session:
+			if r.opts.remote {
+				continue // routed again to other nodes only (routeAgain)
+			}
 			if len(s.hooks.authorizers) > 0 && !s.deliverable(t, m) {
 				// A member the authorizers deny the message to is passed over.
 				denied = true
@@ -685,6 +718,9 @@ func (s *Server) routeShared(m *Message, g *topics.SharedGroup, exclude string, 
 				offline = sub
 			}
 		case *handlerTarget:
+			if r.opts.remote {
+				continue
+			}
 			s.deliver(sub.ClientID, t, s.sharedDelivery(m, sub, g), r)
 			return
 		case *remoteTarget:

@@ -149,12 +149,9 @@ func (r *restorer) Inbound(clientID string, packetID uint16, created int64) erro
 		return nil
 	}
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]int64)
+		ss.inQoS2 = make(map[uint16]inbound)
 	}
-	if created == 0 {
-		created = -1 // a record of an earlier version: not known
-	}
-	ss.inQoS2[packetID] = created // see routeAgain
+	ss.inQoS2[packetID] = inbound{created: created, again: againRemote}
 	return nil
 }
 

@@ -1062,3 +1062,27 @@ func TestImportedOnlyByOwner(t *testing.T) {
 		t.Fatalf("got %s", p.Topic)
 	}
 }
+
+// A QoS 2 message another node sends again after its restart
+// (Delivery.Again: its publisher had no PUBREC) is delivered, and counted:
+// the node cannot tell whether each of its sessions had it, and a copy
+// is better than a loss.
+func TestAgainDelivered(t *testing.T) {
+	nodes := startCluster(t, 2, nil)
+	sub := subscriber(t, nodes[1], "sub", "ag/#", 2)
+	m := tern.MessageFromRecord(&storage.Message{Topic: "ag/1", Payload: []byte("again"), QoS: 2, Origin: "pub",
+		Created: time.Now().Add(-time.Second).UnixNano()})
+	done := make(chan error, 1)
+	a := tern.NewAck(func(err error) { done <- err })
+	nodes[0].cl.nodes.remote("n2").Forward(m, tern.Delivery{Route: "n2", QoS: 2, Again: true}, a)
+	a.Release(nil)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if p := recvPublish(t, sub); string(p.Payload) != "again" {
+		t.Fatalf("got %q", p.Payload)
+	}
+	if got := nodes[1].cl.fwd.counters().AgainReceived; got != 1 {
+		t.Fatalf("AgainReceived %d, want 1", got)
+	}
+}

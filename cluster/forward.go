@@ -153,10 +153,11 @@ type Counters struct {
 	// copies of a batch it had taken and acknowledged, parked by a sender
 	// that timed out before the answer came.
 	ParkedTaken uint64 `json:"parked_taken"`
-	// AgainSkipped counts QoS 2 messages another node sent again after
-	// its restart (their publisher had no PUBREC) that this node had
-	// taken already, and left (see again.go).
-	AgainSkipped uint64 `json:"again_skipped"`
+	// AgainReceived counts QoS 2 messages another node sent again after
+	// its restart, their publisher having had no PUBREC
+	// (tern.Delivery.Again): this node may have had them already, and
+	// delivers them again unless a session's duplicate window knows them.
+	AgainReceived uint64 `json:"again_received"`
 	// PassedOn counts messages from other nodes this node passed on to
 	// the node a session moved to, while those nodes still routed the
 	// session's messages here (see tern.Server.ExportSession).
@@ -186,7 +187,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, againSkipped, passedOn, takenNotices, routedNotices atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, againReceived, passedOn, takenNotices, routedNotices atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -216,9 +217,6 @@ type forwarder struct {
 	// out before the answer came parked their messages for this node
 	// too, and those copies are skipped (see tookBatch).
 	taken batchesTaken
-	// latest is what came here from each publisher, to know a message
-	// sent again (see again.go).
-	latest latestTaken
 }
 
 // batchesTaken is a set of batch references kept for takenFor to
@@ -237,23 +235,8 @@ type batchesTaken struct {
 const takenFor = 30 * time.Second
 
 // batchHeader names, on a message parked because its batch timed out,
-// the batch it was sent in: its reply subject. fromHeader names the node
-// that parked a message.
-const (
-	batchHeader = "Tern-Batch"
-	fromHeader  = "Tern-From"
-)
-
-// senderOf returns the node that sent a batch with the reply subject
-// reply ("tern.r.<node>.<instance>.<id>", see subscribe), or "".
-func senderOf(reply string) string {
-	rest, ok := strings.CutPrefix(reply, "tern.r.")
-	if !ok {
-		return ""
-	}
-	node, _, _ := strings.Cut(rest, ".")
-	return node
-}
+// the batch it was sent in: its reply subject.
+const batchHeader = "Tern-Batch"
 
 // add remembers the batch ref.
 func (t *batchesTaken) add(ref string) {
@@ -286,7 +269,7 @@ func (f *forwarder) counters() Counters {
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), AgainSkipped: f.cnt.againSkipped.Load(), PassedOn: f.cnt.passedOn.Load(),
+		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), AgainReceived: f.cnt.againReceived.Load(), PassedOn: f.cnt.passedOn.Load(),
 		TakenNotices: f.cnt.takenNotices.Load(), RoutedNotices: f.cnt.routedNotices.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
@@ -588,7 +571,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 			}
 		}
 	}()
-	stored, onward, astray, err := f.receiveBatch(senderOf(msg.Reply), msg.Data)
+	stored, onward, astray, err := f.receiveBatch(msg.Data)
 	if err != nil {
 		c.log.Warn("messages from another node refused", "err", err)
 		if msg.Reply != "" {
@@ -666,16 +649,15 @@ const maxBacklog = 16 << 20
 // node, and the QoS 1/2 ones sent for a session by name that is not here
 // (it moved on while they were on their way: see toOwners). A batch that
 // does not decode is refused from the bad frame on.
-func (f *forwarder) receiveBatch(from string, b []byte) (stored bool, onward []tern.Injected, astray []parkedOnward, err error) {
+func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected, astray []parkedOnward, err error) {
 	qos0 := true
 	if _, bytes, _ := f.dataSub.Pending(); bytes > maxBacklog {
 		qos0 = false
 	}
 	shed, err := decodeBatch(b, qos0, func(m *tern.Message, d tern.Delivery) {
 		f.cnt.received.Add(1)
-		if f.latest.copyOf(from, m, d) {
-			f.cnt.againSkipped.Add(1)
-			return
+		if d.Again {
+			f.cnt.againReceived.Add(1)
 		}
 		in := f.inject(m, d)
 		if in.Stored {
@@ -916,7 +898,6 @@ func (f *forwarder) parkMsg(node string, data []byte, ack *tern.Ack) {
 func (f *forwarder) parkMsgFrom(node string, data []byte, ack *tern.Ack, ref string) {
 	msg := &nats.Msg{Subject: "tern.park." + node, Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, f.c.instance+"."+strconv.FormatUint(f.parkSeq.Add(1), 36))
-	msg.Header.Set(fromHeader, f.c.opts.Node)
 	if ref != "" {
 		msg.Header.Set(batchHeader, ref)
 	}
@@ -973,7 +954,7 @@ func (f *forwarder) drainPark() {
 	// take routes one parked message here, once: the consumer's callback
 	// and a read from the stream leader (catchUp) may both see it.
 	var takeMu sync.Mutex
-	take := func(seq uint64, data []byte, h nats.Header) {
+	take := func(seq uint64, data []byte, ref string) {
 		takeMu.Lock()
 		defer takeMu.Unlock()
 		if seq <= last.Load() {
@@ -981,12 +962,10 @@ func (f *forwarder) drainPark() {
 		}
 		switch m, d, err := decodeForward(data); {
 		case err != nil:
-		case h.Get(batchHeader) != "" && f.taken.has(h.Get(batchHeader)):
+		case ref != "" && f.taken.has(ref):
 			// Its batch came and was taken here; the sender parked it
 			// too, having timed out before the answer: a copy.
 			f.cnt.parkedTaken.Add(1)
-		case f.latest.copyOf(h.Get(fromHeader), m, d):
-			f.cnt.againSkipped.Add(1)
 		default:
 			f.takeParked(seq, m, d)
 			f.cnt.unparked.Add(1)
@@ -1008,7 +987,7 @@ func (f *forwarder) drainPark() {
 				if err != nil {
 					return
 				}
-				take(md.Sequence.Stream, msg.Data(), msg.Headers())
+				take(md.Sequence.Stream, msg.Data(), msg.Headers().Get(batchHeader))
 			}, jetstream.PullExpiry(5*time.Second))
 		}
 		if err != nil && c.ctx.Err() == nil {
@@ -1144,7 +1123,7 @@ func (f *forwarder) parkStalled(w *parkWatch, subj string) bool {
 // catchUp reads what the stream leader holds for this node after the last
 // message taken, one message at a time, into take, up to the message
 // target (what comes after is for the consumer again).
-func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte, h nats.Header)) {
+func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte, ref string)) {
 	c := f.c
 	for c.ctx.Err() == nil && f.parkSeen.Load() < target {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
@@ -1157,7 +1136,7 @@ func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, da
 			c.log.Warn("reading the park stream from its leader", "err", err)
 			return
 		}
-		take(msg.Sequence, msg.Data, msg.Header)
+		take(msg.Sequence, msg.Data, msg.Header.Get(batchHeader))
 	}
 }
 

@@ -5,6 +5,8 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
+	"maps"
+	"slices"
 	"strings"
 
 	"github.com/ternmq/tern"
@@ -170,6 +172,16 @@ func (r *reader) uvarint() uint64 {
 	return v
 }
 
+func (r *reader) varint() int64 {
+	v, n := binary.Varint(r.b)
+	if n <= 0 {
+		r.err = true
+		return 0
+	}
+	r.b = r.b[n:]
+	return v
+}
+
 func (r *reader) str() string {
 	n := r.uvarint()
 	if r.err || n > uint64(len(r.b)) {
@@ -255,7 +267,14 @@ func encodeSession(st *tern.SessionState) []byte {
 	for _, id := range st.Inbound {
 		b = binary.AppendUvarint(b, uint64(id))
 	}
-	return appendStr(b, st.Token)
+	b = appendStr(b, st.Token)
+	// Appended after what earlier versions read (they stop there).
+	b = binary.AppendUvarint(b, uint64(len(st.Again)))
+	for _, id := range slices.Sorted(maps.Keys(st.Again)) {
+		b = binary.AppendUvarint(b, uint64(id))
+		b = binary.AppendVarint(b, st.Again[id])
+	}
+	return b
 }
 
 func appendBytes(b, v []byte) []byte {
@@ -317,6 +336,19 @@ func decodeSession(b []byte) (*tern.SessionState, error) {
 	if v >= 3 {
 		st.Token = r.str()
 	}
+	if len(r.b) > 0 { // not from a node of an earlier version
+		n := r.uvarint()
+		if n > 1<<16 {
+			return nil, errCorrupt
+		}
+		for range n {
+			if st.Again == nil {
+				st.Again = make(map[uint16]int64)
+			}
+			id := uint16(r.uvarint())
+			st.Again[id] = r.varint()
+		}
+	}
 	if r.err {
 		return nil, errCorrupt
 	}
@@ -338,7 +370,7 @@ func splitSession(st *tern.SessionState, limit int) []*tern.SessionState {
 	for i := range st.Messages {
 		msgs[st.Messages[i].ID] = &st.Messages[i]
 	}
-	cur := &tern.SessionState{Session: st.Session, Subscriptions: st.Subscriptions, Inbound: st.Inbound}
+	cur := &tern.SessionState{Session: st.Session, Subscriptions: st.Subscriptions, Inbound: st.Inbound, Again: st.Again}
 	parts := []*tern.SessionState{cur}
 	size := 0
 	in := map[uint64]bool{} // messages in cur

@@ -73,14 +73,27 @@ func TestSessionRoundTrip(t *testing.T) {
 		Messages:      []storage.Message{{ID: 1, Topic: "a/b", Payload: []byte("p"), QoS: 1}},
 		Deliveries:    []storage.Delivery{{ClientID: "c1", MessageID: 1, Seq: 1, QoS: 1, PacketID: 3}},
 		Inbound:       []uint16{5, 6},
+		Again:         map[uint16]int64{6: 1 << 60},
 		Token:         "n2:1:0",
 	}
-	got, err := decodeSession(encodeSession(st))
+	b := encodeSession(st)
+	got, err := decodeSession(b)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if !reflect.DeepEqual(got, st) {
 		t.Fatalf("got %+v\nwant %+v", got, st)
+	}
+	// A node of an earlier version stops after the token: a state from it
+	// has no Again.
+	old := *st
+	old.Again = nil
+	ob := encodeSession(&old)
+	if got, err := decodeSession(ob[:len(ob)-1]); err != nil || got.Again != nil || got.Token != st.Token {
+		t.Fatalf("earlier version: %v %+v", err, got)
+	}
+	for i := range b {
+		decodeSession(b[:i]) // must not panic
 	}
 }
 

@@ -120,7 +120,7 @@ func fill(b storage.Batch, client string, base uint64) {
 		b.PutDelivery(&storage.Delivery{ClientID: client, Seq: i + 1, MessageID: base + i, QoS: byte(i % 3),
 			SubIDs: []uint32{7}, PacketID: uint16(i), ShareGroup: "g", ShareFilter: "s/#"})
 	}
-	b.PutInbound(client, 1, 0) // a record of an earlier version: no creation time
+	b.PutInbound(client, 1, 0) // no creation time known
 	b.PutInbound(client, 65535, int64(base)<<20)
 	w := &storage.Will{ClientID: client, Message: *message(0), FireAt: int64(base)}
 	b.PutWill(w)
