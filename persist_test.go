@@ -211,31 +211,25 @@ func TestPersistInboundQoS2ResentToRemote(t *testing.T) {
 	t.Parallel()
 	for name, open := range stores(t) {
 		t.Run(name, func(t *testing.T) {
-			r := &restartable{t: t, open: open}
-			srv := r.start()
 			before := &fakeRemote{reachable: true, hold: true}
-			if err := srv.AddRemoteRoute("node2", before, "", "t"); err != nil {
-				t.Fatal(err)
+			_, srv := resentAfterRestart(t, open, nil, false, func(srv *terntest.Server) {
+				if err := srv.AddRemoteRoute("node2", before, "", "t"); err != nil {
+					t.Fatal(err)
+				}
+				sub, _ := connectStored(t, srv, "sub")
+				sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 2}}})
+				sub.Recv()
+				sub.Close()
+				terntest.Eventually(t, "sub offline", func() bool { si, ok := srv.SessionInfo("sub"); return ok && !si.Online })
+			})
+			if n := before.count(); n != 1 {
+				t.Fatalf("%d forwards before the restart, want 1", n)
 			}
-			sub, _ := connectStored(t, srv, "sub")
-			sub.Send(&packets.Subscribe{PacketID: 1, Subscriptions: []packets.Subscription{{Filter: "t", QoS: 2}}})
-			sub.Recv()
-			sub.Close()
-			terntest.Eventually(t, "sub offline", func() bool { si, ok := srv.SessionInfo("sub"); return ok && !si.Online })
-			pub, _ := connectStored(t, srv, "pub")
-			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("once")})
-			terntest.Eventually(t, "forward", func() bool { return before.count() == 1 })
-			if _, err := pub.TryRecv(100 * time.Millisecond); err == nil {
-				t.Fatal("PUBREC before the other node took the message")
-			}
-			pub.Close()
-
-			srv = r.restart() // node2 never acknowledged
-			after := &fakeRemote{reachable: true, hold: true}
+			after := &fakeRemote{reachable: true, hold: true} // node2 never acknowledged
 			if err := srv.AddRemoteRoute("node2", after, "", "t"); err != nil {
 				t.Fatal(err)
 			}
-			pub, _ = connectStored(t, srv, "pub")
+			pub, _ := connectStored(t, srv, "pub")
 			pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("once")})
 			terntest.Eventually(t, "forwarded again", func() bool { return after.count() == 1 })
 			if _, err := pub.TryRecv(100 * time.Millisecond); err == nil {
@@ -267,7 +261,7 @@ func TestPersistInboundQoS2ResentToRemote(t *testing.T) {
 			if comp := pub.Recv().(*packets.Pubcomp); comp.ReasonCode != 0 {
 				t.Fatalf("pubcomp %v", comp.ReasonCode)
 			}
-			sub, _ = connectStored(t, srv, "sub")
+			sub, _ := connectStored(t, srv, "sub")
 			p := sub.Recv().(*packets.Publish)
 			if string(p.Payload) != "once" {
 				t.Fatalf("got %q", p.Payload)
@@ -285,11 +279,12 @@ func TestPersistInboundQoS2ResentToRemote(t *testing.T) {
 	}
 }
 
-// resentAfterRestart publishes a QoS 2 message (packet id 7) from the
-// persistent client "pub" on a broker whose remote route for "t" (and
-// whatever setup adds) holds its acknowledgement, so that no PUBREC
-// leaves, restarts the broker on its store, and returns it with
-// setup's routes made again by after.
+// resentAfterRestart starts a broker (with hooks) on a store, lets setup
+// add what holds the acknowledgement of a message to "t" (a remote route,
+// a RetainObserver), publishes a QoS 2 message to "t" (packet id 7) from
+// the persistent client "pub", checks that no PUBREC leaves, and restarts
+// the broker on its store: it returns the restartable and the new
+// server, on which remote routes are to be added again.
 func resentAfterRestart(t *testing.T, open func() storage.Store, hooks []tern.Hook, retain bool, setup func(*terntest.Server)) (*restartable, *terntest.Server) {
 	t.Helper()
 	r := &restartable{t: t, open: open, hooks: hooks}
