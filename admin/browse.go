@@ -10,7 +10,7 @@ package admin
 //	DELETE /api/v1/retained?filter=a/#               delete the retained messages a filter matches
 //	GET    /api/v1/listeners                         listeners: address, connections, certificate expiry
 //	GET    /api/v1/config                            the configuration in force, secrets hidden (YAML); 204 when not known
-//	GET    /api/v1/cluster                           the nodes of the cluster and their state (this one alone, so far)
+//	GET    /api/v1/cluster                           the nodes of the cluster and their state (this one alone when not clustered)
 //	POST   /api/v1/clients/disconnect                {"client_ids": [...]}: disconnect them
 //	POST   /api/v1/sessions/delete                   {"client_ids": [...]}: end their sessions
 //

@@ -1086,3 +1086,32 @@ func TestAgainDelivered(t *testing.T) {
 		t.Fatalf("AgainReceived %d, want 1", got)
 	}
 }
+
+// The admin API's cluster view tells each stream's leader and how its
+// followers keep up: every stream of a healthy cluster has a leader and
+// current replicas on the other nodes.
+func TestStatusJetStream(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	var st Status
+	terntest.Eventually(t, "every stream led, its replicas current", func() bool {
+		st = nodes[0].cl.StatusWithJetStream(2 * time.Second)
+		js := st.JetStream
+		if js == nil || js.MetaLeader == "" || len(js.Streams) != len(streamNames) {
+			return false
+		}
+		for _, s := range js.Streams {
+			if s.Leader == "" || s.Error != "" || len(s.Replicas) != 2 {
+				return false
+			}
+			for _, r := range s.Replicas {
+				if !r.Current || r.Node == s.Leader {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	if st.JetStream.Streams[len(streamNames)-1].Name != "tern_park" {
+		t.Fatalf("streams %+v", st.JetStream.Streams)
+	}
+}

@@ -795,6 +795,9 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			serveCheck(t, ctx, addrs[j], fmt.Sprintf("probe-%s-%d", tag, j))
 		}
 		if !progress(20) {
+			for _, j := range majority {
+				logStreams(t, ps[j])
+			}
 			t.Fatalf("publishing stopped with %s cut off", cut.name)
 		}
 		f.serving = time.Since(tCut)
@@ -895,6 +898,9 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			f.rejoin.Round(time.Millisecond))
 		figs = append(figs, f)
 		if !progress(20) {
+			for _, p := range ps {
+				logStreams(t, p)
+			}
 			t.Fatalf("publishing stopped after %s rejoined", cut.name)
 		}
 		if long {
@@ -1027,5 +1033,26 @@ func serveOnce(ctx context.Context, addr, id string) error {
 		return nil
 	case <-sctx.Done():
 		return fmt.Errorf("own message not received")
+	}
+}
+
+// logStreams logs the JetStream streams' state as node p's admin API
+// tells it: which stream stopped, and which replicas do not keep up.
+func logStreams(t *testing.T, p *proc) {
+	t.Helper()
+	var v struct {
+		Detail Status `json:"detail"`
+	}
+	resp, err := http.Get("http://" + p.admin + "/api/v1/cluster")
+	if err == nil {
+		err = json.NewDecoder(resp.Body).Decode(&v)
+		resp.Body.Close()
+	}
+	if err != nil || v.Detail.JetStream == nil {
+		t.Logf("%s: no JetStream state: %v", p.name, err)
+		return
+	}
+	for _, s := range v.Detail.JetStream.Streams {
+		t.Logf("%s sees %s: leader %q %s, replicas %+v", p.name, s.Name, s.Leader, s.Error, s.Replicas)
 	}
 }

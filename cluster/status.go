@@ -1,11 +1,14 @@
 package cluster
 
 import (
+	"context"
 	"encoding/json"
 	"net/http"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/ternmq/tern/packets"
 )
 
@@ -24,6 +27,95 @@ type Status struct {
 	RemoteRoutes int      `json:"remote_routes"`
 	Replicas     int      `json:"replicas"`
 	Forward      Counters `json:"forward"`
+	// JetStream is filled by StatusWithJetStream only: it asks the
+	// streams' leaders.
+	JetStream *JetStreamStatus `json:"jetstream,omitempty"`
+}
+
+// JetStreamStatus is the state of the replicated state's JetStream
+// streams, as their leaders report it.
+type JetStreamStatus struct {
+	MetaLeader string         `json:"meta_leader"` // the node leading JetStream's own metadata; "" during an election
+	Streams    []StreamStatus `json:"streams"`
+}
+
+// StreamStatus is one of the cluster's streams (a bucket, or the park
+// stream) and its replicas.
+type StreamStatus struct {
+	Name string `json:"name"`
+	// Leader is the node whose replica takes writes; "" while the
+	// stream has none (an election, or no quorum), when Error says why.
+	Leader   string          `json:"leader"`
+	Error    string          `json:"error,omitempty"`
+	Messages uint64          `json:"messages"`
+	Bytes    uint64          `json:"bytes"`
+	Replicas []ReplicaStatus `json:"replicas,omitempty"` // the followers
+}
+
+// ReplicaStatus is a follower of a stream, as its leader sees it. A
+// replica that stays not current with a lag while it is active does not
+// catch up: a stream with fewer current replicas than a quorum stops
+// taking writes when its leader goes.
+type ReplicaStatus struct {
+	Node    string  `json:"node"`
+	Current bool    `json:"current"`
+	Offline bool    `json:"offline,omitempty"`
+	Lag     uint64  `json:"lag"`            // operations behind the leader
+	Active  float64 `json:"active_seconds"` // since the leader last heard from it
+}
+
+// streamNames are the cluster's JetStream streams: its buckets' and the
+// park stream.
+var streamNames = []string{"KV_tern_members", "KV_tern_routes", "KV_tern_sessions", "KV_tern_retained",
+	"KV_tern_wills", "KV_tern_subs", parkStream}
+
+// StatusWithJetStream is Status with the JetStream streams' state, each
+// asked of its leader within timeout (all at once).
+func (c *Cluster) StatusWithJetStream(timeout time.Duration) Status {
+	st := c.Status()
+	js := &JetStreamStatus{Streams: make([]StreamStatus, len(streamNames))}
+	switch {
+	case c.Single():
+		js.MetaLeader = c.opts.Node // JetStream not clustered: this node has it all
+	case c.ns != nil:
+		if info, err := c.ns.Jsz(&server.JSzOptions{}); err == nil && info.Meta != nil {
+			js.MetaLeader = info.Meta.Leader
+		}
+	}
+	var wg sync.WaitGroup
+	for i, name := range streamNames {
+		wg.Go(func() { js.Streams[i] = c.streamStatus(name, timeout) })
+	}
+	wg.Wait()
+	st.JetStream = js
+	return st
+}
+
+// streamStatus asks the stream's leader for its state.
+func (c *Cluster) streamStatus(name string, timeout time.Duration) StreamStatus {
+	out := StreamStatus{Name: name}
+	if c.js == nil {
+		out.Error = "not joined"
+		return out
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	s, err := c.js.Stream(ctx, name)
+	if err != nil {
+		out.Error = err.Error()
+		return out
+	}
+	info := s.CachedInfo()
+	out.Messages, out.Bytes = info.State.Msgs, info.State.Bytes
+	out.Leader = c.opts.Node // a cluster of one: no replicas
+	if ci := info.Cluster; ci != nil && !c.Single() {
+		out.Leader = ci.Leader
+		for _, p := range ci.Replicas {
+			out.Replicas = append(out.Replicas, ReplicaStatus{Node: p.Name, Current: p.Current, Offline: p.Offline,
+				Lag: p.Lag, Active: p.Active.Seconds()})
+		}
+	}
+	return out
 }
 
 // Status returns the node's view of the cluster.

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"strings"
 	"text/tabwriter"
 	"time"
 
@@ -106,6 +107,46 @@ func printClusterStatus(w io.Writer, st clusterStatus) error {
 			mqtt = "-"
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%d\t%s\t%s\n", n.Name, state, n.Version, n.Wire, mqtt, heard)
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	if js := d.JetStream; js != nil {
+		return printStreams(w, js)
+	}
+	return nil
+}
+
+// printStreams writes the JetStream streams' state: a stream whose
+// replicas are not current cannot lose its leader without stopping.
+func printStreams(w io.Writer, js *cluster.JetStreamStatus) error {
+	meta := js.MetaLeader
+	if meta == "" {
+		meta = "none (an election?)"
+	}
+	fmt.Fprintf(w, "\nJetStream meta leader: %s\n", meta)
+	tw := tabwriter.NewWriter(w, 0, 4, 2, ' ', 0)
+	fmt.Fprintln(tw, "STREAM\tLEADER\tMESSAGES\tREPLICAS")
+	for _, s := range js.Streams {
+		leader := s.Leader
+		if leader == "" {
+			leader = "none"
+		}
+		var reps []string
+		for _, r := range s.Replicas {
+			state := "current"
+			switch {
+			case r.Offline:
+				state = "offline"
+			case !r.Current:
+				state = fmt.Sprintf("behind %d, heard %.1fs ago", r.Lag, r.Active)
+			}
+			reps = append(reps, r.Node+" "+state)
+		}
+		if s.Error != "" {
+			reps = append(reps, "error: "+s.Error)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\n", s.Name, leader, s.Messages, strings.Join(reps, "; "))
 	}
 	return tw.Flush()
 }

@@ -25,13 +25,15 @@ func TestClusterStatusCommand(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"cluster tern, node c1: ready", "none (a cluster of one)", "c1    ready (this node)"} {
+	for _, want := range []string{"cluster tern, node c1: ready", "none (a cluster of one)", "c1    ready (this node)",
+		"JetStream meta leader: c1", "KV_tern_sessions  c1", "tern_park         c1"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("no %q in:\n%s", want, out)
 		}
 	}
 	out, err = runTernOutput(t, "", "cluster", "status", "--json", "--url", r.adminURL())
-	if err != nil || !strings.Contains(out, `"clustered":true`) || !strings.Contains(out, `"state":"ready"`) {
+	if err != nil || !strings.Contains(out, `"clustered":true`) || !strings.Contains(out, `"state":"ready"`) ||
+		!strings.Contains(out, `"meta_leader":"c1"`) {
 		t.Errorf("--json: %v\n%s", err, out)
 	}
 

@@ -69,7 +69,7 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 	}
 	b.adm.Handle("POST /api/v1/cluster/drain", cl.Handler())
 	b.adm.SetClusterView(func() admin.Cluster {
-		st := cl.Status()
+		st := cl.StatusWithJetStream(time.Second)
 		out := admin.Cluster{Clustered: true, Detail: st}
 		for _, n := range st.Nodes {
 			state := "running"
