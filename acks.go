@@ -112,6 +112,12 @@ func (c *Client) ackMet(e *pendingAck, err error) {
 			break
 		}
 		c.writeAckLocked(h.t, h.id, h.code)
+		if h.t == packets.PUBREC && c.sess != nil {
+			if in, ok := c.sess.inQoS2[h.id]; ok && in.pending {
+				in.pending = false // the other nodes have it
+				c.sess.inQoS2[h.id] = in
+			}
+		}
 		n++
 	}
 	if n > 0 {

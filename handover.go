@@ -591,11 +591,11 @@ func (s *Server) ImportSession(st *SessionState) error {
 			break
 		}
 		if ss.inQoS2 == nil {
-			ss.inQoS2 = make(map[uint16]inbound)
+			ss.inQoS2 = make(map[uint16]inboundQoS2)
 		}
-		in := inbound{}
+		in := inboundQoS2{}
 		if created, ok := st.Again[pid]; ok {
-			in = inbound{created: created, again: againAll}
+			in = inboundQoS2{created: created, again: againAll}
 		}
 		ss.inQoS2[pid] = in
 		if ss.persistentLocked() {

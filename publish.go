@@ -60,8 +60,14 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	if pk.QoS == 2 {
 		ss.mu.Lock()
 		in, dup := ss.inQoS2[pk.PacketID]
+		if in.pending && in.again == againNone {
+			// Sent again on a new connection while the first one's PUBREC
+			// still waited for other nodes: they may never take it, and
+			// this PUBREC must not say otherwise.
+			in.again = againRemote
+		}
 		if in.again != againNone {
-			ss.inQoS2[pk.PacketID] = inbound{} // routed again once only
+			ss.inQoS2[pk.PacketID] = inboundQoS2{} // routed again once only
 		}
 		persistent := ss.persistentLocked()
 		if !dup && len(ss.inQoS2) >= int(cfg.ReceiveMaximum) {
@@ -115,6 +121,8 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			// An error PUBREC ends the exchange (section 4.3.3): the id
 			// is free again, in the same commit.
 			c.forgetQoS2(pk.PacketID)
+		} else if inbound && r.ack != nil {
+			c.pendingQoS2(pk.PacketID)
 		}
 		if inbound {
 			s.persist.release()
@@ -141,12 +149,13 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 	return nil
 }
 
-// inbound is the state of an inbound QoS 2 packet id awaiting PUBREL
+// inboundQoS2 is the state of an inbound QoS 2 packet id awaiting PUBREL
 // (session.inQoS2); the zero value is one received here on a live
 // connection.
-type inbound struct {
+type inboundQoS2 struct {
 	created int64 // the message's creation time, unix nanoseconds; 0 when not known
 	again   againMode
+	pending bool // its PUBREC waits for other nodes to take the message (cleared once written)
 }
 
 // againMode says how a QoS 2 message the client sends again is routed
@@ -172,7 +181,7 @@ const (
 // its deliveries to other nodes say it comes again (Delivery.Again): a
 // target that had it gets it twice (unless a duplicate window knows it),
 // rather than one that had not never getting it.
-func (s *Server) routeAgain(c *Client, pk *packets.Publish, in inbound) *Ack {
+func (s *Server) routeAgain(c *Client, pk *packets.Publish, in inboundQoS2) *Ack {
 	at := time.Unix(0, in.created)
 	if in.created <= 0 {
 		at = c.rd.publishedAt()
@@ -196,14 +205,27 @@ func (c *Client) receivedQoS2(id uint16, created int64) bool {
 	ss.mu.Lock()
 	defer ss.mu.Unlock()
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]inbound)
+		ss.inQoS2 = make(map[uint16]inboundQoS2)
 	}
-	ss.inQoS2[id] = inbound{}
+	ss.inQoS2[id] = inboundQoS2{created: created}
 	if !ss.persistentLocked() {
 		return false
 	}
 	ss.srv.persist.change(func(b storage.Batch) { b.PutInbound(ss.id, id, created) })
 	return true
+}
+
+// pendingQoS2 marks the inbound QoS 2 packet id as waiting for other nodes
+// before its PUBREC: sent again on another connection meanwhile, the
+// message is routed to them again (see handlePublish).
+func (c *Client) pendingQoS2(id uint16) {
+	ss := c.sess
+	ss.mu.Lock()
+	defer ss.mu.Unlock()
+	if in, ok := ss.inQoS2[id]; ok {
+		in.pending = true
+		ss.inQoS2[id] = in
+	}
 }
 
 // forgetQoS2 undoes receivedQoS2 for a message refused with an error

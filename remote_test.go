@@ -154,6 +154,46 @@ func TestRemoteAckFailure(t *testing.T) {
 	}
 }
 
+// A QoS 2 message whose PUBREC still waits for another node when its
+// client comes back on a new connection and sends it again: the new
+// PUBREC must not say it is safe before that node has it, so the message
+// is routed to it again (Delivery.Again) and the PUBREC waits for that.
+// Without it, a first forward that then fails would leave the message
+// acknowledged and lost.
+func TestRemoteAckPendingResend(t *testing.T) {
+	srv := terntest.NewServer(t, nil)
+	r := &fakeRemote{reachable: true, hold: true}
+	srv.AddRemoteRoute("node2", r, "", "t")
+	connect := &packets.Connect{ClientID: "pub", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}}
+	pub := srv.Dial(t, packets.V5)
+	pub.Connect(connect)
+	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("x")})
+	terntest.Eventually(t, "forward", func() bool { return r.count() == 1 })
+	pub.Close()
+	terntest.Eventually(t, "offline", func() bool { si, ok := srv.SessionInfo("pub"); return ok && !si.Online })
+	pub2 := srv.Dial(t, packets.V5)
+	if ack := pub2.Connect(connect); !ack.SessionPresent {
+		t.Fatal("session not resumed")
+	}
+	pub2.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Dup: true, Payload: []byte("x")})
+	terntest.Eventually(t, "forwarded again", func() bool { return r.count() == 2 })
+	if pk, err := pub2.TryRecv(200 * time.Millisecond); err == nil {
+		t.Fatalf("%+v before the other node took the message", pk)
+	}
+	r.mu.Lock()
+	first, again := r.acks[0], r.acks[1]
+	d := r.got[1]
+	r.mu.Unlock()
+	if !d.Again {
+		t.Fatalf("forwarded %+v, want Again", d)
+	}
+	first.Release(errors.New("node gone, nowhere to park")) // too late for the first connection
+	again.Release(nil)
+	if rec, ok := pub2.Recv().(*packets.Pubrec); !ok || rec.PacketID != 7 || rec.ReasonCode.IsError() {
+		t.Fatalf("got %+v", rec)
+	}
+}
+
 // Inject delivers a message from another node to local subscribers; with a
 // group, to one member of that group only, and without one to no group:
 // the node it came from chose a member of each group among all nodes'.

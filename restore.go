@@ -149,9 +149,9 @@ func (r *restorer) Inbound(clientID string, packetID uint16, created int64) erro
 		return nil
 	}
 	if ss.inQoS2 == nil {
-		ss.inQoS2 = make(map[uint16]inbound)
+		ss.inQoS2 = make(map[uint16]inboundQoS2)
 	}
-	ss.inQoS2[packetID] = inbound{created: created, again: againRemote}
+	ss.inQoS2[packetID] = inboundQoS2{created: created, again: againRemote}
 	return nil
 }
 

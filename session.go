@@ -30,7 +30,7 @@ type session struct {
 	q0Bytes  int                    // what the queued QoS 0 deliveries count towards MaxPendingBytes
 	inflight map[uint16]inflightMsg // by value: no allocation per message sent
 	seq      uint64                 // send order of inflight messages
-	inQoS2   map[uint16]inbound     // inbound QoS 2 packet ids awaiting PUBREL
+	inQoS2   map[uint16]inboundQoS2 // inbound QoS 2 packet ids awaiting PUBREL
 	// The small fields together, leaving no padding (TestStructSizes).
 	nextID  uint16
 	stored  bool // a session record is in the store
