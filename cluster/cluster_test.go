@@ -1064,24 +1064,30 @@ func TestImportedOnlyByOwner(t *testing.T) {
 }
 
 // A QoS 2 message another node sends again after its restart
-// (Delivery.Again: its publisher had no PUBREC) is delivered, and counted:
-// the node cannot tell whether each of its sessions had it, and a copy
-// is better than a loss.
+// (Delivery.Again: its publisher had no PUBREC) is delivered, and counted,
+// even after a later message of the same publisher: the node cannot tell
+// whether each of its sessions had it (one may have moved here since), and
+// a copy is better than a loss.
 func TestAgainDelivered(t *testing.T) {
 	nodes := startCluster(t, 2, nil)
 	sub := subscriber(t, nodes[1], "sub", "ag/#", 2)
-	m := tern.MessageFromRecord(&storage.Message{Topic: "ag/1", Payload: []byte("again"), QoS: 2, Origin: "pub",
-		Created: time.Now().Add(-time.Second).UnixNano()})
-	done := make(chan error, 1)
-	a := tern.NewAck(func(err error) { done <- err })
-	nodes[0].cl.nodes.remote("n2").Forward(m, tern.Delivery{Route: "n2", QoS: 2, Again: true}, a)
-	a.Release(nil)
-	if err := <-done; err != nil {
-		t.Fatal(err)
+	at := time.Now().Add(-time.Second).UnixNano()
+	send := func(payload string, created int64, again bool) {
+		t.Helper()
+		m := tern.MessageFromRecord(&storage.Message{Topic: "ag/1", Payload: []byte(payload), QoS: 2, Origin: "pub", Created: created})
+		done := make(chan error, 1)
+		a := tern.NewAck(func(err error) { done <- err })
+		nodes[0].cl.nodes.remote("n2").Forward(m, tern.Delivery{Route: "n2", QoS: 2, Again: again}, a)
+		a.Release(nil)
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		if p := recvPublish(t, sub); string(p.Payload) != payload {
+			t.Fatalf("got %q, want %q", p.Payload, payload)
+		}
 	}
-	if p := recvPublish(t, sub); string(p.Payload) != "again" {
-		t.Fatalf("got %q", p.Payload)
-	}
+	send("later", at+int64(time.Millisecond), false)
+	send("again", at, true)
 	if got := nodes[1].cl.fwd.counters().AgainReceived; got != 1 {
 		t.Fatalf("AgainReceived %d, want 1", got)
 	}
