@@ -942,6 +942,96 @@ func TestParkConsumerStalled(t *testing.T) {
 	}
 }
 
+// QoS 1/2 messages for a node that is gone are parked in batches: the
+// messages that accumulated while the sender waited go into the park
+// stream as one message (one Raft entry), and the node takes each of
+// them back, in order. A node whose heartbeats do not say it reads
+// batches (an earlier version) gets them one by one. A message of the
+// stream that does not decode is counted, and the ones after it are
+// taken.
+func TestParkBatched(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	sub := subscriber(t, nodes[0], "pbsub", "pb/#", 1)
+	f := nodes[1].cl.fwd
+	gone := &nodeRemote{c: nodes[1].cl, node: nodes[0].cl.Node(), subject: "tern.n." + nodes[0].cl.Node() + ".d"} // alive false
+	const n = 200
+	for _, tc := range []struct {
+		name    string
+		batches bool
+	}{{"batches", true}, {"earlier version", false}} {
+		t.Run(tc.name, func(t *testing.T) {
+			nt := nodes[1].cl.nodes
+			nt.mu.Lock()
+			was := nt.nodes[gone.node].park
+			if !tc.batches {
+				nt.nodes[gone.node].park = 0
+			}
+			nt.mu.Unlock()
+			t.Cleanup(func() { nt.mu.Lock(); nt.nodes[gone.node].park = was; nt.mu.Unlock() })
+			before, seq0 := f.counters(), f.parkSeq.Load()
+			// The sender is not woken while the messages go in: they are
+			// one batch for it.
+			f.omu.Lock()
+			f.busy = true
+			f.omu.Unlock()
+			var wg sync.WaitGroup
+			var failed atomic.Int32
+			for i := range n {
+				m := tern.MessageFromRecord(&storage.Message{Topic: "pb/" + tc.name, Payload: []byte(strconv.Itoa(i)), QoS: 1, Origin: "pub"})
+				wg.Add(1)
+				a := tern.NewAck(func(err error) {
+					if err != nil {
+						failed.Add(1)
+					}
+					wg.Done()
+				})
+				f.send(gone, m, tern.Delivery{QoS: 1, Filter: "pb/#"}, a)
+				a.Release(nil)
+			}
+			f.wake <- struct{}{}
+			wg.Wait() // every acknowledgement released once parked
+			if failed.Load() != 0 {
+				t.Fatalf("%d messages not parked", failed.Load())
+			}
+			after := f.counters()
+			if after.Parked-before.Parked != n || after.Sent != before.Sent {
+				t.Fatalf("counters before %+v, after %+v: want %d parked, none sent", before, after, n)
+			}
+			want := uint64(n) // stream messages
+			if tc.batches {
+				want = 1
+			}
+			if got := f.parkSeq.Load() - seq0; got != want {
+				t.Fatalf("%d messages of the park stream for %d parked messages, want %d", got, n, want)
+			}
+			for i := range n {
+				p := recvPublish(t, sub)
+				if string(p.Payload) != strconv.Itoa(i) {
+					t.Fatalf("message %d: got %q", i, p.Payload)
+				}
+				sub.Send(&packets.Puback{PacketID: p.PacketID})
+			}
+		})
+	}
+	t.Run("corrupt", func(t *testing.T) {
+		js := nodes[1].cl.js
+		msg := nats.NewMsg("tern.park." + gone.node)
+		msg.Header.Set(framesHeader, "1")
+		msg.Data = []byte{wireVersion, 0, 0, 0, 9, 1, 2, 3} // a frame longer than what follows
+		if _, err := js.PublishMsg(context.Background(), msg); err != nil {
+			t.Fatal(err)
+		}
+		m := tern.MessageFromRecord(&storage.Message{Topic: "pb/after", Payload: []byte("after"), QoS: 1, Origin: "pub"})
+		f.parkMsg(gone.node, encodeForward(m, tern.Delivery{QoS: 1, Filter: "pb/#"}), nil)
+		if p := recvPublish(t, sub); string(p.Payload) != "after" {
+			t.Fatalf("got %q", p.Payload)
+		}
+		if c := nodes[0].cl.fwd.counters(); c.ParkCorrupt != 1 {
+			t.Fatalf("counters %+v: want 1 corrupt", c)
+		}
+	})
+}
+
 // What reaches a session while a CONNECT here is still bringing it over
 // (the queue its former node ships, back from a restart, and messages it
 // passes on while its subscriptions drain) waits for the session instead

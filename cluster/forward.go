@@ -63,6 +63,9 @@ type batch struct {
 	// receive). Such a batch is parked after half of ForwardTimeout, so
 	// that the sender has its answer before its own wait ends.
 	onward bool
+	// park says the batch is for the park stream, not for its node (gone,
+	// or too far behind): its QoS 1/2 messages, parked together.
+	park bool
 }
 
 // heldMsg is a QoS 1/2 message of a batch.
@@ -84,14 +87,41 @@ var batchPool = sync.Pool{New: func() any { return &batch{data: make([]byte, 0, 
 func (f *forwarder) parkHeld(b *batch, all bool) { f.parkHeldFrom(b, all, "") }
 
 // parkHeldFrom is parkHeld for a batch sent with the reply subject ref
-// (its node may have taken it, and answered too late): each parked
-// message names it, so that the node skips the copy if it did.
+// (its node may have taken it, and answered too late): the parked
+// messages name it, so that the node skips the copy if it did. They are
+// parked as one message of the park stream (one Raft entry for the
+// batch: parking at the rate messages are published would keep a
+// replica that fell behind from ever catching up), unless the node is
+// one that reads only single parked messages (an earlier version).
 func (f *forwarder) parkHeldFrom(b *batch, all bool, ref string) {
+	if !f.c.nodes.readsParkedBatches(b.node) {
+		for _, h := range b.held {
+			if h.ack != nil || all {
+				f.parkMsgFrom(b.node, b.data[h.off:h.end], h.ack, ref)
+			}
+		}
+		return
+	}
+	data := []byte{wireVersion}
+	var acks []*tern.Ack
+	n := 0
 	for _, h := range b.held {
 		if h.ack != nil || all {
-			f.parkMsgFrom(b.node, b.data[h.off:h.end], h.ack, ref)
+			data = append(data, b.data[h.off-4:h.end]...) // the frame, its length included
+			n++
+			if h.ack != nil {
+				acks = append(acks, h.ack)
+			}
 		}
 	}
+	if n == 0 {
+		return
+	}
+	f.parkData(b.node, data, n, ref, func(err error) {
+		for _, a := range acks {
+			a.Release(err)
+		}
+	})
 }
 
 // release releases the acknowledgements of b with err and recycles it.
@@ -153,6 +183,9 @@ type Counters struct {
 	// copies of a batch it had taken and acknowledged, parked by a sender
 	// that timed out before the answer came.
 	ParkedTaken uint64 `json:"parked_taken"`
+	// ParkCorrupt counts messages of the park stream for this node that
+	// did not decode (a bug or a damaged store: what they held is lost).
+	ParkCorrupt uint64 `json:"park_corrupt"`
 	// AgainReceived counts QoS 2 messages another node sent again after
 	// its restart, their publisher having had no PUBREC
 	// (tern.Delivery.Again): this node may have had them already, and
@@ -187,7 +220,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, againReceived, passedOn, takenNotices, routedNotices atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, parkCorrupt, againReceived, passedOn, takenNotices, routedNotices atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -202,9 +235,10 @@ type forwarder struct {
 	stopped   bool // guarded by mu: no more pending sends
 	drainOnce sync.Once
 	// onward holds the parked messages passed on to another node and not
-	// yet safe there, by park sequence (takeParked), guarded by onMu.
+	// yet safe there, by place in the park stream (takeParked), guarded
+	// by onMu.
 	onMu      sync.Mutex
-	onward    map[uint64]*parkedOnward
+	onward    map[parkKey]*parkedOnward
 	onwardLog atomic.Int64 // when takeParked last logged a failure (unix nanoseconds)
 	// orphanLog is when orphan last logged (unix nanoseconds).
 	orphanLog atomic.Int64
@@ -259,7 +293,7 @@ func (t *batchesTaken) has(ref string) bool {
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), onward: make(map[uint64]*parkedOnward),
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), onward: make(map[parkKey]*parkedOnward),
 		redrain: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 }
 
@@ -269,7 +303,7 @@ func (f *forwarder) counters() Counters {
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), AgainReceived: f.cnt.againReceived.Load(), PassedOn: f.cnt.passedOn.Load(),
+		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), ParkCorrupt: f.cnt.parkCorrupt.Load(), AgainReceived: f.cnt.againReceived.Load(), PassedOn: f.cnt.passedOn.Load(),
 		TakenNotices: f.cnt.takenNotices.Load(), RoutedNotices: f.cnt.routedNotices.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
@@ -315,9 +349,14 @@ func (f *forwarder) subscribe() error {
 // send forwards m to the node of r: into the node's open batch, for the
 // sender. A QoS 1/2 message with an ack waits for the node's reply to
 // the batch; a node that is gone gets it parked.
+//
+// A node that is gone (or too far behind: maxUnsent) gets no QoS 0
+// messages (counted as dropped, or shed), and its QoS 1/2 messages go
+// into batches for the park stream, parked by the sender.
 func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *tern.Ack) {
-	if !r.alive.Load() {
-		f.bypass(r, m, d, ack, &f.cnt.dropped)
+	park := !r.alive.Load()
+	if park && d.QoS == 0 {
+		f.cnt.dropped.Add(1)
 		return
 	}
 	f.omu.Lock()
@@ -329,24 +368,31 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 		}
 		return
 	}
-	if r.unsent >= maxUnsent {
-		f.omu.Unlock()
-		f.bypass(r, m, d, ack, &f.cnt.shed)
-		return
+	if !park && r.unsent >= maxUnsent {
+		if d.QoS == 0 {
+			f.omu.Unlock()
+			f.cnt.shed.Add(1)
+			return
+		}
+		park = true
 	}
-	f.cnt.sent.Add(1)
+	if !park {
+		f.cnt.sent.Add(1)
+	}
 	var b *batch
-	if n := len(r.out); n > 0 && len(r.out[n-1].data) < batchLimit {
+	if n := len(r.out); n > 0 && len(r.out[n-1].data) < batchLimit && r.out[n-1].park == park {
 		b = r.out[n-1]
 	} else {
 		b = batchPool.Get().(*batch)
-		b.node, b.subject = r.node, r.subject
+		b.node, b.subject, b.park = r.node, r.subject, park
 		b.data = append(b.data, wireVersion)
 		r.out = append(r.out, b)
 	}
 	off := len(b.data)
 	b.data = appendFrame(b.data, m, d)
-	r.unsent += len(b.data) - off
+	if !park {
+		r.unsent += len(b.data) - off
+	}
 	if d.QoS > 0 {
 		if ack != nil {
 			ack.Hold()
@@ -370,20 +416,6 @@ func (f *forwarder) send(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *t
 		default:
 		}
 	}
-}
-
-// bypass handles a message that cannot go into r's batches (the node is
-// gone, or too far behind): QoS 0 is dropped and counted in dropped,
-// QoS 1/2 parked.
-func (f *forwarder) bypass(r *nodeRemote, m *tern.Message, d tern.Delivery, ack *tern.Ack, dropped *atomic.Uint64) {
-	if d.QoS == 0 {
-		dropped.Add(1)
-		return
-	}
-	if ack != nil {
-		ack.Hold()
-	}
-	f.parkMsg(r.node, encodeForward(m, d), ack)
 }
 
 var errStopping = errors.New("cluster: node stopping")
@@ -437,7 +469,12 @@ func (f *forwarder) sender() {
 }
 
 // publish sends one batch: with a reply subject when publishers wait.
+// A batch for the park stream is parked.
 func (f *forwarder) publish(b *batch) {
+	if b.park {
+		f.parkHeld(b, true)
+		return
+	}
 	if b.acks == 0 {
 		if err := f.c.data.Publish(b.subject, b.data); err != nil {
 			f.parkHeld(b, true)
@@ -778,10 +815,17 @@ type parkedOnward struct {
 	failed bool // the other node did not take it: passed on again
 }
 
+// parkKey is the place of a parked message: the sequence of its message
+// in the park stream, and its frame in it (0 for a single message).
+type parkKey struct {
+	seq   uint64
+	frame int
+}
+
 // takeParked routes a parked message (seq in the park stream) here, or
 // on to where its session went, and keeps it from the purge until it is
 // safe there.
-func (f *forwarder) takeParked(seq uint64, m *tern.Message, d tern.Delivery) {
+func (f *forwarder) takeParked(seq parkKey, m *tern.Message, d tern.Delivery) {
 	in, then := f.injectParked(m, d)
 	if in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
 		f.orphan(m, d, "park")
@@ -808,7 +852,7 @@ func (f *forwarder) takeParked(seq uint64, m *tern.Message, d tern.Delivery) {
 // take.
 func (f *forwarder) retryOnward() {
 	f.onMu.Lock()
-	var again []uint64
+	var again []parkKey
 	for seq, o := range f.onward {
 		if o.failed {
 			again = append(again, seq)
@@ -830,8 +874,8 @@ func (f *forwarder) retryOnward() {
 func (f *forwarder) purgeable(last uint64) uint64 {
 	f.onMu.Lock()
 	defer f.onMu.Unlock()
-	for seq := range f.onward {
-		last = min(last, seq-1)
+	for k := range f.onward {
+		last = min(last, k.seq-1)
 	}
 	return last
 }
@@ -896,11 +940,31 @@ func (f *forwarder) parkMsg(node string, data []byte, ack *tern.Ack) {
 // parkMsgFrom is parkMsg for a message of the batch sent with the reply
 // subject ref ("": none).
 func (f *forwarder) parkMsgFrom(node string, data []byte, ack *tern.Ack, ref string) {
+	f.parkData(node, data, 0, ref, func(err error) {
+		if ack != nil {
+			ack.Release(err)
+		}
+	})
+}
+
+// framesHeader marks a message of the park stream that holds several
+// parked messages: a batch (see batch.data), with this many frames.
+// Without it, the message is one encodeForward encoding.
+const framesHeader = "Tern-Frames"
+
+// parkData parks data for node: one message (frames 0), or a batch of
+// frames messages. done is called once a quorum has it, or with the error
+// that stopped parkMsg's attempts.
+func (f *forwarder) parkData(node string, data []byte, frames int, ref string, done func(error)) {
 	msg := &nats.Msg{Subject: "tern.park." + node, Data: data, Header: nats.Header{}}
 	msg.Header.Set(jetstream.MsgIDHeader, f.c.instance+"."+strconv.FormatUint(f.parkSeq.Add(1), 36))
 	if ref != "" {
 		msg.Header.Set(batchHeader, ref)
 	}
+	if frames > 0 {
+		msg.Header.Set(framesHeader, strconv.Itoa(frames))
+	}
+	count := uint64(max(frames, 1))
 	fut, err := f.c.js.PublishMsgAsync(msg)
 	go func() {
 		if err == nil {
@@ -925,14 +989,12 @@ func (f *forwarder) parkMsgFrom(node string, data []byte, ack *tern.Ack, ref str
 			}
 		}
 		if err != nil {
-			f.cnt.failed.Add(1)
-			f.c.log.Warn("a message for a node that is gone could not be parked", "peer", node, "err", err)
+			f.cnt.failed.Add(count)
+			f.c.log.Warn("messages for a node that is gone could not be parked", "peer", node, "messages", count, "err", err)
 		} else {
-			f.cnt.parked.Add(1)
+			f.cnt.parked.Add(count)
 		}
-		if ack != nil {
-			ack.Release(err)
-		}
+		done(err)
 	}()
 }
 
@@ -954,22 +1016,13 @@ func (f *forwarder) drainPark() {
 	// take routes one parked message here, once: the consumer's callback
 	// and a read from the stream leader (catchUp) may both see it.
 	var takeMu sync.Mutex
-	take := func(seq uint64, data []byte, ref string) {
+	take := func(seq uint64, data []byte, h nats.Header) {
 		takeMu.Lock()
 		defer takeMu.Unlock()
 		if seq <= last.Load() {
 			return
 		}
-		switch m, d, err := decodeForward(data); {
-		case err != nil:
-		case ref != "" && f.taken.has(ref):
-			// Its batch came and was taken here; the sender parked it
-			// too, having timed out before the answer: a copy.
-			f.cnt.parkedTaken.Add(1)
-		default:
-			f.takeParked(seq, m, d)
-			f.cnt.unparked.Add(1)
-		}
+		f.takeParkedMsg(seq, data, h)
 		last.Store(seq)
 	}
 	// open starts reading after the last message taken. A short pull
@@ -987,7 +1040,7 @@ func (f *forwarder) drainPark() {
 				if err != nil {
 					return
 				}
-				take(md.Sequence.Stream, msg.Data(), msg.Headers().Get(batchHeader))
+				take(md.Sequence.Stream, msg.Data(), msg.Headers())
 			}, jetstream.PullExpiry(5*time.Second))
 		}
 		if err != nil && c.ctx.Err() == nil {
@@ -1074,6 +1127,42 @@ func (f *forwarder) drainPark() {
 	}
 }
 
+// takeParkedMsg takes the message seq of the park stream, with data and
+// the headers h: one parked message, or a batch of them (framesHeader).
+// What does not decode is counted as corrupt and logged.
+func (f *forwarder) takeParkedMsg(seq uint64, data []byte, h nats.Header) {
+	frames := 1
+	if v := h.Get(framesHeader); v != "" {
+		frames, _ = strconv.Atoi(v)
+	}
+	if ref := h.Get(batchHeader); ref != "" && f.taken.has(ref) {
+		// Its batch came and was taken here; the sender parked it too,
+		// having timed out before the answer: a copy.
+		f.cnt.parkedTaken.Add(uint64(frames))
+		return
+	}
+	var err error
+	if h.Get(framesHeader) == "" {
+		var m *tern.Message
+		var d tern.Delivery
+		if m, d, err = decodeForward(data); err == nil {
+			f.takeParked(parkKey{seq: seq}, m, d)
+			f.cnt.unparked.Add(1)
+		}
+	} else {
+		i := 0
+		_, err = decodeBatch(data, true, func(m *tern.Message, d tern.Delivery) {
+			f.takeParked(parkKey{seq: seq, frame: i}, m, d)
+			f.cnt.unparked.Add(1)
+			i++
+		})
+	}
+	if err != nil {
+		f.cnt.parkCorrupt.Add(1)
+		f.c.log.Error("a message of the park stream does not decode: what it holds is lost", "seq", seq, "err", err)
+	}
+}
+
 // parkConsumeSubject gives the subject drainPark's consumer reads: subj,
 // but a test makes the consumer stall with another.
 var parkConsumeSubject = func(subj string) string { return subj }
@@ -1123,7 +1212,7 @@ func (f *forwarder) parkStalled(w *parkWatch, subj string) bool {
 // catchUp reads what the stream leader holds for this node after the last
 // message taken, one message at a time, into take, up to the message
 // target (what comes after is for the consumer again).
-func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte, ref string)) {
+func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, data []byte, h nats.Header)) {
 	c := f.c
 	for c.ctx.Err() == nil && f.parkSeen.Load() < target {
 		ctx, cancel := context.WithTimeout(c.ctx, 5*time.Second)
@@ -1136,7 +1225,7 @@ func (f *forwarder) catchUp(subj string, target uint64, take func(seq uint64, da
 			c.log.Warn("reading the park stream from its leader", "err", err)
 			return
 		}
-		take(msg.Sequence, msg.Data, msg.Header.Get(batchHeader))
+		take(msg.Sequence, msg.Data, msg.Header)
 	}
 }
 

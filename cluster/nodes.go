@@ -19,7 +19,10 @@ type lease struct {
 	Version string `json:"version"`
 	// Wire is the sender's protoVersion; absent (0) in nodes that predate
 	// it, which spoke version 1.
-	Wire     int    `json:"wire,omitempty"`
+	Wire int `json:"wire,omitempty"`
+	// Park is parkFormat in nodes that read batches of parked messages;
+	// absent (0) in earlier ones, which read single messages only.
+	Park     int    `json:"park,omitempty"`
 	Instance string `json:"instance"`
 	MQTT     string `json:"mqtt,omitempty"`
 	Started  int64  `json:"started"`
@@ -35,6 +38,7 @@ type NodeInfo struct {
 	Self     bool      `json:"self"`
 	Renewed  time.Time `json:"last_heard"` // last heartbeat received
 	instance string    // the process last heard under Name
+	park     int       // the lease's Park
 	// Incompatible is set while the node's heartbeats give another wire
 	// version than this node's: it is not routed to and counts as absent
 	// (so a node that sees only such nodes fences itself).
@@ -173,10 +177,24 @@ func (t *nodeTable) start(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	t.mu.Lock()
+	// A member's entry is its lease when it last started: what it reads
+	// of the park stream, for a member gone now (readsParkedBatches).
+	parks := make(map[string]int)
 	for k := range keys.Keys() {
+		var l lease
+		if e, err := c.kvNodes.Get(ctx, k); err == nil && json.Unmarshal(e.Value(), &l) == nil {
+			parks[k] = l.Park
+		} else {
+			parks[k] = 0
+		}
+	}
+	t.mu.Lock()
+	for k, park := range parks {
 		if t.nodes[k] == nil {
 			t.nodes[k] = &NodeInfo{Name: k, Self: k == c.opts.Node}
+		}
+		if t.nodes[k].park == 0 {
+			t.nodes[k].park = park
 		}
 	}
 	if t.nodes[c.opts.Node] == nil {
@@ -200,7 +218,25 @@ func (t *nodeTable) start(ctx context.Context) error {
 
 func (t *nodeTable) lease() lease {
 	c := t.c
-	return lease{Version: Version, Wire: c.opts.wire, Instance: c.instance, MQTT: c.opts.MQTTAdvertise, Started: c.started.UnixMilli()}
+	return lease{Version: Version, Wire: c.opts.wire, Park: parkFormat, Instance: c.instance, MQTT: c.opts.MQTTAdvertise, Started: c.started.UnixMilli()}
+}
+
+// parkFormat is given in heartbeats by nodes that read batches of parked
+// messages (see framesHeader).
+const parkFormat = 1
+
+// readsParkedBatches reports whether node reads batches of parked
+// messages, as far as its last heartbeat (or its entry in tern_members)
+// tells: messages parked for a node of an earlier version are parked one
+// by one.
+func (t *nodeTable) readsParkedBatches(node string) bool {
+	if node == t.c.opts.Node {
+		return true
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	n := t.nodes[node]
+	return n != nil && n.park >= parkFormat
 }
 
 // beat sends this node's heartbeat to every node.
@@ -273,7 +309,7 @@ func (t *nodeTable) seen(name string, l lease) {
 	}
 	was, wasIncompatible := n.Alive, n.Incompatible
 	n.Alive, n.Incompatible = compatible, !compatible
-	n.Renewed, n.Version, n.Wire, n.MQTT, n.instance = now, l.Version, l.Wire, l.MQTT, l.Instance
+	n.Renewed, n.Version, n.Wire, n.MQTT, n.instance, n.park = now, l.Version, l.Wire, l.MQTT, l.Instance, l.Park
 	r := t.remotes[name]
 	t.mu.Unlock()
 	if r != nil {
