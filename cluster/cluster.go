@@ -99,6 +99,12 @@ type Options struct {
 	// DrainTime is how long a node whose session moved to another node
 	// still forwards what it routes to that session. Default 20 s.
 	DrainTime time.Duration
+	// OnceEntries bounds the QoS 2 messages from other nodes a node
+	// remembers (for 5 minutes at most, about 16 bytes each), so that a
+	// second copy of one is dropped instead of delivered twice: a message
+	// its publisher sends again after its node restarted, which goes to
+	// every node again. Default 262,144; negative: none remembered.
+	OnceEntries int
 	// User and Password, when set, are required of every route.
 	User, Password string
 	// TLS, when set, encrypts the routes (mutual TLS when it has
@@ -212,6 +218,9 @@ func New(srv *tern.Server, opts Options) (*Cluster, error) {
 	}
 	if opts.DrainTime <= 0 {
 		opts.DrainTime = 20 * time.Second
+	}
+	if opts.OnceEntries == 0 {
+		opts.OnceEntries = 1 << 18
 	}
 	if opts.Logger == nil {
 		opts.Logger = slog.Default()

@@ -1183,6 +1183,120 @@ func TestAgainDelivered(t *testing.T) {
 	}
 }
 
+// A node drops a second copy of a QoS 2 message it took: one its
+// publisher sent again after its node restarted (routed again to every
+// node, Delivery.Again), or a parked copy of one taken directly. With
+// OnceEntries negative it remembers none and delivers both.
+func TestOnceDropped(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		once int
+	}{{"remembered", 0}, {"none remembered", -1}} {
+		t.Run(tc.name, func(t *testing.T) {
+			nodes := startCluster(t, 2, func(i int, o *Options) { o.OnceEntries = tc.once })
+			sub := subscriber(t, nodes[1], "sub", "once/#", 1)
+			at := time.Now().Add(-time.Second).UnixNano()
+			msg := func(payload string, created int64) *tern.Message {
+				return tern.MessageFromRecord(&storage.Message{Topic: "once/1", Payload: []byte(payload), QoS: 2, Origin: "pub", Created: created})
+			}
+			send := func(m *tern.Message, again bool) {
+				t.Helper()
+				done := make(chan error, 1)
+				a := tern.NewAck(func(err error) { done <- err })
+				nodes[0].cl.nodes.remote("n2").Forward(m, tern.Delivery{Route: "n2", QoS: 2, Filter: "once/#", Again: again}, a)
+				a.Release(nil)
+				if err := <-done; err != nil {
+					t.Fatal(err)
+				}
+			}
+			expect := func(want ...string) {
+				t.Helper()
+				for _, w := range want {
+					p := recvPublish(t, sub)
+					if string(p.Payload) != w {
+						t.Fatalf("got %q, want %q", p.Payload, w)
+					}
+					sub.Send(&packets.Puback{PacketID: p.PacketID})
+				}
+			}
+			first := msg("first", at)
+			send(first, false)
+			send(first, true) // sent again: its publisher's node restarted
+			send(msg("next", at+1), false)
+			if tc.once < 0 {
+				expect("first", "first", "next")
+			} else {
+				expect("first", "next")
+			}
+			// Parked as well: the copy read from the park stream.
+			second := msg("second", at+2)
+			send(second, false)
+			nodes[0].cl.fwd.parkMsg("n2", encodeForward(second, tern.Delivery{QoS: 2, Filter: "once/#"}), nil)
+			terntest.Eventually(t, "the parked copy taken", func() bool { return nodes[1].cl.fwd.counters().Unparked == 1 })
+			send(msg("last", at+3), false)
+			c := nodes[1].cl.fwd.counters()
+			if tc.once < 0 {
+				expect("second", "second", "last")
+				if c.OnceDropped != 0 || c.OnceEntries != 0 {
+					t.Fatalf("counters %+v: want nothing remembered or dropped", c)
+				}
+			} else {
+				expect("second", "last")
+				if c.OnceDropped != 2 || c.OnceEntries != 4 {
+					t.Fatalf("counters %+v: want 2 dropped, 4 remembered", c)
+				}
+			}
+		})
+	}
+}
+
+// onceSet holds at most its limit of entries, in two generations: when
+// the newer one is full, the older half is forgotten (and counted). The
+// key tells deliveries of one message to different targets apart, and
+// QoS 0 and 1 deliveries, or messages without a creation time, have none.
+func TestOnceSetBounded(t *testing.T) {
+	o := newOnceSet(8)
+	m := tern.MessageFromRecord(&storage.Message{Topic: "t", Payload: []byte("p"), QoS: 2, Origin: "pub", Created: 1})
+	var keys []uint64
+	for i := range 12 {
+		k, ok := o.onceKey(m, tern.Delivery{QoS: 2, ClientID: strconv.Itoa(i)})
+		if !ok {
+			t.Fatal("no key for a QoS 2 delivery")
+		}
+		keys = append(keys, k)
+		o.add(k)
+		if n, _ := o.stats(); n > 8 {
+			t.Fatalf("%d entries, limit 8", n)
+		}
+	}
+	if n, full := o.stats(); n != 8 || full != 2 {
+		t.Fatalf("%d entries, %d early generations: want 8, 2", n, full)
+	}
+	for i, k := range keys {
+		if o.has(k) != (i >= 4) {
+			t.Fatalf("entry %d remembered: %v", i, o.has(k))
+		}
+	}
+	if k, _ := o.onceKey(m, tern.Delivery{QoS: 2, Group: "g"}); slices.Contains(keys, k) {
+		t.Fatal("a shared group's delivery has a session's key")
+	}
+	for _, x := range []struct {
+		m *tern.Message
+		d tern.Delivery
+	}{
+		{m, tern.Delivery{QoS: 1}},
+		{tern.MessageFromRecord(&storage.Message{Topic: "t", QoS: 1, Created: 1}), tern.Delivery{QoS: 2}},
+		{tern.MessageFromRecord(&storage.Message{Topic: "t", QoS: 2}), tern.Delivery{QoS: 2}},
+	} {
+		if _, ok := o.onceKey(x.m, x.d); ok {
+			t.Fatalf("a key for %+v %+v", x.m, x.d)
+		}
+	}
+	if _, ok := newOnceSet(-1).onceKey(m, tern.Delivery{QoS: 2}); ok {
+		t.Fatal("a key with none remembered")
+	}
+}
+
 // The admin API's cluster view tells each stream's leader and how its
 // followers keep up: every stream of a healthy cluster has a leader and
 // current replicas on the other nodes.

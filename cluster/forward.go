@@ -186,6 +186,16 @@ type Counters struct {
 	// ParkCorrupt counts messages of the park stream for this node that
 	// did not decode (a bug or a damaged store: what they held is lost).
 	ParkCorrupt uint64 `json:"park_corrupt"`
+	// OnceDropped counts QoS 2 messages from other nodes (or the park
+	// stream) dropped as copies of one taken here before (see
+	// Options.OnceEntries): sent again after their publisher's node
+	// restarted, or parked as well.
+	OnceDropped uint64 `json:"once_dropped"`
+	// OnceEntries is the number of QoS 2 deliveries remembered for that;
+	// OnceFull counts the times the oldest half was forgotten early, the
+	// limit being reached.
+	OnceEntries uint64 `json:"once_entries"`
+	OnceFull    uint64 `json:"once_full"`
 	// AgainReceived counts QoS 2 messages another node sent again after
 	// its restart, their publisher having had no PUBREC
 	// (tern.Delivery.Again): this node may have had them already, and
@@ -220,7 +230,7 @@ type forwarder struct {
 	acks    map[string][]byte
 	dataSub *nats.Subscription
 	cnt     struct {
-		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, parkCorrupt, againReceived, passedOn, takenNotices, routedNotices atomic.Uint64
+		sent, acked, timeouts, parked, received, unparked, dropped, failed, parkRetries, parkStalls, takeovers, handedOver, routeWrites, restored, shed, retainedSyncs, retainedSyncFailed, orphaned, parkedTaken, parkCorrupt, onceDropped, againReceived, passedOn, takenNotices, routedNotices atomic.Uint64
 	}
 	parkSeq atomic.Uint64 // numbers the messages parked, for their message ids
 	// omu guards the nodes' unsent batches (nodeRemote.out), ready (the
@@ -251,6 +261,8 @@ type forwarder struct {
 	// out before the answer came parked their messages for this node
 	// too, and those copies are skipped (see tookBatch).
 	taken batchesTaken
+	// once remembers the QoS 2 messages taken here, to drop second copies.
+	once *onceSet
 }
 
 // batchesTaken is a set of batch references kept for takenFor to
@@ -293,17 +305,18 @@ func (t *batchesTaken) has(ref string) bool {
 }
 
 func newForwarder(c *Cluster) *forwarder {
-	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), onward: make(map[parkKey]*parkedOnward),
+	return &forwarder{c: c, pend: make(map[uint64]*pending), acks: make(map[string][]byte), onward: make(map[parkKey]*parkedOnward), once: newOnceSet(c.opts.OnceEntries),
 		redrain: make(chan struct{}, 1), wake: make(chan struct{}, 1)}
 }
 
 func (f *forwarder) counters() Counters {
-	return Counters{Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
+	entries, full := f.once.stats()
+	return Counters{OnceEntries: uint64(entries), OnceFull: full, Sent: f.cnt.sent.Load(), Acked: f.cnt.acked.Load(), Timeouts: f.cnt.timeouts.Load(),
 		Parked: f.cnt.parked.Load(), Received: f.cnt.received.Load(), Unparked: f.cnt.unparked.Load(),
 		Dropped: f.cnt.dropped.Load(), Failed: f.cnt.failed.Load(), ParkRetries: f.cnt.parkRetries.Load(),
 		ParkStalls: f.cnt.parkStalls.Load(), Takeovers: f.cnt.takeovers.Load(),
 		HandedOver: f.cnt.handedOver.Load(), RouteWrites: f.cnt.routeWrites.Load(), Restored: f.cnt.restored.Load(),
-		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), ParkCorrupt: f.cnt.parkCorrupt.Load(), AgainReceived: f.cnt.againReceived.Load(), PassedOn: f.cnt.passedOn.Load(),
+		Shed: f.cnt.shed.Load(), Orphaned: f.cnt.orphaned.Load(), ParkedTaken: f.cnt.parkedTaken.Load(), ParkCorrupt: f.cnt.parkCorrupt.Load(), OnceDropped: f.cnt.onceDropped.Load(), AgainReceived: f.cnt.againReceived.Load(), PassedOn: f.cnt.passedOn.Load(),
 		TakenNotices: f.cnt.takenNotices.Load(), RoutedNotices: f.cnt.routedNotices.Load(), RetainedSyncs: f.cnt.retainedSyncs.Load(), RetainedSyncFailed: f.cnt.retainedSyncFailed.Load()}
 }
 
@@ -696,7 +709,15 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected,
 		if d.Again {
 			f.cnt.againReceived.Add(1)
 		}
+		k, once := f.once.onceKey(m, d)
+		if once && f.once.has(k) {
+			f.cnt.onceDropped.Add(1) // taken here before: acknowledged, not delivered twice
+			return
+		}
 		in := f.inject(m, d)
+		if once && (in.Queued > 0 || in.Stored) {
+			f.once.add(k)
+		}
 		if in.Stored {
 			stored = true
 		}
@@ -822,10 +843,24 @@ type parkKey struct {
 	frame int
 }
 
+// takeParkedOnce is takeParked for a parked message read from the
+// stream, dropped when this node took it before (onceSet).
+func (f *forwarder) takeParkedOnce(seq parkKey, m *tern.Message, d tern.Delivery) {
+	f.cnt.unparked.Add(1)
+	k, once := f.once.onceKey(m, d)
+	if once && f.once.has(k) {
+		f.cnt.onceDropped.Add(1)
+		return
+	}
+	if f.takeParked(seq, m, d) && once {
+		f.once.add(k)
+	}
+}
+
 // takeParked routes a parked message (seq in the park stream) here, or
 // on to where its session went, and keeps it from the purge until it is
-// safe there.
-func (f *forwarder) takeParked(seq parkKey, m *tern.Message, d tern.Delivery) {
+// safe there. It reports whether the message was taken here or passed on.
+func (f *forwarder) takeParked(seq parkKey, m *tern.Message, d tern.Delivery) bool {
 	in, then := f.injectParked(m, d)
 	if in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
 		f.orphan(m, d, "park")
@@ -846,6 +881,7 @@ func (f *forwarder) takeParked(seq parkKey, m *tern.Message, d tern.Delivery) {
 			f.c.log.Warn("a parked message passed on to another node was not taken there: passing it on again", "seq", seq, "err", err)
 		}
 	})
+	return in.Queued > 0 || in.Stored
 }
 
 // retryOnward passes on again the parked messages another node did not
@@ -1146,14 +1182,12 @@ func (f *forwarder) takeParkedMsg(seq uint64, data []byte, h nats.Header) {
 		var m *tern.Message
 		var d tern.Delivery
 		if m, d, err = decodeForward(data); err == nil {
-			f.takeParked(parkKey{seq: seq}, m, d)
-			f.cnt.unparked.Add(1)
+			f.takeParkedOnce(parkKey{seq: seq}, m, d)
 		}
 	} else {
 		i := 0
 		_, err = decodeBatch(data, true, func(m *tern.Message, d tern.Delivery) {
-			f.takeParked(parkKey{seq: seq, frame: i}, m, d)
-			f.cnt.unparked.Add(1)
+			f.takeParkedOnce(parkKey{seq: seq, frame: i}, m, d)
 			i++
 		})
 	}

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"cmp"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -27,7 +28,7 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 	}
 	opts := cluster.Options{Name: cc.Name, Node: cc.Node, Listen: cc.Listen, Advertise: cc.Advertise, Peers: cc.Peers,
 		DataDir: cc.DataDir, Replicas: cc.Replicas, MQTTAdvertise: cc.MQTTAdvertise, LeaseTTL: time.Duration(cc.LeaseTTL),
-		ForwardTimeout: time.Duration(cc.ForwardTimeout), DrainTime: time.Duration(cc.DrainTime), User: cc.User, Logger: log}
+		ForwardTimeout: time.Duration(cc.ForwardTimeout), DrainTime: time.Duration(cc.DrainTime), OnceEntries: cmp.Or(cc.OnceEntries, -1), User: cc.User, Logger: log}
 	if opts.Node == "" {
 		opts.Node = nodeName(b.srv.NodeID())
 	}
@@ -155,6 +156,10 @@ func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
 		counter("again_received_total", "QoS 2 messages another node sent again after its restart, their publisher having had no PUBREC: delivered again unless a session's duplicate window knows them.", func(c cluster.Counters) uint64 { return c.AgainReceived }),
 		counter("parked_taken_total", "Messages parked for this node that it skipped: copies of a batch it had taken and acknowledged, parked by a sender that timed out before the answer.", func(c cluster.Counters) uint64 { return c.ParkedTaken }),
 		counter("park_corrupt_total", "Messages of the park stream for this node that did not decode: what they held is lost.", func(c cluster.Counters) uint64 { return c.ParkCorrupt }),
+		counter("once_dropped_total", "QoS 2 messages from other nodes dropped as a second copy of one taken here (sent again after their publisher's node restarted, or parked as well).", func(c cluster.Counters) uint64 { return c.OnceDropped }),
+		counter("once_full_total", "Times the QoS 2 messages remembered to drop second copies reached cluster.once_entries and the older half was forgotten early.", func(c cluster.Counters) uint64 { return c.OnceFull }),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_cluster_once_entries", Help: "QoS 2 messages from other nodes remembered to drop second copies."},
+			func() float64 { return float64(cl.Status().Forward.OnceEntries) }),
 		counter("orphaned_total", "QoS 1/2 messages from other nodes, or parked for this one, that nothing here took (the session had moved on or ended, or no subscription matched any more).", func(c cluster.Counters) uint64 { return c.Orphaned }),
 		counter("park_stalls_total", "Times this node's park stream consumer stalled behind the stream leader (a replica that did not catch up), which was read instead.", func(c cluster.Counters) uint64 { return c.ParkStalls }),
 		counter("forward_failed_total", "QoS 1/2 messages neither acknowledged by their node nor parked: their publisher was not acknowledged.", func(c cluster.Counters) uint64 { return c.Failed }),

@@ -19,6 +19,7 @@ type Cluster struct {
 	LeaseTTL       Duration `yaml:"lease_ttl" flag:"cluster-lease-ttl" usage:"a node not heard from for this long is dead; one that hears no majority for 2/3 of it fences itself"`
 	ForwardTimeout Duration `yaml:"forward_timeout" flag:"cluster-forward-timeout" usage:"wait for another node's acknowledgement of a QoS 1/2 message before parking it"`
 	DrainTime      Duration `yaml:"drain_time" flag:"cluster-drain-time" usage:"after a session moved to another node, how long the old node forwards what arrives for it"`
+	OnceEntries    int      `yaml:"once_entries" flag:"cluster-once-entries" usage:"QoS 2 messages from other nodes remembered (5 minutes at most) to drop a second copy (0: none)"`
 	User           string   `yaml:"user" flag:"cluster-user" usage:"user name every route must present (with cluster.password_file)"`
 	PasswordFile   string   `yaml:"password_file" flag:"cluster-password-file" usage:"file holding the routes' password"`
 	CertFile       string   `yaml:"cert_file" flag:"cluster-tls-cert" usage:"PEM certificate of this node for route TLS"`
@@ -30,7 +31,7 @@ type Cluster struct {
 func (c Cluster) Enabled() bool { return c.Listen != "" }
 
 func defaultCluster() Cluster {
-	return Cluster{Name: "tern", Replicas: 0, LeaseTTL: Duration(6e9), ForwardTimeout: Duration(2e9), DrainTime: Duration(20e9)}
+	return Cluster{Name: "tern", Replicas: 0, LeaseTTL: Duration(6e9), ForwardTimeout: Duration(2e9), DrainTime: Duration(20e9), OnceEntries: 1 << 18}
 }
 
 var nodeName = regexp.MustCompile(`^[A-Za-z0-9_-]{1,128}$`)
@@ -66,6 +67,9 @@ func (c *Config) validateCluster(v *validator) {
 	}
 	if cl.DrainTime <= 0 {
 		v.fail("cluster.drain_time", "must be positive")
+	}
+	if cl.OnceEntries < 0 {
+		v.fail("cluster.once_entries", "must not be negative (0: none)")
 	}
 	if (cl.User == "") != (cl.PasswordFile == "") {
 		v.fail("cluster.user", "cluster.user and cluster.password_file go together")
