@@ -26,13 +26,20 @@ type recentSet struct {
 	full  bool // a limit was reached (logged once): nothing more is recorded
 }
 
-// key identifies m across nodes: the client that published it, when its
-// first node received it (nanoseconds, carried with every copy: no two
-// messages of one connection share one, see packetReader.publishedAt),
-// its topic, and its payload's length and ends.
+// key identifies m across nodes (Message.WriteIdentity).
 func (rs *recentSet) key(m *Message) uint64 {
 	var h maphash.Hash
 	h.SetSeed(rs.seed)
+	m.WriteIdentity(&h)
+	return h.Sum64()
+}
+
+// WriteIdentity writes to h what identifies m across nodes and copies:
+// the client that published it, when its first node received it
+// (nanoseconds, carried with every copy and kept when the client sends it
+// again: no two messages of one connection share one), its topic, and
+// its payload's length and ends.
+func (m *Message) WriteIdentity(h *maphash.Hash) {
 	var b [16]byte
 	binary.LittleEndian.PutUint64(b[:], uint64(m.Created.UnixNano()))
 	binary.LittleEndian.PutUint64(b[8:], uint64(len(m.Payload)))
@@ -47,7 +54,6 @@ func (rs *recentSet) key(m *Message) uint64 {
 		p = p[len(p)-32:]
 	}
 	h.Write(p)
-	return h.Sum64()
 }
 
 // dupKeyLocked returns the key of d in the session's duplicate window,

@@ -1,7 +1,6 @@
 package cluster
 
 import (
-	"encoding/binary"
 	"hash/maphash"
 	"sync"
 	"time"
@@ -38,21 +37,16 @@ func newOnceSet(max int) *onceSet {
 }
 
 // key identifies the delivery d of m: the message as the duplicate
-// windows of sessions know it (its publisher, its creation time on its
-// first node, kept when it is sent again, its topic and payload), and
-// the session, shared group and filter it was for.
+// windows of sessions know it (tern.Message.WriteIdentity), and the
+// session, shared group and filter it was for.
 func (o *onceSet) key(m *tern.Message, d tern.Delivery) uint64 {
 	var h maphash.Hash
 	h.SetSeed(o.seed)
-	var b [16]byte
-	binary.LittleEndian.PutUint64(b[:], uint64(m.Created.UnixNano()))
-	binary.LittleEndian.PutUint64(b[8:], uint64(len(m.Payload)))
-	h.Write(b[:])
-	for _, s := range [...]string{m.Origin, m.Topic, d.ClientID, d.Group, d.Filter} {
-		h.WriteString(s)
+	m.WriteIdentity(&h)
+	for _, s := range [...]string{d.ClientID, d.Group, d.Filter} {
 		h.WriteByte(0)
+		h.WriteString(s)
 	}
-	h.Write(m.Payload)
 	return h.Sum64()
 }
 
