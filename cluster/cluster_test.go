@@ -1183,6 +1183,44 @@ func TestAgainDelivered(t *testing.T) {
 	}
 }
 
+// With two nodes of three gone, the survivor's view tells it: a stream
+// whose leader was on another node does not answer within the timeout
+// (no quorum to elect one) and is reported with the error, not waited
+// for; one it leads itself shows both followers offline.
+func TestStatusJetStreamNoQuorum(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	shutdown(nodes[1].Server.Server)
+	shutdown(nodes[2].Server.Server)
+	var st Status
+	terntest.Eventually(t, "every stream in error or without its followers", func() bool {
+		st = nodes[0].cl.StatusWithJetStream(500 * time.Millisecond)
+		if len(st.JetStream.Streams) != len(streamNames) {
+			return false
+		}
+		for _, s := range st.JetStream.Streams {
+			if s.Error != "" {
+				continue
+			}
+			if s.Leader != "n1" || len(s.Replicas) != 2 {
+				return false
+			}
+			for _, r := range s.Replicas {
+				if !r.Offline {
+					return false
+				}
+			}
+		}
+		return true
+	})
+	errs := 0
+	for _, s := range st.JetStream.Streams {
+		if s.Error != "" {
+			errs++
+		}
+	}
+	t.Logf("%d of %d streams in error (their leader was on a node now gone)", errs, len(streamNames))
+}
+
 // A node drops a second copy of a QoS 2 message it took: one its
 // publisher sent again after its node restarted (routed again to every
 // node, Delivery.Again), or a parked copy of one taken directly. With
