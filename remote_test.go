@@ -112,18 +112,27 @@ func TestRemoteRoutes(t *testing.T) {
 	}
 }
 
-// A remote that fails to make a message safe gets the publisher
-// disconnected instead of acknowledged, so the client sends it again; a
-// QoS 2 message sent again (DUP, same packet identifier, session resumed)
-// is routed again, not taken for a resend of one already acknowledged
-// [MQTT-4.3.3-10], so the remote gets it.
-func TestRemoteAckFailure(t *testing.T) {
+// holdingRemote starts a server routing "t" to a remote that holds the
+// acknowledgements of what it is sent, and connects a publisher with a
+// persistent session (CONNECT connect).
+func holdingRemote(t *testing.T) (*terntest.Server, *fakeRemote, *packets.Connect, *terntest.Conn) {
+	t.Helper()
 	srv := terntest.NewServer(t, nil)
 	r := &fakeRemote{reachable: true, hold: true}
 	srv.AddRemoteRoute("node2", r, "", "t")
 	connect := &packets.Connect{ClientID: "pub", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}}
 	pub := srv.Dial(t, packets.V5)
 	pub.Connect(connect)
+	return srv, r, connect, pub
+}
+
+// A remote that fails to make a message safe gets the publisher
+// disconnected instead of acknowledged, so the client sends it again; a
+// QoS 2 message sent again (DUP, same packet identifier, session resumed)
+// is routed again, not taken for a resend of one already acknowledged
+// [MQTT-4.3.3-10], so the remote gets it.
+func TestRemoteAckFailure(t *testing.T) {
+	srv, r, connect, pub := holdingRemote(t)
 	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("x")})
 	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 8, Payload: []byte("y")}) // behind 7: never acknowledged either
 	terntest.Eventually(t, "forward", func() bool { return r.count() == 2 })
@@ -161,12 +170,7 @@ func TestRemoteAckFailure(t *testing.T) {
 // Without it, a first forward that then fails would leave the message
 // acknowledged and lost.
 func TestRemoteAckPendingResend(t *testing.T) {
-	srv := terntest.NewServer(t, nil)
-	r := &fakeRemote{reachable: true, hold: true}
-	srv.AddRemoteRoute("node2", r, "", "t")
-	connect := &packets.Connect{ClientID: "pub", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}}
-	pub := srv.Dial(t, packets.V5)
-	pub.Connect(connect)
+	srv, r, connect, pub := holdingRemote(t)
 	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 7, Payload: []byte("x")})
 	terntest.Eventually(t, "forward", func() bool { return r.count() == 1 })
 	pub.Close()
