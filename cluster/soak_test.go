@@ -3,8 +3,10 @@ package cluster
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -103,6 +105,20 @@ func TestClusterSoak(t *testing.T) {
 		}
 	}
 	stop()
+	// Counters of each node since its last start: the duplicates and
+	// copies it dropped, the messages routed again to it.
+	for _, p := range ps {
+		resp, err := http.Get("http://" + p.admin + "/api/v1/cluster")
+		if err != nil {
+			continue
+		}
+		var view struct{ Detail Status }
+		json.NewDecoder(resp.Body).Decode(&view)
+		resp.Body.Close()
+		f := view.Detail.Forward
+		t.Logf("%s since its start: %d parked, %d unparked, %d received sent again, %d QoS 2 copies dropped, %d parked copies skipped, %d orphaned",
+			p.name, f.Parked, f.Unparked, f.AgainReceived, f.OnceDropped, f.ParkedTaken, f.Orphaned)
+	}
 	failed := false
 	for _, s := range subs {
 		missing, dup2 := s.check(want)
