@@ -107,7 +107,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 			durable = c.receivedQoS2(pk.PacketID, res.m.Created.UnixNano())
 			inbound = true
 		}
-		s.routePublished(c, pk, &res, strict)
+		s.routePublished(c, pk, &res, strict, inbound && durable)
 		r := &res.r
 		switch {
 		case r.retainRefused && strict:
@@ -126,6 +126,7 @@ func (c *Client) handlePublish(pk *packets.Publish) error {
 		}
 		if inbound {
 			s.persist.release()
+			s.forwardAfterCommit(r.deferred)
 		}
 		durable = durable || s.persist.touched(res.m)
 	}
@@ -263,7 +264,7 @@ type published struct {
 func (s *Server) publish(c *Client, pk *packets.Publish, now time.Time, strict bool) published {
 	res := s.admitPublish(c, pk, now)
 	if res.code == packets.Success && !res.discarded {
-		s.routePublished(c, pk, &res, strict)
+		s.routePublished(c, pk, &res, strict, false)
 	}
 	return res
 }
@@ -307,9 +308,16 @@ func (s *Server) admitPublish(c *Client, pk *packets.Publish, now time.Time) (re
 }
 
 // routePublished routes an admitted message and tells the observers.
-func (s *Server) routePublished(c *Client, pk *packets.Publish, res *published, strict bool) {
+//
+// With afterCommit set (a QoS 2 message whose packet id goes to the store
+// in the commit being made), the message goes to remote targets only once
+// that commit is made (forwardAfterCommit): a server killed before it
+// forgets the packet id, and the client's copy sent again after the
+// restart is a new message, with a new identity, that the other nodes
+// could not tell from the first had they had it.
+func (s *Server) routePublished(c *Client, pk *packets.Publish, res *published, strict, afterCommit bool) {
 	m := res.m
-	res.r = s.routeMsg(m, routeOpts{strict: strict, acks: pk.QoS > 0 && c.conn != nil})
+	res.r = s.routeMsg(m, routeOpts{strict: strict, acks: pk.QoS > 0 && c.conn != nil, afterCommit: afterCommit})
 	if !(res.r.retainRefused && strict) {
 		for _, h := range s.hooks.publishes {
 			h.OnPublished(c, m)
@@ -377,6 +385,9 @@ type routed struct {
 	retainRefused bool  // retained, but over MaxRetainedMessages or MaxRetainedBytes
 	charge        int64 // memory the queued deliveries hold, added to the budget at the end
 	ack           *Ack  // what the publisher's acknowledgement waits for; nil when nothing
+	// deferred are the forwards to remote targets that wait for the
+	// store's commit (routeOpts.afterCommit), each holding ack.
+	deferred []deferredForward
 
 	drops [numDropReasons]int32 // drops by reason, added to the server's counts at the end
 	opts  routeOpts
@@ -390,6 +401,9 @@ type routeOpts struct {
 	remote bool // other nodes' targets only, the retained message kept again only if none is newer: see routeAgain
 	again  bool // a message sent again (routeAgain): deliveries to other nodes say so (Delivery.Again)
 	moved  bool // with local: sessions that moved to another node (draining here) are targets too (InjectParked)
+	// afterCommit defers the forwards to remote targets until the store
+	// committed what the routing changed (see routePublished).
+	afterCommit bool
 	// group and filter restrict a local route to one member of that
 	// shared group (a message another node chose this one for).
 	group, filter string
@@ -666,7 +680,41 @@ func (s *Server) forward(rt *remoteTarget, clientID string, d delivery, r *route
 		}
 		a = r.ack
 	}
+	if r.opts.afterCommit {
+		if a != nil {
+			a.Hold() // released once forwarded: the PUBREC waits
+		}
+		r.deferred = append(r.deferred, deferredForward{r: rt.r, m: d.msg, d: dv, ack: a})
+		return
+	}
 	rt.r.Forward(d.msg, dv, a)
+}
+
+// deferredForward is a forward to a remote target waiting for the
+// store's commit (routeOpts.afterCommit); ack, when not nil, holds for it.
+type deferredForward struct {
+	r   Remote
+	m   *Message
+	d   Delivery
+	ack *Ack
+}
+
+// forwardAfterCommit makes the forwards fs once the store committed what
+// was changed so far, or fails their acknowledgements if it could not.
+func (s *Server) forwardAfterCommit(fs []deferredForward) {
+	if len(fs) == 0 {
+		return
+	}
+	s.AfterStore(func(err error) {
+		for _, f := range fs {
+			if err == nil {
+				f.r.Forward(f.m, f.d, f.ack)
+			}
+			if f.ack != nil {
+				f.ack.Release(err)
+			}
+		}
+	})
 }
 
 // deliverHandler calls an in-process handler, on the routing goroutine; a

@@ -16,6 +16,7 @@ import (
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/storage/memory"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -160,6 +161,35 @@ func TestRemoteAckFailure(t *testing.T) {
 		if rec, ok := pub2.Recv().(*packets.Pubrec); !ok || rec.PacketID != id || rec.ReasonCode.IsError() {
 			t.Fatalf("got %+v", rec)
 		}
+	}
+}
+
+// A QoS 2 message of a persistent session goes to another node only once
+// its packet identifier is committed to the store: a server killed before
+// would forget the identifier, and the client's copy sent again after the
+// restart would be a new message to the other nodes, delivered twice
+// [MQTT-4.3.3-10].
+func TestRemoteForwardAfterInboundCommit(t *testing.T) {
+	st := &blockingStore{Store: memory.New(), entered: make(chan struct{}, 1), release: make(chan struct{})}
+	srv := terntest.NewServer(t, &tern.Options{Store: st})
+	var released sync.Once
+	release := func() { released.Do(func() { close(st.release) }) }
+	t.Cleanup(release) // before the server's shutdown, which waits for the commit
+	r := &fakeRemote{reachable: true}
+	srv.AddRemoteRoute("node2", r, "", "t")
+	pub := srv.Dial(t, packets.V5)
+	pub.Connect(&packets.Connect{ClientID: "pub", Properties: packets.Properties{SessionExpiry: packets.Uint32(60)}})
+	st.armed.Store(true)
+	pub.Send(&packets.Publish{Topic: "t", QoS: 2, PacketID: 1, Payload: []byte("x")})
+	<-st.entered
+	terntest.Eventually(t, "the PUBLISH routed", func() bool { return srv.Stats().MessagesReceived == 1 })
+	if n := r.count(); n != 0 {
+		t.Fatalf("forwarded %d times before the packet identifier was committed", n)
+	}
+	release()
+	terntest.Eventually(t, "forwarded once committed", func() bool { return r.count() == 1 })
+	if rec, ok := pub.Recv().(*packets.Pubrec); !ok || rec.PacketID != 1 || rec.ReasonCode.IsError() {
+		t.Fatalf("got %+v", rec)
 	}
 }
 
