@@ -25,6 +25,7 @@ import (
 	"github.com/ternmq/tern/listeners"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/storage"
+	"github.com/ternmq/tern/storage/memory"
 	"github.com/ternmq/tern/terntest"
 )
 
@@ -1283,6 +1284,89 @@ func TestOnceDropped(t *testing.T) {
 				if c.OnceDropped != 2 || c.OnceEntries != 4 {
 					t.Fatalf("counters %+v: want 2 dropped, 4 remembered", c)
 				}
+			}
+		})
+	}
+}
+
+// gateStore is a memory store whose commits can be made to fail, or to
+// wait until released.
+type gateStore struct {
+	*memory.Store
+	fail    atomic.Bool
+	hold    atomic.Bool
+	release chan struct{}
+}
+
+func (g *gateStore) Commit(b storage.Batch, sync bool) error {
+	if g.hold.Load() {
+		<-g.release
+	}
+	if g.fail.Load() {
+		return errors.New("commit failed (test)")
+	}
+	return g.Store.Commit(b, sync)
+}
+
+// A QoS 2 message is remembered by the once set only once it is safe
+// here: a copy that comes while the first one's commit failed, or still
+// waits, is taken again (delivered twice at worst), not dropped and
+// acknowledged for a message this node may not keep.
+func TestOnceRememberedWhenSafe(t *testing.T) {
+	for _, tc := range []string{"first commit failed", "first commit waiting"} {
+		t.Run(tc, func(t *testing.T) {
+			st := &gateStore{Store: memory.New(), release: make(chan struct{})}
+			var released sync.Once
+			release := func() { released.Do(func() { st.hold.Store(false); close(st.release) }) }
+			nodes := startClusterWith(t, 2, nil, func(i int, o *tern.Options) {
+				if i == 1 {
+					o.Store = st
+				}
+			})
+			t.Cleanup(release)
+			sub := nodes[1].Dial(t, packets.V5)
+			sub.Connect(&packets.Connect{ClientID: "sub", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+			subscribe(t, sub, "once/#", 2)
+			m := tern.MessageFromRecord(&storage.Message{Topic: "once/1", Payload: []byte("x"), QoS: 2, Origin: "pub", Created: time.Now().UnixNano()})
+			send := func(again bool) chan error {
+				done := make(chan error, 1)
+				a := tern.NewAck(func(err error) { done <- err })
+				nodes[0].cl.nodes.remote("n2").Forward(m, tern.Delivery{Route: "n2", QoS: 2, Filter: "once/#", Again: again}, a)
+				a.Release(nil)
+				return done
+			}
+			f := nodes[1].cl.fwd
+			received := f.counters().Received
+			if tc == "first commit failed" {
+				st.fail.Store(true)
+				if err := <-send(false); err == nil {
+					t.Fatal("first copy acknowledged although its commit failed")
+				}
+				st.fail.Store(false)
+				if err := <-send(true); err != nil {
+					t.Fatalf("copy sent again: %v", err)
+				}
+			} else {
+				st.hold.Store(true)
+				first := send(false)
+				again := send(true)
+				terntest.Eventually(t, "both copies received", func() bool { return f.counters().Received == received+2 })
+				release()
+				for _, ch := range []chan error{first, again} {
+					if err := <-ch; err != nil {
+						t.Fatal(err)
+					}
+				}
+			}
+			if c := f.counters(); c.OnceDropped != 0 {
+				t.Fatalf("counters %+v: a copy dropped while the first was not safe", c)
+			}
+			// Now that one is safe here, a third copy is dropped.
+			if err := <-send(true); err != nil {
+				t.Fatal(err)
+			}
+			if c := f.counters(); c.OnceDropped != 1 {
+				t.Fatalf("counters %+v: want the third copy dropped", c)
 			}
 		})
 	}

@@ -621,7 +621,15 @@ func (f *forwarder) receive(msg *nats.Msg) {
 			}
 		}
 	}()
-	stored, onward, astray, err := f.receiveBatch(msg.Data)
+	stored, onward, astray, keys, err := f.receiveBatch(msg.Data)
+	// The QoS 2 messages taken are remembered (onceSet) once safe here,
+	// not before: a copy that comes meanwhile (its first answer an
+	// error, or not sent yet) must be taken too.
+	remember := func() {
+		for _, k := range keys {
+			f.once.add(k)
+		}
+	}
 	if err != nil {
 		c.log.Warn("messages from another node refused", "err", err)
 		if msg.Reply != "" {
@@ -636,6 +644,17 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		if len(astray) > 0 {
 			c.goTracked(func() { f.toOwners(astray, func(error) {}) })
 		}
+		if len(keys) > 0 && len(onward) == 0 && len(astray) == 0 {
+			if stored {
+				c.srv.AfterStore(func(err error) {
+					if err == nil {
+						remember()
+					}
+				})
+			} else {
+				remember()
+			}
+		}
 		return
 	}
 	reply := msg.Reply
@@ -645,6 +664,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 			b = []byte(err.Error())
 		} else {
 			f.taken.add(reply)
+			remember()
 		}
 		c.data.Publish(reply, b)
 	}
@@ -678,6 +698,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 		if id, err := strconv.ParseUint(reply[i+1:], 10, 64); err == nil {
 			prefix := reply[:i+1]
 			f.taken.add(reply)
+			remember()
 			f.acks[prefix] = binary.AppendUvarint(f.acks[prefix], id)
 			if len(f.acks[prefix]) > 64 { // about 20 batches: the sender's publishers wait for them
 				f.flushAcks()
@@ -699,7 +720,7 @@ const maxBacklog = 16 << 20
 // node, and the QoS 1/2 ones sent for a session by name that is not here
 // (it moved on while they were on their way: see toOwners). A batch that
 // does not decode is refused from the bad frame on.
-func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected, astray []parkedOnward, err error) {
+func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected, astray []parkedOnward, keys []uint64, err error) {
 	qos0 := true
 	if _, bytes, _ := f.dataSub.Pending(); bytes > maxBacklog {
 		qos0 = false
@@ -716,7 +737,7 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected,
 		}
 		in := f.inject(m, d)
 		if once && (in.Queued > 0 || in.Stored) {
-			f.once.add(k)
+			keys = append(keys, k) // remembered once the batch is safe here (receive)
 		}
 		if in.Stored {
 			stored = true
@@ -735,7 +756,7 @@ func (f *forwarder) receiveBatch(b []byte) (stored bool, onward []tern.Injected,
 	if shed > 0 {
 		f.cnt.shed.Add(uint64(shed))
 	}
-	return stored, onward, astray, err
+	return stored, onward, astray, keys, err
 }
 
 // toOwners passes messages sent here for sessions by name that are not
@@ -834,6 +855,9 @@ type parkedOnward struct {
 	m      *tern.Message
 	d      tern.Delivery
 	failed bool // the other node did not take it: passed on again
+	// once and key: a QoS 2 message remembered in onceSet once safe.
+	once bool
+	key  uint64
 }
 
 // parkKey is the place of a parked message: the sequence of its message
@@ -852,27 +876,33 @@ func (f *forwarder) takeParkedOnce(seq parkKey, m *tern.Message, d tern.Delivery
 		f.cnt.onceDropped.Add(1)
 		return
 	}
-	if f.takeParked(seq, m, d) && once {
-		f.once.add(k)
-	}
+	f.takeParked(seq, &parkedOnward{m: m, d: d, once: once, key: k})
 }
 
 // takeParked routes a parked message (seq in the park stream) here, or
 // on to where its session went, and keeps it from the purge until it is
-// safe there. It reports whether the message was taken here or passed on.
-func (f *forwarder) takeParked(seq parkKey, m *tern.Message, d tern.Delivery) bool {
+// safe there. A QoS 2 message taken (o.once) is remembered in onceSet
+// then, not before: a copy that comes while it is not safe yet is taken
+// too.
+func (f *forwarder) takeParked(seq parkKey, o *parkedOnward) {
+	m, d := o.m, o.d
 	in, then := f.injectParked(m, d)
 	if in.Queued == 0 && min(m.QoS, d.QoS) > 0 {
 		f.orphan(m, d, "park")
 	}
+	taken := in.Queued > 0 || in.Stored
 	f.onMu.Lock()
-	f.onward[seq] = &parkedOnward{m: m, d: d}
+	o.failed = false
+	f.onward[seq] = o
 	f.onMu.Unlock()
 	then(func(err error) {
 		f.onMu.Lock()
 		defer f.onMu.Unlock()
 		if err == nil {
 			delete(f.onward, seq)
+			if o.once && taken {
+				f.once.add(o.key)
+			}
 			return
 		}
 		f.onward[seq].failed = true
@@ -881,7 +911,6 @@ func (f *forwarder) takeParked(seq parkKey, m *tern.Message, d tern.Delivery) bo
 			f.c.log.Warn("a parked message passed on to another node was not taken there: passing it on again", "seq", seq, "err", err)
 		}
 	})
-	return in.Queued > 0 || in.Stored
 }
 
 // retryOnward passes on again the parked messages another node did not
@@ -900,7 +929,7 @@ func (f *forwarder) retryOnward() {
 		o := f.onward[seq]
 		f.onMu.Unlock()
 		if o != nil {
-			f.takeParked(seq, o.m, o.d)
+			f.takeParked(seq, o)
 		}
 	}
 }
