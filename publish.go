@@ -191,7 +191,10 @@ func (s *Server) routeAgain(c *Client, pk *packets.Publish, in inboundQoS2) *Ack
 	if res.code.IsError() || res.discarded {
 		return nil
 	}
-	r := s.routeMsg(res.m, routeOpts{acks: true, remote: in.again == againRemote, again: true})
+	// After the store's next commit, as a first routing: the first one's
+	// commit may not be made yet (a resend while its PUBREC waits).
+	r := s.routeMsg(res.m, routeOpts{acks: true, remote: in.again == againRemote, again: true, afterCommit: true})
+	s.forwardAfterCommit(r.deferred)
 	s.log.Debug("QoS 2 message sent again after a restart: routed again",
 		"client", c.id, "packet_id", pk.PacketID, "topic", pk.Topic, "other_nodes_only", in.again == againRemote, "deliveries", r.queued)
 	return r.ack

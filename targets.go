@@ -128,8 +128,11 @@ type Remote interface {
 	// Forward is called once per routed message and remote route id
 	// (overlapping routes of one id are merged, as a client's overlapping
 	// subscriptions are), on the goroutine that routes the message: the
-	// reader of the publisher's connection, a will's timer, ... It must
-	// not block.
+	// reader of the publisher's connection, a will's timer, ...; for a
+	// QoS 2 message whose packet identifier goes to the store, on the
+	// store's goroutine once that is committed (so other QoS 0 and 1
+	// messages of the publisher may be forwarded before it). It must not
+	// block.
 	//
 	// ack is nil unless a publisher's acknowledgement waits for the
 	// message: a QoS 1 or 2 PUBLISH from a client. A remote that must make
