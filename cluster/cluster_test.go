@@ -201,12 +201,37 @@ func subscribe(t testing.TB, c *terntest.Conn, filter string, qos byte) {
 
 // subscriber connects a clean session id to nd, subscribed to filter at
 // qos.
+//
+// A node of a test cluster fences itself when a loaded machine delays the
+// other nodes' heartbeats for seconds: a CONNECT refused as unavailable
+// (0x9C, 0x88) is tried again, with a log line, until terntest.Timeout.
+// These tests are not about fencing.
 func subscriber(t testing.TB, nd *testNode, id, filter string, qos byte) *terntest.Conn {
 	t.Helper()
-	c := nd.Dial(t, packets.V5)
-	c.MustConnect(id)
+	c := connectUnfenced(t, nd, &packets.Connect{ClientID: id, CleanStart: true, KeepAlive: 60})
 	subscribe(t, c, filter, qos)
 	return c
+}
+
+// connectUnfenced connects pk (MQTT 5) to nd, trying again while nd
+// refuses it as unavailable (see subscriber).
+func connectUnfenced(t testing.TB, nd *testNode, pk *packets.Connect) *terntest.Conn {
+	t.Helper()
+	deadline := time.Now().Add(terntest.Timeout)
+	for {
+		c := nd.Dial(t, packets.V5)
+		ack := c.Connect(pk)
+		switch {
+		case ack.ReasonCode == packets.Success:
+			return c
+		case (ack.ReasonCode == packets.UseAnotherServer || ack.ReasonCode == packets.ServerUnavailable) && time.Now().Before(deadline):
+			t.Logf("CONNECT of %s refused (%v): the node is fenced for now, trying again", pk.ClientID, ack.ReasonCode)
+			c.Close()
+			time.Sleep(100 * time.Millisecond) // the fence lifts with the next heartbeats: no event to wait on
+		default:
+			t.Fatalf("CONNECT of %s refused: %v", pk.ClientID, ack.ReasonCode)
+		}
+	}
 }
 
 // recvPublish reads packets until a PUBLISH, acknowledging QoS 1.
@@ -1324,8 +1349,7 @@ func TestOnceRememberedWhenSafe(t *testing.T) {
 				}
 			})
 			t.Cleanup(release)
-			sub := nodes[1].Dial(t, packets.V5)
-			sub.Connect(&packets.Connect{ClientID: "sub", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
+			sub := connectUnfenced(t, nodes[1], &packets.Connect{ClientID: "sub", KeepAlive: 60, Properties: packets.Properties{SessionExpiry: packets.Uint32(600)}})
 			subscribe(t, sub, "once/#", 2)
 			m := tern.MessageFromRecord(&storage.Message{Topic: "once/1", Payload: []byte("x"), QoS: 2, Origin: "pub", Created: time.Now().UnixNano()})
 			send := func(again bool) chan error {
