@@ -1055,6 +1055,19 @@ func TestParkBatched(t *testing.T) {
 		if c := nodes[0].cl.fwd.counters(); c.ParkCorrupt != 1 {
 			t.Fatalf("counters %+v: want 1 corrupt", c)
 		}
+		// A batch that holds fewer messages than it says: what it holds
+		// is taken, the mismatch counted.
+		short := nats.NewMsg("tern.park." + gone.node)
+		short.Header.Set(framesHeader, "2")
+		m = tern.MessageFromRecord(&storage.Message{Topic: "pb/short", Payload: []byte("short"), QoS: 1, Origin: "pub"})
+		short.Data = appendFrame([]byte{wireVersion}, m, tern.Delivery{QoS: 1, Filter: "pb/#"})
+		if _, err := js.PublishMsg(context.Background(), short); err != nil {
+			t.Fatal(err)
+		}
+		if p := recvPublish(t, sub); string(p.Payload) != "short" {
+			t.Fatalf("got %q", p.Payload)
+		}
+		terntest.Eventually(t, "the mismatch counted", func() bool { return nodes[0].cl.fwd.counters().ParkCorrupt == 2 })
 	})
 }
 

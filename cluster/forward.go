@@ -625,11 +625,7 @@ func (f *forwarder) receive(msg *nats.Msg) {
 	// The QoS 2 messages taken are remembered (onceSet) once safe here,
 	// not before: a copy that comes meanwhile (its first answer an
 	// error, or not sent yet) must be taken too.
-	remember := func() {
-		for _, k := range keys {
-			f.once.add(k)
-		}
-	}
+	remember := func() { f.once.add(keys...) }
 	if err != nil {
 		c.log.Warn("messages from another node refused", "err", err)
 		if msg.Reply != "" {
@@ -1196,18 +1192,19 @@ func (f *forwarder) drainPark() {
 // the headers h: one parked message, or a batch of them (framesHeader).
 // What does not decode is counted as corrupt and logged.
 func (f *forwarder) takeParkedMsg(seq uint64, data []byte, h nats.Header) {
+	v := h.Get(framesHeader)
 	frames := 1
-	if v := h.Get(framesHeader); v != "" {
+	if v != "" {
 		frames, _ = strconv.Atoi(v)
 	}
 	if ref := h.Get(batchHeader); ref != "" && f.taken.has(ref) {
 		// Its batch came and was taken here; the sender parked it too,
 		// having timed out before the answer: a copy.
-		f.cnt.parkedTaken.Add(uint64(frames))
+		f.cnt.parkedTaken.Add(uint64(max(frames, 0)))
 		return
 	}
 	var err error
-	if h.Get(framesHeader) == "" {
+	if v == "" {
 		var m *tern.Message
 		var d tern.Delivery
 		if m, d, err = decodeForward(data); err == nil {
@@ -1219,6 +1216,9 @@ func (f *forwarder) takeParkedMsg(seq uint64, data []byte, h nats.Header) {
 			f.takeParkedOnce(parkKey{seq: seq, frame: i}, m, d)
 			i++
 		})
+		if err == nil && i != frames {
+			err = fmt.Errorf("%d messages in a batch that says %s", i, v)
+		}
 	}
 	if err != nil {
 		f.cnt.parkCorrupt.Add(1)

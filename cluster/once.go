@@ -62,21 +62,23 @@ func (o *onceSet) has(k uint64) bool {
 	return a || b
 }
 
-// add remembers the delivery with key k.
-func (o *onceSet) add(k uint64) {
-	if o.max <= 0 {
+// add remembers the deliveries with keys ks, under one lock.
+func (o *onceSet) add(ks ...uint64) {
+	if o.max <= 0 || len(ks) == 0 {
 		return
 	}
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	now := time.Now()
-	if o.cur == nil || len(o.cur) >= o.max/2 || now.Sub(o.since) > onceFor {
-		if o.cur != nil && now.Sub(o.since) <= onceFor {
-			o.full++
+	for _, k := range ks {
+		if o.cur == nil || len(o.cur) >= o.max/2 || now.Sub(o.since) > onceFor {
+			if o.cur != nil && now.Sub(o.since) <= onceFor {
+				o.full++
+			}
+			o.prev, o.cur, o.since = o.cur, make(map[uint64]struct{}), now
 		}
-		o.prev, o.cur, o.since = o.cur, make(map[uint64]struct{}), now
+		o.cur[k] = struct{}{}
 	}
-	o.cur[k] = struct{}{}
 }
 
 // stats returns the number of entries held and the generations started
