@@ -122,8 +122,11 @@ func TestMetricsFollowTraffic(t *testing.T) {
 	var after map[string]float64
 	terntest.Eventually(t, "the kick and the refusal to be counted", func() bool { // both counted after the client is told
 		after = e.scrape(t)
+		// The kick is counted as the client is told; its connection and
+		// clean session go a moment later.
 		return after[`tern_disconnects_total{reason="administrative_action"}`] == 1 &&
-			after["tern_connects_refused_total"] == before["tern_connects_refused_total"]+1
+			after["tern_connects_refused_total"] == before["tern_connects_refused_total"]+1 &&
+			after["tern_clients_connected"] == 1 && after["tern_sessions"] == 1
 	})
 	grew := func(name string, by float64) {
 		t.Helper()
