@@ -44,6 +44,7 @@ import (
 	"net"
 	"net/url"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -139,7 +140,8 @@ type Cluster struct {
 	untracked bool
 
 	ready    atomic.Bool
-	ownFrom  atomic.Int64 // unix nanoseconds: when this node's clients could first publish (shipRule)
+	behind   atomic.Pointer[string] // why CaughtUp fails; nil when it does not
+	ownFrom  atomic.Int64           // unix nanoseconds: when this node's clients could first publish (shipRule)
 	readyC   chan struct{}
 	refused  atomic.Pointer[string] // why the node may not join (its name held); nil when it may
 	joinErr  atomic.Pointer[string] // why the node has not joined yet
@@ -274,6 +276,115 @@ func (c *Cluster) Node() string { return c.opts.Node }
 // loaded, and it accepts clients.
 func (c *Cluster) Ready() bool {
 	return c.ready.Load() && c.refused.Load() == nil && !c.fenced.Load() && !c.draining.Load()
+}
+
+// CaughtUp returns nil when every replica of the replicated state this
+// node holds is current, else an error naming a stream whose replica is
+// not: after a restart or a partition JetStream catches a replica up
+// from its stream's leader, and until it has, the stream's quorum hangs
+// on the other replicas, so that losing one more node (the next node of
+// a rolling restart) stops the stream. /readyz of tern serve answers 503
+// meanwhile; the node serves clients all the same.
+func (c *Cluster) CaughtUp() error {
+	if p := c.behind.Load(); p != nil && c.ready.Load() {
+		return errors.New(*p)
+	}
+	return nil
+}
+
+// Replicas are sampled every catchUpEvery; one not current in every
+// sample for catchUpAfter while its group has a leader is behind. A
+// replica that applies what its stream committed a moment later is not
+// current meanwhile: under a steady write load it is so in many samples,
+// caught up all the same. A group electing a leader (its leader's node
+// gone) has none to be behind: every node would be out of rotation at
+// once if that counted.
+const (
+	catchUpEvery = 250 * time.Millisecond
+	catchUpAfter = time.Second
+)
+
+// catchUpWatch tells replicas that are behind from samples of them.
+type catchUpWatch struct {
+	current map[string]time.Time // when each was last seen current, or with no leader heard
+}
+
+// sample records one look at the replica of name (a stream, or "" for
+// JetStream's metadata) and returns why it is behind, or "".
+func (w *catchUpWatch) sample(now time.Time, name, leader string, heard, current bool) string {
+	last, seen := w.current[name]
+	if !seen || !heard || current {
+		w.current[name] = now
+		return ""
+	}
+	if now.Sub(last) < catchUpAfter {
+		return ""
+	}
+	what := "stream " + name
+	if name == "" {
+		what = "JetStream's metadata"
+	}
+	return fmt.Sprintf("%s: this node's replica is behind the leader %s (not current for %v)", what, leader, now.Sub(last).Round(time.Second))
+}
+
+// watchCatchUp keeps c.behind (CaughtUp) until the node stops.
+func (c *Cluster) watchCatchUp() {
+	t := time.NewTicker(catchUpEvery)
+	defer t.Stop()
+	w := catchUpWatch{current: map[string]time.Time{}}
+	for {
+		select {
+		case <-c.ctx.Done():
+			return
+		case <-t.C:
+		}
+		now := time.Now()
+		info, err := c.ns.Jsz(&server.JSzOptions{Accounts: true, Streams: true})
+		if err != nil {
+			continue
+		}
+		var behind []string
+		if m := info.Meta; m != nil {
+			heard := leaderHeard(m.Leader, c.opts.Node, m.Replicas)
+			if b := w.sample(now, "", m.Leader, heard, heard && c.ns.JetStreamIsCurrent()); b != "" {
+				behind = append(behind, b)
+			}
+		}
+		for _, acc := range info.AccountDetails {
+			for _, sd := range acc.Streams {
+				if !slices.Contains(streamNames, sd.Name) || sd.Cluster == nil {
+					continue
+				}
+				heard := leaderHeard(sd.Cluster.Leader, c.opts.Node, sd.Cluster.Replicas)
+				if b := w.sample(now, sd.Name, sd.Cluster.Leader, heard, heard && c.ns.JetStreamIsStreamCurrent(acc.Name, sd.Name)); b != "" {
+					behind = append(behind, b)
+				}
+			}
+		}
+		if len(behind) == 0 {
+			c.behind.Store(nil)
+		} else {
+			why := strings.Join(behind, "; ")
+			c.behind.Store(&why)
+		}
+	}
+}
+
+// leaderHeard reports whether a Raft group has a leader that is not self
+// and that self heard lately, as peers (the group's other replicas as
+// self sees them) say: only then can self's replica be behind it. The
+// leader of a group whose leader's node just died is named until the
+// election, not heard.
+func leaderHeard(leader, self string, peers []*server.PeerInfo) bool {
+	if leader == "" || leader == self {
+		return false
+	}
+	for _, p := range peers {
+		if p.Name == leader {
+			return p.Current && !p.Offline
+		}
+	}
+	return false
 }
 
 // Fenced reports whether the node fenced itself, cut off from the
@@ -632,6 +743,9 @@ func (c *Cluster) join() {
 	c.ready.Store(true)
 	close(c.readyC)
 	c.goTracked(c.reg.shipLost)
+	if !c.Single() {
+		c.goTracked(c.watchCatchUp)
+	}
 	c.log.Info("cluster ready", "routes", c.ns.NumRoutes(), "nodes", c.nodes.liveCount(),
 		"took", time.Since(t0).Round(time.Millisecond).String())
 }

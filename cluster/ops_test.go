@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/ternmq/tern"
 	"github.com/ternmq/tern/packets"
 	"github.com/ternmq/tern/terntest"
@@ -188,4 +189,53 @@ func TestDuplicateNodeName(t *testing.T) {
 func waitRefusals(t testing.TB, cl *Cluster, n int64) {
 	t.Helper()
 	terntest.Eventually(t, fmt.Sprintf("%d refusals", n), func() bool { return cl.refusals.Load() >= n })
+}
+
+// A replica is behind (CaughtUp fails, /readyz answers 503) once it has
+// not been current for catchUpAfter while its group's leader, another
+// node, is heard: not while the group elects a leader after its leader's
+// node died (every survivor would leave the rotation at once), and not
+// for a moment behind under a write load.
+func TestCatchUpWatch(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	type look struct {
+		at             time.Duration
+		heard, current bool
+		behind         bool
+	}
+	for _, tc := range []struct {
+		name  string
+		looks []look
+	}{
+		{"current", []look{{0, true, true, false}, {time.Second, true, true, false}, {3 * time.Second, true, true, false}}},
+		{"behind", []look{{0, true, false, false}, {500 * time.Millisecond, true, false, false}, {time.Second, true, false, true}, {2 * time.Second, true, false, true}}},
+		{"caught up", []look{{0, true, true, false}, {250 * time.Millisecond, true, false, false}, {1250 * time.Millisecond, true, false, true}, {1500 * time.Millisecond, true, true, false}, {1750 * time.Millisecond, true, false, false}}},
+		{"a moment behind, often", []look{{0, true, false, false}, {250 * time.Millisecond, true, true, false}, {500 * time.Millisecond, true, false, false}, {750 * time.Millisecond, true, true, false},
+			{time.Second, true, false, false}, {1250 * time.Millisecond, true, false, false}}},
+		{"leader gone, election", []look{{0, true, true, false}, {time.Second, false, false, false}, {5 * time.Second, false, false, false},
+			{5250 * time.Millisecond, true, false, false}, {6250 * time.Millisecond, true, false, true}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			w := catchUpWatch{current: map[string]time.Time{}}
+			for _, l := range tc.looks {
+				why := w.sample(t0.Add(l.at), "KV_tern_subs", "n1", l.heard, l.current)
+				if (why != "") != l.behind {
+					t.Fatalf("at %v (heard %v, current %v): behind %q, want behind %v", l.at, l.heard, l.current, why, l.behind)
+				}
+				if why != "" && !strings.Contains(why, "KV_tern_subs") || why != "" && !strings.Contains(why, "n1") {
+					t.Fatalf("%q names neither the stream nor the leader", why)
+				}
+			}
+		})
+	}
+
+	peers := []*server.PeerInfo{{Name: "n1", Current: true}, {Name: "n3", Current: false}, {Name: "n4", Current: true, Offline: true}}
+	for _, tc := range []struct {
+		leader string
+		want   bool
+	}{{"n1", true}, {"", false}, {"n2", false}, {"n3", false}, {"n4", false}, {"n5", false}} {
+		if got := leaderHeard(tc.leader, "n2", peers); got != tc.want {
+			t.Errorf("leaderHeard(%q) by n2 = %v, want %v", tc.leader, got, tc.want)
+		}
+	}
 }

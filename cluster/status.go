@@ -16,9 +16,10 @@ import (
 type Status struct {
 	Cluster string `json:"cluster"`
 	Node    string `json:"node"`
-	State   string `json:"state"` // joining, refused, ready, fenced or draining
+	State   string `json:"state"` // joining, refused, catching_up, ready, fenced or draining
 	// Reason says why a node is refused (another live process holds its
-	// name) or, while it joins, what it waits for.
+	// name), while it joins what it waits for, and while it catches up
+	// which replica is behind (CaughtUp).
 	Reason   string     `json:"reason,omitempty"`
 	Routes   string     `json:"route_addr"`
 	LeaseAge float64    `json:"lease_age_seconds"` // since this node last sent its heartbeat
@@ -126,6 +127,10 @@ func (c *Cluster) Status() Status {
 	case "refused":
 		if p := c.refused.Load(); p != nil { // lifted since state()
 			st.Reason = *p
+		}
+	case "ready":
+		if err := c.CaughtUp(); err != nil {
+			st.State, st.Reason = "catching_up", err.Error()
 		}
 	case "joining":
 		if p := c.joinErr.Load(); p != nil {

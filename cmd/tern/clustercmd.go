@@ -32,8 +32,8 @@ func clusterCmd() *cobra.Command {
 		Use:   "cluster status",
 		Short: "Show the cluster as a running node sees it (through the admin API)",
 		Long: `Ask a running broker's admin API for its view of the cluster
-(GET /api/v1/cluster): this node's state (joining, refused, ready, fenced,
-draining) and why, and each node it knows with its state, versions and
+(GET /api/v1/cluster): this node's state (joining, refused, catching_up, ready,
+fenced, draining) and why, and each node it knows with its state, versions and
 when it was last heard. The address and credentials come from --url and
 --token or --api-key, or else from the broker's configuration (-c,
 TERN_CONFIG and the TERN_ADMIN_… variables), as for tern ban.`,
