@@ -292,13 +292,18 @@ func (c *Cluster) CaughtUp() error {
 	return nil
 }
 
-// Replicas are sampled every catchUpEvery; one not current in every
-// sample for catchUpAfter while its group has a leader is behind. A
-// replica that applies what its stream committed a moment later is not
-// current meanwhile: under a steady write load it is so in many samples,
-// caught up all the same. A group electing a leader (its leader's node
-// gone) has none to be behind: every node would be out of rotation at
-// once if that counted.
+// Replicas are sampled every catchUpEvery. Once the node is ready (and
+// again once a fence is lifted) each replica must first be seen current
+// while its leader, another node, is heard (or be the leader): until
+// then the node is not caught up, since a replica just back from a
+// partition hears its leader again only a moment before it learns how
+// far behind it is. From then on it is behind when it has not been
+// current for catchUpAfter while its leader is heard. A replica that
+// applies what its stream committed a moment later is not current
+// meanwhile: under a steady write load it is so in many samples, caught
+// up all the same. A group electing a leader (its leader's node gone)
+// has none to be behind: every survivor would be out of rotation at once
+// if that counted.
 const (
 	catchUpEvery = 250 * time.Millisecond
 	catchUpAfter = time.Second
@@ -306,37 +311,73 @@ const (
 
 // catchUpWatch tells replicas that are behind from samples of them.
 type catchUpWatch struct {
-	current map[string]time.Time // when each was last seen current, or with no leader heard
+	replicas map[string]*replicaSeen // by stream name, "" for JetStream's metadata
 }
 
-// sample records one look at the replica of name (a stream, or "" for
-// JetStream's metadata) and returns why it is behind, or "".
-func (w *catchUpWatch) sample(now time.Time, name, leader string, heard, current bool) string {
-	last, seen := w.current[name]
-	if !seen || !heard || current {
-		w.current[name] = now
-		return ""
-	}
-	if now.Sub(last) < catchUpAfter {
-		return ""
+// replicaSeen is what samples showed of one replica.
+type replicaSeen struct {
+	confirmed bool      // seen current with its leader heard since the node joined or was fenced
+	last      time.Time // when last seen current, or with no leader heard
+}
+
+// reset forgets what was seen: the node was fenced, cut off from the
+// leaders.
+func (w *catchUpWatch) reset() { clear(w.replicas) }
+
+// sample records one look at the replica of name and returns why it is
+// behind, or "". leader is its group's leader, heard whether this node
+// heard it lately (leaderHeard), current whether the replica is current.
+func (w *catchUpWatch) sample(now time.Time, name, leader string, self, heard, current bool) string {
+	r := w.replicas[name]
+	if r == nil {
+		r = &replicaSeen{}
+		w.replicas[name] = r
 	}
 	what := "stream " + name
 	if name == "" {
 		what = "JetStream's metadata"
 	}
-	return fmt.Sprintf("%s: this node's replica is behind the leader %s (not current for %v)", what, leader, now.Sub(last).Round(time.Second))
+	switch {
+	case self || heard && current:
+		r.confirmed, r.last = true, now
+		return ""
+	case !r.confirmed:
+		if leader == "" {
+			return what + ": no leader yet"
+		}
+		return fmt.Sprintf("%s: this node's replica is not yet seen in step with the leader %s", what, leader)
+	case !heard:
+		r.last = now
+		return ""
+	case now.Sub(r.last) >= catchUpAfter:
+		return fmt.Sprintf("%s: this node's replica is behind the leader %s (not current for %v)", what, leader, now.Sub(r.last).Round(time.Second))
+	}
+	return ""
 }
+
+// unchecked is why CaughtUp fails before the replicas' first sample.
+var unchecked = "the replicas of the replicated state are not checked yet"
 
 // watchCatchUp keeps c.behind (CaughtUp) until the node stops.
 func (c *Cluster) watchCatchUp() {
 	t := time.NewTicker(catchUpEvery)
 	defer t.Stop()
-	w := catchUpWatch{current: map[string]time.Time{}}
+	w := catchUpWatch{replicas: map[string]*replicaSeen{}}
+	fences := c.fences.Load()
+	since := time.Now() // since when c.behind is set
 	for {
 		select {
 		case <-c.ctx.Done():
 			return
 		case <-t.C:
+		}
+		if n := c.fences.Load(); n != fences || c.fenced.Load() {
+			fences = n
+			w.reset()
+			if c.behind.Swap(&unchecked) == nil {
+				since = time.Now()
+			}
+			continue
 		}
 		now := time.Now()
 		info, err := c.ns.Jsz(&server.JSzOptions{Accounts: true, Streams: true})
@@ -346,7 +387,7 @@ func (c *Cluster) watchCatchUp() {
 		var behind []string
 		if m := info.Meta; m != nil {
 			heard := leaderHeard(m.Leader, c.opts.Node, m.Replicas)
-			if b := w.sample(now, "", m.Leader, heard, heard && c.ns.JetStreamIsCurrent()); b != "" {
+			if b := w.sample(now, "", m.Leader, m.Leader == c.opts.Node, heard, heard && c.ns.JetStreamIsCurrent()); b != "" {
 				behind = append(behind, b)
 			}
 		}
@@ -355,17 +396,29 @@ func (c *Cluster) watchCatchUp() {
 				if !slices.Contains(streamNames, sd.Name) || sd.Cluster == nil {
 					continue
 				}
-				heard := leaderHeard(sd.Cluster.Leader, c.opts.Node, sd.Cluster.Replicas)
-				if b := w.sample(now, sd.Name, sd.Cluster.Leader, heard, heard && c.ns.JetStreamIsStreamCurrent(acc.Name, sd.Name)); b != "" {
+				leader := sd.Cluster.Leader
+				heard := leaderHeard(leader, c.opts.Node, sd.Cluster.Replicas)
+				current := heard && c.ns.JetStreamIsStreamCurrent(acc.Name, sd.Name)
+				if b := w.sample(now, sd.Name, leader, leader == c.opts.Node, heard, current); b != "" {
 					behind = append(behind, b)
 				}
 			}
 		}
-		if len(behind) == 0 {
+		was := c.behind.Load()
+		switch {
+		case len(behind) == 0 && was != nil:
 			c.behind.Store(nil)
-		} else {
+			c.log.Info("replicas of the replicated state in step with their leaders", "took", now.Sub(since).Round(time.Millisecond).String())
+		case len(behind) > 0:
 			why := strings.Join(behind, "; ")
 			c.behind.Store(&why)
+			switch {
+			case was == nil:
+				since = now
+				c.log.Warn("a replica of the replicated state is behind its leader: /readyz answers 503 until it catches up", "why", why)
+			case *was != why:
+				c.log.Debug("replicas of the replicated state not in step yet", "why", why, "for", now.Sub(since).Round(time.Millisecond).String())
+			}
 		}
 	}
 }
@@ -740,12 +793,13 @@ func (c *Cluster) join() {
 	// (wills first): see shipRule.
 	c.ownFrom.Store(time.Now().UnixNano())
 	c.reapWills(c.opts.Node) // what a previous run left (see wills.go)
+	if !c.Single() {
+		c.behind.Store(&unchecked)
+		c.goTracked(c.watchCatchUp)
+	}
 	c.ready.Store(true)
 	close(c.readyC)
 	c.goTracked(c.reg.shipLost)
-	if !c.Single() {
-		c.goTracked(c.watchCatchUp)
-	}
 	c.log.Info("cluster ready", "routes", c.ns.NumRoutes(), "nodes", c.nodes.liveCount(),
 		"took", time.Since(t0).Round(time.Millisecond).String())
 }

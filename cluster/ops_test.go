@@ -191,39 +191,52 @@ func waitRefusals(t testing.TB, cl *Cluster, n int64) {
 	terntest.Eventually(t, fmt.Sprintf("%d refusals", n), func() bool { return cl.refusals.Load() >= n })
 }
 
-// A replica is behind (CaughtUp fails, /readyz answers 503) once it has
-// not been current for catchUpAfter while its group's leader, another
-// node, is heard: not while the group elects a leader after its leader's
-// node died (every survivor would leave the rotation at once), and not
-// for a moment behind under a write load.
+// A replica is caught up (CaughtUp, /readyz) once it was seen current
+// with its leader, another node, heard, or is the leader: not merely
+// because no leader is heard, as just after a partition heals. From
+// then on it is behind once it has not been current for catchUpAfter
+// while that leader is heard: not while the group elects a leader after
+// its leader's node died (every survivor would leave the rotation at
+// once), and not for a moment behind under a write load. A fence
+// (reset) starts over.
 func TestCatchUpWatch(t *testing.T) {
 	t0 := time.Unix(1000, 0)
+	const ms = time.Millisecond
 	type look struct {
-		at             time.Duration
-		heard, current bool
-		behind         bool
+		at                   time.Duration
+		self, heard, current bool
+		behind               bool
+		reset                bool // before the look
 	}
 	for _, tc := range []struct {
 		name  string
 		looks []look
 	}{
-		{"current", []look{{0, true, true, false}, {time.Second, true, true, false}, {3 * time.Second, true, true, false}}},
-		{"behind", []look{{0, true, false, false}, {500 * time.Millisecond, true, false, false}, {time.Second, true, false, true}, {2 * time.Second, true, false, true}}},
-		{"caught up", []look{{0, true, true, false}, {250 * time.Millisecond, true, false, false}, {1250 * time.Millisecond, true, false, true}, {1500 * time.Millisecond, true, true, false}, {1750 * time.Millisecond, true, false, false}}},
-		{"a moment behind, often", []look{{0, true, false, false}, {250 * time.Millisecond, true, true, false}, {500 * time.Millisecond, true, false, false}, {750 * time.Millisecond, true, true, false},
-			{time.Second, true, false, false}, {1250 * time.Millisecond, true, false, false}}},
-		{"leader gone, election", []look{{0, true, true, false}, {time.Second, false, false, false}, {5 * time.Second, false, false, false},
-			{5250 * time.Millisecond, true, false, false}, {6250 * time.Millisecond, true, false, true}}},
+		{"current", []look{{at: 0, heard: true, current: true}, {at: time.Second, heard: true, current: true}, {at: 3 * time.Second, heard: true, current: true}}},
+		{"the leader", []look{{at: 0, self: true}, {at: 5 * time.Second, self: true}}},
+		{"never seen current", []look{{at: 0, heard: true, behind: true}, {at: 500 * ms, heard: true, behind: true}, {at: 750 * ms, heard: true, current: true}}},
+		{"no leader heard yet", []look{{at: 0, behind: true}, {at: 2 * time.Second, behind: true}, {at: 2250 * ms, heard: true, behind: true}, {at: 2500 * ms, heard: true, current: true}}},
+		{"falls behind", []look{{at: 0, heard: true, current: true}, {at: 250 * ms, heard: true}, {at: 750 * ms, heard: true}, {at: 1250 * ms, heard: true, behind: true},
+			{at: 1500 * ms, heard: true, current: true}, {at: 1750 * ms, heard: true}}},
+		{"a moment behind, often", []look{{at: 0, heard: true, current: true}, {at: 250 * ms, heard: true}, {at: 500 * ms, heard: true, current: true}, {at: 750 * ms, heard: true},
+			{at: time.Second, heard: true}, {at: 1250 * ms, heard: true, current: true}}},
+		{"leader gone, election", []look{{at: 0, heard: true, current: true}, {at: time.Second}, {at: 5 * time.Second},
+			{at: 5250 * ms, heard: true}, {at: 6250 * ms, heard: true, behind: true}}},
+		{"fenced, then healed", []look{{at: 0, heard: true, current: true}, {at: 5 * time.Second, reset: true, behind: true},
+			{at: 5250 * ms, heard: true, behind: true}, {at: 5500 * ms, heard: true, current: true}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			w := catchUpWatch{current: map[string]time.Time{}}
+			w := catchUpWatch{replicas: map[string]*replicaSeen{}}
 			for _, l := range tc.looks {
-				why := w.sample(t0.Add(l.at), "KV_tern_subs", "n1", l.heard, l.current)
-				if (why != "") != l.behind {
-					t.Fatalf("at %v (heard %v, current %v): behind %q, want behind %v", l.at, l.heard, l.current, why, l.behind)
+				if l.reset {
+					w.reset()
 				}
-				if why != "" && !strings.Contains(why, "KV_tern_subs") || why != "" && !strings.Contains(why, "n1") {
-					t.Fatalf("%q names neither the stream nor the leader", why)
+				why := w.sample(t0.Add(l.at), "KV_tern_subs", "n1", l.self, l.heard, l.current)
+				if (why != "") != l.behind {
+					t.Fatalf("at %v (%+v): behind %q, want behind %v", l.at, l, why, l.behind)
+				}
+				if why != "" && !strings.Contains(why, "KV_tern_subs") {
+					t.Fatalf("%q does not name the stream", why)
 				}
 			}
 		})

@@ -612,6 +612,7 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 		node                     string
 		mode                     faultproxy.Mode
 		fence, serving, rejoin   time.Duration
+		inStep                   time.Duration // until /readyz: the node's replicas in step with their leaders
 		moved, probes, probeRefs int
 		overlap                  time.Duration // a session served on both sides
 		lateLost                 int           // acknowledged by the cut node after a SUBACK elsewhere, lost
@@ -829,11 +830,13 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			time.Sleep(5 * time.Second) // a longer cut: the schedule of the test
 		}
 
-		// Heal: the node rejoins.
+		// Heal: the node rejoins (accepts clients), then its replicas of
+		// the replicated state catch up (/readyz): only then may another
+		// node go without a stream losing its quorum.
 		tHeal := time.Now()
 		setCut(ph.node, faultproxy.Open)
 		ok := waitFor(procWait, func() bool {
-			if readyz(cut) != 200 {
+			if st, err := clusterStatus(cut); err != nil || st.State != "ready" && st.State != "catching_up" {
 				return false
 			}
 			for _, p := range ps {
@@ -847,6 +850,11 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			t.Fatalf("%s did not rejoin after the heal", cut.name)
 		}
 		f.rejoin = time.Since(tHeal)
+		if !waitFor(procWait, func() bool { return readyz(cut) == 200 }) {
+			st, _ := clusterStatus(cut)
+			t.Fatalf("%s rejoined, and its replicas did not catch up within %v: %s", cut.name, procWait, st.Reason)
+		}
+		f.inStep = time.Since(tHeal)
 		splitWG.Wait()
 		// Split brain: the session taken over on the majority while its
 		// connection on the cut node was still open; messages the cut node
@@ -893,9 +901,9 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			"late subscriber's SUBACK %v after the cut, %d messages the cut node acknowledged after it (%d in all), %d never delivered",
 			cut.name, sinceOr(twinAt, tCut), cut.name, sinceOr(oldClosed, tCut), overlap, sinceOr(subackAt, tCut), len(after), len(lateAcked), f.lateLost)
 		logf("%s (%s): fenced %v after the cut (lease TTL %v), majority serving and publishers on %v after it, "+
-			"%d clients moved, %d CONNECTs refused on it (%d with a Server Reference); rejoined %v after the heal",
+			"%d clients moved, %d CONNECTs refused on it (%d with a Server Reference); rejoined %v after the heal, replicas in step %v after it",
 			cut.name, ph.mode, f.fence.Round(time.Millisecond), ttl, f.serving.Round(time.Millisecond), f.moved, f.probes, f.probeRefs,
-			f.rejoin.Round(time.Millisecond))
+			f.rejoin.Round(time.Millisecond), f.inStep.Round(time.Millisecond))
 		figs = append(figs, f)
 		if !progress(20) {
 			for _, p := range ps {
@@ -955,9 +963,9 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 	}
 	var sb strings.Builder
 	for _, f := range figs {
-		fmt.Fprintf(&sb, "\n  %s %-9s fence %6v  majority serving %6v  rejoin %6v  double session %6v  late messages lost %d", f.node, f.mode,
+		fmt.Fprintf(&sb, "\n  %s %-9s fence %6v  majority serving %6v  rejoin %6v  in step %6v  double session %6v  late messages lost %d", f.node, f.mode,
 			f.fence.Round(10*time.Millisecond), f.serving.Round(10*time.Millisecond), f.rejoin.Round(10*time.Millisecond),
-			f.overlap.Round(10*time.Millisecond), f.lateLost)
+			f.inStep.Round(10*time.Millisecond), f.overlap.Round(10*time.Millisecond), f.lateLost)
 	}
 	logf("figures (lease TTL %v):%s", ttl, sb.String())
 }
