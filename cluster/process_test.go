@@ -368,6 +368,18 @@ func TestProcessKill(t *testing.T) {
 	if !view.Clustered || len(view.Nodes) != 3 || view.Detail.State != "ready" || view.Detail.Node != "n1" {
 		t.Fatalf("/api/v1/cluster: %+v", view)
 	}
+	// Every node answered /readyz: none is fenced or catching up.
+	resp, err = http.Get("http://" + ps[0].admin + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	for _, line := range []string{"tern_cluster_fenced 0", "tern_cluster_catching_up 0", "tern_cluster_nodes 3"} {
+		if !strings.Contains(string(metrics), "\n"+line+"\n") {
+			t.Errorf("/metrics has no %q", line)
+		}
+	}
 	defer func() {
 		for _, p := range ps {
 			p.checkLog()

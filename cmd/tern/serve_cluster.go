@@ -143,6 +143,13 @@ func clusterCollectors(cl *cluster.Cluster) []prometheus.Collector {
 				}
 				return 0
 			}),
+		prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "tern_cluster_catching_up", Help: "1 while a replica of the replicated state on this node is behind its leader (/readyz answers 503)."},
+			func() float64 {
+				if cl.CaughtUp() != nil {
+					return 1
+				}
+				return 0
+			}),
 		counter("forward_sent_total", "Messages sent to other nodes.", func(c cluster.Counters) uint64 { return c.Sent }),
 		counter("forward_acked_total", "QoS 1/2 messages other nodes acknowledged.", func(c cluster.Counters) uint64 { return c.Acked }),
 		counter("forward_timeouts_total", "QoS 1/2 messages not acknowledged within forward_timeout.", func(c cluster.Counters) uint64 { return c.Timeouts }),
