@@ -791,7 +791,28 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			}
 		}
 		// The majority serves: CONNECT, SUBSCRIBE and PUBLISH on each of
-		// its nodes, and every publisher goes on.
+		// its nodes, and every publisher goes on. If that takes long, the
+		// streams' state is logged while it does (not after: by then it
+		// is back).
+		var slowMu sync.Mutex // held while logging: the test may not end meanwhile
+		slowEnded := false
+		slow := time.AfterFunc(time.Until(tCut.Add(15*time.Second)), func() {
+			slowMu.Lock()
+			defer slowMu.Unlock()
+			if slowEnded {
+				return
+			}
+			logf("the majority is not serving yet, 15 s after the cut; its streams:")
+			for _, j := range majority {
+				logStreams(t, ps[j])
+			}
+		})
+		t.Cleanup(func() {
+			slow.Stop()
+			slowMu.Lock()
+			slowEnded = true
+			slowMu.Unlock()
+		})
 		for _, j := range majority {
 			serveCheck(t, ctx, addrs[j], fmt.Sprintf("probe-%s-%d", tag, j))
 		}
@@ -802,6 +823,9 @@ func runPartition(t *testing.T, ps []*proc, how string, setCut func(i int, m fau
 			t.Fatalf("publishing stopped with %s cut off", cut.name)
 		}
 		f.serving = time.Since(tCut)
+		if !slow.Stop() {
+			logf("the majority served again %v after the cut", f.serving.Round(time.Millisecond))
+		}
 		for _, m := range before {
 			if a := m.addr(); a == cut.mqtt {
 				t.Fatalf("%s still on the fenced %s", m.id, cut.name)
