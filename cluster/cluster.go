@@ -284,9 +284,10 @@ func (c *Cluster) Ready() bool {
 // from its stream's leader, and until it has, the stream's quorum hangs
 // on the other replicas, so that losing one more node (the next node of
 // a rolling restart) stops the stream. /readyz of tern serve answers 503
-// meanwhile; the node serves clients all the same.
+// meanwhile; the node serves clients all the same. It is nil while the
+// node is not Ready (joining, fenced, draining): those say so themselves.
 func (c *Cluster) CaughtUp() error {
-	if p := c.behind.Load(); p != nil && c.ready.Load() {
+	if p := c.behind.Load(); p != nil && c.Ready() {
 		return errors.New(*p)
 	}
 	return nil
@@ -295,18 +296,19 @@ func (c *Cluster) CaughtUp() error {
 // Replicas are sampled every catchUpEvery. Once the node is ready (and
 // again once a fence is lifted) each replica must first be seen current
 // while its leader, another node, is heard (or be the leader): until
-// then the node is not caught up, since a replica just back from a
-// partition hears its leader again only a moment before it learns how
-// far behind it is. From then on it is behind when it has not been
-// current for catchUpAfter while its leader is heard. A replica that
-// applies what its stream committed a moment later is not current
-// meanwhile: under a steady write load it is so in many samples, caught
-// up all the same. A group electing a leader (its leader's node gone)
-// has none to be behind: every survivor would be out of rotation at once
-// if that counted.
+// then the node is not caught up. A replica back from a partition or a
+// restart has no leader heard at first; counting that as in step would
+// let /readyz answer 200 before the leader's first message tells the
+// replica how far behind it is. From then on a replica is behind when it
+// has not been current for catchUpAfter while its leader is heard.
+// Current (nats-server's) means the replica applied all it committed: one
+// that applies a moment later is not current meanwhile, in many samples
+// under a steady write load, caught up all the same. A group electing a
+// leader (its leader's node gone) has none to be behind: every survivor
+// would be out of rotation at once if that counted.
 const (
 	catchUpEvery = 250 * time.Millisecond
-	catchUpAfter = time.Second
+	catchUpAfter = 3 * time.Second
 )
 
 // catchUpWatch tells replicas that are behind from samples of them.
@@ -324,35 +326,71 @@ type replicaSeen struct {
 // leaders.
 func (w *catchUpWatch) reset() { clear(w.replicas) }
 
-// sample records one look at the replica of name and returns why it is
-// behind, or "". leader is its group's leader, heard whether this node
-// heard it lately (leaderHeard), current whether the replica is current.
-func (w *catchUpWatch) sample(now time.Time, name, leader string, self, heard, current bool) string {
-	r := w.replicas[name]
+// sample records one look at a replica and returns why it is behind, or
+// "".
+func (w *catchUpWatch) sample(now time.Time, v replicaView) string {
+	r := w.replicas[v.stream]
 	if r == nil {
 		r = &replicaSeen{}
-		w.replicas[name] = r
+		w.replicas[v.stream] = r
 	}
-	what := "stream " + name
-	if name == "" {
+	what := "stream " + v.stream
+	if v.stream == "" {
 		what = "JetStream's metadata"
 	}
 	switch {
-	case self || heard && current:
+	case v.self || v.heard && v.current:
 		r.confirmed, r.last = true, now
 		return ""
 	case !r.confirmed:
-		if leader == "" {
+		if v.leader == "" {
 			return what + ": no leader yet"
 		}
-		return fmt.Sprintf("%s: this node's replica is not yet seen in step with the leader %s", what, leader)
-	case !heard:
+		return fmt.Sprintf("%s: this node's replica is not yet seen in step with the leader %s", what, v.leader)
+	case !v.heard:
 		r.last = now
 		return ""
 	case now.Sub(r.last) >= catchUpAfter:
-		return fmt.Sprintf("%s: this node's replica is behind the leader %s (not current for %v)", what, leader, now.Sub(r.last).Round(time.Second))
+		return fmt.Sprintf("%s: this node's replica is behind the leader %s (not current for %v)", what, v.leader, now.Sub(r.last).Round(time.Second))
 	}
 	return ""
+}
+
+// replicaView is one replica of the replicated state on this node, as
+// nats-server sees it.
+type replicaView struct {
+	stream  string // "" for JetStream's metadata
+	leader  string // its group's leader, "" while there is none
+	self    bool   // this node leads the group
+	heard   bool   // the leader, another node, was heard lately (leaderHeard)
+	current bool   // heard, and the replica applied all it committed
+}
+
+// replicaViews returns the replicas of the cluster's streams this node
+// holds (nats-server lists only those), and JetStream's metadata first.
+func (c *Cluster) replicaViews() ([]replicaView, error) {
+	info, err := c.ns.Jsz(&server.JSzOptions{Accounts: true, Streams: true})
+	if err != nil {
+		return nil, err
+	}
+	var out []replicaView
+	if m := info.Meta; m != nil {
+		v := replicaView{leader: m.Leader, self: m.Leader == c.opts.Node, heard: leaderHeard(m.Leader, c.opts.Node, m.Replicas)}
+		v.current = v.heard && c.ns.JetStreamIsCurrent()
+		out = append(out, v)
+	}
+	for _, acc := range info.AccountDetails {
+		for _, sd := range acc.Streams {
+			if !slices.Contains(streamNames, sd.Name) || sd.Cluster == nil {
+				continue
+			}
+			v := replicaView{stream: sd.Name, leader: sd.Cluster.Leader, self: sd.Cluster.Leader == c.opts.Node,
+				heard: leaderHeard(sd.Cluster.Leader, c.opts.Node, sd.Cluster.Replicas)}
+			v.current = v.heard && c.ns.JetStreamIsStreamCurrent(acc.Id, sd.Name)
+			out = append(out, v)
+		}
+	}
+	return out, nil
 }
 
 // unchecked is why CaughtUp fails before the replicas' first sample.
@@ -380,28 +418,14 @@ func (c *Cluster) watchCatchUp() {
 			continue
 		}
 		now := time.Now()
-		info, err := c.ns.Jsz(&server.JSzOptions{Accounts: true, Streams: true})
+		views, err := c.replicaViews()
 		if err != nil {
 			continue
 		}
 		var behind []string
-		if m := info.Meta; m != nil {
-			heard := leaderHeard(m.Leader, c.opts.Node, m.Replicas)
-			if b := w.sample(now, "", m.Leader, m.Leader == c.opts.Node, heard, heard && c.ns.JetStreamIsCurrent()); b != "" {
+		for _, v := range views {
+			if b := w.sample(now, v); b != "" {
 				behind = append(behind, b)
-			}
-		}
-		for _, acc := range info.AccountDetails {
-			for _, sd := range acc.Streams {
-				if !slices.Contains(streamNames, sd.Name) || sd.Cluster == nil {
-					continue
-				}
-				leader := sd.Cluster.Leader
-				heard := leaderHeard(leader, c.opts.Node, sd.Cluster.Replicas)
-				current := heard && c.ns.JetStreamIsStreamCurrent(acc.Name, sd.Name)
-				if b := w.sample(now, sd.Name, leader, leader == c.opts.Node, heard, current); b != "" {
-					behind = append(behind, b)
-				}
 			}
 		}
 		was := c.behind.Load()
@@ -434,7 +458,7 @@ func leaderHeard(leader, self string, peers []*server.PeerInfo) bool {
 	}
 	for _, p := range peers {
 		if p.Name == leader {
-			return p.Current && !p.Offline
+			return p.Current
 		}
 	}
 	return false

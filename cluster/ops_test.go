@@ -201,7 +201,7 @@ func waitRefusals(t testing.TB, cl *Cluster, n int64) {
 // (reset) starts over.
 func TestCatchUpWatch(t *testing.T) {
 	t0 := time.Unix(1000, 0)
-	const ms = time.Millisecond
+	const ms, after = time.Millisecond, catchUpAfter
 	type look struct {
 		at                   time.Duration
 		self, heard, current bool
@@ -216,12 +216,12 @@ func TestCatchUpWatch(t *testing.T) {
 		{"the leader", []look{{at: 0, self: true}, {at: 5 * time.Second, self: true}}},
 		{"never seen current", []look{{at: 0, heard: true, behind: true}, {at: 500 * ms, heard: true, behind: true}, {at: 750 * ms, heard: true, current: true}}},
 		{"no leader heard yet", []look{{at: 0, behind: true}, {at: 2 * time.Second, behind: true}, {at: 2250 * ms, heard: true, behind: true}, {at: 2500 * ms, heard: true, current: true}}},
-		{"falls behind", []look{{at: 0, heard: true, current: true}, {at: 250 * ms, heard: true}, {at: 750 * ms, heard: true}, {at: 1250 * ms, heard: true, behind: true},
-			{at: 1500 * ms, heard: true, current: true}, {at: 1750 * ms, heard: true}}},
+		{"falls behind", []look{{at: 0, heard: true, current: true}, {at: 250 * ms, heard: true}, {at: after - 250*ms, heard: true}, {at: after, heard: true, behind: true},
+			{at: after + 250*ms, heard: true, current: true}, {at: after + 500*ms, heard: true}}},
 		{"a moment behind, often", []look{{at: 0, heard: true, current: true}, {at: 250 * ms, heard: true}, {at: 500 * ms, heard: true, current: true}, {at: 750 * ms, heard: true},
-			{at: time.Second, heard: true}, {at: 1250 * ms, heard: true, current: true}}},
+			{at: after, heard: true}, {at: after + 250*ms, heard: true, current: true}}},
 		{"leader gone, election", []look{{at: 0, heard: true, current: true}, {at: time.Second}, {at: 5 * time.Second},
-			{at: 5250 * ms, heard: true}, {at: 6250 * ms, heard: true, behind: true}}},
+			{at: 5*time.Second + after - 250*ms, heard: true}, {at: 5*time.Second + after, heard: true, behind: true}}},
 		{"fenced, then healed", []look{{at: 0, heard: true, current: true}, {at: 5 * time.Second, reset: true, behind: true},
 			{at: 5250 * ms, heard: true, behind: true}, {at: 5500 * ms, heard: true, current: true}}},
 	} {
@@ -231,7 +231,7 @@ func TestCatchUpWatch(t *testing.T) {
 				if l.reset {
 					w.reset()
 				}
-				why := w.sample(t0.Add(l.at), "KV_tern_subs", "n1", l.self, l.heard, l.current)
+				why := w.sample(t0.Add(l.at), replicaView{stream: "KV_tern_subs", leader: "n1", self: l.self, heard: l.heard, current: l.current})
 				if (why != "") != l.behind {
 					t.Fatalf("at %v (%+v): behind %q, want behind %v", l.at, l, why, l.behind)
 				}
@@ -242,13 +242,57 @@ func TestCatchUpWatch(t *testing.T) {
 		})
 	}
 
-	peers := []*server.PeerInfo{{Name: "n1", Current: true}, {Name: "n3", Current: false}, {Name: "n4", Current: true, Offline: true}}
+	peers := []*server.PeerInfo{{Name: "n1", Current: true}, {Name: "n3", Current: false}}
 	for _, tc := range []struct {
 		leader string
 		want   bool
-	}{{"n1", true}, {"", false}, {"n2", false}, {"n3", false}, {"n4", false}, {"n5", false}} {
+	}{{"n1", true}, {"", false}, {"n2", false}, {"n3", false}, {"n5", false}} {
 		if got := leaderHeard(tc.leader, "n2", peers); got != tc.want {
 			t.Errorf("leaderHeard(%q) by n2 = %v, want %v", tc.leader, got, tc.want)
+		}
+	}
+}
+
+// The replicas CaughtUp watches are the ones nats-server holds on the
+// node: JetStream's metadata and every stream of the cluster (three nodes
+// hold a replica of each), each led by exactly one node that the others
+// hear; once every node has seen them in step, none is behind.
+func TestReplicaViews(t *testing.T) {
+	nodes := startCluster(t, 3, nil)
+	leaders := map[string]map[string]bool{} // stream -> nodes that lead it
+	terntest.Eventually(t, "every node's replicas in step, each stream led by one node", func() bool {
+		clear(leaders)
+		for _, n := range nodes {
+			if n.cl.CaughtUp() != nil {
+				return false
+			}
+			views, err := n.cl.replicaViews()
+			if err != nil || len(views) != 1+len(streamNames) || views[0].stream != "" {
+				return false
+			}
+			for _, v := range views {
+				if v.leader == "" || !v.self && !(v.heard && v.current) {
+					return false
+				}
+				if leaders[v.stream] == nil {
+					leaders[v.stream] = map[string]bool{}
+				}
+				leaders[v.stream][v.leader] = true
+				if v.self != (v.leader == n.cl.Node()) {
+					return false
+				}
+			}
+		}
+		for _, l := range leaders {
+			if len(l) != 1 {
+				return false
+			}
+		}
+		return true
+	})
+	for _, name := range append([]string{""}, streamNames...) {
+		if len(leaders[name]) != 1 {
+			t.Errorf("stream %q: leaders %v", name, leaders[name])
 		}
 	}
 }

@@ -1075,7 +1075,8 @@ func logStreams(t *testing.T, p *proc) {
 	var v struct {
 		Detail Status `json:"detail"`
 	}
-	resp, err := http.Get("http://" + p.admin + "/api/v1/cluster")
+	hc := http.Client{Timeout: 5 * time.Second} // also called with a lock held (TestPartition's slow log)
+	resp, err := hc.Get("http://" + p.admin + "/api/v1/cluster")
 	if err == nil {
 		err = json.NewDecoder(resp.Body).Decode(&v)
 		resp.Body.Close()

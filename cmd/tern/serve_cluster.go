@@ -87,10 +87,10 @@ func (b *broker) setupCluster(cfg *config.Config, log *slog.Logger) error {
 		return out
 	})
 	b.adm.AddReadyCheck(admin.ReadyCheck{Check: func() (string, error) {
-		st := cl.Status() // "catching_up" while a replica is behind (CaughtUp)
-		if st.State == "ready" {
+		if cl.Ready() && cl.CaughtUp() == nil {
 			return "", nil
 		}
+		st := cl.Status() // "catching_up" while a replica is behind (CaughtUp)
 		cause := "cluster node " + st.State
 		if st.Reason != "" {
 			cause += ": " + st.Reason
