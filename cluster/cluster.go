@@ -279,8 +279,8 @@ func (c *Cluster) Ready() bool {
 }
 
 // CaughtUp returns nil when every replica of the replicated state this
-// node holds is current, else an error naming a stream whose replica is
-// not: after a restart or a partition JetStream catches a replica up
+// node holds is current, else an error naming the streams (or
+// JetStream's metadata) whose replica is not: after a restart or a partition JetStream catches a replica up
 // from its stream's leader, and until it has, the stream's quorum hangs
 // on the other replicas, so that losing one more node (the next node of
 // a rolling restart) stops the stream. /readyz of tern serve answers 503
@@ -419,10 +419,10 @@ func (c *Cluster) watchCatchUp() {
 		}
 		now := time.Now()
 		views, err := c.replicaViews()
-		if err != nil {
-			continue
-		}
 		var behind []string
+		if err != nil {
+			behind = append(behind, "JetStream's state not readable: "+err.Error())
+		}
 		for _, v := range views {
 			if b := w.sample(now, v); b != "" {
 				behind = append(behind, b)

@@ -368,7 +368,8 @@ func TestProcessKill(t *testing.T) {
 	if !view.Clustered || len(view.Nodes) != 3 || view.Detail.State != "ready" || view.Detail.Node != "n1" {
 		t.Fatalf("/api/v1/cluster: %+v", view)
 	}
-	// Every node answered /readyz: none is fenced or catching up.
+	// n1 answered /readyz (startProcs waits for every node's): neither
+	// fenced nor catching up, and it sees the three nodes.
 	resp, err = http.Get("http://" + ps[0].admin + "/metrics")
 	if err != nil {
 		t.Fatal(err)
